@@ -1,0 +1,49 @@
+"""numpy <-> interp.v1.Tensor, shared by the server and the SDK (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protos import interp_pb2 as pb
+
+_TO_NUMPY = {
+    pb.Tensor.FLOAT32: np.dtype("<f4"),
+    pb.Tensor.UINT8: np.dtype("u1"),
+    pb.Tensor.INT64: np.dtype("<i8"),
+    pb.Tensor.FLOAT64: np.dtype("<f8"),
+    pb.Tensor.INT32: np.dtype("<i4"),
+    pb.Tensor.UINT16: np.dtype("<u2"),
+}
+_FROM_NUMPY = {dt.newbyteorder("="): code for code, dt in _TO_NUMPY.items()}
+
+
+class TensorCodecError(ValueError):
+    """A Tensor message whose dtype, shape and byte count do not agree."""
+
+
+def to_tensor(array: np.ndarray) -> pb.Tensor:
+    """Encode a numpy array as little-endian C-order bytes with dtype and shape."""
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    code = _FROM_NUMPY.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TensorCodecError(f"unsupported dtype {array.dtype}; supported: {sorted(str(d) for d in _TO_NUMPY.values())}")
+    data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code]).tobytes()
+    return pb.Tensor(dtype=code, shape=list(array.shape), data=data)
+
+
+def from_tensor(message: pb.Tensor) -> np.ndarray:
+    """Decode a Tensor message to a (writable) numpy array in native byte order."""
+    dtype = _TO_NUMPY.get(message.dtype)
+    if dtype is None:
+        raise TensorCodecError(f"unknown tensor dtype code {message.dtype}")
+    shape = tuple(int(s) for s in message.shape)
+    if any(s < 0 for s in shape):
+        raise TensorCodecError(f"negative dimension in shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * dtype.itemsize != len(message.data):
+        raise TensorCodecError(
+            f"tensor of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, got {len(message.data)}"
+        )
+    return np.frombuffer(message.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)

@@ -1,0 +1,721 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        DTYPE_UNSPECIFIED: _ClassVar[Tensor.DType]
+        FLOAT32: _ClassVar[Tensor.DType]
+        UINT8: _ClassVar[Tensor.DType]
+        INT64: _ClassVar[Tensor.DType]
+        FLOAT64: _ClassVar[Tensor.DType]
+        INT32: _ClassVar[Tensor.DType]
+        UINT16: _ClassVar[Tensor.DType]
+    DTYPE_UNSPECIFIED: Tensor.DType
+    FLOAT32: Tensor.DType
+    UINT8: Tensor.DType
+    INT64: Tensor.DType
+    FLOAT64: Tensor.DType
+    INT32: Tensor.DType
+    UINT16: Tensor.DType
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: Tensor.DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[_Union[Tensor.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("encoded", "pixels")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    pixels: Tensor
+    def __init__(self, encoded: _Optional[bytes] = ..., pixels: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class PreprocessedInput(_message.Message):
+    __slots__ = ("tensor", "png")
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    tensor: Tensor
+    png: bytes
+    def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class ModelStamp(_message.Message):
+    __slots__ = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PRETRAINED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    pretrained: bool
+    weights_sha256: str
+    request_id: str
+    elapsed_ms: float
+    def __init__(self, model: _Optional[str] = ..., pretrained: _Optional[bool] = ..., weights_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("index", "label")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    label: str
+    def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("index", "label", "probability")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    label: str
+    probability: float
+    def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_PNG_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total_steps: int
+    objective: float
+    elapsed_s: float
+    stage: str
+    preview_png: bytes
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class WeightsInfo(_message.Message):
+    __slots__ = ("source", "path", "sha256", "canonical_name")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CANONICAL_NAME_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    path: str
+    sha256: str
+    canonical_name: str
+    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., sha256: _Optional[str] = ..., canonical_name: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "task", "input_shape", "num_classes", "pretrained", "weights", "status", "reason", "description", "dataset")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[ModelInfo.Status]
+        READY: _ClassVar[ModelInfo.Status]
+        UNAVAILABLE: _ClassVar[ModelInfo.Status]
+    STATUS_UNSPECIFIED: ModelInfo.Status
+    READY: ModelInfo.Status
+    UNAVAILABLE: ModelInfo.Status
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PRETRAINED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    pretrained: bool
+    weights: WeightsInfo
+    status: ModelInfo.Status
+    reason: str
+    description: str
+    dataset: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., status: _Optional[_Union[ModelInfo.Status, str]] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class DescribeModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ReceptiveField(_message.Message):
+    __slots__ = ("size", "jump", "start")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    JUMP_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    jump: int
+    start: float
+    def __init__(self, size: _Optional[int] = ..., jump: _Optional[int] = ..., start: _Optional[float] = ...) -> None: ...
+
+class Layer(_message.Message):
+    __slots__ = ("name", "aliases", "type", "output_shape", "channels", "receptive_field", "parameters", "has_kernels")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    HAS_KERNELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    type: str
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    channels: int
+    receptive_field: ReceptiveField
+    parameters: int
+    has_kernels: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., parameters: _Optional[int] = ..., has_kernels: _Optional[bool] = ...) -> None: ...
+
+class Preprocessing(_message.Message):
+    __slots__ = ("channels", "resize_shorter", "crop", "mean", "std", "convention")
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_SHORTER_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    CONVENTION_FIELD_NUMBER: _ClassVar[int]
+    channels: int
+    resize_shorter: int
+    crop: int
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    convention: str
+    def __init__(self, channels: _Optional[int] = ..., resize_shorter: _Optional[int] = ..., crop: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., convention: _Optional[str] = ...) -> None: ...
+
+class DescribeModelResponse(_message.Message):
+    __slots__ = ("model", "layers", "labels", "preprocessing", "default_gradcam_layer")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_GRADCAM_LAYER_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    layers: _containers.RepeatedCompositeFieldContainer[Layer]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    preprocessing: Preprocessing
+    default_gradcam_layer: str
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., default_gradcam_layer: _Optional[str] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("model", "image", "top_k")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    top_k: int
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("stamp", "predictions", "input", "logits")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    input: PreprocessedInput
+    logits: Tensor
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ActivationsRequest(_message.Message):
+    __slots__ = ("model", "image", "layers", "top_k", "include_tensors")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    top_k: int
+    include_tensors: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., include_tensors: _Optional[bool] = ...) -> None: ...
+
+class LayerActivation(_message.Message):
+    __slots__ = ("layer", "requested", "activation", "channel_mean", "channel_max", "top_channels", "grid_png")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_MAX_FIELD_NUMBER: _ClassVar[int]
+    TOP_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    requested: str
+    activation: Tensor
+    channel_mean: Tensor
+    channel_max: Tensor
+    top_channels: _containers.RepeatedScalarFieldContainer[int]
+    grid_png: bytes
+    def __init__(self, layer: _Optional[str] = ..., requested: _Optional[str] = ..., activation: _Optional[_Union[Tensor, _Mapping]] = ..., channel_mean: _Optional[_Union[Tensor, _Mapping]] = ..., channel_max: _Optional[_Union[Tensor, _Mapping]] = ..., top_channels: _Optional[_Iterable[int]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
+
+class ActivationsResponse(_message.Message):
+    __slots__ = ("stamp", "input", "layers", "resolved_top_k", "prediction")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    layers: _containers.RepeatedCompositeFieldContainer[LayerActivation]
+    resolved_top_k: int
+    prediction: Prediction
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerActivation, _Mapping]]] = ..., resolved_top_k: _Optional[int] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+
+class KernelsRequest(_message.Message):
+    __slots__ = ("model", "layer")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ...) -> None: ...
+
+class KernelsResponse(_message.Message):
+    __slots__ = ("stamp", "layer", "weights", "bias", "rgb", "grid_png")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    layer: str
+    weights: Tensor
+    bias: Tensor
+    rgb: bool
+    grid_png: bytes
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., rgb: _Optional[bool] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
+
+class SaliencyParams(_message.Message):
+    __slots__ = ("layer", "samples", "noise_level", "steps", "seed", "batch_size", "clip_percentile", "colormap")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    COLORMAP_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    samples: int
+    noise_level: float
+    steps: int
+    seed: int
+    batch_size: int
+    clip_percentile: float
+    colormap: str
+    def __init__(self, layer: _Optional[str] = ..., samples: _Optional[int] = ..., noise_level: _Optional[float] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., clip_percentile: _Optional[float] = ..., colormap: _Optional[str] = ...) -> None: ...
+
+class SaliencyRequest(_message.Message):
+    __slots__ = ("model", "image", "method", "target", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    method: str
+    target: Target
+    params: SaliencyParams
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[SaliencyParams, _Mapping]] = ...) -> None: ...
+
+class SaliencyResponse(_message.Message):
+    __slots__ = ("stamp", "input", "method", "target", "map", "attribution", "heatmap_png", "overlay_png", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    method: str
+    target: Prediction
+    map: Tensor
+    attribution: Tensor
+    heatmap_png: bytes
+    overlay_png: bytes
+    resolved: SaliencyParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_png: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ..., resolved: _Optional[_Union[SaliencyParams, _Mapping]] = ...) -> None: ...
+
+class AttackParams(_message.Message):
+    __slots__ = ("step_size", "steps", "random_start", "seed")
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_START_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    step_size: float
+    steps: int
+    random_start: bool
+    seed: int
+    def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class AttackRequest(_message.Message):
+    __slots__ = ("model", "image", "method", "epsilons", "target", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    method: str
+    epsilons: _containers.RepeatedScalarFieldContainer[float]
+    target: Target
+    params: AttackParams
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., epsilons: _Optional[_Iterable[float]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
+
+class AttackOutcome(_message.Message):
+    __slots__ = ("epsilon", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "step_size")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_PNG_FIELD_NUMBER: _ClassVar[int]
+    PERTURBATION_PNG_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LINF_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    adversarial: Tensor
+    adversarial_png: bytes
+    perturbation_png: bytes
+    prediction: Prediction
+    success: bool
+    linf: float
+    l2: float
+    step_size: float
+    def __init__(self, epsilon: _Optional[float] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., step_size: _Optional[float] = ...) -> None: ...
+
+class AttackResponse(_message.Message):
+    __slots__ = ("stamp", "input", "method", "original", "target", "targeted", "outcomes", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    method: str
+    original: Prediction
+    target: Prediction
+    targeted: bool
+    outcomes: _containers.RepeatedCompositeFieldContainer[AttackOutcome]
+    resolved: AttackParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
+
+class VisualizeFilterParams(_message.Message):
+    __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every")
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    objective: str
+    steps: int
+    image_size: int
+    learning_rate: float
+    seed: int
+    parameterization: str
+    transforms: bool
+    preview_every: int
+    def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ...) -> None: ...
+
+class VisualizeFilterRequest(_message.Message):
+    __slots__ = ("model", "layer", "channels", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    params: VisualizeFilterParams
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ...) -> None: ...
+
+class VisualizeFilterResult(_message.Message):
+    __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNGS_FIELD_NUMBER: _ClassVar[int]
+    GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    images: Tensor
+    pngs: _containers.RepeatedScalarFieldContainer[bytes]
+    grid_png: bytes
+    activations: _containers.RepeatedScalarFieldContainer[float]
+    resolved: VisualizeFilterParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., grid_png: _Optional[bytes] = ..., activations: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ...) -> None: ...
+
+class VisualizeFilterEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: VisualizeFilterResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[VisualizeFilterResult, _Mapping]] = ...) -> None: ...
+
+class LayerWeight(_message.Message):
+    __slots__ = ("layer", "weight")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    weight: float
+    def __init__(self, layer: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class DeepDreamParams(_message.Message):
+    __slots__ = ("octaves", "octave_scale", "iterations", "step_size", "jitter", "seed", "preview_every")
+    OCTAVES_FIELD_NUMBER: _ClassVar[int]
+    OCTAVE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    octaves: int
+    octave_scale: float
+    iterations: int
+    step_size: float
+    jitter: int
+    seed: int
+    preview_every: int
+    def __init__(self, octaves: _Optional[int] = ..., octave_scale: _Optional[float] = ..., iterations: _Optional[int] = ..., step_size: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., preview_every: _Optional[int] = ...) -> None: ...
+
+class DeepDreamRequest(_message.Message):
+    __slots__ = ("model", "image", "layers", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    layers: _containers.RepeatedCompositeFieldContainer[LayerWeight]
+    params: DeepDreamParams
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerWeight, _Mapping]]] = ..., params: _Optional[_Union[DeepDreamParams, _Mapping]] = ...) -> None: ...
+
+class LayerGain(_message.Message):
+    __slots__ = ("layer", "norm_before", "norm_after")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    NORM_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NORM_AFTER_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    norm_before: float
+    norm_after: float
+    def __init__(self, layer: _Optional[str] = ..., norm_before: _Optional[float] = ..., norm_after: _Optional[float] = ...) -> None: ...
+
+class DeepDreamResult(_message.Message):
+    __slots__ = ("stamp", "input", "image", "png", "gains", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    GAINS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    image: Tensor
+    png: bytes
+    gains: _containers.RepeatedCompositeFieldContainer[LayerGain]
+    resolved: DeepDreamParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., gains: _Optional[_Iterable[_Union[LayerGain, _Mapping]]] = ..., resolved: _Optional[_Union[DeepDreamParams, _Mapping]] = ...) -> None: ...
+
+class DeepDreamEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: DeepDreamResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[DeepDreamResult, _Mapping]] = ...) -> None: ...
+
+class AttributeSets(_message.Message):
+    __slots__ = ("positive", "negative", "positive_class", "negative_class")
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    positive: _containers.RepeatedCompositeFieldContainer[Image]
+    negative: _containers.RepeatedCompositeFieldContainer[Image]
+    positive_class: str
+    negative_class: str
+    def __init__(self, positive: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., negative: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., positive_class: _Optional[str] = ..., negative_class: _Optional[str] = ...) -> None: ...
+
+class InterpolateFeaturesParams(_message.Message):
+    __slots__ = ("iterations", "warm_iterations", "tv_weight", "tv_beta", "seed", "set_size", "normalize_attribute", "preview_every")
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    WARM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TV_BETA_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    iterations: int
+    warm_iterations: int
+    tv_weight: float
+    tv_beta: float
+    seed: int
+    set_size: int
+    normalize_attribute: bool
+    preview_every: int
+    def __init__(self, iterations: _Optional[int] = ..., warm_iterations: _Optional[int] = ..., tv_weight: _Optional[float] = ..., tv_beta: _Optional[float] = ..., seed: _Optional[int] = ..., set_size: _Optional[int] = ..., normalize_attribute: _Optional[bool] = ..., preview_every: _Optional[int] = ...) -> None: ...
+
+class InterpolateFeaturesRequest(_message.Message):
+    __slots__ = ("model", "source", "layers", "sets", "target", "alphas", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SETS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    source: Image
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    sets: AttributeSets
+    target: Image
+    alphas: _containers.RepeatedScalarFieldContainer[float]
+    params: InterpolateFeaturesParams
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., sets: _Optional[_Union[AttributeSets, _Mapping]] = ..., target: _Optional[_Union[Image, _Mapping]] = ..., alphas: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[InterpolateFeaturesParams, _Mapping]] = ...) -> None: ...
+
+class AlphaResult(_message.Message):
+    __slots__ = ("alpha", "image", "png", "feature_error", "prediction")
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    alpha: float
+    image: Tensor
+    png: bytes
+    feature_error: float
+    prediction: Prediction
+    def __init__(self, alpha: _Optional[float] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ..., feature_error: _Optional[float] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+
+class InterpolateFeaturesResult(_message.Message):
+    __slots__ = ("stamp", "input", "layers", "results", "resolved", "alphas")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    results: _containers.RepeatedCompositeFieldContainer[AlphaResult]
+    resolved: InterpolateFeaturesParams
+    alphas: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., results: _Optional[_Iterable[_Union[AlphaResult, _Mapping]]] = ..., resolved: _Optional[_Union[InterpolateFeaturesParams, _Mapping]] = ..., alphas: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class InterpolateFeaturesEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: InterpolateFeaturesResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[InterpolateFeaturesResult, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OCTAVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_HEAVY_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_HEAVY_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_image_pixels: int
+    max_image_side: int
+    max_steps: int
+    max_octaves: int
+    max_alphas: int
+    max_set_size: int
+    max_epsilons: int
+    max_samples: int
+    max_channels: int
+    max_concurrent_heavy: int
+    max_queued_heavy: int
+    default_deadline_s: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs")
+    class LibrariesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_THREADS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    IMPLEMENTED_RPCS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    api_version: str
+    device: str
+    limits: Limits
+    libraries: _containers.ScalarMap[str, str]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    worker_threads: int
+    auth_required: bool
+    tls: bool
+    implemented_rpcs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., libraries: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., worker_threads: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., implemented_rpcs: _Optional[_Iterable[str]] = ...) -> None: ...
