@@ -2,10 +2,16 @@
 
 ``capture`` records the outputs of named submodules and, by default, stops the forward pass as
 soon as the last of them has fired: the layers after the deepest requested one never run.
+
+Served modules are shared by concurrent requests. A hook registered on a shared module fires for
+every thread's forward pass, so ``capture``'s hooks only act on the thread that registered them.
+Methods that must register hooks they do not control (captum's layer and guided-backprop
+attributions) run on a :func:`structural_copy` instead, which shares the weights but not the hooks.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,9 +47,12 @@ def capture(model: nn.Module, layers: Sequence[str], *, stop: bool = True) -> It
     modules = {name: get_layer(model, name) for name in layers}
     store: dict[str, Tensor] = {}
     handles = []
+    owner = threading.get_ident()
 
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+            if threading.get_ident() != owner:  # another request's forward on the shared module
+                return
             store[name] = output
             if stop and len(store) == len(modules):
                 raise _StopForward
@@ -73,6 +82,39 @@ def run_until(model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, T
         if missing:
             raise InvalidInput(f"layers {missing} did not run in the forward pass")
         return dict(store)
+
+
+def structural_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every parameter and buffer tensor with ``model``.
+
+    Each module is a new object with its own ``_modules``/``_parameters``/``_buffers`` and hook
+    dictionaries, so hooks registered on the copy (and attribute changes such as
+    ``ReLU.inplace = False``) never reach ``model`` or other threads using it; no tensor is
+    copied, so it costs microseconds even for VGG16. Hooks already on ``model`` are carried over.
+    A module that appears at several places in the tree is copied once (identity is kept).
+    """
+    memo: dict[int, nn.Module] = {}
+
+    def copy_module(module: nn.Module) -> nn.Module:
+        if id(module) in memo:
+            return memo[id(module)]
+        clone = module.__class__.__new__(module.__class__)
+        state = dict(module.__dict__)
+        for key, value in state.items():
+            # Module keeps its registries (parameters, buffers, children, hooks) in dicts/sets.
+            if isinstance(value, dict):
+                state[key] = value.copy()
+            elif isinstance(value, set):
+                state[key] = set(value)
+        clone.__dict__.update(state)
+        memo[id(module)] = clone
+        children = clone.__dict__["_modules"]
+        for name, child in children.items():
+            if child is not None:
+                children[name] = copy_module(child)
+        return clone
+
+    return copy_module(model)
 
 
 def check_batch(x: Tensor, channels: int | None = None) -> None:
