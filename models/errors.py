@@ -17,3 +17,12 @@ class UnknownLayer(ValueError):
 
 class WeightsError(ValueError):
     """A weights file was found but refused (checksum, format, keys or shapes)."""
+
+
+class WeightsNotFound(WeightsError):
+    """No weights exist anywhere the resolver looks. The message says how to provide them.
+
+    A subclass of WeightsError so that one ``except WeightsError`` handles every weights
+    problem; catch this one first where "missing" and "refused" must be told apart (only
+    missing weights may be replaced by ``--random-weights``).
+    """

@@ -1,0 +1,116 @@
+"""The served models: one registered spec factory each. Adding a model is one entry here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.imagenet import (
+    ALEXNET_WEIGHTS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG16_WEIGHTS,
+    alexnet_aliases,
+    build_alexnet,
+    build_vgg16,
+    imagenet_labels,
+    vgg_aliases,
+)
+from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_lenet
+from models.registry import ModelSpec, Preprocessing, WeightsRecord, register_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+LENET_METADATA = WEIGHTS_DIR / "lenet5_fashion_mnist.json"
+
+IMAGENET_PREPROCESSING = Preprocessing(
+    channels=3,
+    input_size=224,
+    resize_shorter=256,
+    crop=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    convention="RGB photo; shorter side resized to 256 (bilinear), centre crop 224 (torchvision transforms)",
+)
+
+
+def _meta_aliases(build, aliases_of) -> dict[str, str]:
+    # The aliases depend on the topology only: a meta-device build costs no memory or init time.
+    with torch.device("meta"):
+        return aliases_of(build())
+
+
+@register_model
+def vgg16_spec() -> ModelSpec:
+    return ModelSpec(
+        name="vgg16",
+        task="image-classification",
+        dataset="ImageNet-1k",
+        description="VGG16 (Simonyan & Zisserman 2014), torchvision IMAGENET1K_V1 weights",
+        input_shape=(3, 224, 224),
+        num_classes=1000,
+        labels=imagenet_labels(),
+        preprocessing=IMAGENET_PREPROCESSING,
+        build=build_vgg16,
+        weights=WeightsRecord.from_url(VGG16_WEIGHTS.url, origin="torchvision VGG16_Weights.IMAGENET1K_V1"),
+        aliases=_meta_aliases(build_vgg16, vgg_aliases),
+        default_gradcam_layer="features.28",  # conv5_3, the last conv (Selvaraju et al. 2017)
+        # relu3_1, relu4_1, relu5_1: Upchurch et al. 2017's feature layers.
+        default_dfi_layers=("features.11", "features.18", "features.25"),
+    )
+
+
+@register_model
+def alexnet_spec() -> ModelSpec:
+    return ModelSpec(
+        name="alexnet",
+        task="image-classification",
+        dataset="ImageNet-1k",
+        description="AlexNet (Krizhevsky et al. 2012), torchvision IMAGENET1K_V1 weights",
+        input_shape=(3, 224, 224),
+        num_classes=1000,
+        labels=imagenet_labels(),
+        preprocessing=IMAGENET_PREPROCESSING,
+        build=build_alexnet,
+        weights=WeightsRecord.from_url(
+            ALEXNET_WEIGHTS.url, origin="torchvision AlexNet_Weights.IMAGENET1K_V1"
+        ),
+        aliases=_meta_aliases(build_alexnet, alexnet_aliases),
+        default_gradcam_layer="features.10",  # conv5, the last conv
+        # relu2 (27x27, 1/8 of the input), relu3 and relu5 (13x13, 1/16): one layer per scale as
+        # VGG's relu3_1..relu5_1 do, skipping relu1 (55x55), which is close to pixels.
+        default_dfi_layers=("features.4", "features.7", "features.11"),
+    )
+
+
+@register_model
+def lenet_spec() -> ModelSpec:
+    return ModelSpec(
+        name="lenet",
+        task="image-classification",
+        dataset="Fashion-MNIST",
+        description="LeNet-5 with batch norm (LeCun et al. 1998), trained in this repo on Fashion-MNIST",
+        input_shape=(1, 28, 28),
+        num_classes=len(FASHION_MNIST_CLASSES),
+        labels=FASHION_MNIST_CLASSES,
+        preprocessing=Preprocessing(
+            channels=1,
+            input_size=28,
+            resize_shorter=0,
+            crop=0,
+            mean=(FASHION_MNIST_MEAN,),
+            std=(FASHION_MNIST_STD,),
+            convention="grayscale, resized to 28x28; light object on a dark background (Fashion-MNIST)",
+        ),
+        build=build_lenet,
+        weights=WeightsRecord(
+            bundled_metadata=LENET_METADATA,
+            origin="trained in this repo on Fashion-MNIST",
+            how_to_make="train them with `interp-train` (writes models/weights/, about 6 minutes on 2 cores)",
+        ),
+        # Module paths are already the names users address (conv1, relu1, ..., fc3).
+        aliases={},
+        default_gradcam_layer="conv2",
+        default_dfi_layers=("relu1", "relu2"),
+        training_dataset="fashion-mnist",
+    )
