@@ -28,7 +28,9 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
         array = array.astype(np.uint8)
     code = _FROM_NUMPY.get(array.dtype.newbyteorder("="))
     if code is None:
-        raise TensorCodecError(f"unsupported dtype {array.dtype}; supported: {sorted(str(d) for d in _TO_NUMPY.values())}")
+        raise TensorCodecError(
+            f"unsupported dtype {array.dtype}; supported: {sorted(str(d) for d in _TO_NUMPY.values())}"
+        )
     data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code]).tobytes()
     return pb.Tensor(dtype=code, shape=list(array.shape), data=data)
 

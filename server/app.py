@@ -1,0 +1,194 @@
+"""`create_server(config) -> (server, port)` and `serve()`: the interp-server process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from models.hub import ModelHub
+from models.weights import WeightsOptions
+from protos import interp_pb2 as pb
+from protos import interp_pb2_grpc as pb_grpc
+from server.config import ServerConfig, auth_tokens, load_config
+from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
+from server.servicer import InterpServicer
+
+log = logging.getLogger("interp.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Interp"].full_name  # "interp.v1.Interp"
+
+
+class Server:
+    """A started-or-not gRPC server with its health servicer, for graceful shutdown."""
+
+    def __init__(
+        self,
+        grpc_server: grpc.Server,
+        health_servicer: health.HealthServicer,
+        servicer: InterpServicer,
+        metrics: Metrics,
+    ):
+        self.grpc = grpc_server
+        self.health = health_servicer
+        self.servicer = servicer
+        self.metrics = metrics
+        self.metrics_port: int | None = None
+
+    def start(self) -> None:
+        self.grpc.start()
+        self.set_serving(True)
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Health turns NOT_SERVING first, then new RPCs are refused and in-flight ones get ``grace``."""
+        self.set_serving(False)
+        return self.grpc.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self.grpc.wait_for_termination(timeout)
+
+
+def weights_options(config: ServerConfig) -> WeightsOptions:
+    return WeightsOptions(
+        files=dict(config.weights),
+        weights_dir=config.weights_dir,
+        hub_dir=config.hub_dir,
+        download=config.download_weights,
+        random=config.random_weights,
+        seed=config.seed,
+    )
+
+
+def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Server, int]:
+    """Load the models and bind the server (not started). Port 0 binds a free port, returned."""
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    if hub is None:
+        hub = ModelHub(config.models or None, weights_options(config), device=config.device)
+    for model in hub.all():
+        if model.status == "READY":
+            log.info(
+                "model %s READY (pretrained=%s, weights %s %s)",
+                model.spec.name,
+                model.pretrained,
+                model.weights.source,
+                model.weights.sha256[:12],
+            )
+        else:
+            log.warning("model %s UNAVAILABLE: %s", model.spec.name, model.reason)
+    metrics = Metrics()
+    for model in hub.all():
+        metrics.model_ready.labels(model.spec.name, str(model.pretrained).lower()).set(model.status == "READY")
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    tokens = auth_tokens(config)
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
+    size = config.limits.max_message_bytes
+    grpc_server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-rpc"),
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+    )
+    servicer = InterpServicer(config, hub, metrics=metrics, auth_required=bool(tokens))
+    pb_grpc.add_InterpServicer_to_server(servicer, grpc_server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            grpc_server,
+        )
+    if config.tls_cert is not None and config.tls_key is not None:
+        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+        port = grpc_server.add_secure_port(config.address, credentials)
+    else:
+        port = grpc_server.add_insecure_port(config.address)
+    if port == 0:
+        raise SystemExit(f"interp-server: cannot bind {config.address}")
+    server = Server(grpc_server, health_servicer, servicer, metrics)
+    if config.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        httpd, _thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=metrics.registry)
+        server.metrics_port = httpd.server_port
+    return server, port
+
+
+def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, refuse new work, finish in-flight within grace."""
+    started = time.perf_counter()
+    server, port = create_server(config)
+    server.start()
+    log.info(
+        "interp-server %s listening on %s:%d%s%s (models loaded in %.1fs)",
+        SERVICE_NAME,
+        config.host,
+        port,
+        " with TLS" if config.tls_cert else "",
+        ", token auth on" if server.servicer.auth_required else "",
+        time.perf_counter() - started,
+    )
+    if server.metrics_port is not None:
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s: draining for up to %.1fs", signal.Signals(signum).name, config.grace_s)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.wait(0.5):
+        pass
+    server.stop(config.grace_s).wait()
+    log.info("interp-server stopped")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (request ids are in the message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(config: ServerConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = load_config(argv)
+    setup_logging(config)
+    serve(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The one server configuration: every flag, its INTERP_* environment variable and every limit.
+
+Precedence: command-line flag > environment variable > default. `GetServerInfo` reports the
+limits in force, and docs/README list the same table (generated from ``OPTIONS`` below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request caps and capacity. Over a per-request cap -> INVALID_ARGUMENT naming the cap."""
+
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # decoded width x height, checked from the header first
+    max_image_side: int = 512  # iterative methods' image_size
+    max_steps: int = 2048  # steps / iterations per run (per octave for DeepDream)
+    max_octaves: int = 8
+    max_alphas: int = 16
+    max_set_size: int = 256
+    max_epsilons: int = 16
+    max_samples: int = 256  # smoothgrad samples / IG steps
+    max_channels: int = 64  # VisualizeFilter channels per request
+    max_concurrent_heavy: int = 2
+    max_queued_heavy: int = 8
+    default_deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 50051
+    models: tuple[str, ...] = ()  # empty: every registered model
+    device: str = "cpu"
+    weights: Mapping[str, Path] = field(default_factory=dict)  # --weights NAME=PATH
+    weights_dir: Path | None = None
+    hub_dir: Path | None = None  # default: torch.hub.get_dir()/checkpoints
+    random_weights: bool = False
+    download_weights: bool = False
+    seed: int = 0  # seed of --random-weights initialisation
+    worker_threads: int = 8
+    torch_threads: int = 0  # 0: torch's default (one per core)
+    reflection: bool = True
+    grace_s: float = 10.0  # graceful shutdown: in-flight work gets this long
+    log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line, with request ids)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key enables TLS
+    tls_key: Path | None = None
+    auth_tokens: tuple[str, ...] = ()  # bearer tokens accepted; empty and no file: auth off
+    auth_tokens_file: Path | None = None  # one token per line (# comments allowed)
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off, 0: a free port
+    metrics_host: str = "0.0.0.0"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
+
+
+def _weights_pair(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name.strip(), Path(path).expanduser()
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# flag, env var, dest, type, help. One table: the parser, the env lookup and the docs use it.
+OPTIONS: tuple[tuple[str, str, str, object, str], ...] = (
+    ("--host", "INTERP_HOST", "host", str, "address to bind (default 0.0.0.0)"),
+    ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
+    ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
+    ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
+    (
+        "--weights-dir",
+        "INTERP_WEIGHTS_DIR",
+        "weights_dir",
+        Path,
+        "directory of weights files under torchvision's names",
+    ),
+    (
+        "--hub-dir",
+        "INTERP_HUB_DIR",
+        "hub_dir",
+        Path,
+        "torch hub checkpoints dir (default: torch.hub.get_dir()/checkpoints)",
+    ),
+    (
+        "--random-weights",
+        "INTERP_RANDOM_WEIGHTS",
+        "random_weights",
+        _bool,
+        "serve seeded random weights for models whose weights cannot be found (reported pretrained=false)",
+    ),
+    (
+        "--download-weights",
+        "INTERP_DOWNLOAD_WEIGHTS",
+        "download_weights",
+        _bool,
+        "download missing torchvision weights into the hub cache",
+    ),
+    ("--seed", "INTERP_SEED", "seed", int, "seed for --random-weights (default 0)"),
+    ("--workers", "INTERP_WORKERS", "worker_threads", int, "gRPC worker threads (default 8)"),
+    ("--torch-threads", "INTERP_TORCH_THREADS", "torch_threads", int, "torch intra-op threads (0: torch default)"),
+    ("--reflection", "INTERP_REFLECTION", "reflection", _bool, "enable gRPC server reflection (default true)"),
+    ("--grace", "INTERP_GRACE", "grace_s", float, "seconds in-flight work gets on SIGTERM (default 10)"),
+    ("--log-level", "INTERP_LOG_LEVEL", "log_level", str, "logging level (default INFO)"),
+    ("--log-format", "INTERP_LOG_FORMAT", "log_format", str, "text or json (default text)"),
+    ("--tls-cert", "INTERP_TLS_CERT", "tls_cert", Path, "PEM certificate chain; with --tls-key serves TLS"),
+    ("--tls-key", "INTERP_TLS_KEY", "tls_key", Path, "PEM private key for --tls-cert"),
+    (
+        "--auth-tokens",
+        "INTERP_AUTH_TOKENS",
+        "auth_tokens",
+        _csv,
+        "comma-separated bearer tokens; when set (or a file), every RPC but health needs one",
+    ),
+    ("--auth-tokens-file", "INTERP_AUTH_TOKENS_FILE", "auth_tokens_file", Path, "file of bearer tokens, one a line"),
+    ("--metrics-port", "INTERP_METRICS_PORT", "metrics_port", int, "serve Prometheus metrics on this HTTP port"),
+    ("--metrics-host", "INTERP_METRICS_HOST", "metrics_host", str, "address for the metrics port (default 0.0.0.0)"),
+    ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
+    ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
+    (
+        "--max-image-side",
+        "INTERP_MAX_IMAGE_SIDE",
+        "limits.max_image_side",
+        int,
+        "largest image_size for iterative methods",
+    ),
+    ("--max-steps", "INTERP_MAX_STEPS", "limits.max_steps", int, "most optimization steps per run"),
+    ("--max-octaves", "INTERP_MAX_OCTAVES", "limits.max_octaves", int, "most DeepDream octaves"),
+    ("--max-alphas", "INTERP_MAX_ALPHAS", "limits.max_alphas", int, "most alphas per InterpolateFeatures"),
+    ("--max-set-size", "INTERP_MAX_SET_SIZE", "limits.max_set_size", int, "most images per attribute set"),
+    ("--max-epsilons", "INTERP_MAX_EPSILONS", "limits.max_epsilons", int, "most epsilons per Attack sweep"),
+    ("--max-samples", "INTERP_MAX_SAMPLES", "limits.max_samples", int, "most SmoothGrad samples / IG steps"),
+    ("--max-channels", "INTERP_MAX_CHANNELS", "limits.max_channels", int, "most channels per VisualizeFilter"),
+    (
+        "--max-concurrent-heavy",
+        "INTERP_MAX_CONCURRENT_HEAVY",
+        "limits.max_concurrent_heavy",
+        int,
+        "heavy RPCs computing at once",
+    ),
+    (
+        "--max-queued-heavy",
+        "INTERP_MAX_QUEUED_HEAVY",
+        "limits.max_queued_heavy",
+        int,
+        "heavy RPCs waiting; beyond it RESOURCE_EXHAUSTED",
+    ),
+    (
+        "--default-deadline",
+        "INTERP_DEFAULT_DEADLINE",
+        "limits.default_deadline_s",
+        float,
+        "seconds an RPC may run when the client sets no deadline",
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp-server",
+        description="Serve cnn-interp (gRPC interp.v1). Every flag also reads its INTERP_* environment variable.",
+    )
+    for flag, env, dest, kind, text in OPTIONS:
+        parser.add_argument(
+            flag,
+            dest=dest,
+            type=kind,
+            default=None,
+            help=f"{text} [env {env}]",
+            **({"nargs": "?", "const": True} if kind is _bool else {}),
+        )
+    parser.add_argument(
+        "--weights",
+        dest="weights",
+        type=_weights_pair,
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="state_dict file for one model (repeatable) [env INTERP_WEIGHTS, comma-separated]",
+    )
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build the config from flags, then INTERP_* variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    top: dict[str, object] = {}
+    limits: dict[str, object] = {}
+    for _flag, env, dest, kind, _text in OPTIONS:
+        value = getattr(args, dest)
+        if value is None and environ.get(env, "") != "":
+            try:
+                value = kind(environ[env])  # type: ignore[operator]
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise SystemExit(f"interp-server: bad {env}={environ[env]!r}: {exc}") from None
+        if value is None:
+            continue
+        if dest.startswith("limits."):
+            limits[dest.removeprefix("limits.")] = value
+        else:
+            top[dest] = value
+    pairs = args.weights
+    if pairs is None and environ.get("INTERP_WEIGHTS"):
+        pairs = [_weights_pair(item) for item in _csv(environ["INTERP_WEIGHTS"])]
+    if pairs:
+        top["weights"] = dict(pairs)
+    config = ServerConfig(**top, limits=Limits(**limits))  # type: ignore[arg-type]
+    validate_config(config)
+    return config
+
+
+def validate_config(config: ServerConfig) -> None:
+    if not 0 <= config.port <= 65535:
+        raise SystemExit(f"interp-server: port must be in 0..65535, got {config.port}")
+    if config.worker_threads < 1:
+        raise SystemExit(f"interp-server: --workers must be >= 1, got {config.worker_threads}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise SystemExit("interp-server: --tls-cert and --tls-key go together")
+    for path in (config.tls_cert, config.tls_key, config.auth_tokens_file):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"interp-server: no such file: {path}")
+    if config.log_format not in ("text", "json"):
+        raise SystemExit(f"interp-server: --log-format must be text or json, got {config.log_format!r}")
+    for item in fields(Limits):
+        value = getattr(config.limits, item.name)
+        if value <= 0:
+            raise SystemExit(f"interp-server: limit {item.name} must be > 0, got {value}")
+
+
+def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
+    """Tokens from --auth-tokens and --auth-tokens-file together."""
+    tokens = list(config.auth_tokens)
+    if config.auth_tokens_file is not None:
+        for line in config.auth_tokens_file.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                tokens.append(line)
+    return tuple(tokens)
+
+
+def env_vars() -> list[str]:
+    """Every environment variable the server reads (checked against docker-compose.yml)."""
+    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS"]

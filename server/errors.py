@@ -1,0 +1,106 @@
+"""One table from exceptions to gRPC status codes, applied to every RPC by one decorator.
+
+Expected errors carry their message to the client unchanged (it names the valid choices);
+anything else is INTERNAL with a request id, logged here with its stack trace, never sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from interp.errors import Cancelled, InvalidInput
+from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
+from protos.codec import TensorCodecError
+
+log = logging.getLogger("interp.server")
+
+
+class BadRequest(ValueError):
+    """A request the servicer rejects before any model work (missing field, over a limit)."""
+
+
+class Overloaded(RuntimeError):
+    """The server is at capacity for heavy work (queue full)."""
+
+
+class NotImplementedYet(NotImplementedError):
+    """An RPC defined in the contract whose implementation has not landed."""
+
+
+# Order matters: the first matching class wins.
+STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (UnknownModel, grpc.StatusCode.NOT_FOUND),
+    (ModelUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownLayer, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (TensorCodecError, grpc.StatusCode.INVALID_ARGUMENT),
+    (WeightsError, grpc.StatusCode.FAILED_PRECONDITION),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Cancelled, grpc.StatusCode.CANCELLED),
+    (NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),
+)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for kind, code in STATUS_TABLE:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _message(exc: BaseException) -> str:
+    # KeyError-derived exceptions repr their argument; use the plain text.
+    return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
+
+
+def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: BaseException) -> None:
+    code = status_for(exc)
+    if code is None:
+        log.exception("request %s: %s failed", request_id, method)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); see the server log")
+    log.info("request %s: %s -> %s: %s", request_id, method, code.name, _message(exc))
+    context.abort(code, f"{_message(exc)} (request id {request_id})")
+
+
+def grpc_errors(method: Callable) -> Callable:
+    """Map exceptions to status codes for a unary or server-streaming servicer method.
+
+    The wrapped method receives ``request_id`` as a keyword argument, to stamp results with.
+    """
+    name = method.__name__
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self, request, context: grpc.ServicerContext) -> Iterator:
+            request_id = new_request_id()
+            try:
+                yield from method(self, request, context, request_id=request_id)
+            except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
+                if not context.is_active():
+                    log.info("request %s: %s stopped: client gone (%s)", request_id, name, type(exc).__name__)
+                    return
+                _abort(context, name, request_id, exc)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self, request, context: grpc.ServicerContext):
+        request_id = new_request_id()
+        try:
+            return method(self, request, context, request_id=request_id)
+        except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
+            _abort(context, name, request_id, exc)
+
+    return unary

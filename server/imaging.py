@@ -1,0 +1,135 @@
+"""Decode and preprocess request images (OpenCV), once, on the server.
+
+Encoded bytes (PNG/JPEG/BMP/WebP/TIFF; grayscale, RGB(A), 8 or 16 bit) or raw pixel tensors
+become a (1, C, H, W) float32 batch in [0, 1] at the model's input size: channels converted
+(alpha composited on black: the dark background of the Fashion-MNIST convention and a neutral
+choice for photos), then resized/cropped per the model's Preprocessing (ImageNet: shorter side
+256 then centre crop 224, bilinear with antialiasing via INTER_AREA when shrinking; LeNet: direct
+resize to 28x28). The image size is read from the header *before* decoding so that a huge image
+is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from models.registry import Preprocessing
+from protos import interp_pb2 as pb
+from protos.codec import from_tensor
+from server.errors import BadRequest
+
+# PIL only reads headers here (OpenCV decodes), and our own max_image_pixels cap is checked
+# against the header size, so PIL's decompression-bomb guard would only pre-empt that cap.
+PILImage.MAX_IMAGE_PIXELS = None
+
+_DEPTH_SCALE = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding its pixels."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as img:
+            return int(img.size[0]), int(img.size[1])
+    except Exception as exc:  # noqa: BLE001 - any unreadable header is the client's input error
+        raise BadRequest(
+            f"cannot read the image: not a PNG, JPEG, BMP, WebP or TIFF file ({type(exc).__name__})"
+        ) from None
+
+
+def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
+    """An Image message -> HxW or HxWxC array (C in 1, 3, 4; RGB order), float32 in [0, 1]."""
+    kind = image.WhichOneof("source")
+    if kind is None:
+        raise BadRequest("image is empty: set Image.encoded (file bytes) or Image.pixels (a tensor)")
+    if kind == "encoded":
+        data = image.encoded
+        if not data:
+            raise BadRequest("image is empty: Image.encoded has 0 bytes")
+        width, height = header_size(data)
+        _check_pixels(width, height, max_pixels)
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise BadRequest("cannot decode the image: the file is corrupt or truncated")
+        if array.ndim == 3:
+            order = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            if array.shape[2] in (3, 4):
+                array = cv2.cvtColor(array, order)
+    else:
+        array = from_tensor(image.pixels)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+            raise BadRequest(f"Image.pixels must be (H, W) or (H, W, C) with C in 1, 3, 4; got shape {array.shape}")
+        if array.shape[0] < 1 or array.shape[1] < 1:
+            raise BadRequest(f"Image.pixels has an empty side: shape {array.shape}")
+        _check_pixels(array.shape[1], array.shape[0], max_pixels)
+    return _to_unit_float(array)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise BadRequest(f"image has an empty side: {width}x{height}")
+    if width * height > max_pixels:
+        raise BadRequest(
+            f"image of {width}x{height} = {width * height} pixels exceeds this server's limit of {max_pixels} pixels"
+        )
+
+
+def _to_unit_float(array: np.ndarray) -> np.ndarray:
+    if array.dtype in _DEPTH_SCALE:
+        return array.astype(np.float32) / np.float32(_DEPTH_SCALE[array.dtype])
+    if array.dtype == np.float32 or array.dtype == np.float64:
+        if not np.isfinite(array).all():
+            raise BadRequest("Image.pixels contains NaN or infinite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0.0 or hi > 1.0:
+            raise BadRequest(f"float Image.pixels must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+        return array.astype(np.float32)
+    raise BadRequest(f"unsupported pixel type {array.dtype}: use uint8, uint16 or float32 in [0, 1]")
+
+
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """HxW / HxWxC float image -> HxWxchannels (alpha composited on black)."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 4:
+        array = array[:, :, :3] * array[:, :, 3:4]
+    if array.shape[2] == channels:
+        return array
+    if channels == 1:  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
+        gray = array[:, :, 0] * 0.299 + array[:, :, 1] * 0.587 + array[:, :, 2] * 0.114
+        return gray[:, :, None].astype(np.float32)
+    if channels == 3 and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    raise BadRequest(f"cannot convert a {array.shape[2]}-channel image to {channels} channels")
+
+
+def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width < array.shape[1] or height < array.shape[0]
+    out = cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def preprocess(array: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Decoded float image -> (C, H, W) float32 in [0, 1] at the model's input size."""
+    image = to_channels(array, spec.channels)
+    height, width = image.shape[:2]
+    if spec.resize_shorter:
+        scale = spec.resize_shorter / min(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        image = _resize(image, new_w, new_h)
+        if spec.crop:
+            top = (new_h - spec.crop) // 2
+            left = (new_w - spec.crop) // 2
+            image = image[top : top + spec.crop, left : left + spec.crop]
+    else:
+        image = _resize(image, spec.input_size, spec.input_size)
+    return np.ascontiguousarray(np.clip(image, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32)
+
+
+def load_input(image: pb.Image, spec: Preprocessing, max_pixels: int, device: str = "cpu") -> torch.Tensor:
+    """Image message -> (1, C, H, W) float32 batch in [0, 1] on ``device``."""
+    return torch.from_numpy(preprocess(decode_image(image, max_pixels), spec)).unsqueeze(0).to(device)

@@ -1,0 +1,150 @@
+"""Server interceptors: bearer-token auth (every RPC but health) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _wrap(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with its behaviour passed through ``wrap(behaviour, streaming)``."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, True), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, False), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True), handler.request_deserializer, handler.response_serializer
+    )
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Require ``authorization: Bearer <token>`` matching one of ``tokens`` (constant-time compare)."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self._tokens = [t.encode() for t in tokens if t]
+        if not self._tokens:
+            raise ValueError("AuthInterceptor needs at least one non-empty token")
+
+    def _allowed(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+        presented = b""
+        for key, value in metadata or ():
+            if key.lower() == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                if text.startswith("Bearer "):
+                    presented = text[len("Bearer ") :].strip().encode()
+        # compare against every token, always, so timing does not reveal which (or whether one) matched
+        matched = False
+        for token in self._tokens:
+            matched |= hmac.compare_digest(presented, token)
+        return matched and bool(presented)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        if self._allowed(handler_call_details.invocation_metadata):
+            return handler
+
+        def deny(behaviour, streaming):
+            def refuse(request, context):
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or invalid token: send metadata 'authorization: Bearer <token>'",
+                )
+
+            return refuse
+
+        return _wrap(handler, deny)
+
+
+class Metrics:
+    """Prometheus metrics of one server, in its own registry (several servers may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "interp_requests", "RPCs finished, by method and status code", ["method", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "interp_request_seconds",
+            "RPC wall time (streams: until the last message)",
+            ["method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.in_flight = Gauge("interp_in_flight", "RPCs being handled", ["method"], registry=self.registry)
+        self.heavy_running = Gauge("interp_heavy_running", "heavy RPCs computing", registry=self.registry)
+        self.heavy_queued = Gauge("interp_heavy_queued", "heavy RPCs waiting for a slot", registry=self.registry)
+        self.model_ready = Gauge(
+            "interp_model_ready",
+            "1 if the model is READY, 0 if UNAVAILABLE",
+            ["model", "pretrained"],
+            registry=self.registry,
+        )
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        m = self.metrics
+
+        def observe(context, started: float, failed: BaseException | None) -> None:
+            code = context.code() if hasattr(context, "code") else None
+            if code is None:
+                code = grpc.StatusCode.UNKNOWN if failed is not None else grpc.StatusCode.OK
+            if not isinstance(code, grpc.StatusCode):
+                code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+            m.requests.labels(method, code.name).inc()
+            m.latency.labels(method).observe(time.perf_counter() - started)
+            m.in_flight.labels(method).dec()
+
+        def wrap(behaviour, streaming):
+            if streaming:
+
+                def stream(request, context):
+                    started, failed = time.perf_counter(), None
+                    m.in_flight.labels(method).inc()
+                    try:
+                        yield from behaviour(request, context)
+                    except BaseException as exc:
+                        failed = exc
+                        raise
+                    finally:
+                        observe(context, started, failed)
+
+                return stream
+
+            def unary(request, context):
+                started, failed = time.perf_counter(), None
+                m.in_flight.labels(method).inc()
+                try:
+                    return behaviour(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    observe(context, started, failed)
+
+            return unary
+
+        return _wrap(handler, wrap)

@@ -1,0 +1,116 @@
+"""Decoding and preprocessing of request images (OpenCV), on real photos."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from models.registry import get_spec
+from protos import interp_pb2 as pb
+from protos.codec import to_tensor
+from server.errors import BadRequest
+from server.imaging import decode_image, header_size, preprocess
+
+MAX = 40_000_000
+
+
+def encoded(image_rgb: np.ndarray, ext: str) -> pb.Image:
+    bgr = (
+        image_rgb
+        if image_rgb.ndim == 2
+        else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR if image_rgb.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    )
+    ok, buf = cv2.imencode(ext, bgr)
+    assert ok
+    return pb.Image(encoded=buf.tobytes())
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tiff", ".webp", ".jpg"])
+def test_common_formats_decode_to_the_same_rgb(cat_rgb, ext) -> None:
+    decoded = decode_image(encoded(cat_rgb, ext), MAX)
+    assert decoded.shape == cat_rgb.shape and decoded.dtype == np.float32
+    tolerance = 0.0 if ext in (".png", ".bmp", ".tiff") else 0.1  # lossy codecs
+    assert np.abs(decoded - cat_rgb / 255.0).mean() <= tolerance + 1e-6
+    # channel order: the cat photo is reddish-brown; R mean > B mean survives decoding
+    assert decoded[..., 0].mean() > decoded[..., 2].mean()
+
+
+def test_grayscale_alpha_and_16bit(cat_rgb) -> None:
+    gray = cv2.cvtColor(cat_rgb, cv2.COLOR_RGB2GRAY)
+    assert decode_image(encoded(gray, ".png"), MAX).shape == gray.shape
+    rgba = np.dstack([cat_rgb, np.full(cat_rgb.shape[:2], 255, np.uint8)])
+    decoded = decode_image(encoded(rgba, ".png"), MAX)
+    assert decoded.shape == (*cat_rgb.shape[:2], 4)
+    deep = gray.astype(np.uint16) * 257
+    ok, buf = cv2.imencode(".png", deep)
+    decoded16 = decode_image(pb.Image(encoded=buf.tobytes()), MAX)
+    np.testing.assert_allclose(decoded16, gray / 255.0, atol=1e-6)
+
+
+def test_raw_tensors(cat_rgb) -> None:
+    as_uint8 = decode_image(pb.Image(pixels=to_tensor(cat_rgb)), MAX)
+    as_float = decode_image(pb.Image(pixels=to_tensor(cat_rgb.astype(np.float32) / 255)), MAX)
+    np.testing.assert_allclose(as_uint8, as_float, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        pb.Image(),
+        pb.Image(encoded=b""),
+        pb.Image(encoded=b"not an image at all"),
+        pb.Image(pixels=to_tensor(np.zeros((4, 4, 2), np.uint8))),
+        pb.Image(pixels=to_tensor(np.zeros((0, 4), np.uint8))),
+        pb.Image(pixels=to_tensor(np.full((4, 4), 2.0, np.float32))),
+        pb.Image(pixels=to_tensor(np.full((4, 4), np.nan, np.float32))),
+        pb.Image(pixels=to_tensor(np.zeros((4, 4), np.int64))),
+        pb.Image(pixels=pb.Tensor(dtype=pb.Tensor.UINT8, shape=[4, 4], data=b"\x00" * 3)),
+    ],
+)
+def test_bad_images_are_client_errors(image) -> None:
+    from protos.codec import TensorCodecError
+
+    with pytest.raises((BadRequest, TensorCodecError)):
+        decode_image(image, MAX)
+
+
+def test_truncated_png_is_refused(cat_png) -> None:
+    with pytest.raises(BadRequest):
+        decode_image(pb.Image(encoded=cat_png[: len(cat_png) // 2]), MAX)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A small PNG file whose header declares width x height (a decompression bomb's shape)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 4096)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def test_huge_header_refused_before_decoding() -> None:
+    data = png_header(50_000, 50_000)
+    assert header_size(data) == (50_000, 50_000)
+    start = time.perf_counter()
+    with pytest.raises(BadRequest, match="exceeds"):
+        decode_image(pb.Image(encoded=data), MAX)
+    assert time.perf_counter() - start < 0.5  # refused from the header; 2.5 Gpx were never allocated
+
+
+def test_imagenet_preprocessing_shorter_side_and_centre_crop(cat_rgb) -> None:
+    spec = get_spec("vgg16").preprocessing
+    x = preprocess(cat_rgb.astype(np.float32) / 255, spec)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_lenet_preprocessing_grayscale_28(cat_rgb) -> None:
+    x = preprocess(cat_rgb.astype(np.float32) / 255, get_spec("lenet").preprocessing)
+    assert x.shape == (1, 28, 28)
