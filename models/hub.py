@@ -1,0 +1,175 @@
+"""The loaded models a server serves: built, weights resolved, frozen, each READY or UNAVAILABLE.
+
+A model whose weights are missing or refused is UNAVAILABLE with the reason, and the others keep
+serving. Its layer catalogue is still known (computed from the architecture on the meta device),
+so DescribeModel works for every registered model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from models.catalogue import LayerInfo, layer_catalogue
+from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound
+from models.registry import ModelSpec, get_spec, list_models
+from models.weights import WeightsInfo, WeightsOptions, resolve_weights
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+log = logging.getLogger(__name__)
+
+
+class LoadedModel:
+    """One served model and everything known about it.
+
+    Attributes:
+        spec: the registry entry.
+        status: READY or UNAVAILABLE.
+        reason: why it is UNAVAILABLE ("" when READY).
+        module: the served module (eval mode, parameters with requires_grad=False, on the hub's
+            device), or None when UNAVAILABLE. Shared between requests: never mutate it.
+        weights: where the weights came from (source "" when there are none).
+        layers: the layer catalogue at ``spec.input_shape``, also when UNAVAILABLE.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        status: str,
+        reason: str,
+        module: nn.Module | None,
+        weights: WeightsInfo,
+        layers: list[LayerInfo],
+    ) -> None:
+        self.spec = spec
+        self.status = status
+        self.reason = reason
+        self.module = module
+        self.weights = weights
+        self.layers = layers
+        paths = {layer.name for layer in layers}
+        self._names = {alias: path for alias, path in spec.aliases.items() if path in paths}
+        self._names.update({path: path for path in paths})
+
+    @property
+    def pretrained(self) -> bool:
+        """True when the weights came from a file (not random, not missing)."""
+        return self.weights.pretrained
+
+    def resolve_layer(self, name: str) -> str:
+        """Module path of a layer given by alias ("conv3_1") or module path ("features.10").
+
+        Raises:
+            UnknownLayer: neither; the message lists the aliases and module paths.
+        """
+        try:
+            return self._names[name]
+        except KeyError:
+            aliases = ", ".join(a for a in self.spec.aliases if a in self._names)
+            paths = ", ".join(layer.name for layer in self.layers)
+            listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
+            raise UnknownLayer(f"{self.spec.name} has no layer {name!r}; {listing}") from None
+
+    def require_ready(self) -> nn.Module:
+        """The served module.
+
+        Raises:
+            ModelUnavailable: the model is UNAVAILABLE; the message is the reason.
+        """
+        if self.status != READY or self.module is None:
+            raise ModelUnavailable(f"model {self.spec.name} is unavailable: {self.reason}")
+        return self.module
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.spec.name!r}, {self.status}, source={self.weights.source!r})"
+
+
+def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") -> LoadedModel:
+    """Build ``spec``, resolve and load its weights; UNAVAILABLE (not an exception) if that fails."""
+    with torch.device("meta"):
+        layers = layer_catalogue(spec.build(), spec.input_shape, spec.aliases)
+    none = WeightsInfo(source="", path="", sha256="", canonical_name=spec.weights.canonical_name)
+    try:
+        state, info = resolve_weights(spec, options)
+    except WeightsNotFound as exc:
+        log.warning("%s: UNAVAILABLE: %s", spec.name, exc)
+        return LoadedModel(spec, UNAVAILABLE, str(exc), None, none, layers)
+    except WeightsError as exc:
+        log.error("%s: UNAVAILABLE, weights refused: %s", spec.name, exc)
+        return LoadedModel(spec, UNAVAILABLE, f"weights refused: {exc}", None, none, layers)
+
+    with torch.random.fork_rng(devices=[]):  # the initialisation is overwritten; keep callers' RNG as it was
+        module = spec.build()
+    module.load_state_dict(state, strict=True)  # keys and shapes already checked by resolve_weights
+    del state
+    module.eval().requires_grad_(False).to(device)
+    if info.pretrained:
+        log.info("%s: READY, weights from %s %s (sha256 %s)", spec.name, info.source, info.path, info.sha256)
+    else:
+        log.warning(
+            "%s: READY with RANDOM weights (seed %d, pretrained=false, sha256 %s)",
+            spec.name,
+            options.seed,
+            info.sha256,
+        )
+    return LoadedModel(spec, READY, "", module, info, layers)
+
+
+class ModelHub:
+    """The models a server serves, loaded once at start-up.
+
+    Args:
+        names: models to serve, in order; None serves every registered model.
+        options: where weights may come from.
+        device: torch device of the served modules ("cpu").
+
+    Raises:
+        UnknownModel: a name in ``names`` or in ``options.files`` is not registered.
+    """
+
+    def __init__(self, names: Sequence[str] | None, options: WeightsOptions, device: str = "cpu") -> None:
+        wanted = list_models() if names is None else list(dict.fromkeys(names))
+        specs = [get_spec(name) for name in wanted]
+        for name in options.files:
+            get_spec(name)
+            if name not in wanted:
+                log.warning(
+                    "--weights %s=... given but %s is not served (serving: %s)", name, name, ", ".join(wanted)
+                )
+        self.options = options
+        self.device = device
+        self._models = {spec.name: load_model(spec, options, device) for spec in specs}
+
+    def names(self) -> list[str]:
+        """Served model names, in serving order."""
+        return list(self._models)
+
+    def all(self) -> list[LoadedModel]:
+        """Every served model, READY or not."""
+        return list(self._models.values())
+
+    def get(self, name: str) -> LoadedModel:
+        """A served model, READY or not.
+
+        Raises:
+            UnknownModel: not served; the message lists the served names.
+        """
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownModel(f"unknown model {name!r}; served models: {', '.join(self._models)}") from None
+
+    def ready(self, name: str) -> LoadedModel:
+        """A served model that is READY.
+
+        Raises:
+            UnknownModel: not served.
+            ModelUnavailable: served but UNAVAILABLE; the message is the reason.
+        """
+        model = self.get(name)
+        model.require_ready()
+        return model
