@@ -1,0 +1,707 @@
+"""Result dataclasses returned by :class:`client.InterpClient`: numpy arrays and PNG bytes.
+
+Every result of a computation carries the stamp of the model that produced it (``model``,
+``pretrained``, ``weights_sha256``, ``request_id``, ``elapsed_ms`` server-side milliseconds) and,
+where the method has parameters, ``params``: every parameter the server actually used, defaults
+and seed included, so that the call can be reproduced. Arrays are decoded from the wire's raw
+little-endian tensors; PNGs are the server's bytes, ready to write. Results that hold images have
+``save(dest)``: a directory receives one file per image, a ``.png`` path receives the main image
+and the others beside it as ``<stem>_<name>.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import Message
+
+from protos import interp_pb2 as pb
+from protos.codec import from_tensor
+
+__all__ = [
+    "WeightsInfo",
+    "ModelInfo",
+    "ReceptiveField",
+    "LayerInfo",
+    "Preprocessing",
+    "ModelDescription",
+    "Prediction",
+    "ServerInfo",
+    "ClassifyResult",
+    "LayerActivation",
+    "ActivationsResult",
+    "KernelsResult",
+    "SaliencyResult",
+    "AttackOutcome",
+    "AttackResult",
+    "ProgressEvent",
+    "FilterVisualization",
+    "LayerGain",
+    "DreamResult",
+    "AlphaResult",
+    "InterpolationResult",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _array(tensor: pb.Tensor) -> np.ndarray | None:
+    """Decode a Tensor field; None when the server left it unset."""
+    if tensor.dtype == pb.Tensor.DTYPE_UNSPECIFIED and not tensor.shape and not tensor.data:
+        return None
+    return from_tensor(tensor)
+
+
+def _params(message: Message) -> dict[str, Any]:
+    """The fields the server set in a *Params message, as plain Python values.
+
+    Like ``MessageToDict(preserving_proto_field_name=True)`` but int64 values (seeds) stay ints
+    instead of becoming JSON strings.
+    """
+    return {field.name: value for field, value in message.ListFields()}
+
+
+def _all_scalars(message: Message) -> dict[str, Any]:
+    """Every scalar field of a message, defaults included (for limits, where 0 is meaningful)."""
+    return {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
+
+
+def _stamp(stamp: pb.ModelStamp) -> dict[str, Any]:
+    return {
+        "model": stamp.model,
+        "pretrained": stamp.pretrained,
+        "weights_sha256": stamp.weights_sha256,
+        "request_id": stamp.request_id,
+        "elapsed_ms": stamp.elapsed_ms,
+    }
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_part(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("._") or "image"
+
+
+def _eps_name(epsilon: float) -> str:
+    return f"{epsilon:g}"
+
+
+def save_pngs(
+    images: Iterable[tuple[str, bytes]], dest: str | Path, *, as_file: bool | None = None
+) -> list[Path]:
+    """Write named PNGs to a directory, or the first to a file path and the rest beside it.
+
+    Args:
+        images: (name, png bytes) pairs, the main image first; empty byte strings are skipped.
+        dest: a directory (created if needed) -> ``dest/<name>.png`` each; or a file path ->
+            the main image there, the others as ``<stem>_<name>.png`` next to it.
+        as_file: whether ``dest`` is a file path; None: it is when it ends in ``.png``.
+
+    Returns:
+        The paths written, in order.
+    """
+    items = [(file_part(name), data) for name, data in images if data]
+    if not items:
+        return []
+    dest = Path(dest)
+    if as_file is None:
+        as_file = dest.suffix.lower() == ".png"
+    if as_file:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        paths = [dest] + [dest.with_name(f"{dest.stem}_{name}.png") for name, _ in items[1:]]
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        paths = [dest / f"{name}.png" for name, _ in items]
+    for path, (_, data) in zip(paths, items, strict=True):
+        path.write_bytes(data)
+    return paths
+
+
+class _SavesImages:
+    """Mixin: ``save(dest)`` writes the PNGs that ``_pngs()`` names (main image first)."""
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        raise NotImplementedError
+
+    def save(self, dest: str | Path, *, as_file: bool | None = None) -> list[Path]:
+        """Write this result's PNGs; see :func:`save_pngs` for the naming. Returns the paths written."""
+        return save_pngs(self._pngs(), dest, as_file=as_file)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Stamped:
+    """Which model produced a result (shared by every computed result)."""
+
+    model: str
+    pretrained: bool
+    weights_sha256: str
+    request_id: str
+    elapsed_ms: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and server
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from: source is file|weights_dir|hub_cache|download|bundled|random|''."""
+
+    source: str
+    path: str
+    sha256: str
+    canonical_name: str
+
+    @classmethod
+    def from_proto(cls, m: pb.WeightsInfo) -> WeightsInfo:
+        return cls(source=m.source, path=m.path, sha256=m.sha256, canonical_name=m.canonical_name)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One served model. ``status`` is "READY" or "UNAVAILABLE" (then ``reason`` says why and how to fix)."""
+
+    name: str
+    task: str
+    input_shape: tuple[int, ...]  # (C, H, W)
+    num_classes: int
+    pretrained: bool
+    weights: WeightsInfo
+    status: str
+    reason: str
+    description: str
+    dataset: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "READY"
+
+    @classmethod
+    def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
+        return cls(
+            name=m.name,
+            task=m.task,
+            input_shape=tuple(m.input_shape),
+            num_classes=m.num_classes,
+            pretrained=m.pretrained,
+            weights=WeightsInfo.from_proto(m.weights),
+            status=pb.ModelInfo.Status.Name(m.status),
+            reason=m.reason,
+            description=m.description,
+            dataset=m.dataset,
+        )
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """size r and jump j in input pixels; start: centre of the first unit's window (input pixels)."""
+
+    size: int
+    jump: int
+    start: float
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One entry of a model's layer catalogue."""
+
+    name: str
+    aliases: tuple[str, ...]
+    type: str
+    output_shape: tuple[int, ...]  # per sample: (C, H, W) or (F,)
+    channels: int
+    receptive_field: ReceptiveField | None  # None for non-spatial layers
+    parameters: int
+    has_kernels: bool
+
+    @classmethod
+    def from_proto(cls, m: pb.Layer) -> LayerInfo:
+        rf = m.receptive_field
+        return cls(
+            name=m.name,
+            aliases=tuple(m.aliases),
+            type=m.type,
+            output_shape=tuple(m.output_shape),
+            channels=m.channels,
+            receptive_field=(
+                ReceptiveField(rf.size, rf.jump, rf.start) if m.HasField("receptive_field") else None
+            ),
+            parameters=m.parameters,
+            has_kernels=m.has_kernels,
+        )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the server turns an input image into the model's input (normalization happens inside the model)."""
+
+    channels: int
+    resize_shorter: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    convention: str
+
+    @classmethod
+    def from_proto(cls, m: pb.Preprocessing) -> Preprocessing:
+        return cls(m.channels, m.resize_shorter, m.crop, tuple(m.mean), tuple(m.std), m.convention)
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """A model's info, layer catalogue, class labels and preprocessing."""
+
+    model: ModelInfo
+    layers: tuple[LayerInfo, ...]
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    default_gradcam_layer: str
+
+    def layer(self, name: str) -> LayerInfo:
+        """The catalogue entry for a module path or alias; KeyError naming the valid names otherwise."""
+        for layer in self.layers:
+            if name == layer.name or name in layer.aliases:
+                return layer
+        valid = [n for layer in self.layers for n in (layer.name, *layer.aliases)]
+        raise KeyError(f"no layer {name!r} in {self.model.name}; valid: {', '.join(valid)}")
+
+    @classmethod
+    def from_proto(cls, m: pb.DescribeModelResponse) -> ModelDescription:
+        return cls(
+            model=ModelInfo.from_proto(m.model),
+            layers=tuple(LayerInfo.from_proto(layer) for layer in m.layers),
+            labels=tuple(m.labels),
+            preprocessing=Preprocessing.from_proto(m.preprocessing),
+            default_gradcam_layer=m.default_gradcam_layer,
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A class with its softmax probability."""
+
+    index: int
+    label: str
+    probability: float
+
+    @classmethod
+    def from_proto(cls, m: pb.Prediction) -> Prediction:
+        return cls(index=m.index, label=m.label, probability=m.probability)
+
+
+def _prediction(parent: Message, field: str) -> Prediction | None:
+    return Prediction.from_proto(getattr(parent, field)) if parent.HasField(field) else None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Server version, device, the limits in force (``limits``: field name -> value) and library versions."""
+
+    version: str
+    api_version: str
+    device: str
+    limits: dict[str, Any]
+    libraries: dict[str, str]
+    models: tuple[str, ...]
+    worker_threads: int
+    auth_required: bool
+    tls: bool
+    implemented_rpcs: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, m: pb.ServerInfo) -> ServerInfo:
+        return cls(
+            version=m.version,
+            api_version=m.api_version,
+            device=m.device,
+            limits=_all_scalars(m.limits),
+            libraries=dict(sorted(m.libraries.items())),
+            models=tuple(m.models),
+            worker_threads=m.worker_threads,
+            auth_required=m.auth_required,
+            tls=m.tls,
+            implemented_rpcs=tuple(m.implemented_rpcs),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-pass methods
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ClassifyResult(_Stamped, _SavesImages):
+    """Top-k predictions (best first), raw logits (num_classes,) and the preprocessed input (C, H, W)."""
+
+    predictions: tuple[Prediction, ...]
+    logits: np.ndarray | None
+    input: np.ndarray | None
+    input_png: bytes
+
+    @property
+    def top(self) -> Prediction:
+        """The best prediction."""
+        return self.predictions[0]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("input", self.input_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.ClassifyResponse) -> ClassifyResult:
+        return cls(
+            **_stamp(m.stamp),
+            predictions=tuple(Prediction.from_proto(p) for p in m.predictions),
+            logits=_array(m.logits),
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class LayerActivation:
+    """One layer's activation: (C, H, W) or (F,) float32 (None if tensors were not requested)."""
+
+    layer: str  # resolved module path
+    requested: str  # the name as requested (alias or path)
+    activation: np.ndarray | None
+    channel_mean: np.ndarray | None  # (C,)
+    channel_max: np.ndarray | None  # (C,)
+    top_channels: tuple[int, ...]
+    grid_png: bytes
+
+    @classmethod
+    def from_proto(cls, m: pb.LayerActivation) -> LayerActivation:
+        return cls(
+            layer=m.layer,
+            requested=m.requested,
+            activation=_array(m.activation),
+            channel_mean=_array(m.channel_mean),
+            channel_max=_array(m.channel_max),
+            top_channels=tuple(m.top_channels),
+            grid_png=m.grid_png,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ActivationsResult(_Stamped, _SavesImages):
+    """Activations of several layers from one forward pass."""
+
+    input: np.ndarray | None
+    input_png: bytes
+    layers: tuple[LayerActivation, ...]
+    top_k: int
+    prediction: Prediction | None  # set only when the forward pass reached the classifier
+
+    def __getitem__(self, name: str) -> LayerActivation:
+        """A layer's activation by the name requested or its resolved module path."""
+        for layer in self.layers:
+            if name in (layer.requested, layer.layer):
+                return layer
+        have = ", ".join(layer.requested for layer in self.layers)
+        raise KeyError(f"no layer {name!r} in this result; have: {have}")
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [(layer.requested or layer.layer, layer.grid_png) for layer in self.layers] + [
+            ("input", self.input_png)
+        ]
+
+    @classmethod
+    def from_proto(cls, m: pb.ActivationsResponse) -> ActivationsResult:
+        return cls(
+            **_stamp(m.stamp),
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+            layers=tuple(LayerActivation.from_proto(layer) for layer in m.layers),
+            top_k=m.resolved_top_k,
+            prediction=_prediction(m, "prediction"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class KernelsResult(_Stamped, _SavesImages):
+    """A conv layer's weights (O, I, kH, kW) float32, bias (O,) or None, and the rendered grid."""
+
+    layer: str
+    weights: np.ndarray | None
+    bias: np.ndarray | None
+    rgb: bool  # first layer of an RGB model: kernels rendered as colour patches
+    grid_png: bytes
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("kernels", self.grid_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.KernelsResponse) -> KernelsResult:
+        bias = _array(m.bias)
+        return cls(
+            **_stamp(m.stamp),
+            layer=m.layer,
+            weights=_array(m.weights),
+            bias=bias if bias is not None and bias.size else None,
+            rgb=m.rgb,
+            grid_png=m.grid_png,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SaliencyResult(_Stamped, _SavesImages):
+    """A saliency map (H, W) at input resolution, the raw attribution, and heatmap/overlay PNGs."""
+
+    method: str
+    target: Prediction | None  # the class explained, with its probability
+    map: np.ndarray | None
+    attribution: np.ndarray | None  # (C, H, W); grad_cam: (1, h, w)
+    heatmap_png: bytes
+    overlay_png: bytes
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("overlay", self.overlay_png), ("heatmap", self.heatmap_png), ("input", self.input_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.SaliencyResponse) -> SaliencyResult:
+        return cls(
+            **_stamp(m.stamp),
+            method=m.method,
+            target=_prediction(m, "target"),
+            map=_array(m.map),
+            attribution=_array(m.attribution),
+            heatmap_png=m.heatmap_png,
+            overlay_png=m.overlay_png,
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AttackOutcome:
+    """The attack at one epsilon; ``adversarial`` (C, H, W) is 8-bit quantized, as its PNG."""
+
+    epsilon: float
+    adversarial: np.ndarray | None
+    adversarial_png: bytes
+    perturbation_png: bytes  # amplified difference, grey = 0
+    prediction: Prediction | None  # on the quantized adversarial image
+    success: bool
+    linf: float
+    l2: float
+    step_size: float
+
+    @classmethod
+    def from_proto(cls, m: pb.AttackOutcome) -> AttackOutcome:
+        return cls(
+            epsilon=m.epsilon,
+            adversarial=_array(m.adversarial),
+            adversarial_png=m.adversarial_png,
+            perturbation_png=m.perturbation_png,
+            prediction=_prediction(m, "prediction"),
+            success=m.success,
+            linf=m.linf,
+            l2=m.l2,
+            step_size=m.step_size,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AttackResult(_Stamped, _SavesImages):
+    """An FGSM/BIM/PGD attack: the clean prediction and one outcome per epsilon, in request order."""
+
+    method: str
+    original: Prediction | None
+    target: Prediction | None  # targeted attacks: the goal class
+    targeted: bool
+    outcomes: tuple[AttackOutcome, ...]
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        pngs: list[tuple[str, bytes]] = []
+        for outcome in self.outcomes:
+            eps = _eps_name(outcome.epsilon)
+            pngs.append((f"adversarial_eps{eps}", outcome.adversarial_png))
+            pngs.append((f"perturbation_eps{eps}", outcome.perturbation_png))
+        return pngs + [("input", self.input_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.AttackResponse) -> AttackResult:
+        return cls(
+            **_stamp(m.stamp),
+            method=m.method,
+            original=_prediction(m, "original"),
+            target=_prediction(m, "target"),
+            targeted=m.targeted,
+            outcomes=tuple(AttackOutcome.from_proto(o) for o in m.outcomes),
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+            params=_params(m.resolved),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Iterative methods
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report of a streaming method.
+
+    Attributes:
+        step: 1-based, counted over the whole run.
+        total_steps: steps the whole run will take.
+        objective: the value being optimized at this step (method-specific sign).
+        elapsed_s: seconds since the server started the run.
+        stage: e.g. ``"octave 2/4"`` or ``"alpha 0.5"`` (may be empty).
+        preview_png: a low-resolution preview, or None when this event carries none.
+    """
+
+    step: int
+    total_steps: int
+    objective: float
+    elapsed_s: float
+    stage: str
+    preview_png: bytes | None
+
+    @classmethod
+    def from_proto(cls, m: pb.Progress) -> ProgressEvent:
+        return cls(
+            step=m.step,
+            total_steps=m.total_steps,
+            objective=m.objective,
+            elapsed_s=m.elapsed_s,
+            stage=m.stage,
+            preview_png=m.preview_png or None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FilterVisualization(_Stamped, _SavesImages):
+    """Inputs that maximize channels of a layer: ``images`` (N, C, H, W) in [0, 1], one PNG per channel."""
+
+    layer: str
+    channels: tuple[int, ...]
+    images: np.ndarray | None
+    pngs: tuple[bytes, ...]
+    grid_png: bytes
+    activations: tuple[float, ...]  # final objective per channel
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("grid", self.grid_png)] + [
+            (f"channel_{channel:04d}", png) for channel, png in zip(self.channels, self.pngs, strict=False)
+        ]
+
+    @classmethod
+    def from_proto(cls, m: pb.VisualizeFilterResult) -> FilterVisualization:
+        return cls(
+            **_stamp(m.stamp),
+            layer=m.layer,
+            channels=tuple(m.channels),
+            images=_array(m.images),
+            pngs=tuple(m.pngs),
+            grid_png=m.grid_png,
+            activations=tuple(m.activations),
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True)
+class LayerGain:
+    """L2 norm of a layer's activation on the input and on the dreamed image."""
+
+    layer: str
+    norm_before: float
+    norm_after: float
+
+    @property
+    def ratio(self) -> float:
+        return self.norm_after / self.norm_before if self.norm_before else float("inf")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DreamResult(_Stamped, _SavesImages):
+    """A DeepDream image (C, H, W) in [0, 1] with its PNG and per-layer gains."""
+
+    image: np.ndarray | None
+    png: bytes
+    gains: tuple[LayerGain, ...]
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("dream", self.png), ("input", self.input_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.DeepDreamResult) -> DreamResult:
+        return cls(
+            **_stamp(m.stamp),
+            image=_array(m.image),
+            png=m.png,
+            gains=tuple(LayerGain(g.layer, g.norm_before, g.norm_after) for g in m.gains),
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AlphaResult:
+    """The reconstruction at one alpha: image (C, H, W) in [0, 1], relative feature error, prediction."""
+
+    alpha: float
+    image: np.ndarray | None
+    png: bytes
+    feature_error: float
+    prediction: Prediction | None
+
+    @classmethod
+    def from_proto(cls, m: pb.AlphaResult) -> AlphaResult:
+        return cls(
+            alpha=m.alpha,
+            image=_array(m.image),
+            png=m.png,
+            feature_error=m.feature_error,
+            prediction=_prediction(m, "prediction"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class InterpolationResult(_Stamped, _SavesImages):
+    """Deep feature interpolation: one image per alpha, in request order."""
+
+    layers: tuple[str, ...]
+    results: tuple[AlphaResult, ...]
+    alphas: tuple[float, ...]
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [(f"alpha_{_eps_name(r.alpha)}", r.png) for r in self.results] + [("input", self.input_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.InterpolateFeaturesResult) -> InterpolationResult:
+        return cls(
+            **_stamp(m.stamp),
+            layers=tuple(m.layers),
+            results=tuple(AlphaResult.from_proto(r) for r in m.results),
+            alphas=tuple(m.alphas),
+            input=_array(m.input.tensor),
+            input_png=m.input.png,
+            params=_params(m.resolved),
+        )

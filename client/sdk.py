@@ -1,0 +1,748 @@
+"""Python SDK for the interp.v1 service: numpy in, dataclasses with numpy arrays and PNGs out.
+
+    from client import InterpClient
+
+    with InterpClient("localhost:50051") as c:
+        c.list_models()
+        top = c.classify("cat.png", model="vgg16").top
+        sal = c.saliency("cat.png", model="vgg16", method="smoothgrad", samples=20)
+        sal.map            # (224, 224) float32
+        sal.save("out/")   # overlay.png, heatmap.png, input.png
+        dream = c.dream("cat.png", model="vgg16", layers={"relu4_3": 1.0}, progress=print)
+        for event in c.iter_visualize_filter("vgg16", "conv3_1", [0, 1], steps=64):
+            ...            # ProgressEvent ..., then the FilterVisualization
+
+Failures raise the typed exceptions of :mod:`client.errors`; arguments the SDK can check
+itself (image arrays, unknown keyword parameters) raise ValueError / TypeError before any call.
+Parameters left out (or None) take the server's documented defaults, and every result echoes the
+values actually used in ``result.params``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from client.errors import Internal, Unavailable, from_rpc_error
+from client.images import ImageLike, image_message
+from client.results import (
+    ActivationsResult,
+    AttackResult,
+    ClassifyResult,
+    DreamResult,
+    FilterVisualization,
+    InterpolationResult,
+    KernelsResult,
+    ModelDescription,
+    ModelInfo,
+    ProgressEvent,
+    SaliencyResult,
+    ServerInfo,
+)
+from protos import interp_pb2 as pb
+from protos import interp_pb2_grpc as pb_grpc
+
+__all__ = ["InterpClient", "EventStream", "channel_options", "DEFAULT_TARGET", "DEFAULT_MAX_MESSAGE_BYTES"]
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+R = TypeVar("R")
+ProgressCallback = Callable[[ProgressEvent], object]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<client default>"
+
+
+#: Marks "use the client's default timeout" (None already means "no deadline").
+_UNSET: Any = _Unset()
+
+
+def channel_options(
+    target: str,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    server_name: str | None = None,
+    extra: Sequence[tuple[str, Any]] = (),
+) -> list[tuple[str, Any]]:
+    """The gRPC channel options the SDK uses for a target.
+
+    Args:
+        target: e.g. ``"localhost:50051"`` or ``"dns:///interp:50051"``. A ``dns:`` target gets the
+            ``round_robin`` load-balancing policy, so calls spread over every address the name
+            resolves to (e.g. ``docker compose up --scale interp=N``).
+        max_message_bytes: cap on sent and received message size.
+        server_name: TLS only: the name to verify the server certificate against, when it differs
+            from the host in ``target``.
+        extra: raw gRPC options; they override the ones above.
+    """
+    options: dict[str, Any] = {
+        "grpc.max_send_message_length": int(max_message_bytes),
+        "grpc.max_receive_message_length": int(max_message_bytes),
+    }
+    if target.startswith("dns:"):
+        options["grpc.lb_policy_name"] = "round_robin"
+    if server_name:
+        options["grpc.ssl_target_name_override"] = server_name
+    for key, value in extra:
+        options[key] = value
+    return list(options.items())
+
+
+class EventStream(Generic[R]):
+    """Iterator over a streaming call: :class:`ProgressEvent` objects, then the final result.
+
+    The call starts at the first ``next()``. Closing the stream (``close()``, leaving a ``with``
+    block, breaking out of a ``for`` loop and dropping the stream, or garbage collection) before the
+    result arrives cancels the call, which stops the server's work.
+    """
+
+    def __init__(self, start: Callable[[], Any], convert: Callable[[Any], R]) -> None:
+        self._start = start
+        self._convert = convert
+        self._call: Any = None
+        self._finished = False
+        self.result: R | None = None  #: the final result, once received
+
+    def __iter__(self) -> EventStream[R]:
+        return self
+
+    def __next__(self) -> ProgressEvent | R:
+        if self._finished:
+            raise StopIteration
+        if self._call is None:
+            self._call = self._start()
+        while True:
+            try:
+                event = next(self._call)
+            except StopIteration:
+                self._finished = True
+                raise Internal("the server ended the stream without a final result") from None
+            except grpc.RpcError as error:
+                self._finished = True
+                raise from_rpc_error(error) from error
+            kind = event.WhichOneof("event")
+            if kind == "progress":
+                return ProgressEvent.from_proto(event.progress)
+            if kind == "result":
+                self._finished = True
+                self.result = self._convert(event.result)
+                self._drain()
+                return self.result
+            # An event kind this client does not know (a newer server): skip it.
+
+    def _drain(self) -> None:
+        # The result is the last message; reading the end of the stream lets the call finish with
+        # OK instead of being cancelled (which the server would count as a cancelled request).
+        try:
+            next(self._call)
+        except StopIteration:
+            return
+        except grpc.RpcError:
+            return
+        self._call.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the call if it is still running (no-op once the result has arrived)."""
+        if self._call is not None and not self._finished:
+            self._call.cancel()
+        self._finished = True
+
+    close = cancel
+
+    def __enter__(self) -> EventStream[R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to cancel reliably
+            pass
+
+
+def _run(stream: EventStream[R], progress: ProgressCallback | None) -> R:
+    """Consume a stream, feeding progress events to the callback; return the final result."""
+    with stream:
+        for item in stream:
+            if isinstance(item, ProgressEvent):
+                if progress is not None:
+                    progress(item)
+            else:
+                return item
+    raise Internal("the server ended the stream without a final result")
+
+
+class InterpClient:
+    """A connection to an interp.v1 server.
+
+    Args:
+        target: ``host:port``, or ``dns:///host:port`` to balance calls round-robin over every
+            address the name resolves to.
+        timeout: deadline in seconds for each unary call (None: no deadline).
+        stream_timeout: deadline in seconds for each streaming call (default None: no client
+            deadline; the server applies its own default deadline).
+        token: sent as ``authorization: Bearer <token>`` metadata on every call.
+        ca_file: PEM file with the root certificate(s) to trust; switches the channel to TLS.
+        tls: use TLS with the system's root certificates (implied by ``ca_file``).
+        server_name: TLS only: the certificate name to expect, when it differs from the target host.
+        max_message_bytes: cap on sent and received message size (default 64 MiB).
+        options: extra raw gRPC channel options, e.g. ``[("grpc.keepalive_time_ms", 30000)]``.
+
+    Every method also takes ``timeout=`` to override the deadline for that one call.
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 60.0,
+        stream_timeout: float | None = None,
+        token: str | None = None,
+        ca_file: str | os.PathLike | None = None,
+        tls: bool = False,
+        server_name: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if not target:
+            raise ValueError("target must be 'host:port' or 'dns:///host:port'")
+        self.target = target
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self._metadata = _auth_metadata(token)
+        channel_opts = channel_options(
+            target, max_message_bytes=max_message_bytes, server_name=server_name, extra=options
+        )
+        self.tls = bool(tls or ca_file is not None)
+        if self.tls:
+            roots = Path(ca_file).read_bytes() if ca_file is not None else None
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = grpc.secure_channel(target, credentials, options=channel_opts)
+        else:
+            if server_name:
+                raise ValueError("server_name only applies to TLS; pass ca_file= or tls=True")
+            self._channel = grpc.insecure_channel(target, options=channel_opts)
+        self._stub = pb_grpc.InterpStub(self._channel)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> InterpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"InterpClient({self.target!r}, tls={self.tls}, token={'set' if self._metadata else 'none'})"
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The underlying gRPC channel (e.g. for the health service)."""
+        return self._channel
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the channel connects; :class:`client.errors.Unavailable` after ``timeout`` seconds."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(f"no server answered at {self.target} within {timeout:g} s") from None
+
+    # -- models and server ---------------------------------------------------------------------
+
+    def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
+        """Every model the server knows, READY or UNAVAILABLE (with the reason)."""
+        response = self._unary("ListModels", pb.ListModelsRequest(), timeout)
+        return [ModelInfo.from_proto(m) for m in response.models]
+
+    def describe_model(self, name: str, *, timeout: float | None = _UNSET) -> ModelDescription:
+        """A model's layer catalogue (shapes, receptive fields, parameters), labels and preprocessing."""
+        response = self._unary("DescribeModel", pb.DescribeModelRequest(model=name), timeout)
+        return ModelDescription.from_proto(response)
+
+    def server_info(self, *, timeout: float | None = _UNSET) -> ServerInfo:
+        """Server version, device, limits in force, library versions and implemented RPCs."""
+        return ServerInfo.from_proto(self._unary("GetServerInfo", pb.GetServerInfoRequest(), timeout))
+
+    def classify(
+        self, image: ImageLike, *, model: str, top_k: int | None = None, timeout: float | None = _UNSET
+    ) -> ClassifyResult:
+        """Top-k predictions for one image.
+
+        Args:
+            image: a path, encoded bytes or a numpy array (see :func:`client.images.image_message`).
+            model: a served model's name.
+            top_k: number of predictions (server default 5, capped at the class count).
+        """
+        request = pb.ClassifyRequest(model=model, image=image_message(image))
+        if top_k is not None:
+            request.top_k = _int("top_k", top_k)
+        return ClassifyResult.from_proto(self._unary("Classify", request, timeout))
+
+    # -- single-pass methods -------------------------------------------------------------------
+
+    def activations(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        layers: str | Sequence[str],
+        top_k: int | None = None,
+        include_tensors: bool = True,
+        timeout: float | None = _UNSET,
+    ) -> ActivationsResult:
+        """Activations of one or more layers (names or aliases) from a single forward pass.
+
+        Args:
+            layers: module paths or aliases, e.g. ``["conv3_1", "features.17"]``.
+            top_k: also rank channels by mean activation and render those (server default: all, unranked).
+            include_tensors: False returns statistics and PNGs only (much smaller responses).
+        """
+        request = pb.ActivationsRequest(
+            model=model,
+            image=image_message(image),
+            layers=_names("layers", layers),
+            include_tensors=bool(include_tensors),
+        )
+        if top_k is not None:
+            request.top_k = _int("top_k", top_k)
+        return ActivationsResult.from_proto(self._unary("Activations", request, timeout))
+
+    def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
+        """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
+        response = self._unary("Kernels", pb.KernelsRequest(model=model, layer=layer), timeout)
+        return KernelsResult.from_proto(response)
+
+    def saliency(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        method: str = "gradient",
+        target: int | str | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> SaliencyResult:
+        """A saliency map explaining one class.
+
+        Args:
+            method: gradient | gradient_x_input | smoothgrad | integrated_gradients |
+                guided_backprop | grad_cam.
+            target: class index or exact label (case-insensitive); None: the predicted class.
+            **params: layer (grad_cam), samples, noise_level (smoothgrad, relative), steps
+                (integrated_gradients), seed, batch_size, clip_percentile, colormap.
+        """
+        request = pb.SaliencyRequest(
+            model=model,
+            image=image_message(image),
+            method=method,
+            params=_params_message(pb.SaliencyParams, params, "saliency"),
+        )
+        _set_target(request, target)
+        return SaliencyResult.from_proto(self._unary("Saliency", request, timeout))
+
+    def attack(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        method: str = "fgsm",
+        epsilon: float | Sequence[float],
+        target: int | str | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> AttackResult:
+        """An L-infinity adversarial attack, at one epsilon or a sweep (pixel units, each in (0, 1]).
+
+        Args:
+            method: fgsm | bim | pgd.
+            epsilon: one value or several; one outcome per value, in order.
+            target: class index or label for a targeted attack; None: untargeted.
+            **params: step_size, steps, random_start, seed.
+        """
+        request = pb.AttackRequest(
+            model=model,
+            image=image_message(image),
+            method=method,
+            epsilons=_floats("epsilon", epsilon),
+            params=_params_message(pb.AttackParams, params, "attack"),
+        )
+        _set_target(request, target)
+        return AttackResult.from_proto(self._unary("Attack", request, timeout))
+
+    # -- iterative methods (streaming) -----------------------------------------------------------
+
+    def iter_visualize_filter(
+        self,
+        model: str,
+        layer: str,
+        channels: int | Sequence[int],
+        *,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[FilterVisualization]:
+        """Like :meth:`visualize_filter`, as an iterator of ProgressEvent then the result."""
+        request = self._visualize_request(model, layer, channels, params, "iter_visualize_filter")
+        return self._stream("VisualizeFilter", request, FilterVisualization.from_proto, timeout)
+
+    def visualize_filter(
+        self,
+        model: str,
+        layer: str,
+        channels: int | Sequence[int],
+        *,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> FilterVisualization:
+        """Inputs that maximize channels of a layer (activation maximization), optimized as one batch.
+
+        Args:
+            channels: one channel index or several.
+            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
+            **params: objective ("channel" | "neuron"), steps, image_size, learning_rate, seed,
+                parameterization ("fourier" | "pixel"), transforms, preview_every.
+        """
+        request = self._visualize_request(model, layer, channels, params, "visualize_filter")
+        stream = self._stream("VisualizeFilter", request, FilterVisualization.from_proto, timeout)
+        return _run(stream, progress)
+
+    def iter_dream(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        layers: str | Sequence[str | tuple[str, float]] | Mapping[str, float],
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[DreamResult]:
+        """Like :meth:`dream`, as an iterator of ProgressEvent then the result."""
+        request = self._dream_request(image, model, layers, params, "iter_dream")
+        return self._stream("DeepDream", request, DreamResult.from_proto, timeout)
+
+    def dream(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        layers: str | Sequence[str | tuple[str, float]] | Mapping[str, float],
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> DreamResult:
+        """DeepDream: amplify what the given layers see in the image.
+
+        Args:
+            layers: a layer, a list of layers (or ``(layer, weight)`` pairs), or ``{layer: weight}``.
+            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
+            **params: octaves, octave_scale, iterations (per octave), step_size, jitter, seed,
+                preview_every.
+        """
+        request = self._dream_request(image, model, layers, params, "dream")
+        return _run(self._stream("DeepDream", request, DreamResult.from_proto, timeout), progress)
+
+    def iter_interpolate(
+        self,
+        source: ImageLike,
+        *,
+        model: str,
+        layers: str | Sequence[str] | None = None,
+        alphas: float | Sequence[float] | None = None,
+        positive: str | ImageLike | Sequence[ImageLike] | None = None,
+        negative: str | ImageLike | Sequence[ImageLike] | None = None,
+        target: ImageLike | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[InterpolationResult]:
+        """Like :meth:`interpolate`, as an iterator of ProgressEvent then the result."""
+        request = self._interpolate_request(
+            source, model, layers, alphas, positive, negative, target, params, "iter_interpolate"
+        )
+        return self._stream("InterpolateFeatures", request, InterpolationResult.from_proto, timeout)
+
+    def interpolate(
+        self,
+        source: ImageLike,
+        *,
+        model: str,
+        layers: str | Sequence[str] | None = None,
+        alphas: float | Sequence[float] | None = None,
+        positive: str | ImageLike | Sequence[ImageLike] | None = None,
+        negative: str | ImageLike | Sequence[ImageLike] | None = None,
+        target: ImageLike | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> InterpolationResult:
+        """Deep feature interpolation (Upchurch et al. 2017): move the source along a feature direction.
+
+        The direction is either attribute sets (``positive`` and ``negative``: lists of images, or
+        for models trained in-repo a class name each, e.g. ``"ankle boot"`` / ``"sneaker"``) or a
+        ``target`` image.
+
+        Args:
+            layers: feature layers phi (server default per model).
+            alphas: interpolation strengths (server default 0, 0.5, 1, 1.5, 2); one image each.
+            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
+            **params: iterations, warm_iterations, tv_weight, tv_beta, seed, set_size,
+                normalize_attribute, preview_every.
+        """
+        request = self._interpolate_request(
+            source, model, layers, alphas, positive, negative, target, params, "interpolate"
+        )
+        stream = self._stream("InterpolateFeatures", request, InterpolationResult.from_proto, timeout)
+        return _run(stream, progress)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _unary(self, rpc: str, request: Message, timeout: float | None) -> Any:
+        method = getattr(self._stub, rpc)
+        deadline = self.timeout if timeout is _UNSET else timeout
+        try:
+            return method(request, timeout=deadline, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def _stream(
+        self, rpc: str, request: Message, convert: Callable[[Any], R], timeout: float | None
+    ) -> EventStream[R]:
+        method = getattr(self._stub, rpc)
+        deadline = self.stream_timeout if timeout is _UNSET else timeout
+        return EventStream(lambda: method(request, timeout=deadline, metadata=self._metadata), convert)
+
+    @staticmethod
+    def _visualize_request(
+        model: str, layer: str, channels: int | Sequence[int], params: dict[str, Any], caller: str
+    ) -> pb.VisualizeFilterRequest:
+        return pb.VisualizeFilterRequest(
+            model=model,
+            layer=layer,
+            channels=_ints("channels", channels),
+            params=_params_message(pb.VisualizeFilterParams, params, caller),
+        )
+
+    @staticmethod
+    def _dream_request(
+        image: ImageLike,
+        model: str,
+        layers: str | Sequence[str | tuple[str, float]] | Mapping[str, float],
+        params: dict[str, Any],
+        caller: str,
+    ) -> pb.DeepDreamRequest:
+        return pb.DeepDreamRequest(
+            model=model,
+            image=image_message(image),
+            layers=_layer_weights(layers),
+            params=_params_message(pb.DeepDreamParams, params, caller),
+        )
+
+    @staticmethod
+    def _interpolate_request(
+        source: ImageLike,
+        model: str,
+        layers: str | Sequence[str] | None,
+        alphas: float | Sequence[float] | None,
+        positive: str | ImageLike | Sequence[ImageLike] | None,
+        negative: str | ImageLike | Sequence[ImageLike] | None,
+        target: ImageLike | None,
+        params: dict[str, Any],
+        caller: str,
+    ) -> pb.InterpolateFeaturesRequest:
+        request = pb.InterpolateFeaturesRequest(
+            model=model,
+            source=image_message(source),
+            layers=_names("layers", layers) if layers is not None else [],
+            alphas=_floats("alphas", alphas) if alphas is not None else [],
+            params=_params_message(pb.InterpolateFeaturesParams, params, caller),
+        )
+        has_sets = positive is not None or negative is not None
+        if target is not None and has_sets:
+            raise ValueError("give either target= (an image) or positive=/negative= (sets), not both")
+        if target is not None:
+            request.target.CopyFrom(image_message(target))
+        elif has_sets:
+            if positive is None or negative is None:
+                raise ValueError("attribute sets need both positive= and negative= (images or class names)")
+            _fill_set(request.sets, "positive", positive)
+            _fill_set(request.sets, "negative", negative)
+        else:
+            raise ValueError("give a direction: positive= and negative= (images or class names), or target=")
+        return request
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument conversion (fail fast, with the expected form named)
+# ---------------------------------------------------------------------------------------------
+
+
+def _auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    if token is None:
+        return None
+    token = token.strip()
+    if not token:
+        raise ValueError("token is empty")
+    if any(ord(ch) < 0x21 or ord(ch) > 0x7E for ch in token):
+        raise ValueError("token must be printable ASCII without spaces")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars (protobuf setters want the latter)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _params_message(cls: type[Message], params: Mapping[str, Any], caller: str) -> Message:
+    """Fill a *Params message from keyword arguments; unknown names -> TypeError listing the valid ones."""
+    valid = [field.name for field in cls.DESCRIPTOR.fields]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"valid parameters: {', '.join(valid)}"
+        )
+    message = cls()
+    for name, value in params.items():
+        if value is None:
+            continue  # the server's default
+        try:
+            setattr(message, name, _plain(value))
+        except (TypeError, ValueError) as error:
+            expected = _TYPE_NAMES.get(cls.DESCRIPTOR.fields_by_name[name].type, "scalar")
+            raise TypeError(
+                f"{caller}(): parameter {name}={value!r} has the wrong type ({expected} expected): {error}"
+            ) from None
+    return message
+
+
+_TYPE_NAMES = {
+    FieldDescriptor.TYPE_DOUBLE: "float",
+    FieldDescriptor.TYPE_FLOAT: "float",
+    FieldDescriptor.TYPE_INT64: "int",
+    FieldDescriptor.TYPE_INT32: "int",
+    FieldDescriptor.TYPE_BOOL: "bool",
+    FieldDescriptor.TYPE_STRING: "str",
+}
+
+
+def _set_target(request: pb.SaliencyRequest | pb.AttackRequest, target: int | str | None) -> None:
+    if target is None:
+        return
+    if isinstance(target, bool):
+        raise TypeError("target must be a class index (int) or label (str), not bool")
+    if isinstance(target, int | np.integer):
+        request.target.index = int(target)
+    elif isinstance(target, str):
+        if not target.strip():
+            raise ValueError("target label is empty")
+        request.target.label = target
+    else:
+        raise TypeError(f"target must be a class index (int) or label (str), got {type(target).__name__}")
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def _ints(name: str, values: int | Sequence[int]) -> list[int]:
+    items = [values] if isinstance(values, int | np.integer) else list(values)
+    if not items:
+        raise ValueError(f"{name} must name at least one value")
+    return [_int(name, v) for v in items]
+
+
+def _floats(name: str, values: float | Sequence[float]) -> list[float]:
+    if isinstance(values, int | float | np.number):
+        items = [values]
+    elif isinstance(values, np.ndarray):
+        items = values.ravel().tolist()
+    else:
+        items = list(values)
+    if not items:
+        raise ValueError(f"{name} must name at least one value")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+            raise TypeError(f"{name} must be numbers, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _names(name: str, values: str | Sequence[str]) -> list[str]:
+    items = [values] if isinstance(values, str) else list(values)
+    if not items:
+        raise ValueError(f"{name} must name at least one layer")
+    for v in items:
+        if not isinstance(v, str) or not v:
+            raise TypeError(f"{name} must be non-empty strings, got {v!r}")
+    return items
+
+
+LayerSpec = str | Sequence[str | tuple[str, float]] | Mapping[str, float]
+
+
+def _layer_weights(layers: LayerSpec) -> list[pb.LayerWeight]:
+    if isinstance(layers, str):
+        pairs: list[tuple[str, float | None]] = [(layers, None)]
+    elif isinstance(layers, Mapping):
+        pairs = [(name, weight) for name, weight in layers.items()]
+    else:
+        pairs = []
+        for item in layers:
+            if isinstance(item, str):
+                pairs.append((item, None))
+            elif isinstance(item, tuple | list) and len(item) == 2:
+                pairs.append((item[0], item[1]))
+            else:
+                raise TypeError(f"layers items must be names or (name, weight) pairs, got {item!r}")
+    if not pairs:
+        raise ValueError("layers must name at least one layer")
+    messages = []
+    for name, weight in pairs:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"layer names must be non-empty strings, got {name!r}")
+        message = pb.LayerWeight(layer=name)
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+                raise TypeError(f"layer weight for {name!r} must be a number, got {weight!r}")
+            message.weight = float(weight)
+        messages.append(message)
+    return messages
+
+
+_SINGLE_IMAGE = (bytes, bytearray, memoryview, os.PathLike, pb.Image)
+
+
+def _fill_set(sets: pb.AttributeSets, which: str, value: str | ImageLike | Sequence[ImageLike]) -> None:
+    """positive/negative: a class name (str), one image, a (N, H, W[, C]) array, or a list of images."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"{which} class name is empty")
+        setattr(sets, f"{which}_class", value)
+        return
+    if isinstance(value, _SINGLE_IMAGE):
+        images: list[Any] = [value]
+    elif isinstance(value, np.ndarray):
+        images = list(value) if value.ndim == 4 else [value]
+    else:
+        images = list(value)
+    if not images:
+        raise ValueError(f"{which} set is empty")
+    getattr(sets, which).extend(image_message(image) for image in images)
