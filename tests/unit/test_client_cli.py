@@ -1,0 +1,194 @@
+"""The `interp` CLI against a scripted servicer (client_fakes.py): tables, --json, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from client_fakes import PNG, start_fake  # noqa: E402
+
+from client import cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake():
+    server, port, servicer = start_fake()
+    yield f"127.0.0.1:{port}", servicer
+    server.stop(grace=None)
+
+
+@pytest.fixture()
+def run(fake, capsys, monkeypatch, tmp_path):
+    """run(*argv) -> (exit status, stdout, stderr), with INTERP_SERVER pointing at the fake."""
+    target, _ = fake
+    monkeypatch.setenv("INTERP_SERVER", target)
+    monkeypatch.delenv("INTERP_TOKEN", raising=False)
+    monkeypatch.delenv("INTERP_CA_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "img.png").write_bytes(PNG)
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run
+
+
+def test_models_table(run):
+    status, out, _ = run("models")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "PRETRAINED", "INPUT", "CLASSES", "WEIGHTS", "REASON"]
+    assert lines[1].split()[:3] == ["vgg16", "READY", "no"]
+    assert "random 0123456789ab" in lines[1]
+    assert "UNAVAILABLE" in lines[2] and "no weights: run interp-train" in lines[2]
+    # aligned: every column starts at the same offset on every line
+    assert lines[1].index("READY") == lines[0].index("STATUS") == lines[2].index("UNAVAILABLE")
+
+
+def test_layers_table(run):
+    status, out, _ = run("layers", "vgg16")
+    assert status == 0
+    row = next(line for line in out.splitlines() if "conv3_1" in line)
+    assert "(256, 56, 56)" in row and "Conv2d" in row and "295,168" in row
+    assert row.split()[-4:] == ["24", "4", "1.5", "295,168"]
+
+
+def test_json_is_one_document(run):
+    status, out, err = run("--json", "classify", "vgg16", "img.png", "--top-k", "2")
+    assert status == 0 and err == ""
+    doc = json.loads(out)
+    assert [p["index"] for p in doc["predictions"]] == [0, 1]
+    assert doc["logits"] == {"dtype": "float32", "shape": [10]}
+    assert "input_png" not in doc
+    # global options also work after the subcommand
+    status, out, _ = run("models", "--json")
+    assert [m["name"] for m in json.loads(out)["models"]] == ["vgg16", "lenet"]
+
+
+def test_info(run):
+    status, out, _ = run("info")
+    assert status == 0
+    assert "interp.v1" in out and "max_steps" in out and "2048" in out
+
+
+def test_saliency_writes_overlay_and_heatmap_beside(run, fake, tmp_path):
+    _, servicer = fake
+    status, out, _ = run("saliency", "vgg16", "img.png", "--method", "smoothgrad", "--target", "281",
+                         "--samples", "5", "-o", "out/cat.png")  # fmt: skip
+    assert status == 0
+    request = servicer.requests[-1]
+    assert request.target.index == 281 and request.params.samples == 5
+    assert not request.params.HasField("steps")
+    for name in ("cat.png", "cat_heatmap.png", "cat_input.png"):
+        assert (tmp_path / "out" / name).read_bytes() == PNG
+    assert "class 281" in out and "out/cat.png" in out
+    run("saliency", "vgg16", "img.png", "--target", "tabby cat", "-o", "x.png")
+    assert servicer.requests[-1].target.label == "tabby cat"
+
+
+def test_attack_table_and_files(run, tmp_path):
+    status, out, _ = run("attack", "lenet", "img.png", "--method", "bim", "--eps", "0.01", "--eps", "0.1",
+                         "--no-random-start", "-o", "adv")  # fmt: skip
+    assert status == 0
+    assert "EPS" in out and "SUCCESS" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("0.01", "0.1 "))]
+    assert [r[0] for r in rows] == ["0.01", "0.1"]
+    assert (tmp_path / "adv" / "adversarial_eps0.1.png").exists()
+
+
+def test_streaming_commands_write_results_and_frames(run, fake, tmp_path):
+    _, servicer = fake
+    status, _, err = run("dream", "vgg16", "img.png", "--layer", "relu4_3:2", "--layer", "relu5_1",
+                         "--octaves", "2", "--frames", "frames", "-o", "dream.png")  # fmt: skip
+    assert status == 0
+    layers = [(lw.layer, lw.weight if lw.HasField("weight") else None) for lw in servicer.requests[-1].layers]
+    assert layers == [("relu4_3", 2.0), ("relu5_1", None)]
+    assert (tmp_path / "dream.png").read_bytes() == PNG
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_0001.png"]
+    assert "objective" in err  # the progress bar went to stderr
+
+    status, out, err = run("--json", "visualize", "vgg16", "conv3_1", "--channel", "3", "--channel", "7",
+                           "--steps", "8", "-o", "vis.png")  # fmt: skip
+    assert status == 0 and err == "", "no progress bar in --json mode"
+    doc = json.loads(out)
+    assert doc["channels"] == [3, 7] and doc["files"][0] == "vis.png"
+
+
+def test_interpolate_class_names_and_image_sets(run, fake, tmp_path):
+    _, servicer = fake
+    status, _, _ = run("interpolate", "lenet", "img.png", "--positive", "ankle boot", "--negative", "sneaker",
+                       "--alpha", "0", "--alpha", "1", "-o", "dfi")  # fmt: skip
+    assert status == 0
+    sets = servicer.requests[-1].sets
+    assert (sets.positive_class, sets.negative_class) == ("ankle boot", "sneaker")
+    assert (tmp_path / "dfi" / "alpha_1.png").exists()
+
+    (tmp_path / "pos").mkdir()
+    for i in range(3):
+        (tmp_path / "pos" / f"{i}.png").write_bytes(PNG)
+    status, _, _ = run("interpolate", "lenet", "img.png", "--positive", "pos", "--negative", "img.png", "img.png",
+                       "-o", "dfi2")  # fmt: skip
+    assert status == 0
+    sets = servicer.requests[-1].sets
+    assert (len(sets.positive), len(sets.negative)) == (3, 2)
+
+    status, _, err = run("interpolate", "lenet", "img.png", "--positive", "a", "-o", "x")
+    assert status == cli.EXIT_USAGE and "--negative" in err
+
+
+def test_server_errors_print_code_and_message_and_exit_distinctly(run):
+    status, out, err = run("classify", "abort:NOT_FOUND", "img.png")
+    assert status == 15 and out == ""
+    assert err.startswith("error: NOT_FOUND: no luck for NOT_FOUND — ünïcödé intact")
+    assert "Traceback" not in err
+    status, _, err = run("classify", "abort:FAILED_PRECONDITION", "img.png")
+    assert status == 19
+    status, out, err = run("--json", "layers", "abort:UNIMPLEMENTED")
+    assert status == 22 and "hint:" in err
+    assert json.loads(out)["error"] == {
+        "code": "UNIMPLEMENTED",
+        "message": "no luck for UNIMPLEMENTED — ünïcödé intact (request id req-UNIMPLEMENTED)",
+        "exit_status": 22,
+        "request_id": "req-UNIMPLEMENTED",
+    }
+
+
+def test_local_errors(run):
+    status, _, err = run("classify", "vgg16", "missing.png")
+    assert status == cli.EXIT_FAILURE and "missing.png" in err
+    status, _, err = run("dream", "vgg16", "img.png", "--layer", "relu4_3:heavy", "-o", "d.png")
+    assert status == cli.EXIT_USAGE and "weight" in err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["attack", "lenet", "img.png", "-o", "x"])  # --eps missing: argparse
+    assert info.value.code == 2
+
+
+def test_no_server_is_unavailable_with_a_hint(run, monkeypatch):
+    status, _, err = run("--server", "127.0.0.1:1", "--timeout", "5", "models")
+    assert status == 24
+    assert err.startswith("error: UNAVAILABLE:") and "hint: is a server running at 127.0.0.1:1" in err
+
+
+def test_token_from_environment(run, fake, monkeypatch):
+    _, servicer = fake
+    monkeypatch.setenv("INTERP_TOKEN", "env-token")
+    assert run("models")[0] == 0
+    assert servicer.metadata[-1]["authorization"] == "Bearer env-token"
+    assert run("models", "--token", "flag-token")[0] == 0
+    assert servicer.metadata[-1]["authorization"] == "Bearer flag-token"
+
+
+def test_exit_codes_are_distinct_per_status():
+    import grpc
+
+    from client.errors import exception_for
+
+    codes = {cli.exit_code_for(exception_for(c)("x", code=c)) for c in grpc.StatusCode if c != grpc.StatusCode.OK}
+    assert len(codes) == len(grpc.StatusCode) - 1
+    assert codes.isdisjoint({cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED})

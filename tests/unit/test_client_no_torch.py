@@ -1,0 +1,49 @@
+"""The SDK and CLI stay light: importing them never pulls in torch, OpenCV or the server side."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = ["torch", "torchvision", "captum", "cv2", "interp", "models", "server"]
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = code + f"\nimport json, sys\nprint(json.dumps([m for m in {FORBIDDEN!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_client_leaves_torch_and_the_server_side_out():
+    assert _loaded_after("import client, client.cli, client.sdk, client.errors, client.results") == []
+
+
+def test_building_the_cli_and_a_client_leaves_torch_out():
+    code = (
+        "from client.cli import build_parser\n"
+        "from client import InterpClient\n"
+        "build_parser().parse_args(['models'])\n"
+        "InterpClient('127.0.0.1:1').close()\n"
+    )
+    assert _loaded_after(code) == []
+
+
+def test_client_sources_import_only_allowed_packages():
+    # A static check too, so that a lazy import inside a function cannot slip through.
+    allowed = {"grpc", "google", "numpy", "protos", "tqdm", "client", "__future__"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted((ROOT / "client").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in stdlib, f"{path.name}:{node.lineno} imports {name}"
