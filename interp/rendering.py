@@ -1,0 +1,288 @@
+"""Pictures of tensors (OpenCV + numpy): images, heatmaps, overlays, channel and kernel grids, PNG.
+
+Every function returns ``uint8`` arrays in RGB order, (H, W) for grey or (H, W, 3) for colour;
+:func:`encode_png` converts to OpenCV's BGR only at the very end. Inputs may be torch tensors or
+numpy arrays; pixels are in [0, 1] (slight overshoot is clipped, NaN/inf rejected).
+Conversion to 8 bits rounds to the nearest level, ``round(255 x)``, the same rounding the attacks
+use, so the PNG of a quantized adversarial image carries exactly its k/255 values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from torch import Tensor
+
+from interp.errors import InvalidInput
+
+COLORMAPS: dict[str, int] = {
+    name.removeprefix("COLORMAP_").lower(): getattr(cv2, name)
+    for name in dir(cv2)
+    if name.startswith("COLORMAP_")
+}
+"""OpenCV colormaps by lower-case name (``jet``, ``viridis``, ``inferno``, ``turbo``, ...)."""
+
+MIN_CELL = 64
+"""Channel-grid cells are upscaled (nearest neighbour) to at least this many pixels per side."""
+MAX_CELL = 128
+"""...and downscaled (area averaging) to at most this many, so a 64-channel 224x224 grid stays small."""
+MIN_KERNEL_CELL = 24
+"""Kernel-grid cells are upscaled (nearest neighbour) to at least this many pixels per side."""
+GAP = 2
+"""Pixels between grid cells."""
+GAP_COLOUR = (70, 130, 180)
+LABEL_COLOUR = (255, 255, 0)
+
+
+def to_uint8_image(x: Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) pixels in [0, 1], C = 1 or 3 -> (H, W) grey or (H, W, 3) RGB uint8."""
+    a = _as_array(x, "image")
+    if a.ndim != 3 or a.shape[0] not in (1, 3):
+        raise InvalidInput(f"expected a (C, H, W) image with C = 1 or 3, got shape {a.shape}")
+    levels = _to_levels(a)
+    return levels[0] if a.shape[0] == 1 else np.ascontiguousarray(levels.transpose(1, 2, 0))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 image."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+        raise InvalidInput(f"expected a uint8 numpy image, got {kind}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim != 2:
+        raise InvalidInput(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    ok, buffer = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV fails only on empty images, which the checks exclude
+        raise InvalidInput(f"OpenCV could not encode an image of shape {image.shape}")
+    return buffer.tobytes()
+
+
+def heatmap(map_: Tensor | np.ndarray, clip_percentile: float = 99.0, colormap: str = "jet") -> np.ndarray:
+    """Colour a (H, W) map: ``lo`` -> the colormap's first colour, the percentile and above -> its last.
+
+    ``lo`` is 0 for a non-negative map (so "no attribution" is always the same colour) and the
+    map's minimum otherwise. Clipping at a high percentile keeps a few extreme pixels from
+    washing out the rest (the usual saliency rendering).
+
+    Args:
+        map_: (H, W) finite values, e.g. a saliency map.
+        clip_percentile: in (0, 100]; values above this percentile saturate.
+        colormap: a name in :data:`COLORMAPS`.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    m = _as_array(map_, "map")
+    if m.ndim != 2:
+        raise InvalidInput(f"expected an (H, W) map, got shape {m.shape}")
+    if isinstance(clip_percentile, bool) or not isinstance(clip_percentile, int | float):
+        raise InvalidInput(f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}")
+    if not math.isfinite(clip_percentile) or not 0 < clip_percentile <= 100:
+        raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile!r}")
+    code = colormap_code(colormap)
+    lo = min(float(m.min()), 0.0)
+    hi = float(np.percentile(m, clip_percentile))
+    scaled = np.clip((m - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(m)
+    levels = np.rint(scaled * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+
+
+def colormap_code(name: str) -> int:
+    """OpenCV's code for a colormap name, or InvalidInput listing the valid names."""
+    if not isinstance(name, str) or name.lower() not in COLORMAPS:
+        raise InvalidInput(f"unknown colormap {name!r}; valid colormaps: {', '.join(sorted(COLORMAPS))}")
+    return COLORMAPS[name.lower()]
+
+
+def overlay(image: Tensor | np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a heatmap over the (preprocessed) input: ``(1 - alpha) * image + alpha * heat``.
+
+    Args:
+        image: (C, H, W) pixels in [0, 1], C = 1 or 3 (grey is replicated to RGB).
+        heat: (H, W, 3) uint8 RGB, e.g. from :func:`heatmap` of a map at input resolution.
+        alpha: weight of the heatmap, in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    base = to_uint8_image(image)
+    if base.ndim == 2:
+        base = np.repeat(base[:, :, None], 3, axis=2)
+    if not isinstance(heat, np.ndarray) or heat.dtype != np.uint8 or heat.shape != base.shape:
+        shape = heat.shape if isinstance(heat, np.ndarray) else type(heat).__name__
+        raise InvalidInput(
+            f"heat must be a uint8 RGB image of shape {base.shape} like the input, got {shape}"
+        )
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise InvalidInput(f"alpha must be in [0, 1], got {alpha!r}")
+    return cv2.addWeighted(base, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def channel_grid(
+    acts: Tensor | np.ndarray,
+    channels: Sequence[int] | None = None,
+    labels: bool = True,
+    max_channels: int = 64,
+) -> np.ndarray:
+    """Activation maps of one image side by side, each normalized to its own min..max.
+
+    Args:
+        acts: (C, H, W) activations of one image, or (C,) for a fully connected layer (drawn as
+            1x1 cells normalized together, since a single value has no range of its own).
+        channels: channel indices to draw, in order (e.g. the top-k); None -> 0, 1, 2, ...
+        labels: write each channel's index in its cell's corner.
+        max_channels: at most this many cells are drawn (the first of ``channels``); >= 1.
+
+    Returns:
+        (H', W', 3) uint8 RGB grid, cells upscaled with nearest neighbour so that a 5x5 map is
+        at least :data:`MIN_CELL` pixels wide, and downscaled to at most :data:`MAX_CELL`.
+    """
+    a = _as_array(acts, "activations")
+    if a.ndim == 1:
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))[:, None, None]
+        per_channel = False
+    elif a.ndim == 3:
+        per_channel = True
+    else:
+        raise InvalidInput(f"expected (C, H, W) or (C,) activations, got shape {a.shape}")
+    if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
+        raise InvalidInput(f"max_channels must be an integer >= 1, got {max_channels!r}")
+    count = a.shape[0]
+    if channels is None:
+        chosen = list(range(min(count, max_channels)))
+    else:
+        chosen = [int(c) for c in channels]
+        bad = [c for c in chosen if not 0 <= c < count]
+        if bad:
+            raise InvalidInput(f"channels must be in 0..{count - 1}, got {bad}")
+        chosen = chosen[:max_channels]
+    if not chosen:
+        raise InvalidInput("no channels to draw")
+    h, w = a.shape[1:]
+    side = max(h, w)
+    if side < MIN_CELL:
+        size = (w * math.ceil(MIN_CELL / side), h * math.ceil(MIN_CELL / side))
+        interpolation = cv2.INTER_NEAREST
+    else:
+        factor = min(1.0, MAX_CELL / side)
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        interpolation = cv2.INTER_AREA
+    cells = []
+    for c in chosen:
+        m = a[c]
+        if per_channel:
+            lo, hi = float(m.min()), float(m.max())
+            m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        cell = cv2.resize(np.rint(m * 255).astype(np.uint8), size, interpolation=interpolation)
+        cell = np.repeat(cell[:, :, None], 3, axis=2)
+        if labels:
+            _label(cell, str(c))
+        cells.append(cell)
+    return _tile(cells, columns=math.ceil(math.sqrt(len(cells))))
+
+
+def kernel_grid(weights: Tensor | np.ndarray, rgb: bool, max_kernels: int = 64) -> np.ndarray:
+    """Draw convolution kernels; grey (128) is a zero weight.
+
+    Each output kernel is scaled by its own largest magnitude, ``0.5 + 0.5 w / max|w|``, so its
+    pattern is visible whatever its norm and the sign is kept.
+
+    Args:
+        weights: (O, I, kH, kW) conv weights.
+        rgb: draw each kernel as one colour patch (requires I = 3: a first layer on RGB input);
+            otherwise one grey patch per (output, input) channel pair, a row per output channel
+            (or a square grid when I = 1).
+        max_kernels: at most this many output (and input) channels are drawn, the first ones.
+
+    Returns:
+        (H', W', 3) uint8 RGB.
+    """
+    wts = _as_array(weights, "weights")
+    if wts.ndim != 4:
+        raise InvalidInput(f"expected (O, I, kH, kW) weights, got shape {wts.shape}")
+    if isinstance(max_kernels, bool) or not isinstance(max_kernels, int) or max_kernels < 1:
+        raise InvalidInput(f"max_kernels must be an integer >= 1, got {max_kernels!r}")
+    if rgb and wts.shape[1] != 3:
+        raise InvalidInput(f"rgb kernels need 3 input channels, got weights of shape {wts.shape}")
+    wts = wts[:max_kernels, :max_kernels]
+    peak = np.abs(wts).reshape(wts.shape[0], -1).max(axis=1)
+    scaled = 0.5 + 0.5 * wts / np.where(peak > 0, peak, 1.0)[:, None, None, None]
+    kh, kw = wts.shape[2:]
+    factor = max(1, math.ceil(MIN_KERNEL_CELL / max(kh, kw)))
+
+    def cell(patch: np.ndarray) -> np.ndarray:  # (C, kh, kw) in [0, 1] -> upscaled RGB uint8
+        img = to_uint8_image(patch)
+        img = cv2.resize(img, (kw * factor, kh * factor), interpolation=cv2.INTER_NEAREST)
+        return img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
+
+    if rgb or wts.shape[1] == 1:
+        cells = [cell(k) for k in scaled]
+        return _tile(cells, columns=math.ceil(math.sqrt(len(cells))))
+    cells = [cell(k[i : i + 1]) for k in scaled for i in range(k.shape[0])]
+    return _tile(cells, columns=wts.shape[1])
+
+
+def perturbation_image(delta: Tensor | np.ndarray, epsilon: float) -> np.ndarray:
+    """An adversarial perturbation made visible: ``0.5 + 0.5 * delta / epsilon``.
+
+    Grey (128) is no change, white is +epsilon, black is -epsilon (per channel for RGB).
+
+    Args:
+        delta: (C, H, W) adversarial - clean, in pixel units, C = 1 or 3.
+        epsilon: the attack's L-inf radius, > 0.
+
+    Returns:
+        (H, W) grey or (H, W, 3) RGB uint8.
+    """
+    d = _as_array(delta, "delta")
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not math.isfinite(epsilon)
+        or epsilon <= 0
+    ):
+        raise InvalidInput(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    return to_uint8_image(np.clip(0.5 + 0.5 * d / epsilon, 0.0, 1.0))
+
+
+def _as_array(x: Tensor | np.ndarray, what: str) -> np.ndarray:
+    if isinstance(x, Tensor):
+        a = x.detach().cpu().float().numpy()
+    elif isinstance(x, np.ndarray):
+        a = x.astype(np.float32, copy=False)
+    else:
+        raise InvalidInput(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if a.size == 0:
+        raise InvalidInput(f"{what} is empty, shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InvalidInput(f"{what} contains NaN or infinite values")
+    return a
+
+
+def _to_levels(a: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _label(cell: np.ndarray, text: str) -> None:
+    """Write ``text`` in the top-left corner, yellow on a black outline so it reads on any map."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    origin = (3, 12)
+    cv2.putText(cell, text, origin, font, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(cell, text, origin, font, scale, LABEL_COLOUR, 1, cv2.LINE_AA)
+
+
+def _tile(cells: list[np.ndarray], columns: int) -> np.ndarray:
+    """Lay equally sized (h, w, 3) cells out row by row with :data:`GAP` pixels between them."""
+    h, w = cells[0].shape[:2]
+    rows = math.ceil(len(cells) / columns)
+    grid = np.empty((rows * h + (rows - 1) * GAP, columns * w + (columns - 1) * GAP, 3), np.uint8)
+    grid[:] = GAP_COLOUR
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, columns)
+        grid[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = cell
+    return grid
