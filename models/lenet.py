@@ -53,7 +53,9 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def build_lenet(num_classes: int = 10, mean: float = FASHION_MNIST_MEAN, std: float = FASHION_MNIST_STD) -> nn.Sequential:
+def build_lenet(
+    num_classes: int = 10, mean: float = FASHION_MNIST_MEAN, std: float = FASHION_MNIST_STD
+) -> nn.Sequential:
     """LeNet-5 as a named nn.Sequential: (B, 1, 28, 28) pixels in [0, 1] -> (B, num_classes) logits."""
     return nn.Sequential(
         OrderedDict(

@@ -1,0 +1,39 @@
+# cnn-interp server image: CPU by default (TORCH_INDEX selects the wheel index, e.g. .../whl/cu128).
+# The build fetches the ImageNet weights for vgg16/alexnet into the image through the same
+# resolution code the server uses (download into the torch hub cache, checksum-verified), so a
+# deployed server is pretrained out of the box; LeNet's trained weights ship in the repo.
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    INTERP_HUB_DIR=/opt/interp/weights \
+    INTERP_PORT=50051
+
+RUN useradd --create-home --uid 10001 interp
+WORKDIR /app
+
+# torch/torchvision from the CPU index; the rest at the exact pins of requirements.lock
+# (minus the CUDA runtime packages that only the CUDA build of torch needs).
+COPY requirements.lock ./
+RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
+ && grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)' requirements.lock \
+    | grep -vE '^(pytest|hypothesis|ruff|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
+    > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+
+COPY pyproject.toml README.md ./
+COPY protos ./protos
+COPY models ./models
+COPY interp ./interp
+COPY server ./server
+COPY client ./client
+RUN pip install --no-deps --no-build-isolation . \
+ && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" \
+ && chown -R interp /opt/interp
+
+USER interp
+EXPOSE 50051 9100
+HEALTHCHECK --interval=15s --timeout=6s --start-period=60s --retries=3 CMD ["python", "-m", "server.healthcheck"]
+CMD ["interp-server"]
