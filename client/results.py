@@ -74,6 +74,14 @@ def _all_scalars(message: Message) -> dict[str, Any]:
     return {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
 
 
+def _enum_name(enum: Any, value: int) -> str:
+    """An enum value's name; a value this client does not know (a newer server) as its number."""
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
 def _stamp(stamp: pb.ModelStamp) -> dict[str, Any]:
     return {
         "model": stamp.model,
@@ -195,7 +203,7 @@ class ModelInfo:
             num_classes=m.num_classes,
             pretrained=m.pretrained,
             weights=WeightsInfo.from_proto(m.weights),
-            status=pb.ModelInfo.Status.Name(m.status),
+            status=_enum_name(pb.ModelInfo.Status, m.status),
             reason=m.reason,
             description=m.description,
             dataset=m.dataset,
