@@ -1,0 +1,251 @@
+"""Filter visualization: reproducibility, cancellation, truncation, validation, objective oracles."""
+
+from __future__ import annotations
+
+import gc
+from collections import OrderedDict
+
+import pytest
+import torch
+from tiny_models import frozen, hook_count, random_lenet
+from torch import Tensor, nn
+
+from interp.errors import Cancelled, InvalidInput
+from interp.feature_vis import FeatureVisParams, resolve, visualize_filter
+from interp.progress import StepEvent
+
+FAST = FeatureVisParams(steps=6, preview_every=0)
+
+
+class CallCounter(nn.Module):
+    """Identity that counts its forward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return x
+
+
+def counted_lenet() -> tuple[nn.Sequential, CallCounter, CallCounter]:
+    """Random LeNet with counters just before conv2 and just after relu2."""
+    base = random_lenet()
+    children = list(base.named_children())
+    before, after = CallCounter(), CallCounter()
+    layers: list[tuple[str, nn.Module]] = []
+    for name, module in children:
+        if name == "conv2":
+            layers.append(("before", before))
+        layers.append((name, module))
+        if name == "relu2":
+            layers.append(("after", after))
+    return frozen(nn.Sequential(OrderedDict(layers))), before, after
+
+
+def rgb_net() -> nn.Sequential:
+    """A small torchvision-like RGB conv stack for ~32 px inputs."""
+    torch.manual_seed(1)
+    return frozen(
+        nn.Sequential(
+            OrderedDict(
+                [
+                    ("conv1", nn.Conv2d(3, 8, 3, padding=1)),
+                    ("relu1", nn.ReLU()),
+                    ("pool1", nn.MaxPool2d(2)),
+                    ("conv2", nn.Conv2d(8, 12, 3, padding=1)),
+                    ("relu2", nn.ReLU()),
+                    ("pool2", nn.AdaptiveAvgPool2d(2)),
+                    ("flatten", nn.Flatten()),
+                    ("fc", nn.Linear(48, 4)),
+                ]
+            )
+        )
+    )
+
+
+def run_lenet(params: FeatureVisParams = FAST, channels=(0, 3, 5), layer: str = "relu2", **kw):
+    return visualize_filter(random_lenet(), layer, channels, in_channels=1, params=params, **kw)
+
+
+def test_resolve_defaults_follow_the_model():
+    lenet = resolve(None, in_channels=1, input_size=28)
+    assert (lenet.steps, lenet.image_size, lenet.learning_rate, lenet.parameterization) == (256, 28, 0.1, "pixel")
+    assert (lenet.objective, lenet.seed, lenet.transforms, lenet.preview_every) == ("channel", 0, True, 16)
+    imagenet = resolve(None, in_channels=3, input_size=224)
+    assert (imagenet.steps, imagenet.image_size, imagenet.learning_rate) == (512, 128, 0.05)
+    assert (imagenet.parameterization, imagenet.preview_every) == ("fourier", 32)
+    # An explicit choice wins, and the learning rate default follows the parameterization.
+    chosen = resolve(FeatureVisParams(parameterization="pixel", steps=10), in_channels=3, input_size=224)
+    assert (chosen.learning_rate, chosen.steps, chosen.preview_every) == (0.1, 10, 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("steps", 0, "[1, 4096]"),
+        ("steps", 5000, "[1, 4096]"),
+        ("image_size", 8, "[16, 512]"),
+        ("image_size", 1024, "[16, 512]"),
+        ("learning_rate", 0.0, "(0, 10.0]"),
+        ("learning_rate", float("nan"), "(0, 10.0]"),
+        ("seed", -1, "[0, 9223372036854775807]"),
+        ("preview_every", -1, "[0, 4096]"),
+        ("objective", "max", "('channel', 'neuron')"),
+        ("parameterization", "cppn", "('fourier', 'pixel')"),
+    ],
+)
+def test_bad_params_name_the_valid_range(field, value, expected):
+    with pytest.raises(InvalidInput, match=field) as info:
+        run_lenet(FeatureVisParams(**{field: value}))
+    assert expected in str(info.value)
+
+
+def test_bad_channels_and_layer():
+    with pytest.raises(InvalidInput, match=r"\[16\].*16 channels: valid \[0, 15\]"):
+        run_lenet(channels=(0, 16))
+    with pytest.raises(InvalidInput, match="between 1 and"):
+        run_lenet(channels=())
+    with pytest.raises(InvalidInput, match="unknown layer 'relu9'"):
+        run_lenet(layer="relu9")
+
+
+def test_same_seed_same_images_other_seed_differs():
+    a = run_lenet(FeatureVisParams(steps=6, seed=3))
+    b = run_lenet(FeatureVisParams(steps=6, seed=3))
+    c = run_lenet(FeatureVisParams(steps=6, seed=4))
+    assert torch.equal(a.images, b.images) and torch.equal(a.activations, b.activations)
+    assert not torch.allclose(a.images, c.images)
+
+
+def test_result_shapes_range_and_resolved_params():
+    result = run_lenet(FeatureVisParams(steps=4, image_size=32))
+    assert result.images.shape == (3, 1, 32, 32) and result.images.dtype == torch.float32
+    assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
+    assert result.activations.shape == (3,)
+    assert result.params == resolve(FeatureVisParams(steps=4, image_size=32), in_channels=1, input_size=28)
+
+
+@pytest.mark.parametrize("objective", ["channel", "neuron"])
+def test_reported_activation_matches_an_independent_forward(objective):
+    model = random_lenet()
+    channels = [1, 4, 4, 9]
+    result = visualize_filter(
+        model, "conv2", channels, in_channels=1, params=FeatureVisParams(steps=5, objective=objective)
+    )
+    with torch.no_grad():
+        a = model.conv2(model.pool1(model.relu1(model.bn1(model.conv1(model.normalize(result.images))))))
+    picked = a[torch.arange(4), torch.tensor(channels)]  # (4, 10, 10)
+    expected = picked.mean((1, 2)) if objective == "channel" else picked[:, 5, 5]
+    torch.testing.assert_close(result.activations, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("parameterization", ["pixel", "fourier"])
+def test_objective_increases(parameterization):
+    events: list[StepEvent] = []
+    params = FeatureVisParams(steps=40, transforms=False, parameterization=parameterization, preview_every=0)
+    result = run_lenet(params, channels=(2, 7), layer="conv2", on_step=events.append)
+    assert [e.step for e in events] == list(range(1, 41)) and all(e.total_steps == 40 for e in events)
+    assert events[-1].objective > events[0].objective + 0.25
+    assert float(result.activations.mean()) >= events[-1].objective - 1e-4
+
+
+def dead_channel_net(inplace: bool) -> nn.Sequential:
+    """Channel 0 fires only where a 3x3 patch sums above 8.5, i.e. is almost white."""
+    conv = nn.Conv2d(1, 2, 3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.copy_(torch.tensor([-8.5, 0.0]))
+    return frozen(nn.Sequential(OrderedDict([("conv", conv), ("relu", nn.ReLU(inplace=inplace))])))
+
+
+def test_dead_relu_channel_is_revived_through_its_pre_activation():
+    # At the random start (mean pixel 0.5) channel 0 is 0 everywhere: no gradient after the ReLU.
+    params = FeatureVisParams(steps=60, transforms=False)
+    revived = visualize_filter(dead_channel_net(inplace=False), "relu", [0], in_channels=1, params=params)
+    assert float(revived.activations[0]) > 0.0
+    # Control: an in-place ReLU destroys its input, so no surrogate is possible and it stays dead.
+    dead = visualize_filter(dead_channel_net(inplace=True), "relu", [0], in_channels=1, params=params)
+    assert float(dead.activations[0]) == 0.0
+
+
+def test_rgb_fourier_images_are_valid_and_reproducible():
+    model = rgb_net()
+    params = FeatureVisParams(steps=5, image_size=32)
+    a = visualize_filter(model, "relu2", [0, 11], in_channels=3, params=params, input_size=32)
+    b = visualize_filter(model, "relu2", [0, 11], in_channels=3, params=params, input_size=32)
+    assert a.params.parameterization == "fourier"
+    assert a.images.shape == (2, 3, 32, 32) and torch.equal(a.images, b.images)
+    assert 0.0 <= float(a.images.min()) and float(a.images.max()) <= 1.0
+    # Decorrelated colour: the three channels differ (a per-channel sigmoid of one field would not).
+    assert not torch.allclose(a.images[:, 0], a.images[:, 1])
+
+
+def test_layers_after_the_objective_never_run():
+    model, before, after = counted_lenet()
+    visualize_filter(model, "relu2", [0, 1], in_channels=1, params=FeatureVisParams(steps=7))
+    assert after.calls == 0
+    assert before.calls == 7 + 2  # the steps, one probe for the channel count, one final measurement
+
+
+def test_should_stop_stops_within_one_step():
+    events: list[StepEvent] = []
+    with pytest.raises(Cancelled, match="after 3 of 50 steps"):
+        run_lenet(FeatureVisParams(steps=50), on_step=events.append, should_stop=lambda: len(events) >= 3)
+    assert len(events) == 3
+
+
+def test_cancelled_run_leaves_no_tensors_alive_and_no_hooks():
+    model = random_lenet()
+    marker = (7, 1, 23, 23)  # the optimized leaf's shape: unique in this process
+    with pytest.raises(Cancelled) as info:
+        visualize_filter(
+            model,
+            "relu2",
+            range(7),
+            in_channels=1,
+            params=FeatureVisParams(steps=50, image_size=23),
+            should_stop=iter([False, False, True]).__next__,
+        )
+    gc.collect()
+    alive = [o for o in gc.get_objects() if type(o) is Tensor and o.requires_grad and tuple(o.shape) == marker]
+    assert alive == [], "the cancelled loop's parameter outlived the exception"
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert hook_count(model) == 0
+
+
+def test_no_hook_survives_a_failing_callback():
+    model = random_lenet()
+
+    def explode(_event: StepEvent) -> None:
+        raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        visualize_filter(model, "relu2", [0], in_channels=1, params=FAST, on_step=explode)
+    assert hook_count(model) == 0
+
+
+def test_module_is_left_untouched():
+    model = random_lenet()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    visualize_filter(model, "relu2", [0], in_channels=1, params=FAST)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_previews_come_every_n_steps_low_resolution():
+    events: list[StepEvent] = []
+    run_lenet(FeatureVisParams(steps=6, preview_every=2), on_step=events.append)
+    with_preview = [e.step for e in events if e.preview is not None]
+    assert with_preview == [2, 4, 6]
+    preview = events[1].preview
+    assert preview.shape == (3, 1, 28, 28) and not preview.requires_grad
+    assert 0.0 <= float(preview.min()) and float(preview.max()) <= 1.0
+
+    events.clear()
+    model = rgb_net()
+    params = FeatureVisParams(steps=2, image_size=128, preview_every=1)
+    visualize_filter(model, "conv1", [0], in_channels=3, params=params, on_step=events.append)
+    assert events[0].preview.shape == (1, 3, 64, 64)
