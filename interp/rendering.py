@@ -25,6 +25,11 @@ COLORMAPS: dict[str, int] = {
 }
 """OpenCV colormaps by lower-case name (``jet``, ``viridis``, ``inferno``, ``turbo``, ...)."""
 
+DEFAULT_CLIP_PERCENTILE = 99.0
+"""Saliency heatmaps saturate at this percentile of the map (ALGORITHMS.md)."""
+DEFAULT_COLORMAP = "jet"
+"""OpenCV colormap of saliency heatmaps."""
+
 MIN_CELL = 64
 """Channel-grid cells are upscaled (nearest neighbour) to at least this many pixels per side."""
 MAX_CELL = 128
@@ -61,7 +66,9 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def heatmap(map_: Tensor | np.ndarray, clip_percentile: float = 99.0, colormap: str = "jet") -> np.ndarray:
+def heatmap(
+    map_: Tensor | np.ndarray, clip_percentile: float = DEFAULT_CLIP_PERCENTILE, colormap: str = DEFAULT_COLORMAP
+) -> np.ndarray:
     """Colour a (H, W) map: ``lo`` -> the colormap's first colour, the percentile and above -> its last.
 
     ``lo`` is 0 for a non-negative map (so "no attribution" is always the same colour) and the
@@ -225,6 +232,34 @@ def kernel_grid(weights: Tensor | np.ndarray, rgb: bool, max_kernels: int = 64) 
         return _tile(cells, columns=math.ceil(math.sqrt(len(cells))))
     cells = [cell(k[i : i + 1]) for k in scaled for i in range(k.shape[0])]
     return _tile(cells, columns=wts.shape[1])
+
+
+def image_grid(images: Tensor | np.ndarray, labels: Sequence[str] | None = None) -> np.ndarray:
+    """Images of a batch side by side, in their own colours (no per-image normalization).
+
+    Args:
+        images: (N, C, H, W) pixels in [0, 1], C = 1 or 3 (e.g. filter visualizations, previews).
+        labels: optional text per image, written in its cell's corner.
+
+    Returns:
+        (H', W', 3) uint8 RGB, cells upscaled (nearest) to at least :data:`MIN_CELL` pixels a side.
+    """
+    a = _as_array(images, "images")
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        raise InvalidInput(f"expected (N, C, H, W) images with C = 1 or 3, got shape {a.shape}")
+    if labels is not None and len(labels) != a.shape[0]:
+        raise InvalidInput(f"expected {a.shape[0]} labels, got {len(labels)}")
+    h, w = a.shape[2:]
+    factor = max(1, math.ceil(MIN_CELL / max(h, w)))
+    cells = []
+    for i, image in enumerate(a):
+        cell = to_uint8_image(image)
+        cell = cv2.resize(cell, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
+        cell = cell if cell.ndim == 3 else np.repeat(cell[:, :, None], 3, axis=2)
+        if labels is not None:
+            _label(cell, labels[i])
+        cells.append(np.ascontiguousarray(cell))
+    return _tile(cells, columns=math.ceil(math.sqrt(len(cells))))
 
 
 def perturbation_image(delta: Tensor | np.ndarray, epsilon: float) -> np.ndarray:

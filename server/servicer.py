@@ -310,6 +310,7 @@ class InterpServicer(pb_grpc.InterpServicer):
                     epsilon=float(epsilon),
                     target=None if target is None else torch.tensor([target], device=x.device),
                     params=params,
+                    should_stop=call.should_stop,
                 )
                 resolved = result.params
                 adversarial = result.adversarial[0].detach().cpu()
@@ -321,7 +322,9 @@ class InterpServicer(pb_grpc.InterpServicer):
                         perturbation_png=rendering.encode_png(
                             rendering.perturbation_image(adversarial - x[0].cpu(), float(epsilon))
                         ),
-                        prediction=self._prediction(model, result.predictions[0], result.probabilities[0]),
+                        prediction=self._prediction(
+                            model, result.predictions[0], result.probabilities[0, result.predictions[0]]
+                        ),
                         success=bool(result.success[0]),
                         linf=float(result.linf[0]),
                         l2=float(result.l2[0]),
@@ -363,7 +366,7 @@ class InterpServicer(pb_grpc.InterpServicer):
         def on_step(step) -> None:
             preview = b""
             if step.preview is not None:
-                preview = rendering.encode_png(rendering.batch_grid(step.preview.detach().cpu()))
+                preview = rendering.encode_png(rendering.image_grid(step.preview.detach().cpu()))
             progress = pb.Progress(
                 step=step.step,
                 total_steps=step.total_steps,
@@ -415,7 +418,7 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     @grpc_errors
     def VisualizeFilter(self, request, context, *, request_id):
-        from interp.feature_vis import FeatureVisParams, visualize_filter
+        from interp.feature_vis import FeatureVisParams, resolve, visualize_filter
 
         call = self._call(context, request_id)
         model = self.hub.ready(request.model)
@@ -429,8 +432,10 @@ class InterpServicer(pb_grpc.InterpServicer):
         for c in channels:
             if not 0 <= c < info.channels:
                 raise BadRequest(f"channel {c} out of range for {path}: valid 0..{info.channels - 1}")
-        params = convert.params_from_proto(request.params, FeatureVisParams).resolve(
-            in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1]
+        params = resolve(
+            convert.params_from_proto(request.params, FeatureVisParams),
+            in_channels=model.spec.input_shape[0],
+            input_size=model.spec.input_shape[1],
         )
         self._check_cap("steps", params.steps, self.limits.max_steps)
         self._check_cap("image_size", params.image_size, self.limits.max_image_side, floor=8)
@@ -438,7 +443,14 @@ class InterpServicer(pb_grpc.InterpServicer):
 
         def run(on_step, should_stop):
             return visualize_filter(
-                module, path, channels, in_channels=in_channels, params=params, on_step=on_step, should_stop=should_stop
+                module,
+                path,
+                channels,
+                in_channels=in_channels,
+                input_size=model.spec.input_shape[1],
+                params=params,
+                on_step=on_step,
+                should_stop=should_stop,
             )
 
         def finish(result) -> pb.VisualizeFilterResult:
@@ -449,7 +461,7 @@ class InterpServicer(pb_grpc.InterpServicer):
                 channels=channels,
                 images=convert.tensor(images),
                 pngs=[rendering.encode_png(rendering.to_uint8_image(image)) for image in images],
-                grid_png=rendering.encode_png(rendering.batch_grid(images, labels=[f"{path}:{c}" for c in channels])),
+                grid_png=rendering.encode_png(rendering.image_grid(images, labels=[f"{path}:{c}" for c in channels])),
                 activations=[float(a) for a in result.activations],
                 resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
             )
@@ -458,7 +470,7 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     @grpc_errors
     def DeepDream(self, request, context, *, request_id):
-        from interp.deepdream import DeepDreamParams, deepdream
+        from interp.deepdream import DeepDreamParams, deepdream, resolve
 
         call = self._call(context, request_id)
         model = self.hub.ready(request.model)
@@ -471,8 +483,10 @@ class InterpServicer(pb_grpc.InterpServicer):
             if not np.isfinite(weight):
                 raise BadRequest(f"layer weight must be finite, got {weight}")
             layers[self._layer(model, item.layer)] = weight
-        params = convert.params_from_proto(request.params, DeepDreamParams).resolve(
-            in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1]
+        params = resolve(
+            convert.params_from_proto(request.params, DeepDreamParams),
+            in_channels=model.spec.input_shape[0],
+            input_size=model.spec.input_shape[1],
         )
         self._check_cap("iterations", params.iterations, self.limits.max_steps)
         self._check_cap("octaves", params.octaves, self.limits.max_octaves)
@@ -527,18 +541,27 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     @grpc_errors
     def InterpolateFeatures(self, request, context, *, request_id):
-        from interp.interpolation import InterpolationParams, attribute_vector, features, interpolate_features
+        from interp.interpolation import (
+            DEFAULT_ALPHAS,
+            InterpolateFeaturesParams,
+            attribute_vector,
+            features,
+            interpolate_features,
+            resolve,
+        )
 
         call = self._call(context, request_id)
         model = self.hub.ready(request.model)
         module = model.require_ready()
         names = list(request.layers) or list(model.spec.default_dfi_layers)
         layers = [self._layer(model, name) for name in names]
-        alphas = list(request.alphas) or list(InterpolationParams.DEFAULT_ALPHAS)
+        alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
         self._check_cap("number of alphas", len(alphas), self.limits.max_alphas)
         if not all(np.isfinite(a) for a in alphas):
             raise BadRequest(f"alphas must be finite numbers, got {alphas}")
-        params = convert.params_from_proto(request.params, InterpolationParams).resolve()
+        params = resolve(
+            convert.params_from_proto(request.params, InterpolateFeaturesParams), num_alphas=len(alphas)
+        )
         self._check_cap("iterations", params.iterations, self.limits.max_steps)
         self._check_cap("warm_iterations", params.warm_iterations, self.limits.max_steps)
         self._check_cap("set_size", params.set_size, self.limits.max_set_size)
