@@ -363,14 +363,23 @@ class _TransformSpec:
 
     @classmethod
     def for_size(cls, size: int) -> _TransformSpec:
-        """Pixel amounts scaled by ``size / 128`` (28 px: pad 3, jitter 2 and 1); relative ones kept."""
+        """Pixel amounts scaled by ``size / 128`` (28 px: pad 3, jitter 2 and 1).
+
+        Images of at most :data:`SMALL_INPUT_SIZE` pixels skip the random scale and rotation:
+        bilinear resampling of a 28-px image blurs it at the scale of LeNet's 5x5 kernels, and
+        optimizing for blur-robustness costs the untransformed image its activation (trained
+        LeNet, ``relu2``: see benchmarks/eval_lenet_iterative.py and the module docstring).
+        """
         base = cls()
         f = size / REFERENCE_SIZE
+        resample = size > SMALL_INPUT_SIZE
         return replace(
             base,
             pad=round(base.pad * f),
             jitter=round(base.jitter * f),
             jitter_after=round(base.jitter_after * f),
+            scale=base.scale if resample else 0.0,
+            angle_deg=base.angle_deg if resample else 0.0,
         )
 
 

@@ -249,3 +249,13 @@ def test_previews_come_every_n_steps_low_resolution():
     params = FeatureVisParams(steps=2, image_size=128, preview_every=1)
     visualize_filter(model, "conv1", [0], in_channels=3, params=params, on_step=events.append)
     assert events[0].preview.shape == (1, 3, 64, 64)
+
+
+def test_transform_stack_is_scaled_to_the_image_size():
+    from interp.feature_vis import _TransformSpec
+
+    full = _TransformSpec.for_size(128)
+    assert (full.pad, full.jitter, full.scale, full.angle_deg, full.jitter_after) == (12, 8, 0.1, 10.0, 4)
+    assert (_TransformSpec.for_size(224).pad, _TransformSpec.for_size(224).jitter) == (21, 14)
+    small = _TransformSpec.for_size(28)
+    assert (small.pad, small.jitter, small.scale, small.angle_deg, small.jitter_after) == (3, 2, 0.0, 0.0, 1)
