@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=dest,
             type=kind,
             default=None,
+            metavar=flag.removeprefix("--").upper().replace("-", "_"),
             help=f"{text} [env {env}]",
             **({"nargs": "?", "const": True} if kind is _bool else {}),
         )
