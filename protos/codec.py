@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from protos import interp_pb2 as pb
@@ -14,6 +16,8 @@ _TO_NUMPY = {
     pb.Tensor.INT32: np.dtype("<i4"),
     pb.Tensor.UINT16: np.dtype("<u2"),
 }
+MAX_DIMS = 32  # numpy allows 64; no interp.v1 tensor has more than 4
+
 _FROM_NUMPY = {dt.newbyteorder("="): code for code, dt in _TO_NUMPY.items()}
 
 
@@ -41,11 +45,17 @@ def from_tensor(message: pb.Tensor) -> np.ndarray:
     if dtype is None:
         raise TensorCodecError(f"unknown tensor dtype code {message.dtype}")
     shape = tuple(int(s) for s in message.shape)
+    if len(shape) > MAX_DIMS:
+        raise TensorCodecError(f"tensor has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
     if any(s < 0 for s in shape):
         raise TensorCodecError(f"negative dimension in shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: np.prod wraps around (2**32 x 2**32 -> 0 elements)
     if count * dtype.itemsize != len(message.data):
         raise TensorCodecError(
             f"tensor of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, got {len(message.data)}"
         )
-    return np.frombuffer(message.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+    try:
+        array = np.frombuffer(message.data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # an empty tensor with absurd sides, e.g. (0, 2**62, 2**62)
+        raise TensorCodecError(f"cannot shape a tensor as {shape}: {exc}") from None
+    return array.astype(dtype.newbyteorder("="), copy=True)
