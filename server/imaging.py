@@ -113,9 +113,32 @@ def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
+MAX_ASPECT_BEFORE_CROP = 4.0
+"""Longer side / shorter side kept before resize-shorter-then-centre-crop (beyond it the centre is trimmed)."""
+
+
+def _trim_long_side(image: np.ndarray, max_aspect: float) -> np.ndarray:
+    """Centre-crop the longer side to at most ``max_aspect`` times the shorter one.
+
+    Only the centre survives the model's crop anyway; without this, a 1 x 40 000 image (a 120-byte
+    PNG, well under the pixel cap) would first be resized to 256 x 10 240 000 pixels (31 GB).
+    """
+    height, width = image.shape[:2]
+    limit = max(1, int(np.ceil(min(height, width) * max_aspect)))
+    if height > limit:
+        top = (height - limit) // 2
+        image = image[top : top + limit]
+    if width > limit:
+        left = (width - limit) // 2
+        image = image[:, left : left + limit]
+    return image
+
+
 def preprocess(array: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """Decoded float image -> (C, H, W) float32 in [0, 1] at the model's input size."""
     image = to_channels(array, spec.channels)
+    if spec.resize_shorter and spec.crop:
+        image = _trim_long_side(image, MAX_ASPECT_BEFORE_CROP)
     height, width = image.shape[:2]
     if spec.resize_shorter:
         scale = spec.resize_shorter / min(height, width)
