@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +108,14 @@ def test_smoke_on_a_slice_of_the_real_data(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny_data: Path, tmp_path: Path) -> None:
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for name, seed in (("a", 0), ("c", 1)):
         assert run("--data-dir", tiny_data, "--out", tmp_path / name, "--epochs", "2", "--seed", seed) == 0
+    # The same run again in another process (another pid, fresh torch state), as a user would.
+    subprocess.run(
+        [sys.executable, "-m", "models.train_lenet", "--data-dir", str(tiny_data), "--out", str(tmp_path / "b"),
+         "--epochs", "2", "--seed", "0", "--no-progress", "--no-download"],
+        check=True, capture_output=True, cwd=Path(train_lenet.__file__).resolve().parents[1],
+    )  # fmt: skip
     digests = [json.loads((tmp_path / n / "lenet5_fashion_mnist.json").read_text())["sha256"] for n in "abc"]
     assert digests[0] == digests[1] != digests[2]
 
@@ -185,3 +194,17 @@ def test_augment_disabled_is_identity_and_padding_is_black() -> None:
     shifted = ones.sum(dim=(1, 2, 3)) < 28 * 28
     assert bool(shifted.any()) and float(ones.min()) == 0.0  # zeros come in from the padding only
     assert np.isin(ones.unique().numpy(), [0.0, 1.0]).all()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        train_lenet.TrainConfig(),
+        train_lenet.TrainConfig(dataset="mnist", epochs=3, max_lr=1e-3, hflip=False, crop_padding=0,
+                                seed=7, threads=2, limit_train=512, limit_test=256, weight_decay=1e-4),
+    ],
+)
+def test_recorded_command_reproduces_the_config(config: train_lenet.TrainConfig) -> None:
+    command = shlex.split(train_lenet.retrain_command(config))
+    assert command[0] == "interp-train"
+    assert train_lenet.config_from_args(train_lenet._parser().parse_args(command[1:])) == config
