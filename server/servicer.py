@@ -261,11 +261,19 @@ class InterpServicer(pb_grpc.InterpServicer):
         clip = p.clip_percentile if p.HasField("clip_percentile") else rendering.DEFAULT_CLIP_PERCENTILE
         colormap = p.colormap if p.HasField("colormap") else rendering.DEFAULT_COLORMAP
         x = self._input(model, request.image)
+        target = self._target_index(model, request.target)
         with self.gate.slot(lambda: not call.should_stop()):
-            probs = self._probabilities(module, x)[0]
-            target = self._target_index(model, request.target)
-            target = int(probs.argmax()) if target is None else target
-            result = saliency(module, x, torch.tensor([target], device=x.device), method=request.method, params=params)
+            # No separate forward for the prediction: saliency resolves an unset target to the
+            # predicted class and returns the probabilities from its own (clean-input) forward.
+            result = saliency(
+                module,
+                x,
+                None if target is None else torch.tensor([target], device=x.device),
+                method=request.method,
+                params=params,
+            )
+        target = int(result.target[0])
+        probs = result.probabilities[0].cpu()
         saliency_map = result.map[0].detach().cpu()
         heat = rendering.heatmap(saliency_map, clip_percentile=clip, colormap=colormap)
         resolved = convert.params_to_proto(result.params, pb.SaliencyParams)
