@@ -1,0 +1,177 @@
+"""Issue 5 per-step cost: VisualizeFilter and DeepDream over the service ÷ a raw torch loop.
+
+**Service**: ``InterpClient.visualize_filter`` / ``InterpClient.dream`` against an in-process
+server on 127.0.0.1 (port 0); every step streams a Progress event (with a preview PNG at the
+default rate of a default-length run) that the SDK receives and converts.
+
+**Raw**: a plain torch loop (benchmarks/_raw_loops.py) on the same module object: a prefix
+``nn.Sequential`` up to the objective's layer (the truncated forward), the same image
+parameterization, transforms, optimizer/ascent step and random draws. With the same seed it
+reproduces the service's image; the script checks that (max |difference| is printed) so the
+two sides demonstrably do the same work.
+
+**Per-step cost, method**: each side runs N steps and M < N steps; per-step time is
+``(T(N) - T(M)) / (N - M)``, which cancels the fixed cost of a run (the call, the probe and
+final forwards, result encoding). Rounds interleave service-N, service-M, raw-N, raw-M in a
+rotating order; the table gives the median over rounds of each side's per-step estimate and the
+median of the per-round ratios. Target (issue 5): service / raw ≤ 1.10.
+
+Cases (issue 5): VGG16 ``conv3_1`` (features.10) at 128 px, channel-mean objective, one
+channel; LeNet ``conv2`` at 28 px (pixel parameterization). DeepDream on ``conv3_1`` / ``conv2``
+with one octave (the image size is the model's input after preprocessing, 224 px for VGG16 and
+28 px for LeNet; per-step cost of a multi-octave run is a size-weighted mix of such steps).
+
+Usage: ``.venv/bin/python -m benchmarks.bench_iterative [--rounds 5] [--models vgg16,lenet]``.
+About 3 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from benchmarks import _raw_loops as raw
+from benchmarks._common import interleaved, load_report, ms, running_server, table, verdict
+from benchmarks.bench_latency import cat_crop, fashion_image
+from client import InterpClient
+
+TARGET = 1.10
+
+# model -> layer (alias), module path, image size, (N, M) steps for feature vis and DeepDream,
+# feature-vis learning rate and preview rate of a default-length run (steps // 16), DeepDream
+# step size / jitter / preview rate (octaves * iterations // 16) as the service's defaults.
+CASES = {
+    "vgg16": dict(
+        layer="conv3_1", path="features.10", in_channels=3, size=128, fv_steps=(40, 10), dd_steps=(16, 4),
+        lr=0.05, fv_preview=512 // 16, dd_step=0.006, dd_jitter=32, dd_preview=max(1, 4 * 10 // 16),
+    ),
+    "lenet": dict(
+        layer="conv2", path="conv2", in_channels=1, size=28, fv_steps=(400, 100), dd_steps=(400, 100),
+        lr=0.1, fv_preview=256 // 16, dd_step=0.05, dd_jitter=2, dd_preview=max(1, 3 * 20 // 16),
+    ),
+}
+CHANNEL = 0
+SEED = 0
+
+
+def per_step(t: dict[str, list[float]], long: str, short: str, steps: tuple[int, int]) -> list[float]:
+    n, m = steps
+    return [(a - b) / (n - m) for a, b in zip(t[long], t[short], strict=True)]
+
+
+def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: int) -> list[list[object]]:
+    c = CASES[model]
+    trunk = raw.prefix(module, c["path"])
+    image = fashion_image() if model == "lenet" else cat_crop()
+    rows = []
+
+    # -- VisualizeFilter ----------------------------------------------------------------------
+    def fv_service(steps: int):
+        return client.visualize_filter(
+            model, c["layer"], [CHANNEL], steps=steps, image_size=c["size"], seed=SEED,
+            learning_rate=c["lr"], preview_every=c["fv_preview"],
+        )
+
+    def fv_raw(steps: int):
+        return raw.feature_vis(
+            trunk, CHANNEL, in_channels=c["in_channels"], size=c["size"], steps=steps,
+            learning_rate=c["lr"], seed=SEED,
+        )
+
+    n, m = c["fv_steps"]
+    check = float(np.abs(fv_service(m).images[0] - fv_raw(m)[0].numpy()).max())
+    runs: dict[str, Callable[[], object]] = {
+        "svc_n": lambda: fv_service(n), "svc_m": lambda: fv_service(m),
+        "raw_n": lambda: fv_raw(n), "raw_m": lambda: fv_raw(m),
+    }
+    t = interleaved(runs, rounds, warmup=1)
+    rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px", t, (n, m), check))
+
+    # -- DeepDream ----------------------------------------------------------------------------
+    def dd_service(iterations: int):
+        return client.dream(
+            image, model=model, layers={c["layer"]: 1.0}, octaves=1, iterations=iterations,
+            step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED, preview_every=c["dd_preview"],
+        )
+
+    first = dd_service(2)
+    x = torch.from_numpy(first.input).unsqueeze(0)
+
+    def dd_raw(iterations: int):
+        return raw.deepdream(trunk, x, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED)
+
+    n, m = c["dd_steps"]
+    check = float(np.abs(dd_service(m).image - dd_raw(m)[0].numpy()).max())
+    runs = {
+        "svc_n": lambda: dd_service(n), "svc_m": lambda: dd_service(m),
+        "raw_n": lambda: dd_raw(n), "raw_m": lambda: dd_raw(m),
+    }
+    t = interleaved(runs, rounds, warmup=1)
+    side = x.shape[-1]
+    rows.append(_row(f"{model} DeepDream {c['layer']} {side} px, 1 octave", t, (n, m), check))
+    return rows
+
+
+def _row(label: str, t: dict[str, list[float]], steps: tuple[int, int], check: float) -> list[object]:
+    svc = per_step(t, "svc_n", "svc_m", steps)
+    base = per_step(t, "raw_n", "raw_m", steps)
+    ratio = statistics.median(svc) / statistics.median(base)
+    paired = statistics.median(a / b for a, b in zip(svc, base, strict=True))
+    fixed = statistics.median(t["svc_m"]) - steps[1] * statistics.median(svc)
+    return [
+        label,
+        ms(statistics.median(svc)),
+        ms(statistics.median(base)),
+        f"{ratio:.3f}",
+        f"{paired:.3f}",
+        ms(fixed),
+        f"{steps[0]} - {steps[1]}",
+        f"{check:.1e}",
+        f"≤ {TARGET:.2f}",
+        verdict(ratio, TARGET),
+        len(svc),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="vgg16,lenet")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    print(f"before: {load_report()}")
+    rows: list[list[object]] = []
+    with running_server(models) as (server, target), InterpClient(target, timeout=3600) as client:
+        client.wait_ready()
+        for name in models:
+            loaded = server.servicer.hub.get(name)
+            rows += run_case(client, loaded.require_ready(), name, args.rounds)
+    print(f"after: {load_report()}")
+    print()
+    print("### Iterative methods: per-step cost over the service vs a raw torch loop")
+    print()
+    header = [
+        "case",
+        "service ms/step",
+        "raw ms/step",
+        "ratio",
+        "paired ratio",
+        "service fixed ms/run",
+        "steps N - M",
+        "max abs diff of images (svc vs raw)",
+        "target",
+        "status",
+        "rounds",
+    ]
+    print(table(header, rows))
+    print()
+    print("ms/step = (T(N steps) - T(M steps)) / (N - M), median over rounds;")
+    print("paired ratio = median of per-round ratios.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Run every ratio benchmark (``make bench``), each in its own process, printing their tables.
+
+- benchmarks.bench_latency   (issue 4: saliency latency SDK vs raw torch; activations, k layers)
+- benchmarks.bench_iterative (issue 5: VisualizeFilter / DeepDream per step, service vs raw loop)
+- benchmarks.bench_lucent    (issue 5: filter visualization vs torch-lucent; skipped with a message
+  when lucent is not installed in .venv-bench/site, see that script's docstring)
+
+The machine has 2 cores: run this when nothing else is busy, and read the load averages each
+benchmark prints before and after (timings under load are noisy, ratios less so since every
+benchmark interleaves the compared variants). Not part of the test suite. About 10 minutes.
+
+Usage: ``.venv/bin/python -m benchmarks.run_all [--quick]`` (``--quick``: fewer rounds, a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.bench_lucent import LUCENT_DIR
+
+QUICK_ARGS = {
+    "bench_latency": [
+        *("--rounds-vgg", "5", "--rounds-alexnet", "15"),
+        *("--rounds-lenet", "100", "--rounds-activations", "3"),
+    ],
+    "bench_iterative": ["--rounds", "1"],
+    "bench_lucent": ["--rounds", "1", "--steps", "8", "2", "--steps-lucent-224", "4", "2"],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds: checks the scripts run, not the ratios")
+    args = parser.parse_args(argv)
+    failed = []
+    for name in ("bench_latency", "bench_iterative", "bench_lucent"):
+        print(f"\n## benchmarks.{name}\n", flush=True)
+        if name == "bench_lucent" and not (LUCENT_DIR / "lucent").is_dir():
+            print(f"skipped: torch-lucent is not installed in {LUCENT_DIR} (see benchmarks/bench_lucent.py)")
+            continue
+        started = time.perf_counter()
+        command = [sys.executable, "-m", f"benchmarks.{name}", *(QUICK_ARGS[name] if args.quick else [])]
+        code = subprocess.call(command)
+        print(f"\n({name}: {time.perf_counter() - started:.0f} s, exit {code})", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
