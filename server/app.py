@@ -25,6 +25,8 @@ from server.servicer import InterpServicer
 
 log = logging.getLogger("interp.server")
 
+HEALTH_WATCH_THREADS = 16  # concurrent health Watch streams served; more wait for a free thread
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Interp"].full_name  # "interp.v1.Interp"
 
 
@@ -54,9 +56,27 @@ class Server:
             self.health.set(name, status)
 
     def stop(self, grace: float | None) -> threading.Event:
-        """Health turns NOT_SERVING first, then new RPCs are refused and in-flight ones get ``grace``."""
+        """Health turns NOT_SERVING first, then new RPCs are refused and in-flight ones get ``grace``.
+
+        The grace period ends as soon as no RPC but health is in flight: health Watch streams never
+        end by themselves, and grpc's own ``stop(grace)`` would wait the whole period for them.
+        """
         self.set_serving(False)
-        return self.grpc.stop(grace)
+        done = self.grpc.stop(grace)
+        if grace:
+            threading.Thread(target=self._stop_when_idle, args=(done,), name="interp-drain", daemon=True).start()
+        return done
+
+    def _stop_when_idle(self, done: threading.Event, settle_s: float = 0.2) -> None:
+        idle_since: float | None = None
+        while not done.wait(0.05):
+            if self.metrics.busy():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= settle_s:  # RPCs accepted just before stop() have started
+                self.grpc.stop(0)  # cancels what is left: health watchers
+                return
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self.grpc.wait_for_termination(timeout)
@@ -105,7 +125,15 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
     )
     servicer = InterpServicer(config, hub, metrics=metrics, auth_required=bool(tokens))
     pb_grpc.add_InterpServicer_to_server(servicer, grpc_server)
-    health_servicer = health.HealthServicer()
+    # Blocking Watch on a pool of its own: the non-blocking Watch can deadlock set() against a watcher
+    # that is closing, and health is open to unauthenticated clients, so watchers must never occupy
+    # the interp workers.
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=False,
+        experimental_thread_pool=futures.ThreadPoolExecutor(
+            max_workers=HEALTH_WATCH_THREADS, thread_name_prefix="interp-health"
+        ),
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -96,6 +96,10 @@ class Metrics:
             registry=self.registry,
         )
 
+    def busy(self) -> int:
+        """RPCs in flight (health is not counted)."""
+        return int(sum(sample.value for metric in self.in_flight.collect() for sample in metric.samples))
+
 
 class MetricsInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
@@ -103,7 +107,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None:
+        # Health is left alone: wrapping it would also turn its non-blocking Watch into a blocking
+        # generator that holds a worker thread per watcher (N unauthenticated watchers = no workers).
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
