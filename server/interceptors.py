@@ -10,6 +10,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+DEADLINE_SLACK_S = 0.25  # a call that ends this close to its deadline is counted as DEADLINE_EXCEEDED
 
 
 def _wrap(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHandler:
@@ -116,8 +117,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def observe(context, started: float, failed: BaseException | None) -> None:
             code = context.code() if hasattr(context, "code") else None
-            if code is None:
-                code = grpc.StatusCode.UNKNOWN if failed is not None else grpc.StatusCode.OK
+            if code is None and failed is not None:
+                code = grpc.StatusCode.UNKNOWN
+            elif code is None and not context.is_active():
+                # The handler returned quietly because the client went away or its deadline passed.
+                # The client's own timer fires first, so its cancel arrives shortly before our deadline.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= DEADLINE_SLACK_S
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            elif code is None:
+                code = grpc.StatusCode.OK
             if not isinstance(code, grpc.StatusCode):
                 code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
             m.requests.labels(method, code.name).inc()
@@ -132,7 +141,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     m.in_flight.labels(method).inc()
                     try:
                         yield from behaviour(request, context)
-                    except BaseException as exc:
+                    except Exception as exc:  # not GeneratorExit: a stream the client abandoned
                         failed = exc
                         raise
                     finally:
@@ -145,7 +154,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 m.in_flight.labels(method).inc()
                 try:
                     return behaviour(request, context)
-                except BaseException as exc:
+                except Exception as exc:
                     failed = exc
                     raise
                 finally:
