@@ -69,8 +69,14 @@ def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: Bas
     if code is None:
         log.exception("request %s: %s failed", request_id, method)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); see the server log")
-    log.info("request %s: %s -> %s: %s", request_id, method, code.name, _message(exc))
-    context.abort(code, f"{_message(exc)} (request id {request_id})")
+    message = _message(exc)
+    if code == grpc.StatusCode.CANCELLED and context.is_active():
+        # Work stops early for two reasons: the client went away (then nobody hears this), or the
+        # server's default deadline passed while the client still waits: that is a deadline.
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+        message += "; the server's default deadline per RPC passed (set a longer deadline, or --default-deadline)"
+    log.info("request %s: %s -> %s: %s", request_id, method, code.name, message)
+    context.abort(code, f"{message} (request id {request_id})")
 
 
 def grpc_errors(method: Callable) -> Callable:
