@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from interp.errors import Cancelled, InvalidInput
+from models.datasets import DatasetNotFound
 from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
 from protos.codec import TensorCodecError
 
@@ -42,6 +43,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (TensorCodecError, grpc.StatusCode.INVALID_ARGUMENT),
     (WeightsError, grpc.StatusCode.FAILED_PRECONDITION),
+    (DatasetNotFound, grpc.StatusCode.FAILED_PRECONDITION),  # class-name sets need the training data
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Cancelled, grpc.StatusCode.CANCELLED),
     (NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),

@@ -66,6 +66,8 @@ class InterpServicer(pb_grpc.InterpServicer):
         self.limits = config.limits
         self.auth_required = auth_required
         self.gate = CapacityGate(self.limits.max_concurrent_heavy, self.limits.max_queued_heavy, metrics)
+        self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training sets, read once
+        self._datasets_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -540,7 +542,10 @@ class InterpServicer(pb_grpc.InterpServicer):
                 f"{what}: class-name sets need a model trained in this repo (lenet); for {model.spec.name} pass images"
             )
         index = self._target_index(model, pb.Target(label=class_name))
-        images, labels = load_dataset(dataset, "train")
+        with self._datasets_lock:
+            if dataset not in self._datasets:
+                self._datasets[dataset] = load_dataset(dataset, "train", download=False)
+        images, labels = self._datasets[dataset]
         candidates = np.flatnonzero(labels == index)
         rng = np.random.default_rng(seed)
         chosen = rng.choice(candidates, size=min(set_size, len(candidates)), replace=False)
