@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections import OrderedDict
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from interp.errors import Cancelled, InvalidInput
 from interp.feature_vis import FeatureVisParams, resolve, visualize_filter
 from interp.progress import StepEvent
 
-FAST = FeatureVisParams(steps=6, preview_every=0)
+FAST = FeatureVisParams(steps=6, preview_every=0, restarts=1)
 
 
 class CallCounter(nn.Module):
@@ -71,14 +72,21 @@ def run_lenet(params: FeatureVisParams = FAST, channels=(0, 3, 5), layer: str = 
 
 def test_resolve_defaults_follow_the_model():
     lenet = resolve(None, in_channels=1, input_size=28)
-    assert (lenet.steps, lenet.image_size, lenet.learning_rate, lenet.parameterization) == (256, 28, 0.1, "pixel")
-    assert (lenet.objective, lenet.seed, lenet.transforms, lenet.preview_every) == ("channel", 0, True, 16)
+    assert (lenet.steps, lenet.image_size, lenet.learning_rate, lenet.parameterization) == (512, 28, 0.2, "pixel")
+    assert (lenet.objective, lenet.seed, lenet.transforms, lenet.preview_every, lenet.restarts) == (
+        "channel",
+        0,
+        True,
+        32,
+        2,
+    )
     imagenet = resolve(None, in_channels=3, input_size=224)
     assert (imagenet.steps, imagenet.image_size, imagenet.learning_rate) == (512, 128, 0.05)
-    assert (imagenet.parameterization, imagenet.preview_every) == ("fourier", 32)
+    assert (imagenet.parameterization, imagenet.preview_every, imagenet.restarts) == ("fourier", 32, 1)
     # An explicit choice wins, and the learning rate default follows the parameterization.
     chosen = resolve(FeatureVisParams(parameterization="pixel", steps=10), in_channels=3, input_size=224)
-    assert (chosen.learning_rate, chosen.steps, chosen.preview_every) == (0.1, 10, 1)
+    assert (chosen.learning_rate, chosen.steps, chosen.preview_every) == (0.2, 10, 1)
+    assert resolve(chosen, in_channels=3, input_size=224) == chosen  # idempotent: the server resolves first
 
 
 @pytest.mark.parametrize(
@@ -94,6 +102,7 @@ def test_resolve_defaults_follow_the_model():
         ("preview_every", -1, "[0, 4096]"),
         ("objective", "max", "('channel', 'neuron')"),
         ("parameterization", "cppn", "('fourier', 'pixel')"),
+        ("restarts", 0, "[1, 16]"),
     ],
 )
 def test_bad_params_name_the_valid_range(field, value, expected):
@@ -205,7 +214,7 @@ def test_cancelled_run_leaves_no_tensors_alive_and_no_hooks():
             "relu2",
             range(7),
             in_channels=1,
-            params=FeatureVisParams(steps=50, image_size=23),
+            params=FeatureVisParams(steps=50, image_size=23, restarts=1),
             should_stop=iter([False, False, True]).__next__,
         )
     gc.collect()
@@ -259,3 +268,16 @@ def test_transform_stack_is_scaled_to_the_image_size():
     assert (_TransformSpec.for_size(224).pad, _TransformSpec.for_size(224).jitter) == (21, 14)
     small = _TransformSpec.for_size(28)
     assert (small.pad, small.jitter, small.scale, small.angle_deg, small.jitter_after) == (3, 2, 0.0, 0.0, 1)
+
+
+def test_restarts_keep_the_best_start_per_channel():
+    params = FeatureVisParams(steps=8, transforms=False, preview_every=0)
+    single = run_lenet(replace(params, restarts=1), channels=(0, 3, 5, 9))
+    best_of_3 = run_lenet(replace(params, restarts=3), channels=(0, 3, 5, 9))
+    assert best_of_3.images.shape == single.images.shape == (4, 1, 28, 28)
+    # Restart 0 is the single run, so the best of three is never worse, channel by channel ...
+    assert torch.all(best_of_3.activations >= single.activations - 1e-6)
+    # ... and where restart 0 won, it is the very same image.
+    same = torch.isclose(best_of_3.activations, single.activations)
+    assert torch.equal(best_of_3.images[same], single.images[same])
+    assert not torch.all(same)
