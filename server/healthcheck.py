@@ -1,7 +1,8 @@
 """`python -m server.healthcheck [TARGET]`: exit 0 if the gRPC health service says SERVING.
 
-Used by docker-compose's healthcheck (no grpc_health_probe binary needed). Honours INTERP_TLS_CERT
-(as the CA to trust) so the check works against a TLS server too; health needs no token.
+Used by docker-compose's healthcheck (no grpc_health_probe binary needed). Trusts INTERP_HEALTHCHECK_CA,
+else INTERP_TLS_CERT (a self-signed server certificate is its own CA), so the check works against a
+TLS server too; health needs no token.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def check(target: str, service: str = "interp.v1.Interp", ca_file: str | None = 
 
 def main() -> int:
     target = sys.argv[1] if len(sys.argv) > 1 else f"localhost:{os.environ.get('INTERP_PORT', '50051')}"
-    return 0 if check(target, ca_file=os.environ.get("INTERP_HEALTHCHECK_CA") or None) else 1
+    # The CA to trust: INTERP_HEALTHCHECK_CA, else the server's own (self-signed) INTERP_TLS_CERT, so
+    # that turning TLS on in docker-compose does not leave a plaintext healthcheck failing forever.
+    ca_file = os.environ.get("INTERP_HEALTHCHECK_CA") or os.environ.get("INTERP_TLS_CERT") or None
+    return 0 if check(target, ca_file=ca_file) else 1
 
 
 if __name__ == "__main__":
