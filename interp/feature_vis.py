@@ -10,8 +10,10 @@ parameterized so that optimization favours natural-looking results:
 - ``"pixel"`` (1-channel default): sigmoid of per-pixel logits initialized from N(0, 1).
 
 Each step sees a randomly transformed copy (pad, jitter, scale, rotate, jitter; Lucid's
-``standard_transforms`` scaled to the image size), which favours features that are robust
-rather than adversarial. The forward pass stops at the objective's layer.
+``standard_transforms`` with pixel amounts scaled to the image size; images of at most 64 px
+skip the resampling ones, scale and rotate), which favours features that are robust rather than
+adversarial. The forward pass stops at the objective's layer. Optionally each channel starts
+from several random inits in the same batch and the best is kept (``restarts``; LeNet: 2).
 
 Dead ReLUs: a post-ReLU channel that is exactly 0 everywhere has no gradient, and a grey or
 small-noise start leaves several LeNet ``relu2`` channels stuck there. When the objective layer
@@ -236,10 +238,12 @@ def _visualize(
     device, dtype = _device_dtype(model)
     n, size = len(channels), p.image_size
 
-    with torch.no_grad():
-        probe, _ = _forward(
-            model, layer, None, torch.full((1, in_channels, size, size), 0.5, device=device, dtype=dtype)
-        )
+    grey = torch.full((1, in_channels, size, size), 0.5, device=device, dtype=dtype)
+    try:
+        with torch.no_grad():
+            probe, _ = _forward(model, layer, None, grey)
+    except RuntimeError as exc:  # e.g. a linear layer that needs the model's own input size
+        raise InvalidInput(f"image_size {size} does not fit the model up to layer {layer!r}: {exc}") from None
     _check_channels(layer, probe, channels)
     # Restarts are stacked restart-major along the batch: image r * n + i is restart r of channel i,
     # so restart 0 is exactly the run without restarts.

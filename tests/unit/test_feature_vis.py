@@ -281,3 +281,11 @@ def test_restarts_keep_the_best_start_per_channel():
     same = torch.isclose(best_of_3.activations, single.activations)
     assert torch.equal(best_of_3.images[same], single.images[same])
     assert not torch.all(same)
+
+
+def test_image_size_that_does_not_fit_a_linear_layer_is_invalid_input():
+    with pytest.raises(InvalidInput, match="image_size 32 does not fit the model up to layer 'fc1'"):
+        run_lenet(FeatureVisParams(steps=2, image_size=32), channels=(0,), layer="fc1")
+    # The model's own size works for linear layers (channels are units there).
+    result = run_lenet(FeatureVisParams(steps=2), channels=(0, 119), layer="fc1")
+    assert result.activations.shape == (2,)
