@@ -72,8 +72,8 @@ _PIXEL_INIT_STD = 1.0  # N(0, 1) logits: noise strong enough that few ReLU chann
 class FeatureVisParams:
     """Parameters of :func:`visualize_filter`; ``None`` means "the default for this model".
 
-    Field names match ``interp.v1.VisualizeFilterParams``, plus ``restarts`` (not on the wire
-    yet). :func:`resolve` fills the defaults:
+    Field names match ``interp.v1.VisualizeFilterParams`` (``restarts`` included).
+    :func:`resolve` fills the defaults:
 
     ================ ================== ======================= ==================
     field            ImageNet models    small models (LeNet)    valid range

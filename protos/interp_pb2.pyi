@@ -436,7 +436,7 @@ class AttackResponse(_message.Message):
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
 
 class VisualizeFilterParams(_message.Message):
-    __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every")
+    __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -445,6 +445,7 @@ class VisualizeFilterParams(_message.Message):
     PARAMETERIZATION_FIELD_NUMBER: _ClassVar[int]
     TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
     objective: str
     steps: int
     image_size: int
@@ -453,7 +454,8 @@ class VisualizeFilterParams(_message.Message):
     parameterization: str
     transforms: bool
     preview_every: int
-    def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ...) -> None: ...
+    restarts: int
+    def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
 
 class VisualizeFilterRequest(_message.Message):
     __slots__ = ("model", "layer", "channels", "params")
