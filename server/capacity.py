@@ -42,6 +42,7 @@ class CapacityGate:
                             raise Overloaded("request abandoned while queued (cancelled or deadline expired)")
                 finally:
                     self.waiting -= 1
+                    self._publish()  # also when abandoned: the queued gauge must not keep counting it
             self.running += 1
             self._publish()
         try:
