@@ -255,10 +255,12 @@ def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
     """Tokens from --auth-tokens and --auth-tokens-file together."""
     tokens = list(config.auth_tokens)
     if config.auth_tokens_file is not None:
-        for line in config.auth_tokens_file.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                tokens.append(line)
+        from_file = [line.split("#", 1)[0].strip() for line in config.auth_tokens_file.read_text().splitlines()]
+        from_file = [token for token in from_file if token]
+        if not from_file:
+            # fail closed: an empty secret (e.g. not mounted yet) must not silently switch auth off
+            raise SystemExit(f"interp-server: {config.auth_tokens_file} holds no token; refusing to serve without auth")
+        tokens.extend(from_file)
     return tuple(tokens)
 
 
