@@ -199,3 +199,11 @@ def test_reflection_can_be_switched_off() -> None:
             assert interp_pb2_grpc.InterpStub(ch).ListModels(pb.ListModelsRequest(), timeout=10).models
     finally:
         srv.stop(None)
+
+
+def test_a_tokens_file_without_tokens_fails_closed(tmp_path) -> None:
+    """An empty secret (e.g. not mounted yet) must stop the server, not switch auth off."""
+    empty = tmp_path / "tokens"
+    empty.write_text("# tokens go here\n\n   # none yet\n")
+    with pytest.raises(SystemExit, match="holds no token"):
+        create_server(test_config(models=("lenet",), auth_tokens_file=empty))
