@@ -131,3 +131,22 @@ def test_metrics_count_what_happened(served) -> None:
     lenet_pretrained = str(models["lenet"].pretrained).lower()
     assert value(samples, "interp_model_ready", model="lenet", pretrained=lenet_pretrained) == 1
     assert value(samples, "interp_model_ready", model="alexnet", pretrained="false") == 0
+
+
+def test_the_request_id_of_an_error_leads_to_its_log_line(served, caplog) -> None:
+    """Structured logs: the id a client sees in an error message finds the server's log record."""
+    import json
+    import logging
+    import re
+
+    from server.app import JsonFormatter
+
+    _, channel = served
+    stub = interp_pb2_grpc.InterpStub(channel)
+    with caplog.at_level(logging.INFO, logger="interp.server"), pytest.raises(grpc.RpcError) as info:
+        stub.Classify(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=b"junk")), metadata=TOKEN, timeout=10)
+    request_id = re.search(r"\(request id ([0-9a-f]{12})\)", info.value.details()).group(1)
+    records = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(records) == 1 and "Classify -> INVALID_ARGUMENT" in records[0].getMessage()
+    entry = json.loads(JsonFormatter().format(records[0]))  # --log-format json: one object per line
+    assert entry["level"] == "INFO" and entry["logger"] == "interp.server" and request_id in entry["message"]
