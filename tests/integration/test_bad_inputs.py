@@ -7,6 +7,7 @@ ratios) must succeed with the pixels one expects. After the battery the server i
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import time
@@ -134,6 +135,7 @@ class Case:
 
 
 TARGET_IMAGE = pb.Image(encoded=GOOD_PNG)
+TINY_IMAGE = pb.Image(encoded=png(np.array([[90]], np.uint8)))
 CASES = [
     # -- images: missing, empty, corrupt, truncated, huge --------------------------------------------
     Case("no-image", classify(pb.Image()), INVALID, ("image is required", "Image.encoded", "Image.pixels")),
@@ -444,11 +446,27 @@ def test_raw_float64_and_single_channel_tensors(stub) -> None:
 # -- oversize messages on a server with a small cap -----------------------------------------------------
 
 SMALL_CAP = 16 * 1024
+# every limit away from its default, to see each one reported and enforced as configured
+SMALL_LIMITS = Limits(
+    max_message_bytes=SMALL_CAP,
+    max_image_pixels=1_000_000,
+    max_image_side=256,
+    max_steps=500,
+    max_octaves=3,
+    max_alphas=5,
+    max_set_size=20,
+    max_epsilons=4,
+    max_samples=32,
+    max_channels=8,
+    max_concurrent_heavy=1,
+    max_queued_heavy=3,
+    default_deadline_s=45.0,
+)
 
 
 @pytest.fixture(scope="module")
 def small_cap_stub() -> Iterator:
-    srv, port = create_server(test_config(models=("lenet",), limits=Limits(max_message_bytes=SMALL_CAP)))
+    srv, port = create_server(test_config(models=("lenet",), limits=SMALL_LIMITS))
     srv.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield interp_pb2_grpc.InterpStub(channel)
@@ -476,6 +494,39 @@ def test_oversize_response_is_refused_not_truncated(small_cap_stub) -> None:
 def test_small_cap_server_reports_its_cap_and_still_serves(small_cap_stub) -> None:
     assert small_cap_stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).limits.max_message_bytes == SMALL_CAP
     assert classify(TARGET_IMAGE)(small_cap_stub).predictions
+
+
+def test_every_limit_is_reported_as_configured(small_cap_stub) -> None:
+    reported = small_cap_stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).limits
+    assert {f.name for f in pb.Limits.DESCRIPTOR.fields} == {f.name for f in dataclasses.fields(Limits)}
+    for field in dataclasses.fields(Limits):
+        assert getattr(reported, field.name) == getattr(SMALL_LIMITS, field.name), field.name
+    assert SMALL_LIMITS != Limits() and all(
+        getattr(SMALL_LIMITS, f.name) != getattr(Limits(), f.name) for f in dataclasses.fields(Limits)
+    )
+
+
+CAPPED = [
+    ("pixels", classify(pb.Image(encoded=png_header(1001, 1000))), ("1001x1000", "1000000 pixels")),
+    ("steps", visualize(steps=501), ("steps", "1..500")),
+    ("image-side", visualize(image_size=300, steps=2), ("image_size", "256")),
+    ("octaves", dream(octaves=4, octave_scale=1.01), ("octaves", "1..3")),
+    ("alphas", interpolate(target=TARGET_IMAGE, alphas=[0.5] * 6), ("alphas", "1..5")),
+    ("set-size", interpolate(sets=pb.AttributeSets(positive=[TINY_IMAGE] * 21, negative=[TINY_IMAGE])),
+     ("set size", "1..20")),
+    ("epsilons", attack(epsilons=(0.1,) * 5), ("epsilons", "1..4")),
+    ("samples", saliency("smoothgrad", params=pb.SaliencyParams(samples=33)), ("samples", "1..32")),
+    ("channels", visualize("conv2", channels=range(9)), ("channels", "1..8")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "fragments"), [c[1:] for c in CAPPED], ids=[c[0] for c in CAPPED])
+def test_configured_caps_are_enforced(small_cap_stub, call, fragments) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(small_cap_stub)
+    assert info.value.code() == INVALID, info.value.details()
+    for fragment in fragments:
+        assert fragment in info.value.details()
 
 
 # -- after all of it ---------------------------------------------------------------------------------------
