@@ -9,6 +9,7 @@ use, so the PNG of a quantized adversarial image carries exactly its k/255 value
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -95,7 +96,18 @@ def heatmap(
     hi = float(np.percentile(m, clip_percentile))
     scaled = np.clip((m - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(m)
     levels = np.rint(scaled * 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(levels, code), cv2.COLOR_BGR2RGB)
+    # Exactly cv2.applyColorMap + BGR->RGB, without rebuilding the colormap on every call
+    # (which costs ~0.15 ms, most of the heatmap time for a 28x28 map).
+    return cv2.LUT(cv2.cvtColor(levels, cv2.COLOR_GRAY2RGB), _colormap_lut(code))
+
+
+@functools.cache
+def _colormap_lut(code: int) -> np.ndarray:
+    """(256, 1, 3) uint8 RGB table of an OpenCV colormap: entry i is the colour of grey level i."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    lut = cv2.cvtColor(cv2.applyColorMap(ramp, code), cv2.COLOR_BGR2RGB)
+    lut.flags.writeable = False  # shared by every call (and thread)
+    return lut
 
 
 def colormap_code(name: str) -> int:
