@@ -160,8 +160,20 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
 
 def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, refuse new work, finish in-flight within grace."""
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s: draining for up to %.1fs", signal.Signals(signum).name, config.grace_s)
+        stopping.set()
+
+    # Installed before the (slow) model loading, so a SIGTERM then still ends in a clean exit.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.perf_counter()
     server, port = create_server(config)
+    if stopping.is_set():
+        log.info("interp-server stopped before serving")
+        return
     server.start()
     log.info(
         "interp-server %s listening on %s:%d%s%s (models loaded in %.1fs)",
@@ -174,14 +186,6 @@ def serve(config: ServerConfig) -> None:
     )
     if server.metrics_port is not None:
         log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
-    stopping = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        log.info("received %s: draining for up to %.1fs", signal.Signals(signum).name, config.grace_s)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     while not stopping.wait(0.5):
         pass
     server.stop(config.grace_s).wait()

@@ -130,6 +130,23 @@ class InterpServicer(pb_grpc.InterpServicer):
         if not floor <= value <= cap:
             raise BadRequest(f"{name} must be in {floor}..{cap}, got {value}")
 
+    def _check_caps(self, message, caps: dict[str, tuple[int, int]], resolved=None) -> None:
+        """This server's caps on a Params message: ``caps`` maps field -> (floor, cap).
+
+        Called before the method resolves its parameters (so a value the client set is judged
+        against the tighter server cap, which the message names) and again with ``resolved``
+        (so a model default above an operator's cap is refused saying it is a default).
+        """
+        for name, (floor, cap) in caps.items():
+            if message.HasField(name):
+                self._check_cap(name, getattr(message, name), cap, floor)
+            elif resolved is not None:
+                value = getattr(resolved, name)
+                if not floor <= value <= cap:
+                    raise BadRequest(
+                        f"the default {name} ({value}) is above this server's limit {cap}: set {name} to at most {cap}"
+                    )
+
     # -- models and server ---------------------------------------------------------------------
 
     @grpc_errors
@@ -257,9 +274,10 @@ class InterpServicer(pb_grpc.InterpServicer):
         layer = None
         if request.method == "grad_cam":
             layer = self._layer(model, p.layer) if p.HasField("layer") else model.spec.default_gradcam_layer
+        caps = {"samples": (1, self.limits.max_samples), "steps": (1, self.limits.max_samples)}
+        self._check_caps(p, caps)
         params = convert.params_from_proto(p, SaliencyParams, layer=layer)
-        for name, cap in (("samples", self.limits.max_samples), ("steps", self.limits.max_samples)):
-            self._check_cap(name, getattr(params, name), cap)
+        self._check_caps(p, caps, params)
         clip = p.clip_percentile if p.HasField("clip_percentile") else rendering.DEFAULT_CLIP_PERCENTILE
         colormap = p.colormap if p.HasField("colormap") else rendering.DEFAULT_COLORMAP
         x = self._input(model, request.image)
@@ -304,8 +322,10 @@ class InterpServicer(pb_grpc.InterpServicer):
         if not request.epsilons:
             raise BadRequest("at least one epsilon is required, each in (0, 1] (pixel units)")
         self._check_cap("number of epsilons", len(request.epsilons), self.limits.max_epsilons)
+        caps = {"steps": (1, self.limits.max_steps)}
+        self._check_caps(request.params, caps)
         params = convert.params_from_proto(request.params, AttackParams)
-        self._check_cap("steps", params.steps, self.limits.max_steps)
+        self._check_caps(request.params, caps, params)
         x = self._input(model, request.image)
         target = self._target_index(model, request.target)
         with self.gate.slot(lambda: not call.should_stop()):
@@ -442,13 +462,14 @@ class InterpServicer(pb_grpc.InterpServicer):
         for c in channels:
             if not 0 <= c < info.channels:
                 raise BadRequest(f"channel {c} out of range for {path}: valid 0..{info.channels - 1}")
+        caps = {"steps": (1, self.limits.max_steps), "image_size": (16, self.limits.max_image_side)}
+        self._check_caps(request.params, caps)
         params = resolve(
             convert.params_from_proto(request.params, FeatureVisParams),
             in_channels=model.spec.input_shape[0],
             input_size=model.spec.input_shape[1],
         )
-        self._check_cap("steps", params.steps, self.limits.max_steps)
-        self._check_cap("image_size", params.image_size, self.limits.max_image_side, floor=8)
+        self._check_caps(request.params, caps, params)
         in_channels = model.spec.input_shape[0]
 
         def run(on_step, should_stop):
@@ -493,13 +514,14 @@ class InterpServicer(pb_grpc.InterpServicer):
             if not np.isfinite(weight):
                 raise BadRequest(f"layer weight must be finite, got {weight}")
             layers[self._layer(model, item.layer)] = weight
+        caps = {"iterations": (1, self.limits.max_steps), "octaves": (1, self.limits.max_octaves)}
+        self._check_caps(request.params, caps)
         params = resolve(
             convert.params_from_proto(request.params, DeepDreamParams),
             in_channels=model.spec.input_shape[0],
             input_size=model.spec.input_shape[1],
         )
-        self._check_cap("iterations", params.iterations, self.limits.max_steps)
-        self._check_cap("octaves", params.octaves, self.limits.max_octaves)
+        self._check_caps(request.params, caps, params)
         x = self._input(model, request.image)
 
         def run(on_step, should_stop):
@@ -572,12 +594,16 @@ class InterpServicer(pb_grpc.InterpServicer):
         self._check_cap("number of alphas", len(alphas), self.limits.max_alphas)
         if not all(np.isfinite(a) for a in alphas):
             raise BadRequest(f"alphas must be finite numbers, got {alphas}")
+        caps = {
+            "iterations": (1, self.limits.max_steps),
+            "warm_iterations": (1, self.limits.max_steps),
+            "set_size": (1, self.limits.max_set_size),
+        }
+        self._check_caps(request.params, caps)
         params = resolve(
             convert.params_from_proto(request.params, InterpolateFeaturesParams), num_alphas=len(alphas)
         )
-        self._check_cap("iterations", params.iterations, self.limits.max_steps)
-        self._check_cap("warm_iterations", params.warm_iterations, self.limits.max_steps)
-        self._check_cap("set_size", params.set_size, self.limits.max_set_size)
+        self._check_caps(request.params, caps, params)
         source = self._input(model, request.source, "source")
         mode = request.WhichOneof("direction")
         if mode is None:

@@ -147,3 +147,41 @@ def test_explicit_weights_file_loads_through_the_real_path(tmp_path, cat_png) ->
     finally:
         ch.close()
         srv.stop(None)
+
+
+def test_server_caps_are_named_before_the_methods_wider_ranges(stub, sneaker_png) -> None:
+    request = pb.DeepDreamRequest(
+        model="lenet",
+        image=pb.Image(encoded=sneaker_png),
+        layers=[pb.LayerWeight(layer="relu2")],
+        params=pb.DeepDreamParams(octaves=9),  # DeepDream itself allows 10; this server caps at 8
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.DeepDream(request, timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "octaves must be in 1..8" in info.value.details()
+
+
+def test_a_model_default_above_an_operator_cap_is_explained(tmp_path) -> None:
+    from server.config import Limits
+
+    srv, ch = _serve(tmp_path, models=("lenet",), limits=Limits(max_steps=100))
+    try:
+        stub = interp_pb2_grpc.InterpStub(ch)
+        with pytest.raises(grpc.RpcError) as info:
+            list(
+                stub.VisualizeFilter(pb.VisualizeFilterRequest(model="lenet", layer="conv2", channels=[0]), timeout=10)
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "default steps (512)" in info.value.details() and "at most 100" in info.value.details()
+        events = list(
+            stub.VisualizeFilter(
+                pb.VisualizeFilterRequest(
+                    model="lenet", layer="conv2", channels=[0], params=pb.VisualizeFilterParams(steps=5)
+                ),
+                timeout=30,
+            )
+        )
+        assert events[-1].WhichOneof("event") == "result"
+    finally:
+        ch.close()
+        srv.stop(None)
