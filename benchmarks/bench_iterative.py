@@ -68,6 +68,7 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
     trunk = raw.prefix(module, c["path"])
     image = fashion_image() if model == "lenet" else cat_crop()
     rows = []
+    threads = f", {torch.get_num_threads()} threads"
 
     # -- VisualizeFilter ----------------------------------------------------------------------
     def fv_service(steps: int):
@@ -89,7 +90,7 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
         "raw_n": lambda: fv_raw(n), "raw_m": lambda: fv_raw(m),
     }
     t = interleaved(runs, rounds, warmup=1)
-    rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px", t, (n, m), check))
+    rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px{threads}", t, (n, m), check))
 
     # -- DeepDream ----------------------------------------------------------------------------
     def dd_service(iterations: int):
@@ -112,7 +113,7 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
     }
     t = interleaved(runs, rounds, warmup=1)
     side = x.shape[-1]
-    rows.append(_row(f"{model} DeepDream {c['layer']} {side} px, 1 octave", t, (n, m), check))
+    rows.append(_row(f"{model} DeepDream {c['layer']} {side} px, 1 octave{threads}", t, (n, m), check))
     return rows
 
 
@@ -141,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="vgg16,lenet")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     print(f"before: {load_report()}")
     rows: list[list[object]] = []

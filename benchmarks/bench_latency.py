@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds-alexnet", type=int, default=150)
     parser.add_argument("--rounds-lenet", type=int, default=1000)
     parser.add_argument("--rounds-activations", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     rounds = {"vgg16": args.rounds_vgg, "alexnet": args.rounds_alexnet, "lenet": args.rounds_lenet}
 
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             weights = "trained" if loaded.pretrained else "random"
             image = fashion_image() if name == "lenet" else cat_crop()
             times = bench_saliency(client, module, name, image, rounds[name])
-            rows += saliency_rows(name, f"{name} ({weights} weights)", times)
+            rows += saliency_rows(name, f"{name} ({weights} weights, {torch.get_num_threads()} threads)", times)
             if name == "alexnet":
                 png_rounds = max(10, rounds[name] // 3)
                 times = bench_saliency(client, module, name, cat_png(), png_rounds)
