@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import check_batch, get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
+from interp.validate import check_float, check_int
 
 MAX_OCTAVES = 10
 MAX_ITERATIONS = 1000
@@ -121,13 +122,13 @@ def resolve(params: DeepDreamParams | None, *, in_channels: int, input_size: int
 
 
 def _validate(p: DeepDreamParams, input_size: int) -> None:
-    _check_int("octaves", p.octaves, 1, MAX_OCTAVES)
-    _check_int("iterations", p.iterations, 1, MAX_ITERATIONS)
-    _check_int("jitter", p.jitter, 0, MAX_JITTER)
-    _check_int("seed", p.seed, 0, MAX_SEED)
-    _check_int("preview_every", p.preview_every, 0, MAX_OCTAVES * MAX_ITERATIONS)
-    _check_float("octave_scale", p.octave_scale, MIN_OCTAVE_SCALE, MAX_OCTAVE_SCALE, open_low=False)
-    _check_float("step_size", p.step_size, 0.0, MAX_STEP_SIZE, open_low=True)
+    check_int("octaves", p.octaves, 1, MAX_OCTAVES)
+    check_int("iterations", p.iterations, 1, MAX_ITERATIONS)
+    check_int("jitter", p.jitter, 0, MAX_JITTER)
+    check_int("seed", p.seed, 0, MAX_SEED)
+    check_int("preview_every", p.preview_every, 0, MAX_OCTAVES * MAX_ITERATIONS)
+    check_float("octave_scale", p.octave_scale, MIN_OCTAVE_SCALE, MAX_OCTAVE_SCALE, open_low=False)
+    check_float("step_size", p.step_size, 0.0, MAX_STEP_SIZE, open_low=True)
     smallest = input_size / p.octave_scale ** (p.octaves - 1)
     if smallest < MIN_OCTAVE_SIDE:
         most = 1 + int(math.log(input_size / MIN_OCTAVE_SIDE) / math.log(p.octave_scale))
@@ -137,16 +138,6 @@ def _validate(p: DeepDreamParams, input_size: int) -> None:
         )
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-
-
-def _check_float(name: str, value: object, lo: float, hi: float, *, open_low: bool) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (lo < value if open_low else lo <= value) and value <= hi
-    if not ok:
-        raise InvalidInput(f"{name} must be in {'(' if open_low else '['}{lo}, {hi}], got {value!r}")
 
 
 def deepdream(

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
+from interp.validate import check_int
 
 OBJECTIVES = ("channel", "neuron")
 PARAMETERIZATIONS = ("fourier", "pixel")
@@ -164,21 +165,17 @@ def _validate(p: FeatureVisParams) -> None:
         raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {p.objective!r}")
     if p.parameterization not in PARAMETERIZATIONS:
         raise InvalidInput(f"parameterization must be one of {PARAMETERIZATIONS}, got {p.parameterization!r}")
-    _check_int("steps", p.steps, 1, MAX_STEPS)
-    _check_int("image_size", p.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-    _check_int("seed", p.seed, 0, MAX_SEED)
-    _check_int("preview_every", p.preview_every, 0, MAX_STEPS)
-    _check_int("restarts", p.restarts, 1, MAX_RESTARTS)
+    check_int("steps", p.steps, 1, MAX_STEPS)
+    check_int("image_size", p.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+    check_int("seed", p.seed, 0, MAX_SEED)
+    check_int("preview_every", p.preview_every, 0, MAX_STEPS)
+    check_int("restarts", p.restarts, 1, MAX_RESTARTS)
     lr = p.learning_rate
     if not isinstance(lr, int | float) or not math.isfinite(lr) or not 0.0 < lr <= MAX_LEARNING_RATE:
         raise InvalidInput(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], got {lr!r}")
     if not isinstance(p.transforms, bool):
         raise InvalidInput(f"transforms must be a bool, got {p.transforms!r}")
 
-
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
 
 
 def visualize_filter(

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import check_batch, get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
+from interp.validate import check_float, check_int
 
 MAX_ITERATIONS = 2000
 MAX_ALPHAS = 32
@@ -125,27 +126,18 @@ def resolve(params: InterpolateFeaturesParams | None, *, num_alphas: int = 1) ->
             else default_preview_every(iterations + max(0, num_alphas - 1) * warm)
         ),
     )
-    _check_int("iterations", resolved.iterations, 1, MAX_ITERATIONS)
-    _check_int("warm_iterations", resolved.warm_iterations, 1, MAX_ITERATIONS)
-    _check_int("seed", resolved.seed, 0, MAX_SEED)
-    _check_int("set_size", resolved.set_size, 1, MAX_SET_SIZE)
-    _check_int("preview_every", resolved.preview_every, 0, MAX_ITERATIONS * MAX_ALPHAS)
-    _check_float("tv_weight", resolved.tv_weight, 0.0, MAX_TV_WEIGHT)
-    _check_float("tv_beta", resolved.tv_beta, MIN_TV_BETA, MAX_TV_BETA)
+    check_int("iterations", resolved.iterations, 1, MAX_ITERATIONS)
+    check_int("warm_iterations", resolved.warm_iterations, 1, MAX_ITERATIONS)
+    check_int("seed", resolved.seed, 0, MAX_SEED)
+    check_int("set_size", resolved.set_size, 1, MAX_SET_SIZE)
+    check_int("preview_every", resolved.preview_every, 0, MAX_ITERATIONS * MAX_ALPHAS)
+    check_float("tv_weight", resolved.tv_weight, 0.0, MAX_TV_WEIGHT)
+    check_float("tv_beta", resolved.tv_beta, MIN_TV_BETA, MAX_TV_BETA)
     if not isinstance(resolved.normalize_attribute, bool):
         raise InvalidInput(f"normalize_attribute must be a bool, got {resolved.normalize_attribute!r}")
     return resolved
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-
-
-def _check_float(name: str, value: object, lo: float, hi: float) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be in [{lo}, {hi}], got {value!r}")
 
 
 def features(model: nn.Module, x: Tensor, layers: Sequence[str]) -> Tensor:

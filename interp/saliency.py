@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import check_batch, get_layer, structural_copy
 from interp.predict import check_logits
+from interp.validate import check_int
 
 METHODS = (
     "gradient",
@@ -355,20 +356,16 @@ def _check_target_range(target: Tensor, classes: int) -> None:
         raise InvalidInput(f"target class must be in 0..{classes - 1}, got {bad}")
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-
 
 def _check_params(params: SaliencyParams) -> None:
     if not isinstance(params, SaliencyParams):
         raise InvalidInput(f"params must be a SaliencyParams, got {type(params).__name__}")
     if params.layer is not None and not isinstance(params.layer, str):
         raise InvalidInput(f"layer must be a module path (str) or None, got {params.layer!r}")
-    _check_int("samples", params.samples, 1, MAX_SAMPLES)
-    _check_int("steps", params.steps, 1, MAX_STEPS)
-    _check_int("batch_size", params.batch_size, 1, MAX_BATCH_SIZE)
-    _check_int("seed", params.seed, INT64_MIN, INT64_MAX)
+    check_int("samples", params.samples, 1, MAX_SAMPLES)
+    check_int("steps", params.steps, 1, MAX_STEPS)
+    check_int("batch_size", params.batch_size, 1, MAX_BATCH_SIZE)
+    check_int("seed", params.seed, INT64_MIN, INT64_MAX)
     level = params.noise_level
     if (
         isinstance(level, bool)

@@ -92,17 +92,17 @@ def test_resolve_defaults_follow_the_model():
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("steps", 0, "[1, 4096]"),
-        ("steps", 5000, "[1, 4096]"),
-        ("image_size", 8, "[16, 512]"),
-        ("image_size", 1024, "[16, 512]"),
+        ("steps", 0, "1..4096"),
+        ("steps", 5000, "1..4096"),
+        ("image_size", 8, "16..512"),
+        ("image_size", 1024, "16..512"),
         ("learning_rate", 0.0, "(0, 10.0]"),
         ("learning_rate", float("nan"), "(0, 10.0]"),
-        ("seed", -1, "[0, 9223372036854775807]"),
-        ("preview_every", -1, "[0, 4096]"),
+        ("seed", -1, "0..9223372036854775807"),
+        ("preview_every", -1, "0..4096"),
         ("objective", "max", "('channel', 'neuron')"),
         ("parameterization", "cppn", "('fourier', 'pixel')"),
-        ("restarts", 0, "[1, 16]"),
+        ("restarts", 0, "1..16"),
     ],
 )
 def test_bad_params_name_the_valid_range(field, value, expected):
