@@ -251,7 +251,9 @@ class InterpServicer(pb_grpc.InterpServicer):
         module = model.require_ready()
         path = self._layer(model, request.layer)
         result = kernels(module, path)
-        rgb = result.weights.shape[1] == 3
+        # Colour patches only where the kernel's 3 input channels ARE the image's R, G, B.
+        first_conv = next((info.name for info in model.layers if info.has_kernels), None)
+        rgb = result.rgb and model.spec.input_shape[0] == 3 and path == first_conv
         return pb.KernelsResponse(
             stamp=self._stamp(model, call),
             layer=path,
