@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent import futures
 
@@ -219,6 +220,9 @@ def setup_logging(config: ServerConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     config = load_config(argv)
     setup_logging(config)
+    # captum warns on every guided-backprop call that it hooks ReLUs (it removes them after);
+    # the process is the server's, so it may decide that this is not news for its log.
+    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
     serve(config)
 
 
