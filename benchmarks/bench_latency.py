@@ -19,6 +19,10 @@ What is compared, in one process and one run:
   target (2 forwards + 1 backward): the naive captum recipe, and what the servicer did before
   this benchmark (reported for reference; the targets are judged against **raw**).
 
+The service computes on gRPC worker threads and the raw baseline on the main thread, so several
+threads own OpenMP teams and libgomp throttles its spin-waiting for both sides alike (see
+bench_iterative's docstring); ``--threads 1`` (run_all repeats LeNet so) has no OpenMP teams.
+
 Runs are interleaved round-robin (order rotated every round) so drift in machine load hits all
 variants alike; p50/p95 are over the rounds, the ratio is p50(service) / p50(raw), and the paired
 ratio is the median of per-round ratios. Targets (issue 4): VGG16 ≤ 1.05, AlexNet ≤ 1.15,
