@@ -60,8 +60,15 @@ from benchmarks._common import (
     verdict,
 )
 from client import InterpClient
+from client.images import image_message
+from client.results import SaliencyResult
+from interp import rendering
 from interp.activations import activations
 from interp.hooks import run_until
+from interp.saliency import saliency
+from protos import interp_pb2 as pb
+from server import convert
+from server.imaging import load_input
 
 TARGETS = {"vgg16": 1.05, "alexnet": 1.15}
 LENET_P50_TARGET_S = 0.002
@@ -170,6 +177,51 @@ def saliency_rows(name: str, label: str, times: dict[str, list[float]]) -> list[
     ]
 
 
+def breakdown(server, client: InterpClient, name: str, image: object, rounds: int) -> list[list[object]]:
+    """Where one service call's time goes: the servicer's own stages on the same request, each timed
+    alone (interleaved with the others and with the whole SDK call), p50 in ms. What the stages do
+    not account for is gRPC (transfer of the response, interceptors, thread hand-offs) and the
+    cost of computing on a gRPC worker thread rather than the caller's (OpenMP teams).
+    """
+    servicer = server.servicer
+    loaded = servicer.hub.get(name)
+    module = loaded.require_ready()
+    request = pb.SaliencyRequest(model=name, image=image_message(image), method="gradient")
+    response = client._stub.Saliency(request)
+    data = response.SerializeToString()
+    x = torch.from_numpy(SaliencyResult.from_proto(response).input).unsqueeze(0)
+    result = saliency(module, x, None, method="gradient")
+    heat = rendering.heatmap(result.map[0])
+    preprocessing, max_pixels = loaded.spec.preprocessing, servicer.limits.max_image_pixels
+    stages: dict[str, Callable[[], object]] = {
+        "decode + preprocess the request image": lambda: load_input(request.image, preprocessing, max_pixels),
+        "saliency (interp, captum)": lambda: saliency(module, x, None, method="gradient"),
+        "heatmap (percentile clip, colormap)": lambda: rendering.heatmap(result.map[0]),
+        "3 PNGs (heatmap, overlay, input)": lambda: [
+            rendering.encode_png(heat),
+            rendering.encode_png(rendering.overlay(x[0], heat)),
+            rendering.encode_png(rendering.to_uint8_image(x[0])),
+        ],
+        "3 tensors (map, attribution, input)": lambda: [
+            convert.tensor(result.map[0]),
+            convert.tensor(result.attribution[0]),
+            convert.tensor(x[0]),
+        ],
+        "serialize the response": response.SerializeToString,
+        "SDK: parse the response, to numpy": lambda: SaliencyResult.from_proto(pb.SaliencyResponse.FromString(data)),
+    }
+    runs = {"SDK call (whole)": lambda: client.saliency(image, model=name, method="gradient"), **stages}
+    t = {k: p50(v) for k, v in interleaved(runs, rounds).items()}
+    total = t.pop("SDK call (whole)")
+    rows = [[k, ms(v)] for k, v in t.items()]
+    rows.append(["sum of the stages above", ms(sum(t.values()))])
+    rows.append(["SDK call (whole)", ms(total)])
+    remainder = total - sum(t.values())
+    rows.append(["remainder: gRPC transfer, interceptors, thread hand-offs, worker-thread OpenMP", ms(remainder)])
+    rows.append([f"(response size {len(data) / 1e6:.2f} MB)", ""])
+    return rows
+
+
 def bench_activations(module: nn.Module, model_aliases: dict[str, str], rounds: int) -> list[list[object]]:
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     paths = [model_aliases[a] for a in ACTIVATION_LAYERS]
@@ -218,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"before: {load_report()}")
     rows: list[list[object]] = []
     act_rows: list[list[object]] = []
+    breakdowns: dict[str, list[list[object]]] = {}
     with running_server(models) as (server, target), InterpClient(target, timeout=600) as client:
         client.wait_ready()
         for name in models:
@@ -231,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
                 png_rounds = max(10, rounds[name] // 3)
                 times = bench_saliency(client, module, name, cat_png(), png_rounds)
                 rows += saliency_rows(name, "alexnet, cat as PNG file (451x300, decoded by server)", times)
+            if name in ("alexnet", "lenet"):
+                breakdowns[name] = breakdown(server, client, name, image, max(20, rounds[name] // 3))
             if name == "vgg16":
                 act_rows = bench_activations(module, loaded.spec.aliases, args.rounds_activations)
     print(f"after: {load_report()}")
@@ -251,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         "rounds",
     ]
     print(table(header, rows))
+    for name, rows_ in breakdowns.items():
+        print()
+        print(f"### Where a {name} saliency call's time goes (p50 of each stage timed alone, interleaved)")
+        print()
+        print(table(["stage", "ms"], rows_))
     if act_rows:
         print()
         print("### VGG16 activations: k layers cost one truncated forward (224 px, batch 1)")
