@@ -56,7 +56,7 @@ TARGET = 1.10
 # step size / jitter / preview rate (octaves * iterations // 16) as the service's defaults.
 CASES = {
     "vgg16": dict(
-        layer="conv3_1", path="features.10", in_channels=3, size=128, fv_steps=(40, 10), dd_steps=(16, 4),
+        layer="conv3_1", path="features.10", in_channels=3, size=128, fv_steps=(40, 10), dd_steps=(24, 4),
         lr=0.05, fv_preview=512 // 16, dd_step=0.006, dd_jitter=32, dd_preview=max(1, 4 * 10 // 16),
     ),
     "lenet": dict(

@@ -7,7 +7,7 @@
 
 The machine has 2 cores: run this when nothing else is busy, and read the load averages each
 benchmark prints before and after (timings under load are noisy, ratios less so since every
-benchmark interleaves the compared variants). Not part of the test suite. About 15 minutes.
+benchmark interleaves the compared variants). Not part of the test suite. About 18 minutes.
 
 Usage: ``.venv/bin/python -m benchmarks.run_all [--quick]`` (``--quick``: fewer rounds, a smoke run).
 """
@@ -21,14 +21,15 @@ import time
 
 from benchmarks.bench_lucent import LUCENT_DIR
 
-# (script, extra arguments). LeNet runs a second time with 1 torch thread (its own process: the
-# thread count must be set before any worker thread starts): for a 28x28 network two OpenMP threads
-# cost more in synchronization than they gain, and --torch-threads 1 is the setting to serve it with.
+# (script, extra arguments). Some run a second time with 1 torch thread, in their own process (the
+# thread count must be set before any worker thread starts): with one thread there are no OpenMP
+# teams, so those rows show the service's own overhead without libgomp's multi-team throttling
+# (see bench_iterative's docstring); for LeNet, 1 thread is also simply faster.
 RUNS = (
     ("bench_latency", ()),
     ("bench_latency", ("--models", "lenet", "--threads", "1")),
     ("bench_iterative", ()),
-    ("bench_iterative", ("--models", "lenet", "--threads", "1")),
+    ("bench_iterative", ("--models", "vgg16,lenet", "--threads", "1")),
     ("bench_lucent", ()),
 )
 QUICK_ARGS = {
