@@ -16,12 +16,13 @@ final forwards, result encoding). Rounds interleave service-N, service-M, raw-N,
 raw loop on a new thread, below) in a rotating order; the table gives the median over rounds of
 each side's per-step estimate and the median of the per-round ratios. Target (issue 5): service / raw ≤ 1.10.
 
-**Raw loop on a new thread**: the same raw loop started on a fresh thread, as the service runs
-each stream's loop on its own worker thread. It isolates what the thread costs from what the
-service adds: libgomp (PyTorch's OpenMP) throttles its spin-waiting to almost nothing once more
-OpenMP threads exist in the process than there are cores (here: the main thread's team plus the
-worker's), so every parallel region then pays a futex wake-up. The raw loop on the main thread is
-the only team alive while it runs and does not pay that.
+**Raw loop on a new thread**: the same raw loop started on a fresh thread, as the service runs a
+stream's loop on a worker thread rather than the caller's. It separates what computing off the
+main thread costs from what the service adds: each thread that runs torch ops owns an OpenMP team,
+and libgomp (PyTorch's OpenMP) throttles its spin-waiting to almost nothing once more OpenMP
+threads exist in the process than there are cores (here the main thread's team plus a worker's,
+even an idle one), so every parallel region then pays a futex wake-up; a new thread also pays for
+creating its team. The raw loop on the main thread is the only team alive while it runs.
 
 Cases (issue 5): VGG16 ``conv3_1`` (features.10) at 128 px, channel-mean objective, one
 channel; LeNet ``conv2`` at 28 px (pixel parameterization, ``restarts=1``: LeNet's default of 2
