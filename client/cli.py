@@ -497,14 +497,14 @@ def cmd_visualize(c: InterpClient, args: argparse.Namespace, progress: _Progress
     progress.close()
     files = r.save(args.output, as_file=True)
     rows = list(zip(r.channels, (f"{a:.4g}" for a in r.activations), strict=False))
+    head = f"{r.layer} on {r.model}\n" + table(["CHANNEL", "ACTIVATION"], rows, "rr")
+    return _streamed_outcome(r, head, files, progress)
+
+
+def _streamed_outcome(r, head: str, files, progress: _Progress) -> Outcome:
+    """The shared tail of the streamed commands: table, params, stamp, files written, frames."""
     text = (
-        f"{r.layer} on {r.model}\n"
-        + table(["CHANNEL", "ACTIVATION"], rows, "rr")
-        + "\n"
-        + f"params: {_params_text(r.params)}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
+        head + "\n" + f"params: {_params_text(r.params)}\n" + _stamp_line(r) + "\n" + _files_line(files)
         + _frames_line(progress)
     )
     return text, {**_jsonable(r), "files": _jsonable(files), "frames": _jsonable(progress.frames)}
@@ -527,16 +527,7 @@ def cmd_dream(c: InterpClient, args: argparse.Namespace, progress: _Progress) ->
     progress.close()
     files = r.save(args.output, as_file=True)
     rows = [(g.layer, f"{g.norm_before:.4g}", f"{g.norm_after:.4g}", f"{g.ratio:.2f}x") for g in r.gains]
-    text = (
-        table(["LAYER", "NORM BEFORE", "NORM AFTER", "GAIN"], rows, "lrrr")
-        + "\n"
-        + f"params: {_params_text(r.params)}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
-        + _frames_line(progress)
-    )
-    return text, {**_jsonable(r), "files": _jsonable(files), "frames": _jsonable(progress.frames)}
+    return _streamed_outcome(r, table(["LAYER", "NORM BEFORE", "NORM AFTER", "GAIN"], rows, "lrrr"), files, progress)
 
 
 def cmd_interpolate(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
@@ -583,17 +574,8 @@ def cmd_interpolate(c: InterpClient, args: argparse.Namespace, progress: _Progre
         )
         for a in r.results
     ]
-    text = (
-        f"layers: {', '.join(r.layers)}\n"
-        + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
-        + "\n"
-        + f"params: {_params_text(r.params)}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
-        + _frames_line(progress)
-    )
-    return text, {**_jsonable(r), "files": _jsonable(files), "frames": _jsonable(progress.frames)}
+    head = f"layers: {', '.join(r.layers)}\n" + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
+    return _streamed_outcome(r, head, files, progress)
 
 
 # ---------------------------------------------------------------------------------------------
