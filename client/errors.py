@@ -13,11 +13,16 @@ subclass of :class:`InterpError`, keeping the server's message intact::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 __all__ = [
     "InterpError",
+    "FieldViolation",
     "Cancelled",
     "InvalidArgument",
     "DeadlineExceeded",
@@ -52,12 +57,24 @@ class InterpError(Exception):
     status: grpc.StatusCode | None = None
 
     def __init__(
-        self, message: str, *, code: grpc.StatusCode | None = None, request_id: str | None = None
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        request_id: str | None = None,
+        field_violations: Sequence[FieldViolation] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code if code is not None else self.status
         self.request_id = request_id if request_id is not None else _find_request_id(message)
+        #: The request fields the server refused, from ``google.rpc.BadRequest`` details.
+        self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+
+    @property
+    def field(self) -> str | None:
+        """The first offending field's path (e.g. ``"params.samples"``), when the server named one."""
+        return self.field_violations[0].field if self.field_violations else None
 
     @property
     def details(self) -> str:
@@ -71,6 +88,14 @@ class InterpError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code_name}: {self.message}"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One refused request field: its path (``params.samples``, ``layers[2]``) and why."""
+
+    field: str
+    description: str
 
 
 class Cancelled(InterpError):
@@ -178,10 +203,34 @@ def from_rpc_error(error: grpc.RpcError) -> InterpError:
     code = _call_attr(error, "code")
     details = _call_attr(error, "details")
     message = details if isinstance(details, str) and details else (str(error) or "call failed")
-    request_id = _find_request_id(message) or _metadata_request_id(_call_attr(error, "trailing_metadata"))
+    request_id, violations = _status_details(error)
+    if request_id is None:  # a server without structured details: the message or a metadata key
+        request_id = _find_request_id(message) or _metadata_request_id(_call_attr(error, "trailing_metadata"))
     if not isinstance(code, grpc.StatusCode):
         code = None
-    return exception_for(code)(message, code=code, request_id=request_id)
+    return exception_for(code)(message, code=code, request_id=request_id, field_violations=violations)
+
+
+def _status_details(error: grpc.RpcError) -> tuple[str | None, list[FieldViolation]]:
+    """RequestInfo and BadRequest from the call's ``google.rpc.Status`` details (grpcio-status)."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, AttributeError, TypeError):
+        return None, []
+    if status is None:
+        return None, []
+    request_id = None
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RequestInfo.DESCRIPTOR):
+            info = error_details_pb2.RequestInfo()
+            detail.Unpack(info)
+            request_id = info.request_id or None
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    return request_id, violations
 
 
 def _call_attr(error: grpc.RpcError, name: str) -> object:

@@ -4,7 +4,9 @@ Every result of a computation carries the stamp of the model that produced it (`
 ``pretrained``, ``weights_sha256``, ``request_id``, ``elapsed_ms`` server-side milliseconds) and,
 where the method has parameters, ``params``: every parameter the server actually used, defaults
 and seed included, so that the call can be reproduced. Arrays are decoded from the wire's raw
-little-endian tensors; PNGs are the server's bytes, ready to write. Results that hold images have
+little-endian tensors; image arrays (inputs, adversarial, dreamed, visualized and interpolated
+images) are channels last, (H, W, C) float32 in [0, 1], so any of them can be passed back as the
+image of another call. PNGs are the server's bytes, ready to write. Results that hold images have
 ``save(dest)``: a directory receives one file per image, a ``.png`` path receives the main image
 and the others beside it as ``<stem>_<name>.png``.
 """
@@ -12,8 +14,8 @@ and the others beside it as ``<stem>_<name>.png``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from protos import interp_pb2 as pb
 from protos.codec import from_tensor
 
 __all__ = [
+    "RESULTS",
     "WeightsInfo",
     "ModelInfo",
     "ReceptiveField",
@@ -58,6 +61,22 @@ def _array(tensor: pb.Tensor) -> np.ndarray | None:
     if tensor.dtype == pb.Tensor.DTYPE_UNSPECIFIED and not tensor.shape and not tensor.data:
         return None
     return from_tensor(tensor)
+
+
+def _image(tensor: pb.Tensor) -> np.ndarray | None:
+    """Decode an image tensor and put its channels last: (C, H, W) -> (H, W, C), (N, C, H, W) -> (N, H, W, C).
+
+    Channels last is what every method takes as input, so a result's image goes straight back
+    into another call (``c.classify(c.dream(...).image, model=...)``).
+    """
+    array = _array(tensor)
+    if array is None:
+        return None
+    if array.ndim == 3:
+        return np.ascontiguousarray(array.transpose(1, 2, 0))
+    if array.ndim == 4:
+        return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+    return array
 
 
 def _params(message: Message) -> dict[str, Any]:
@@ -103,9 +122,7 @@ def _eps_name(epsilon: float) -> str:
     return f"{epsilon:g}"
 
 
-def save_pngs(
-    images: Iterable[tuple[str, bytes]], dest: str | Path, *, as_file: bool | None = None
-) -> list[Path]:
+def save_pngs(images: Iterable[tuple[str, bytes]], dest: str | Path, *, as_file: bool | None = None) -> list[Path]:
     """Write named PNGs to a directory, or the first to a file path and the rest beside it.
 
     Args:
@@ -134,7 +151,29 @@ def save_pngs(
     return paths
 
 
-class _SavesImages:
+def _short(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"<{len(value):,} bytes>"
+    if isinstance(value, np.ndarray):
+        return f"array(shape={value.shape}, dtype={value.dtype})"
+    if isinstance(value, tuple) and len(value) > 6:
+        return f"({', '.join(_short(v) for v in value[:3])}, ... {len(value)} items)"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_short(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+class _ShortRepr:
+    """A ``repr`` that fits on a screen: PNG bytes as their size, arrays as shape and dtype."""
+
+    def __repr__(self) -> str:
+        parts = [f"{f.name}={_short(getattr(self, f.name))}" for f in fields(self)]  # type: ignore[arg-type]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class _SavesImages(_ShortRepr):
     """Mixin: ``save(dest)`` writes the PNGs that ``_pngs()`` names (main image first)."""
 
     def _pngs(self) -> list[tuple[str, bytes]]:
@@ -145,7 +184,7 @@ class _SavesImages:
         return save_pngs(self._pngs(), dest, as_file=as_file)
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class _Stamped:
     """Which model produced a result (shared by every computed result)."""
 
@@ -241,9 +280,7 @@ class LayerInfo:
             type=m.type,
             output_shape=tuple(m.output_shape),
             channels=m.channels,
-            receptive_field=(
-                ReceptiveField(rf.size, rf.jump, rf.start) if m.HasField("receptive_field") else None
-            ),
+            receptive_field=(ReceptiveField(rf.size, rf.jump, rf.start) if m.HasField("receptive_field") else None),
             parameters=m.parameters,
             has_kernels=m.has_kernels,
         )
@@ -325,6 +362,8 @@ class ServerInfo:
     auth_required: bool
     tls: bool
     implemented_rpcs: tuple[str, ...]
+    running_heavy: int = 0  # heavy calls computing when the server answered
+    queued_heavy: int = 0  # heavy calls waiting for a slot
 
     @classmethod
     def from_proto(cls, m: pb.ServerInfo) -> ServerInfo:
@@ -339,6 +378,8 @@ class ServerInfo:
             auth_required=m.auth_required,
             tls=m.tls,
             implemented_rpcs=tuple(m.implemented_rpcs),
+            running_heavy=m.running_heavy,
+            queued_heavy=m.queued_heavy,
         )
 
 
@@ -347,9 +388,9 @@ class ServerInfo:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class ClassifyResult(_Stamped, _SavesImages):
-    """Top-k predictions (best first), raw logits (num_classes,) and the preprocessed input (C, H, W)."""
+    """Top-k predictions (best first), raw logits (num_classes,) and the preprocessed input (H, W, C)."""
 
     predictions: tuple[Prediction, ...]
     logits: np.ndarray | None
@@ -370,13 +411,13 @@ class ClassifyResult(_Stamped, _SavesImages):
             **_stamp(m.stamp),
             predictions=tuple(Prediction.from_proto(p) for p in m.predictions),
             logits=_array(m.logits),
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
         )
 
 
-@dataclass(frozen=True, eq=False)
-class LayerActivation:
+@dataclass(frozen=True, eq=False, repr=False)
+class LayerActivation(_ShortRepr):
     """One layer's activation: (C, H, W) or (F,) float32 (None if tensors were not requested)."""
 
     layer: str  # resolved module path
@@ -400,7 +441,7 @@ class LayerActivation:
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class ActivationsResult(_Stamped, _SavesImages):
     """Activations of several layers from one forward pass."""
 
@@ -419,15 +460,13 @@ class ActivationsResult(_Stamped, _SavesImages):
         raise KeyError(f"no layer {name!r} in this result; have: {have}")
 
     def _pngs(self) -> list[tuple[str, bytes]]:
-        return [(layer.requested or layer.layer, layer.grid_png) for layer in self.layers] + [
-            ("input", self.input_png)
-        ]
+        return [(layer.requested or layer.layer, layer.grid_png) for layer in self.layers] + [("input", self.input_png)]
 
     @classmethod
     def from_proto(cls, m: pb.ActivationsResponse) -> ActivationsResult:
         return cls(
             **_stamp(m.stamp),
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
             layers=tuple(LayerActivation.from_proto(layer) for layer in m.layers),
             top_k=m.resolved_top_k,
@@ -435,7 +474,7 @@ class ActivationsResult(_Stamped, _SavesImages):
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class KernelsResult(_Stamped, _SavesImages):
     """A conv layer's weights (O, I, kH, kW) float32, bias (O,) or None, and the rendered grid."""
 
@@ -461,7 +500,7 @@ class KernelsResult(_Stamped, _SavesImages):
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class SaliencyResult(_Stamped, _SavesImages):
     """A saliency map (H, W) at input resolution, the raw attribution, and heatmap/overlay PNGs."""
 
@@ -488,15 +527,15 @@ class SaliencyResult(_Stamped, _SavesImages):
             attribution=_array(m.attribution),
             heatmap_png=m.heatmap_png,
             overlay_png=m.overlay_png,
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
             params=_params(m.resolved),
         )
 
 
-@dataclass(frozen=True, eq=False)
-class AttackOutcome:
-    """The attack at one epsilon; ``adversarial`` (C, H, W) is 8-bit quantized, as its PNG."""
+@dataclass(frozen=True, eq=False, repr=False)
+class AttackOutcome(_ShortRepr):
+    """The attack at one epsilon; ``adversarial`` (H, W, C) is 8-bit quantized, as its PNG."""
 
     epsilon: float
     adversarial: np.ndarray | None
@@ -512,7 +551,7 @@ class AttackOutcome:
     def from_proto(cls, m: pb.AttackOutcome) -> AttackOutcome:
         return cls(
             epsilon=m.epsilon,
-            adversarial=_array(m.adversarial),
+            adversarial=_image(m.adversarial),
             adversarial_png=m.adversarial_png,
             perturbation_png=m.perturbation_png,
             prediction=_prediction(m, "prediction"),
@@ -523,7 +562,7 @@ class AttackOutcome:
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class AttackResult(_Stamped, _SavesImages):
     """An FGSM/BIM/PGD attack: the clean prediction and one outcome per epsilon, in request order."""
 
@@ -553,7 +592,7 @@ class AttackResult(_Stamped, _SavesImages):
             target=_prediction(m, "target"),
             targeted=m.targeted,
             outcomes=tuple(AttackOutcome.from_proto(o) for o in m.outcomes),
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
             params=_params(m.resolved),
         )
@@ -564,8 +603,8 @@ class AttackResult(_Stamped, _SavesImages):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
+@dataclass(frozen=True, repr=False)
+class ProgressEvent(_ShortRepr):
     """One progress report of a streaming method.
 
     Attributes:
@@ -575,6 +614,7 @@ class ProgressEvent:
         elapsed_s: seconds since the server started the run.
         stage: e.g. ``"octave 2/4"`` or ``"alpha 0.5"`` (may be empty).
         preview_png: a low-resolution preview, or None when this event carries none.
+        queued_position: > 0 while the call waits in the server's queue (1 = next); 0 otherwise.
     """
 
     step: int
@@ -583,6 +623,11 @@ class ProgressEvent:
     elapsed_s: float
     stage: str
     preview_png: bytes | None
+    queued_position: int = 0
+
+    @property
+    def queued(self) -> bool:
+        return self.queued_position > 0
 
     @classmethod
     def from_proto(cls, m: pb.Progress) -> ProgressEvent:
@@ -593,12 +638,13 @@ class ProgressEvent:
             elapsed_s=m.elapsed_s,
             stage=m.stage,
             preview_png=m.preview_png or None,
+            queued_position=m.queued_position,
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class FilterVisualization(_Stamped, _SavesImages):
-    """Inputs that maximize channels of a layer: ``images`` (N, C, H, W) in [0, 1], one PNG per channel."""
+    """Inputs that maximize channels of a layer: ``images`` (N, H, W, C) in [0, 1], one PNG per channel."""
 
     layer: str
     channels: tuple[int, ...]
@@ -619,7 +665,7 @@ class FilterVisualization(_Stamped, _SavesImages):
             **_stamp(m.stamp),
             layer=m.layer,
             channels=tuple(m.channels),
-            images=_array(m.images),
+            images=_image(m.images),
             pngs=tuple(m.pngs),
             grid_png=m.grid_png,
             activations=tuple(m.activations),
@@ -640,9 +686,9 @@ class LayerGain:
         return self.norm_after / self.norm_before if self.norm_before else float("inf")
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class DreamResult(_Stamped, _SavesImages):
-    """A DeepDream image (C, H, W) in [0, 1] with its PNG and per-layer gains."""
+    """A DeepDream image (H, W, C) in [0, 1] with its PNG and per-layer gains."""
 
     image: np.ndarray | None
     png: bytes
@@ -658,18 +704,18 @@ class DreamResult(_Stamped, _SavesImages):
     def from_proto(cls, m: pb.DeepDreamResult) -> DreamResult:
         return cls(
             **_stamp(m.stamp),
-            image=_array(m.image),
+            image=_image(m.image),
             png=m.png,
             gains=tuple(LayerGain(g.layer, g.norm_before, g.norm_after) for g in m.gains),
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
             params=_params(m.resolved),
         )
 
 
-@dataclass(frozen=True, eq=False)
-class AlphaResult:
-    """The reconstruction at one alpha: image (C, H, W) in [0, 1], relative feature error, prediction."""
+@dataclass(frozen=True, eq=False, repr=False)
+class AlphaResult(_ShortRepr):
+    """The reconstruction at one alpha: image (H, W, C) in [0, 1], relative feature error, prediction."""
 
     alpha: float
     image: np.ndarray | None
@@ -681,14 +727,14 @@ class AlphaResult:
     def from_proto(cls, m: pb.AlphaResult) -> AlphaResult:
         return cls(
             alpha=m.alpha,
-            image=_array(m.image),
+            image=_image(m.image),
             png=m.png,
             feature_error=m.feature_error,
             prediction=_prediction(m, "prediction"),
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class InterpolationResult(_Stamped, _SavesImages):
     """Deep feature interpolation: one image per alpha, in request order."""
 
@@ -709,7 +755,22 @@ class InterpolationResult(_Stamped, _SavesImages):
             layers=tuple(m.layers),
             results=tuple(AlphaResult.from_proto(r) for r in m.results),
             alphas=tuple(m.alphas),
-            input=_array(m.input.tensor),
+            input=_image(m.input.tensor),
             input_png=m.input.png,
             params=_params(m.resolved),
         )
+
+
+#: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
+RESULTS: dict[str, Callable[[Any], Any]] = {
+    "DescribeModel": ModelDescription.from_proto,
+    "GetServerInfo": ServerInfo.from_proto,
+    "Classify": ClassifyResult.from_proto,
+    "Activations": ActivationsResult.from_proto,
+    "Kernels": KernelsResult.from_proto,
+    "Saliency": SaliencyResult.from_proto,
+    "Attack": AttackResult.from_proto,
+    "VisualizeFilter": FilterVisualization.from_proto,
+    "DeepDream": DreamResult.from_proto,
+    "InterpolateFeatures": InterpolationResult.from_proto,
+}

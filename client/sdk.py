@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 from client.errors import Internal, Unavailable, from_rpc_error
 from client.images import ImageLike, image_message
 from client.results import (
+    RESULTS,
     ActivationsResult,
     AttackResult,
     ClassifyResult,
@@ -48,8 +49,16 @@ from client.results import (
 )
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
+from protos.methods import Method, by_rpc
 
-__all__ = ["InterpClient", "EventStream", "channel_options", "DEFAULT_TARGET", "DEFAULT_MAX_MESSAGE_BYTES"]
+__all__ = [
+    "InterpClient",
+    "EventStream",
+    "build_request",
+    "channel_options",
+    "DEFAULT_TARGET",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+]
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -265,20 +274,27 @@ class InterpClient:
             raise Unavailable(f"no server answered at {self.target} within {timeout:g} s") from None
 
     # -- models and server ---------------------------------------------------------------------
+    # Every method below is one line into _invoke/_stream_of: the request is filled from the
+    # keyword arguments by field name (protos.methods.METHODS + the message descriptors) and the
+    # reply wrapped in the result class registered for the RPC (client.results.RESULTS). The
+    # signatures stay explicit for readers and type checkers; tests check them against the table.
 
     def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
         """Every model the server knows, READY or UNAVAILABLE (with the reason)."""
-        response = self._unary("ListModels", pb.ListModelsRequest(), timeout)
+        response = self._invoke("ListModels", {}, timeout, wrap=False)
         return [ModelInfo.from_proto(m) for m in response.models]
 
     def describe_model(self, name: str, *, timeout: float | None = _UNSET) -> ModelDescription:
-        """A model's layer catalogue (shapes, receptive fields, parameters), labels and preprocessing."""
-        response = self._unary("DescribeModel", pb.DescribeModelRequest(model=name), timeout)
-        return ModelDescription.from_proto(response)
+        """A model's layer catalogue (shapes, receptive fields, parameters), class labels and preprocessing."""
+        return self._invoke("DescribeModel", {"model": name}, timeout)  # type: ignore[no-any-return]
+
+    def labels(self, model: str, *, timeout: float | None = _UNSET) -> tuple[str, ...]:
+        """A model's class labels in index order (ImageNet's 1000 for vgg16/alexnet)."""
+        return self.describe_model(model, timeout=timeout).labels
 
     def server_info(self, *, timeout: float | None = _UNSET) -> ServerInfo:
-        """Server version, device, limits in force, library versions and implemented RPCs."""
-        return ServerInfo.from_proto(self._unary("GetServerInfo", pb.GetServerInfoRequest(), timeout))
+        """Server version, device, limits in force, running and queued work, library versions, RPCs."""
+        return self._invoke("GetServerInfo", {}, timeout)  # type: ignore[no-any-return]
 
     def classify(
         self, image: ImageLike, *, model: str, top_k: int | None = None, timeout: float | None = _UNSET
@@ -286,14 +302,14 @@ class InterpClient:
         """Top-k predictions for one image.
 
         Args:
-            image: a path, encoded bytes or a numpy array (see :func:`client.images.image_message`).
-            model: a served model's name.
-            top_k: number of predictions (server default 5, capped at the class count).
+            image: a path, encoded bytes or a numpy array (see :func:`client.images.image_message`);
+                any image array a result returns works too.
+            model: a served model's name (case-insensitive).
+            top_k: number of predictions (server default 5; above the class count: every class).
         """
-        request = pb.ClassifyRequest(model=model, image=image_message(image))
-        if top_k is not None:
-            request.top_k = _int("top_k", top_k)
-        return ClassifyResult.from_proto(self._unary("Classify", request, timeout))
+        return self._invoke(  # type: ignore[no-any-return]
+            "Classify", {"model": model, "image": image, "top_k": top_k}, timeout
+        )
 
     # -- single-pass methods -------------------------------------------------------------------
 
@@ -310,24 +326,17 @@ class InterpClient:
         """Activations of one or more layers (names or aliases) from a single forward pass.
 
         Args:
-            layers: module paths or aliases, e.g. ``["conv3_1", "features.17"]``.
+            layers: module paths or aliases, e.g. ``["conv3_1", "features.17"]``; a layer named
+                twice is sent once.
             top_k: also rank channels by mean activation and render those (server default: all, unranked).
             include_tensors: False returns statistics and PNGs only (much smaller responses).
         """
-        request = pb.ActivationsRequest(
-            model=model,
-            image=image_message(image),
-            layers=_names("layers", layers),
-            include_tensors=bool(include_tensors),
-        )
-        if top_k is not None:
-            request.top_k = _int("top_k", top_k)
-        return ActivationsResult.from_proto(self._unary("Activations", request, timeout))
+        values = {"model": model, "image": image, "layers": layers, "top_k": top_k, "include_tensors": include_tensors}
+        return self._invoke("Activations", values, timeout)  # type: ignore[no-any-return]
 
     def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
         """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
-        response = self._unary("Kernels", pb.KernelsRequest(model=model, layer=layer), timeout)
-        return KernelsResult.from_proto(response)
+        return self._invoke("Kernels", {"model": model, "layer": layer}, timeout)  # type: ignore[no-any-return]
 
     def saliency(
         self,
@@ -346,16 +355,11 @@ class InterpClient:
                 guided_backprop | grad_cam.
             target: class index or exact label (case-insensitive); None: the predicted class.
             **params: layer (grad_cam), samples, noise_level (smoothgrad, relative), steps
-                (integrated_gradients), seed, batch_size, clip_percentile, colormap.
+                (integrated_gradients), seed, batch_size, clip_percentile, colormap. A parameter
+                the method does not read is refused (InvalidArgument naming it).
         """
-        request = pb.SaliencyRequest(
-            model=model,
-            image=image_message(image),
-            method=method,
-            params=_params_message(pb.SaliencyParams, params, "saliency"),
-        )
-        _set_target(request, target)
-        return SaliencyResult.from_proto(self._unary("Saliency", request, timeout))
+        values = {"model": model, "image": image, "method": method, "target": target}
+        return self._invoke("Saliency", values, timeout, params=params)  # type: ignore[no-any-return]
 
     def attack(
         self,
@@ -374,38 +378,34 @@ class InterpClient:
             method: fgsm | bim | pgd.
             epsilon: one value or several; one outcome per value, in order.
             target: class index or label for a targeted attack; None: untargeted.
-            **params: step_size, steps, random_start, seed.
+            **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
-        request = pb.AttackRequest(
-            model=model,
-            image=image_message(image),
-            method=method,
-            epsilons=_floats("epsilon", epsilon),
-            params=_params_message(pb.AttackParams, params, "attack"),
-        )
-        _set_target(request, target)
-        return AttackResult.from_proto(self._unary("Attack", request, timeout))
+        values = {"model": model, "image": image, "method": method, "epsilons": epsilon, "target": target}
+        return self._invoke("Attack", values, timeout, params=params)  # type: ignore[no-any-return]
 
     # -- iterative methods (streaming) -----------------------------------------------------------
+    # Each has a blocking form (progress= callback) and an iter_ form: an EventStream of
+    # ProgressEvent objects, then the result. Use the iter_ form in a ``with`` block: leaving it
+    # (break, exception, return) cancels the call and the server stops computing within one step.
 
     def iter_visualize_filter(
         self,
         model: str,
         layer: str,
-        channels: int | Sequence[int],
+        channels: int | str | Sequence[int],
         *,
         timeout: float | None = _UNSET,
         **params: Any,
     ) -> EventStream[FilterVisualization]:
         """Like :meth:`visualize_filter`, as an iterator of ProgressEvent then the result."""
-        request = self._visualize_request(model, layer, channels, params, "iter_visualize_filter")
-        return self._stream("VisualizeFilter", request, FilterVisualization.from_proto, timeout)
+        values = {"model": model, "layer": layer, "channels": channels}
+        return self._stream_of("VisualizeFilter", values, timeout, params)
 
     def visualize_filter(
         self,
         model: str,
         layer: str,
-        channels: int | Sequence[int],
+        channels: int | str | Sequence[int],
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = _UNSET,
@@ -414,14 +414,12 @@ class InterpClient:
         """Inputs that maximize channels of a layer (activation maximization), optimized as one batch.
 
         Args:
-            channels: one channel index or several.
+            channels: one channel index, several, or a string like ``"0,1,2"``.
             progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
             **params: objective ("channel" | "neuron"), steps, image_size, learning_rate, seed,
-                parameterization ("fourier" | "pixel"), transforms, preview_every.
+                parameterization ("fourier" | "pixel"), transforms, preview_every, restarts.
         """
-        request = self._visualize_request(model, layer, channels, params, "visualize_filter")
-        stream = self._stream("VisualizeFilter", request, FilterVisualization.from_proto, timeout)
-        return _run(stream, progress)
+        return _run(self.iter_visualize_filter(model, layer, channels, timeout=timeout, **params), progress)
 
     def iter_dream(
         self,
@@ -433,8 +431,7 @@ class InterpClient:
         **params: Any,
     ) -> EventStream[DreamResult]:
         """Like :meth:`dream`, as an iterator of ProgressEvent then the result."""
-        request = self._dream_request(image, model, layers, params, "iter_dream")
-        return self._stream("DeepDream", request, DreamResult.from_proto, timeout)
+        return self._stream_of("DeepDream", {"model": model, "image": image, "layers": layers}, timeout, params)
 
     def dream(
         self,
@@ -454,8 +451,7 @@ class InterpClient:
             **params: octaves, octave_scale, iterations (per octave), step_size, jitter, seed,
                 preview_every.
         """
-        request = self._dream_request(image, model, layers, params, "dream")
-        return _run(self._stream("DeepDream", request, DreamResult.from_proto, timeout), progress)
+        return _run(self.iter_dream(image, model=model, layers=layers, timeout=timeout, **params), progress)
 
     def iter_interpolate(
         self,
@@ -471,10 +467,22 @@ class InterpClient:
         **params: Any,
     ) -> EventStream[InterpolationResult]:
         """Like :meth:`interpolate`, as an iterator of ProgressEvent then the result."""
-        request = self._interpolate_request(
-            source, model, layers, alphas, positive, negative, target, params, "iter_interpolate"
-        )
-        return self._stream("InterpolateFeatures", request, InterpolationResult.from_proto, timeout)
+        values: dict[str, Any] = {"model": model, "source": source, "layers": layers, "alphas": alphas}
+        has_sets = positive is not None or negative is not None
+        if target is not None and has_sets:
+            raise ValueError("give either target= (an image) or positive=/negative= (sets), not both")
+        if target is not None:
+            values["target"] = target
+        elif has_sets:
+            if positive is None or negative is None:
+                raise ValueError("attribute sets need both positive= and negative= (images or class names)")
+            sets = pb.AttributeSets()
+            _fill_set(sets, "positive", positive)
+            _fill_set(sets, "negative", negative)
+            values["sets"] = sets
+        else:
+            raise ValueError("give a direction: positive= and negative= (images or class names), or target=")
+        return self._stream_of("InterpolateFeatures", values, timeout, params)
 
     def interpolate(
         self,
@@ -503,13 +511,42 @@ class InterpClient:
             **params: iterations, warm_iterations, tv_weight, tv_beta, seed, set_size,
                 normalize_attribute, preview_every.
         """
-        request = self._interpolate_request(
-            source, model, layers, alphas, positive, negative, target, params, "interpolate"
+        stream = self.iter_interpolate(
+            source,
+            model=model,
+            layers=layers,
+            alphas=alphas,
+            positive=positive,
+            negative=negative,
+            target=target,
+            timeout=timeout,
+            **params,
         )
-        stream = self._stream("InterpolateFeatures", request, InterpolationResult.from_proto, timeout)
         return _run(stream, progress)
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _invoke(
+        self,
+        rpc: str,
+        values: Mapping[str, Any],
+        timeout: float | None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        wrap: bool = True,
+    ) -> Any:
+        """One unary call of the table: request from ``values``/``params``, reply as its result class."""
+        method = by_rpc(rpc)
+        request = build_request(method, values, params or {}, _caller(method))
+        reply = self._unary(rpc, request, timeout)
+        return RESULTS[rpc](reply) if wrap else reply
+
+    def _stream_of(
+        self, rpc: str, values: Mapping[str, Any], timeout: float | None, params: Mapping[str, Any]
+    ) -> EventStream[Any]:
+        method = by_rpc(rpc)
+        request = build_request(method, values, params, _caller(method))
+        return self._stream(rpc, request, RESULTS[rpc], timeout)
 
     def _unary(self, rpc: str, request: Message, timeout: float | None) -> Any:
         method = getattr(self._stub, rpc)
@@ -519,71 +556,78 @@ class InterpClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
 
-    def _stream(
-        self, rpc: str, request: Message, convert: Callable[[Any], R], timeout: float | None
-    ) -> EventStream[R]:
+    def _stream(self, rpc: str, request: Message, convert: Callable[[Any], R], timeout: float | None) -> EventStream[R]:
         method = getattr(self._stub, rpc)
         deadline = self.stream_timeout if timeout is _UNSET else timeout
         return EventStream(lambda: method(request, timeout=deadline, metadata=self._metadata), convert)
 
-    @staticmethod
-    def _visualize_request(
-        model: str, layer: str, channels: int | Sequence[int], params: dict[str, Any], caller: str
-    ) -> pb.VisualizeFilterRequest:
-        return pb.VisualizeFilterRequest(
-            model=model,
-            layer=layer,
-            channels=_ints("channels", channels),
-            params=_params_message(pb.VisualizeFilterParams, params, caller),
-        )
 
-    @staticmethod
-    def _dream_request(
-        image: ImageLike,
-        model: str,
-        layers: str | Sequence[str | tuple[str, float]] | Mapping[str, float],
-        params: dict[str, Any],
-        caller: str,
-    ) -> pb.DeepDreamRequest:
-        return pb.DeepDreamRequest(
-            model=model,
-            image=image_message(image),
-            layers=_layer_weights(layers),
-            params=_params_message(pb.DeepDreamParams, params, caller),
-        )
+def _caller(method: Method) -> str:
+    return method.sdk_name
 
-    @staticmethod
-    def _interpolate_request(
-        source: ImageLike,
-        model: str,
-        layers: str | Sequence[str] | None,
-        alphas: float | Sequence[float] | None,
-        positive: str | ImageLike | Sequence[ImageLike] | None,
-        negative: str | ImageLike | Sequence[ImageLike] | None,
-        target: ImageLike | None,
-        params: dict[str, Any],
-        caller: str,
-    ) -> pb.InterpolateFeaturesRequest:
-        request = pb.InterpolateFeaturesRequest(
-            model=model,
-            source=image_message(source),
-            layers=_names("layers", layers) if layers is not None else [],
-            alphas=_floats("alphas", alphas) if alphas is not None else [],
-            params=_params_message(pb.InterpolateFeaturesParams, params, caller),
-        )
-        has_sets = positive is not None or negative is not None
-        if target is not None and has_sets:
-            raise ValueError("give either target= (an image) or positive=/negative= (sets), not both")
-        if target is not None:
-            request.target.CopyFrom(image_message(target))
-        elif has_sets:
-            if positive is None or negative is None:
-                raise ValueError("attribute sets need both positive= and negative= (images or class names)")
-            _fill_set(request.sets, "positive", positive)
-            _fill_set(request.sets, "negative", negative)
+
+def build_request(method: Method, values: Mapping[str, Any], params: Mapping[str, Any], caller: str) -> Message:
+    """Fill ``method.request`` by field name: ``values`` are request fields, ``params`` the Params fields.
+
+    None leaves a field unset (the server's default). Each value is converted by the field's
+    type: Image fields take any :data:`ImageLike`, Target fields an index or a label, repeated
+    fields one value or a sequence (integers also ``"0,1,2"``), LayerWeight lists names,
+    ``(name, weight)`` pairs or a mapping. Unknown names raise TypeError listing the valid ones.
+    """
+    request = method.request()
+    fields = method.request.DESCRIPTOR.fields_by_name
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in fields:
+            raise TypeError(f"{caller}(): {method.request.__name__} has no field {name!r}")
+        _set_field(request, fields[name], value, caller)
+    if params:
+        if method.params is None:
+            raise TypeError(f"{caller}() takes no method parameters, got {', '.join(map(repr, params))}")
+        message_cls = type(getattr(request, method.params))
+        getattr(request, method.params).CopyFrom(_params_message(message_cls, params, caller))
+    return request
+
+
+def _set_field(message: Message, field: FieldDescriptor, value: Any, caller: str) -> None:
+    name = field.name
+    kind = field.message_type.name if field.message_type is not None else None
+    if field.is_repeated:
+        target = getattr(message, name)
+        if kind == "Image":
+            if isinstance(value, np.ndarray):
+                images: list[Any] = list(value) if value.ndim == 4 else [value]
+            else:
+                images = [value] if isinstance(value, (str, *_SINGLE_IMAGE)) else list(value)
+            target.extend(image_message(image) for image in images)
+        elif kind == "LayerWeight":
+            target.extend(_layer_weights(value))
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            target.extend(_names(name, value))
+        elif field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            target.extend(_floats(name, value))
+        elif field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
+            target.extend(_ints(name, value))
         else:
-            raise ValueError("give a direction: positive= and negative= (images or class names), or target=")
-        return request
+            raise TypeError(f"{caller}(): field {name} is not settable from Python values")
+        return
+    if kind == "Image":
+        getattr(message, name).CopyFrom(image_message(value))
+    elif kind == "Target":
+        _set_target(message, value)  # type: ignore[arg-type]
+    elif kind is not None:
+        if not isinstance(value, Message):
+            raise TypeError(f"{caller}(): {name} must be a {kind} message, got {type(value).__name__}")
+        getattr(message, name).CopyFrom(value)
+    else:
+        if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
+            value = _int(name, value)
+        try:
+            setattr(message, name, _plain(value))
+        except (TypeError, ValueError) as error:
+            expected = _TYPE_NAMES.get(field.type, "scalar")
+            raise TypeError(f"{caller}(): {name}={value!r} has the wrong type ({expected} expected): {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,8 +705,14 @@ def _int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _ints(name: str, values: int | Sequence[int]) -> list[int]:
-    items = [values] if isinstance(values, int | np.integer) else list(values)
+def _ints(name: str, values: int | str | Sequence[int]) -> list[int]:
+    if isinstance(values, str):  # "0,1,2" (the CLI's --channel 0,1,2)
+        try:
+            items: list[Any] = [int(part) for part in values.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"{name} must be integers like 0,1,2, got {values!r}") from None
+    else:
+        items = [values] if isinstance(values, int | np.integer) else list(values)
     if not items:
         raise ValueError(f"{name} must name at least one value")
     return [_int(name, v) for v in items]

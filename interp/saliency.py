@@ -25,6 +25,7 @@ whose hooks no other request sees, and on which in-place ReLUs are made out-of-p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,9 +40,10 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from interp.errors import InvalidInput
+from interp.errors import Cancelled, InvalidInput
 from interp.hooks import check_batch, get_layer, structural_copy
 from interp.predict import check_logits
+from interp.rendering import DEFAULT_CLIP_PERCENTILE, DEFAULT_COLORMAP
 from interp.validate import check_int
 
 METHODS = (
@@ -61,7 +63,8 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "guided_backprop": (),
     "grad_cam": ("layer",),
 }
-"""The :class:`SaliencyParams` fields each method reads; the others are ignored by it."""
+"""The :class:`SaliencyParams` fields each method reads; the others are ignored by it (the
+rendering fields ``clip_percentile`` and ``colormap`` apply to every method's picture)."""
 
 MAX_SAMPLES = 1000
 MAX_STEPS = 1000
@@ -82,6 +85,9 @@ class SaliencyParams:
         steps: integrated_gradients: points on the path from the baseline (1..1000).
         seed: smoothgrad: seed of the noise (a private generator; the global RNG is untouched).
         batch_size: smoothgrad/integrated_gradients: rows per forward pass, bounding memory (1..1024).
+        clip_percentile: rendering of the map (:func:`interp.rendering.heatmap`): values above
+            this percentile saturate the colormap. Not read by :func:`saliency` itself.
+        colormap: rendering: OpenCV colormap name. Not read by :func:`saliency` itself.
     """
 
     layer: str | None = None
@@ -90,6 +96,8 @@ class SaliencyParams:
     steps: int = 50
     seed: int = 0
     batch_size: int = 16
+    clip_percentile: float = DEFAULT_CLIP_PERCENTILE
+    colormap: str = DEFAULT_COLORMAP
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ def saliency(
     *,
     method: str,
     params: SaliencyParams = SaliencyParams(),  # noqa: B008 - frozen, so a shared default is safe
+    should_stop: Callable[[], bool] | None = None,
 ) -> SaliencyResult:
     """Saliency map of each image in ``x`` for one class per image.
 
@@ -138,6 +147,10 @@ def saliency(
         target: (B,) integer class per image; None explains the predicted class.
         method: one of :data:`METHODS`.
         params: see :class:`SaliencyParams`; each method reads only its :data:`METHOD_PARAMS`.
+        should_stop: asked before every forward pass of the many-sample methods (smoothgrad,
+            integrated_gradients); when it answers true the call raises
+            :class:`interp.errors.Cancelled` (a request that is cancelled or past its deadline
+            stops within one batch of ``batch_size`` samples).
 
     Returns:
         :class:`SaliencyResult`.
@@ -159,7 +172,7 @@ def saliency(
         params = replace(params, layer=layer)
         return _grad_cam(model, x, target, params)
     if method in ("smoothgrad", "integrated_gradients"):
-        return _many_sample(model, x, target, method, params)
+        return _many_sample(_Stoppable(model, should_stop) if should_stop else model, x, target, method, params)
     return _single_pass(model, x, target, method, params)
 
 
@@ -292,6 +305,20 @@ def _many_sample(
         probabilities=torch.softmax(logits.detach().float(), dim=1),
         params=params,
     )
+
+
+class _Stoppable(nn.Module):
+    """Asks ``should_stop`` before each forward of ``model``: captum's passes become cancellable."""
+
+    def __init__(self, model: nn.Module, should_stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.model = model
+        self._should_stop = should_stop
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._should_stop():
+            raise Cancelled("saliency stopped: the request was cancelled or its deadline passed")
+        return self.model(x)  # type: ignore[no-any-return]
 
 
 class _SeededNoiseTunnel(NoiseTunnel):

@@ -23,6 +23,22 @@ UNAVAILABLE = "UNAVAILABLE"
 log = logging.getLogger(__name__)
 
 
+def short(text: str, limit: int = 100) -> str:
+    """An untrusted name for a message or a log line: quoted, at most ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or "" when none is close."""
+    import difflib
+
+    if len(name) > 100:
+        return ""
+    lowered = {choice.lower(): choice for choice in choices}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[found[0]]!r}?)" if found else ""
+
+
 class LoadedModel:
     """One served model and everything known about it.
 
@@ -69,10 +85,14 @@ class LoadedModel:
         try:
             return self._names[name]
         except KeyError:
+            folded = {alias.lower(): path for alias, path in self._names.items()}
+            if name.lower() in folded:  # names are case-insensitive, like labels
+                return folded[name.lower()]
             aliases = ", ".join(a for a in self.spec.aliases if a in self._names)
             paths = ", ".join(layer.name for layer in self.layers)
             listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
-            raise UnknownLayer(f"{self.spec.name} has no layer {name!r}; {listing}") from None
+            hint = suggest(name, list(self._names))
+            raise UnknownLayer(f"{self.spec.name} has no layer {short(name)}{hint}; {listing}") from None
 
     def require_ready(self) -> nn.Module:
         """The served module.
@@ -137,9 +157,7 @@ class ModelHub:
         for name in options.files:
             get_spec(name)
             if name not in wanted:
-                log.warning(
-                    "--weights %s=... given but %s is not served (serving: %s)", name, name, ", ".join(wanted)
-                )
+                log.warning("--weights %s=... given but %s is not served (serving: %s)", name, name, ", ".join(wanted))
         self.options = options
         self.device = device
         self._models = {spec.name: load_model(spec, options, device) for spec in specs}
@@ -158,10 +176,12 @@ class ModelHub:
         Raises:
             UnknownModel: not served; the message lists the served names.
         """
-        try:
-            return self._models[name]
-        except KeyError:
-            raise UnknownModel(f"unknown model {name!r}; served models: {', '.join(self._models)}") from None
+        model = self._models.get(name) or self._models.get(name.strip().lower())
+        if model is None:
+            hint = suggest(name, list(self._models))
+            served = ", ".join(self._models)
+            raise UnknownModel(f"unknown model {short(name)}{hint}; served models: {served}")
+        return model
 
     def ready(self, name: str) -> LoadedModel:
         """A served model that is READY.

@@ -82,20 +82,22 @@ class Prediction(_message.Message):
     def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png")
+    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_PNG_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_POSITION_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     objective: float
     elapsed_s: float
     stage: str
     preview_png: bytes
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ...) -> None: ...
+    queued_position: int
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ..., queued_position: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -662,7 +664,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -676,6 +678,10 @@ class Limits(_message.Message):
     MAX_CONCURRENT_HEAVY_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_HEAVY_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXEL_STEPS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -689,10 +695,14 @@ class Limits(_message.Message):
     max_concurrent_heavy: int
     max_queued_heavy: int
     default_deadline_s: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ...) -> None: ...
+    max_layers: int
+    max_restarts: int
+    max_batch_pixels: int
+    max_pixel_steps: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs")
+    __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")
     class LibrariesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -710,6 +720,8 @@ class ServerInfo(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     IMPLEMENTED_RPCS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_HEAVY_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_HEAVY_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: str
     device: str
@@ -720,4 +732,6 @@ class ServerInfo(_message.Message):
     auth_required: bool
     tls: bool
     implemented_rpcs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., libraries: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., worker_threads: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., implemented_rpcs: _Optional[_Iterable[str]] = ...) -> None: ...
+    running_heavy: int
+    queued_heavy: int
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., libraries: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., worker_threads: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., implemented_rpcs: _Optional[_Iterable[str]] = ..., running_heavy: _Optional[int] = ..., queued_heavy: _Optional[int] = ...) -> None: ...

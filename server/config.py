@@ -27,6 +27,12 @@ class Limits:
     max_epsilons: int = 16
     max_samples: int = 256  # smoothgrad samples / IG steps
     max_channels: int = 64  # VisualizeFilter channels per request
+    max_layers: int = 64  # distinct layers per Activations request
+    max_restarts: int = 8  # VisualizeFilter random starts per channel
+    # Combined budgets: images in one batch x side^2 (memory), and that x steps (time).
+    # 64 channels at 256 px = 4.2 M; 512 steps of 32 channels at 224 px (one VGG16 run) = 822 M.
+    max_batch_pixels: int = 64 * 256 * 256
+    max_pixel_steps: int = 1_000_000_000
     max_concurrent_heavy: int = 2
     max_queued_heavy: int = 8
     default_deadline_s: float = 600.0
@@ -153,6 +159,22 @@ OPTIONS: tuple[tuple[str, str, str, object, str], ...] = (
     ("--max-epsilons", "INTERP_MAX_EPSILONS", "limits.max_epsilons", int, "most epsilons per Attack sweep"),
     ("--max-samples", "INTERP_MAX_SAMPLES", "limits.max_samples", int, "most SmoothGrad samples / IG steps"),
     ("--max-channels", "INTERP_MAX_CHANNELS", "limits.max_channels", int, "most channels per VisualizeFilter"),
+    ("--max-layers", "INTERP_MAX_LAYERS", "limits.max_layers", int, "most distinct layers per Activations"),
+    ("--max-restarts", "INTERP_MAX_RESTARTS", "limits.max_restarts", int, "most VisualizeFilter restarts"),
+    (
+        "--max-batch-pixels",
+        "INTERP_MAX_BATCH_PIXELS",
+        "limits.max_batch_pixels",
+        int,
+        "most images x side^2 in one request's batch (memory budget)",
+    ),
+    (
+        "--max-pixel-steps",
+        "INTERP_MAX_PIXEL_STEPS",
+        "limits.max_pixel_steps",
+        int,
+        "most batch pixels x optimization steps per request (time budget)",
+    ),
     (
         "--max-concurrent-heavy",
         "INTERP_MAX_CONCURRENT_HEAVY",

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from google.protobuf.message import Message
 
 from models.catalogue import LayerInfo
-from models.hub import LoadedModel
+from models.hub import LoadedModel, short
 from protos import interp_pb2 as pb
 from protos.codec import to_tensor
-from server.errors import BadRequest
 
-P = TypeVar("P")
+M = TypeVar("M", bound=Message)
+
+__all__ = ["tensor", "params_to_proto", "model_info", "layer", "preprocessing", "short"]
 
 
 def tensor(value: torch.Tensor | np.ndarray) -> pb.Tensor:
@@ -24,27 +25,15 @@ def tensor(value: torch.Tensor | np.ndarray) -> pb.Tensor:
     return to_tensor(value)
 
 
-def params_from_proto(message, cls: type[P], **overrides) -> P:
-    """Dataclass of a method's parameters from a proto Params message: only fields that are set.
+def params_to_proto(params: Any, message_cls: type[M], *, only: Sequence[str] | None = None) -> M:
+    """The resolved dataclass echoed back as the proto Params message (shared field names).
 
-    Unset optional fields stay at the dataclass default (None = "the model's default"), so the
-    defaults live in one place: the method's own dataclass. Non-finite floats are refused here.
+    ``only``: the fields the method actually used (others are left unset, not echoed).
     """
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for field, value in message.ListFields():
-        if field.name in names:
-            if isinstance(value, float) and not math.isfinite(value):
-                raise BadRequest(f"parameter {field.name} must be a finite number, got {value}")
-            kwargs[field.name] = value
-    kwargs.update(overrides)
-    return cls(**kwargs)
-
-
-def params_to_proto(params, message_cls):
-    """The resolved dataclass echoed back as the proto Params message (shared field names)."""
     message = message_cls()
     for field in message_cls.DESCRIPTOR.fields:
+        if only is not None and field.name not in only:
+            continue
         if hasattr(params, field.name):
             value = getattr(params, field.name)
             if value is not None:

@@ -13,6 +13,9 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
+from google.protobuf.any_pb2 import Any
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from interp.errors import Cancelled, InvalidInput
 from models.datasets import DatasetNotFound
@@ -23,7 +26,15 @@ log = logging.getLogger("interp.server")
 
 
 class BadRequest(ValueError):
-    """A request the servicer rejects before any model work (missing field, over a limit)."""
+    """A request the servicer rejects before any model work (missing field, over a limit).
+
+    ``field``: the offending request field's path (``params.samples``, ``layers[2]``), sent to the
+    client as a ``google.rpc.BadRequest`` field violation.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Overloaded(RuntimeError):
@@ -66,11 +77,34 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
 
 
+def rich_status(code: grpc.StatusCode, message: str, request_id: str, field: str | None = None) -> grpc.Status:
+    """A status with ``google.rpc.Status`` details: RequestInfo always, BadRequest when a field is known.
+
+    Any gRPC client reads them from the ``grpc-status-details-bin`` trailer (grpcio-status in
+    Python, ``@grpc/grpc-js`` + google-rpc protos elsewhere) instead of parsing the message.
+    """
+    details = []
+    info = Any()
+    info.Pack(error_details_pb2.RequestInfo(request_id=request_id))
+    details.append(info)
+    if field is not None:
+        bad = Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
+            )
+        )
+        details.append(bad)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return rpc_status.to_status(status)
+
+
 def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: BaseException) -> None:
     code = status_for(exc)
     if code is None:
         log.exception("request %s: %s failed", request_id, method)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); see the server log")
+        message = f"internal error (request id {request_id}); see the server log"
+        context.abort_with_status(rich_status(grpc.StatusCode.INTERNAL, message, request_id))
     message = _message(exc)
     if code == grpc.StatusCode.CANCELLED and context.is_active():
         # Work stops early for two reasons: the client went away (then nobody hears this), or the
@@ -78,7 +112,8 @@ def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: Bas
         code = grpc.StatusCode.DEADLINE_EXCEEDED
         message += "; the server's default deadline per RPC passed (set a longer deadline, or --default-deadline)"
     log.info("request %s: %s -> %s: %s", request_id, method, code.name, message)
-    context.abort(code, f"{message} (request id {request_id})")
+    field = getattr(exc, "field", None)
+    context.abort_with_status(rich_status(code, f"{message} (request id {request_id})", request_id, field))
 
 
 def grpc_errors(method: Callable) -> Callable:

@@ -103,6 +103,11 @@ def attack(method: str = "fgsm", epsilons=(0.1,), **kw) -> Callable:
     return lambda stub: stub.Attack(request, timeout=30)
 
 
+def activations(layers, **kw) -> Callable:
+    request = pb.ActivationsRequest(model="lenet", image=pb.Image(encoded=GOOD_PNG), layers=list(layers), **kw)
+    return lambda stub: stub.Activations(request, timeout=30)
+
+
 def visualize(layer: str = "conv1", channels=(0,), **params) -> Callable:
     request = pb.VisualizeFilterRequest(
         model="lenet", layer=layer, channels=list(channels), params=pb.VisualizeFilterParams(**params)
@@ -241,9 +246,8 @@ CASES = [
     Case("interpolate-no-direction", interpolate(), INVALID, ("attribute sets", "target image")),
     Case("interpolate-empty-target", interpolate(target=pb.Image()), INVALID, ("target is required",)),
     # -- NaN, negative, huge parameters ------------------------------------------------------------
-    Case("top-k-zero", classify(TARGET_IMAGE, top_k=0), INVALID, ("top_k must be in 1..10", "got 0")),
-    Case("top-k-negative", classify(TARGET_IMAGE, top_k=-1), INVALID, ("1..10",)),
-    Case("top-k-huge", classify(TARGET_IMAGE, top_k=2**31 - 1), INVALID, ("1..10",)),
+    Case("top-k-zero", classify(TARGET_IMAGE, top_k=0), INVALID, ("top_k must be at least 1", "got 0")),
+    Case("top-k-negative", classify(TARGET_IMAGE, top_k=-1), INVALID, ("top_k must be at least 1", "got -1")),
     Case(
         "activations-top-k-negative",
         lambda s: s.Activations(
@@ -458,6 +462,10 @@ SMALL_LIMITS = Limits(
     max_epsilons=4,
     max_samples=32,
     max_channels=8,
+    max_layers=3,
+    max_restarts=2,
+    max_batch_pixels=8 * 2 * 28 * 28,
+    max_pixel_steps=8 * 2 * 28 * 28 * 100,
     max_concurrent_heavy=1,
     max_queued_heavy=3,
     default_deadline_s=45.0,
@@ -484,11 +492,12 @@ def test_oversize_request_is_refused_naming_the_cap(small_cap_stub) -> None:
 
 
 def test_oversize_response_is_refused_not_truncated(small_cap_stub) -> None:
+    # Refused before any computing, from the layer catalogue's shapes, naming the budget.
     request = pb.ActivationsRequest(model="lenet", image=TARGET_IMAGE, layers=["conv1", "bn1", "relu1"])
     with pytest.raises(grpc.RpcError) as info:
         small_cap_stub.Activations(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "larger than max" in info.value.details()
+    assert "max_message_bytes=16,384" in info.value.details()
 
 
 def test_small_cap_server_reports_its_cap_and_still_serves(small_cap_stub) -> None:
@@ -517,6 +526,8 @@ CAPPED = [
     ("epsilons", attack(epsilons=(0.1,) * 5), ("epsilons", "1..4")),
     ("samples", saliency("smoothgrad", params=pb.SaliencyParams(samples=33)), ("samples", "1..32")),
     ("channels", visualize("conv2", channels=range(9)), ("channels", "1..8")),
+    ("layers", activations(["conv1", "relu1", "conv2", "relu2"]), ("layers", "1..3", "max_layers")),
+    ("restarts", visualize(restarts=3, steps=2), ("restarts", "1..2", "max_restarts")),
 ]  # fmt: skip
 
 
@@ -527,6 +538,24 @@ def test_configured_caps_are_enforced(small_cap_stub, call, fragments) -> None:
     assert info.value.code() == INVALID, info.value.details()
     for fragment in fragments:
         assert fragment in info.value.details()
+
+
+BUDGETS = [
+    # 8 channels x 2 restarts x 64^2 px = 65,536 batch pixels > 12,544
+    ("batch-pixels", visualize("conv2", channels=range(8), restarts=2, image_size=64, steps=2), "max_batch_pixels"),
+    # 8 x 2 x 28^2 = 12,544 batch pixels (at the budget) x 101 steps > 1,254,400
+    ("pixel-steps", visualize("conv2", channels=range(8), restarts=2, steps=101), "max_pixel_steps"),
+    # 20 copies of a 28^2 input per forward = 15,680 batch pixels > 12,544
+    ("saliency-batch", saliency("smoothgrad", params=pb.SaliencyParams(samples=30, batch_size=20)), "max_batch_pixels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "budget"), [c[1:] for c in BUDGETS], ids=[c[0] for c in BUDGETS])
+def test_combined_budgets_are_refused_before_any_work(small_cap_stub, call, budget) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call(small_cap_stub)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert budget in info.value.details()
 
 
 # -- after all of it ---------------------------------------------------------------------------------------

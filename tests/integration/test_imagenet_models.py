@@ -32,9 +32,10 @@ def client(target) -> Iterator[InterpClient]:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"])
 def test_saliency(client, cat_png, model, method) -> None:
-    r = client.saliency(cat_png, model=model, method=method, samples=2, steps=2, batch_size=2)
+    params = {"smoothgrad": {"samples": 2, "batch_size": 2}, "integrated_gradients": {"steps": 2, "batch_size": 2}}
+    r = client.saliency(cat_png, model=model, method=method, **params.get(method, {}))
     assert r.map.shape == (224, 224) and np.isfinite(r.map).all() and r.map.min() >= 0
-    assert r.input.shape == (3, 224, 224) and r.pretrained is False
+    assert r.input.shape == (224, 224, 3) and r.pretrained is False
     assert r.overlay_png.startswith(b"\x89PNG") and r.target is not None
 
 
@@ -52,7 +53,7 @@ def test_attack_sweep_and_target(client, cat_png, model) -> None:
 def test_visualize_filter_rgb(client, model) -> None:
     events = []
     r = client.visualize_filter(model, LAYER[model], [0, 3], steps=4, image_size=48, progress=events.append)
-    assert r.images.shape == (2, 3, 48, 48) and 0 <= r.images.min() and r.images.max() <= 1
+    assert r.images.shape == (2, 48, 48, 3) and 0 <= r.images.min() and r.images.max() <= 1
     assert r.params["parameterization"] == "fourier" and r.params["steps"] == 4
     assert [e.step for e in events] == [1, 2, 3, 4]
 
@@ -61,12 +62,12 @@ def test_visualize_filter_rgb(client, model) -> None:
 def test_dream_and_interpolate(client, cat_png, model) -> None:
     stream = client.iter_dream(cat_png, model=model, layers={RELU[model]: 1.0}, octaves=1, iterations=2)
     items = list(stream)
-    assert items[-1].image.shape == (3, 224, 224) and len(items) == 3  # two progress events, then the result
+    assert items[-1].image.shape == (224, 224, 3) and len(items) == 3  # two progress events, then the result
     flipped = cv2.imencode(".png", cv2.flip(cv2.imdecode(np.frombuffer(cat_png, np.uint8), cv2.IMREAD_COLOR), 1))[1]
     r = client.interpolate(
         cat_png, model=model, target=flipped.tobytes(), alphas=[0, 1], iterations=2, warm_iterations=1
     )
-    assert [a.alpha for a in r.results] == [0, 1] and r.results[1].image.shape == (3, 224, 224)
+    assert [a.alpha for a in r.results] == [0, 1] and r.results[1].image.shape == (224, 224, 3)
 
 
 def test_cli_saliency_and_visualize_on_alexnet(target, tmp_path, cat_png) -> None:

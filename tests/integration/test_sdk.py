@@ -92,7 +92,7 @@ def test_classify_lenet_probabilities_are_the_softmax_of_the_logits(client, shir
     order = np.argsort(-probs)[:3]
     assert [p.index for p in r.predictions] == order.tolist()
     np.testing.assert_allclose([p.probability for p in r.predictions], probs[order], rtol=1e-4)
-    assert r.input.shape == (1, 28, 28) and r.input_png.startswith(PNG_SIGNATURE)
+    assert r.input.shape == (28, 28, 1) and r.input_png.startswith(PNG_SIGNATURE)
     assert r.model == "lenet" and r.request_id and len(r.weights_sha256) == 64
 
 
@@ -102,7 +102,7 @@ def test_raw_arrays_and_encoded_bytes_classify_the_same(client, shirt, shirt_png
     from_float = client.classify(shirt.astype(np.float32) / 255.0, model="lenet")
     np.testing.assert_allclose(from_uint8.logits, from_png.logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(from_float.logits, from_png.logits, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(from_png.input[0], shirt / 255.0, atol=1e-6)
+    np.testing.assert_allclose(from_png.input[..., 0], shirt / 255.0, atol=1e-6)
 
 
 def test_classify_vgg16_on_a_photo(client, cat_png, tmp_path: Path):
@@ -110,7 +110,7 @@ def test_classify_vgg16_on_a_photo(client, cat_png, tmp_path: Path):
     path.write_bytes(cat_png)
     r = client.classify(path, model="vgg16")
     assert len(r.predictions) == 5  # the server's default top_k
-    assert r.input.shape == (3, 224, 224)
+    assert r.input.shape == (224, 224, 3)
     assert 0.0 <= float(r.input.min()) and float(r.input.max()) <= 1.0
     assert r.pretrained is False
     assert r.save(tmp_path / "out")[0].read_bytes().startswith(PNG_SIGNATURE)
@@ -239,7 +239,7 @@ def test_dream(client, shirt_png):
         shirt_png, model="lenet", layers={"conv2": 1.0}, progress=events.append, octaves=2, iterations=3
     )
     assert events
-    assert r.image.shape == (1, 28, 28)
+    assert r.image.shape == (28, 28, 1)
     assert r.png.startswith(PNG_SIGNATURE)
     assert [g.layer for g in r.gains] and r.params["octaves"] == 2
 
@@ -256,7 +256,7 @@ def test_interpolate_with_class_names(client, shirt_png):
         set_size=4,
     )
     assert [a.alpha for a in r.results] == [0.0, 1.0]
-    assert all(a.image.shape == (1, 28, 28) for a in r.results)
+    assert all(a.image.shape == (28, 28, 1) for a in r.results)
     assert r.params["set_size"] == 4
 
 

@@ -88,10 +88,15 @@ def test_unknown_model_names_the_valid_ones(stub) -> None:
     assert "vgg16" in info.value.details() and "lenet" in info.value.details()
 
 
-def test_top_k_out_of_range(stub, sneaker_png) -> None:
+def test_top_k_above_the_class_count_returns_every_class(stub, sneaker_png) -> None:
+    # Documented in the contract: "above the class count: every class".
+    image = pb.Image(encoded=sneaker_png)
+    reply = stub.Classify(pb.ClassifyRequest(model="lenet", image=image, top_k=20), timeout=5)
+    assert len(reply.predictions) == 10
+    assert sorted(p.index for p in reply.predictions) == list(range(10))
     with pytest.raises(grpc.RpcError) as info:
-        stub.Classify(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=sneaker_png), top_k=11), timeout=5)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1..10" in info.value.details()
+        stub.Classify(pb.ClassifyRequest(model="lenet", image=image, top_k=0), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "top_k" in info.value.details()
 
 
 def test_server_info(stub) -> None:

@@ -202,7 +202,7 @@ def test_sdk_progress_callback_that_raises_cancels_the_server_work(served) -> No
         wait_until(lambda: idle(srv), timeout=2.0)
         assert seen == [1, 2, 3, 4, 5]
         result = client.dream(IMAGE.encoded, model="lenet", layers="conv2", octaves=1, iterations=2)
-        assert result.image.shape == (1, 28, 28)
+        assert result.image.shape == (28, 28, 1)
     with InterpClient(target) as client, pytest.raises(errors.DeadlineExceeded):
         client.visualize_filter("lenet", "conv2", 0, steps=2048, timeout=0.5)
     wait_until(lambda: idle(srv), timeout=2.0)

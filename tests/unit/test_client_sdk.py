@@ -74,7 +74,7 @@ def test_classify_decodes_everything(fake):
     assert [p.index for p in r.predictions] == [0, 1, 2]
     assert r.top.label == "class 0"
     np.testing.assert_array_equal(r.logits, np.arange(10, dtype=np.float32))
-    assert r.input.shape == (3, 4, 4) and r.input.dtype == np.float32
+    assert r.input.shape == (4, 4, 3) and r.input.dtype == np.float32  # channels last, like any input
     assert r.input_png == PNG
     assert (r.model, r.pretrained, r.request_id, r.elapsed_ms) == ("vgg16", False, "rid-1", 1.5)
     c.classify(PNG, model="vgg16")
@@ -152,7 +152,7 @@ def test_attack_sweep_and_result(fake):
     assert request.target.label == "bag" and request.params.steps == 5 and request.params.random_start
     assert isinstance(r, AttackResult)
     assert [o.success for o in r.outcomes] == [False, True]
-    assert r.outcomes[1].adversarial.shape == (3, 4, 4)
+    assert r.outcomes[1].adversarial.shape == (4, 4, 3)
     assert r.params == {"steps": 10, "seed": 123456789012}
     c.attack(PNG, model="lenet", epsilon=0.03)
     assert list(last_request(servicer).epsilons) == pytest.approx([0.03])
@@ -171,7 +171,7 @@ def test_visualize_filter_blocking_with_progress_and_iterator(fake):
     assert events[0].preview_png is None and events[1].preview_png == PNG
     assert events[1].stage == "octave 1/1" and events[1].total_steps == 2
     assert isinstance(r, FilterVisualization)
-    assert r.images.shape == (2, 3, 8, 8) and r.activations == (3.0, 7.0)
+    assert r.images.shape == (2, 8, 8, 3) and r.activations == (3.0, 7.0)
     assert r.params == {"steps": 64, "seed": 0}
 
     items = list(c.iter_visualize_filter("vgg16", "conv3_1", 3))

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
     generate.generate(tmp_path)
-    for name in ("interp_pb2.py", "interp_pb2.pyi", "interp_pb2_grpc.py"):
+    for name in ("interp_pb2.py", "interp_pb2.pyi", "interp_pb2_grpc.py", "interp_docs.py"):
         fresh = (tmp_path / "protos" / name).read_text()
         committed = (ROOT / "protos" / name).read_text()
         assert fresh == committed, f"protos/{name} is stale: run `make protos` and commit"

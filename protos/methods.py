@@ -1,0 +1,270 @@
+"""The method table: one declaration per RPC of interp.v1, read by the server, the SDK and the CLI.
+
+Each :class:`Method` names the RPC, its request and reply messages (for a streamed RPC the reply
+is the final result carried by the stream's event message), where its parameters live, which
+request fields this server caps (and with which ``Limits`` field), the CLI subcommand and its
+positional arguments, and a one-line help. From it and the message descriptors:
+
+- ``server/servicer.py`` builds every handler's shared path (model readiness, caps, params
+  resolution with defaults, error mapping, stamping, streaming with progress and cancellation);
+  what stays per RPC (``server/methods.py``) is the call into ``interp`` and the conversion of its
+  result;
+- ``client/sdk.py`` fills requests from keyword arguments by field name and wraps replies in the
+  result classes; its typed methods are checked against this table by the tests;
+- ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
+  the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
+
+Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
+handler in ``server/methods.py``, one result class in ``client/results.py`` and, where the CLI
+should print a table, one formatter in ``client/cli.py``. This module imports only protobuf
+(the SDK installs without torch).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from protos import interp_pb2 as pb
+
+__all__ = ["Cap", "Method", "METHODS", "by_rpc", "by_command", "check_table"]
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A server cap on one request field: ``floor <= value <= Limits.<limit>``.
+
+    For a repeated field the cap applies to its length. ``path`` fields are written
+    ``params.steps`` (a field of the Params message) or ``epsilons`` (a request field).
+    """
+
+    limit: str
+    floor: int = 1
+
+
+@dataclass(frozen=True)
+class Method:
+    rpc: str
+    request: type[Message]
+    reply: type[Message]
+    help: str
+    event: type[Message] | None = None  # streamed RPCs: the event message (progress | result)
+    params: str | None = None  # the request field holding the method's Params message
+    caps: Mapping[str, Cap] = field(default_factory=dict)
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # string fields with fixed values
+    heavy: bool = False  # admitted through the server's capacity gate
+    command: str = ""  # CLI subcommand ("" : none)
+    positionals: tuple[str, ...] = ()  # CLI positional arguments, request field names in order
+    sdk: str = ""  # the SDK method's name when it is not the RPC's in snake case
+
+    @property
+    def streamed(self) -> bool:
+        return self.event is not None
+
+    @property
+    def sdk_name(self) -> str:
+        """The SDK method's name: ``sdk``, or the RPC in snake case (``VisualizeFilter`` -> ``visualize_filter``)."""
+        return self.sdk or _snake(self.rpc)
+
+    @property
+    def params_message(self) -> type[Message] | None:
+        if self.params is None:
+            return None
+        descriptor = self.request.DESCRIPTOR.fields_by_name[self.params].message_type
+        return _message_class(descriptor.name)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _message_class(name: str) -> type[Message]:
+    return getattr(pb, name)  # type: ignore[no-any-return]
+
+
+SALIENCY_METHODS = (
+    "gradient",
+    "gradient_x_input",
+    "smoothgrad",
+    "integrated_gradients",
+    "guided_backprop",
+    "grad_cam",
+)
+ATTACK_METHODS = ("fgsm", "bim", "pgd")
+
+METHODS: tuple[Method, ...] = (
+    Method("ListModels", pb.ListModelsRequest, pb.ListModelsResponse, "list models and their status", command="models"),
+    Method(
+        "DescribeModel",
+        pb.DescribeModelRequest,
+        pb.DescribeModelResponse,
+        "a model's layer catalogue, class labels and preprocessing",
+        command="layers",
+        positionals=("model",),
+    ),
+    Method(
+        "GetServerInfo",
+        pb.GetServerInfoRequest,
+        pb.ServerInfo,
+        "server version, device, limits, running and queued work, libraries",
+        command="info",
+        sdk="server_info",
+    ),
+    Method(
+        "Classify",
+        pb.ClassifyRequest,
+        pb.ClassifyResponse,
+        "top-k predictions for an image",
+        command="classify",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "Activations",
+        pb.ActivationsRequest,
+        pb.ActivationsResponse,
+        "activation maps of one or more layers (one forward pass)",
+        caps={"layers": Cap("max_layers")},
+        command="activations",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "Kernels",
+        pb.KernelsRequest,
+        pb.KernelsResponse,
+        "a conv layer's trained kernels as an image grid",
+        command="kernels",
+        positionals=("model", "layer"),
+    ),
+    Method(
+        "Saliency",
+        pb.SaliencyRequest,
+        pb.SaliencyResponse,
+        "saliency map for a class (overlay and heatmap)",
+        params="params",
+        caps={"params.samples": Cap("max_samples"), "params.steps": Cap("max_samples")},
+        choices={"method": SALIENCY_METHODS},
+        heavy=True,
+        command="saliency",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "Attack",
+        pb.AttackRequest,
+        pb.AttackResponse,
+        "FGSM / BIM / PGD adversarial examples at one or several epsilons",
+        params="params",
+        caps={"epsilons": Cap("max_epsilons"), "params.steps": Cap("max_steps")},
+        choices={"method": ATTACK_METHODS},
+        heavy=True,
+        command="attack",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "VisualizeFilter",
+        pb.VisualizeFilterRequest,
+        pb.VisualizeFilterResult,
+        "inputs that maximize channels of a layer (streamed)",
+        event=pb.VisualizeFilterEvent,
+        params="params",
+        caps={
+            "channels": Cap("max_channels"),
+            "params.steps": Cap("max_steps"),
+            "params.image_size": Cap("max_image_side", floor=16),
+            "params.restarts": Cap("max_restarts"),
+        },
+        heavy=True,
+        command="visualize",
+        positionals=("model", "layer"),
+    ),
+    Method(
+        "DeepDream",
+        pb.DeepDreamRequest,
+        pb.DeepDreamResult,
+        "DeepDream an image (streamed)",
+        event=pb.DeepDreamEvent,
+        params="params",
+        caps={"params.iterations": Cap("max_steps"), "params.octaves": Cap("max_octaves")},
+        heavy=True,
+        command="dream",
+        sdk="dream",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "InterpolateFeatures",
+        pb.InterpolateFeaturesRequest,
+        pb.InterpolateFeaturesResult,
+        "deep feature interpolation along an attribute (streamed)",
+        event=pb.InterpolateFeaturesEvent,
+        params="params",
+        caps={
+            "alphas": Cap("max_alphas"),
+            "params.iterations": Cap("max_steps"),
+            "params.warm_iterations": Cap("max_steps"),
+            "params.set_size": Cap("max_set_size"),
+        },
+        heavy=True,
+        command="interpolate",
+        sdk="interpolate",
+        positionals=("model", "source"),
+    ),
+)
+
+_BY_RPC = {m.rpc: m for m in METHODS}
+_BY_COMMAND = {m.command: m for m in METHODS if m.command}
+
+
+def by_rpc(name: str) -> Method:
+    return _BY_RPC[name]
+
+
+def by_command(name: str) -> Method:
+    return _BY_COMMAND[name]
+
+
+def check_table() -> list[str]:
+    """Disagreements between the table and the service descriptor (empty when they agree)."""
+    problems = []
+    service = pb.DESCRIPTOR.services_by_name["Interp"]
+    declared = {m.name: m for m in service.methods}
+    for name in declared.keys() - _BY_RPC.keys():
+        problems.append(f"RPC {name} is in interp.proto but not in the method table")
+    for name in _BY_RPC.keys() - declared.keys():
+        problems.append(f"method table entry {name} is not an RPC of interp.proto")
+    limits = {f.name for f in pb.Limits.DESCRIPTOR.fields}
+    for method in METHODS:
+        rpc = declared.get(method.rpc)
+        if rpc is None:
+            continue
+        if rpc.input_type.full_name != method.request.DESCRIPTOR.full_name:
+            problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
+        if rpc.server_streaming != method.streamed:
+            problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        reply = rpc.output_type
+        if method.event is not None:
+            if reply.full_name != method.event.DESCRIPTOR.full_name:
+                problems.append(f"{method.rpc}: event is {reply.full_name}")
+            reply = reply.fields_by_name["result"].message_type
+        if reply.full_name != method.reply.DESCRIPTOR.full_name:
+            problems.append(f"{method.rpc}: reply is {reply.full_name}")
+        for path, cap in method.caps.items():
+            if cap.limit not in limits:
+                problems.append(f"{method.rpc}: cap on {path} names unknown limit {cap.limit}")
+            if _field(method, path) is None:
+                problems.append(f"{method.rpc}: cap on unknown field {path}")
+        for name in (*method.positionals, *method.choices):
+            if name not in method.request.DESCRIPTOR.fields_by_name:
+                problems.append(f"{method.rpc}: unknown request field {name}")
+    return problems
+
+
+def _field(method: Method, path: str):  # type: ignore[no-untyped-def]
+    head, _, rest = path.partition(".")
+    descriptor = method.request.DESCRIPTOR.fields_by_name.get(head)
+    if descriptor is None or not rest:
+        return descriptor
+    if descriptor.message_type is None:
+        return None
+    return descriptor.message_type.fields_by_name.get(rest)

@@ -1,0 +1,551 @@
+"""What stays per RPC: the call into ``interp`` and the conversion of its result.
+
+Everything else a handler needs (model readiness, caps, params resolution with defaults, error
+mapping, capacity, stamping, streaming with progress and cancellation) is the shared path in
+``server/servicer.py``, driven by the method table (``protos/methods.py``). A handler is
+registered with :func:`handler` and receives a :class:`server.servicer.Ctx`, the request and the
+resolved parameters (the ``interp`` dataclass, or None for a method without Params). A unary
+handler returns the reply message; a streamed one returns :class:`Streamed` (the loop to run on
+a worker and the conversion of its result). The shared path fills ``stamp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from interp import rendering
+from interp.adversarial import AttackParams
+from interp.deepdream import DeepDreamParams
+from interp.feature_vis import FeatureVisParams
+from interp.interpolation import InterpolateFeaturesParams
+from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
+from interp.saliency import SaliencyParams
+from models.hub import LoadedModel
+from protos import interp_pb2 as pb
+from server import convert
+from server.errors import BadRequest
+
+if TYPE_CHECKING:
+    from server.servicer import Ctx
+
+API_VERSION = "interp.v1"
+LIBRARIES = ("torch", "torchvision", "captum", "grpcio", "protobuf", "numpy", "opencv-python-headless")
+
+Resolver = Callable[[Any, LoadedModel, Any], Any]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A streamed handler's work: ``run(on_step, should_stop)`` on a worker, then ``finish(result)``."""
+
+    run: Callable[[Callable[..., None], Callable[[], bool]], object]
+    finish: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    fn: Callable[..., Any]
+    params: type | None = None  # the interp dataclass of the Params message
+    resolve: Resolver | None = None  # model-dependent defaults: (params, model, request) -> params
+    model: str = "ready"  # "ready": the request's model must be READY; "any": served; "none": no model
+    # The Params fields this request's method reads (None: all); the others are neither capped
+    # by their defaults nor echoed.
+    applies: Callable[[Any], Sequence[str]] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(
+    rpc: str,
+    *,
+    params: type | None = None,
+    resolve: Resolver | None = None,
+    model: str = "ready",
+    applies: Callable[[Any], Sequence[str]] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if rpc in HANDLERS:
+            raise ValueError(f"two handlers for {rpc}")
+        HANDLERS[rpc] = Handler(fn, params, resolve, model, applies)
+        return fn
+
+    return register
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# -- models and server -----------------------------------------------------------------------
+
+
+@handler("ListModels", model="none")
+def list_models(ctx: Ctx, request: pb.ListModelsRequest, params: None) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(models=[convert.model_info(m) for m in ctx.hub.all()])
+
+
+@handler("DescribeModel", model="any")
+def describe_model(ctx: Ctx, request: pb.DescribeModelRequest, params: None) -> pb.DescribeModelResponse:
+    model = ctx.model
+    return pb.DescribeModelResponse(
+        model=convert.model_info(model),
+        layers=[convert.layer(info) for info in model.layers],
+        labels=list(model.spec.labels),
+        preprocessing=convert.preprocessing(model),
+        default_gradcam_layer=model.spec.default_gradcam_layer,
+    )
+
+
+@handler("GetServerInfo", model="none")
+def server_info(ctx: Ctx, request: pb.GetServerInfoRequest, params: None) -> pb.ServerInfo:
+    from server import __version__
+
+    limits = pb.Limits(**{f.name: getattr(ctx.limits, f.name) for f in pb.Limits.DESCRIPTOR.fields})
+    libraries = {name: package_version(name) for name in LIBRARIES}
+    libraries["python"] = platform.python_version()
+    config = ctx.servicer.config
+    return pb.ServerInfo(
+        version=__version__,
+        api_version=API_VERSION,
+        device=config.device,
+        limits=limits,
+        libraries=libraries,
+        models=ctx.hub.names(),
+        worker_threads=config.worker_threads,
+        auth_required=ctx.servicer.auth_required,
+        tls=config.tls_cert is not None,
+        implemented_rpcs=[m.name for m in pb.DESCRIPTOR.services_by_name["Interp"].methods],
+        running_heavy=ctx.servicer.gate.running,
+        queued_heavy=ctx.servicer.gate.waiting,
+    )
+
+
+@handler("Classify")
+def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.ClassifyResponse:
+    x = ctx.input(request.image)
+    classes = ctx.model.spec.num_classes
+    top_k = request.top_k if request.HasField("top_k") else 5
+    if top_k < 1:
+        raise BadRequest(f"top_k must be at least 1, got {top_k}", field="top_k")
+    top_k = min(top_k, classes)  # documented: above the class count returns every class
+    with torch.no_grad():
+        logits = ctx.module(x)[0]
+    values, indices = torch.softmax(logits, dim=0).topk(top_k)
+    return pb.ClassifyResponse(
+        predictions=[ctx.prediction(i, p) for i, p in zip(indices.tolist(), values.tolist(), strict=True)],
+        input=ctx.input_message(x),
+        logits=convert.tensor(logits),
+    )
+
+
+# -- single-pass methods ------------------------------------------------------------------------
+
+
+@handler("Activations")
+def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.ActivationsResponse:
+    from interp.activations import activations as compute
+
+    if not request.layers:
+        raise BadRequest(
+            f"at least one layer is required; see DescribeModel for {ctx.model.spec.name}'s layers", field="layers"
+        )
+    requested = list(dict.fromkeys(request.layers))  # a layer named twice is computed and sent once
+    paths = [ctx.layer(name, field=f"layers[{i}]") for i, name in enumerate(requested)]
+    top_k = request.top_k if request.HasField("top_k") else 0
+    if top_k < 0:
+        raise BadRequest(f"top_k must be >= 0, got {top_k}", field="top_k")
+    include = request.include_tensors if request.HasField("include_tensors") else True
+    ctx.check_budget("Activations", _activation_bytes(ctx.model, paths, include))
+    x = ctx.input(request.image)
+    result = compute(ctx.module, x, list(dict.fromkeys(paths)), top_k=top_k)
+    layers = []
+    for name, path in zip(requested, paths, strict=True):
+        ctx.check_stop()
+        act = result[path]
+        top = act.top_channels[0].tolist() if top_k else []
+        sample = act.tensor[0]
+        grid = b""
+        if sample.dim() == 3:
+            grid = rendering.encode_png(rendering.channel_grid(sample, top or None))
+        layers.append(
+            pb.LayerActivation(
+                layer=path,
+                requested=name,
+                activation=convert.tensor(sample) if include else None,
+                channel_mean=convert.tensor(act.channel_mean[0]),
+                channel_max=convert.tensor(act.channel_max[0]),
+                top_channels=top,
+                grid_png=grid,
+            )
+        )
+    return pb.ActivationsResponse(input=ctx.input_message(x), layers=layers, resolved_top_k=top_k)
+
+
+def _activation_bytes(model: LoadedModel, paths: Sequence[str], include_tensors: bool) -> int:
+    """Bytes the answer will carry: float32 tensors (when sent) plus an 8-bit grid per layer."""
+    shapes = {info.name: info.output_shape for info in model.layers}
+    total = 0
+    for path in dict.fromkeys(paths):
+        elements = int(np.prod(shapes.get(path, (1,))))
+        total += elements * (4 if include_tensors else 0) + elements  # grid PNG: at most 1 byte a value
+    return total
+
+
+@handler("Kernels")
+def kernels(ctx: Ctx, request: pb.KernelsRequest, params: None) -> pb.KernelsResponse:
+    from interp.kernels import kernels as compute
+
+    path = ctx.layer(request.layer, field="layer")
+    result = compute(ctx.module, path)
+    # Colour patches only where the kernel's 3 input channels ARE the image's R, G, B.
+    first_conv = next((info.name for info in ctx.model.layers if info.has_kernels), None)
+    rgb = result.rgb and ctx.model.spec.input_shape[0] == 3 and path == first_conv
+    return pb.KernelsResponse(
+        layer=path,
+        weights=convert.tensor(result.weights),
+        bias=convert.tensor(result.bias) if result.bias is not None else None,
+        rgb=rgb,
+        grid_png=rendering.encode_png(rendering.kernel_grid(result.weights, rgb=rgb)),
+    )
+
+
+def _resolve_saliency(params: SaliencyParams, model: LoadedModel, request: pb.SaliencyRequest) -> SaliencyParams:
+    if request.method not in SALIENCY_METHOD_PARAMS:
+        valid = ", ".join(SALIENCY_METHOD_PARAMS)
+        raise BadRequest(f"unknown saliency method {request.method!r}; valid methods: {valid}", field="method")
+    reads = set(SALIENCY_METHOD_PARAMS[request.method]) | set(SALIENCY_RENDERING)
+    for field, _ in request.params.ListFields():
+        if field.name not in reads:
+            raise BadRequest(
+                f"parameter {field.name} does not apply to {request.method} (it reads: {', '.join(sorted(reads))})",
+                field=f"params.{field.name}",
+            )
+    if request.method == "grad_cam":
+        layer = params.layer if params.layer is not None else model.spec.default_gradcam_layer
+        if not layer:
+            raise BadRequest(f"grad_cam needs params.layer for {model.spec.name}", field="params.layer")
+        params = dataclasses.replace(params, layer=model.resolve_layer(layer))
+    return params
+
+
+SALIENCY_RENDERING = ("clip_percentile", "colormap")
+
+
+def _saliency_applies(request: pb.SaliencyRequest) -> tuple[str, ...]:
+    return (*SALIENCY_METHOD_PARAMS.get(request.method, ()), *SALIENCY_RENDERING)
+
+
+@handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies)
+def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> pb.SaliencyResponse:
+    from interp.saliency import saliency as compute
+
+    samples = {"smoothgrad": params.samples, "integrated_gradients": params.steps}.get(request.method, 1)
+    _, height, width = ctx.model.spec.input_shape
+    # One forward holds min(batch_size, samples) copies of the input; all of them together x samples.
+    ctx.check_work("Saliency", batch=min(params.batch_size, samples), side=max(height, width), steps=1)
+    x = ctx.input(request.image)
+    target = ctx.target_index(request.target)
+    # No separate forward for the prediction: saliency resolves an unset target to the predicted
+    # class and returns the probabilities from its own (clean-input) forward.
+    result = compute(
+        ctx.module,
+        x,
+        None if target is None else torch.tensor([target], device=x.device),
+        method=request.method,
+        params=params,
+        should_stop=ctx.should_stop,
+    )
+    target = int(result.target[0])
+    probs = result.probabilities[0].cpu()
+    saliency_map = result.map[0].detach().cpu()
+    heat = rendering.heatmap(saliency_map, clip_percentile=params.clip_percentile, colormap=params.colormap)
+    applies = _saliency_applies(request)
+    return pb.SaliencyResponse(
+        input=ctx.input_message(x),
+        method=request.method,
+        target=ctx.prediction(target, probs[target]),
+        map=convert.tensor(saliency_map),
+        attribution=convert.tensor(result.attribution[0]),
+        heatmap_png=rendering.encode_png(heat),
+        overlay_png=rendering.encode_png(rendering.overlay(x[0].cpu(), heat)),
+        resolved=convert.params_to_proto(result.params, pb.SaliencyParams, only=applies),
+    )
+
+
+ATTACK_PARAMS = {
+    "fgsm": (),
+    "bim": ("step_size", "steps", "random_start"),
+    "pgd": ("step_size", "steps", "random_start", "seed"),
+}
+
+
+def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.AttackRequest) -> AttackParams:
+    if request.method not in ATTACK_PARAMS:
+        raise BadRequest(
+            f"unknown attack method {request.method!r}; valid methods: {', '.join(ATTACK_PARAMS)}", field="method"
+        )
+    if not request.epsilons:
+        raise BadRequest("at least one epsilon is required, each in (0, 1] (pixel units)", field="epsilons")
+    for i, epsilon in enumerate(request.epsilons):
+        if not (np.isfinite(epsilon) and 0 < epsilon <= 1):
+            raise BadRequest(f"epsilon must be in (0, 1] (pixel units), got {epsilon}", field=f"epsilons[{i}]")
+    reads = ATTACK_PARAMS[request.method]
+    for field, _ in request.params.ListFields():
+        # bim with random_start is allowed (it is pgd's start); the seed then applies too
+        if field.name not in reads and not (request.method == "bim" and field.name == "seed"):
+            raise BadRequest(
+                f"parameter {field.name} does not apply to {request.method}"
+                + (
+                    f" (it reads: {', '.join(reads)})"
+                    if reads
+                    else " (fgsm is one step with no parameters: use bim or pgd for steps or a random start)"
+                ),
+                field=f"params.{field.name}",
+            )
+    return params
+
+
+@handler("Attack", params=AttackParams, resolve=_resolve_attack, applies=lambda r: ATTACK_PARAMS.get(r.method, ()))
+def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.AttackResponse:
+    from interp.adversarial import attack as compute
+
+    x = ctx.input(request.image)
+    target = ctx.target_index(request.target)
+    with torch.no_grad():
+        probs = torch.softmax(ctx.module(x), dim=1)[0]
+    original = int(probs.argmax())
+    outcomes, resolved = [], None
+    for epsilon in request.epsilons:
+        result = compute(
+            ctx.module,
+            x,
+            method=request.method,
+            epsilon=float(epsilon),
+            target=None if target is None else torch.tensor([target], device=x.device),
+            params=params,
+            should_stop=ctx.should_stop,
+        )
+        resolved = result.params
+        adversarial = result.adversarial[0].detach().cpu()
+        outcomes.append(
+            pb.AttackOutcome(
+                epsilon=float(epsilon),
+                adversarial=convert.tensor(adversarial),
+                adversarial_png=rendering.encode_png(rendering.to_uint8_image(adversarial)),
+                perturbation_png=rendering.encode_png(
+                    rendering.perturbation_image(adversarial - x[0].cpu(), float(epsilon))
+                ),
+                prediction=ctx.prediction(result.predictions[0], result.probabilities[0, result.predictions[0]]),
+                success=bool(result.success[0]),
+                linf=float(result.linf[0]),
+                l2=float(result.l2[0]),
+                step_size=float(result.params.step_size or 0.0),
+            )
+        )
+    applies = tuple(name for name in ATTACK_PARAMS[request.method] if name != "step_size")  # per epsilon
+    if request.method == "bim" and resolved is not None and resolved.random_start:
+        applies = (*applies, "seed")
+    response = pb.AttackResponse(
+        input=ctx.input_message(x),
+        method=request.method,
+        original=ctx.prediction(original, probs[original]),
+        targeted=target is not None,
+        outcomes=outcomes,
+        resolved=convert.params_to_proto(resolved, pb.AttackParams, only=applies),
+    )
+    if target is not None:
+        response.target.CopyFrom(ctx.prediction(target, probs[target]))
+    return response
+
+
+# -- iterative methods (streamed) ---------------------------------------------------------------
+
+
+def _resolve_visualize(
+    params: FeatureVisParams, model: LoadedModel, request: pb.VisualizeFilterRequest
+) -> FeatureVisParams:
+    from interp.feature_vis import resolve
+
+    return resolve(params, in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1])
+
+
+@handler("VisualizeFilter", params=FeatureVisParams, resolve=_resolve_visualize)
+def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: FeatureVisParams) -> Streamed:
+    from interp.feature_vis import visualize_filter as compute
+
+    model = ctx.model
+    path = ctx.layer(request.layer, field="layer")
+    info = next(i for i in model.layers if i.name == path)
+    channels = list(request.channels)
+    if not channels:
+        raise BadRequest(f"at least one channel is required, in 0..{info.channels - 1}", field="channels")
+    for i, c in enumerate(channels):
+        if not 0 <= c < info.channels:
+            raise BadRequest(
+                f"channel {c} out of range for {path}: valid 0..{info.channels - 1}", field=f"channels[{i}]"
+            )
+    in_channels, side = model.spec.input_shape[0], model.spec.input_shape[1]
+    ctx.check_work(
+        "VisualizeFilter",
+        batch=len(channels) * int(params.restarts or 1),
+        side=int(params.image_size or side),
+        steps=int(params.steps or 1),
+    )
+    label = ctx.layer_label(request.layer, path)
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        return compute(
+            ctx.module,
+            path,
+            channels,
+            in_channels=in_channels,
+            input_size=side,
+            params=params,
+            on_step=on_step,
+            should_stop=should_stop,
+        )
+
+    def finish(result: Any) -> pb.VisualizeFilterResult:
+        images = result.images.detach().cpu()
+        return pb.VisualizeFilterResult(
+            layer=path,
+            channels=channels,
+            images=convert.tensor(images),
+            pngs=[rendering.encode_png(rendering.to_uint8_image(image)) for image in images],
+            grid_png=rendering.encode_png(rendering.image_grid(images, labels=[f"{label}:{c}" for c in channels])),
+            activations=[float(a) for a in result.activations],
+            resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
+        )
+
+    return Streamed(run, finish)
+
+
+def _resolve_dream(params: DeepDreamParams, model: LoadedModel, request: pb.DeepDreamRequest) -> DeepDreamParams:
+    from interp.deepdream import resolve
+
+    return resolve(params, in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1])
+
+
+@handler("DeepDream", params=DeepDreamParams, resolve=_resolve_dream)
+def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) -> Streamed:
+    from interp.deepdream import deepdream
+
+    if not request.layers:
+        raise BadRequest(
+            f"at least one layer is required; see DescribeModel for {ctx.model.spec.name}'s layers", field="layers"
+        )
+    layers: dict[str, float] = {}
+    for i, item in enumerate(request.layers):
+        weight = item.weight if item.HasField("weight") else 1.0
+        if not np.isfinite(weight):
+            raise BadRequest(f"layer weight must be finite, got {weight}", field=f"layers[{i}].weight")
+        layers[ctx.layer(item.layer, field=f"layers[{i}].layer")] = weight
+    x = ctx.input(request.image)
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        return deepdream(ctx.module, x, layers, params=params, on_step=on_step, should_stop=should_stop)
+
+    def finish(result: Any) -> pb.DeepDreamResult:
+        image = result.image[0].detach().cpu()
+        return pb.DeepDreamResult(
+            input=ctx.input_message(x),
+            image=convert.tensor(image),
+            png=rendering.encode_png(rendering.to_uint8_image(image)),
+            gains=[
+                pb.LayerGain(layer=name, norm_before=result.norms_before[name], norm_after=result.norms_after[name])
+                for name in layers
+            ],
+            resolved=convert.params_to_proto(result.params, pb.DeepDreamParams),
+        )
+
+    return Streamed(run, finish)
+
+
+def _resolve_interpolate(
+    params: InterpolateFeaturesParams, model: LoadedModel, request: pb.InterpolateFeaturesRequest
+) -> InterpolateFeaturesParams:
+    from interp.interpolation import DEFAULT_ALPHAS, resolve
+
+    alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
+    for i, alpha in enumerate(alphas):
+        if not np.isfinite(alpha):
+            raise BadRequest(f"alphas must be finite numbers, got {alpha}", field=f"alphas[{i}]")
+    return resolve(params, num_alphas=len(alphas))
+
+
+@handler("InterpolateFeatures", params=InterpolateFeaturesParams, resolve=_resolve_interpolate)
+def interpolate_features(
+    ctx: Ctx, request: pb.InterpolateFeaturesRequest, params: InterpolateFeaturesParams
+) -> Streamed:
+    from interp.interpolation import DEFAULT_ALPHAS, attribute_vector, features
+    from interp.interpolation import interpolate_features as compute
+
+    model = ctx.model
+    names = list(request.layers) or list(model.spec.default_dfi_layers)
+    layers = [ctx.layer(name, field=f"layers[{i}]") for i, name in enumerate(names)]
+    alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
+    mode = request.WhichOneof("direction")
+    if mode is None:
+        raise BadRequest("give either attribute sets (positive and negative) or a target image", field="direction")
+    source = ctx.input(request.source, "source")
+    if mode == "target":
+        target_image = ctx.input(request.target, "target")
+    else:
+        sets = request.sets
+        set_size, seed = int(params.set_size or 1), int(params.seed or 0)
+        positive = ctx.image_set(sets.positive, sets.positive_class, "positive", set_size, seed)
+        negative = ctx.image_set(sets.negative, sets.negative_class, "negative", set_size, seed)
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        if mode == "target":
+            direction = features(ctx.module, target_image, layers) - features(ctx.module, source, layers)
+        else:
+            direction = attribute_vector(ctx.module, positive, negative, layers)
+        return compute(
+            ctx.module,
+            source,
+            layers,
+            direction=direction,
+            alphas=alphas,
+            params=params,
+            on_step=on_step,
+            should_stop=should_stop,
+        )
+
+    def finish(results: Any) -> pb.InterpolateFeaturesResult:
+        out = []
+        for item in results:
+            image = item.images[:1].detach()
+            with torch.no_grad():
+                probs = torch.softmax(ctx.module(image), dim=1)[0]
+            best = int(probs.argmax())
+            out.append(
+                pb.AlphaResult(
+                    alpha=float(item.alpha),
+                    image=convert.tensor(image[0].cpu()),
+                    png=rendering.encode_png(rendering.to_uint8_image(image[0].cpu())),
+                    feature_error=float(item.feature_error[0]),
+                    prediction=ctx.prediction(best, probs[best]),
+                )
+            )
+        return pb.InterpolateFeaturesResult(
+            input=ctx.input_message(source),
+            layers=layers,
+            results=out,
+            resolved=convert.params_to_proto(params, pb.InterpolateFeaturesParams),
+            alphas=alphas,
+        )
+
+    return Streamed(run, finish)
