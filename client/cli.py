@@ -23,10 +23,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from client.errors import InterpError
 from client.results import ModelInfo, Prediction, ProgressEvent, file_part
-from client.sdk import DEFAULT_TARGET, InterpClient
+from client.sdk import DEFAULT_TARGET, InterpClient, _fill_set
+from protos import interp_pb2 as pb
+from protos.interp_docs import FIELD_DOCS
+from protos.methods import METHODS, Method
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a local file could not be read or written
@@ -130,9 +135,7 @@ def _stamp_line(result: Any) -> str:
 
 
 def _files_line(paths: Sequence[Path]) -> str:
-    return (
-        "wrote " + ", ".join(str(p) for p in paths) if paths else "wrote no files (the server sent no images)"
-    )
+    return "wrote " + ", ".join(str(p) for p in paths) if paths else "wrote no files (the server sent no images)"
 
 
 class _Progress:
@@ -150,9 +153,7 @@ class _Progress:
             if self._bar is None:
                 from tqdm import tqdm  # only streaming commands pay for the import
 
-                self._bar = tqdm(
-                    total=event.total_steps or None, file=self.stream, unit="step", dynamic_ncols=True
-                )
+                self._bar = tqdm(total=event.total_steps or None, file=self.stream, unit="step", dynamic_ncols=True)
             if event.total_steps and self._bar.total != event.total_steps:
                 self._bar.total = event.total_steps
             if event.stage:
@@ -233,13 +234,165 @@ def _image_set(option: str, values: Sequence[str] | None) -> str | list[Path] | 
     return paths
 
 
-def _params(args: argparse.Namespace, names: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """SDK keyword parameters from the options that were given (unset ones keep server defaults)."""
-    return {param: getattr(args, dest) for dest, param in names if getattr(args, dest, None) is not None}
+def _split(values: Sequence[str] | None, kind: Callable[[str], Any], option: str) -> list[Any] | None:
+    """Repeated and/or comma-separated values: ``--channel 0 --channel 1,2`` -> [0, 1, 2]."""
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    out.append(kind(part.strip()))
+                except ValueError:
+                    raise UsageError(f"{option} {value!r}: expected {kind.__name__} values like 1,2,3") from None
+    return out
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def _layer_label(requested: str, path: str) -> str:
+    return path if not requested or requested == path else f"{requested} ({path})"
 
 
 # ---------------------------------------------------------------------------------------------
-# Commands: each returns (human text, JSON document)
+# Options derived from the method table: request fields and Params fields, help from interp.proto
+# ---------------------------------------------------------------------------------------------
+
+#: Option names that differ from the field's (kept short, or singular for repeated fields).
+_OPTION_NAMES = {
+    "epsilons": ("--eps", "--epsilon"),
+    "channels": ("--channel",),
+    "layers": ("--layer",),
+    "alphas": ("--alpha",),
+    "image_size": ("--size", "--image-size"),
+    "learning_rate": ("--lr", "--learning-rate"),
+}
+
+#: Help the CLI adds where a field's proto comment does not fit a command line.
+_HELP = {
+    "model": "a served model's name (see: interp models)",
+    "image": "image file (PNG, JPEG, BMP, WebP, TIFF)",
+    "source": "source image file",
+    "layer": "layer name or alias (see: interp layers MODEL)",
+    "channels": "channel index; repeat or give a list like 0,1,2",
+    "epsilons": "epsilon in pixel units (0, 1]; repeat or give a list to sweep",
+    "target": "class index or label (default: the predicted class; attack: untargeted)",
+}
+
+#: Request fields a command handles itself (images, oneofs), and per-command option overrides.
+_SPECIAL = {"image", "source", "sets", "model"}
+
+#: -o/--output per command: (metavar, True if a file path (else a directory), help).
+_OUTPUTS = {
+    "activations": ("DIR", False, "directory for LAYER.png and input.png"),
+    "kernels": ("FILE", True, "PNG file to write"),
+    "saliency": ("FILE", True, "overlay PNG; STEM_heatmap.png, STEM_input.png beside"),
+    "attack": ("DIR", False, "directory for adversarial/perturbation PNGs per epsilon and input.png"),
+    "visualize": ("FILE", True, "grid PNG; STEM_channel_NNNN.png beside"),
+    "dream": ("FILE", True, "dreamed PNG; STEM_input.png beside"),
+    "interpolate": ("DIR", False, "directory for alpha_A.png and input.png"),
+}
+
+
+def _field_help(message: type[Message], name: str) -> str:
+    text = _HELP.get(name) or FIELD_DOCS.get(f"{message.DESCRIPTOR.full_name}.{name}", "")
+    return text.replace("%", "%%")
+
+
+def _scalar_type(field: FieldDescriptor) -> Callable[[str], Any]:
+    if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
+        return int
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return float
+    return str
+
+
+def _add_field_option(
+    parser: argparse.ArgumentParser, message: type[Message], field: FieldDescriptor, method: Method, dest: str
+) -> None:
+    name = field.name
+    flags = _OPTION_NAMES.get(name, ("--" + name.replace("_", "-"),))
+    help_text = _field_help(message, name)
+    kwargs: dict[str, Any] = {"dest": dest, "help": help_text or None, "default": None}
+    if name in method.required and dest.startswith("f_"):
+        kwargs["required"] = True
+    if name in method.choices:
+        kwargs["choices"] = method.choices[name]
+    if field.message_type is not None and field.message_type.name == "LayerWeight":
+        kwargs.update(action="append", metavar="L[:W]", help="layer, optionally with a weight W; repeat for more")
+    elif field.is_repeated:
+        kwargs.update(action="append", metavar=name.rstrip("s").upper())
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif field.message_type is not None:
+        kwargs["metavar"] = field.message_type.name.upper()
+    else:
+        kwargs.update(type=_scalar_type(field), metavar=name.upper())
+    parser.add_argument(*flags, **kwargs)
+
+
+def _add_method_options(parser: argparse.ArgumentParser, method: Method) -> None:
+    """Positionals, request options and Params options of one RPC, from the descriptors."""
+    request = method.request
+    for name in method.positionals:
+        field = request.DESCRIPTOR.fields_by_name[name]
+        parser.add_argument(name, help=_field_help(request, name) or None)
+    for field in request.DESCRIPTOR.fields:
+        if field.name in method.positionals or field.name in _SPECIAL or field.name == method.params:
+            continue
+        if field.message_type is not None and field.message_type.name not in ("Target", "LayerWeight"):
+            continue
+        if field.name == "method":
+            choices = method.choices.get("method", ())
+            parser.add_argument(
+                "--method",
+                dest="f_method",
+                choices=choices or None,
+                default=choices[0] if choices else None,
+                help=f"default {choices[0]}" if choices else None,
+            )
+            continue
+        _add_field_option(parser, request, field, method, f"f_{field.name}")
+    params = method.params_message
+    if params is not None:
+        group = parser.add_argument_group(f"{method.rpc} parameters (unset: the server's default, echoed back)")
+        for field in params.DESCRIPTOR.fields:
+            if field.name in request.DESCRIPTOR.fields_by_name:
+                continue  # a request option of the same name already exists
+            _add_field_option(group, params, field, method, f"p_{field.name}")  # type: ignore[arg-type]
+
+
+def _request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Request field values and Params values from parsed options (unset ones left out)."""
+    values: dict[str, Any] = {}
+    for name in method.positionals:
+        values[name] = getattr(args, name)
+    for field in method.request.DESCRIPTOR.fields:
+        value = getattr(args, f"f_{field.name}", None)
+        if value is None:
+            continue
+        if field.name == "target" and field.message_type is not None and field.message_type.name == "Target":
+            value = _class_target(value)
+        elif field.message_type is not None and field.message_type.name == "LayerWeight":
+            value = _dream_layers(value)
+        elif field.is_repeated and field.message_type is None:
+            value = _split(value, _scalar_type(field), "--" + field.name)
+        values[field.name] = value
+    params: dict[str, Any] = {}
+    message = method.params_message
+    if message is not None:
+        for field in message.DESCRIPTOR.fields:
+            value = getattr(args, f"p_{field.name}", None)
+            if value is not None:
+                params[field.name] = value
+    return values, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: the call is generic; what is per command is how its result reads as text
 # ---------------------------------------------------------------------------------------------
 
 Outcome = tuple[str, dict[str, Any]]
@@ -269,9 +422,13 @@ def cmd_models(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     return text, {"models": _jsonable(models)}
 
 
-def cmd_layers(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    d = c.describe_model(args.model)
-    m = d.model
+def cmd_labels(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
+    labels = c.labels(args.model)
+    return table(["CLASS", "LABEL"], list(enumerate(labels)), "rl"), {"model": args.model, "labels": list(labels)}
+
+
+def _text_layers(r: Any, args: argparse.Namespace) -> str:
+    d, m = r, r.model
     header = (
         f"{m.name}: {m.status}, pretrained={'yes' if m.pretrained else 'no'}, input {_shape(m.input_shape)}, "
         f"{m.num_classes} classes, weights {_weights_cell(m)}"
@@ -294,9 +451,7 @@ def cmd_layers(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
             )
         )
     text = (
-        header
-        + "\n"
-        + table(["NAME", "ALIASES", "TYPE", "OUTPUT", "RF", "JUMP", "START", "PARAMS"], rows, "llllrrrr")
+        header + "\n" + table(["NAME", "ALIASES", "TYPE", "OUTPUT", "RF", "JUMP", "START", "PARAMS"], rows, "llllrrrr")
     )
     p = d.preprocessing
     text += (
@@ -306,33 +461,32 @@ def cmd_layers(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     )
     if d.default_gradcam_layer:
         text += f"\ndefault grad_cam layer: {d.default_gradcam_layer}"
-    return text, _jsonable(d)
+    text += f"\nclass labels: {len(d.labels)} (interp labels {m.name})"
+    return text
 
 
-def cmd_classify(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    r = c.classify(args.image, model=args.model, top_k=args.top_k)
+def _text_classify(r: Any, args: argparse.Namespace) -> str:
     rows = [(i + 1, p.index, p.label, f"{p.probability:.4f}") for i, p in enumerate(r.predictions)]
-    text = table(["RANK", "CLASS", "LABEL", "PROBABILITY"], rows, "rrlr") + "\n" + _stamp_line(r)
-    return text, _jsonable(r)
+    return table(["RANK", "CLASS", "LABEL", "PROBABILITY"], rows, "rrlr")
 
 
-def cmd_info(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    info = c.server_info()
+def _text_info(info: Any, args: argparse.Namespace) -> str:
     rows = [
         ("server", f"{info.version} ({info.api_version})"),
-        ("address", c.target),
+        ("address", args.server),
         ("device", info.device),
         ("workers", info.worker_threads),
         ("auth", "token required" if info.auth_required else "none"),
         ("tls", "yes" if info.tls else "no"),
         ("models", ", ".join(info.models)),
         ("rpcs", ", ".join(info.implemented_rpcs)),
+        ("heavy work", f"{info.running_heavy} running, {info.queued_heavy} queued"),
     ]
     text = _key_values(rows)
     text += "\nlimits:\n" + _key_values(list(info.limits.items()), indent="  ")
     if info.libraries:
         text += "\nlibraries:\n" + _key_values(list(info.libraries.items()), indent="  ")
-    return text, _jsonable(info)
+    return text
 
 
 def _key_values(rows: Sequence[tuple[str, Any]], indent: str = "") -> str:
@@ -340,118 +494,43 @@ def _key_values(rows: Sequence[tuple[str, Any]], indent: str = "") -> str:
     return "\n".join(f"{indent}{key.ljust(width)}  {value}".rstrip() for key, value in rows)
 
 
-def cmd_activations(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    r = c.activations(
-        args.image, model=args.model, layers=args.layer, top_k=args.top_k, include_tensors=args.npy
-    )
-    out = Path(args.output)
-    files = r.save(out, as_file=False)
-    if args.npy:
-        out.mkdir(parents=True, exist_ok=True)
-        for layer in r.layers:
-            if layer.activation is not None:
-                path = out / f"{file_part(layer.requested or layer.layer)}.npy"
-                np.save(path, layer.activation)
-                files.append(path)
+def _text_activations(r: Any, args: argparse.Namespace) -> str:
     rows = []
     for layer in r.layers:
         mean = layer.channel_mean
         mx = layer.channel_max
         rows.append(
             (
-                layer.requested if layer.requested == layer.layer else f"{layer.requested} ({layer.layer})",
+                _layer_label(layer.requested, layer.layer),
                 _shape(layer.activation.shape)
                 if layer.activation is not None
                 else (f"C={mean.shape[0]}" if mean is not None else "-"),
                 f"{float(mean.mean()):.4g}" if mean is not None and mean.size else "-",
                 f"{float(mx.max()):.4g}" if mx is not None and mx.size else "-",
-                ",".join(str(ch) for ch in layer.top_channels[:8])
-                + ("..." if len(layer.top_channels) > 8 else "")
+                ",".join(str(ch) for ch in layer.top_channels[:8]) + ("..." if len(layer.top_channels) > 8 else "")
                 or "-",
             )
         )
     text = table(["LAYER", "SHAPE", "MEAN", "MAX", "TOP CHANNELS"], rows, "llrrl")
     if r.prediction is not None:
         text += f"\nprediction: {_prediction(r.prediction)}"
-    text += "\n" + _stamp_line(r) + "\n" + _files_line(files)
-    return text, {**_jsonable(r), "files": _jsonable(files)}
+    return text
 
 
-def cmd_kernels(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    r = c.kernels(args.model, args.layer)
-    files = r.save(args.output, as_file=True)
+def _text_kernels(r: Any, args: argparse.Namespace) -> str:
     shape = _shape(r.weights.shape) if r.weights is not None else "-"
-    text = (
-        f"layer {r.layer}: weights {shape}, bias {'yes' if r.bias is not None else 'no'}, "
-        f"rendered as {'RGB patches' if r.rgb else 'per-input-channel greyscale'}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
+    return (
+        f"layer {_layer_label(args.layer, r.layer)}: weights {shape}, bias {'yes' if r.bias is not None else 'no'}, "
+        f"rendered as {'RGB patches' if r.rgb else 'per-input-channel greyscale'}"
     )
-    return text, {**_jsonable(r), "files": _jsonable(files)}
 
 
-_SALIENCY_PARAMS = [
-    ("layer", "layer"),
-    ("samples", "samples"),
-    ("noise_level", "noise_level"),
-    ("steps", "steps"),
-    ("seed", "seed"),
-    ("batch_size", "batch_size"),
-    ("clip_percentile", "clip_percentile"),
-    ("colormap", "colormap"),
-]
+def _text_saliency(r: Any, args: argparse.Namespace) -> str:
+    map_text = f"\nmap {_shape(r.map.shape)}, max {float(r.map.max()):.4g}" if r.map is not None and r.map.size else ""
+    return f"{r.method} saliency for class {_prediction(r.target)}" + map_text
 
 
-def cmd_saliency(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    r = c.saliency(
-        args.image,
-        model=args.model,
-        method=args.method,
-        target=_class_target(args.target),
-        **_params(args, _SALIENCY_PARAMS),
-    )
-    files = r.save(args.output, as_file=True)
-    if args.npy and r.map is not None:
-        path = Path(args.output).with_suffix(".npy")
-        np.save(path, r.map)
-        files.append(path)
-    map_text = (
-        f"map {_shape(r.map.shape)}, max {float(r.map.max()):.4g}" if r.map is not None and r.map.size else ""
-    )
-    text = (
-        f"{r.method} saliency for class {_prediction(r.target)}\n"
-        + (map_text + "\n" if map_text else "")
-        + f"params: {_params_text(r.params)}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
-    )
-    return text, {**_jsonable(r), "files": _jsonable(files)}
-
-
-def _params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
-
-
-def cmd_attack(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    r = c.attack(
-        args.image,
-        model=args.model,
-        method=args.method,
-        epsilon=args.eps,
-        target=_class_target(args.target),
-        **_params(
-            args,
-            [
-                ("step_size", "step_size"),
-                ("steps", "steps"),
-                ("random_start", "random_start"),
-                ("seed", "seed"),
-            ],
-        ),
-    )
-    files = r.save(args.output, as_file=False)
+def _text_attack(r: Any, args: argparse.Namespace) -> str:
     rows = [
         (
             f"{o.epsilon:g}",
@@ -466,105 +545,20 @@ def cmd_attack(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     head = f"{r.method} on {r.model}: original {_prediction(r.original)}"
     if r.targeted:
         head += f", target {_prediction(r.target)}"
-    text = (
-        head
-        + "\n"
-        + table(["EPS", "PREDICTION", "PROB", "SUCCESS", "LINF", "L2"], rows, "rlrlrr")
-        + "\n"
-        + f"params: {_params_text(r.params)}\n"
-        + _stamp_line(r)
-        + "\n"
-        + _files_line(files)
-    )
-    return text, {**_jsonable(r), "files": _jsonable(files)}
+    return head + "\n" + table(["EPS", "PREDICTION", "PROB", "SUCCESS", "LINF", "L2"], rows, "rlrlrr")
 
 
-def cmd_visualize(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    params = _params(
-        args,
-        [
-            ("objective", "objective"),
-            ("steps", "steps"),
-            ("size", "image_size"),
-            ("lr", "learning_rate"),
-            ("seed", "seed"),
-            ("parameterization", "parameterization"),
-            ("transforms", "transforms"),
-            ("preview_every", "preview_every"),
-        ],
-    )
-    r = c.visualize_filter(args.model, args.layer, args.channel, progress=progress, **params)
-    progress.close()
-    files = r.save(args.output, as_file=True)
+def _text_visualize(r: Any, args: argparse.Namespace) -> str:
     rows = list(zip(r.channels, (f"{a:.4g}" for a in r.activations), strict=False))
-    head = f"{r.layer} on {r.model}\n" + table(["CHANNEL", "ACTIVATION"], rows, "rr")
-    return _streamed_outcome(r, head, files, progress)
+    return f"{_layer_label(args.layer, r.layer)} on {r.model}\n" + table(["CHANNEL", "ACTIVATION"], rows, "rr")
 
 
-def _streamed_outcome(r, head: str, files, progress: _Progress) -> Outcome:
-    """The shared tail of the streamed commands: table, params, stamp, files written, frames."""
-    text = (
-        head + "\n" + f"params: {_params_text(r.params)}\n" + _stamp_line(r) + "\n" + _files_line(files)
-        + _frames_line(progress)
-    )
-    return text, {**_jsonable(r), "files": _jsonable(files), "frames": _jsonable(progress.frames)}
-
-
-def cmd_dream(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    params = _params(
-        args,
-        [
-            ("octaves", "octaves"),
-            ("octave_scale", "octave_scale"),
-            ("iterations", "iterations"),
-            ("step_size", "step_size"),
-            ("jitter", "jitter"),
-            ("seed", "seed"),
-            ("preview_every", "preview_every"),
-        ],
-    )
-    r = c.dream(args.image, model=args.model, layers=_dream_layers(args.layer), progress=progress, **params)
-    progress.close()
-    files = r.save(args.output, as_file=True)
+def _text_dream(r: Any, args: argparse.Namespace) -> str:
     rows = [(g.layer, f"{g.norm_before:.4g}", f"{g.norm_after:.4g}", f"{g.ratio:.2f}x") for g in r.gains]
-    return _streamed_outcome(r, table(["LAYER", "NORM BEFORE", "NORM AFTER", "GAIN"], rows, "lrrr"), files, progress)
+    return table(["LAYER", "NORM BEFORE", "NORM AFTER", "GAIN"], rows, "lrrr")
 
 
-def cmd_interpolate(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
-    positive = _image_set("--positive", args.positive)
-    negative = _image_set("--negative", args.negative)
-    if args.target is not None and (positive is not None or negative is not None):
-        raise UsageError("give either --target IMAGE or --positive/--negative, not both")
-    if args.target is None and (positive is None or negative is None):
-        raise UsageError(
-            "give --positive and --negative (images, directories or one class name each), or --target"
-        )
-    params = _params(
-        args,
-        [
-            ("iterations", "iterations"),
-            ("warm_iterations", "warm_iterations"),
-            ("tv_weight", "tv_weight"),
-            ("tv_beta", "tv_beta"),
-            ("seed", "seed"),
-            ("set_size", "set_size"),
-            ("normalize_attribute", "normalize_attribute"),
-            ("preview_every", "preview_every"),
-        ],
-    )
-    r = c.interpolate(
-        args.source,
-        model=args.model,
-        layers=args.layer or None,
-        alphas=args.alpha or None,
-        positive=positive,
-        negative=negative,
-        target=args.target,
-        progress=progress,
-        **params,
-    )
-    progress.close()
-    files = r.save(args.output, as_file=False)
+def _text_interpolate(r: Any, args: argparse.Namespace) -> str:
     rows = [
         (
             f"{a.alpha:g}",
@@ -574,8 +568,99 @@ def cmd_interpolate(c: InterpClient, args: argparse.Namespace, progress: _Progre
         )
         for a in r.results
     ]
-    head = f"layers: {', '.join(r.layers)}\n" + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
-    return _streamed_outcome(r, head, files, progress)
+    return f"layers: {', '.join(r.layers)}\n" + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
+
+
+_TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
+    "layers": _text_layers,
+    "info": _text_info,
+    "classify": _text_classify,
+    "activations": _text_activations,
+    "kernels": _text_kernels,
+    "saliency": _text_saliency,
+    "attack": _text_attack,
+    "visualize": _text_visualize,
+    "dream": _text_dream,
+    "interpolate": _text_interpolate,
+}
+
+
+def _prepare_interpolate(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    positive = _image_set("--positive", args.positive)
+    negative = _image_set("--negative", args.negative)
+    if args.target_image is not None and (positive is not None or negative is not None):
+        raise UsageError("give either --target IMAGE or --positive/--negative, not both")
+    if args.target_image is None and (positive is None or negative is None):
+        raise UsageError("give --positive and --negative (images, directories or one class name each), or --target")
+    if args.target_image is not None:
+        values["target"] = args.target_image
+    else:
+        sets = pb.AttributeSets()
+        _fill_set(sets, "positive", positive)  # type: ignore[arg-type]
+        _fill_set(sets, "negative", negative)  # type: ignore[arg-type]
+        values["sets"] = sets
+
+
+def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
+    """Any command of the method table: request from the options, the call, files, text."""
+    method: Method = args.method_spec
+    values, params = _request_values(method, args)
+    if method.command == "activations" and "include_tensors" not in values:
+        values["include_tensors"] = bool(args.npy)  # tensors travel only when they are saved
+    if method.command == "interpolate":
+        _prepare_interpolate(args, values)
+    if method.streamed:
+        with c.call_stream(method.rpc, values, params=params) as stream:
+            result: Any = None
+            for item in stream:
+                if isinstance(item, ProgressEvent):
+                    progress(item)
+                else:
+                    result = item
+        progress.close()
+        if result is None:
+            raise UsageError("the server ended the stream without a result")
+    else:
+        result = c.call(method.rpc, values, params=params)
+    files: list[Path] = []
+    output = _OUTPUTS.get(method.command)
+    if output is not None:
+        files = result.save(args.output, as_file=output[1])
+    files += _extra_files(method.command, result, args)
+    text = _TEXT[method.command](result, args)
+    params_echo = getattr(result, "params", None)
+    if params_echo is not None and method.params is not None:
+        text += f"\nparams: {_params_text(params_echo)}"
+    if hasattr(result, "request_id"):
+        text += "\n" + _stamp_line(result)
+    document = _jsonable(result)
+    if output is not None:
+        text += "\n" + _files_line(files)
+        document = {**document, "files": _jsonable(files)}
+    if method.streamed:
+        text += _frames_line(progress)
+        document["frames"] = _jsonable(progress.frames)
+    return text, document
+
+
+def _extra_files(command: str, result: Any, args: argparse.Namespace) -> list[Path]:
+    """--npy: activation tensors as LAYER.npy; the saliency map beside the overlay."""
+    if not getattr(args, "npy", False):
+        return []
+    files = []
+    if command == "activations":
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for layer in result.layers:
+            if layer.activation is not None:
+                path = out / f"{file_part(layer.requested or layer.layer)}.npy"
+                np.save(path, layer.activation)
+                files.append(path)
+    elif command == "saliency" and result.map is not None:
+        path = Path(args.output).with_suffix(".npy")
+        np.save(path, result.map)
+        files.append(path)
+    return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,63 +674,58 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
+    def shown(text: str) -> str:
+        return argparse.SUPPRESS if suppress else text
+
     group = parser.add_argument_group("connection and output")
     group.add_argument(
         "--server",
         default=default(os.environ.get("INTERP_SERVER") or DEFAULT_TARGET),
-        help="host:port or dns:///host:port (env INTERP_SERVER; default %(default)s)"
-        if not suppress
-        else argparse.SUPPRESS,
+        help=shown("host:port or dns:///host:port (env INTERP_SERVER; default %(default)s)"),
     )
     group.add_argument(
         "--token",
         default=default(os.environ.get("INTERP_TOKEN") or None),
-        help="bearer token (env INTERP_TOKEN)" if not suppress else argparse.SUPPRESS,
+        help=shown("bearer token (env INTERP_TOKEN)"),
     )
     group.add_argument(
         "--ca-file",
         default=default(os.environ.get("INTERP_CA_FILE") or None),
-        help="PEM root certificate(s); connect with TLS (env INTERP_CA_FILE)"
-        if not suppress
-        else argparse.SUPPRESS,
+        help=shown("PEM root certificate(s); connect with TLS (env INTERP_CA_FILE)"),
     )
     group.add_argument(
         "--tls",
         action="store_true",
         default=default(False),
-        help="connect with TLS using the system's root certificates" if not suppress else argparse.SUPPRESS,
+        help=shown("connect with TLS using the system's root certificates"),
     )
     group.add_argument(
         "--tls-server-name",
         default=default(None),
-        help="certificate name to expect when it differs from the server host"
-        if not suppress
-        else argparse.SUPPRESS,
+        help=shown("certificate name to expect when it differs from the server host"),
     )
     group.add_argument(
         "--timeout",
         type=float,
         default=default(None),
-        help="deadline per call in seconds (default: 60 for quick calls, none for streaming ones)"
-        if not suppress
-        else argparse.SUPPRESS,
+        help=shown("deadline per call in seconds (default: 60 for quick calls, none for streaming ones)"),
     )
     group.add_argument(
         "--json",
         action="store_true",
         default=default(False),
-        help="print one JSON document on stdout (no progress bar)" if not suppress else argparse.SUPPRESS,
+        help=shown("print one JSON document on stdout (no progress bar)"),
     )
     group.add_argument(
         "--no-progress",
         action="store_true",
         default=default(False),
-        help="no progress bar for streaming commands" if not suppress else argparse.SUPPRESS,
+        help=shown("no progress bar for streaming commands"),
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `interp` argument parser (environment defaults are read when it is built)."""
+    """The `interp` argument parser: one subcommand per method of the table (options from its fields)."""
     parser = argparse.ArgumentParser(
         prog="interp",
         description="Client for the cnn-interp gRPC service: look inside CNNs.",
@@ -657,150 +737,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[..., Outcome], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        return p
-
-    add("models", cmd_models, "list models: status, pretrained, input shape, classes, weights")
-
-    p = add("layers", cmd_layers, "a model's layer catalogue: shapes, receptive fields, parameters")
-    p.add_argument("model")
-
-    p = add("classify", cmd_classify, "top-k predictions for an image")
-    p.add_argument("model")
-    p.add_argument("image", help="image file (PNG, JPEG, BMP, WebP, TIFF)")
-    p.add_argument("--top-k", type=int, help="number of predictions (server default 5)")
-
-    add("info", cmd_info, "server version, device, limits, libraries")
-
-    p = add("activations", cmd_activations, "activation maps of one or more layers (one forward pass)")
-    p.add_argument("model")
-    p.add_argument("image")
-    p.add_argument("--layer", action="append", required=True, help="layer name or alias; repeat for more")
-    p.add_argument("--top-k", type=int, help="rank channels by mean activation and render the top K")
-    p.add_argument("--npy", action="store_true", help="also save each activation tensor as LAYER.npy")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="DIR", help="directory for LAYER.png and input.png"
-    )
-
-    p = add("kernels", cmd_kernels, "a conv layer's trained kernels as an image grid")
-    p.add_argument("model")
-    p.add_argument("layer")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="PNG file to write")
-
-    p = add("saliency", cmd_saliency, "saliency map for a class (overlay + heatmap)")
-    p.add_argument("model")
-    p.add_argument("image")
-    p.add_argument(
-        "--method",
-        default="gradient",
-        help="gradient | gradient_x_input | smoothgrad | integrated_gradients | guided_backprop | grad_cam "
-        "(default %(default)s)",
-    )
-    p.add_argument("--target", help="class index or label to explain (default: the predicted class)")
-    p.add_argument("--layer", help="grad_cam layer (default: the last conv)")
-    p.add_argument("--samples", type=int, help="smoothgrad noise samples")
-    p.add_argument("--noise-level", type=float, help="smoothgrad sigma relative to the input range")
-    p.add_argument("--steps", type=int, help="integrated_gradients path steps")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int, help="samples per forward pass (memory bound)")
-    p.add_argument("--clip-percentile", type=float)
-    p.add_argument("--colormap", help="OpenCV colormap name, e.g. jet, inferno")
-    p.add_argument("--npy", action="store_true", help="also save the map as FILE with .npy suffix")
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="FILE",
-        help="overlay PNG; STEM_heatmap.png, STEM_input.png beside",
-    )
-
-    p = add("attack", cmd_attack, "FGSM / BIM / PGD adversarial examples, one or several epsilons")
-    p.add_argument("model")
-    p.add_argument("image")
-    p.add_argument("--method", default="fgsm", help="fgsm | bim | pgd (default %(default)s)")
-    p.add_argument(
-        "--eps",
-        type=float,
-        action="append",
-        required=True,
-        help="epsilon in pixel units (0, 1]; repeat to sweep",
-    )
-    p.add_argument("--target", help="class index or label: targeted attack (default: untargeted)")
-    p.add_argument("--steps", type=int, help="bim/pgd iterations")
-    p.add_argument("--step-size", type=float, help="bim/pgd step alpha in pixel units")
-    p.add_argument(
-        "--random-start", action=argparse.BooleanOptionalAction, default=None, help="pgd random start"
-    )
-    p.add_argument("--seed", type=int)
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-
-    p = add("visualize", cmd_visualize, "inputs that maximize channels of a layer (streamed)")
-    p.add_argument("model")
-    p.add_argument("layer")
-    p.add_argument(
-        "--channel", type=int, action="append", required=True, help="channel index; repeat for more"
-    )
-    p.add_argument("--objective", help="channel (mean) | neuron (centre unit)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--size", type=int, help="image side in pixels")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--parameterization", help="fourier | pixel")
-    p.add_argument("--transforms", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--preview-every", type=int, help="steps between previews (0: none)")
-    p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="FILE", help="grid PNG; STEM_channel_NNNN.png beside"
-    )
-
-    p = add("dream", cmd_dream, "DeepDream an image (streamed)")
-    p.add_argument("model")
-    p.add_argument("image")
-    p.add_argument(
-        "--layer",
-        action="append",
-        required=True,
-        metavar="L[:W]",
-        help="layer, optionally with weight; repeat",
-    )
-    p.add_argument("--octaves", type=int)
-    p.add_argument("--octave-scale", type=float)
-    p.add_argument("--iterations", type=int, help="per octave")
-    p.add_argument("--step-size", type=float)
-    p.add_argument("--jitter", type=int, help="max roll in pixels")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--preview-every", type=int, help="steps between previews (0: none)")
-    p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="dreamed PNG; STEM_input.png beside")
-
-    p = add("interpolate", cmd_interpolate, "deep feature interpolation along an attribute (streamed)")
-    p.add_argument("model")
-    p.add_argument("source", help="source image")
-    p.add_argument(
-        "--positive", nargs="+", action="extend", metavar="X", help="images/directories, or one class name"
-    )
-    p.add_argument(
-        "--negative", nargs="+", action="extend", metavar="X", help="images/directories, or one class name"
-    )
-    p.add_argument(
-        "--target", metavar="IMAGE", help="interpolate towards this image instead of attribute sets"
-    )
-    p.add_argument("--layer", action="append", help="feature layer; repeat (default per model)")
-    p.add_argument("--alpha", type=float, action="append", help="interpolation strength; repeat")
-    p.add_argument("--iterations", type=int, help="L-BFGS iterations for the first alpha")
-    p.add_argument("--warm-iterations", type=int, help="for each next alpha")
-    p.add_argument("--tv-weight", type=float)
-    p.add_argument("--tv-beta", type=float)
-    p.add_argument("--seed", type=int, help="for drawing class sets")
-    p.add_argument("--set-size", type=int, help="images per class set")
-    p.add_argument("--normalize-attribute", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--preview-every", type=int, help="steps between previews (0: none)")
-    p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
-    p.add_argument(
-        "-o", "--output", required=True, metavar="DIR", help="directory for alpha_A.png and input.png"
-    )
+    for method in METHODS:
+        if not method.command:
+            continue
+        p = sub.add_parser(method.command, parents=[common], help=method.help, description=method.help)
+        if method.command == "models":
+            p.set_defaults(handler=cmd_models)
+            continue
+        p.set_defaults(handler=run_method, method_spec=method)
+        _add_method_options(p, method)
+        if method.command == "interpolate":
+            p.add_argument(
+                "--positive", nargs="+", action="extend", metavar="X", help="images/directories, or one class name"
+            )
+            p.add_argument(
+                "--negative", nargs="+", action="extend", metavar="X", help="images/directories, or one class name"
+            )
+            p.add_argument(
+                "--target",
+                dest="target_image",
+                metavar="IMAGE",
+                help="interpolate towards this image instead of attribute sets",
+            )
+        if method.command in ("activations", "saliency"):
+            what = "each activation tensor as LAYER.npy" if method.command == "activations" else "the map as FILE.npy"
+            p.add_argument("--npy", action="store_true", help=f"also save {what}")
+        if method.streamed:
+            p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
+        output = _OUTPUTS.get(method.command)
+        if output is not None:
+            p.add_argument("-o", "--output", required=True, metavar=output[0], help=output[2])
+        if method.command == "layers":
+            labels = sub.add_parser("labels", parents=[common], help="a model's class labels in index order")
+            labels.add_argument("model")
+            labels.set_defaults(handler=cmd_labels)
     return parser
 
 

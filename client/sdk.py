@@ -281,12 +281,12 @@ class InterpClient:
 
     def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
         """Every model the server knows, READY or UNAVAILABLE (with the reason)."""
-        response = self._invoke("ListModels", {}, timeout, wrap=False)
+        response = self.call("ListModels", {}, timeout, wrap=False)
         return [ModelInfo.from_proto(m) for m in response.models]
 
     def describe_model(self, name: str, *, timeout: float | None = _UNSET) -> ModelDescription:
         """A model's layer catalogue (shapes, receptive fields, parameters), class labels and preprocessing."""
-        return self._invoke("DescribeModel", {"model": name}, timeout)  # type: ignore[no-any-return]
+        return self.call("DescribeModel", {"model": name}, timeout)  # type: ignore[no-any-return]
 
     def labels(self, model: str, *, timeout: float | None = _UNSET) -> tuple[str, ...]:
         """A model's class labels in index order (ImageNet's 1000 for vgg16/alexnet)."""
@@ -294,7 +294,7 @@ class InterpClient:
 
     def server_info(self, *, timeout: float | None = _UNSET) -> ServerInfo:
         """Server version, device, limits in force, running and queued work, library versions, RPCs."""
-        return self._invoke("GetServerInfo", {}, timeout)  # type: ignore[no-any-return]
+        return self.call("GetServerInfo", {}, timeout)  # type: ignore[no-any-return]
 
     def classify(
         self, image: ImageLike, *, model: str, top_k: int | None = None, timeout: float | None = _UNSET
@@ -307,7 +307,7 @@ class InterpClient:
             model: a served model's name (case-insensitive).
             top_k: number of predictions (server default 5; above the class count: every class).
         """
-        return self._invoke(  # type: ignore[no-any-return]
+        return self.call(  # type: ignore[no-any-return]
             "Classify", {"model": model, "image": image, "top_k": top_k}, timeout
         )
 
@@ -332,11 +332,11 @@ class InterpClient:
             include_tensors: False returns statistics and PNGs only (much smaller responses).
         """
         values = {"model": model, "image": image, "layers": layers, "top_k": top_k, "include_tensors": include_tensors}
-        return self._invoke("Activations", values, timeout)  # type: ignore[no-any-return]
+        return self.call("Activations", values, timeout)  # type: ignore[no-any-return]
 
     def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
         """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
-        return self._invoke("Kernels", {"model": model, "layer": layer}, timeout)  # type: ignore[no-any-return]
+        return self.call("Kernels", {"model": model, "layer": layer}, timeout)  # type: ignore[no-any-return]
 
     def saliency(
         self,
@@ -359,7 +359,7 @@ class InterpClient:
                 the method does not read is refused (InvalidArgument naming it).
         """
         values = {"model": model, "image": image, "method": method, "target": target}
-        return self._invoke("Saliency", values, timeout, params=params)  # type: ignore[no-any-return]
+        return self.call("Saliency", values, timeout, params=params)  # type: ignore[no-any-return]
 
     def attack(
         self,
@@ -381,7 +381,7 @@ class InterpClient:
             **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
         values = {"model": model, "image": image, "method": method, "epsilons": epsilon, "target": target}
-        return self._invoke("Attack", values, timeout, params=params)  # type: ignore[no-any-return]
+        return self.call("Attack", values, timeout, params=params)  # type: ignore[no-any-return]
 
     # -- iterative methods (streaming) -----------------------------------------------------------
     # Each has a blocking form (progress= callback) and an iter_ form: an EventStream of
@@ -399,7 +399,7 @@ class InterpClient:
     ) -> EventStream[FilterVisualization]:
         """Like :meth:`visualize_filter`, as an iterator of ProgressEvent then the result."""
         values = {"model": model, "layer": layer, "channels": channels}
-        return self._stream_of("VisualizeFilter", values, timeout, params)
+        return self.call_stream("VisualizeFilter", values, timeout, params)
 
     def visualize_filter(
         self,
@@ -431,7 +431,7 @@ class InterpClient:
         **params: Any,
     ) -> EventStream[DreamResult]:
         """Like :meth:`dream`, as an iterator of ProgressEvent then the result."""
-        return self._stream_of("DeepDream", {"model": model, "image": image, "layers": layers}, timeout, params)
+        return self.call_stream("DeepDream", {"model": model, "image": image, "layers": layers}, timeout, params)
 
     def dream(
         self,
@@ -482,7 +482,7 @@ class InterpClient:
             values["sets"] = sets
         else:
             raise ValueError("give a direction: positive= and negative= (images or class names), or target=")
-        return self._stream_of("InterpolateFeatures", values, timeout, params)
+        return self.call_stream("InterpolateFeatures", values, timeout, params)
 
     def interpolate(
         self,
@@ -526,26 +526,36 @@ class InterpClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _invoke(
+    def call(
         self,
         rpc: str,
         values: Mapping[str, Any],
-        timeout: float | None,
+        timeout: float | None = _UNSET,
         *,
         params: Mapping[str, Any] | None = None,
         wrap: bool = True,
     ) -> Any:
-        """One unary call of the table: request from ``values``/``params``, reply as its result class."""
+        """Any unary RPC of the method table by name: ``c.call("Classify", {"model": "lenet", "image": a})``.
+
+        ``values`` fill request fields by name (converted as in :func:`build_request`), ``params``
+        the method's Params message; the reply comes back as its result class (``wrap=False``:
+        the raw message). The typed methods above are this, with signatures.
+        """
         method = by_rpc(rpc)
         request = build_request(method, values, params or {}, _caller(method))
         reply = self._unary(rpc, request, timeout)
         return RESULTS[rpc](reply) if wrap else reply
 
-    def _stream_of(
-        self, rpc: str, values: Mapping[str, Any], timeout: float | None, params: Mapping[str, Any]
+    def call_stream(
+        self,
+        rpc: str,
+        values: Mapping[str, Any],
+        timeout: float | None = _UNSET,
+        params: Mapping[str, Any] | None = None,
     ) -> EventStream[Any]:
+        """Any streamed RPC of the method table by name, as an :class:`EventStream`."""
         method = by_rpc(rpc)
-        request = build_request(method, values, params, _caller(method))
+        request = build_request(method, values, params or {}, _caller(method))
         return self._stream(rpc, request, RESULTS[rpc], timeout)
 
     def _unary(self, rpc: str, request: Message, timeout: float | None) -> Any:

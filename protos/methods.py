@@ -59,6 +59,7 @@ class Method:
     command: str = ""  # CLI subcommand ("" : none)
     positionals: tuple[str, ...] = ()  # CLI positional arguments, request field names in order
     sdk: str = ""  # the SDK method's name when it is not the RPC's in snake case
+    required: tuple[str, ...] = ()  # request fields that must be given (the CLI makes them required options)
 
     @property
     def streamed(self) -> bool:
@@ -127,6 +128,7 @@ METHODS: tuple[Method, ...] = (
         pb.ActivationsResponse,
         "activation maps of one or more layers (one forward pass)",
         caps={"layers": Cap("max_layers")},
+        required=("layers",),
         command="activations",
         positionals=("model", "image"),
     ),
@@ -158,6 +160,7 @@ METHODS: tuple[Method, ...] = (
         params="params",
         caps={"epsilons": Cap("max_epsilons"), "params.steps": Cap("max_steps")},
         choices={"method": ATTACK_METHODS},
+        required=("epsilons",),
         heavy=True,
         command="attack",
         positionals=("model", "image"),
@@ -175,6 +178,7 @@ METHODS: tuple[Method, ...] = (
             "params.image_size": Cap("max_image_side", floor=16),
             "params.restarts": Cap("max_restarts"),
         },
+        required=("channels",),
         heavy=True,
         command="visualize",
         positionals=("model", "layer"),
@@ -187,6 +191,7 @@ METHODS: tuple[Method, ...] = (
         event=pb.DeepDreamEvent,
         params="params",
         caps={"params.iterations": Cap("max_steps"), "params.octaves": Cap("max_octaves")},
+        required=("layers",),
         heavy=True,
         command="dream",
         sdk="dream",
@@ -254,7 +259,7 @@ def check_table() -> list[str]:
                 problems.append(f"{method.rpc}: cap on {path} names unknown limit {cap.limit}")
             if _field(method, path) is None:
                 problems.append(f"{method.rpc}: cap on unknown field {path}")
-        for name in (*method.positionals, *method.choices):
+        for name in (*method.positionals, *method.choices, *method.required):
             if name not in method.request.DESCRIPTOR.fields_by_name:
                 problems.append(f"{method.rpc}: unknown request field {name}")
     return problems
