@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 import torch
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from interp import rendering
 from interp.errors import Cancelled
@@ -216,6 +217,18 @@ def _get(message: Message, path: str) -> tuple[bool, Any, bool]:
     return message.HasField(path), getattr(message, path), False
 
 
+def _refuse_unknown_fields(message: Message, prefix: str) -> None:
+    """A field this server's contract does not define (a newer client) is an error, never dropped."""
+    numbers = sorted({item.field_number for item in UnknownFieldSet(message)})
+    if numbers:
+        name = message.DESCRIPTOR.full_name
+        raise BadRequest(
+            f"{name} carries field number(s) {', '.join(map(str, numbers))} that this server does not know "
+            "(a client built from a newer interp.proto?); see GetServerInfo for the server's version",
+            field=f"{prefix}#{numbers[0]}",
+        )
+
+
 def params_from_proto(message: Message, cls: type, path: str = "params") -> Any:
     """The method's dataclass from a Params message: only fields that are set; unknown ones refused.
 
@@ -270,6 +283,9 @@ class InterpServicer(pb_grpc.InterpServicer):
             if handler.model == "ready":
                 model.require_ready()
         ctx = Ctx(self, call, model)
+        _refuse_unknown_fields(request, "")
+        if method.params is not None:
+            _refuse_unknown_fields(getattr(request, method.params), f"{method.params}.")
         self._check_caps(method, request)
         params = None
         if method.params is not None and handler.params is not None:
