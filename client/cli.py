@@ -302,7 +302,7 @@ def _field_help(message: type[Message], name: str) -> str:
     return text.replace("%", "%%")
 
 
-def _scalar_type(field: FieldDescriptor) -> Callable[[str], Any]:
+def _scalar_type(field: Any) -> Callable[[str], Any]:
     if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
         return int
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -310,9 +310,7 @@ def _scalar_type(field: FieldDescriptor) -> Callable[[str], Any]:
     return str
 
 
-def _add_field_option(
-    parser: argparse.ArgumentParser, message: type[Message], field: FieldDescriptor, method: Method, dest: str
-) -> None:
+def _add_field_option(parser: Any, message: type[Message], field: Any, method: Method, dest: str) -> None:
     name = field.name
     flags = _OPTION_NAMES.get(name, ("--" + name.replace("_", "-"),))
     help_text = _field_help(message, name)

@@ -252,7 +252,7 @@ def _metadata_request_id(metadata: object) -> str | None:
     if not metadata:
         return None
     try:
-        for key, value in metadata:  # type: ignore[union-attr]
+        for key, value in metadata:  # type: ignore[attr-defined,union-attr]
             if str(key).lower() in _REQUEST_ID_KEYS:
                 return value.decode() if isinstance(value, bytes) else str(value)
     except (TypeError, ValueError):

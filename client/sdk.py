@@ -600,7 +600,7 @@ def build_request(method: Method, values: Mapping[str, Any], params: Mapping[str
     return request
 
 
-def _set_field(message: Message, field: FieldDescriptor, value: Any, caller: str) -> None:
+def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
     name = field.name
     kind = field.message_type.name if field.message_type is not None else None
     if field.is_repeated:

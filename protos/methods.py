@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -75,6 +76,8 @@ class Method:
         if self.params is None:
             return None
         descriptor = self.request.DESCRIPTOR.fields_by_name[self.params].message_type
+        if descriptor is None:
+            raise TypeError(f"{self.rpc}: request field {self.params} is not a message")
         return _message_class(descriptor.name)
 
 
@@ -247,7 +250,7 @@ def check_table() -> list[str]:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
         if rpc.server_streaming != method.streamed:
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
-        reply = rpc.output_type
+        reply: Any = rpc.output_type
         if method.event is not None:
             if reply.full_name != method.event.DESCRIPTOR.full_name:
                 problems.append(f"{method.rpc}: event is {reply.full_name}")
@@ -265,7 +268,7 @@ def check_table() -> list[str]:
     return problems
 
 
-def _field(method: Method, path: str):  # type: ignore[no-untyped-def]
+def _field(method: Method, path: str) -> Any:
     head, _, rest = path.partition(".")
     descriptor = method.request.DESCRIPTOR.fields_by_name.get(head)
     if descriptor is None or not rest:

@@ -11,9 +11,10 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import grpc
-from google.protobuf.any_pb2 import Any
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -84,11 +85,11 @@ def rich_status(code: grpc.StatusCode, message: str, request_id: str, field: str
     Python, ``@grpc/grpc-js`` + google-rpc protos elsewhere) instead of parsing the message.
     """
     details = []
-    info = Any()
+    info = any_pb2.Any()
     info.Pack(error_details_pb2.RequestInfo(request_id=request_id))
     details.append(info)
     if field is not None:
-        bad = Any()
+        bad = any_pb2.Any()
         bad.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
@@ -99,12 +100,13 @@ def rich_status(code: grpc.StatusCode, message: str, request_id: str, field: str
     return rpc_status.to_status(status)
 
 
-def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: BaseException) -> None:
+def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: BaseException) -> NoReturn:
     code = status_for(exc)
     if code is None:
         log.exception("request %s: %s failed", request_id, method)
         message = f"internal error (request id {request_id}); see the server log"
         context.abort_with_status(rich_status(grpc.StatusCode.INTERNAL, message, request_id))
+        raise AssertionError("unreachable: abort_with_status raises")
     message = _message(exc)
     if code == grpc.StatusCode.CANCELLED and context.is_active():
         # Work stops early for two reasons: the client went away (then nobody hears this), or the
@@ -114,9 +116,10 @@ def _abort(context: grpc.ServicerContext, method: str, request_id: str, exc: Bas
     log.info("request %s: %s -> %s: %s", request_id, method, code.name, message)
     field = getattr(exc, "field", None)
     context.abort_with_status(rich_status(code, f"{message} (request id {request_id})", request_id, field))
+    raise AssertionError("unreachable: abort_with_status raises")
 
 
-def grpc_errors(method: Callable) -> Callable:
+def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     """Map exceptions to status codes for a unary or server-streaming servicer method.
 
     The wrapped method receives ``request_id`` as a keyword argument, to stamp results with.
@@ -126,7 +129,7 @@ def grpc_errors(method: Callable) -> Callable:
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
-        def stream(self, request, context: grpc.ServicerContext) -> Iterator:
+        def stream(self: object, request: object, context: grpc.ServicerContext) -> Iterator[object]:
             request_id = new_request_id()
             try:
                 yield from method(self, request, context, request_id=request_id)
@@ -139,7 +142,7 @@ def grpc_errors(method: Callable) -> Callable:
         return stream
 
     @functools.wraps(method)
-    def unary(self, request, context: grpc.ServicerContext):
+    def unary(self: object, request: object, context: grpc.ServicerContext) -> object:
         request_id = new_request_id()
         try:
             return method(self, request, context, request_id=request_id)

@@ -347,7 +347,7 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
                 perturbation_png=rendering.encode_png(
                     rendering.perturbation_image(adversarial - x[0].cpu(), float(epsilon))
                 ),
-                prediction=ctx.prediction(result.predictions[0], result.probabilities[0, result.predictions[0]]),
+                prediction=ctx.prediction(int(result.predictions[0]), result.probabilities[0, result.predictions[0]]),
                 success=bool(result.success[0]),
                 linf=float(result.linf[0]),
                 l2=float(result.l2[0]),

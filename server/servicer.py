@@ -219,7 +219,7 @@ def _get(message: Message, path: str) -> tuple[bool, Any, bool]:
 
 def _refuse_unknown_fields(message: Message, prefix: str) -> None:
     """A field this server's contract does not define (a newer client) is an error, never dropped."""
-    numbers = sorted({item.field_number for item in UnknownFieldSet(message)})
+    numbers = sorted({item.field_number for item in UnknownFieldSet(message)})  # type: ignore[attr-defined]
     if numbers:
         name = message.DESCRIPTOR.full_name
         raise BadRequest(
