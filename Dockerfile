@@ -19,7 +19,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
  && grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)' requirements.lock \
-    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
+    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
     > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
