@@ -19,7 +19,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
  && grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)' requirements.lock \
-    | grep -vE '^(pytest|hypothesis|ruff|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
+    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
     > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
@@ -29,7 +29,7 @@ COPY models ./models
 COPY interp ./interp
 COPY server ./server
 COPY client ./client
-RUN pip install --no-deps --no-build-isolation . \
+RUN pip install --no-deps --no-build-isolation ".[server]" \
  && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" \
  && chown -R interp /opt/interp
 

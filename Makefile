@@ -1,11 +1,16 @@
 # Two commands on a fresh machine:  `make serve`  and  `make test`.
-# Both create .venv (Python 3.11) with the exact pins of requirements.lock on first use.
+# Both check for Fashion-MNIST first (installing the Debian package when allowed, see `datasets`),
+# then create .venv (Python 3.11) with the exact pins of requirements.lock on first use.
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 ARGS ?=
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+FASHION_MNIST_PACKAGE := dataset-fashion-mnist
+# auto: install the package when we may (root, or passwordless sudo); no: only check.
+INSTALL_DATASETS ?= auto
 
-.PHONY: serve test lint protos bench clean-venv
+.PHONY: serve test lint typecheck protos bench datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,20 +18,43 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-serve: $(STAMP)
+# Fashion-MNIST (the LeNet tests, training, and the class-name sets of InterpolateFeatures):
+# present -> nothing to do; missing -> `apt-get update` + install the Debian package when the user
+# may, otherwise stop before anything else runs with the one command that fixes it.
+datasets:
+	@have() { for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
+	    [ -f "$(FASHION_MNIST_DIR)/$$f.gz" ] || [ -f "$(FASHION_MNIST_DIR)/$$f" ] || return 1; done; }; \
+	have && exit 0; \
+	fix="sudo apt-get update && sudo apt-get install -y $(FASHION_MNIST_PACKAGE)"; \
+	if [ "$(INSTALL_DATASETS)" != auto ] || ! command -v apt-get >/dev/null 2>&1; then sudo=none; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else sudo=none; fi; \
+	if [ "$$sudo" = none ]; then \
+	  echo "error: Fashion-MNIST is missing from $(FASHION_MNIST_DIR) and this user cannot install it." >&2; \
+	  echo "Run:  $$fix   then run make again." >&2; exit 1; fi; \
+	echo "Fashion-MNIST is missing from $(FASHION_MNIST_DIR): installing the Debian package $(FASHION_MNIST_PACKAGE)"; \
+	$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(FASHION_MNIST_PACKAGE) \
+	  || { echo "error: installing $(FASHION_MNIST_PACKAGE) failed; run:  $$fix" >&2; exit 1; }; \
+	have || { echo "error: $(FASHION_MNIST_PACKAGE) is installed but $(FASHION_MNIST_DIR) still lacks the idx files" >&2; exit 1; }
+
+serve: datasets $(STAMP)
 	$(VENV)/bin/interp-server $(ARGS)
 
-test: $(STAMP)
+test: datasets $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy interp/ models/ server/ client/
+
 protos: $(STAMP)
 	$(VENV)/bin/python -m protos.generate
 
-bench: $(STAMP)
+bench: datasets $(STAMP)
 	$(VENV)/bin/python -m benchmarks.run_all
 
 clean-venv:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import check_batch, get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_float, check_int
+from interp.validate import check_float, check_int, filled
 
 MAX_OCTAVES = 10
 MAX_ITERATIONS = 1000
@@ -122,16 +122,16 @@ def resolve(params: DeepDreamParams | None, *, in_channels: int, input_size: int
 
 
 def _validate(p: DeepDreamParams, input_size: int) -> None:
-    check_int("octaves", p.octaves, 1, MAX_OCTAVES)
+    octaves = check_int("octaves", p.octaves, 1, MAX_OCTAVES)
     check_int("iterations", p.iterations, 1, MAX_ITERATIONS)
     check_int("jitter", p.jitter, 0, MAX_JITTER)
     check_int("seed", p.seed, 0, MAX_SEED)
     check_int("preview_every", p.preview_every, 0, MAX_OCTAVES * MAX_ITERATIONS)
-    check_float("octave_scale", p.octave_scale, MIN_OCTAVE_SCALE, MAX_OCTAVE_SCALE, open_low=False)
+    scale = check_float("octave_scale", p.octave_scale, MIN_OCTAVE_SCALE, MAX_OCTAVE_SCALE, open_low=False)
     check_float("step_size", p.step_size, 0.0, MAX_STEP_SIZE, open_low=True)
-    smallest = input_size / p.octave_scale ** (p.octaves - 1)
+    smallest = input_size / scale ** (octaves - 1)
     if smallest < MIN_OCTAVE_SIDE:
-        most = 1 + int(math.log(input_size / MIN_OCTAVE_SIDE) / math.log(p.octave_scale))
+        most = 1 + int(math.log(input_size / MIN_OCTAVE_SIDE) / math.log(scale))
         raise InvalidInput(
             f"octaves={p.octaves} at octave_scale={p.octave_scale} shrinks a {input_size}-px side to "
             f"{smallest:.1f} px (< {MIN_OCTAVE_SIDE}); at most {max(1, most)} octaves fit"
@@ -195,28 +195,30 @@ def _dream(
     names = list(weights)
     base = x.detach()
     norms_before = _norms(model, base, names)
+    octaves, scale = filled(p.octaves, "octaves"), filled(p.octave_scale, "octave_scale")
+    iterations = filled(p.iterations, "iterations")
 
     # Octave bases, largest (the input) first, each 1/scale the previous side (google/deepdream).
     bases = [base]
-    for _ in range(p.octaves - 1):
+    for _ in range(octaves - 1):
         h, w = bases[-1].shape[-2:]
-        size = (max(1, round(h / p.octave_scale)), max(1, round(w / p.octave_scale)))
+        size = (max(1, round(h / scale)), max(1, round(w / scale)))
         bases.append(F.interpolate(bases[-1], size=size, mode="bilinear", align_corners=False, antialias=True))
     bases.reverse()
 
-    generator = torch.Generator().manual_seed(p.seed)
-    reporter = StepReporter(p.octaves * p.iterations, on_step, should_stop, p.preview_every)
+    generator = torch.Generator().manual_seed(filled(p.seed, "seed"))
+    reporter = StepReporter(octaves * iterations, on_step, should_stop, filled(p.preview_every, "preview_every"))
     detail = torch.zeros_like(bases[0])
     image = bases[0]
     for k, octave_base in enumerate(bases):
         if k > 0:
             detail = F.interpolate(detail, size=octave_base.shape[-2:], mode="bilinear", align_corners=False)
         image = (octave_base + detail).clamp(0.0, 1.0)
-        stage = f"octave {k + 1}/{p.octaves}"
-        for _ in range(p.iterations):
+        stage = f"octave {k + 1}/{octaves}"
+        for _ in range(iterations):
             reporter.check()
             image, objective = _ascent_step(model, image, weights, p, generator)
-            reporter.report(objective, stage, lambda image=image: image)
+            reporter.report(objective, stage, image.detach)  # binds this step's image
         detail = image - octave_base
 
     dreamed = image.detach()
@@ -228,16 +230,18 @@ def _ascent_step(
     model: nn.Module, image: Tensor, weights: dict[str, float], p: DeepDreamParams, generator: torch.Generator
 ) -> tuple[Tensor, float]:
     """One normalized gradient-ascent step with roll jitter; returns (new image, objective before)."""
-    if p.jitter > 0:
-        dy, dx = (int(v) for v in torch.randint(-p.jitter, p.jitter + 1, (2,), generator=generator))
+    jitter = filled(p.jitter, "jitter")
+    if jitter > 0:
+        dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
     else:
         dy = dx = 0
     with torch.enable_grad():
         rolled = torch.roll(image, shifts=(dy, dx), dims=(-2, -1)).requires_grad_(True)
         acts = run_until(model, rolled, list(weights))
-        objective = sum(w * 0.5 * acts[name].pow(2).sum() for name, w in weights.items())
+        terms = [w * 0.5 * acts[name].pow(2).sum() for name, w in weights.items()]
+        objective = sum(terms[1:], terms[0])  # = the plain sum() from 0, typed as a Tensor
         (grad,) = torch.autograd.grad(objective, rolled)
-    step = p.step_size / grad.abs().mean().clamp_min(1e-12)
+    step = filled(p.step_size, "step_size") / grad.abs().mean().clamp_min(1e-12)
     with torch.no_grad():
         stepped = (rolled + step * grad).roll(shifts=(-dy, -dx), dims=(-2, -1)).clamp_(0.0, 1.0)
     return stepped, float(objective.detach())

@@ -19,11 +19,12 @@ Dead ReLUs: a post-ReLU channel that is exactly 0 everywhere has no gradient, an
 small-noise start leaves several LeNet ``relu2`` channels stuck there. When the objective layer
 is a ReLU, its input (the pre-activation) is captured in the same forward pass, and for every
 image whose objective is still 0 the pre-activation objective is maximized instead until the
-channel wakes up (see ../shared/ALGORITHMS.md, calibration figures).
+channel wakes up (docs/methods.md, "Feature visualization", has the measured figures).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_int
+from interp.validate import check_int, filled
 
 OBJECTIVES = ("channel", "neuron")
 PARAMETERIZATIONS = ("fourier", "pixel")
@@ -94,7 +95,7 @@ class FeatureVisParams:
     ``restarts``: each channel is optimized from that many random starts (all in the same batch)
     and the best, by the final activation, is returned. The small-model values are what puts
     every ``relu2`` channel of the trained LeNet above its test-set maximum; 256 steps at lr 0.1
-    (the first guess, ../shared/ALGORITHMS.md) leaves channel 6 at 0.7-0.9x.
+    (the first guess) leaves channel 6 at 0.7-0.9x (docs/methods.md).
     """
 
     objective: str | None = None
@@ -233,7 +234,8 @@ def _visualize(
     # An in-place ReLU overwrites its input, so its pre-activation cannot be kept.
     pre_activation_of = module if isinstance(module, nn.ReLU) and not module.inplace else None
     device, dtype = _device_dtype(model)
-    n, size = len(channels), p.image_size
+    n, size = len(channels), filled(p.image_size, "image_size")
+    restarts, objective_kind = filled(p.restarts, "restarts"), filled(p.objective, "objective")
 
     grey = torch.full((1, in_channels, size, size), 0.5, device=device, dtype=dtype)
     try:
@@ -244,36 +246,39 @@ def _visualize(
     _check_channels(layer, probe, channels)
     # Restarts are stacked restart-major along the batch: image r * n + i is restart r of channel i,
     # so restart 0 is exactly the run without restarts.
-    index = torch.tensor(channels * p.restarts, device=device)
+    index = torch.tensor(channels * restarts, device=device)
 
-    generator = torch.Generator().manual_seed(p.seed)
-    image_fn, leaf = _parameterize(p.parameterization, n, p.restarts, in_channels, size, generator, device, dtype)
+    generator = torch.Generator().manual_seed(filled(p.seed, "seed"))
+    kind = filled(p.parameterization, "parameterization")
+    image_fn, leaf = _parameterize(kind, n, restarts, in_channels, size, generator, device, dtype)
     spec = _TransformSpec.for_size(size) if p.transforms else None
-    optimizer = torch.optim.Adam([leaf], lr=p.learning_rate)
-    reporter = StepReporter(p.steps, on_step, should_stop, p.preview_every)
+    optimizer = torch.optim.Adam([leaf], lr=filled(p.learning_rate, "learning_rate"))
+    steps = filled(p.steps, "steps")
+    reporter = StepReporter(steps, on_step, should_stop, filled(p.preview_every, "preview_every"))
 
     with torch.enable_grad():
-        for _ in range(p.steps):
+        for _ in range(steps):
             reporter.check()
             images = image_fn()
             x = _random_transform(images, spec, generator) if spec is not None else images
             post, pre = _forward(model, layer, pre_activation_of, x)
-            objective = _select(post, index, p.objective)
+            objective = _select(post, index, objective_kind)
             surrogate = objective
             if pre is not None:
-                surrogate = torch.where(objective > 0, objective, _select(pre, index, p.objective))
+                surrogate = torch.where(objective > 0, objective, _select(pre, index, objective_kind))
             optimizer.zero_grad(set_to_none=True)
             (-surrogate.sum()).backward()
             optimizer.step()
             score = objective.detach()
-            reporter.report(float(score.mean()), "", lambda images=images, score=score: _best(images, score, n))
+            preview = functools.partial(_best, images, score, n)
+            reporter.report(float(score.mean()), "", preview)
 
     with torch.no_grad():
         final = image_fn()
         post, _ = _forward(model, layer, None, final)
-        activations = _select(post, index, p.objective)
-        if p.restarts > 1:
-            best = activations.view(p.restarts, n).argmax(0) * n + torch.arange(n, device=device)
+        activations = _select(post, index, objective_kind)
+        if restarts > 1:
+            best = activations.view(restarts, n).argmax(0) * n + torch.arange(n, device=device)
             final, activations = final[best], activations[best]
     return FeatureVisResult(
         images=final.detach().float().cpu(), activations=activations.detach().float().cpu(), params=p
@@ -331,7 +336,7 @@ def _select(activation: Tensor, index: Tensor, objective: str) -> Tensor:
         return picked
     if objective == "channel":
         return picked.flatten(1).mean(1)
-    centre = (slice(None), *(s // 2 for s in picked.shape[1:]))
+    centre: tuple[slice | int, ...] = (slice(None), *(s // 2 for s in picked.shape[1:]))
     return picked[centre]
 
 

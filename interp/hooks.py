@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -50,7 +50,7 @@ def capture(model: nn.Module, layers: Sequence[str], *, stop: bool = True) -> It
     handles = []
     owner = threading.get_ident()
 
-    def make_hook(name: str):
+    def make_hook(name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
             if threading.get_ident() != owner:  # another request's forward on the shared module
                 return

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import check_batch, get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_float, check_int
+from interp.validate import check_float, check_int, filled
 
 MAX_ITERATIONS = 2000
 MAX_ALPHAS = 32
@@ -185,11 +185,14 @@ def attribute_vector(
 
 
 def _mean_features(model: nn.Module, x: Tensor, layers: Sequence[str], batch_size: int) -> Tensor:
-    total = None
+    if x.shape[0] == 0:
+        raise InvalidInput("an attribute set needs at least one image")
     with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            part = features(model, x[start : start + batch_size], layers).double().sum(0)
-            total = part if total is None else total + part
+        parts = [
+            features(model, x[start : start + batch_size], layers).double().sum(0)
+            for start in range(0, x.shape[0], batch_size)
+        ]
+    total = sum(parts[1:], parts[0])  # the same left-to-right additions as a running total
     return (total / x.shape[0]).float()
 
 
@@ -264,13 +267,14 @@ def _interpolate(
     if p.normalize_attribute:
         w = w / (w * w).mean(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
-    total = p.iterations + (len(alphas) - 1) * p.warm_iterations
-    reporter = StepReporter(total, on_step, should_stop, p.preview_every)
+    first, warm = filled(p.iterations, "iterations"), filled(p.warm_iterations, "warm_iterations")
+    total = first + (len(alphas) - 1) * warm
+    reporter = StepReporter(total, on_step, should_stop, filled(p.preview_every, "preview_every"))
     results = []
     z = source
     planned_end = 0
     for i, alpha in enumerate(alphas):
-        iterations = p.iterations if i == 0 else p.warm_iterations
+        iterations = first if i == 0 else warm
         planned_end += iterations
         target = phi_source + alpha * w
         z = _reconstruct(model, layers, z, target, iterations, p, reporter, f"alpha {alpha:g}", planned_end)
@@ -334,6 +338,7 @@ def _reconstruct(
     optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
     cache: dict[str, Tensor] = {}
     batch = z.shape[0]
+    tv_weight, tv_beta = filled(p.tv_weight, "tv_weight"), filled(p.tv_beta, "tv_beta")
 
     def closure() -> Tensor:
         reporter.check()
@@ -344,10 +349,12 @@ def _reconstruct(
         with torch.enable_grad():
             phi = features(model, z, layers)
             loss = 0.5 * (phi - target).pow(2).sum()
-            if p.tv_weight > 0:
-                loss = loss + p.tv_weight * total_variation(z, p.tv_beta).sum()
+            if tv_weight > 0:
+                loss = loss + tv_weight * total_variation(z, tv_beta).sum()
             loss = loss + 0.5 * BOX_PENALTY * (torch.relu(-z).pow(2).sum() + torch.relu(z - 1.0).pow(2).sum())
             loss.backward()
+        if z.grad is None:  # backward through phi always reaches z; a model that cuts it is refused
+            raise InvalidInput("the features do not depend on the input image (no gradient reached it)")
         cache.update(z=z.detach().clone(), grad=z.grad.detach().clone(), loss=loss.detach())
         return loss.detach()
 

@@ -27,7 +27,7 @@ COLORMAPS: dict[str, int] = {
 """OpenCV colormaps by lower-case name (``jet``, ``viridis``, ``inferno``, ``turbo``, ...)."""
 
 DEFAULT_CLIP_PERCENTILE = 99.0
-"""Saliency heatmaps saturate at this percentile of the map (ALGORITHMS.md)."""
+"""Saliency heatmaps saturate at this percentile of the map (docs/methods.md, "Saliency")."""
 DEFAULT_COLORMAP = "jet"
 """OpenCV colormap of saliency heatmaps."""
 

@@ -75,7 +75,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True)
 class SaliencyParams:
-    """Parameters of the saliency methods; the defaults are the reference ones (ALGORITHMS.md).
+    """Parameters of the saliency methods; the defaults are the reference ones (docs/methods.md).
 
     Attributes:
         layer: grad_cam: module path of the layer explained; None picks the last Conv2d.

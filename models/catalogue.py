@@ -200,7 +200,7 @@ def _step(
             padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
             out = shape[1:]
         else:
-            padding = (0, 0) if layer.padding == "valid" else _pair(layer.padding)
+            padding = (0, 0) if isinstance(layer.padding, str) else _pair(layer.padding)  # str: "valid"
             out = tuple(
                 conv_output_size(n, k, s, p, d)
                 for n, k, s, p, d in zip(shape[1:], kernel, stride, padding, dilation, strict=True)
@@ -220,7 +220,7 @@ def _step(
     if isinstance(layer, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
         _expect_spatial(path, layer, shape)
         size = layer.output_size
-        wanted = (size, size) if isinstance(size, int) else tuple(size)
+        wanted = (size, size) if size is None or isinstance(size, int) else tuple(size)  # None: keep
         out = tuple(n if w is None else int(w) for n, w in zip(shape[1:], wanted, strict=True))
         return (shape[0], *out), _adaptive_field(field, shape[1], out[0])
     if isinstance(layer, nn.Flatten):
@@ -245,7 +245,13 @@ def _expect_spatial(path: str, layer: nn.Module, shape: tuple[int, ...], channel
         raise ValueError(f"{path}: {type(layer).__name__} expects {channels} input channels, gets {shape[0]}")
 
 
-def _through(field: _Field | None, kernel, stride, padding, dilation) -> _Field | None:
+def _through(
+    field: _Field | None,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> _Field | None:
     if field is None:
         return None
     return field.through(kernel[0], stride[0], padding[0], dilation[0])

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from torch import nn
-from torchvision.models import AlexNet_Weights, VGG16_Weights, alexnet, vgg16
+from torchvision.models import VGG, AlexNet, AlexNet_Weights, VGG16_Weights, alexnet, vgg16
 
 from models.lenet import Normalize
 
@@ -32,7 +32,7 @@ def imagenet_labels() -> tuple[str, ...]:
     return tuple(VGG16_WEIGHTS.meta["categories"])
 
 
-def _served(model: nn.Module) -> nn.Sequential:
+def _served(model: VGG | AlexNet) -> nn.Sequential:
     """Wrap a torchvision VGG/AlexNet as the served Sequential (normalize first, ReLUs out-of-place)."""
     for module in model.modules():
         if isinstance(module, nn.ReLU):
@@ -70,7 +70,7 @@ def vgg_aliases(model: nn.Sequential) -> dict[str, str]:
     """Caffe names for a served VGG: conv{block}_{i}, relu{block}_{i}, pool{block}, fc6..fc8, relu6/7."""
     aliases: dict[str, str] = {}
     block, index = 1, 1
-    for name, module in model.features.named_children():
+    for name, module in _sequential(model, "features").named_children():
         path = f"features.{name}"
         if isinstance(module, nn.Conv2d):
             aliases[f"conv{block}_{index}"] = path
@@ -80,7 +80,7 @@ def vgg_aliases(model: nn.Sequential) -> dict[str, str]:
         elif isinstance(module, nn.MaxPool2d):
             aliases[f"pool{block}"] = path
             block, index = block + 1, 1
-    aliases.update(_classifier_aliases(model.classifier))
+    aliases.update(_classifier_aliases(_sequential(model, "classifier")))
     return aliases
 
 
@@ -88,7 +88,7 @@ def alexnet_aliases(model: nn.Sequential) -> dict[str, str]:
     """Caffe names for a served AlexNet: conv1..5, relu1..5, pool1/2/5 (numbered by the conv before)."""
     aliases: dict[str, str] = {}
     conv = 0
-    for name, module in model.features.named_children():
+    for name, module in _sequential(model, "features").named_children():
         path = f"features.{name}"
         if isinstance(module, nn.Conv2d):
             conv += 1
@@ -97,8 +97,16 @@ def alexnet_aliases(model: nn.Sequential) -> dict[str, str]:
             aliases[f"relu{conv}"] = path
         elif isinstance(module, nn.MaxPool2d):
             aliases[f"pool{conv}"] = path
-    aliases.update(_classifier_aliases(model.classifier))
+    aliases.update(_classifier_aliases(_sequential(model, "classifier")))
     return aliases
+
+
+def _sequential(model: nn.Module, name: str) -> nn.Sequential:
+    """The served model's ``name`` child, which the alias tables walk in order."""
+    child = model.get_submodule(name)
+    if not isinstance(child, nn.Sequential):
+        raise TypeError(f"{name} of a served model must be an nn.Sequential, got {type(child).__name__}")
+    return child
 
 
 def _classifier_aliases(classifier: nn.Sequential) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Usage: ``interp-train`` or ``python -m models.train_lenet [--epochs N] [--out DIR] ...``; ``--help`` lists
 the options, whose defaults live in :class:`TrainConfig`.
 
-Recipe (calibrated in ../shared/ALGORITHMS.md, "Measured on a throwaway prototype"): the topology of
+Recipe (docs/methods.md, "The served LeNet-5", gives its sources and measured accuracy): the topology of
 :func:`models.lenet.build_lenet` (batch norm after each conv), Adam with a one-cycle learning rate
 stepped per batch, batch 128, and augmentation on whole batches with tensor ops: a random crop of the
 image zero-padded by 2 px (0 is the black background) and a horizontal flip with probability 1/2
@@ -247,15 +247,15 @@ def train(
     """
     start = time.perf_counter()
     load_before = os.getloadavg()
-    train_x, train_y = load_dataset(config.dataset, "train", data_dir, download=download)
-    test_x, test_y = load_dataset(config.dataset, "test", data_dir, download=download)
+    train_images, train_labels = load_dataset(config.dataset, "train", data_dir, download=download)
+    test_images, test_labels = load_dataset(config.dataset, "test", data_dir, download=download)
     train_x, train_y = (
-        torch.from_numpy(train_x[: config.limit_train]),
-        torch.from_numpy(train_y[: config.limit_train]),
+        torch.from_numpy(train_images[: config.limit_train]),
+        torch.from_numpy(train_labels[: config.limit_train]),
     )
     test_x, test_y = (
-        torch.from_numpy(test_x[: config.limit_test]),
-        torch.from_numpy(test_y[: config.limit_test]),
+        torch.from_numpy(test_images[: config.limit_test]),
+        torch.from_numpy(test_labels[: config.limit_test]),
     )
     mean, std = _NORMALIZATION[config.dataset]
     classes = class_names(config.dataset)

@@ -300,6 +300,8 @@ def _all_tensors(mapping: Mapping) -> bool:
 def _bundled_file(spec: ModelSpec) -> tuple[Path, str]:
     """The state_dict file and full sha256 named by the bundled metadata JSON, after checking it."""
     meta_path = spec.weights.bundled_metadata
+    if meta_path is None:
+        raise WeightsError(f"{spec.name}: no bundled weights metadata")
     try:
         meta = json.loads(meta_path.read_text())
         name, sha256 = str(meta["file"]), str(meta["sha256"]).lower()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from models.imagenet import (
     ALEXNET_WEIGHTS,
@@ -34,7 +36,9 @@ IMAGENET_PREPROCESSING = Preprocessing(
 )
 
 
-def _meta_aliases(build, aliases_of) -> dict[str, str]:
+def _meta_aliases(
+    build: Callable[[], nn.Sequential], aliases_of: Callable[[nn.Sequential], dict[str, str]]
+) -> dict[str, str]:
     # The aliases depend on the topology only: a meta-device build costs no memory or init time.
     with torch.device("meta"):
         return aliases_of(build())

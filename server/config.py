@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 # flag, env var, dest, type, help. One table: the parser, the env lookup and the docs use it.
-OPTIONS: tuple[tuple[str, str, str, object, str], ...] = (
+OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--host", "INTERP_HOST", "host", str, "address to bind (default 0.0.0.0)"),
     ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
     ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
@@ -205,15 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve cnn-interp (gRPC interp.v1). Every flag also reads its INTERP_* environment variable.",
     )
     for flag, env, dest, kind, text in OPTIONS:
-        parser.add_argument(
-            flag,
-            dest=dest,
-            type=kind,
-            default=None,
-            metavar=flag.removeprefix("--").upper().replace("-", "_"),
-            help=f"{text} [env {env}]",
-            **({"nargs": "?", "const": True} if kind is _bool else {}),
-        )
+        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        text = f"{text} [env {env}]"
+        if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
+            parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text)
     parser.add_argument(
         "--weights",
         dest="weights",
@@ -236,7 +234,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         value = getattr(args, dest)
         if value is None and environ.get(env, "") != "":
             try:
-                value = kind(environ[env])  # type: ignore[operator]
+                value = kind(environ[env])
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise SystemExit(f"interp-server: bad {env}={environ[env]!r}: {exc}") from None
         if value is None:

@@ -1,0 +1,193 @@
+"""The README's examples run against the real in-process server, so they cannot drift.
+
+Every fenced block in README.md whose language is python, console, shell, bash or sh is either
+run here or preceded by an explicit ``<!-- no-test: reason -->`` comment (e.g. docker, make):
+
+- ``python`` blocks run as a script in a scratch directory holding the images the README names
+  (``cat.jpg``: scikit-image's cat photo; ``sneaker.png``: the first Fashion-MNIST test sneaker),
+  with the README's address ``localhost:50051`` replaced by the test server's;
+- ``console``/``shell`` blocks are transcripts: each ``$ interp ...`` line runs the installed
+  ``interp`` console script (``INTERP_SERVER`` set to the test server), must exit 0, and its
+  output must have the README's shape: line for line the same words, where a word holding a
+  digit (a number, a hash, a request id) matches any word holding a digit, and a ``...`` line
+  stands for any number of lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+INTERP = Path(sys.executable).parent / "interp"
+README_TARGET = "localhost:50051"
+CODE_LANGUAGES = {"python", "console", "shell", "bash", "sh"}
+TRANSCRIPT_LANGUAGES = {"console", "shell"}
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+NO_TEST = re.compile(r"^<!--\s*no-test:\s*(\S.*?)\s*-->$")
+
+
+@dataclass(frozen=True)
+class Block:
+    language: str
+    code: str
+    line: int  # 1-based line of the opening fence
+    no_test: str | None  # the reason given by a <!-- no-test: ... --> comment right before it
+
+    @property
+    def name(self) -> str:
+        return f"README.md:{self.line}"
+
+
+def readme_blocks() -> list[Block]:
+    text = README.read_text()
+    blocks = []
+    for match in FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").splitlines()
+        marker = NO_TEST.match(before[-1].strip()) if before else None
+        line = text.count("\n", 0, match.start()) + 1
+        blocks.append(Block(match.group(1).lower(), match.group(2), line, marker.group(1) if marker else None))
+    return blocks
+
+
+@dataclass(frozen=True)
+class Command:
+    block: Block
+    argv: list[str]
+    expected: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.block.name} $ {shlex.join(self.argv)}"
+
+
+def transcript_commands(block: Block) -> list[Command]:
+    """``$ interp ...`` lines and the output lines under each, up to the next ``$`` or blank line."""
+    commands: list[Command] = []
+    argv: list[str] | None = None
+    expected: list[str] = []
+    for raw in [*block.code.splitlines(), ""]:
+        if raw.startswith("$ ") or not raw.strip():
+            if argv is not None:
+                commands.append(Command(block, argv, expected))
+            argv, expected = (shlex.split(raw[2:]), []) if raw.startswith("$ ") else (None, [])
+        elif argv is not None:
+            expected.append(raw)
+    return commands
+
+
+BLOCKS = readme_blocks()
+PYTHON_BLOCKS = [b for b in BLOCKS if b.language == "python" and b.no_test is None]
+COMMANDS = [
+    command
+    for block in BLOCKS
+    if block.language in TRANSCRIPT_LANGUAGES and block.no_test is None
+    for command in transcript_commands(block)
+]
+
+
+def test_every_code_block_is_run_or_says_why_not() -> None:
+    unrunnable = []
+    for block in BLOCKS:
+        if block.language not in CODE_LANGUAGES or block.no_test is not None:
+            continue
+        if block.language == "python":
+            continue
+        commands = transcript_commands(block) if block.language in TRANSCRIPT_LANGUAGES else []
+        if not commands or any(c.argv[0] != "interp" for c in commands):
+            unrunnable.append(f"{block.name} ({block.language})")
+    assert unrunnable == [], (
+        "README blocks the tests cannot run: make them `$ interp ...` transcripts or python, or put "
+        "<!-- no-test: reason --> on the line before the block"
+    )
+    assert PYTHON_BLOCKS and COMMANDS  # the harness found the examples it is meant to run
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: bytes) -> Path:
+    """A scratch directory with the image files the README's examples name."""
+    directory = tmp_path_factory.mktemp("readme")
+    if not cv2.imwrite(str(directory / "cat.jpg"), cv2.cvtColor(cat_rgb, cv2.COLOR_RGB2BGR)):
+        raise RuntimeError("could not write cat.jpg")
+    (directory / "sneaker.png").write_bytes(sneaker_png)
+    return directory
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.name for b in PYTHON_BLOCKS])
+def test_python_example_runs(block: Block, target: str, workdir: Path) -> None:
+    assert README_TARGET in block.code or "InterpClient(" not in block.code, "examples connect to localhost:50051"
+    code = block.code.replace(README_TARGET, target)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{block.name} failed:\n{done.stderr[-3000:]}"
+
+
+def _words(line: str) -> list[str]:
+    return line.split()
+
+
+def _same_shape(expected: str, actual: str) -> bool:
+    want, got = _words(expected), _words(actual)
+    if len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):
+        numeric = any(ch.isdigit() for ch in w) and any(ch.isdigit() for ch in g)
+        if w != g and not numeric:
+            return False
+    return True
+
+
+def _matches(expected: list[str], actual: list[str]) -> bool:
+    """``expected`` (with ``...`` lines as gaps of any length) matches all of ``actual``."""
+    if not expected:
+        return not actual
+    head, rest = expected[0], expected[1:]
+    if head.strip() == "...":
+        return any(_matches(rest, actual[i:]) for i in range(len(actual) + 1))
+    return bool(actual) and _same_shape(head, actual[0]) and _matches(rest, actual[1:])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
+def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> None:
+    if not INTERP.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"console script not installed at {INTERP} (pip install -e .)")
+        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    env = {**os.environ, "INTERP_SERVER": target, "COLUMNS": "200"}
+    done = subprocess.run(
+        [str(INTERP), *command.argv[1:]], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{command.name} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    actual = [line for line in done.stdout.splitlines() if line.strip()]
+    assert _matches(command.expected, actual), (
+        f"{command.name}: the output no longer has the README's shape.\nREADME:\n"
+        + "\n".join(command.expected)
+        + "\nactual:\n"
+        + "\n".join(actual)
+    )
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "ok"),
+    [
+        (["A  1.0  x"], ["A 2.5 x"], True),
+        (["A  1.0  x"], ["A 2.5 y"], False),
+        (["A", "...", "C"], ["A", "B", "B", "C"], True),
+        (["A", "C"], ["A", "B", "C"], False),
+        (["A"], ["A", "B"], False),
+        (["x 7 Sneaker"], ["x 5 Sandal"], False),
+    ],
+)
+def test_shape_matcher(expected: list[str], actual: list[str], ok: bool) -> None:
+    assert _matches(expected, actual) is ok
