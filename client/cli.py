@@ -360,7 +360,7 @@ def _add_method_options(parser: argparse.ArgumentParser, method: Method) -> None
         for field in params.DESCRIPTOR.fields:
             if field.name in request.DESCRIPTOR.fields_by_name:
                 continue  # a request option of the same name already exists
-            _add_field_option(group, params, field, method, f"p_{field.name}")  # type: ignore[arg-type]
+            _add_field_option(group, params, field, method, f"p_{field.name}")
 
 
 def _request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

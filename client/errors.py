@@ -214,7 +214,7 @@ def from_rpc_error(error: grpc.RpcError) -> InterpError:
 def _status_details(error: grpc.RpcError) -> tuple[str | None, list[FieldViolation]]:
     """RequestInfo and BadRequest from the call's ``google.rpc.Status`` details (grpcio-status)."""
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except (ValueError, AttributeError, TypeError):
         return None, []
     if status is None:
@@ -252,7 +252,7 @@ def _metadata_request_id(metadata: object) -> str | None:
     if not metadata:
         return None
     try:
-        for key, value in metadata:  # type: ignore[attr-defined,union-attr]
+        for key, value in metadata:  # type: ignore[attr-defined]
             if str(key).lower() in _REQUEST_ID_KEYS:
                 return value.decode() if isinstance(value, bytes) else str(value)
     except (TypeError, ValueError):

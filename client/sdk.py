@@ -286,7 +286,7 @@ class InterpClient:
 
     def describe_model(self, name: str, *, timeout: float | None = _UNSET) -> ModelDescription:
         """A model's layer catalogue (shapes, receptive fields, parameters), class labels and preprocessing."""
-        return self.call("DescribeModel", {"model": name}, timeout)  # type: ignore[no-any-return]
+        return self.call("DescribeModel", {"model": name}, timeout)
 
     def labels(self, model: str, *, timeout: float | None = _UNSET) -> tuple[str, ...]:
         """A model's class labels in index order (ImageNet's 1000 for vgg16/alexnet)."""
@@ -294,7 +294,7 @@ class InterpClient:
 
     def server_info(self, *, timeout: float | None = _UNSET) -> ServerInfo:
         """Server version, device, limits in force, running and queued work, library versions, RPCs."""
-        return self.call("GetServerInfo", {}, timeout)  # type: ignore[no-any-return]
+        return self.call("GetServerInfo", {}, timeout)
 
     def classify(
         self, image: ImageLike, *, model: str, top_k: int | None = None, timeout: float | None = _UNSET
@@ -307,7 +307,7 @@ class InterpClient:
             model: a served model's name (case-insensitive).
             top_k: number of predictions (server default 5; above the class count: every class).
         """
-        return self.call(  # type: ignore[no-any-return]
+        return self.call(
             "Classify", {"model": model, "image": image, "top_k": top_k}, timeout
         )
 
@@ -332,11 +332,11 @@ class InterpClient:
             include_tensors: False returns statistics and PNGs only (much smaller responses).
         """
         values = {"model": model, "image": image, "layers": layers, "top_k": top_k, "include_tensors": include_tensors}
-        return self.call("Activations", values, timeout)  # type: ignore[no-any-return]
+        return self.call("Activations", values, timeout)
 
     def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
         """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
-        return self.call("Kernels", {"model": model, "layer": layer}, timeout)  # type: ignore[no-any-return]
+        return self.call("Kernels", {"model": model, "layer": layer}, timeout)
 
     def saliency(
         self,
@@ -359,7 +359,7 @@ class InterpClient:
                 the method does not read is refused (InvalidArgument naming it).
         """
         values = {"model": model, "image": image, "method": method, "target": target}
-        return self.call("Saliency", values, timeout, params=params)  # type: ignore[no-any-return]
+        return self.call("Saliency", values, timeout, params=params)
 
     def attack(
         self,
@@ -381,7 +381,7 @@ class InterpClient:
             **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
         values = {"model": model, "image": image, "method": method, "epsilons": epsilon, "target": target}
-        return self.call("Attack", values, timeout, params=params)  # type: ignore[no-any-return]
+        return self.call("Attack", values, timeout, params=params)
 
     # -- iterative methods (streaming) -----------------------------------------------------------
     # Each has a blocking form (progress= callback) and an iter_ form: an EventStream of

@@ -318,7 +318,7 @@ class _Stoppable(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self._should_stop():
             raise Cancelled("saliency stopped: the request was cancelled or its deadline passed")
-        return self.model(x)  # type: ignore[no-any-return]
+        return self.model(x)
 
 
 class _SeededNoiseTunnel(NoiseTunnel):

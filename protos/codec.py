@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from protos import interp_pb2 as pb
 
-_TO_NUMPY = {
+_TO_NUMPY: dict[int, np.dtype[Any]] = {
     pb.Tensor.FLOAT32: np.dtype("<f4"),
     pb.Tensor.UINT8: np.dtype("u1"),
     pb.Tensor.INT64: np.dtype("<i8"),
@@ -36,7 +37,7 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
             f"unsupported dtype {array.dtype}; supported: {sorted(str(d) for d in _TO_NUMPY.values())}"
         )
     data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code]).tobytes()
-    return pb.Tensor(dtype=code, shape=list(array.shape), data=data)
+    return pb.Tensor(dtype=code, shape=list(array.shape), data=data)  # type: ignore[arg-type]
 
 
 def from_tensor(message: pb.Tensor) -> np.ndarray:

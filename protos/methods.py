@@ -86,7 +86,7 @@ def _snake(name: str) -> str:
 
 
 def _message_class(name: str) -> type[Message]:
-    return getattr(pb, name)  # type: ignore[no-any-return]
+    return getattr(pb, name)
 
 
 SALIENCY_METHODS = (
