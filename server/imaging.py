@@ -43,6 +43,11 @@ def header_size(data: bytes) -> tuple[int, int]:
 
 def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
     """An Image message -> HxW or HxWxC array (C in 1, 3, 4; RGB order), float32 in [0, 1]."""
+    return _to_unit_float(decode_native(image, max_pixels))
+
+
+def decode_native(image: pb.Image, max_pixels: int) -> np.ndarray:
+    """An Image message -> HxW or HxWxC array (C in 1, 3, 4; RGB order) in its own dtype (uint8/16, float)."""
     kind = image.WhichOneof("source")
     if kind is None:
         raise BadRequest("image is empty: set Image.encoded (file bytes) or Image.pixels (a tensor)")
@@ -58,7 +63,7 @@ def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
         if array.ndim == 3:
             order = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
             if array.shape[2] in (3, 4):
-                array = cv2.cvtColor(array, order)
+                array = cv2.cvtColor(array, order, dst=array)  # in place: no second full-size copy
     else:
         array = from_tensor(image.pixels)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -66,7 +71,7 @@ def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
         if array.shape[0] < 1 or array.shape[1] < 1:
             raise BadRequest(f"Image.pixels has an empty side: shape {array.shape}")
         _check_pixels(array.shape[1], array.shape[0], max_pixels)
-    return _to_unit_float(array)
+    return array
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -134,12 +139,19 @@ def _trim_long_side(image: np.ndarray, max_aspect: float) -> np.ndarray:
     return image
 
 
-def preprocess(array: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """Decoded float image -> (C, H, W) float32 in [0, 1] at the model's input size."""
+def preprocess(
+    array: np.ndarray, spec: Preprocessing, source_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decoded float image -> (C, H, W) float32 in [0, 1] at the model's input size.
+
+    ``source_size``: (height, width) of the image ``array`` was reduced from (see
+    :func:`reduce_native`); the output size and crop are computed from it, so a reduced image
+    lines up pixel for pixel with the full one.
+    """
     image = to_channels(array, spec.channels)
     if spec.resize_shorter and spec.crop:
         image = _trim_long_side(image, MAX_ASPECT_BEFORE_CROP)
-    height, width = image.shape[:2]
+    height, width = source_size if source_size is not None else image.shape[:2]
     if spec.resize_shorter:
         scale = spec.resize_shorter / min(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -153,6 +165,31 @@ def preprocess(array: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32)
 
 
+REDUCE_ABOVE = 2.0
+"""An image whose shorter side exceeds this many times the model's is shrunk before the float conversion."""
+
+
+def reduce_native(array: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Shrink a much larger image in its own dtype (area averaging) to twice the model's side.
+
+    Converting a 40 Mpx RGBA image to float32 first costs 640 MB and more for each copy after
+    it; shrinking the 8/16-bit pixels first makes every decode about as cheap as a small one.
+    The final resize to the model's size still happens in float, from at least twice its size,
+    so the input differs from an all-float pipeline by at most a rounding step of the pixel depth.
+    """
+    if spec.resize_shorter and spec.crop:
+        array = _trim_long_side(array, MAX_ASPECT_BEFORE_CROP)
+    target = spec.resize_shorter or spec.input_size
+    height, width = array.shape[:2]
+    if min(height, width) <= REDUCE_ABOVE * target:
+        return array, None
+    scale = REDUCE_ABOVE * target / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    out = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    return (out[:, :, None] if out.ndim == 2 and array.ndim == 3 else out), (height, width)
+
+
 def load_input(image: pb.Image, spec: Preprocessing, max_pixels: int, device: str = "cpu") -> torch.Tensor:
     """Image message -> (1, C, H, W) float32 batch in [0, 1] on ``device``."""
-    return torch.from_numpy(preprocess(decode_image(image, max_pixels), spec)).unsqueeze(0).to(device)
+    array, source_size = reduce_native(decode_native(image, max_pixels), spec)
+    return torch.from_numpy(preprocess(_to_unit_float(array), spec, source_size)).unsqueeze(0).to(device)
