@@ -80,6 +80,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.Limits.max_restarts': 'VisualizeFilter random starts per channel',
     'interp.v1.Limits.max_samples': 'smoothgrad samples / IG steps',
     'interp.v1.Limits.max_steps': 'steps / iterations per run',
+    'interp.v1.Limits.stream_stall_s': 'A streamed call whose client has not taken the next message for this many seconds is cancelled (its work stops, its slot and worker are freed).',
     'interp.v1.ModelInfo.dataset': 'e.g. "ImageNet-1k", "Fashion-MNIST"',
     'interp.v1.ModelInfo.input_shape': '(C, H, W)',
     'interp.v1.ModelInfo.reason': 'why UNAVAILABLE, and how to fix it',

@@ -34,6 +34,7 @@ class Limits:
     # 64 channels at 256 px = 4.2 M; 512 steps of 32 channels at 224 px (one VGG16 run) = 822 M.
     max_batch_pixels: int = 64 * 256 * 256
     max_pixel_steps: int = 1_000_000_000
+    stream_stall_s: float = 120.0  # a stream whose client stops reading this long is cancelled
     max_concurrent_heavy: int = 2
     max_queued_heavy: int = 8
     default_deadline_s: float = 600.0
@@ -168,6 +169,13 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "limits.max_batch_pixels",
         int,
         "most images x side^2 in one request's batch (memory budget)",
+    ),
+    (
+        "--stream-stall",
+        "INTERP_STREAM_STALL",
+        "limits.stream_stall_s",
+        float,
+        "seconds a streamed call may wait for its client to read before it is cancelled",
     ),
     (
         "--max-pixel-steps",

@@ -68,6 +68,54 @@ class Call:
         return (time.perf_counter() - self.started) * 1000.0
 
 
+class StallWatch:
+    """Cancels streamed calls whose client stopped reading for longer than ``limit_s``.
+
+    A client that reads one event and then neither reads nor cancels would otherwise hold its
+    gRPC worker (and, until the work ends, its capacity slot) until the call's deadline. The
+    watch thread runs only while some stream is waiting on its client.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._since: dict[int, tuple[float, Call]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.cancelled = 0  # streams cancelled for not reading, for tests and operators
+
+    def waiting(self, key: int, call: Call) -> None:
+        with self._lock:
+            self._since[key] = (time.monotonic(), call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="interp-stall-watch", daemon=True)
+                self._thread.start()
+
+    def resumed(self, key: int) -> None:
+        with self._lock:
+            self._since.pop(key, None)
+
+    def _watch(self) -> None:
+        tick = threading.Event()
+        while True:
+            tick.wait(min(1.0, self.limit_s / 4))
+            now = time.monotonic()
+            with self._lock:
+                stalled = [(key, call) for key, (since, call) in self._since.items() if now - since > self.limit_s]
+                for key, _ in stalled:
+                    del self._since[key]
+                if not self._since and not stalled:
+                    self._thread = None
+                    return
+            for _, call in stalled:
+                log.warning(
+                    "request %s: the client has not read for %.0f s (stream_stall_s): cancelling the stream",
+                    call.request_id,
+                    self.limit_s,
+                )
+                self.cancelled += 1
+                call.context.cancel()
+
+
 class Ctx:
     """What per-RPC code gets: the servicer's state, the call, the model and small helpers."""
 
@@ -266,6 +314,7 @@ class InterpServicer(pb_grpc.InterpServicer):
         # a fresh OpenMP team in torch (measured 2.5x per LeNet step with 2 torch threads). One
         # thread per gRPC worker, so a submission never waits here: admission is the gate's job.
         self._workers = ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-work")
+        self.stalls = StallWatch(self.limits.stream_stall_s)
         self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training sets, read once
         self._datasets_lock = threading.Lock()
 
@@ -339,12 +388,20 @@ class InterpServicer(pb_grpc.InterpServicer):
         event_cls = method.event
         if event_cls is None:
             raise RuntimeError(f"{method.rpc} is not streamed")
+        key = id(call)
         for item in self._run_streamed(call, work):
             if isinstance(item, pb.Progress):
-                yield event_cls(progress=item)
+                message = event_cls(progress=item)
             else:
                 self._stamp(item, ctx)
-                yield event_cls(result=item)
+                message = event_cls(result=item)
+            # gRPC holds this generator inside the yield until the client takes the message
+            # (flow control): the watch cancels a call that stays there too long.
+            self.stalls.waiting(key, call)
+            try:
+                yield message
+            finally:
+                self.stalls.resumed(key)
 
     @staticmethod
     def _stamp(reply: Message, ctx: Ctx) -> None:

@@ -466,6 +466,7 @@ SMALL_LIMITS = Limits(
     max_restarts=2,
     max_batch_pixels=8 * 2 * 28 * 28,
     max_pixel_steps=8 * 2 * 28 * 28 * 100,
+    stream_stall_s=30.0,
     max_concurrent_heavy=1,
     max_queued_heavy=3,
     default_deadline_s=45.0,
