@@ -150,7 +150,7 @@ def tls_server(tmp_path_factory) -> Iterator[tuple[int, Path]]:
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k",)))
+    srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k-healthcheck-0123",)))
     srv.start()
     yield port, cert
     srv.stop(None)

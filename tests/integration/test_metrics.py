@@ -21,7 +21,7 @@ from protos import interp_pb2_grpc
 from server.app import create_server
 from tests.integration.conftest import test_config
 
-TOKEN = (("authorization", "Bearer m3trics"),)
+TOKEN = (("authorization", "Bearer m3trics-token-0123"),)
 IMAGE = pb.Image(encoded=cv2.imencode(".png", np.full((28, 28), 90, np.uint8))[1].tobytes())
 
 
@@ -33,7 +33,7 @@ def served(tmp_path_factory) -> Iterator[tuple[object, grpc.Channel]]:
         hub_dir=tmp_path_factory.mktemp("empty-hub"),
         metrics_port=0,
         metrics_host="127.0.0.1",
-        auth_tokens=("m3trics",),
+        auth_tokens=("m3trics-token-0123",),
     )
     srv, port = create_server(config)
     srv.start()
