@@ -23,6 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from protos import interp_pb2 as pb
 from server.app import create_server
 from server.config import ServerConfig, env_vars, load_config
+from tests.conftest import require, self_signed_certificate
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,9 +57,8 @@ def clean_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def docker_compose() -> str:
     binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("the docker-compose binary is not installed (.ci/run installs Debian's docker-compose)")
-    return binary
+    require(binary, "the docker-compose binary is not installed (.ci/run installs Debian's docker-compose)")
+    return str(binary)
 
 
 def test_compose_file_is_valid(docker_compose) -> None:
@@ -141,16 +141,9 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory) -> Iterator[tuple[int, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    directory = tmp_path_factory.mktemp("deploy-tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k-healthcheck-0123",)))
+    key, cert = self_signed_certificate(tmp_path_factory.mktemp("deploy-tls"))
+    config = test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k-healthcheck-0123",))
+    srv, port = create_server(config)
     srv.start()
     yield port, cert
     srv.stop(None)

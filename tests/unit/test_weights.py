@@ -22,6 +22,7 @@ from models.hub import READY, UNAVAILABLE, ModelHub
 from models.registry import ModelSpec, get_spec
 from models.weights import WeightsOptions, random_weights, resolve_weights, state_dict_sha256
 from models.zoo import LENET_METADATA
+from tests.conftest import require
 
 
 def sha256_of(path: Path) -> str:
@@ -357,8 +358,7 @@ def test_inconsistent_bundles_are_refused(tmp_path: Path, options: WeightsOption
 
 
 def test_the_trained_lenet_checkpoint_if_present(options: WeightsOptions) -> None:
-    if not LENET_METADATA.is_file():
-        pytest.skip("models/weights/lenet5_fashion_mnist.json not written yet (run interp-train)")
+    require(LENET_METADATA.is_file(), "models/weights/lenet5_fashion_mnist.json not written yet (run interp-train)")
     model = ModelHub(["lenet"], options).ready("lenet")
     assert (model.weights.source, model.pretrained) == ("bundled", True)
     assert model.weights.sha256 == json.loads(LENET_METADATA.read_text())["sha256"]
