@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models.catalogue import LayerInfo, layer_catalogue
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound
+from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound, shown
 from models.registry import ModelSpec, get_spec, list_models
 from models.weights import WeightsInfo, WeightsOptions, resolve_weights
 
@@ -72,7 +72,7 @@ class LoadedModel:
             aliases = ", ".join(a for a in self.spec.aliases if a in self._names)
             paths = ", ".join(layer.name for layer in self.layers)
             listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
-            raise UnknownLayer(f"{self.spec.name} has no layer {name!r}; {listing}") from None
+            raise UnknownLayer(f"{self.spec.name} has no layer {shown(name)}; {listing}") from None
 
     def require_ready(self) -> nn.Module:
         """The served module.
@@ -161,7 +161,7 @@ class ModelHub:
         try:
             return self._models[name]
         except KeyError:
-            raise UnknownModel(f"unknown model {name!r}; served models: {', '.join(self._models)}") from None
+            raise UnknownModel(f"unknown model {shown(name)}; served models: {', '.join(self._models)}") from None
 
     def ready(self, name: str) -> LoadedModel:
         """A served model that is READY.

@@ -542,3 +542,26 @@ def test_server_is_still_healthy_after_the_battery(channel, stub) -> None:
     assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
     # a heavy RPC still gets a capacity slot: nothing leaked from the refused ones
     assert saliency("smoothgrad", params=pb.SaliencyParams(samples=4))(stub).map.shape
+
+
+# -- client-supplied names are echoed truncated -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda name: classify(pb.Image(encoded=GOOD_PNG), model=name), NOT_FOUND),
+        (lambda name: visualize(layer=name), INVALID),
+        (lambda name: dream(layers=((name, None),)), INVALID),
+    ],
+    ids=["model", "layer", "dream-layer"],
+)
+def test_a_megabyte_name_is_echoed_in_100_characters(stub, caplog, call, code) -> None:
+    name = "N" * 1_000_000 + "\nforged log line"
+    with caplog.at_level("INFO", logger="interp.server"), pytest.raises(grpc.RpcError) as info:
+        call(name)(stub)
+    details = info.value.details()
+    assert info.value.code() == code and "'NNN" in details and "..." in details, details[:300]
+    assert len(details) < 2000 and "\n" not in details  # the newline arrives escaped
+    logged = [r.getMessage() for r in caplog.records if "request" in r.getMessage()]
+    assert logged and all(len(line) < 2000 and "\n" not in line for line in logged)
