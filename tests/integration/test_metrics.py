@@ -62,6 +62,7 @@ def test_metrics_count_what_happened(served) -> None:
     stub = interp_pb2_grpc.InterpStub(channel)
     assert srv.metrics_port and srv.metrics_port > 0
     models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest(), metadata=TOKEN, timeout=10).models}
+    began = time.perf_counter()  # the 5 Classify calls below happen inside this span
     for _ in range(3):
         stub.Classify(pb.ClassifyRequest(model="lenet", image=IMAGE), metadata=TOKEN, timeout=10)
     failures = [
@@ -77,6 +78,7 @@ def test_metrics_count_what_happened(served) -> None:
         with pytest.raises(grpc.RpcError) as info:
             failing()
         assert info.value.code() == code
+    span = time.perf_counter() - began
     request = pb.VisualizeFilterRequest(
         model="lenet", layer="conv2", channels=[0], params=pb.VisualizeFilterParams(steps=2048)
     )
@@ -87,7 +89,7 @@ def test_metrics_count_what_happened(served) -> None:
     for _ in range(5):
         health.Check(health_pb2.HealthCheckRequest(), timeout=5)
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 120  # only a hang takes this long
     while True:  # the cancelled stream is counted once its worker has stopped
         samples, content_type = scrape(srv)
         cancelled = value(samples, "interp_requests_total", method="VisualizeFilter", code="CANCELLED")
@@ -114,7 +116,8 @@ def test_metrics_count_what_happened(served) -> None:
 
     # latency histogram: one observation per finished call, cumulative buckets ending at +Inf
     assert value(samples, "interp_request_seconds_count", method="Classify") == 5
-    assert 0 < value(samples, "interp_request_seconds_sum", method="Classify") < 30
+    # in seconds: the server's own durations fit inside the client's span around the calls
+    assert 0 < value(samples, "interp_request_seconds_sum", method="Classify") <= span
     buckets = sorted(
         (float(dict(labels)["le"]), v)
         for (name, labels), v in samples.items()
