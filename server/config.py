@@ -42,7 +42,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback: serving other machines is a decision (with auth, or --allow-unauthenticated)
     port: int = 50051
     models: tuple[str, ...] = ()  # empty: every registered model
     device: str = "cpu"
@@ -109,7 +109,7 @@ MIN_TOKEN_LENGTH = 16  # shorter bearer tokens are refused at start: guessable, 
 
 # flag, env var, dest, type, help. One table: the parser, the env lookup and the docs use it.
 OPTIONS: tuple[tuple[str, str, str, object, str], ...] = (
-    ("--host", "INTERP_HOST", "host", str, "address to bind (default 0.0.0.0)"),
+    ("--host", "INTERP_HOST", "host", str, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
     ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
     ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
     ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),

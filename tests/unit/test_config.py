@@ -147,3 +147,8 @@ def test_connection_limits_are_options() -> None:
     assert options["grpc.keepalive_timeout_ms"] == 20_000 and options["grpc.max_connection_idle_ms"] == 900_000
     with pytest.raises(SystemExit):
         load_config(["--max-concurrent-rpcs", "0"], environ={})
+
+
+def test_the_default_address_is_loopback_so_the_default_server_starts() -> None:
+    config = load_config([], environ={})
+    assert config.host == "127.0.0.1" and auth_tokens(config) == ()
