@@ -23,7 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from protos import interp_pb2 as pb
 from server.app import create_server
 from server.config import ServerConfig, auth_tokens, env_vars, load_config
-from tests.conftest import require, self_signed_certificate
+from tests.conftest import mutual_tls_certificates, require, self_signed_certificate
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,6 +222,23 @@ def test_healthcheck_over_tls_trusts_the_servers_own_certificate(tls_server) -> 
     assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
     plaintext = run_healthcheck(f"localhost:{port}")
     assert plaintext.returncode == 1
+
+
+def test_healthcheck_under_mutual_tls_presents_its_client_certificate(tmp_path) -> None:
+    certs = mutual_tls_certificates(tmp_path)
+    config = test_config(models=("lenet",), tls_cert=certs.server_cert, tls_key=certs.server_key,
+                         tls_client_ca=certs.ca)  # fmt: skip
+    srv, port = create_server(config)
+    srv.start()
+    try:
+        env = {"INTERP_PORT": str(port), "INTERP_HEALTHCHECK_CA": str(certs.ca)}
+        refused = run_healthcheck(env=env)  # no client certificate: the handshake fails
+        assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+        done = run_healthcheck(env={**env, "INTERP_HEALTHCHECK_CERT": str(certs.client_cert),
+                                    "INTERP_HEALTHCHECK_KEY": str(certs.client_key)})  # fmt: skip
+        assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
+    finally:
+        srv.stop(None)
 
 
 def test_healthcheck_reports_not_serving_during_shutdown() -> None:
