@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
+from server.config import ServerConfig
 from tests.integration.conftest import test_config
 
 TOKEN = (("authorization", "Bearer m3trics-token-0123"),)
@@ -153,3 +154,34 @@ def test_the_request_id_of_an_error_leads_to_its_log_line(served, caplog) -> Non
     assert len(records) == 1 and "Classify -> INVALID_ARGUMENT" in records[0].getMessage()
     entry = json.loads(JsonFormatter().format(records[0]))  # --log-format json: one object per line
     assert entry["level"] == "INFO" and entry["logger"] == "interp.server" and request_id in entry["message"]
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine other than loopback (the default route's source), if any."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, the kernel picks a source
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_metrics_listen_on_loopback_only_by_default() -> None:
+    """The default --metrics-host is 127.0.0.1: the machine's other addresses do not answer."""
+    import urllib.error
+
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to probe from")  # not a missing tool
+    srv, _port = create_server(test_config(models=("lenet",), metrics_port=0))
+    try:
+        assert ServerConfig().metrics_host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=30) as reply:
+            assert reply.status == 200
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://{address}:{srv.metrics_port}/metrics", timeout=30)
+    finally:
+        srv.stop(None)
