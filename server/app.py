@@ -20,7 +20,7 @@ from models.hub import ModelHub
 from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
-from server.config import Limits, ServerConfig, auth_tokens, load_config
+from server.config import Limits, ServerConfig, auth_tokens, is_loopback, load_config
 from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
 from server.servicer import InterpServicer
 
@@ -146,8 +146,9 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             "token auth without TLS: bearer tokens cross the network in plaintext; "
             "serve TLS (--tls-cert/--tls-key) unless every client is on this machine"
         )
-    if not tokens and config.tls_client_ca is None:
-        log.warning("serving %s without authentication: anyone who can reach it may use it", config.address)
+    if not tokens and config.tls_client_ca is None and not is_loopback(config.host):
+        log.warning("serving %s without authentication (--allow-unauthenticated): anyone who can reach it "
+                    "may use it", config.address)  # fmt: skip
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if hub is None:
