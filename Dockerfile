@@ -9,6 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     INTERP_HUB_DIR=/opt/interp/weights \
+    INTERP_HOST=0.0.0.0 \
     INTERP_PORT=50051
 
 RUN useradd --create-home --uid 10001 interp

@@ -20,7 +20,9 @@ values actually used in ``result.params``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -204,7 +206,9 @@ class InterpClient:
             deadline; the server applies its own default deadline).
         token: sent as ``authorization: Bearer <token>`` metadata on every call.
         ca_file: PEM file with the root certificate(s) to trust; switches the channel to TLS.
-        tls: use TLS with the system's root certificates (implied by ``ca_file``).
+        tls: use TLS with the system's root certificates (implied by ``ca_file`` and ``cert_file``).
+        cert_file, key_file: PEM client certificate (chain) and its private key, presented to a
+            server that requires client certificates (mutual TLS, ``--tls-client-ca``); together.
         server_name: TLS only: the certificate name to expect, when it differs from the target host.
         max_message_bytes: cap on sent and received message size (default 64 MiB).
         options: extra raw gRPC channel options, e.g. ``[("grpc.keepalive_time_ms", 30000)]``.
@@ -225,9 +229,13 @@ class InterpClient:
         server_name: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, Any]] = (),
+        cert_file: str | os.PathLike | None = None,
+        key_file: str | os.PathLike | None = None,
     ) -> None:
         if not target:
             raise ValueError("target must be 'host:port' or 'dns:///host:port'")
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("cert_file and key_file go together (the client certificate and its private key)")
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
@@ -235,14 +243,24 @@ class InterpClient:
         channel_opts = channel_options(
             target, max_message_bytes=max_message_bytes, server_name=server_name, extra=options
         )
-        self.tls = bool(tls or ca_file is not None)
+        self.tls = bool(tls or ca_file is not None or cert_file is not None)
         if self.tls:
             roots = Path(ca_file).read_bytes() if ca_file is not None else None
-            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            chain = Path(cert_file).read_bytes() if cert_file is not None else None
+            key = Path(key_file).read_bytes() if key_file is not None else None
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=roots, private_key=key, certificate_chain=chain
+            )
             self._channel = grpc.secure_channel(target, credentials, options=channel_opts)
         else:
             if server_name:
                 raise ValueError("server_name only applies to TLS; pass ca_file= or tls=True")
+            if self._metadata is not None and not is_loopback_target(target):
+                warnings.warn(
+                    f"sending a bearer token over a plaintext channel to {target}: anyone on the path can read "
+                    "it; use TLS (ca_file= or tls=True)",
+                    stacklevel=2,
+                )
             self._channel = grpc.insecure_channel(target, options=channel_opts)
         self._stub = pb_grpc.InterpStub(self._channel)
 
@@ -643,6 +661,39 @@ def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Argument conversion (fail fast, with the expected form named)
 # ---------------------------------------------------------------------------------------------
+
+
+def is_loopback_target(target: str) -> bool:
+    """True when a gRPC target can only reach this machine (loopback address, localhost, unix socket).
+
+    Accepts ``host:port``, ``[v6]:port``, ``dns:///host:port``, ``dns://authority/host:port``,
+    ``ipv4:addr:port,...`` / ``ipv6:[addr]:port,...`` (every address must be loopback) and ``unix:``.
+    """
+    scheme, sep, after = target.strip().partition(":")
+    if sep and scheme in ("unix", "unix-abstract"):
+        return True
+    if sep and scheme == "dns":
+        names = [after[3:] if after.startswith("///") else after.removeprefix("//").partition("/")[2]]
+    elif sep and scheme in ("ipv4", "ipv6"):
+        names = after.split(",")
+    else:
+        names = [target.strip()]
+    return all(_is_loopback_host(_host_of(name)) for name in names)
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.partition(":")[0] if address.count(":") == 1 else address  # bare IPv6: no port
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
 
 
 def _auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:

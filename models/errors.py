@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+import reprlib
+
+ECHO_LIMIT = 100  # characters of a client-supplied name that messages and logs repeat
+
+_echo = reprlib.Repr()
+_echo.maxstring = ECHO_LIMIT + 2  # + the quotes
+_echo.maxother = ECHO_LIMIT
+
+
+def shown(value: object) -> str:
+    """``repr`` of a client-supplied value (model, layer, label, method name), at most about
+    ``ECHO_LIMIT`` characters: a longer one is elided in the middle (``'abc...xyz'``).
+
+    Every message and log line that repeats what a client sent goes through this, so a 60 MB
+    "model name" is not echoed back whole, and control characters (newlines) arrive escaped.
+    """
+    return _echo.repr(value)
+
 
 class UnknownModel(LookupError):
     """No model of that name is registered or served. The message lists the names that exist."""

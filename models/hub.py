@@ -14,18 +14,13 @@ import torch
 from torch import nn
 
 from models.catalogue import LayerInfo, layer_catalogue
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound
+from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound, shown
 from models.registry import ModelSpec, get_spec, list_models
 from models.weights import WeightsInfo, WeightsOptions, resolve_weights
 
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 log = logging.getLogger(__name__)
-
-
-def short(text: str, limit: int = 100) -> str:
-    """An untrusted name for a message or a log line: quoted, at most ``limit`` characters."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def suggest(name: str, choices: Sequence[str]) -> str:
@@ -92,7 +87,7 @@ class LoadedModel:
             paths = ", ".join(layer.name for layer in self.layers)
             listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
             hint = suggest(name, list(self._names))
-            raise UnknownLayer(f"{self.spec.name} has no layer {short(name)}{hint}; {listing}") from None
+            raise UnknownLayer(f"{self.spec.name} has no layer {shown(name)}{hint}; {listing}") from None
 
     def require_ready(self) -> nn.Module:
         """The served module.
@@ -180,7 +175,7 @@ class ModelHub:
         if model is None:
             hint = suggest(name, list(self._models))
             served = ", ".join(self._models)
-            raise UnknownModel(f"unknown model {short(name)}{hint}; served models: {served}")
+            raise UnknownModel(f"unknown model {shown(name)}{hint}; served models: {served}")
         return model
 
     def ready(self, name: str) -> LoadedModel:

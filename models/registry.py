@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from models.errors import UnknownModel
+from models.errors import UnknownModel, shown
 
 # torch.hub's convention (torch.hub.HASH_REGEX): in "vgg16-397923af.pth" the hex digits after a
 # '-' and before the next '.' are a prefix of the file's sha256. Non-empty here: an empty prefix
@@ -157,4 +157,4 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModel(f"unknown model {name!r}; available models: {', '.join(list_models())}") from None
+        raise UnknownModel(f"unknown model {shown(name)}; available models: {', '.join(list_models())}") from None

@@ -20,7 +20,7 @@ from models.hub import ModelHub
 from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
-from server.config import ServerConfig, auth_tokens, load_config
+from server.config import Limits, ServerConfig, auth_tokens, is_loopback, load_config
 from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
 from server.servicer import InterpServicer
 
@@ -94,8 +94,61 @@ def weights_options(config: ServerConfig) -> WeightsOptions:
     )
 
 
+def grpc_options(limits: Limits) -> list[tuple[str, int]]:
+    """Channel arguments of the gRPC server: message size, keepalive and connection lifetime.
+
+    A peer that vanishes without closing its connection is found by the keepalive ping; a client
+    that keeps its connection open but stops reading a stream holds that stream's worker only until
+    the connection's age runs out (plus the grace for RPCs in flight), or its deadline. Clients may
+    ping at most every 10 s without calls in flight (grpc's default is 5 min, too strict for
+    clients that keep channels warm); more pings than that end the connection.
+    """
+
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.keepalive_time_ms", ms(limits.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(limits.keepalive_timeout_s)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_connection_idle_ms", ms(limits.max_connection_idle_s)),
+        ("grpc.max_connection_age_ms", ms(limits.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(limits.max_connection_age_grace_s)),
+    ]
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials, requiring and verifying client certificates when --tls-client-ca is set."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    pair = [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+    if config.tls_client_ca is None:
+        return grpc.ssl_server_credentials(pair)
+    return grpc.ssl_server_credentials(
+        pair, root_certificates=config.tls_client_ca.read_bytes(), require_client_auth=True
+    )
+
+
 def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Server, int]:
-    """Load the models and bind the server (not started). Port 0 binds a free port, returned."""
+    """Load the models and bind the server (not started). Port 0 binds a free port, returned.
+
+    Raises:
+        SystemExit: authentication would not fail closed (see ``server.config.auth_tokens``), or the
+            address cannot be bound. Checked before any model is loaded.
+    """
+    tokens = auth_tokens(config)
+    if tokens and config.tls_cert is None:
+        log.warning(
+            "token auth without TLS: bearer tokens cross the network in plaintext; "
+            "serve TLS (--tls-cert/--tls-key) unless every client is on this machine"
+        )
+    if not tokens and config.tls_client_ca is None and not is_loopback(config.host):
+        log.warning("serving %s without authentication (--allow-unauthenticated): anyone who can reach it "
+                    "may use it", config.address)  # fmt: skip
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if hub is None:
@@ -114,15 +167,14 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
     metrics = Metrics()
     for model in hub.all():
         metrics.model_ready.labels(model.spec.name, str(model.pretrained).lower()).set(model.status == "READY")
-    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]
-    tokens = auth_tokens(config)
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]  # counts refused calls too
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
-    size = config.limits.max_message_bytes
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+        options=grpc_options(config.limits),
+        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
     )
     servicer = InterpServicer(config, hub, metrics=metrics, auth_required=bool(tokens))
     pb_grpc.add_InterpServicer_to_server(servicer, grpc_server)
@@ -143,8 +195,8 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             grpc_server,
         )
-    if config.tls_cert is not None and config.tls_key is not None:
-        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+    credentials = server_credentials(config)
+    if credentials is not None:
         port = grpc_server.add_secure_port(config.address, credentials)
     else:
         port = grpc_server.add_insecure_port(config.address)
@@ -181,8 +233,8 @@ def serve(config: ServerConfig) -> None:
         SERVICE_NAME,
         config.host,
         port,
-        " with TLS" if config.tls_cert else "",
-        ", token auth on" if server.servicer.auth_required else "",
+        (" with mutual TLS" if config.tls_client_ca else " with TLS") if config.tls_cert else "",
+        ", token auth on" if config.auth_tokens or config.auth_tokens_file else "",
         time.perf_counter() - started,
     )
     if server.metrics_port is not None:

@@ -7,6 +7,7 @@ limits in force, and docs/README list the same table (generated from ``OPTIONS``
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -38,11 +39,18 @@ class Limits:
     max_concurrent_heavy: int = 2
     max_queued_heavy: int = 8
     default_deadline_s: float = 600.0
+    # Connections (a client that stops reading, or vanishes, must not hold the server forever).
+    max_concurrent_rpcs: int = 64  # RPCs in progress at once, health included; beyond: RESOURCE_EXHAUSTED
+    keepalive_time_s: float = 60.0  # ping a connection that has been quiet this long
+    keepalive_timeout_s: float = 20.0  # a ping unanswered this long closes the connection
+    max_connection_idle_s: float = 900.0  # a connection with no RPC for this long is closed (GOAWAY)
+    max_connection_age_s: float = 3600.0  # every connection is closed (GOAWAY) after this long ...
+    max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback: serving other machines is a decision (with auth, or --allow-unauthenticated)
     port: int = 50051
     models: tuple[str, ...] = ()  # empty: every registered model
     device: str = "cpu"
@@ -60,10 +68,12 @@ class ServerConfig:
     log_format: str = "text"  # "text" or "json" (one JSON object per line, with request ids)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key enables TLS
     tls_key: Path | None = None
-    auth_tokens: tuple[str, ...] = ()  # bearer tokens accepted; empty and no file: auth off
-    auth_tokens_file: Path | None = None  # one token per line (# comments allowed)
+    tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    auth_tokens: tuple[str, ...] = ()  # bearer tokens accepted; none and no file: no token auth
+    auth_tokens_file: Path | None = None  # one token per line (lines starting with # are comments)
+    allow_unauthenticated: bool = False  # serve a non-loopback address with neither tokens nor mTLS
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off, 0: a free port
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -92,9 +102,22 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _tokens(text: str) -> tuple[str, ...]:
+    """Comma-separated tokens. A setting that holds no token at all (" , ") is an error, not "no auth"."""
+    tokens = _csv(text)
+    if not tokens:
+        raise argparse.ArgumentTypeError(
+            "holds no token; unset it to serve without tokens (which also needs --allow-unauthenticated "
+            "on a non-loopback address)"
+        )
+    return tokens
+
+
+MIN_TOKEN_LENGTH = 16  # shorter bearer tokens are refused at start: guessable, or a placeholder
+
 # flag, env var, dest, type, help. One table: the parser, the env lookup and the docs use it.
 OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
-    ("--host", "INTERP_HOST", "host", str, "address to bind (default 0.0.0.0)"),
+    ("--host", "INTERP_HOST", "host", str, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
     ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
     ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
     ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
@@ -136,15 +159,42 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--tls-cert", "INTERP_TLS_CERT", "tls_cert", Path, "PEM certificate chain; with --tls-key serves TLS"),
     ("--tls-key", "INTERP_TLS_KEY", "tls_key", Path, "PEM private key for --tls-cert"),
     (
+        "--tls-client-ca",
+        "INTERP_TLS_CLIENT_CA",
+        "tls_client_ca",
+        Path,
+        "PEM CA bundle; with it every client must present a certificate this CA signed (mutual TLS)",
+    ),
+    (
         "--auth-tokens",
         "INTERP_AUTH_TOKENS",
         "auth_tokens",
-        _csv,
-        "comma-separated bearer tokens; when set (or a file), every RPC but health needs one",
+        _tokens,
+        f"comma-separated bearer tokens (at least {MIN_TOKEN_LENGTH} characters each); when set (or a file), "
+        "every RPC but health needs one",
     ),
-    ("--auth-tokens-file", "INTERP_AUTH_TOKENS_FILE", "auth_tokens_file", Path, "file of bearer tokens, one a line"),
+    (
+        "--auth-tokens-file",
+        "INTERP_AUTH_TOKENS_FILE",
+        "auth_tokens_file",
+        Path,
+        "file of bearer tokens, one a line; lines starting with # are comments",
+    ),
+    (
+        "--allow-unauthenticated",
+        "INTERP_ALLOW_UNAUTHENTICATED",
+        "allow_unauthenticated",
+        _bool,
+        "serve a non-loopback address without tokens or client certificates (refused otherwise)",
+    ),
     ("--metrics-port", "INTERP_METRICS_PORT", "metrics_port", int, "serve Prometheus metrics on this HTTP port"),
-    ("--metrics-host", "INTERP_METRICS_HOST", "metrics_host", str, "address for the metrics port (default 0.0.0.0)"),
+    (
+        "--metrics-host",
+        "INTERP_METRICS_HOST",
+        "metrics_host",
+        str,
+        "address for the metrics port (default 127.0.0.1: loopback only)",
+    ),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
     (
@@ -204,6 +254,48 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "limits.default_deadline_s",
         float,
         "seconds an RPC may run when the client sets no deadline",
+    ),
+    (
+        "--max-concurrent-rpcs",
+        "INTERP_MAX_CONCURRENT_RPCS",
+        "limits.max_concurrent_rpcs",
+        int,
+        "RPCs in progress at once (health included); beyond it RESOURCE_EXHAUSTED (default 64)",
+    ),
+    (
+        "--keepalive-time",
+        "INTERP_KEEPALIVE_TIME",
+        "limits.keepalive_time_s",
+        float,
+        "seconds of silence before the server pings a connection (default 60)",
+    ),
+    (
+        "--keepalive-timeout",
+        "INTERP_KEEPALIVE_TIMEOUT",
+        "limits.keepalive_timeout_s",
+        float,
+        "seconds a keepalive ping may go unanswered before the connection is closed (default 20)",
+    ),
+    (
+        "--max-connection-idle",
+        "INTERP_MAX_CONNECTION_IDLE",
+        "limits.max_connection_idle_s",
+        float,
+        "seconds a connection may carry no RPC before it is closed (default 900)",
+    ),
+    (
+        "--max-connection-age",
+        "INTERP_MAX_CONNECTION_AGE",
+        "limits.max_connection_age_s",
+        float,
+        "seconds after which any connection is asked to close (default 3600)",
+    ),
+    (
+        "--max-connection-age-grace",
+        "INTERP_MAX_CONNECTION_AGE_GRACE",
+        "limits.max_connection_age_grace_s",
+        float,
+        "seconds RPCs in flight on an aged connection get before they are cut (default 660)",
     ),
 )
 
@@ -268,7 +360,9 @@ def validate_config(config: ServerConfig) -> None:
         raise SystemExit(f"interp-server: --workers must be >= 1, got {config.worker_threads}")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise SystemExit("interp-server: --tls-cert and --tls-key go together")
-    for path in (config.tls_cert, config.tls_key, config.auth_tokens_file):
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise SystemExit("interp-server: --tls-client-ca needs TLS: give --tls-cert and --tls-key too")
+    for path in (config.tls_cert, config.tls_key, config.tls_client_ca, config.auth_tokens_file):
         if path is not None and not path.is_file():
             raise SystemExit(f"interp-server: no such file: {path}")
     if config.log_format not in ("text", "json"):
@@ -279,16 +373,61 @@ def validate_config(config: ServerConfig) -> None:
             raise SystemExit(f"interp-server: limit {item.name} must be > 0, got {value}")
 
 
+def read_tokens_file(path: Path) -> list[str]:
+    """Tokens of a tokens file: one a line, surrounding blanks stripped, lines starting with ``#`` skipped.
+
+    Only whole-line comments: ``abc#secret`` is the token ``abc#secret``, not ``abc``.
+    """
+    tokens = []
+    for line in path.read_text().splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            tokens.append(token)
+    return tokens
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
 def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
-    """Tokens from --auth-tokens and --auth-tokens-file together."""
+    """Tokens from --auth-tokens and --auth-tokens-file together, checked so that auth fails closed.
+
+    Raises:
+        SystemExit: a tokens file without tokens, an empty token, a token shorter than
+            ``MIN_TOKEN_LENGTH``, or no authentication at all (no token, no --tls-client-ca) on a
+            non-loopback address without --allow-unauthenticated.
+    """
     tokens = list(config.auth_tokens)
+    if any(not token.strip() for token in tokens):
+        raise SystemExit("interp-server: an auth token is empty; refusing to serve")
     if config.auth_tokens_file is not None:
-        from_file = [line.split("#", 1)[0].strip() for line in config.auth_tokens_file.read_text().splitlines()]
-        from_file = [token for token in from_file if token]
+        from_file = read_tokens_file(config.auth_tokens_file)
         if not from_file:
             # fail closed: an empty secret (e.g. not mounted yet) must not silently switch auth off
             raise SystemExit(f"interp-server: {config.auth_tokens_file} holds no token; refusing to serve without auth")
         tokens.extend(from_file)
+    short = [index for index, token in enumerate(tokens, 1) if len(token) < MIN_TOKEN_LENGTH]
+    if short:
+        # which ones by position only: the tokens themselves must not reach a log
+        raise SystemExit(
+            f"interp-server: auth token(s) number {', '.join(map(str, short))} are shorter than "
+            f"{MIN_TOKEN_LENGTH} characters; use long random tokens (e.g. `openssl rand -hex 32`)"
+        )
+    unauthenticated = not tokens and config.tls_client_ca is None
+    if unauthenticated and not config.allow_unauthenticated and not is_loopback(config.host):
+        raise SystemExit(
+            f"interp-server: refusing to serve {config.host} without authentication: set --auth-tokens / "
+            "--auth-tokens-file or --tls-client-ca, bind --host 127.0.0.1, or pass --allow-unauthenticated "
+            "if anyone who can reach this address may use the server"
+        )
     return tuple(tokens)
 
 

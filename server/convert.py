@@ -10,13 +10,14 @@ import torch
 from google.protobuf.message import Message
 
 from models.catalogue import LayerInfo
-from models.hub import LoadedModel, short
+from models.errors import shown
+from models.hub import LoadedModel
 from protos import interp_pb2 as pb
 from protos.codec import to_tensor
 
 M = TypeVar("M", bound=Message)
 
-__all__ = ["tensor", "params_to_proto", "model_info", "layer", "preprocessing", "short"]
+__all__ = ["tensor", "params_to_proto", "model_info", "layer", "preprocessing", "shown"]
 
 
 def tensor(value: torch.Tensor | np.ndarray) -> pb.Tensor:

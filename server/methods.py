@@ -28,6 +28,7 @@ from interp.feature_vis import FeatureVisParams
 from interp.interpolation import InterpolateFeaturesParams
 from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
 from interp.saliency import SaliencyParams
+from models.errors import shown
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
@@ -224,7 +225,7 @@ def kernels(ctx: Ctx, request: pb.KernelsRequest, params: None) -> pb.KernelsRes
 def _resolve_saliency(params: SaliencyParams, model: LoadedModel, request: pb.SaliencyRequest) -> SaliencyParams:
     if request.method not in SALIENCY_METHOD_PARAMS:
         valid = ", ".join(SALIENCY_METHOD_PARAMS)
-        raise BadRequest(f"unknown saliency method {request.method!r}; valid methods: {valid}", field="method")
+        raise BadRequest(f"unknown saliency method {shown(request.method)}; valid methods: {valid}", field="method")
     reads = set(SALIENCY_METHOD_PARAMS[request.method]) | set(SALIENCY_RENDERING)
     for field, _ in request.params.ListFields():
         if field.name not in reads:
@@ -294,7 +295,7 @@ ATTACK_PARAMS = {
 def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.AttackRequest) -> AttackParams:
     if request.method not in ATTACK_PARAMS:
         raise BadRequest(
-            f"unknown attack method {request.method!r}; valid methods: {', '.join(ATTACK_PARAMS)}", field="method"
+            f"unknown attack method {shown(request.method)}; valid methods: {', '.join(ATTACK_PARAMS)}", field="method"
         )
     if not request.epsilons:
         raise BadRequest("at least one epsilon is required, each in (0, 1] (pixel units)", field="epsilons")

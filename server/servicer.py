@@ -198,7 +198,7 @@ class Ctx:
         hint = suggest(label, labels)
         shown = ", ".join(labels) if len(labels) <= 20 else ", ".join(labels[:20]) + ", ... (DescribeModel lists all)"
         raise BadRequest(
-            f"unknown class label {convert.short(label)} for {self.model.spec.name}{hint}; valid labels: {shown}",
+            f"unknown class label {shown(label)} for {self.model.spec.name}{hint}; valid labels: {shown}",
             field=field,
         )
 

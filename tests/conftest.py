@@ -1,7 +1,13 @@
-"""Shared fixtures: real images (scikit-image's photos, Fashion-MNIST test images)."""
+"""Shared fixtures and helpers: real images (scikit-image's photos, Fashion-MNIST test images),
+``require`` for prerequisites, test-made TLS certificates.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -9,6 +15,82 @@ import numpy as np
 import pytest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def under_ci() -> bool:
+    """True on the CI machine (``CI=true``, as .ci/run and most CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require(available: object, reason: str) -> None:
+    """Skip the test when a prerequisite is missing, or fail it under ``CI=true``.
+
+    Every test that cannot run without something outside the repository (the openssl command,
+    the Fashion-MNIST files, an installed console script, docker-compose) calls this instead of
+    ``pytest.skip``: on a developer machine the test is skipped with ``reason``; on CI, where
+    .ci/run installs every prerequisite, a missing one is a broken setup and must not pass
+    silently as a skip.
+    """
+    if available:
+        return
+    if under_ci():
+        pytest.fail(f"missing prerequisite under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_fashion_mnist(split: str = "t10k") -> None:
+    require(
+        (FASHION_MNIST_DIR / f"{split}-images-idx3-ubyte.gz").exists(),
+        f"Fashion-MNIST not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)",
+    )
+
+
+# -- TLS certificates made by the tests (openssl) -------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    require(shutil.which("openssl"), "needs the openssl command to make certificates (apt-get install openssl)")
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def self_signed_certificate(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """(key, cert) of a one-day self-signed certificate for localhost and 127.0.0.1."""
+    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert))  # fmt: skip
+    return key, cert
+
+
+@dataclass(frozen=True)
+class MutualTLS:
+    """A test CA, a server certificate and a client certificate it signed, and a stranger's client certificate."""
+
+    ca: Path
+    server_key: Path
+    server_cert: Path
+    client_key: Path
+    client_cert: Path
+    stranger_key: Path  # self-signed: not from the CA the server trusts
+    stranger_cert: Path
+
+
+def mutual_tls_certificates(directory: Path) -> MutualTLS:
+    ca_key, ca = self_signed_certificate(directory, "ca")
+    signed = {}
+    for role, extension in (
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key, csr, cert, ext = (directory / f"{role}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
+        ext.write_text(extension + "\n")
+        _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={role}-localhost",
+                 "-keyout", str(key), "-out", str(csr))  # fmt: skip
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+                 "-days", "1", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+        signed[role] = (key, cert)
+    stranger_key, stranger_cert = self_signed_certificate(directory, "stranger")
+    return MutualTLS(ca, *signed["server"], *signed["client"], stranger_key, stranger_cert)
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +111,8 @@ def cat_png(cat_rgb: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="session")
 def fashion_test_images() -> tuple[np.ndarray, np.ndarray]:
-    """The first 100 Fashion-MNIST test images (uint8 28x28) and labels; skips if the data is absent."""
-    if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    """The first 100 Fashion-MNIST test images (uint8 28x28) and labels (see ``require``)."""
+    require_fashion_mnist()
     from models.datasets import load_dataset
 
     images, labels = load_dataset("fashion-mnist", "test")

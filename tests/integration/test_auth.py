@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,34 +21,30 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import interp_pb2 as pb
 from server.app import create_server
+from server.config import load_config
 from server.interceptors import AuthInterceptor
+from tests.conftest import MutualTLS, mutual_tls_certificates, require, self_signed_certificate
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERP = Path(sys.executable).parent / "interp"
 TOKENS_FILE = """\
-# interp tokens, one a line
-alpha-7f3e9c
+# interp tokens, one a line; only lines starting with # are comments
+alpha-7f3e9c4d11a8e2
 
-beta-0b1d52   # the CI runner
-# gamma-retired
+  beta-0b1d52#c7a9e3f8
+# gamma-retired-6d2f1e88a
 """
-VALID = ("alpha-7f3e9c", "beta-0b1d52")
+VALID = ("alpha-7f3e9c4d11a8e2", "beta-0b1d52#c7a9e3f8")
 METHODS = list(pb.DESCRIPTOR.services_by_name["Interp"].methods)
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A lenet server with TLS (test-made certificate) and tokens from a file only."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
     directory = tmp_path_factory.mktemp("auth")
-    key, cert, tokens = directory / "key.pem", directory / "cert.pem", directory / "tokens"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed_certificate(directory)
+    tokens = directory / "tokens"
     tokens.write_text(TOKENS_FILE)
     srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens_file=tokens))
     srv.start()
@@ -85,7 +80,8 @@ BAD_CREDENTIALS = {
     "wrong token": (("authorization", "Bearer not-a-token"),),
     "empty bearer": (("authorization", "Bearer "),),
     "no Bearer scheme": (("authorization", VALID[0]),),
-    "retired token": (("authorization", "Bearer gamma-retired"),),
+    "retired token": (("authorization", "Bearer gamma-retired-6d2f1e88a"),),
+    "token cut at the #": (("authorization", "Bearer beta-0b1d52"),),
     "token with a suffix": (("authorization", f"Bearer {VALID[0]}x"),),
     "token prefix": (("authorization", f"Bearer {VALID[0][:-1]}"),),
     "other header": (("x-token", VALID[0]),),
@@ -136,7 +132,7 @@ def test_health_stays_open(channel) -> None:
 
 def test_comparison_is_constant_time_over_every_token(monkeypatch) -> None:
     """hmac.compare_digest against every configured token, whether or not (and where) one matches."""
-    tokens = ["first-token", "second-token", "third-token"]
+    tokens = ["first-token-0123456", "second-token-012345", "third-token-0123456"]
     interceptor = AuthInterceptor(tokens)
     compared: list[bytes] = []
     real = hmac.compare_digest
@@ -146,7 +142,7 @@ def test_comparison_is_constant_time_over_every_token(monkeypatch) -> None:
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", counting)
-    for presented, allowed in (("first-token", True), ("third-token", True), ("nope", False), ("", False)):
+    for presented, allowed in ((tokens[0], True), (tokens[2], True), ("nope", False), ("", False)):
         compared.clear()
         metadata = (("authorization", f"Bearer {presented}".encode()),)  # bytes values are accepted too
         assert interceptor._allowed(metadata) is allowed
@@ -159,8 +155,7 @@ def test_comparison_is_constant_time_over_every_token(monkeypatch) -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    if not INTERP.exists():
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     base = {k: v for k, v in os.environ.items() if not k.startswith("INTERP_")}
     return subprocess.run(
         [str(INTERP), *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env={**base, **(env or {})}
@@ -207,3 +202,168 @@ def test_a_tokens_file_without_tokens_fails_closed(tmp_path) -> None:
     empty.write_text("# tokens go here\n\n   # none yet\n")
     with pytest.raises(SystemExit, match="holds no token"):
         create_server(test_config(models=("lenet",), auth_tokens_file=empty))
+
+
+# -- attacks on the configuration: each must stop the server before it serves ------------------------------
+
+SERVER_SCRIPT = Path(sys.executable).parent / "interp-server"
+GOOD_TOKEN = "good-token-5e0c9a7b"
+
+
+SHORT_LINE = "abc#secret\n"  # once read as the token "abc"; now the token "abc#secret": too short
+ATTACKS = {
+    "INTERP_AUTH_TOKENS=' , '": (["--host", "127.0.0.1"], {"INTERP_AUTH_TOKENS": " , "}, "holds no token"),
+    "INTERP_AUTH_TOKENS=','": (["--host", "127.0.0.1"], {"INTERP_AUTH_TOKENS": ","}, "holds no token"),
+    "a short token": (["--host", "127.0.0.1", "--auth-tokens", "hunter2"], {}, "shorter than 16"),
+    "'abc#secret' in the tokens file": (["--host", "127.0.0.1", "--auth-tokens-file", "FILE"], {}, "shorter than 16"),
+    "no auth on 0.0.0.0": (["--host", "0.0.0.0"], {}, "--allow-unauthenticated"),
+    "no auth on 0.0.0.0, empty env": (["--host", "0.0.0.0"], {"INTERP_AUTH_TOKENS": ""}, "without authentication"),
+    "no auth on ::": (["--host", "::"], {}, "without authentication"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_configurations_that_would_serve_without_auth_are_refused(attack: str, tmp_path) -> None:
+    """What ``interp-server`` does with these flags and variables: load_config, then create_server."""
+    argv, env, reason = ATTACKS[attack]
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(SHORT_LINE)
+    argv = [str(tokens_file) if arg == "FILE" else arg for arg in argv]
+    with pytest.raises(SystemExit) as info:
+        create_server(load_config(["--port", "0", "--models", "lenet", *argv], environ=env))
+    assert reason in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_the_reproduction_from_main_stops_the_process() -> None:
+    """On main, INTERP_AUTH_TOKENS=" , " started a server that answered an unauthenticated Classify."""
+    command = [str(SERVER_SCRIPT)] if SERVER_SCRIPT.exists() else [sys.executable, "-m", "server.app"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INTERP_")}
+    done = subprocess.run(
+        [*command, "--host", "127.0.0.1", "--port", "0", "--models", "lenet"], cwd=ROOT,
+        env={**base, "INTERP_AUTH_TOKENS": " , "}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "INTERP_AUTH_TOKENS" in done.stderr and "holds no token" in done.stderr
+    assert "listening" not in done.stderr + done.stdout
+
+
+def test_auth_is_checked_before_models_load(tmp_path) -> None:
+    """create_server refuses at once, before it would load (or log) any model."""
+    with pytest.raises(SystemExit, match="without authentication"):
+        create_server(test_config(host="0.0.0.0", models=("no-such-model",)))
+
+
+def test_tokens_without_tls_log_a_warning(caplog) -> None:
+    with caplog.at_level("WARNING", logger="interp.server"):
+        srv, _port = create_server(test_config(models=("lenet",), auth_tokens=(GOOD_TOKEN,)))
+    srv.stop(None)
+    assert any("plaintext" in r.getMessage() for r in caplog.records)
+    assert all(GOOD_TOKEN not in r.getMessage() for r in caplog.records)
+
+
+# -- unauthenticated calls are refused before the request is parsed -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_with_token() -> Iterator[str]:
+    srv, port = create_server(test_config(models=("lenet",), auth_tokens=(GOOD_TOKEN,)))
+    srv.start()
+    yield f"127.0.0.1:{port}"
+    srv.stop(None)
+
+
+def test_an_unauthenticated_request_is_refused_unparsed(plain_with_token) -> None:
+    """32 MB that are not a protobuf: parsing them would fail with INTERNAL ("Exception deserializing
+    request"); refused on its metadata alone, the call gets UNAUTHENTICATED. With a token the same
+    bytes do reach the parser: so the first answer is not a coincidence."""
+    garbage = b"\xff" * (32 << 20)  # field 31, wire type 7: invalid from the first byte
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(plain_with_token, options=options) as channel:
+        classify = channel.unary_unary("/interp.v1.Interp/Classify")  # raw bytes in and out
+        with pytest.raises(grpc.RpcError) as refused:
+            classify(garbage, timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as parsed:
+            classify(garbage, timeout=60, metadata=(("authorization", f"Bearer {GOOD_TOKEN}"),))
+        assert parsed.value.code() == grpc.StatusCode.INTERNAL and "deserializ" in parsed.value.details()
+        from protos import interp_pb2_grpc
+
+        models = interp_pb2_grpc.InterpStub(channel).ListModels(
+            pb.ListModelsRequest(), metadata=(("authorization", f"Bearer {GOOD_TOKEN}"),), timeout=10
+        )
+        assert [m.name for m in models.models] == ["lenet"]  # and the server serves on
+
+
+def test_the_refusing_handler_never_reads_its_request() -> None:
+    """The handler grpc gets for a refused call has no deserializer and never iterates the request."""
+
+    def never(_request: bytes) -> object:
+        raise AssertionError("the request was deserialized")
+
+    handler = grpc.unary_unary_rpc_method_handler(lambda r, c: r, request_deserializer=never)
+
+    class Details:
+        method = "/interp.v1.Interp/Classify"
+        invocation_metadata = (("authorization", "Bearer wrong"),)
+
+    class Context:
+        def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise RuntimeError(code)
+
+    refused = AuthInterceptor([GOOD_TOKEN]).intercept_service(lambda _d: handler, Details())
+    assert refused.request_streaming and refused.request_deserializer is None
+
+    read: list[bytes] = []
+
+    def requests() -> Iterator[bytes]:
+        read.append(b"x")
+        yield b"x"
+
+    with pytest.raises(RuntimeError) as info:
+        list(refused.stream_stream(requests(), Context()))
+    assert info.value.args[0] == grpc.StatusCode.UNAUTHENTICATED and read == []
+
+
+# -- mutual TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mutual(tmp_path_factory) -> Iterator[tuple[str, MutualTLS, object]]:
+    """A lenet server that requires client certificates from its CA; no tokens."""
+    certs = mutual_tls_certificates(tmp_path_factory.mktemp("mtls"))
+    config = test_config(
+        models=("lenet",), tls_cert=certs.server_cert, tls_key=certs.server_key, tls_client_ca=certs.ca
+    )
+    srv, port = create_server(config)
+    srv.start()
+    yield f"localhost:{port}", certs, srv
+    srv.stop(None)
+
+
+def test_mutual_tls_refuses_clients_without_a_certificate_from_its_ca(mutual) -> None:
+    from client import InterpClient, errors
+
+    target, certs, srv = mutual
+    for label, cert_key in (("no client certificate", {}),
+                            ("a self-signed client certificate", {"cert_file": certs.stranger_cert,
+                                                                  "key_file": certs.stranger_key})):  # fmt: skip
+        with InterpClient(target, ca_file=certs.ca, timeout=10, **cert_key) as client:
+            with pytest.raises(errors.Unavailable):
+                client.list_models()
+        assert srv.metrics.busy() == 0, label  # refused in the handshake: no RPC ever started
+    with InterpClient(target, ca_file=certs.ca, cert_file=certs.client_cert, key_file=certs.client_key) as client:
+        assert [m.name for m in client.list_models()] == ["lenet"]
+        assert client.server_info().tls
+    assert sample(srv, "interp_requests_total", method="ListModels", code="OK") == 1  # only the certified call
+
+
+def test_mutual_tls_counts_as_authentication_on_any_address(tmp_path) -> None:
+    certs = mutual_tls_certificates(tmp_path)
+    config = test_config(host="0.0.0.0", models=("lenet",), tls_cert=certs.server_cert, tls_key=certs.server_key,
+                         tls_client_ca=certs.ca)  # fmt: skip
+    srv, port = create_server(config)  # no --allow-unauthenticated needed
+    srv.stop(None)
+    assert port > 0
+
+
+def sample(srv, name: str, **labels: str) -> float:
+    return srv.metrics.registry.get_sample_value(name, labels) or 0.0

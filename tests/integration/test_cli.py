@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import require
+
 ROOT = Path(__file__).resolve().parents[2]
 INTERP = Path(sys.executable).parent / "interp"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -19,8 +21,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def interp(target):
     """interp(*args) -> CompletedProcess, with --server pointing at the shared real server."""
-    if not INTERP.exists():
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
 
     def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -22,7 +22,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from protos import interp_pb2 as pb
 from server.app import create_server
-from server.config import ServerConfig, env_vars, load_config
+from server.config import ServerConfig, auth_tokens, env_vars, load_config
+from tests.conftest import mutual_tls_certificates, require, self_signed_certificate
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +34,22 @@ INTERPOLATION = re.compile(r"\$\{[A-Z0-9_]+:?-([^}]*)\}")
 
 
 def compose_environment() -> dict[str, str]:
-    """INTERP_* keys the compose file sets, with their values (``${VAR:-default}`` -> default)."""
+    """INTERP_* keys of the shared environment block (``x-interp-env``), with their values
+    (``${VAR:-default}`` -> default). Services may override some (see ``resolved_services``)."""
     values = {}
-    for line in COMPOSE.read_text().splitlines():
+    text = COMPOSE.read_text()
+    block = text[text.index("x-interp-env:") : text.index("\nservices:")]
+    for line in block.splitlines():
         match = ENV_KEY.match(line)
         if match:
             value = match.group(2).strip().strip("\"'")
             values[match.group(1)] = INTERPOLATION.sub(lambda m: m.group(1), value)
     return values
+
+
+def compose_keys() -> set[str]:
+    """Every INTERP_* key set anywhere in the compose file (the shared block and the services)."""
+    return {match.group(1) for line in COMPOSE.read_text().splitlines() if (match := ENV_KEY.match(line))}
 
 
 def healthcheck_variables() -> set[str]:
@@ -56,9 +65,8 @@ def clean_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def docker_compose() -> str:
     binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("the docker-compose binary is not installed (.ci/run installs Debian's docker-compose)")
-    return binary
+    require(binary, "the docker-compose binary is not installed (.ci/run installs Debian's docker-compose)")
+    return str(binary)
 
 
 def test_compose_file_is_valid(docker_compose) -> None:
@@ -70,25 +78,82 @@ def test_compose_file_is_valid(docker_compose) -> None:
         assert done.returncode == 0, done.stderr
 
 
-def test_compose_services_and_scaling(docker_compose) -> None:
+def resolved_services(docker_compose: str, env: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+    """Per service of ``docker-compose config`` (every profile): its environment and its ports.
+
+    A small reader of the resolved YAML docker-compose prints (two-space indents, ``KEY: value``
+    environment entries, one port a line), so the test needs no YAML library.
+    """
     done = subprocess.run(
-        [docker_compose, "-f", str(COMPOSE), "--profile", "gpu", "config", "--services"],
-        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+        [docker_compose, "-f", str(COMPOSE), "--profile", "gpu", "--profile", "local-unauthenticated", "config"],
+        cwd=ROOT, env={**clean_env(), **(env or {})}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert {"interp", "interp-gpu"} <= set(done.stdout.split())
-    resolved = subprocess.run(
-        [docker_compose, "-f", str(COMPOSE), "config"],
-        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
-    ).stdout  # fmt: skip
+    services: dict[str, dict[str, object]] = {}
+    section, current, block = "", None, ""
+    for line in done.stdout.splitlines():
+        indent = len(line) - len(line.lstrip())
+        text = line.strip()
+        if indent == 0:
+            section = text.rstrip(":")
+        elif section == "services" and indent == 2:
+            current = services.setdefault(text.rstrip(":"), {"environment": {}, "ports": []})
+        elif current is not None and block == "ports" and indent == 4 and text.startswith("- "):
+            current["ports"].append(text[2:])  # type: ignore[union-attr]
+        elif current is not None and indent == 4:
+            block = text.rstrip(":")
+        elif current is not None and block == "environment" and indent == 6:
+            key, _, value = text.partition(": ")
+            current["environment"][key] = value.strip("'\"")  # type: ignore[index]
+    return services
+
+
+def test_compose_services_and_scaling(docker_compose) -> None:
+    services = resolved_services(docker_compose)
+    assert {"interp", "interp-gpu", "interp-local-unauthenticated"} <= set(services)
     # --scale needs container ports without a fixed host port, and the healthcheck speaks gRPC health
-    assert "target: 50051" in resolved and "published: 50051" not in resolved
-    assert "server.healthcheck" in resolved
+    assert services["interp"]["ports"] == ["127.0.0.1::50051/tcp", "127.0.0.1::9100/tcp"]
+    assert "server.healthcheck" in COMPOSE.read_text()
+
+
+def test_compose_publishes_on_loopback_unless_told_otherwise(docker_compose) -> None:
+    for name, service in resolved_services(docker_compose).items():
+        assert service["ports"], name
+        for port in service["ports"]:  # type: ignore[union-attr]
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this machine"
+    exposed = resolved_services(docker_compose, {"INTERP_PUBLISH_HOST": "0.0.0.0"})["interp"]
+    assert exposed["ports"] == ["0.0.0.0::50051/tcp", "0.0.0.0::9100/tcp"]
+
+
+def test_compose_default_service_fails_closed_without_tokens(docker_compose) -> None:
+    """The default service never serves without auth: no tokens -> it refuses to start."""
+    environment = resolved_services(docker_compose)["interp"]["environment"]
+    with pytest.raises(SystemExit, match="without authentication"):
+        auth_tokens(load_config([], environ=environment))  # type: ignore[arg-type]
+    token = "compose-token-8c1d0e5f2a7b"
+    environment = resolved_services(docker_compose, {"INTERP_AUTH_TOKENS": token})["interp"]["environment"]
+    assert auth_tokens(load_config([], environ=environment)) == (token,)  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="shorter than 16"):
+        short = resolved_services(docker_compose, {"INTERP_AUTH_TOKENS": "letmein"})["interp"]["environment"]
+        auth_tokens(load_config([], environ=short))  # type: ignore[arg-type]
+
+
+def test_only_the_local_profile_serves_without_auth_and_only_on_loopback(docker_compose) -> None:
+    services = resolved_services(docker_compose, {"INTERP_PUBLISH_HOST": "0.0.0.0"})
+    allowed = [name for name, service in services.items()
+               if service["environment"].get("INTERP_ALLOW_UNAUTHENTICATED") not in ("0", "", None)]  # type: ignore[union-attr]  # fmt: skip
+    assert allowed == ["interp-local-unauthenticated"]
+    local = services["interp-local-unauthenticated"]
+    assert local["ports"] == ["127.0.0.1:50051:50051/tcp", "127.0.0.1:9100:9100/tcp"]  # even with PUBLISH_HOST set
+    config = load_config([], environ=local["environment"])  # type: ignore[arg-type]
+    assert config.allow_unauthenticated and auth_tokens(config) == ()
+    profiles = re.search(r"interp-local-unauthenticated:\n(?:.*\n)*?\s+profiles: \[(.*?)\]", COMPOSE.read_text())
+    assert profiles and profiles.group(1) == '"local-unauthenticated"'  # never started by a plain `up`
 
 
 def test_every_variable_compose_sets_is_one_the_server_reads() -> None:
     read = set(env_vars()) | healthcheck_variables()
-    unknown = sorted(set(compose_environment()) - read)
+    unknown = sorted(compose_keys() - read)
     assert not unknown, f"docker-compose.yml sets variables nothing reads: {unknown}"
 
 
@@ -106,6 +171,7 @@ def test_compose_values_parse_into_a_deployable_config() -> None:
     config = load_config([], environ=compose_environment())
     assert config.port == 50051 and config.host == "0.0.0.0"
     assert config.metrics_port == 9100 and config.grace_s == 20
+    assert config.allow_unauthenticated is False
     assert config.random_weights is False and config.download_weights is False  # never serve random weights
     assert config.log_format == "json"
     assert config.models == ("vgg16", "alexnet", "lenet")
@@ -141,16 +207,9 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory) -> Iterator[tuple[int, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    directory = tmp_path_factory.mktemp("deploy-tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k",)))
+    key, cert = self_signed_certificate(tmp_path_factory.mktemp("deploy-tls"))
+    config = test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("t0k-healthcheck-0123",))
+    srv, port = create_server(config)
     srv.start()
     yield port, cert
     srv.stop(None)
@@ -163,6 +222,23 @@ def test_healthcheck_over_tls_trusts_the_servers_own_certificate(tls_server) -> 
     assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
     plaintext = run_healthcheck(f"localhost:{port}")
     assert plaintext.returncode == 1
+
+
+def test_healthcheck_under_mutual_tls_presents_its_client_certificate(tmp_path) -> None:
+    certs = mutual_tls_certificates(tmp_path)
+    config = test_config(models=("lenet",), tls_cert=certs.server_cert, tls_key=certs.server_key,
+                         tls_client_ca=certs.ca)  # fmt: skip
+    srv, port = create_server(config)
+    srv.start()
+    try:
+        env = {"INTERP_PORT": str(port), "INTERP_HEALTHCHECK_CA": str(certs.ca)}
+        refused = run_healthcheck(env=env)  # no client certificate: the handshake fails
+        assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+        done = run_healthcheck(env={**env, "INTERP_HEALTHCHECK_CERT": str(certs.client_cert),
+                                    "INTERP_HEALTHCHECK_KEY": str(certs.client_key)})  # fmt: skip
+        assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
+    finally:
+        srv.stop(None)
 
 
 def test_healthcheck_reports_not_serving_during_shutdown() -> None:

@@ -7,8 +7,6 @@ ball of the attack) and with the server's own catalogue.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,20 +264,13 @@ def test_interpolate_with_class_names(client, shirt_png):
 @pytest.fixture(scope="module")
 def secure_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A lenet-only server with TLS (test-made certificate) and token auth."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
     from server.app import create_server
+    from tests.conftest import self_signed_certificate
     from tests.integration.conftest import test_config
 
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     srv, port = create_server(
-        test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("s3cret",))
+        test_config(models=("lenet",), tls_cert=cert, tls_key=key, auth_tokens=("s3cret-token-0123",))
     )
     srv.start()
     yield f"localhost:{port}", cert
@@ -288,7 +279,7 @@ def secure_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 def test_token_and_tls(secure_server, shirt_png):
     address, cert = secure_server
-    with InterpClient(address, ca_file=cert, token="s3cret") as c:
+    with InterpClient(address, ca_file=cert, token="s3cret-token-0123") as c:
         info = c.server_info()
         assert info.auth_required and info.tls
         assert c.classify(shirt_png, model="lenet").predictions
@@ -296,7 +287,7 @@ def test_token_and_tls(secure_server, shirt_png):
         c.list_models()
     with InterpClient(address, ca_file=cert, token="wrong") as c, pytest.raises(errors.Unauthenticated):
         c.list_models()
-    with InterpClient(address, token="s3cret", timeout=5) as c, pytest.raises(errors.Unavailable):
+    with InterpClient(address, token="s3cret-token-0123", timeout=5) as c, pytest.raises(errors.Unavailable):
         c.list_models()  # plaintext against TLS
 
 

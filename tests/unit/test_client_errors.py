@@ -7,9 +7,7 @@ codes, messages, metadata and cancellations cross a real channel.
 from __future__ import annotations
 
 import gc
-import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client_fakes import ABORT_MESSAGE, PNG, FakeInterp, start_fake  # noqa: E402
 
 from client import InterpClient, ProgressEvent, errors  # noqa: E402
-from client.sdk import channel_options  # noqa: E402
+from client.sdk import channel_options, is_loopback_target  # noqa: E402
+from tests.conftest import self_signed_certificate  # noqa: E402
 
 MAPPED = [
     (grpc.StatusCode.CANCELLED, errors.Cancelled),
@@ -119,6 +118,32 @@ def test_token_is_sent_as_bearer_metadata_on_unary_and_streaming_calls(shared):
     with InterpClient(target) as c:
         c.list_models()
         assert "authorization" not in servicer.metadata[-1]
+
+
+@pytest.mark.parametrize(
+    "target", ["10.0.0.7:50051", "interp.example.com:50051", "dns:///interp:50051", "[2001:db8::1]:50051",
+               "ipv4:127.0.0.1:1,10.0.0.7:1", "127.0.0.1.example.com:50051"],
+)  # fmt: skip
+def test_a_token_over_plaintext_to_another_host_warns(target):
+    with pytest.warns(UserWarning, match="plaintext"):
+        InterpClient(target, token="s3cret-token").close()
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:1", "localhost:1", "[::1]:1", "dns:///localhost:1", "unix:/tmp/s"])
+def test_no_warning_on_loopback_without_a_token_or_with_tls(target, recwarn):
+    InterpClient(target, token="s3cret-token").close()  # loopback: nothing leaves the machine
+    InterpClient("10.0.0.7:50051").close()  # no token to leak
+    InterpClient("10.0.0.7:50051", token="s3cret-token", tls=True).close()
+    assert not [w for w in recwarn if "plaintext" in str(w.message)]
+    assert is_loopback_target(target)
+
+
+def test_client_certificate_needs_its_key(tmp_path):
+    (tmp_path / "client.crt").write_text("x")
+    with pytest.raises(ValueError, match="go together"):
+        InterpClient("localhost:1", cert_file=tmp_path / "client.crt")
+    with pytest.raises(ValueError, match="go together"):
+        InterpClient("localhost:1", key_file=tmp_path / "client.key")
 
 
 def test_bad_tokens_are_refused_before_any_call():
@@ -234,14 +259,8 @@ def test_dns_target_uses_round_robin_and_works(shared):
         assert [m.name for m in c.list_models()] == ["vgg16", "lenet"]
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_tls_with_ca_file_and_token(tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed_certificate(tmp_path)
     credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
     server, port, servicer = start_fake(FakeInterp(), credentials)
     try:

@@ -12,6 +12,7 @@ import pytest
 from models import datasets
 from models.datasets import DatasetError, DatasetNotFound, class_names, load_dataset, read_idx
 from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, MNIST_CLASSES
+from tests.conftest import require_fashion_mnist
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 _TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B, np.dtype("i4"): 0x0C,
@@ -227,11 +228,9 @@ def test_class_names() -> None:
 # ---- the real files ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists(),
-    reason=f"Fashion-MNIST not installed at {SYSTEM_DIR} (apt-get install dataset-fashion-mnist)",
-)
 def test_real_fashion_mnist_splits() -> None:
+    require_fashion_mnist("train")
+    require_fashion_mnist("t10k")
     train_x, train_y = load_dataset("fashion-mnist", "train", download=False)
     test_x, test_y = load_dataset("fashion-mnist", "test", download=False)
     assert train_x.shape == (60000, 28, 28) and train_y.shape == (60000,)

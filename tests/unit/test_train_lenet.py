@@ -17,13 +17,9 @@ import torch.nn.functional as F
 from models import datasets, train_lenet
 from models.lenet import FASHION_MNIST_CLASSES, MNIST_CLASSES, MNIST_MEAN, MNIST_STD, build_lenet
 from models.train_lenet import augment, main
+from tests.conftest import require_fashion_mnist
 from tests.unit.test_datasets import synthetic, write_split
 
-SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_real_data = pytest.mark.skipif(
-    not (SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists(),
-    reason=f"Fashion-MNIST not installed at {SYSTEM_DIR} (apt-get install dataset-fashion-mnist)",
-)
 # The metadata contract with the registry, written out here rather than imported from the module.
 REQUIRED_KEYS = {
     "file", "sha256", "dataset", "classes", "normalization", "input_shape", "epochs", "seed",
@@ -92,8 +88,9 @@ def test_smoke_on_synthetic_data(tiny_data: Path, tmp_path: Path, capsys: pytest
     assert "test accuracy" in printed and "wall time" in printed and meta["file"] in printed
 
 
-@needs_real_data
 def test_smoke_on_a_slice_of_the_real_data(tmp_path: Path) -> None:
+    require_fashion_mnist("train")
+    require_fashion_mnist("t10k")
     assert run("--limit-train", "512", "--limit-test", "256", "--epochs", "1", "--out", tmp_path) == 0
     meta = check_written(tmp_path)
     assert meta["dataset"] == "fashion-mnist" and meta["num_train"] == 512 and meta["num_test"] == 256

@@ -15,16 +15,15 @@ from interp.adversarial import attack
 from interp.saliency import saliency
 from models.datasets import load_dataset
 from models.lenet import build_lenet
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not WEIGHTS, reason="no trained LeNet checkpoint in models/weights"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def lenet():
+    require(WEIGHTS, "no trained LeNet checkpoint in models/weights")
     model = build_lenet()
     model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
     return frozen(model)

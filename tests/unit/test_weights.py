@@ -17,11 +17,20 @@ import torch
 from torch import nn
 
 from models import registry
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound
+from models.errors import (
+    ECHO_LIMIT,
+    ModelUnavailable,
+    UnknownLayer,
+    UnknownModel,
+    WeightsError,
+    WeightsNotFound,
+    shown,
+)
 from models.hub import READY, UNAVAILABLE, ModelHub
 from models.registry import ModelSpec, get_spec
 from models.weights import WeightsOptions, random_weights, resolve_weights, state_dict_sha256
 from models.zoo import LENET_METADATA
+from tests.conftest import require
 
 
 def sha256_of(path: Path) -> str:
@@ -357,8 +366,7 @@ def test_inconsistent_bundles_are_refused(tmp_path: Path, options: WeightsOption
 
 
 def test_the_trained_lenet_checkpoint_if_present(options: WeightsOptions) -> None:
-    if not LENET_METADATA.is_file():
-        pytest.skip("models/weights/lenet5_fashion_mnist.json not written yet (run interp-train)")
+    require(LENET_METADATA.is_file(), "models/weights/lenet5_fashion_mnist.json not written yet (run interp-train)")
     model = ModelHub(["lenet"], options).ready("lenet")
     assert (model.weights.source, model.pretrained) == ("bundled", True)
     assert model.weights.sha256 == json.loads(LENET_METADATA.read_text())["sha256"]
@@ -385,6 +393,32 @@ def test_resolve_layer(options: WeightsOptions) -> None:
     assert "'conv6_1'" in message and "conv5_3" in message and "features.30" in message
     with pytest.raises(UnknownLayer):
         model.resolve_layer("features")  # a container, not a catalogued layer
+
+
+def test_unknown_names_are_echoed_truncated_and_escaped(options: WeightsOptions) -> None:
+    """A client-supplied name of 10^6 characters (or with a newline) is echoed as at most ~100."""
+    huge = "conv" + "A" * 1_000_000 + "tail"
+    hub = ModelHub(["lenet"], options)
+    with pytest.raises(UnknownLayer) as layer:
+        hub.get("lenet").resolve_layer(huge)
+    with pytest.raises(UnknownModel) as served:
+        hub.get(huge)
+    with pytest.raises(UnknownModel) as registered:
+        get_spec(huge)
+    for caught in (layer, served, registered):
+        message = str(caught.value.args[0])
+        assert len(message) < 400, len(message)
+        assert "'convAAA" in message and "AAAtail'" in message and "..." in message  # both ends, elided
+    assert "lenet" in str(served.value) and "conv1" in str(layer.value)  # the valid choices still listed
+    with pytest.raises(UnknownModel) as injected:
+        hub.get("lenet\nINFO forged log line")
+    assert "\n" not in str(injected.value.args[0]) and "'lenet\\nINFO forged log line'" in str(injected.value.args[0])
+
+
+def test_shown_keeps_short_values_as_repr() -> None:
+    assert shown("conv6_1") == "'conv6_1'"
+    assert shown("x" * ECHO_LIMIT) == repr("x" * ECHO_LIMIT)
+    assert len(shown("x" * (ECHO_LIMIT + 1))) <= ECHO_LIMIT + 2 and len(shown("é" * 10**6)) <= ECHO_LIMIT + 2
 
 
 def test_module_is_moved_to_the_requested_device(options: WeightsOptions, tmp_path: Path) -> None:

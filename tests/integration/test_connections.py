@@ -1,0 +1,104 @@
+"""Server-level limits on connections and concurrent RPCs: a client that opens many calls, or one
+that stops reading its stream, cannot hold the server.
+
+Event-based: the server's own gauges and counters (its Prometheus registry) and a step counter (a
+forward hook on the served LeNet's conv1). Waits time out only on a hang.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos import interp_pb2 as pb
+from protos import interp_pb2_grpc
+from server.app import create_server
+from server.config import Limits
+from tests.integration.conftest import test_config
+
+WAIT_S = 120.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def sample(srv, name: str, **labels: str) -> float:
+    return srv.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def two_rpcs() -> Iterator[tuple[object, str]]:
+    srv, port = create_server(test_config(models=("lenet",), limits=Limits(max_concurrent_rpcs=2)))
+    srv.start()
+    yield srv, f"127.0.0.1:{port}"
+    srv.stop(None)
+
+
+def test_rpcs_beyond_the_concurrency_limit_are_refused_at_once(two_rpcs) -> None:
+    """Two health Watch streams (open to anyone) fill a limit of two; the third call is refused."""
+    srv, target = two_rpcs
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = interp_pb2_grpc.InterpStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S) for _ in range(2)]
+        for watch in watches:
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # both are in progress
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        watches[0].cancel()
+
+        def serves() -> bool:
+            try:
+                return bool(stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S).models)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+
+        wait_until(serves, "a call served once a slot was freed")
+        watches[1].cancel()
+
+
+def test_a_client_that_stops_reading_is_cut_when_its_connection_ages_out() -> None:
+    """The client reads one event of a long stream, then nothing, with a 10-minute deadline. The
+    connection's maximum age (1 s, plus 1 s grace) ends the call; the server's loop stops, short of
+    its steps, and the heavy slot is free again. Without the age limit the stream would hold its
+    worker and slot until the deadline (or the server's default deadline, 300 s here)."""
+    limits = Limits(max_connection_age_s=1.0, max_connection_age_grace_s=1.0, default_deadline_s=300.0)
+    srv, port = create_server(test_config(models=("lenet",), limits=limits))
+    srv.start()
+    conv1 = srv.servicer.hub.get("lenet").require_ready().get_submodule("conv1")
+    steps = [0]
+    handle = conv1.register_forward_hook(lambda *_a: steps.__setitem__(0, steps[0] + 1))
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.http2.bdp_probe", 0)])
+        params = pb.VisualizeFilterParams(steps=2048, image_size=128, preview_every=1)
+        request = pb.VisualizeFilterRequest(model="lenet", layer="conv2", channels=[0], params=params)
+        stream = interp_pb2_grpc.InterpStub(channel).VisualizeFilter(request, timeout=600)
+        assert next(stream).WhichOneof("event") == "progress"  # ... and never reads again
+        wait_until(lambda: sample(srv, "interp_heavy_running") == 0 and srv.metrics.busy() == 0,
+                   "the server let go of the stream")  # fmt: skip
+        done = steps[0]
+        assert done < 2048
+        cut = sum(
+            sample(srv, "interp_requests_total", method="VisualizeFilter", code=code)
+            for code in ("CANCELLED", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+        )
+        assert cut == 1 and sample(srv, "interp_requests_total", method="VisualizeFilter", code="OK") == 0
+        with pytest.raises(grpc.RpcError):
+            list(stream)  # the client sees its stream end in an error, not a result
+        channel.close()
+        print(f"\nclient stopped reading at step 1; the server stopped at step {done}/2048")
+    finally:
+        handle.remove()
+        srv.stop(None)
