@@ -43,6 +43,7 @@ serve: datasets $(STAMP)
 
 test: datasets $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)

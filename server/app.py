@@ -215,7 +215,7 @@ def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain: NOT_SERVING, refuse new work, finish in-flight within grace."""
     stopping = threading.Event()
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: draining for up to %.1fs", signal.Signals(signum).name, config.grace_s)
         stopping.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -53,7 +54,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
             matched |= hmac.compare_digest(presented, token)
         return matched and bool(presented)
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
         # grpc calls intercept_service when a call's headers arrive, before any request message is
         # read: the metadata is all there is to look at, and all that is needed. What runs on a
         # refusal is the handler returned here. Returning the method's own handler with a refusing
@@ -114,7 +117,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
         handler = continuation(handler_call_details)
         # Health is left alone: wrapping it would also turn its non-blocking Watch into a blocking
         # generator that holds a worker thread per watcher (N unauthenticated watchers = no workers).
@@ -123,7 +128,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def observe(context, started: float, failed: BaseException | None) -> None:
+        def observe(context: Any, started: float, failed: BaseException | None) -> None:
             code = context.code() if hasattr(context, "code") else None
             if code is None and failed is not None:
                 code = grpc.StatusCode.UNKNOWN
@@ -141,10 +146,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             m.latency.labels(method).observe(time.perf_counter() - started)
             m.in_flight.labels(method).dec()
 
-        def wrap(behaviour, streaming):
+        def wrap(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
             if streaming:
 
-                def stream(request, context):
+                def stream(request: Any, context: Any) -> Iterator[Any]:
                     started, failed = time.perf_counter(), None
                     m.in_flight.labels(method).inc()
                     try:
@@ -157,7 +162,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
                 return stream
 
-            def unary(request, context):
+            def unary(request: Any, context: Any) -> Any:
                 started, failed = time.perf_counter(), None
                 m.in_flight.labels(method).inc()
                 try:

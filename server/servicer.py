@@ -33,7 +33,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from interp import rendering
 from interp.errors import Cancelled
-from models.errors import UnknownLayer, UnknownModel
+from models.errors import UnknownLayer, UnknownModel, shown
 from models.hub import LoadedModel, ModelHub, suggest
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
@@ -196,9 +196,9 @@ class Ctx:
             if name.lower() == wanted:
                 return index
         hint = suggest(label, labels)
-        shown = ", ".join(labels) if len(labels) <= 20 else ", ".join(labels[:20]) + ", ... (DescribeModel lists all)"
+        listing = ", ".join(labels) if len(labels) <= 20 else ", ".join(labels[:20]) + ", ... (DescribeModel lists all)"
         raise BadRequest(
-            f"unknown class label {shown(label)} for {self.model.spec.name}{hint}; valid labels: {shown}",
+            f"unknown class label {shown(label)} for {self.model.spec.name}{hint}; valid labels: {listing}",
             field=field,
         )
 
