@@ -422,19 +422,24 @@ class InterpServicer(pb_grpc.InterpServicer):
         """Run the loop on a worker thread; yield Progress messages, then the finished result.
 
         The loop checks ``should_stop`` every step, so a cancelled or expired call ends the work
-        itself (not just the stream) within one step. The worker never blocks on a client that
-        stops reading: it drops a progress event when the queue is full (the next one carries
-        the newer step) and its end marker goes on an unbounded side channel.
+        itself (not just the stream) within one step. Every wait is bounded: a progress event
+        waits for queue space only while the call is live, and the end marker never waits (the
+        stream side also polls the worker's ``done`` flag).
         """
         events: queue.Queue[pb.Progress | None] = queue.Queue(maxsize=64)
         done = threading.Event()
         outcome: dict[str, object] = {}
 
         def publish(progress: pb.Progress) -> None:
-            try:
-                events.put_nowait(progress)
-            except queue.Full:
-                pass  # a slow reader sees fewer events, never a stalled computation
+            # A client that reads slowly holds the loop back (every step's event arrives, in
+            # order); one that stops reading is cancelled by the stall watch, and then the
+            # bounded waits here end with should_stop().
+            while not call.should_stop():
+                try:
+                    events.put(progress, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
 
         def on_step(step: Any) -> None:
             preview = b""
