@@ -83,6 +83,7 @@ def check_written(
     assert set(meta["normalization"]) == {"mean", "std"}
     assert 0.0 <= meta["test_accuracy"] <= 1.0 and 0.0 <= meta["train_accuracy"] <= 1.0
     assert meta["wall_time_s"] > 0 and meta["torch_version"] == torch.__version__
+    assert 0 < meta["train_cpu_time_s"] and meta["train_time_s"] <= meta["wall_time_s"]
 
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert all(t.device.type == "cpu" for t in state.values())
