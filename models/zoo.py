@@ -142,8 +142,8 @@ def lenet_classic_spec() -> ModelSpec:
         weights=WeightsRecord(
             bundled_metadata=LENET_CLASSIC_METADATA,
             origin="trained in this repo on Fashion-MNIST",
-            how_to_make="train them with `interp-train --arch classic` (writes models/weights/, about 2 minutes "
-            "on one core)",
+            how_to_make="train them with `interp-train --arch classic` (writes models/weights/, a few minutes "
+            "on one free core)",
         ),
         # Module paths are already the names users address (conv1, sig1, pool1, ..., fc3).
         aliases={},
