@@ -1,20 +1,24 @@
-"""Quality bars of the iterative methods on the trained LeNet (issue 5), printed as markdown tables.
+"""Quality bars of the iterative methods on a trained LeNet (issue 5), printed as markdown tables.
+
+``--model lenet`` (default) or ``--model lenet-classic`` (the lecture's sigmoid / average-pool LeNet);
+"act2" below is the activation after ``conv2``: ``relu2`` (after batch norm) for ``lenet``, ``sig2``
+for ``lenet-classic``.
 
 1. VisualizeFilter, every channel of ``conv2`` (objective: channel mean, default parameters, all
    16 channels as one batch): the optimized image's activation of the channel, divided by the
    channel's **maximum** over the 10k Fashion-MNIST test images under the same objective. The
-   bar is measured post-ReLU (``relu2``, the activation the network passes on, where dead
-   channels make it hard); the raw ``conv2`` output (before batch norm) is reported too.
+   bar is measured on act2 (the activation the network passes on; for ``lenet`` the post-ReLU
+   one, where dead channels make it hard); the raw ``conv2`` output is reported too.
    Bar: every ratio > 1.
-2. DeepDream on the first ``--dream-images`` test images, ``relu2`` (conv2 after BN and ReLU),
-   default parameters: L2 norm of the activation on the dream / on the input. Bar: mean >= 3.
+2. DeepDream on the first ``--dream-images`` test images, act2, default parameters: L2 norm of
+   the activation on the dream / on the input. Bar: mean >= 3 (set on ``lenet``'s ``relu2``).
 3. Deep feature interpolation: the first ``--n-sources`` test sneakers, attribute sets of
    ``--set-size`` ankle boots and sneakers drawn (seeded, without replacement) from the
-   training set, phi = relu1 + relu2, default parameters and alphas, all sources as one batch.
-   Bars: the share classified "Ankle boot" grows with alpha and is >= 80 % at the largest
-   alpha; relative feature error at alpha 0 <= 5 %.
+   training set, phi = the model's default DFI layers (``relu1 + relu2``, ``sig1 + sig2``), default
+   parameters and alphas, all sources as one batch. Bars: the share classified "Ankle boot" grows
+   with alpha and is >= 80 % at the largest alpha; relative feature error at alpha 0 <= 5 %.
 
-Usage: .venv/bin/python -m benchmarks.eval_lenet_iterative [--weights PATH] [--seeds 0,1,2]
+Usage: .venv/bin/python -m benchmarks.eval_lenet_iterative [--model lenet-classic] [--weights PATH] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -35,28 +39,31 @@ from interp.hooks import run_until
 from interp.interpolation import DEFAULT_ALPHAS, attribute_vector, interpolate_features
 from interp.interpolation import resolve as resolve_dfi
 from models.datasets import load_dataset
-from models.lenet import FASHION_MNIST_CLASSES, build_lenet
+from models.errors import WeightsNotFound
+from models.lenet import FASHION_MNIST_CLASSES
+from models.registry import get_spec
+from models.weights import WeightsOptions, resolve_weights
 
-REPO = Path(__file__).resolve().parent.parent
 SNEAKER = FASHION_MNIST_CLASSES.index("Sneaker")
 ANKLE_BOOT = FASHION_MNIST_CLASSES.index("Ankle boot")
-DFI_LAYERS = ("relu1", "relu2")
+# The activation after conv2, per model: where the filter and DeepDream bars are measured.
+ACTIVATION_AFTER_CONV2 = {"lenet": "relu2", "lenet-classic": "sig2"}
 
 
-def find_weights() -> Path:
-    found = sorted((REPO / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-    if not found:
-        raise SystemExit("no models/weights/lenet5_fashion*mnist*.pt: train LeNet first (interp-train)")
-    return found[-1]
-
-
-def load_trained(path: Path) -> nn.Module:
-    model = build_lenet()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+def load_trained(name: str, path: Path | None) -> tuple[nn.Module, str]:
+    """The registry's ``name`` with its bundled weights (or the state_dict at ``path``), frozen, in eval mode."""
+    spec = get_spec(name)
+    options = WeightsOptions(files={name: path} if path is not None else {})
+    try:
+        state, info = resolve_weights(spec, options)
+    except WeightsNotFound as err:
+        raise SystemExit(str(err)) from None
+    model = spec.build()
+    model.load_state_dict(state)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return model, Path(info.path).name
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -73,10 +80,10 @@ def channel_means(model: nn.Module, x: Tensor, layer: str, batch: int = 1000) ->
     return torch.cat(parts)
 
 
-def eval_filters(model: nn.Module, test_x: Tensor, seeds: list[int]) -> bool:
+def eval_filters(model: nn.Module, test_x: Tensor, seeds: list[int], act2: str) -> bool:
     print("## 1. VisualizeFilter: every conv2 channel vs its maximum over the 10k test images\n")
     ok = True
-    for layer in ("relu2", "conv2"):
+    for layer in (act2, "conv2"):
         dataset_max = channel_means(model, test_x, layer).max(0).values
         reached, seconds = [], []
         for seed in seeds:
@@ -110,13 +117,12 @@ def eval_filters(model: nn.Module, test_x: Tensor, seeds: list[int]) -> bool:
         passed = bool(above.all())
         print(f"\n`{layer}`: {int(above.sum())}/{above.numel()} channel-runs above the test-set maximum: ", end="")
         print(f"{'PASS' if passed else 'FAIL'}\n")
-        if layer == "relu2":
+        if layer == act2:
             ok = ok and passed
     return ok
 
 
-def eval_dream(model: nn.Module, test_x: Tensor, n: int) -> bool:
-    layer = "relu2"
+def eval_dream(model: nn.Module, test_x: Tensor, n: int, layer: str) -> bool:
     p = resolve_dream(None, in_channels=1, input_size=28)
     print(f"## 2. DeepDream: `{layer}` activation L2 norm, dream / input, first {n} test images\n")
     print(
@@ -137,7 +143,13 @@ def eval_dream(model: nn.Module, test_x: Tensor, n: int) -> bool:
     return passed
 
 
-def eval_dfi(model: nn.Module, test: tuple[np.ndarray, np.ndarray], train: tuple[np.ndarray, np.ndarray], args) -> bool:
+def eval_dfi(
+    model: nn.Module,
+    test: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray],
+    args: argparse.Namespace,
+    layers: tuple[str, ...],
+) -> bool:
     train_x, train_y = train
 
     def draw(label: int) -> Tensor:
@@ -156,13 +168,13 @@ def eval_dfi(model: nn.Module, test: tuple[np.ndarray, np.ndarray], train: tuple
         f"(sets: {args.set_size} + {args.set_size} training images, seed {args.set_seed})\n"
     )
     print(
-        f"phi = {' + '.join(DFI_LAYERS)}, L-BFGS {p.iterations} iterations then {p.warm_iterations} per "
+        f"phi = {' + '.join(layers)}, L-BFGS {p.iterations} iterations then {p.warm_iterations} per "
         f"warm-started alpha, TV weight {p.tv_weight} (beta {p.tv_beta}), attribute normalized: "
         f"{p.normalize_attribute}\n"
     )
-    w = attribute_vector(model, positive, negative, list(DFI_LAYERS))
+    w = attribute_vector(model, positive, negative, list(layers))
     start = time.perf_counter()
-    results = interpolate_features(model, sources, list(DFI_LAYERS), direction=w, alphas=DEFAULT_ALPHAS)
+    results = interpolate_features(model, sources, list(layers), direction=w, alphas=DEFAULT_ALPHAS)
     seconds = time.perf_counter() - start
     shares = []
     print("| alpha | classified Ankle boot | classified Sneaker | rel. feature error mean | max |")
@@ -188,7 +200,8 @@ def eval_dfi(model: nn.Module, test: tuple[np.ndarray, np.ndarray], train: tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=None, help="default: newest models/weights/lenet5_fashion*")
+    parser.add_argument("--model", choices=tuple(ACTIVATION_AFTER_CONV2), default="lenet")
+    parser.add_argument("--weights", type=Path, default=None, help="a state_dict (default: the bundled weights)")
     parser.add_argument("--seeds", default="0,1,2", help="VisualizeFilter seeds (default: %(default)s)")
     parser.add_argument("--dream-images", type=int, default=20)
     parser.add_argument("--n-sources", type=int, default=100)
@@ -199,21 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    path = args.weights or find_weights()
-    model = load_trained(path)
+    model, weights_name = load_trained(args.model, args.weights)
+    act2 = ACTIVATION_AFTER_CONV2[args.model]
     test = load_dataset("fashion-mnist", "test")
     test_x = to_tensor(test[0])
     with torch.no_grad():
         accuracy = float((model(test_x).argmax(1).numpy() == test[1]).mean())
-    print(f"# Iterative methods on the trained LeNet\n\nweights `{path.name}`, test accuracy {100 * accuracy:.2f} %\n")
+    print(
+        f"# Iterative methods on the trained {args.model}\n\n"
+        f"weights `{weights_name}`, test accuracy {100 * accuracy:.2f} %\n"
+    )
 
     results = {}
     if args.only in (None, "filters"):
-        results["filters"] = eval_filters(model, test_x, [int(s) for s in args.seeds.split(",")])
+        results["filters"] = eval_filters(model, test_x, [int(s) for s in args.seeds.split(",")], act2)
     if args.only in (None, "dream"):
-        results["dream"] = eval_dream(model, test_x, args.dream_images)
+        results["dream"] = eval_dream(model, test_x, args.dream_images, act2)
     if args.only in (None, "dfi"):
-        results["dfi"] = eval_dfi(model, test, load_dataset("fashion-mnist", "train"), args)
+        dfi_layers = get_spec(args.model).default_dfi_layers
+        results["dfi"] = eval_dfi(model, test, load_dataset("fashion-mnist", "train"), args, dfi_layers)
     print("| bar | result |\n|---|---|")
     for name, passed in results.items():
         print(f"| {name} | {'PASS' if passed else 'FAIL'} |")

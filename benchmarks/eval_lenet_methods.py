@@ -1,4 +1,7 @@
-"""Evaluate the single-pass methods on the trained LeNet (Fashion-MNIST test split).
+"""Evaluate the single-pass methods on a trained LeNet (Fashion-MNIST test split).
+
+``--model lenet`` (default) or ``--model lenet-classic`` (the lecture's sigmoid / average-pool LeNet),
+with its bundled weights unless ``--weights`` names a state_dict.
 
 Prints markdown tables:
 
@@ -17,7 +20,8 @@ Prints markdown tables:
 Done-when bars (issue 4): FGSM eps=0.1 leaves <= 25 % accuracy, PGD eps=0.1 <= 1 %, gradient
 rank correlation < 0.3.
 
-Usage: .venv/bin/python -m benchmarks.eval_lenet_methods [--weights PATH] [--n 1000] [--n-saliency 100]
+Usage: .venv/bin/python -m benchmarks.eval_lenet_methods [--model lenet-classic] [--weights PATH] [--n 1000]
+[--n-saliency 100]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +40,15 @@ from torch import Tensor, nn
 from interp.adversarial import AttackParams, attack
 from interp.saliency import METHODS, SaliencyParams, saliency
 from models.datasets import load_dataset
-from models.lenet import build_lenet
+from models.errors import WeightsNotFound
+from models.registry import get_spec
+from models.weights import WeightsOptions, resolve_weights
 
-REPO = Path(__file__).resolve().parent.parent
+MODELS = ("lenet", "lenet-classic")
 FGSM_EPS = (0.01, 0.03, 0.05, 0.1, 0.2)
 ITERATIVE_EPS = (0.03, 0.1)
 BATCH = 250
 CASCADE = ("fc3", "fc2", "fc1", "conv2", "conv1")
-
-
-def find_weights() -> Path:
-    found = sorted((REPO / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-    if not found:
-        raise SystemExit("no models/weights/lenet5_fashion*mnist*.pt: train LeNet first (interp-train)")
-    return found[-1]
 
 
 def frozen(model: nn.Module) -> nn.Module:
@@ -59,22 +58,28 @@ def frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_trained(path: Path) -> nn.Module:
-    model = build_lenet()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return frozen(model)
+def load_trained(name: str, path: Path | None) -> tuple[nn.Module, str]:
+    """The registry's ``name`` with its bundled weights (or the state_dict at ``path``), and the file's name."""
+    spec = get_spec(name)
+    try:
+        state, info = resolve_weights(spec, WeightsOptions(files={name: path} if path is not None else {}))
+    except WeightsNotFound as err:
+        raise SystemExit(str(err)) from None
+    model = spec.build()
+    model.load_state_dict(state)
+    return frozen(model), Path(info.path).name
 
 
-def reinitialized(seed: int) -> nn.Module:
+def reinitialized(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """A LeNet with fresh random weights (PyTorch's default init), as in Adebayo's full randomization."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return frozen(build_lenet())
+        return frozen(build())
 
 
-def cascade(trained: nn.Module, layers: Sequence[str], seed: int) -> nn.Module:
+def cascade(build: Callable[[], nn.Module], trained: nn.Module, layers: Sequence[str], seed: int) -> nn.Module:
     """A copy of ``trained`` whose ``layers`` are re-initialized (the rest keep their trained weights)."""
-    model = build_lenet()
+    model = build()
     model.load_state_dict(trained.state_dict())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -135,12 +140,14 @@ def mean_rank_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.mean(rhos)), float(np.std(rhos))
 
 
-def sanity_table(trained: nn.Module, x: Tensor, y: Tensor, seeds: Sequence[int]) -> list[str]:
+def sanity_table(
+    build: Callable[[], nn.Module], trained: nn.Module, x: Tensor, y: Tensor, seeds: Sequence[int]
+) -> list[str]:
     rows = [
         "| method | mean Spearman rho, trained vs re-initialized | per-seed means | std over images | time (s) |",
         "|---|---|---|---|---|",
     ]
-    randoms = [reinitialized(s) for s in seeds]
+    randoms = [reinitialized(build, s) for s in seeds]
     for method in METHODS:
         start = time.perf_counter()
         ref = maps(trained, x, y, method)
@@ -153,39 +160,43 @@ def sanity_table(trained: nn.Module, x: Tensor, y: Tensor, seeds: Sequence[int])
     return rows
 
 
-def cascade_table(trained: nn.Module, x: Tensor, y: Tensor, seed: int) -> list[str]:
+def cascade_table(build: Callable[[], nn.Module], trained: nn.Module, x: Tensor, y: Tensor, seed: int) -> list[str]:
     ref = maps(trained, x, y, "gradient")
     rows = ["| re-initialized layers (gradient) | mean Spearman rho |", "|---|---|"]
     for k in range(1, len(CASCADE) + 1):
-        rho, _ = mean_rank_correlation(ref, maps(cascade(trained, CASCADE[:k], seed), x, y, "gradient"))
+        rho, _ = mean_rank_correlation(ref, maps(cascade(build, trained, CASCADE[:k], seed), x, y, "gradient"))
         rows.append(f"| {'+'.join(CASCADE[:k])} | {rho:.3f} |")
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=None, help="LeNet state_dict (default: models/weights)")
+    parser.add_argument("--model", choices=MODELS, default="lenet")
+    parser.add_argument("--weights", type=Path, default=None, help="a state_dict (default: the bundled weights)")
     parser.add_argument("--n", type=int, default=1000, help="test images for the attacks")
     parser.add_argument("--n-saliency", type=int, default=100, help="test images for the sanity check")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="re-initialization seeds")
     args = parser.parse_args(argv)
 
-    weights = args.weights or find_weights()
-    trained = load_trained(weights)
+    trained, weights_name = load_trained(args.model, args.weights)
+    build = get_spec(args.model).build
     images, labels = load_dataset("fashion-mnist", "test", download=False)
     x = torch.from_numpy(images[: args.n].copy()).float().div(255).unsqueeze(1)
     y = torch.from_numpy(labels[: args.n].copy())
-    print(f"weights: {weights.name}; first {args.n} Fashion-MNIST test images; torch threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}, weights: {weights_name}; first {args.n} Fashion-MNIST test images; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print()
     print("### Accuracy under attack (untargeted, true labels)\n")
     print("\n".join(attack_table(trained, x, y)))
     ns = args.n_saliency
     print()
     print(f"### Model-randomization sanity check ({ns} images, true class, re-init seeds {args.seeds})\n")
-    print("\n".join(sanity_table(trained, x[:ns], y[:ns], args.seeds)))
+    print("\n".join(sanity_table(build, trained, x[:ns], y[:ns], args.seeds)))
     print()
     print(f"### Cascading randomization, gradient ({ns} images, seed {args.seeds[0]})\n")
-    print("\n".join(cascade_table(trained, x[:ns], y[:ns], args.seeds[0])))
+    print("\n".join(cascade_table(build, trained, x[:ns], y[:ns], args.seeds[0])))
     return 0
 
 

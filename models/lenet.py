@@ -9,6 +9,11 @@ fc 120, fc 84, fc 10. Departures, each earning its place on Fashion-MNIST:
 - Normalization with the Fashion-MNIST training mean/std is the first operation *inside* the
   module, so the served model takes raw pixels in [0, 1] like every other served model.
 Layer names are the ones users address: conv1, bn1, relu1, pool1, ..., fc3.
+
+:func:`build_lenet_classic` is the other served LeNet (``lenet-classic``): the network on the
+lecture slide (Dive into Deep Learning, "Convolutional Neural Networks (LeNet)"), with sigmoid
+activations, average pooling and no batch norm, kept exactly as the slide prints it so that a
+teacher can show its saturating sigmoids and smoother average-pooled maps next to the modern one.
 """
 
 from __future__ import annotations
@@ -78,6 +83,43 @@ def build_lenet(
                 ("relu3", nn.ReLU()),
                 ("fc2", nn.Linear(120, 84)),
                 ("relu4", nn.ReLU()),
+                ("fc3", nn.Linear(84, num_classes)),
+            ]
+        )
+    )
+
+
+def build_lenet_classic(
+    num_classes: int = 10, mean: float = FASHION_MNIST_MEAN, std: float = FASHION_MNIST_STD
+) -> nn.Sequential:
+    """The lecture's LeNet (sigmoid, average pooling): (B, 1, 28, 28) pixels in [0, 1] -> (B, num_classes) logits.
+
+    Dive into Deep Learning's version, layer for layer:
+    ``Conv2d(1, 6, 5, padding=2) -> Sigmoid -> AvgPool2d(2) -> Conv2d(6, 16, 5) -> Sigmoid ->
+    AvgPool2d(2) -> Flatten -> Linear(400, 120) -> Sigmoid -> Linear(120, 84) -> Sigmoid ->
+    Linear(84, 10)``. Output shapes for one 1x28x28 input, as on the slide: 6x28x28, 6x28x28,
+    6x14x14, 16x10x10, 16x10x10, 16x5x5, 400, 120, 120, 84, 84, 10. The only module the slide
+    does not show is the leading :class:`Normalize` (shape unchanged), there for the same
+    reason as in :func:`build_lenet`: every served model takes raw pixels in [0, 1].
+
+    Names follow :func:`build_lenet` where the layers correspond (conv1, pool1, conv2, pool2,
+    flatten, fc1, fc2, fc3); the activations are sig1 .. sig4 where ``lenet`` has relu1 .. relu4.
+    """
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("normalize", Normalize((mean,), (std,))),
+                ("conv1", nn.Conv2d(1, 6, kernel_size=5, padding=2)),
+                ("sig1", nn.Sigmoid()),
+                ("pool1", nn.AvgPool2d(2)),
+                ("conv2", nn.Conv2d(6, 16, kernel_size=5)),
+                ("sig2", nn.Sigmoid()),
+                ("pool2", nn.AvgPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(16 * 5 * 5, 120)),
+                ("sig3", nn.Sigmoid()),
+                ("fc2", nn.Linear(120, 84)),
+                ("sig4", nn.Sigmoid()),
                 ("fc3", nn.Linear(84, num_classes)),
             ]
         )

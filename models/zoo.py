@@ -19,11 +19,18 @@ from models.imagenet import (
     imagenet_labels,
     vgg_aliases,
 )
-from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_lenet
+from models.lenet import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    build_lenet,
+    build_lenet_classic,
+)
 from models.registry import ModelSpec, Preprocessing, WeightsRecord, register_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LENET_METADATA = WEIGHTS_DIR / "lenet5_fashion_mnist.json"
+LENET_CLASSIC_METADATA = WEIGHTS_DIR / "lenet5_classic_fashion_mnist.json"
 
 IMAGENET_PREPROCESSING = Preprocessing(
     channels=3,
@@ -33,6 +40,17 @@ IMAGENET_PREPROCESSING = Preprocessing(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     convention="RGB photo; shorter side resized to 256 (bilinear), centre crop 224 (torchvision transforms)",
+)
+
+
+FASHION_MNIST_PREPROCESSING = Preprocessing(
+    channels=1,
+    input_size=28,
+    resize_shorter=0,
+    crop=0,
+    mean=(FASHION_MNIST_MEAN,),
+    std=(FASHION_MNIST_STD,),
+    convention="grayscale, resized to 28x28; light object on a dark background (Fashion-MNIST)",
 )
 
 
@@ -97,15 +115,7 @@ def lenet_spec() -> ModelSpec:
         input_shape=(1, 28, 28),
         num_classes=len(FASHION_MNIST_CLASSES),
         labels=FASHION_MNIST_CLASSES,
-        preprocessing=Preprocessing(
-            channels=1,
-            input_size=28,
-            resize_shorter=0,
-            crop=0,
-            mean=(FASHION_MNIST_MEAN,),
-            std=(FASHION_MNIST_STD,),
-            convention="grayscale, resized to 28x28; light object on a dark background (Fashion-MNIST)",
-        ),
+        preprocessing=FASHION_MNIST_PREPROCESSING,
         build=build_lenet,
         weights=WeightsRecord(
             bundled_metadata=LENET_METADATA,
@@ -116,5 +126,33 @@ def lenet_spec() -> ModelSpec:
         aliases={},
         default_gradcam_layer="conv2",
         default_dfi_layers=("relu1", "relu2"),
+        training_dataset="fashion-mnist",
+    )
+
+
+@register_model
+def lenet_classic_spec() -> ModelSpec:
+    return ModelSpec(
+        name="lenet-classic",
+        task="image-classification",
+        dataset="Fashion-MNIST",
+        description="the lecture's LeNet (sigmoid, average pooling; Dive into Deep Learning), trained in this "
+        "repo on Fashion-MNIST",
+        input_shape=(1, 28, 28),
+        num_classes=len(FASHION_MNIST_CLASSES),
+        labels=FASHION_MNIST_CLASSES,
+        preprocessing=FASHION_MNIST_PREPROCESSING,
+        build=build_lenet_classic,
+        weights=WeightsRecord(
+            bundled_metadata=LENET_CLASSIC_METADATA,
+            origin="trained in this repo on Fashion-MNIST",
+            how_to_make="train them with `interp-train --arch classic` (writes models/weights/, a few minutes "
+            "on one free core)",
+        ),
+        # Module paths are already the names users address (conv1, sig1, pool1, ..., fc3).
+        aliases={},
+        default_gradcam_layer="conv2",
+        # The post-activation maps of both conv stages, as for lenet (relu1, relu2).
+        default_dfi_layers=("sig1", "sig2"),
         training_dataset="fashion-mnist",
     )

@@ -45,7 +45,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.InterpolateFeaturesParams.tv_weight': 'lambda (default 1e-2 LeNet; scaled to the size)',
     'interp.v1.InterpolateFeaturesParams.warm_iterations': 'for each next alpha, warm-started (default 100)',
     'interp.v1.InterpolateFeaturesRequest.alphas': 'default 0, 0.5, 1, 1.5, 2',
-    'interp.v1.InterpolateFeaturesRequest.layers': 'phi; default relu3_1,relu4_1,relu5_1 (VGG), relu1,relu2 (LeNet)',
+    'interp.v1.InterpolateFeaturesRequest.layers': 'phi; default relu3_1,relu4_1,relu5_1 (VGG), relu1,relu2 (lenet), sig1,sig2 (lenet-classic)',
     'interp.v1.InterpolateFeaturesRequest.sets': 'w = mean phi(positive) - mean phi(negative)',
     'interp.v1.InterpolateFeaturesRequest.target': 'w = phi(target) - phi(source)',
     'interp.v1.InterpolateFeaturesResult.alphas': 'resolved',

@@ -174,7 +174,7 @@ def test_compose_values_parse_into_a_deployable_config() -> None:
     assert config.allow_unauthenticated is False
     assert config.random_weights is False and config.download_weights is False  # never serve random weights
     assert config.log_format == "json"
-    assert config.models == ("vgg16", "alexnet", "lenet")
+    assert config.models == ("vgg16", "alexnet", "lenet", "lenet-classic")
     # the compose limits are the server's defaults unless deliberately changed
     assert config.limits == ServerConfig().limits
 

@@ -179,6 +179,17 @@ def test_dead_relu_channel_is_revived_through_its_pre_activation():
     assert float(dead.activations[0]) == 0.0
 
 
+def test_saturated_sigmoid_channel_climbs_without_a_redirect():
+    # The lecture LeNet's case: sigmoid(conv) starts near 0 (pre-activation about -4) but, unlike a dead
+    # ReLU, still has a gradient: Adam's normalized steps carry it across without the ReLU redirect.
+    conv = dead_channel_net(inplace=False).conv
+    net = frozen(nn.Sequential(OrderedDict([("conv", conv), ("sig", nn.Sigmoid())])))
+    params = FeatureVisParams(steps=60, transforms=False)
+    start = visualize_filter(net, "sig", [0], in_channels=1, params=replace(params, steps=1))
+    result = visualize_filter(net, "sig", [0], in_channels=1, params=params)
+    assert float(start.activations[0]) < 0.1 and float(result.activations[0]) > 0.5
+
+
 def test_rgb_fourier_images_are_valid_and_reproducible():
     model = rgb_net()
     params = FeatureVisParams(steps=5, image_size=32)

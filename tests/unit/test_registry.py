@@ -21,11 +21,11 @@ def meta_build(spec: ModelSpec) -> nn.Module:
 
 
 def test_the_served_models_are_registered() -> None:
-    assert list_models() == ["alexnet", "lenet", "vgg16"]
+    assert list_models() == ["alexnet", "lenet", "lenet-classic", "vgg16"]
 
 
 def test_unknown_model_lists_the_registered_names() -> None:
-    with pytest.raises(UnknownModel, match="'vgg19'.*alexnet, lenet, vgg16"):
+    with pytest.raises(UnknownModel, match="'vgg19'.*alexnet, lenet, lenet-classic, vgg16"):
         get_spec("vgg19")
 
 
@@ -62,7 +62,7 @@ def test_spec_is_consistent(name: str) -> None:
     assert isinstance(model.get_submodule(spec.default_gradcam_layer), nn.Conv2d)
     pre = spec.preprocessing
     assert spec.input_shape == (pre.channels, pre.input_size, pre.input_size)
-    if name == "lenet":  # cheap to build for real (meta buffers hold no values)
+    if name in ("lenet", "lenet-classic"):  # cheap to build for real (meta buffers hold no values)
         normalize = spec.build().normalize
         assert tuple(normalize.mean.flatten().tolist()) == pytest.approx(pre.mean)
         assert tuple(normalize.std.flatten().tolist()) == pytest.approx(pre.std)
@@ -123,6 +123,59 @@ def test_lenet_spec() -> None:
     assert spec.weights.bundled_metadata is not None
     assert spec.weights.bundled_metadata.name == "lenet5_fashion_mnist.json"
     assert "interp-train" in spec.weights.how_to_make
+
+
+# The lecture slide (Dive into Deep Learning, LeNet): each layer's type and output shape for one
+# (1, 1, 28, 28) input, in order, written out here as the slide prints them.
+SLIDE_LENET = [
+    ("Conv2d", (6, 28, 28)),
+    ("Sigmoid", (6, 28, 28)),
+    ("AvgPool2d", (6, 14, 14)),
+    ("Conv2d", (16, 10, 10)),
+    ("Sigmoid", (16, 10, 10)),
+    ("AvgPool2d", (16, 5, 5)),
+    ("Flatten", (400,)),
+    ("Linear", (120,)),
+    ("Sigmoid", (120,)),
+    ("Linear", (84,)),
+    ("Sigmoid", (84,)),
+    ("Linear", (10,)),
+]
+
+
+def test_lenet_classic_is_the_slide_network() -> None:
+    spec = get_spec("lenet-classic")
+    model = spec.build().eval()
+    children = list(model.named_children())
+    assert children[0][0] == "normalize"  # the served-model contract: pixels in [0, 1] in
+    x = torch.rand(1, 1, 28, 28)
+    observed = []
+    with torch.no_grad():
+        for _name, layer in children:
+            x = layer(x)
+            if not isinstance(layer, Normalize):
+                observed.append((type(layer).__name__, tuple(x.shape[1:])))
+    assert observed == SLIDE_LENET
+    names = [name for name, _ in children[1:]]
+    assert names == ["conv1", "sig1", "pool1", "conv2", "sig2", "pool2", "flatten", "fc1", "sig3", "fc2", "sig4", "fc3"]
+    # Where the layers correspond, the names are lenet's.
+    lenet_names = {name for name, _ in get_spec("lenet").build().named_children()}
+    assert {n for n in names if not n.startswith("sig")} <= lenet_names
+    conv1, conv2 = model.conv1, model.conv2
+    assert (conv1.kernel_size, conv1.padding, conv2.kernel_size, conv2.padding) == ((5, 5), (2, 2), (5, 5), (0, 0))
+    assert (model.pool1.kernel_size, model.pool1.stride) == (2, 2)
+    assert not [m for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.ReLU | nn.MaxPool2d)]
+
+
+def test_lenet_classic_spec() -> None:
+    spec = get_spec("lenet-classic")
+    lenet = get_spec("lenet")
+    assert (spec.labels, spec.input_shape, spec.preprocessing) == (lenet.labels, lenet.input_shape, lenet.preprocessing)
+    assert spec.training_dataset == "fashion-mnist"
+    assert spec.default_gradcam_layer == "conv2" and spec.default_dfi_layers == ("sig1", "sig2")
+    assert spec.weights.bundled_metadata is not None
+    assert spec.weights.bundled_metadata.name == "lenet5_classic_fashion_mnist.json"
+    assert "interp-train --arch classic" in spec.weights.how_to_make
 
 
 VGG_ALIASES = {

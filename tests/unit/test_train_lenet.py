@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -15,7 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from models import datasets, train_lenet
-from models.lenet import FASHION_MNIST_CLASSES, MNIST_CLASSES, MNIST_MEAN, MNIST_STD, build_lenet
+from models.lenet import (
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    MNIST_MEAN,
+    MNIST_STD,
+    build_lenet,
+    build_lenet_classic,
+)
 from models.train_lenet import augment, main
 from tests.conftest import require_fashion_mnist
 from tests.unit.test_datasets import synthetic, write_split
@@ -56,7 +64,9 @@ def only_checkpoint(out: Path, prefix: str = "lenet5_fashion_mnist") -> Path:
     return files[0]
 
 
-def check_written(out: Path, *, prefix: str = "lenet5_fashion_mnist", classes=FASHION_MNIST_CLASSES) -> dict:
+def check_written(
+    out: Path, *, prefix: str = "lenet5_fashion_mnist", classes=FASHION_MNIST_CLASSES, build=build_lenet
+) -> dict:
     """The checkpoint/metadata contract: name, sha256 of the bytes on disk, strict weights-only load."""
     checkpoint = only_checkpoint(out, prefix)
     meta = json.loads((out / f"{prefix}.json").read_text())
@@ -69,10 +79,11 @@ def check_written(out: Path, *, prefix: str = "lenet5_fashion_mnist", classes=FA
     assert set(meta["normalization"]) == {"mean", "std"}
     assert 0.0 <= meta["test_accuracy"] <= 1.0 and 0.0 <= meta["train_accuracy"] <= 1.0
     assert meta["wall_time_s"] > 0 and meta["torch_version"] == torch.__version__
+    assert 0 < meta["train_cpu_time_s"] and meta["train_time_s"] <= meta["wall_time_s"]
 
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert all(t.device.type == "cpu" for t in state.values())
-    model = build_lenet(len(classes), meta["normalization"]["mean"][0], meta["normalization"]["std"][0])
+    model = build(len(classes), meta["normalization"]["mean"][0], meta["normalization"]["std"][0])
     model.load_state_dict(state, strict=True)
     return meta
 
@@ -104,17 +115,23 @@ def test_smoke_on_a_slice_of_the_real_data(tmp_path: Path) -> None:
     assert meta["test_accuracy"] == pytest.approx((logits.argmax(1).numpy() == labels[:256]).mean(), abs=1e-6)
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("arch", "prefix"), [("modern", "lenet5_fashion_mnist"), ("classic", "lenet5_classic_fashion_mnist")]
+)
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny_data: Path, tmp_path: Path, arch: str, prefix: str) -> None:
     for name, seed in (("a", 0), ("c", 1)):
-        assert run("--data-dir", tiny_data, "--out", tmp_path / name, "--epochs", "2", "--seed", seed) == 0
+        out = tmp_path / name
+        assert run("--arch", arch, "--data-dir", tiny_data, "--out", out, "--epochs", "2", "--seed", seed) == 0
     # The same run again in another process (another pid, fresh torch state), as a user would.
     subprocess.run(
-        [sys.executable, "-m", "models.train_lenet", "--data-dir", str(tiny_data), "--out", str(tmp_path / "b"),
-         "--epochs", "2", "--seed", "0", "--no-progress", "--no-download"],
+        [sys.executable, "-m", "models.train_lenet", "--arch", arch, "--data-dir", str(tiny_data),
+         "--out", str(tmp_path / "b"), "--epochs", "2", "--seed", "0", "--no-progress", "--no-download"],
         check=True, capture_output=True, cwd=Path(train_lenet.__file__).resolve().parents[1],
     )  # fmt: skip
-    digests = [json.loads((tmp_path / n / "lenet5_fashion_mnist.json").read_text())["sha256"] for n in "abc"]
+    files = [only_checkpoint(tmp_path / n, prefix) for n in "abc"]
+    digests = [json.loads((tmp_path / n / f"{prefix}.json").read_text())["sha256"] for n in "abc"]
     assert digests[0] == digests[1] != digests[2]
+    assert files[0].read_bytes() == files[1].read_bytes()  # byte-identical, not only the recorded hash
 
 
 def test_new_checkpoint_replaces_the_old_one_only(tiny_data: Path, tmp_path: Path) -> None:
@@ -139,6 +156,41 @@ def test_mnist_uses_its_own_prefix_classes_and_statistics(tmp_path: Path) -> Non
     assert meta["normalization"] == {"mean": [MNIST_MEAN], "std": [MNIST_STD]}
     assert meta["augmentation"]["horizontal_flip"] is None
     assert not list((tmp_path / "w").glob("lenet5_fashion_mnist*"))
+
+
+def test_classic_architecture_writes_its_own_checkpoint_beside_lenet5(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    assert run("--data-dir", tiny_data, "--out", out, "--epochs", "1") == 0
+    modern = only_checkpoint(out)
+    assert run("--arch", "classic", "--data-dir", tiny_data, "--out", out, "--epochs", "1") == 0
+    meta = check_written(out, prefix="lenet5_classic_fashion_mnist", build=build_lenet_classic)
+    assert meta["architecture"] == "lenet5-classic" and meta["epochs"] == 1
+    assert meta["augmentation"] == {"random_crop": None, "horizontal_flip": {"p": 0.5}}
+    assert meta["command"].startswith("interp-train --arch classic ")
+    assert only_checkpoint(out) == modern  # the other architecture's checkpoint stays
+    state = torch.load(out / meta["file"], weights_only=True)
+    assert not [k for k in state if k.startswith("bn")] and "conv2.weight" in state
+    with pytest.raises(RuntimeError, match="Missing key"):
+        build_lenet().load_state_dict(state)  # not loadable as the batch-norm LeNet
+
+
+def test_architecture_defaults() -> None:
+    modern, classic = train_lenet.TrainConfig.for_arch("modern"), train_lenet.TrainConfig.for_arch("classic")
+    assert modern == train_lenet.TrainConfig()
+    assert (classic.epochs, classic.crop_padding, classic.hflip) == (20, 0, True)
+    # Everything else is the one recipe: Adam, one-cycle max lr 3e-3, batch 128, seed 0, 1 thread.
+    assert dataclasses.replace(classic, arch="modern", epochs=modern.epochs, crop_padding=modern.crop_padding) == modern
+    parse = train_lenet._parser().parse_args
+    assert train_lenet.config_from_args(parse(["--arch", "classic"])) == classic
+    assert train_lenet.config_from_args(parse(["--arch", "classic", "--epochs", "3", "--crop-padding", "1"])) == (
+        dataclasses.replace(classic, epochs=3, crop_padding=1)
+    )
+    assert train_lenet.config_from_args(parse([])) == modern
+    assert train_lenet.file_prefix("fashion-mnist", "classic") == "lenet5_classic_fashion_mnist"
+    with pytest.raises(ValueError, match="arch must be one of"):
+        train_lenet.TrainConfig(arch="lenet7")
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        train_lenet.TrainConfig.for_arch("classic", epoch=3)
 
 
 def test_missing_data_exits_with_instructions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,6 +251,8 @@ def test_augment_disabled_is_identity_and_padding_is_black() -> None:
         train_lenet.TrainConfig(),
         train_lenet.TrainConfig(dataset="mnist", epochs=3, max_lr=1e-3, hflip=False, crop_padding=0,
                                 seed=7, threads=2, limit_train=512, limit_test=256, weight_decay=1e-4),
+        train_lenet.TrainConfig.for_arch("classic"),
+        train_lenet.TrainConfig.for_arch("classic", epochs=40, crop_padding=2),
     ],
 )
 def test_recorded_command_reproduces_the_config(config: train_lenet.TrainConfig) -> None:

@@ -373,7 +373,7 @@ def test_the_trained_lenet_checkpoint_if_present(options: WeightsOptions) -> Non
 
 
 def test_hub_validates_names(options: WeightsOptions, tmp_path: Path) -> None:
-    with pytest.raises(UnknownModel, match="'vgg19'.*alexnet, lenet, vgg16"):
+    with pytest.raises(UnknownModel, match="'vgg19'.*alexnet, lenet, lenet-classic, vgg16"):
         ModelHub(["vgg19"], options)
     options.files = {"resnet": tmp_path / "r.pt"}
     with pytest.raises(UnknownModel, match="'resnet'"):
