@@ -486,7 +486,21 @@ def _resolve_interpolate(
     return resolve(params, num_alphas=len(alphas))
 
 
-@handler("InterpolateFeatures", params=InterpolateFeaturesParams, resolve=_resolve_interpolate)
+def _interpolate_applies(request: pb.InterpolateFeaturesRequest) -> tuple[str, ...]:
+    """seed and set_size only say how class-name sets are drawn."""
+    names = tuple(f.name for f in pb.InterpolateFeaturesParams.DESCRIPTOR.fields)
+    sets = request.sets if request.WhichOneof("direction") == "sets" else None
+    if sets is not None and (sets.positive_class or sets.negative_class):
+        return names
+    return tuple(name for name in names if name not in ("seed", "set_size"))
+
+
+@handler(
+    "InterpolateFeatures",
+    params=InterpolateFeaturesParams,
+    resolve=_resolve_interpolate,
+    applies=_interpolate_applies,
+)
 def interpolate_features(
     ctx: Ctx, request: pb.InterpolateFeaturesRequest, params: InterpolateFeaturesParams
 ) -> Streamed:
@@ -545,7 +559,7 @@ def interpolate_features(
             input=ctx.input_message(source),
             layers=layers,
             results=out,
-            resolved=convert.params_to_proto(params, pb.InterpolateFeaturesParams),
+            resolved=convert.params_to_proto(params, pb.InterpolateFeaturesParams, only=_interpolate_applies(request)),
             alphas=alphas,
         )
 

@@ -171,6 +171,9 @@ def test_echo_only_the_parameters_the_method_used(client, shirt) -> None:
         "random_start",
         "seed",
     }
+    towards = client.interpolate(shirt, model="lenet", target=shirt, alphas=[1.0], iterations=1, warm_iterations=1)
+    assert "seed" not in towards.params and "set_size" not in towards.params  # only for class-name sets
+    assert {"iterations", "tv_weight"} <= set(towards.params)
 
 
 # -- streams: left streams stop, queued streams say so ----------------------------------------------------
