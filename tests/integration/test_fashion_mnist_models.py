@@ -76,7 +76,8 @@ def test_activations_and_kernels(client, boot, model) -> None:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", SALIENCY_METHODS)
 def test_saliency(client, boot, model, method) -> None:
-    r = client.saliency(boot, model=model, method=method, samples=4, steps=8, target="Ankle boot")
+    params = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}}.get(method, {})
+    r = client.saliency(boot, model=model, method=method, target="Ankle boot", **params)
     assert r.map.shape == (28, 28) and np.isfinite(r.map).all() and r.map.min() >= 0
     # Grad-CAM's map is ReLU'd and may be all 0 (lenet, this boot: every channel weighs in negatively).
     assert r.map.max() > 0 or method == "grad_cam"
@@ -105,7 +106,7 @@ def test_attack(client, boot, model) -> None:
 def test_visualize_filter_raises_the_activation(client, model) -> None:
     act2 = ACT2[model]
     r = client.visualize_filter(model, act2, [0, 5], steps=30, seed=0)
-    assert r.images.shape == (2, 1, 28, 28) and r.params["parameterization"] == "pixel"
+    assert r.images.shape == (2, 28, 28, 1) and r.params["parameterization"] == "pixel"
     grey = client.activations(np.full((28, 28), 128, np.uint8), model=model, layers=act2)
     assert all(r.activations[i] > grey[act2].channel_mean[c] for i, c in enumerate((0, 5)))
 
@@ -113,12 +114,12 @@ def test_visualize_filter_raises_the_activation(client, model) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_dream_and_interpolate_with_class_names(client, boot, model) -> None:
     dream = client.dream(boot, model=model, layers={ACT2[model]: 1.0}, octaves=1, iterations=3)
-    assert dream.image.shape == (1, 28, 28) and dream.gains[0].norm_after > dream.gains[0].norm_before
+    assert dream.image.shape == (28, 28, 1) and dream.gains[0].norm_after > dream.gains[0].norm_before
     r = client.interpolate(
         boot, model=model, positive="Sneaker", negative="Ankle boot", alphas=[0, 1],
         iterations=5, warm_iterations=3, set_size=8,
     )  # fmt: skip
-    assert [a.alpha for a in r.results] == [0, 1] and all(a.image.shape == (1, 28, 28) for a in r.results)
+    assert [a.alpha for a in r.results] == [0, 1] and all(a.image.shape == (28, 28, 1) for a in r.results)
     assert r.layers == get_spec(model).default_dfi_layers and r.params["set_size"] == 8
 
 
