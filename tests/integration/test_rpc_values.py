@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -162,8 +163,13 @@ def check_saliency(
     x = local_input(model, png)
     same_input(r, x)
     sent = echoed(r, params)
-    # The echo holds the fields this method reads (and the rendering ones), nothing else.
+    # The echo holds the fields this method reads (and the rendering ones), nothing else, each
+    # the value sent or the documented default; grad_cam's layer resolved to a module path.
     assert set(sent) == set(METHOD_PARAMS[method]) | {"clip_percentile", "colormap"}
+    expected = {name: value for name, value in dataclasses.asdict(SaliencyParams(**params)).items() if name in sent}
+    if method == "grad_cam":
+        expected["layer"] = model.resolve_layer(params.get("layer") or model.spec.default_gradcam_layer)
+    assert sent == expected
     local = saliency(
         model.require_ready(),
         x,
@@ -180,8 +186,6 @@ def check_saliency(
     assert r.map.shape == tuple(model.spec.input_shape[1:])
     close(r.map, local.map[0].numpy(), f"{method}: map")
     close(r.attribution, local.attribution[0].numpy(), f"{method}: attribution")
-    if method == "grad_cam":
-        assert sent["layer"] == model.resolve_layer(params.get("layer") or model.spec.default_gradcam_layer)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -241,7 +245,12 @@ def test_raw_saliency_alexnet_is_channels_first_and_matches_in_process(stub, ale
     ids=["fgsm", "bim", "pgd", "pgd-targeted"],
 )
 def test_attack_lenet_matches_in_process(client, lenet, fashion_pngs, method, params, goal) -> None:
-    png = fashion_pngs["sneaker"]
+    check_attack(client, lenet, fashion_pngs["sneaker"], method, params, goal)
+
+
+def check_attack(
+    client: InterpClient, lenet: LoadedModel, png: bytes, method: str, params: dict[str, Any], goal: int | None
+) -> None:
     epsilons = [0.03, 0.1]
     r = client.attack(png, model="lenet", method=method, epsilon=epsilons, target=goal, **params)
     same_model(r, lenet)
@@ -331,7 +340,12 @@ def test_visualize_filter_alexnet_rgb_matches_in_process(client, alexnet) -> Non
     ids=["one-layer-defaults", "weighted-layers"],
 )
 def test_dream_lenet_matches_in_process(client, lenet, fashion_pngs, layers, params) -> None:
-    png = fashion_pngs["boot"]
+    check_dream(client, lenet, fashion_pngs["boot"], layers, params)
+
+
+def check_dream(
+    client: InterpClient, lenet: LoadedModel, png: bytes, layers: str | dict[str, float], params: dict[str, Any]
+) -> None:
     r = client.dream(png, model="lenet", layers=layers, **params)
     same_model(r, lenet)
     x = local_input(lenet, png)
@@ -379,7 +393,7 @@ def check_interpolation(r: Any, model: LoadedModel, source: torch.Tensor, direct
 
 
 def test_interpolate_lenet_towards_a_target_image_matches_in_process(client, lenet, fashion_pngs) -> None:
-    alphas = [0.0, 1.0]
+    alphas = [0.5, 1.0]  # at alpha 0 with this tv_weight L-BFGS does not move off the source: nothing to compare
     r = client.interpolate(
         fashion_pngs["sneaker"], model="lenet", target=fashion_pngs["boot"], alphas=alphas, **DFI_PARAMS
     )
@@ -417,3 +431,25 @@ def test_interpolate_lenet_with_image_sets_matches_in_process(client, lenet, fas
         layers,
     )
     check_interpolation(r, lenet, source, direction, sent)
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+
+
+def test_seeded_methods_give_the_same_numbers_when_requests_overlap(client, lenet, fashion_pngs) -> None:
+    # The randomized methods draw from private generators: requests running at the same time
+    # (two heavy slots on the test server, the rest queued), with this process computing its
+    # own in-process references meanwhile, must not disturb each other's numbers.
+    sneaker, boot = fashion_pngs["sneaker"], fashion_pngs["boot"]
+    smoothgrad = {"samples": 8, "noise_level": 0.25, "seed": 21, "batch_size": 3}
+    jobs = [
+        lambda: check_saliency(client, lenet, sneaker, "smoothgrad", smoothgrad, target=None),
+        lambda: check_attack(client, lenet, boot, "pgd", {"steps": 4, "seed": 22}, None),
+        lambda: check_visualize(client, lenet, "conv1", [1, 4], {"steps": 5, "seed": 23}),
+        lambda: check_dream(client, lenet, sneaker, "relu1", {"octaves": 2, "iterations": 3, "seed": 24}),
+        lambda: check_saliency(client, lenet, boot, "smoothgrad", {**smoothgrad, "seed": 25}, target=9),
+    ]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for future in futures:
+            future.result()  # re-raises a job's assertion
