@@ -12,6 +12,7 @@ a worker and the conversion of its result). The shared path fills ``stamp``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 from interp import rendering
 from interp.adversarial import AttackParams
 from interp.deepdream import DeepDreamParams
+from interp.errors import InvalidInput
 from interp.feature_vis import FeatureVisParams
 from interp.interpolation import InterpolateFeaturesParams
 from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
@@ -233,6 +235,14 @@ def _resolve_saliency(params: SaliencyParams, model: LoadedModel, request: pb.Sa
                 f"parameter {field.name} does not apply to {request.method} (it reads: {', '.join(sorted(reads))})",
                 field=f"params.{field.name}",
             )
+    # The rendering's parameters are judged here too, before any model work.
+    try:
+        rendering.colormap_code(params.colormap)
+    except InvalidInput as exc:
+        raise BadRequest(str(exc), field="params.colormap") from None
+    clip = params.clip_percentile
+    if not (math.isfinite(clip) and 0 < clip <= 100):
+        raise BadRequest(f"clip_percentile must be in (0, 100], got {clip}", field="params.clip_percentile")
     if request.method == "grad_cam":
         layer = params.layer if params.layer is not None else model.spec.default_gradcam_layer
         if not layer:
@@ -477,12 +487,14 @@ def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) 
 def _resolve_interpolate(
     params: InterpolateFeaturesParams, model: LoadedModel, request: pb.InterpolateFeaturesRequest
 ) -> InterpolateFeaturesParams:
-    from interp.interpolation import DEFAULT_ALPHAS, resolve
+    from interp.interpolation import DEFAULT_ALPHAS, MAX_ALPHA, resolve
 
     alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
     for i, alpha in enumerate(alphas):
-        if not np.isfinite(alpha):
-            raise BadRequest(f"alphas must be finite numbers, got {alpha}", field=f"alphas[{i}]")
+        if not (np.isfinite(alpha) and abs(alpha) <= MAX_ALPHA):
+            raise BadRequest(
+                f"alphas must be finite numbers in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}], got {alpha}", field=f"alphas[{i}]"
+            )
     return resolve(params, num_alphas=len(alphas))
 
 

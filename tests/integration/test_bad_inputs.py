@@ -367,13 +367,9 @@ def counting_forwards(srv) -> Iterator[list[int]]:
             handle.remove()
 
 
-# Refused only after the method's first forward pass (the value is checked where it is used, in
-# interp/ or in the rendering): no optimization runs, but the check belongs before any model work.
-REFUSED_AFTER_A_FORWARD = {
-    "unknown-colormap", "clip-percentile-inf", "clip-percentile-zero",  # checked when rendering
-    "epsilon-nan", "epsilon-negative", "epsilon-huge", "fgsm-random-start",  # checked by interp.adversarial
-    "alphas-huge",  # checked after encoding the source and target
-}  # fmt: skip
+# Cases refused only after a forward pass; none now: colormap, clip_percentile, epsilons, fgsm's
+# random_start and the alphas' range are judged with the request, before any model work.
+REFUSED_AFTER_A_FORWARD: set[str] = set()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
