@@ -39,6 +39,7 @@ JUDGE_BAR = 0.88
 # One regularizer switched off per row (the preset's other values unchanged).
 SWEEP: dict[str, FeatureVisParams] = {
     "naturalness (all on)": FeatureVisParams(preset="naturalness"),
+    "pixel parameterization (not Fourier)": FeatureVisParams(preset="naturalness", parameterization="pixel"),
     "no L2 decay": FeatureVisParams(preset="naturalness", l2_decay=0.0),
     "no blur": FeatureVisParams(preset="naturalness", blur_every=0),
     "no jitter/scale/rotate": FeatureVisParams(preset="naturalness", transforms=False),

@@ -18,12 +18,14 @@ def client(target) -> Iterator[InterpClient]:
 def test_class_logits_default_to_naturalness_and_every_regularizer_is_echoed(client):
     r = client.visualize_filter("lenet", "fc3", [0, 7], steps=8, preview_every=0)
     assert r.images.shape == (2, 1, 28, 28)
-    assert r.params["preset"] == "naturalness" and r.params["learning_rate"] == pytest.approx(0.4)
+    assert r.params["preset"] == "naturalness" and r.params["parameterization"] == "fourier"
+    assert r.params["learning_rate"] == pytest.approx(0.15)
     assert r.params["l2_decay"] == pytest.approx(0.02) and r.params["blur_every"] == 4
     assert r.params["blur_sigma"] == pytest.approx(1.0) and r.params["blur_sigma_end"] == pytest.approx(0.5)
     assert (r.params["jitter"], r.params["scale_range"], r.params["rotate_degrees"]) == pytest.approx((2, 0.1, 10.0))
     conv = client.visualize_filter("lenet", "conv2", [0], steps=4, preview_every=0)
     assert conv.params["preset"] == "none" and conv.params["learning_rate"] == pytest.approx(0.2)
+    assert conv.params["parameterization"] == "pixel"
 
 
 def test_explicit_regularizers_win_and_reach_the_method(client):

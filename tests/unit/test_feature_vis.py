@@ -309,7 +309,7 @@ def test_preset_default_follows_the_layer_kind_and_every_regularizer_is_echoed()
     none = resolve(None, in_channels=1, input_size=28, dense=False)
     assert (none.preset, none.l2_decay, none.blur_every, none.jitter, none.scale_range) == ("none", 0.0, 0, 2, 0.0)
     natural = resolve(None, in_channels=1, input_size=28, dense=True)
-    assert natural.preset == "naturalness" and natural.learning_rate == 0.4
+    assert (natural.preset, natural.parameterization, natural.learning_rate) == ("naturalness", "fourier", 0.15)
     assert (natural.l2_decay, natural.blur_every, natural.blur_sigma, natural.blur_sigma_end) == (0.02, 4, 1.0, 0.5)
     assert (natural.jitter, natural.scale_range, natural.rotate_degrees) == (2, 0.1, 10.0)
     assert (natural.tv_weight, natural.clip_norm_percentile, natural.clip_contribution_percentile) == (0.0, 0.0, 0.0)
@@ -325,9 +325,12 @@ def test_preset_default_follows_the_layer_kind_and_every_regularizer_is_echoed()
     # An explicit regularizer wins over the preset; the layer kind decides only the default preset.
     chosen = resolve(FeatureVisParams(preset="naturalness", l2_decay=0.0), in_channels=1, input_size=28, dense=False)
     assert (chosen.preset, chosen.l2_decay, chosen.blur_every) == ("naturalness", 0.0, 4)
+    pixels = resolve(FeatureVisParams(parameterization="pixel"), in_channels=1, input_size=28, dense=True)
+    assert (pixels.parameterization, pixels.learning_rate) == ("pixel", 0.4)
     # Unknown layer kind: what the preset decides stays open, everything else is resolved.
     early = resolve(None, in_channels=1, input_size=28)
-    assert (early.preset, early.l2_decay, early.learning_rate) == (None, None, None) and early.steps == 512
+    assert (early.preset, early.l2_decay, early.learning_rate, early.parameterization) == (None, None, None, None)
+    assert early.steps == 512
     assert resolve(early, in_channels=1, input_size=28, dense=True) == natural
 
 
