@@ -348,6 +348,8 @@ def test_visualize_filter_picks_the_preset_by_layer_kind():
     assert fc.params.preset == "naturalness" and fc.params.l2_decay == 0.02
     assert conv.params.preset == "none" and conv.params.l2_decay == 0.0
     assert fc.images.shape == (2, 1, 28, 28)
+    relu4 = run_lenet(FeatureVisParams(steps=2, restarts=1), channels=(5,), layer="relu4")
+    assert (relu4.params.preset, relu4.params.parameterization) == ("naturalness", "fourier")
 
 
 def test_gaussian_blur_matches_scipy():
