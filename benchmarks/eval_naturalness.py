@@ -12,7 +12,8 @@ ascent (``preset="none"``), and for each image we report:
 
 Bars: the judge's top-1 is the intended class for >= 7 of 10; every LeNet logit above its 99th
 percentile. A sweep switches each regularizer of the preset off in turn, so the table shows
-what each one buys, and ``--grid`` writes a PNG of the class images (rows: none, naturalness).
+what each one buys, and ``--grid`` writes a PNG of the class images of the first seed (rows:
+the plain ascent, naturalness with the pixel parameterization, the default naturalness).
 
 Usage: .venv/bin/python -m benchmarks.eval_naturalness [--seeds 0,1,2] [--grid docs/class_images.png]
 """
@@ -226,21 +227,22 @@ def main() -> int:
     print(f"\nbars (judge >= 7/10 and every logit > p99, every seed): {'PASS' if ok else 'FAIL'}")
 
     if args.grid is not None:
-        write_grid(args.grid, results["none (plain ascent)"].images, results["naturalness (all on)"].images)
+        rows = ["none (plain ascent)", "pixel parameterization (not Fourier)", "naturalness (all on)"]
+        write_grid(args.grid, [results[name].images for name in rows])
         print(f"grid written to {args.grid}")
     return 0 if ok else 1
 
 
-def write_grid(path: Path, plain: Tensor, natural: Tensor, scale: int = 4) -> None:
-    """Two labelled rows of the ten class images (top: plain ascent, bottom: naturalness), upscaled."""
+def write_grid(path: Path, rows: list[Tensor], scale: int = 4) -> None:
+    """Labelled rows of the ten class images (each row ``(10, 1, 28, 28)``), upscaled ``scale`` times."""
     from interp.rendering import encode_png, image_grid
 
-    rows = []
-    for images in (plain, natural):
+    tiles = []
+    for images in rows:
         big = nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
         cells = [image_grid(big[c : c + 1], labels=[FASHION_MNIST_CLASSES[c][:7]]) for c in range(10)]
-        rows.append(np.concatenate([np.pad(cell, ((2, 2), (2, 2), (0, 0))) for cell in cells], axis=1))
-    path.write_bytes(encode_png(np.concatenate(rows, axis=0)))
+        tiles.append(np.concatenate([np.pad(cell, ((2, 2), (2, 2), (0, 0))) for cell in cells], axis=1))
+    path.write_bytes(encode_png(np.concatenate(tiles, axis=0)))
 
 
 if __name__ == "__main__":
