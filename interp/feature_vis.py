@@ -176,8 +176,9 @@ class FeatureVisParams:
     on small 1-channel models, the preset: the naturalness regularizers pull back every step, and
     0.15 (Fourier; 0.4 for pixels) keeps the class logits of the trained LeNet above their
     test-set 99th percentile against them. With naturalness, 1-channel models also switch to the
-    Fourier parameterization (Lucid's decorrelated 1/f spectrum: smoother, less striped images,
-    judged better by the second CNN of benchmarks/eval_naturalness.py).
+    Fourier parameterization (Lucid's decorrelated 1/f spectrum): the images are smoother and
+    less striped, while the second CNN of benchmarks/eval_naturalness.py recognizes pixels and
+    Fourier alike (9.0 vs 8.7 of 10 over three seeds).
     ``restarts``: each channel is optimized from that many random starts (all in the same batch)
     and the best, by the final activation, is returned. The small-model values are what puts
     every ``relu2`` channel of the trained LeNet above its test-set maximum; 256 steps at lr 0.1
