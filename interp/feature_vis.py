@@ -797,20 +797,28 @@ class _TransformSpec:
         """The stack for resolved params.
 
         ``keep_size=False`` (preset ``"none"`` on convolution layers, the historical stack): pad
-        ``1.5 * jitter`` with grey, jitter, scale/rotate (which changes the side), jitter by
-        ``jitter // 2``; at the default sizes (28, 128, 224 px) exactly :meth:`for_size`.
+        with grey, jitter, scale/rotate (which changes the side), a second jitter; with the
+        default ``jitter`` exactly :meth:`for_size`, otherwise pad ``1.5 * jitter`` and a second
+        jitter of ``jitter / 2`` (Lucid's 12 : 8 : 4).
         ``keep_size=True`` (preset ``"naturalness"``, and fully connected layers with scale or
         rotation, which need the model's input size): pad ``jitter`` with the background, crop back to the
         image size at a random offset (a shift of up to +-``jitter``), then scale and rotate
         about the centre at the same size, filling with the background.
         """
         jitter = int(p.jitter or 0)
+        lucid = cls.for_size(int(p.image_size or REFERENCE_SIZE))
+        if keep_size:
+            pad, jitter_after = jitter, 0
+        elif jitter == lucid.jitter:  # the default: exactly Lucid's stack at this size
+            pad, jitter_after = lucid.pad, lucid.jitter_after
+        else:
+            pad, jitter_after = round(1.5 * jitter), round(0.5 * jitter)
         return cls(
-            pad=jitter if keep_size else round(1.5 * jitter),
+            pad=pad,
             jitter=jitter,
             scale=float(p.scale_range or 0.0),
             angle_deg=float(p.rotate_degrees or 0.0),
-            jitter_after=0 if keep_size else jitter // 2,
+            jitter_after=jitter_after,
             pad_value=background if keep_size else 0.5,
             keep_size=keep_size,
         )

@@ -424,9 +424,12 @@ def test_size_preserving_transforms_keep_the_side_and_are_identity_when_off():
     )
     torch.testing.assert_close(_random_transform(x, identity, gen), x)
     # The historical stack at the default sizes is exactly Lucid's, scaled (preset "none").
-    for size in (28, 128, 224):
+    for size in range(16, 513):
         none = resolve(FeatureVisParams(image_size=size), in_channels=3, input_size=224, dense=False)
         assert _TransformSpec.from_params(none, keep_size=False, background=0.5) == _TransformSpec.for_size(size)
+    wider = resolve(FeatureVisParams(jitter=6, image_size=128), in_channels=3, input_size=224, dense=False)
+    spec = _TransformSpec.from_params(wider, keep_size=False, background=0.5)
+    assert (spec.pad, spec.jitter, spec.jitter_after) == (9, 6, 3)
 
 
 def test_start_from_mean_needs_the_mean_image_and_starts_there():
