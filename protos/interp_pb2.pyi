@@ -438,7 +438,7 @@ class AttackResponse(_message.Message):
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
 
 class VisualizeFilterParams(_message.Message):
-    __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts")
+    __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts", "preset", "l2_decay", "blur_every", "blur_sigma", "blur_sigma_end", "jitter", "scale_range", "rotate_degrees", "tv_weight", "clip_norm_percentile", "clip_contribution_percentile", "start_from_mean")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -448,6 +448,18 @@ class VisualizeFilterParams(_message.Message):
     TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    L2_DECAY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_END_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    SCALE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_CONTRIBUTION_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    START_FROM_MEAN_FIELD_NUMBER: _ClassVar[int]
     objective: str
     steps: int
     image_size: int
@@ -457,7 +469,19 @@ class VisualizeFilterParams(_message.Message):
     transforms: bool
     preview_every: int
     restarts: int
-    def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    preset: str
+    l2_decay: float
+    blur_every: int
+    blur_sigma: float
+    blur_sigma_end: float
+    jitter: int
+    scale_range: float
+    rotate_degrees: float
+    tv_weight: float
+    clip_norm_percentile: float
+    clip_contribution_percentile: float
+    start_from_mean: bool
+    def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ..., restarts: _Optional[int] = ..., preset: _Optional[str] = ..., l2_decay: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., blur_sigma_end: _Optional[float] = ..., jitter: _Optional[int] = ..., scale_range: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., tv_weight: _Optional[float] = ..., clip_norm_percentile: _Optional[float] = ..., clip_contribution_percentile: _Optional[float] = ..., start_from_mean: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterRequest(_message.Message):
     __slots__ = ("model", "layer", "channels", "params")

@@ -30,7 +30,7 @@ from interp.feature_vis import FeatureVisParams
 from interp.interpolation import InterpolateFeaturesParams
 from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
 from interp.saliency import SaliencyParams
-from models.errors import shown
+from models.errors import UnknownLayer, shown
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
@@ -389,7 +389,13 @@ def _resolve_visualize(
 ) -> FeatureVisParams:
     from interp.feature_vis import resolve
 
-    return resolve(params, in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1])
+    try:  # a fully connected layer (class logits) takes the naturalness preset by default
+        path = model.resolve_layer(request.layer) if request.layer else None
+    except UnknownLayer:
+        path = None  # the handler refuses it, naming the field
+    shape = next((info.output_shape for info in model.layers if info.name == path), None)
+    dense = None if shape is None else len(shape) == 1
+    return resolve(params, in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1], dense=dense)
 
 
 @handler("VisualizeFilter", params=FeatureVisParams, resolve=_resolve_visualize)
@@ -415,6 +421,9 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
         steps=int(params.steps or 1),
     )
     label = ctx.layer_label(request.layer, path)
+    mean_image = None
+    if params.start_from_mean:
+        mean_image = ctx.servicer.mean_image(model, int(params.image_size or side))
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
         return compute(
@@ -424,6 +433,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             in_channels=in_channels,
             input_size=side,
             params=params,
+            mean_image=mean_image,
             on_step=on_step,
             should_stop=should_stop,
         )

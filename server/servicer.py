@@ -497,10 +497,35 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     # -- server-side data ------------------------------------------------------------------------
 
-    def class_set(self, ctx: Ctx, class_name: str, what: str, set_size: int, seed: int) -> torch.Tensor:
-        """``set_size`` images of a class drawn (seeded) from the model's training set."""
+    def mean_image(self, model: LoadedModel, size: int) -> torch.Tensor:
+        """The start image of ``start_from_mean``: (C, size, size) in [0, 1].
+
+        A model trained in-repo: the mean of its training set's images (read once). Others
+        (ImageNet models): their normalization's mean colour, the mean of ImageNet's pixels.
+        """
+        import torch.nn.functional as F
+
+        dataset = model.spec.training_dataset
+        if dataset is None:
+            mean = torch.tensor(model.spec.preprocessing.mean, dtype=torch.float32)
+            return mean.view(-1, 1, 1).expand(len(mean), size, size).clone()
+        images = self._training_set(dataset)[0]
+        mean = torch.from_numpy(images.mean(axis=0, dtype=np.float64).astype(np.float32) / 255.0)
+        mean = mean[None, None] if mean.dim() == 2 else mean.permute(2, 0, 1)[None]
+        if mean.shape[-1] != size:
+            mean = F.interpolate(mean, size=(size, size), mode="bilinear", align_corners=False)
+        return mean[0]
+
+    def _training_set(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
         from models.datasets import load_dataset
 
+        with self._datasets_lock:
+            if dataset not in self._datasets:
+                self._datasets[dataset] = load_dataset(dataset, "train", download=False)
+            return self._datasets[dataset]
+
+    def class_set(self, ctx: Ctx, class_name: str, what: str, set_size: int, seed: int) -> torch.Tensor:
+        """``set_size`` images of a class drawn (seeded) from the model's training set."""
         model = ctx.model
         dataset = model.spec.training_dataset
         if dataset is None:
@@ -511,10 +536,7 @@ class InterpServicer(pb_grpc.InterpServicer):
                 field=f"sets.{what}_class",
             )
         index = ctx.label_index(class_name, field=f"sets.{what}_class")
-        with self._datasets_lock:
-            if dataset not in self._datasets:
-                self._datasets[dataset] = load_dataset(dataset, "train", download=False)
-        images, labels = self._datasets[dataset]
+        images, labels = self._training_set(dataset)
         candidates = np.flatnonzero(labels == index)
         rng = np.random.default_rng(seed)
         chosen = rng.choice(candidates, size=min(set_size, len(candidates)), replace=False)

@@ -71,7 +71,7 @@ def run_lenet(params: FeatureVisParams = FAST, channels=(0, 3, 5), layer: str = 
 
 
 def test_resolve_defaults_follow_the_model():
-    lenet = resolve(None, in_channels=1, input_size=28)
+    lenet = resolve(None, in_channels=1, input_size=28, dense=False)
     assert (lenet.steps, lenet.image_size, lenet.learning_rate, lenet.parameterization) == (512, 28, 0.2, "pixel")
     assert (lenet.objective, lenet.seed, lenet.transforms, lenet.preview_every, lenet.restarts) == (
         "channel",
@@ -80,11 +80,11 @@ def test_resolve_defaults_follow_the_model():
         32,
         2,
     )
-    imagenet = resolve(None, in_channels=3, input_size=224)
+    imagenet = resolve(None, in_channels=3, input_size=224, dense=False)
     assert (imagenet.steps, imagenet.image_size, imagenet.learning_rate) == (512, 128, 0.05)
     assert (imagenet.parameterization, imagenet.preview_every, imagenet.restarts) == ("fourier", 32, 1)
     # An explicit choice wins, and the learning rate default follows the parameterization.
-    chosen = resolve(FeatureVisParams(parameterization="pixel", steps=10), in_channels=3, input_size=224)
+    chosen = resolve(FeatureVisParams(parameterization="pixel", steps=10), in_channels=3, input_size=224, dense=False)
     assert (chosen.learning_rate, chosen.steps, chosen.preview_every) == (0.2, 10, 1)
     assert resolve(chosen, in_channels=3, input_size=224) == chosen  # idempotent: the server resolves first
 
@@ -103,6 +103,19 @@ def test_resolve_defaults_follow_the_model():
         ("objective", "max", "('channel', 'neuron')"),
         ("parameterization", "cppn", "('fourier', 'pixel')"),
         ("restarts", 0, "1..16"),
+        ("preset", "pretty", "('none', 'naturalness')"),
+        ("l2_decay", 1.0, "[0, 1.0)"),
+        ("l2_decay", -0.1, "[0.0, 1.0]"),
+        ("blur_every", -1, "0..4096"),
+        ("blur_sigma", 17.0, "[0.0, 16.0]"),
+        ("blur_sigma_end", float("inf"), "[0.0, 16.0]"),
+        ("jitter", 8, "0..7"),
+        ("scale_range", 0.6, "[0.0, 0.5]"),
+        ("rotate_degrees", 90.0, "[0.0, 45.0]"),
+        ("tv_weight", 0.5, "[0.0, 0.1]"),
+        ("clip_norm_percentile", 100.0, "[0, 100.0)"),
+        ("clip_contribution_percentile", -1.0, "[0.0, 100.0]"),
+        ("start_from_mean", 1, "bool"),
     ],
 )
 def test_bad_params_name_the_valid_range(field, value, expected):
@@ -133,7 +146,8 @@ def test_result_shapes_range_and_resolved_params():
     assert result.images.shape == (3, 1, 32, 32) and result.images.dtype == torch.float32
     assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
     assert result.activations.shape == (3,)
-    assert result.params == resolve(FeatureVisParams(steps=4, image_size=32), in_channels=1, input_size=28)
+    expected = resolve(FeatureVisParams(steps=4, image_size=32), in_channels=1, input_size=28, dense=False)
+    assert result.params == expected
 
 
 @pytest.mark.parametrize("objective", ["channel", "neuron"])
@@ -300,3 +314,158 @@ def test_image_size_that_does_not_fit_a_linear_layer_is_invalid_input():
     # The model's own size works for linear layers (channels are units there).
     result = run_lenet(FeatureVisParams(steps=2), channels=(0, 119), layer="fc1")
     assert result.activations.shape == (2,)
+
+
+def test_preset_default_follows_the_layer_kind_and_every_regularizer_is_echoed():
+    none = resolve(None, in_channels=1, input_size=28, dense=False)
+    assert (none.preset, none.l2_decay, none.blur_every, none.jitter, none.scale_range) == ("none", 0.0, 0, 2, 0.0)
+    natural = resolve(None, in_channels=1, input_size=28, dense=True)
+    assert (natural.preset, natural.parameterization, natural.learning_rate) == ("naturalness", "fourier", 0.15)
+    assert (natural.l2_decay, natural.blur_every, natural.blur_sigma, natural.blur_sigma_end) == (0.02, 4, 1.0, 0.5)
+    assert (natural.jitter, natural.scale_range, natural.rotate_degrees) == (2, 0.1, 10.0)
+    assert (natural.tv_weight, natural.clip_norm_percentile, natural.clip_contribution_percentile) == (0.0, 0.0, 0.0)
+    assert natural.start_from_mean is False
+    rgb = resolve(None, in_channels=3, input_size=224, dense=True)
+    assert (rgb.preset, rgb.learning_rate, rgb.l2_decay, rgb.jitter, rgb.blur_sigma_end) == (
+        "naturalness",
+        0.05,
+        0.0001,
+        8,
+        0.0,
+    )
+    # An explicit regularizer wins over the preset; the layer kind decides only the default preset.
+    chosen = resolve(FeatureVisParams(preset="naturalness", l2_decay=0.0), in_channels=1, input_size=28, dense=False)
+    assert (chosen.preset, chosen.l2_decay, chosen.blur_every) == ("naturalness", 0.0, 4)
+    pixels = resolve(FeatureVisParams(parameterization="pixel"), in_channels=1, input_size=28, dense=True)
+    assert (pixels.parameterization, pixels.learning_rate) == ("pixel", 0.4)
+    # Unknown layer kind: what the preset decides stays open, everything else is resolved.
+    early = resolve(None, in_channels=1, input_size=28)
+    assert (early.preset, early.l2_decay, early.learning_rate, early.parameterization) == (None, None, None, None)
+    assert early.steps == 512
+    assert resolve(early, in_channels=1, input_size=28, dense=True) == natural
+
+
+def test_params_dataclass_and_proto_message_have_the_same_fields():
+    from dataclasses import fields
+
+    from protos import interp_pb2 as pb
+
+    assert {f.name for f in fields(FeatureVisParams)} == set(pb.VisualizeFilterParams.DESCRIPTOR.fields_by_name)
+
+
+def test_visualize_filter_picks_the_preset_by_layer_kind():
+    fc = run_lenet(FeatureVisParams(steps=4, restarts=1), channels=(0, 9), layer="fc3")
+    conv = run_lenet(FeatureVisParams(steps=4, restarts=1), channels=(0,), layer="conv2")
+    assert fc.params.preset == "naturalness" and fc.params.l2_decay == 0.02
+    assert conv.params.preset == "none" and conv.params.l2_decay == 0.0
+    assert fc.images.shape == (2, 1, 28, 28)
+    relu4 = run_lenet(FeatureVisParams(steps=2, restarts=1), channels=(5,), layer="relu4")
+    assert (relu4.params.preset, relu4.params.parameterization) == ("naturalness", "fourier")
+
+
+def test_gaussian_blur_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    from interp.feature_vis import gaussian_blur
+
+    x = torch.rand(2, 3, 20, 17, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sigma in (1.0, 2.0):
+        expected = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="mirror", truncate=3.0)
+        torch.testing.assert_close(gaussian_blur(x, sigma), torch.from_numpy(expected))
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+
+
+@pytest.mark.parametrize(("kind", "channels"), [("pixel", 1), ("pixel", 3), ("fourier", 3), ("fourier", 1)])
+def test_write_back_inverts_the_parameterization(kind, channels):
+    from interp.feature_vis import _parameterize
+
+    gen = torch.Generator().manual_seed(0)
+    image = _parameterize(kind, 2, 1, channels, 18, gen, torch.device("cpu"), torch.float64)
+    target = torch.rand(2, channels, 18, 18, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    image.set_images(target)
+    torch.testing.assert_close(image.images(), target)
+
+
+def _regularizers(**kw):
+    from interp.feature_vis import _Regularizers
+
+    off = dict(l2_decay=0.0, blur_every=0, tv_weight=0.0, clip_norm_percentile=0.0, clip_contribution_percentile=0.0)
+    p = resolve(FeatureVisParams(**{**off, **kw}, steps=10), in_channels=1, input_size=28, dense=False)
+    return _Regularizers(p, torch.full((1, 1, 1, 1), 0.25, dtype=torch.float64))
+
+
+def test_each_regularizer_does_what_its_docstring_says():
+    x = torch.rand(1, 1, 10, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(_regularizers(l2_decay=0.1)(x, 0, None), 0.25 + 0.9 * (x - 0.25))
+    # Blur every 2nd step, width 2 -> 0 linearly over 10 steps: step index 1 blurs with 2 - 2/9 px.
+    from interp.feature_vis import gaussian_blur
+
+    blur = _regularizers(blur_every=2, blur_sigma=2.0, blur_sigma_end=0.0)
+    assert not blur.active(0) and blur.active(1) and not blur.active(9)  # the last width is 0
+    torch.testing.assert_close(blur(x, 1, None), gaussian_blur(x, 2.0 - 2.0 / 9).clamp(0, 1))
+    # Norm clipping: the half of the pixels closest to the reference are set to it.
+    clipped = _regularizers(clip_norm_percentile=50.0)(x, 0, None)
+    moved = (clipped != x).flatten()
+    assert int(moved.sum()) == 50 and bool(torch.all(clipped.flatten()[moved] == 0.25))
+    assert float((x.flatten()[moved] - 0.25).abs().max()) <= float((x.flatten()[~moved] - 0.25).abs().min())
+    # Contribution clipping ranks by |(x - r) * grad|: with the gradient zero on the left half,
+    # exactly the left half goes.
+    grad = torch.ones_like(x)
+    grad[..., :5] = 0.0
+    by_contribution = _regularizers(clip_contribution_percentile=50.0)(x, 0, grad)
+    assert bool(torch.all(by_contribution[..., :5] == 0.25)) and torch.equal(by_contribution[..., 5:], x[..., 5:])
+    # Total variation: a step against the sign of the neighbour differences flattens an edge.
+    edge = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    edge[..., 2:] = 1.0
+    tv = _regularizers(tv_weight=0.1)(edge, 0, None)
+    assert torch.equal(tv[..., 1], torch.full((1, 1, 4), 0.1, dtype=torch.float64))
+    assert torch.equal(tv[..., 2], torch.full((1, 1, 4), 0.9, dtype=torch.float64))
+
+
+def test_size_preserving_transforms_keep_the_side_and_are_identity_when_off():
+    from interp.feature_vis import _random_transform, _TransformSpec
+
+    p = resolve(FeatureVisParams(preset="naturalness"), in_channels=1, input_size=28, dense=True)
+    spec = _TransformSpec.from_params(p, keep_size=True, background=0.0)
+    x = torch.rand(3, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    assert all(_random_transform(x, spec, gen).shape == x.shape for _ in range(20))
+    identity = _TransformSpec.from_params(
+        replace(p, jitter=0, scale_range=0.0, rotate_degrees=0.0), keep_size=True, background=0.0
+    )
+    torch.testing.assert_close(_random_transform(x, identity, gen), x)
+    # The historical stack at the default sizes is exactly Lucid's, scaled (preset "none").
+    for size in range(16, 513):
+        none = resolve(FeatureVisParams(image_size=size), in_channels=3, input_size=224, dense=False)
+        assert _TransformSpec.from_params(none, keep_size=False, background=0.5) == _TransformSpec.for_size(size)
+    wider = resolve(FeatureVisParams(jitter=6, image_size=128), in_channels=3, input_size=224, dense=False)
+    spec = _TransformSpec.from_params(wider, keep_size=False, background=0.5)
+    assert (spec.pad, spec.jitter, spec.jitter_after) == (9, 6, 3)
+
+
+def test_start_from_mean_needs_the_mean_image_and_starts_there():
+    params = FeatureVisParams(steps=3, start_from_mean=True, preview_every=1, restarts=1)
+    with pytest.raises(InvalidInput, match="mean_image"):
+        run_lenet(params, layer="fc3")
+    with pytest.raises(InvalidInput, match=r"shape \(1, 28, 28\)"):
+        run_lenet(params, layer="fc3", mean_image=torch.zeros(1, 27, 27))
+    mean = torch.zeros(1, 28, 28)
+    mean[:, 6:22, 8:20] = 0.6
+    events: list[StepEvent] = []
+    result = run_lenet(params, channels=(0, 1), layer="fc3", mean_image=mean, on_step=events.append)
+    first = events[0].preview  # the images the first step saw: the mean plus logit noise N(0, 0.1)
+    assert float((first - mean).abs().max()) < 0.15
+    assert result.params.start_from_mean is True
+
+
+def test_naturalness_images_are_smoother_than_the_plain_ascent():
+    # Total variation of the result: the blur, decay and robustness must show in the image.
+    def tv(images: Tensor) -> float:
+        return float(
+            (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (images[..., 1:] - images[..., :-1]).abs().mean()
+        )
+
+    base = FeatureVisParams(steps=60, restarts=1, preview_every=0)
+    plain = run_lenet(replace(base, preset="none"), channels=(0, 1, 2), layer="fc3")
+    natural = run_lenet(replace(base, preset="naturalness"), channels=(0, 1, 2), layer="fc3")
+    assert tv(natural.images) < 0.6 * tv(plain.images)
