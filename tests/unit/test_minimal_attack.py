@@ -278,3 +278,63 @@ def test_deepfool_bad_input():
     # candidates default to min(10, classes)
     assert resolve("deepfool_l2", MinimalAttackParams(), 5).candidates == 5
     assert AttackParams().steps == 10
+
+
+# -- robustness over a dataset ------------------------------------------------------------------
+
+
+def test_dataset_curve_agrees_with_the_per_image_minimal_eps(lenet, test_set, searches):
+    from interp.minimal import AttackDatasetParams, curve_png, robustness
+
+    x, y = test_set
+    epsilons = [0.0, 0.01, 0.03, 0.05, 0.1]
+    params = AttackDatasetParams(
+        steps=SEARCH.steps, seed=SEARCH.seed, batch_size=20
+    )  # batches differ from the search's
+    result = robustness(lenet, x, y, methods=["pgd", "fgsm"], epsilons=epsilons, params=params)
+    with torch.no_grad():
+        correct = lenet(x).argmax(dim=1) == y
+    assert torch.equal(result.clean_correct, correct)
+    for curve in result.curves:
+        search = searches[curve.method]  # run separately, per image, without the curve's radii
+        assert torch.equal(curve.minimal, search.levels.float() / 255)
+        assert curve.levels == [0, 2, 7, 12, 25]
+        expected = [float((correct & (search.levels.float() / 255 > eps)).float().mean()) for eps in epsilons]
+        if bool(search.monotone.all()) and curve.non_monotone == 0:
+            assert curve.accuracy == expected
+        else:  # each disagreement is an image whose success was seen to be non-monotone
+            wrong = sum(abs(a - b) for a, b in zip(curve.accuracy, expected, strict=True)) * len(x)
+            assert round(wrong) <= len(epsilons) * max(curve.non_monotone, int((~search.monotone).sum()))
+        assert curve.accuracy[0] == float(correct.float().mean())
+    assert curve_png(result).startswith(b"\x89PNG")
+
+
+def test_dataset_deepfool_curve_reads_the_quantized_norms(lenet, test_set):
+    from interp.minimal import AttackDatasetParams, robustness
+
+    x, y = test_set[0][:20], test_set[1][:20]
+    result = robustness(lenet, x, y, methods=["deepfool_l2"], epsilons=[0.1, 0.5, 1.0], params=AttackDatasetParams())
+    single = deepfool(lenet, x, norm="l2", labels=y)
+    expected = torch.where(single.success, single.l2, torch.full_like(single.l2, float("inf")))
+    expected[single.clean_success] = 0.0
+    assert result.norm == "l2" and torch.equal(result.curves[0].minimal, expected)
+    for eps, accuracy in zip([0.1, 0.5, 1.0], result.curves[0].accuracy, strict=True):
+        assert accuracy == float((result.clean_correct & (expected > eps)).float().mean())
+
+
+def test_dataset_bad_input():
+    from interp.minimal import AttackDatasetParams, robustness
+
+    model, x = random_lenet(), images(4, 1, 28)
+    with pytest.raises(InvalidInput, match="ask for it alone"):
+        robustness(model, x, None, methods=["deepfool_l2", "pgd"], epsilons=[0.1])
+    with pytest.raises(InvalidInput, match="unknown method"):
+        robustness(model, x, None, methods=["cw"], epsilons=[0.1])
+    with pytest.raises(InvalidInput, match=r"\[0, 1\]"):
+        robustness(model, x, None, methods=["pgd"], epsilons=[1.5])
+    with pytest.raises(InvalidInput, match="labels"):
+        robustness(model, x, torch.tensor([0, 1, 2, 10]), methods=["fgsm"], epsilons=[0.1])
+    with pytest.raises(InvalidInput, match="batch_size"):
+        robustness(model, x, None, methods=["fgsm"], epsilons=[0.1], params=AttackDatasetParams(batch_size=0))
+    with pytest.raises(Cancelled):
+        robustness(model, x, None, methods=["pgd"], epsilons=[0.1], should_stop=lambda: True)
