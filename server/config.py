@@ -38,6 +38,7 @@ class Limits:
     max_concurrent_heavy: int = 2
     max_queued_heavy: int = 8
     default_deadline_s: float = 600.0
+    max_dataset_images: int = 10_000  # AttackDataset images per request
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,13 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--max-channels", "INTERP_MAX_CHANNELS", "limits.max_channels", int, "most channels per VisualizeFilter"),
     ("--max-layers", "INTERP_MAX_LAYERS", "limits.max_layers", int, "most distinct layers per Activations"),
     ("--max-restarts", "INTERP_MAX_RESTARTS", "limits.max_restarts", int, "most VisualizeFilter restarts"),
+    (
+        "--max-dataset-images",
+        "INTERP_MAX_DATASET_IMAGES",
+        "limits.max_dataset_images",
+        int,
+        "most images per AttackDataset request",
+    ),
     (
         "--max-batch-pixels",
         "INTERP_MAX_BATCH_PIXELS",
