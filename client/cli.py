@@ -281,6 +281,7 @@ _HELP = {
     "channels": "channel index; repeat or give a list like 0,1,2",
     "epsilons": "epsilon in pixel units (0, 1]; repeat or give a list to sweep",
     "target": "class index or label (default: the predicted class; attack: untargeted)",
+    "label": "the true class, index or label (default: the predicted class); a clean error counts as broken",
 }
 
 #: Request fields a command handles itself (images, oneofs), and per-command option overrides.
@@ -375,7 +376,7 @@ def _request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str,
         value = getattr(args, f"f_{field.name}", None)
         if value is None:
             continue
-        if field.name == "target" and field.message_type is not None and field.message_type.name == "Target":
+        if field.message_type is not None and field.message_type.name == "Target":  # target, label
             value = _class_target(value)
         elif field.message_type is not None and field.message_type.name == "LayerWeight":
             value = _dream_layers(value)

@@ -719,7 +719,7 @@ def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
     if kind == "Image":
         getattr(message, name).CopyFrom(image_message(value))
     elif kind == "Target":
-        _set_target(message, value)  # type: ignore[arg-type]
+        _set_target(message, value, name)  # type: ignore[arg-type]
     elif kind is not None:
         if not isinstance(value, Message):
             raise TypeError(f"{caller}(): {name} must be a {kind} message, got {type(value).__name__}")
@@ -788,19 +788,21 @@ _TYPE_NAMES = {
 }
 
 
-def _set_target(request: pb.SaliencyRequest | pb.AttackRequest, target: int | str | None) -> None:
+def _set_target(request: Message, target: int | str | None, name: str = "target") -> None:
+    """Fill the Target field ``name`` (``target``, or ``label`` for a true class) from an index or a label."""
     if target is None:
         return
     if isinstance(target, bool):
-        raise TypeError("target must be a class index (int) or label (str), not bool")
+        raise TypeError(f"{name} must be a class index (int) or label (str), not bool")
+    field = getattr(request, name)
     if isinstance(target, int | np.integer):
-        request.target.index = int(target)
+        field.index = int(target)
     elif isinstance(target, str):
         if not target.strip():
-            raise ValueError("target label is empty")
-        request.target.label = target
+            raise ValueError(f"{name} label is empty")
+        field.label = target
     else:
-        raise TypeError(f"target must be a class index (int) or label (str), got {type(target).__name__}")
+        raise TypeError(f"{name} must be a class index (int) or label (str), got {type(target).__name__}")
 
 
 def _int(name: str, value: Any) -> int:
