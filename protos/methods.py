@@ -243,7 +243,6 @@ METHODS: tuple[Method, ...] = (
             "epsilons": Cap("max_epsilons"),
             "params.steps": Cap("max_steps"),
             "limit": Cap("max_dataset_images"),
-            "params.batch_size": Cap("max_dataset_images"),
         },
         choices={"methods": DATASET_ATTACK_METHODS},
         required=("methods", "epsilons"),

@@ -470,6 +470,7 @@ SMALL_LIMITS = Limits(
     max_concurrent_heavy=1,
     max_queued_heavy=3,
     default_deadline_s=45.0,
+    max_dataset_images=50,
 )
 
 
@@ -529,6 +530,15 @@ CAPPED = [
     ("channels", visualize("conv2", channels=range(9)), ("channels", "1..8")),
     ("layers", activations(["conv1", "relu1", "conv2", "relu2"]), ("layers", "1..3", "max_layers")),
     ("restarts", visualize(restarts=3, steps=2), ("restarts", "1..2", "max_restarts")),
+    ("dataset-images", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1], limit=51), timeout=30)),
+     ("limit", "1..50", "max_dataset_images")),
+    ("dataset-epsilons", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1] * 5, limit=2), timeout=30)),
+     ("epsilons", "1..4")),
+    ("dataset-default-limit", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1]), timeout=30)),
+     ("default limit (1000)", "max_dataset_images=50")),
 ]  # fmt: skip
 
 
