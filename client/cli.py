@@ -584,9 +584,9 @@ def _text_minimal_attack(r: Any, args: argparse.Namespace) -> str:
     lines = [head]
     if r.method.startswith("deepfool"):
         lines.append(
-            f"deepfool: {r.iterations} iterations, raw L2 {r.l2_raw:.4f} Linf {r.linf_raw:.4f} "
-            f"(success {'yes' if r.success_raw else 'no'}); 8-bit"
-            + (" (rounded away from the image)" if r.rounded_outward else "")
+            f"deepfool: {r.iterations} iterations; before 8-bit rounding: success {'yes' if r.success_raw else 'no'}, "
+            f"Linf {r.linf_raw:.4f}, L2 {r.l2_raw:.4f}"
+            + ("; rounded away from the image (nearest rounding lost the success)" if r.rounded_outward else "")
         )
     else:
         lines.append(

@@ -487,33 +487,37 @@ def deepfool(
         _check_classes("labels", labels, batch, logits.shape[1])
     labels = labels.to(device=x0.device, dtype=torch.long)
     classes = logits.argsort(dim=-1).flip(dims=(-1,))[:, :candidates]  # foolbox's order, ties included
-    rows = torch.arange(batch, device=x0.device)
-    first = classes[:, 0]
     overshoot = float(resolved.overshoot or 0.0)
     steps = int(resolved.steps or 50)
     clean_success = logits.argmax(dim=1) != labels
     adv = x0.clone()
     p_total = torch.zeros_like(x0)
     iterations = torch.zeros(batch, dtype=torch.long)
+    # Only the images still classified correctly are run: one that is fooled stops moving (as in
+    # foolbox) and leaves the batch, so a batch costs what its slowest images need.
+    active = torch.arange(batch, device=x0.device)
     for step in range(steps):
         if should_stop is not None and should_stop():
             raise Cancelled(f"deepfool cancelled after {step} of {steps} iterations")
-        current = adv.detach().requires_grad_(True)
+        current = adv[active].detach().requires_grad_(True)
         out = model(current)
-        is_adv = out.argmax(dim=1) != labels
-        if bool(is_adv.all()):
+        keep = out.argmax(dim=1) == labels[active]
+        if not bool(keep.any()):
             break
         # One forward, c - 1 backward passes: row k's gradient is image-wise (the sum over the
         # batch only stacks independent images).
-        losses = torch.stack([out[rows, classes[:, k]] - out[rows, first] for k in range(1, candidates)], dim=1)
+        rows = torch.arange(len(active), device=x0.device)
+        top = classes[active]
+        losses = torch.stack([out[rows, top[:, k]] - out[rows, top[:, 0]] for k in range(1, candidates)], dim=1)
         grads = torch.stack(
             [
                 torch.autograd.grad(losses[:, k].sum(), current, retain_graph=k < candidates - 2)[0]
                 for k in range(candidates - 1)
             ],
             dim=1,
-        )
-        losses = losses.detach()
+        )[keep]
+        losses = losses.detach()[keep]
+        rows = rows[: len(grads)]
         flat = grads.flatten(start_dim=2)
         if norm == "l2":
             distances = losses.abs() / (flat.square().sum(dim=-1).sqrt() + 1e-8)
@@ -522,18 +526,18 @@ def deepfool(
         best = distances.argmin(dim=1)
         distance = distances[rows, best] + 1e-4  # foolbox's numerical-stability margin
         grad = grads[rows, best]
-        shape = (batch,) + (1,) * (x0.dim() - 1)
+        shape = (len(grad),) + (1,) * (x0.dim() - 1)
         if norm == "l2":
             scale = distance / (grad.flatten(start_dim=1).square().sum(dim=-1).sqrt() + 1e-8)
             p_step = scale.reshape(shape) * grad
         else:
             p_step = distance.reshape(shape) * grad.sign()
-        p_total = p_total + p_step
-        moved = ~is_adv
-        iterations += moved.cpu().long()
-        adv = torch.where(is_adv.reshape(shape), adv.detach(), x0 + (1.0 + overshoot) * p_total).clamp(0.0, 1.0)
+        active = active[keep]
+        p_total[active] = p_total[active] + p_step
+        adv[active] = (x0[active] + (1.0 + overshoot) * p_total[active]).clamp(0.0, 1.0)
+        iterations[active.cpu()] += 1
         if on_step is not None:
-            on_step(step + 1, steps, int(moved.sum()))
+            on_step(step + 1, steps, len(active))
     adv = adv.detach()
 
     with torch.no_grad():
