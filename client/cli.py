@@ -269,6 +269,7 @@ _OPTION_NAMES = {
     "alphas": ("--alpha",),
     "image_size": ("--size", "--image-size"),
     "learning_rate": ("--lr", "--learning-rate"),
+    "methods": ("--method",),
 }
 
 #: Help the CLI adds where a field's proto comment does not fit a command line.
@@ -280,6 +281,7 @@ _HELP = {
     "channels": "channel index; repeat or give a list like 0,1,2",
     "epsilons": "epsilon in pixel units (0, 1]; repeat or give a list to sweep",
     "target": "class index or label (default: the predicted class; attack: untargeted)",
+    "label": "the true class, index or label (default: the predicted class); a clean error counts as broken",
 }
 
 #: Request fields a command handles itself (images, oneofs), and per-command option overrides.
@@ -294,6 +296,8 @@ _OUTPUTS = {
     "visualize": ("FILE", True, "grid PNG; STEM_channel_NNNN.png beside"),
     "dream": ("FILE", True, "dreamed PNG; STEM_input.png beside"),
     "interpolate": ("DIR", False, "directory for alpha_A.png and input.png"),
+    "minimal-attack": ("DIR", False, "directory for adversarial.png, perturbation.png and input.png"),
+    "robustness": ("FILE", True, "accuracy-vs-epsilon curve PNG"),
 }
 
 
@@ -372,7 +376,7 @@ def _request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str,
         value = getattr(args, f"f_{field.name}", None)
         if value is None:
             continue
-        if field.name == "target" and field.message_type is not None and field.message_type.name == "Target":
+        if field.message_type is not None and field.message_type.name == "Target":  # target, label
             value = _class_target(value)
         elif field.message_type is not None and field.message_type.name == "LayerWeight":
             value = _dream_layers(value)
@@ -569,6 +573,54 @@ def _text_interpolate(r: Any, args: argparse.Namespace) -> str:
     return f"layers: {', '.join(r.layers)}\n" + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
 
 
+def _text_minimal_attack(r: Any, args: argparse.Namespace) -> str:
+    head = f"{r.method} on {r.model}: original {_prediction(r.original)}"
+    head += f", {'target' if r.targeted else 'label'} {_prediction(r.label)}"
+    if r.clean_misclassified:
+        return head + "\nthe clean image is already misclassified: success without perturbation"
+    if not r.found:
+        searched = f" up to eps {r.params.get('max_epsilon', 1.0):g}" if r.level == -1 and r.runs else ""
+        return head + f"\nno successful perturbation found{searched}"
+    lines = [head]
+    if r.method.startswith("deepfool"):
+        lines.append(
+            f"deepfool: {r.iterations} iterations; before 8-bit rounding: success {'yes' if r.success_raw else 'no'}, "
+            f"Linf {r.linf_raw:.4f}, L2 {r.l2_raw:.4f}"
+            + ("; rounded away from the image (nearest rounding lost the success)" if r.rounded_outward else "")
+        )
+    else:
+        lines.append(
+            f"minimal eps {r.level}/255 = {r.epsilon:.4f}: success at {r.level}/255, failure at {r.level - 1}/255 "
+            f"({r.runs} attack runs)"
+        )
+        if not r.monotone:
+            lines.append(f"not monotone: larger radii failed too: {', '.join(f'{k}/255' for k in r.violations)}")
+    lines.append(
+        f"adversarial: {_prediction(r.prediction)}, success {'yes' if r.success else 'no'}, "
+        f"Linf {r.linf:.4f}, L2 {r.l2:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def _text_robustness(r: Any, args: argparse.Namespace) -> str:
+    head = (
+        f"{r.model} on {r.dataset}: {r.images} images, clean accuracy {r.clean_accuracy:.4f} "
+        f"({'true labels' if r.true_labels else 'vs the predictions'}, {r.norm} epsilons)"
+    )
+    header = ["METHOD", *(f"EPS {e:g}" for e in r.epsilons), "MEDIAN MIN", "NON-MONOTONE", "RUNS"]
+    rows = [
+        (
+            c.method,
+            *(f"{a:.4f}" for a in c.accuracy),
+            f"{c.median_minimal:.4f}",
+            c.non_monotone,
+            c.runs,
+        )
+        for c in r.curves
+    ]
+    return head + "\n" + table(header, rows, "l" + "r" * (len(header) - 1))
+
+
 _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
     "layers": _text_layers,
     "info": _text_info,
@@ -580,6 +632,8 @@ _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
     "visualize": _text_visualize,
     "dream": _text_dream,
     "interpolate": _text_interpolate,
+    "minimal-attack": _text_minimal_attack,
+    "robustness": _text_robustness,
 }
 
 

@@ -48,6 +48,9 @@ __all__ = [
     "DreamResult",
     "AlphaResult",
     "InterpolationResult",
+    "MinimalAttackResult",
+    "MethodCurve",
+    "AttackDatasetResult",
 ]
 
 
@@ -574,6 +577,8 @@ class AttackResult(_Stamped, _SavesImages):
     input: np.ndarray | None
     input_png: bytes
     params: dict[str, Any]
+    label: Prediction | None = None  # the true class given with label=
+    clean_misclassified: bool = False  # label given and the clean prediction differs: success, no perturbation
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         pngs: list[tuple[str, bytes]] = []
@@ -595,6 +600,8 @@ class AttackResult(_Stamped, _SavesImages):
             input=_image(m.input.tensor),
             input_png=m.input.png,
             params=_params(m.resolved),
+            label=_prediction(m, "label"),
+            clean_misclassified=m.clean_misclassified,
         )
 
 
@@ -761,6 +768,148 @@ class InterpolationResult(_Stamped, _SavesImages):
         )
 
 
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class MinimalAttackResult(_Stamped, _SavesImages):
+    """The smallest perturbation found: minimal eps = level/255 (fgsm/bim/pgd) or DeepFool's.
+
+    ``adversarial`` (H, W, C) is on the 8-bit grid, as its PNG; ``success``, ``linf`` and ``l2``
+    are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed at
+    ``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
+    nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
+    failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would.
+    """
+
+    method: str
+    original: Prediction | None
+    label: Prediction | None
+    targeted: bool
+    found: bool
+    clean_misclassified: bool
+    level: int
+    epsilon: float
+    runs: int
+    monotone: bool
+    violations: tuple[int, ...]
+    adversarial: np.ndarray | None
+    adversarial_png: bytes
+    perturbation_png: bytes
+    prediction: Prediction | None
+    success: bool
+    linf: float
+    l2: float
+    success_raw: bool
+    linf_raw: float
+    l2_raw: float
+    rounded_outward: bool
+    iterations: int
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [
+            ("adversarial", self.adversarial_png),
+            ("perturbation", self.perturbation_png),
+            ("input", self.input_png),
+        ]
+
+    @classmethod
+    def from_proto(cls, m: pb.MinimalAttackResponse) -> MinimalAttackResult:
+        return cls(
+            **_stamp(m.stamp),
+            method=m.method,
+            original=_prediction(m, "original"),
+            label=_prediction(m, "label"),
+            targeted=m.targeted,
+            found=m.found,
+            clean_misclassified=m.clean_misclassified,
+            level=m.level,
+            epsilon=m.epsilon,
+            runs=m.runs,
+            monotone=m.monotone,
+            violations=tuple(m.violations),
+            adversarial=_image(m.adversarial),
+            adversarial_png=m.adversarial_png,
+            perturbation_png=m.perturbation_png,
+            prediction=_prediction(m, "prediction"),
+            success=m.success,
+            linf=m.linf,
+            l2=m.l2,
+            success_raw=m.success_raw,
+            linf_raw=m.linf_raw,
+            l2_raw=m.l2_raw,
+            rounded_outward=m.rounded_outward,
+            iterations=m.iterations,
+            input=_image(m.input.tensor),
+            input_png=m.input.png,
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class MethodCurve(_ShortRepr):
+    """One method over the dataset: accuracy per epsilon and each image's minimal perturbation.
+
+    ``minimal`` (N,) float32: k*/255 (fgsm/bim/pgd) or DeepFool's 8-bit norm; 0 for a clean error,
+    inf where nothing was found. ``levels``: the 8-bit radius used per epsilon (L-inf attacks).
+    """
+
+    method: str
+    accuracy: tuple[float, ...]
+    levels: tuple[int, ...]
+    minimal: np.ndarray | None
+    median_minimal: float
+    non_monotone: int
+    runs: int
+    not_found: int
+
+    @classmethod
+    def from_proto(cls, m: pb.MethodCurve) -> MethodCurve:
+        return cls(
+            method=m.method,
+            accuracy=tuple(m.accuracy),
+            levels=tuple(m.levels),
+            minimal=_array(m.minimal),
+            median_minimal=m.median_minimal,
+            non_monotone=m.non_monotone,
+            runs=m.runs,
+            not_found=m.not_found,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class AttackDatasetResult(_Stamped, _SavesImages):
+    """Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method."""
+
+    dataset: str
+    images: int
+    clean_accuracy: float
+    epsilons: tuple[float, ...]
+    curves: tuple[MethodCurve, ...]
+    curve_png: bytes
+    true_labels: bool
+    norm: str  # "linf" or "l2": the epsilon axis
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("curve", self.curve_png)]
+
+    @classmethod
+    def from_proto(cls, m: pb.AttackDatasetResult) -> AttackDatasetResult:
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            images=m.images,
+            clean_accuracy=m.clean_accuracy,
+            epsilons=tuple(m.epsilons),
+            curves=tuple(MethodCurve.from_proto(c) for c in m.curves),
+            curve_png=m.curve_png,
+            true_labels=m.true_labels,
+            norm=m.norm,
+            params=_params(m.resolved),
+        )
+
+
 #: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
 RESULTS: dict[str, Callable[[Any], Any]] = {
     "DescribeModel": ModelDescription.from_proto,
@@ -773,4 +922,6 @@ RESULTS: dict[str, Callable[[Any], Any]] = {
     "VisualizeFilter": FilterVisualization.from_proto,
     "DeepDream": DreamResult.from_proto,
     "InterpolateFeatures": InterpolationResult.from_proto,
+    "MinimalAttack": MinimalAttackResult.from_proto,
+    "AttackDataset": AttackDatasetResult.from_proto,
 }

@@ -37,12 +37,14 @@ from client.images import ImageLike, image_message
 from client.results import (
     RESULTS,
     ActivationsResult,
+    AttackDatasetResult,
     AttackResult,
     ClassifyResult,
     DreamResult,
     FilterVisualization,
     InterpolationResult,
     KernelsResult,
+    MinimalAttackResult,
     ModelDescription,
     ModelInfo,
     ProgressEvent,
@@ -387,6 +389,7 @@ class InterpClient:
         method: str = "fgsm",
         epsilon: float | Sequence[float],
         target: int | str | None = None,
+        label: int | str | None = None,
         timeout: float | None = _UNSET,
         **params: Any,
     ) -> AttackResult:
@@ -396,10 +399,40 @@ class InterpClient:
             method: fgsm | bim | pgd.
             epsilon: one value or several; one outcome per value, in order.
             target: class index or label for a targeted attack; None: untargeted.
+            label: untargeted: the true class (index or label) to move away from; None: the
+                model's prediction. A clean misclassification is reported as success without
+                perturbation (``clean_misclassified``).
             **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
         values = {"model": model, "image": image, "method": method, "epsilons": epsilon, "target": target}
+        if label is not None:
+            values["label"] = label
         return self.call("Attack", values, timeout, params=params)
+
+    def minimal_attack(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        method: str = "pgd",
+        label: int | str | None = None,
+        target: int | str | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> MinimalAttackResult:
+        """The closest image on which the model fails: the smallest 8-bit L-inf eps, or DeepFool.
+
+        Args:
+            method: fgsm | bim | pgd (smallest eps = k/255 by bisection, exact on the 8-bit grid)
+                | deepfool_l2 | deepfool_linf.
+            label: the true class (index or label); None: the model's prediction. A clean
+                misclassification is a success at level 0.
+            target: fgsm/bim/pgd: the smallest eps reaching this class instead.
+            **params: step_size, steps, random_start, seed, max_epsilon (fgsm/bim/pgd);
+                steps, candidates, overshoot (DeepFool).
+        """
+        values = {"model": model, "image": image, "method": method, "label": label, "target": target}
+        return self.call("MinimalAttack", {k: v for k, v in values.items() if v is not None}, timeout, params=params)
 
     # -- iterative methods (streaming) -----------------------------------------------------------
     # Each has a blocking form (progress= callback) and an iter_ form: an EventStream of
@@ -542,6 +575,67 @@ class InterpClient:
         )
         return _run(stream, progress)
 
+    def iter_attack_dataset(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        method: str | Sequence[str] = "pgd",
+        epsilons: float | Sequence[float],
+        limit: int | None = None,
+        true_labels: bool = True,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[AttackDatasetResult]:
+        """Like :meth:`attack_dataset`, as an iterator of ProgressEvent then the result."""
+        values: dict[str, Any] = {
+            "model": model,
+            "dataset": dataset,
+            "methods": [method] if isinstance(method, str) else list(method),
+            "epsilons": epsilons,
+            "true_labels": true_labels,
+        }
+        if limit is not None:
+            values["limit"] = limit
+        return self.call_stream("AttackDataset", values, timeout, params)
+
+    def attack_dataset(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        method: str | Sequence[str] = "pgd",
+        epsilons: float | Sequence[float],
+        limit: int | None = None,
+        true_labels: bool = True,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> AttackDatasetResult:
+        """Robust accuracy vs epsilon and per-image minimal perturbations over a served dataset.
+
+        Args:
+            dataset: fashion-mnist-test | fashion-mnist-train (models trained on Fashion-MNIST).
+            method: one method or several (one curve each): fgsm, bim, pgd, deepfool_linf
+                (L-inf, eps applied as floor(255 eps)/255), or deepfool_l2 alone (L2 eps).
+            epsilons: the curve's points, pixel units.
+            limit: the first N images (server default 1000).
+            true_labels: attack away from the dataset's labels (default) or the predictions.
+            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
+            **params: step_size, steps, random_start, seed, candidates, overshoot, batch_size.
+        """
+        stream = self.iter_attack_dataset(
+            model,
+            dataset=dataset,
+            method=method,
+            epsilons=epsilons,
+            limit=limit,
+            true_labels=true_labels,
+            timeout=timeout,
+            **params,
+        )
+        return _run(stream, progress)
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def call(
@@ -643,7 +737,7 @@ def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
     if kind == "Image":
         getattr(message, name).CopyFrom(image_message(value))
     elif kind == "Target":
-        _set_target(message, value)  # type: ignore[arg-type]
+        _set_target(message, value, name)
     elif kind is not None:
         if not isinstance(value, Message):
             raise TypeError(f"{caller}(): {name} must be a {kind} message, got {type(value).__name__}")
@@ -745,19 +839,21 @@ _TYPE_NAMES = {
 }
 
 
-def _set_target(request: pb.SaliencyRequest | pb.AttackRequest, target: int | str | None) -> None:
+def _set_target(request: Message, target: int | str | None, name: str = "target") -> None:
+    """Fill the Target field ``name`` (``target``, or ``label`` for a true class) from an index or a label."""
     if target is None:
         return
     if isinstance(target, bool):
-        raise TypeError("target must be a class index (int) or label (str), not bool")
+        raise TypeError(f"{name} must be a class index (int) or label (str), not bool")
+    field = getattr(request, name)
     if isinstance(target, int | np.integer):
-        request.target.index = int(target)
+        field.index = int(target)
     elif isinstance(target, str):
         if not target.strip():
-            raise ValueError("target label is empty")
-        request.target.label = target
+            raise ValueError(f"{name} label is empty")
+        field.label = target
     else:
-        raise TypeError(f"target must be a class index (int) or label (str), got {type(target).__name__}")
+        raise TypeError(f"{name} must be a class index (int) or label (str), got {type(target).__name__}")
 
 
 def _int(name: str, value: Any) -> int:

@@ -380,20 +380,22 @@ class AttackParams(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class AttackRequest(_message.Message):
-    __slots__ = ("model", "image", "method", "epsilons", "target", "params")
+    __slots__ = ("model", "image", "method", "epsilons", "target", "params", "label")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     EPSILONS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     method: str
     epsilons: _containers.RepeatedScalarFieldContainer[float]
     target: Target
     params: AttackParams
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., epsilons: _Optional[_Iterable[float]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
+    label: Target
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., epsilons: _Optional[_Iterable[float]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
 
 class AttackOutcome(_message.Message):
     __slots__ = ("epsilon", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "step_size")
@@ -418,7 +420,7 @@ class AttackOutcome(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., step_size: _Optional[float] = ...) -> None: ...
 
 class AttackResponse(_message.Message):
-    __slots__ = ("stamp", "input", "method", "original", "target", "targeted", "outcomes", "resolved")
+    __slots__ = ("stamp", "input", "method", "original", "target", "targeted", "outcomes", "resolved", "label", "clean_misclassified")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +429,8 @@ class AttackResponse(_message.Message):
     TARGETED_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_MISCLASSIFIED_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     input: PreprocessedInput
     method: str
@@ -435,7 +439,187 @@ class AttackResponse(_message.Message):
     targeted: bool
     outcomes: _containers.RepeatedCompositeFieldContainer[AttackOutcome]
     resolved: AttackParams
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ...) -> None: ...
+    label: Prediction
+    clean_misclassified: bool
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., clean_misclassified: _Optional[bool] = ...) -> None: ...
+
+class MinimalAttackParams(_message.Message):
+    __slots__ = ("step_size", "steps", "random_start", "seed", "max_epsilon", "candidates", "overshoot")
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_START_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    OVERSHOOT_FIELD_NUMBER: _ClassVar[int]
+    step_size: float
+    steps: int
+    random_start: bool
+    seed: int
+    max_epsilon: float
+    candidates: int
+    overshoot: float
+    def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., max_epsilon: _Optional[float] = ..., candidates: _Optional[int] = ..., overshoot: _Optional[float] = ...) -> None: ...
+
+class MinimalAttackRequest(_message.Message):
+    __slots__ = ("model", "image", "method", "label", "target", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: Image
+    method: str
+    label: Target
+    target: Target
+    params: MinimalAttackParams
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[MinimalAttackParams, _Mapping]] = ...) -> None: ...
+
+class MinimalAttackResponse(_message.Message):
+    __slots__ = ("stamp", "input", "method", "original", "label", "targeted", "found", "clean_misclassified", "level", "epsilon", "runs", "monotone", "violations", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "success_raw", "linf_raw", "l2_raw", "rounded_outward", "iterations", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_MISCLASSIFIED_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MONOTONE_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_FIELD_NUMBER: _ClassVar[int]
+    ADVERSARIAL_PNG_FIELD_NUMBER: _ClassVar[int]
+    PERTURBATION_PNG_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LINF_FIELD_NUMBER: _ClassVar[int]
+    L2_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RAW_FIELD_NUMBER: _ClassVar[int]
+    LINF_RAW_FIELD_NUMBER: _ClassVar[int]
+    L2_RAW_FIELD_NUMBER: _ClassVar[int]
+    ROUNDED_OUTWARD_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    method: str
+    original: Prediction
+    label: Prediction
+    targeted: bool
+    found: bool
+    clean_misclassified: bool
+    level: int
+    epsilon: float
+    runs: int
+    monotone: bool
+    violations: _containers.RepeatedScalarFieldContainer[int]
+    adversarial: Tensor
+    adversarial_png: bytes
+    perturbation_png: bytes
+    prediction: Prediction
+    success: bool
+    linf: float
+    l2: float
+    success_raw: bool
+    linf_raw: float
+    l2_raw: float
+    rounded_outward: bool
+    iterations: int
+    resolved: MinimalAttackParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., found: _Optional[bool] = ..., clean_misclassified: _Optional[bool] = ..., level: _Optional[int] = ..., epsilon: _Optional[float] = ..., runs: _Optional[int] = ..., monotone: _Optional[bool] = ..., violations: _Optional[_Iterable[int]] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., success_raw: _Optional[bool] = ..., linf_raw: _Optional[float] = ..., l2_raw: _Optional[float] = ..., rounded_outward: _Optional[bool] = ..., iterations: _Optional[int] = ..., resolved: _Optional[_Union[MinimalAttackParams, _Mapping]] = ...) -> None: ...
+
+class AttackDatasetParams(_message.Message):
+    __slots__ = ("step_size", "steps", "random_start", "seed", "candidates", "overshoot", "batch_size")
+    STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_START_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    OVERSHOOT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    step_size: float
+    steps: int
+    random_start: bool
+    seed: int
+    candidates: int
+    overshoot: float
+    batch_size: int
+    def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., candidates: _Optional[int] = ..., overshoot: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class AttackDatasetRequest(_message.Message):
+    __slots__ = ("model", "dataset", "methods", "epsilons", "limit", "true_labels", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    epsilons: _containers.RepeatedScalarFieldContainer[float]
+    limit: int
+    true_labels: bool
+    params: AttackDatasetParams
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., limit: _Optional[int] = ..., true_labels: _Optional[bool] = ..., params: _Optional[_Union[AttackDatasetParams, _Mapping]] = ...) -> None: ...
+
+class MethodCurve(_message.Message):
+    __slots__ = ("method", "accuracy", "levels", "minimal", "median_minimal", "non_monotone", "runs", "not_found")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    MINIMAL_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_MINIMAL_FIELD_NUMBER: _ClassVar[int]
+    NON_MONOTONE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    accuracy: _containers.RepeatedScalarFieldContainer[float]
+    levels: _containers.RepeatedScalarFieldContainer[int]
+    minimal: Tensor
+    median_minimal: float
+    non_monotone: int
+    runs: int
+    not_found: int
+    def __init__(self, method: _Optional[str] = ..., accuracy: _Optional[_Iterable[float]] = ..., levels: _Optional[_Iterable[int]] = ..., minimal: _Optional[_Union[Tensor, _Mapping]] = ..., median_minimal: _Optional[float] = ..., non_monotone: _Optional[int] = ..., runs: _Optional[int] = ..., not_found: _Optional[int] = ...) -> None: ...
+
+class AttackDatasetResult(_message.Message):
+    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    CURVE_PNG_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    images: int
+    clean_accuracy: float
+    epsilons: _containers.RepeatedScalarFieldContainer[float]
+    curves: _containers.RepeatedCompositeFieldContainer[MethodCurve]
+    curve_png: bytes
+    resolved: AttackDatasetParams
+    true_labels: bool
+    norm: str
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ...) -> None: ...
+
+class AttackDatasetEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: AttackDatasetResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[AttackDatasetResult, _Mapping]] = ...) -> None: ...
 
 class VisualizeFilterParams(_message.Message):
     __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts", "preset", "l2_decay", "blur_every", "blur_sigma", "blur_sigma_end", "jitter", "scale_range", "rotate_degrees", "tv_weight", "clip_norm_percentile", "clip_contribution_percentile", "start_from_mean")
@@ -688,7 +872,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -713,6 +897,7 @@ class Limits(_message.Message):
     MAX_CONNECTION_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_CONNECTION_AGE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_CONNECTION_AGE_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_DATASET_IMAGES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -737,7 +922,8 @@ class Limits(_message.Message):
     max_connection_idle_s: float
     max_connection_age_s: float
     max_connection_age_grace_s: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ...) -> None: ...
+    max_dataset_images: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

@@ -84,6 +84,16 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.InterpolateFeaturesRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.InterpolateFeaturesEvent.FromString,
                 _registered_method=True)
+        self.MinimalAttack = channel.unary_unary(
+                '/interp.v1.Interp/MinimalAttack',
+                request_serializer=protos_dot_interp__pb2.MinimalAttackRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.MinimalAttackResponse.FromString,
+                _registered_method=True)
+        self.AttackDataset = channel.unary_stream(
+                '/interp.v1.Interp/AttackDataset',
+                request_serializer=protos_dot_interp__pb2.AttackDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.AttackDatasetEvent.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/interp.v1.Interp/GetServerInfo',
                 request_serializer=protos_dot_interp__pb2.GetServerInfoRequest.SerializeToString,
@@ -154,6 +164,18 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MinimalAttack(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttackDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -212,6 +234,16 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.InterpolateFeatures,
                     request_deserializer=protos_dot_interp__pb2.InterpolateFeaturesRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.InterpolateFeaturesEvent.SerializeToString,
+            ),
+            'MinimalAttack': grpc.unary_unary_rpc_method_handler(
+                    servicer.MinimalAttack,
+                    request_deserializer=protos_dot_interp__pb2.MinimalAttackRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.MinimalAttackResponse.SerializeToString,
+            ),
+            'AttackDataset': grpc.unary_stream_rpc_method_handler(
+                    servicer.AttackDataset,
+                    request_deserializer=protos_dot_interp__pb2.AttackDatasetRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.AttackDatasetEvent.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -489,6 +521,60 @@ class Interp:
             '/interp.v1.Interp/InterpolateFeatures',
             protos_dot_interp__pb2.InterpolateFeaturesRequest.SerializeToString,
             protos_dot_interp__pb2.InterpolateFeaturesEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MinimalAttack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/MinimalAttack',
+            protos_dot_interp__pb2.MinimalAttackRequest.SerializeToString,
+            protos_dot_interp__pb2.MinimalAttackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttackDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/interp.v1.Interp/AttackDataset',
+            protos_dot_interp__pb2.AttackDatasetRequest.SerializeToString,
+            protos_dot_interp__pb2.AttackDatasetEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -98,6 +98,8 @@ SALIENCY_METHODS = (
     "grad_cam",
 )
 ATTACK_METHODS = ("fgsm", "bim", "pgd")
+MINIMAL_ATTACK_METHODS = ("pgd", "fgsm", "bim", "deepfool_l2", "deepfool_linf")
+DATASET_ATTACK_METHODS = ("fgsm", "bim", "pgd", "deepfool_linf", "deepfool_l2")
 
 METHODS: tuple[Method, ...] = (
     Method("ListModels", pb.ListModelsRequest, pb.ListModelsResponse, "list models and their status", command="models"),
@@ -217,6 +219,36 @@ METHODS: tuple[Method, ...] = (
         command="interpolate",
         sdk="interpolate",
         positionals=("model", "source"),
+    ),
+    Method(
+        "MinimalAttack",
+        pb.MinimalAttackRequest,
+        pb.MinimalAttackResponse,
+        "the smallest perturbation that fools the model: minimal eps (fgsm/bim/pgd) or DeepFool",
+        params="params",
+        caps={"params.steps": Cap("max_steps")},
+        choices={"method": MINIMAL_ATTACK_METHODS},
+        heavy=True,
+        command="minimal-attack",
+        positionals=("model", "image"),
+    ),
+    Method(
+        "AttackDataset",
+        pb.AttackDatasetRequest,
+        pb.AttackDatasetResult,
+        "robust accuracy vs epsilon and minimal perturbations over a dataset (streamed)",
+        event=pb.AttackDatasetEvent,
+        params="params",
+        caps={
+            "epsilons": Cap("max_epsilons"),
+            "params.steps": Cap("max_steps"),
+            "limit": Cap("max_dataset_images"),
+        },
+        choices={"methods": DATASET_ATTACK_METHODS},
+        required=("methods", "epsilons"),
+        heavy=True,
+        command="robustness",
+        positionals=("model", "dataset"),
     ),
 )
 

@@ -46,6 +46,7 @@ class Limits:
     max_connection_idle_s: float = 900.0  # a connection with no RPC for this long is closed (GOAWAY)
     max_connection_age_s: float = 3600.0  # every connection is closed (GOAWAY) after this long ...
     max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
+    max_dataset_images: int = 10_000  # AttackDataset images per request
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,13 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--max-channels", "INTERP_MAX_CHANNELS", "limits.max_channels", int, "most channels per VisualizeFilter"),
     ("--max-layers", "INTERP_MAX_LAYERS", "limits.max_layers", int, "most distinct layers per Activations"),
     ("--max-restarts", "INTERP_MAX_RESTARTS", "limits.max_restarts", int, "most VisualizeFilter restarts"),
+    (
+        "--max-dataset-images",
+        "INTERP_MAX_DATASET_IMAGES",
+        "limits.max_dataset_images",
+        int,
+        "most images per AttackDataset request",
+    ),
     (
         "--max-batch-pixels",
         "INTERP_MAX_BATCH_PIXELS",

@@ -28,6 +28,7 @@ from interp.deepdream import DeepDreamParams
 from interp.errors import InvalidInput
 from interp.feature_vis import FeatureVisParams
 from interp.interpolation import InterpolateFeaturesParams
+from interp.minimal import AttackDatasetParams, MinimalAttackParams
 from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
 from interp.saliency import SaliencyParams
 from models.errors import UnknownLayer, shown
@@ -334,16 +335,23 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
 
     x = ctx.input(request.image)
     target = ctx.target_index(request.target)
+    label = _true_label(ctx, request, target)
     with torch.no_grad():
         probs = torch.softmax(ctx.module(x), dim=1)[0]
     original = int(probs.argmax())
+    clean_misclassified = label is not None and label != original
     outcomes, resolved = [], None
     for epsilon in request.epsilons:
+        if clean_misclassified:  # a robust-accuracy error already: success without perturbation
+            outcomes.append(_clean_outcome(ctx, request, x, probs, float(epsilon), params))
+            resolved = _resolved_attack(request.method, float(epsilon), params)
+            continue
         result = compute(
             ctx.module,
             x,
             method=request.method,
             epsilon=float(epsilon),
+            labels=None if label is None else torch.tensor([label], device=x.device),
             target=None if target is None else torch.tensor([target], device=x.device),
             params=params,
             should_stop=ctx.should_stop,
@@ -378,7 +386,45 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
     )
     if target is not None:
         response.target.CopyFrom(ctx.prediction(target, probs[target]))
+    if label is not None:
+        response.label.CopyFrom(ctx.prediction(label, probs[label]))
+        response.clean_misclassified = clean_misclassified
     return response
+
+
+def _true_label(ctx: Ctx, request: Any, target: int | None) -> int | None:
+    """The request's ``label`` (true class) as an index; None when unset. Refused with a target."""
+    if not request.HasField("label"):
+        return None
+    if target is not None:
+        raise BadRequest("label (untargeted: the true class) and target (targeted) exclude each other", field="label")
+    if request.label.WhichOneof("kind") is None:
+        raise BadRequest("label is set but names no class: give label.index or label.label", field="label")
+    return ctx.target_index(request.label, field="label")
+
+
+def _resolved_attack(method: str, epsilon: float, params: AttackParams) -> AttackParams:
+    from interp.adversarial import resolve_params
+
+    return resolve_params(method, epsilon, params)
+
+
+def _clean_outcome(
+    ctx: Ctx, request: pb.AttackRequest, x: torch.Tensor, probs: torch.Tensor, epsilon: float, params: AttackParams
+) -> pb.AttackOutcome:
+    image = x[0].detach().cpu()
+    original = int(probs.argmax())
+    return pb.AttackOutcome(
+        epsilon=epsilon,
+        adversarial=convert.tensor(image),
+        adversarial_png=rendering.encode_png(rendering.to_uint8_image(image)),
+        perturbation_png=rendering.encode_png(rendering.perturbation_image(image - image, epsilon)),
+        prediction=ctx.prediction(original, probs[original]),
+        success=True,
+        linf=0.0,
+        l2=0.0,
+        step_size=float(_resolved_attack(request.method, epsilon, params).step_size or 0.0),
+    )
 
 
 # -- iterative methods (streamed) ---------------------------------------------------------------
@@ -583,6 +629,238 @@ def interpolate_features(
             results=out,
             resolved=convert.params_to_proto(params, pb.InterpolateFeaturesParams, only=_interpolate_applies(request)),
             alphas=alphas,
+        )
+
+    return Streamed(run, finish)
+
+
+# -- minimal perturbations ------------------------------------------------------------------------
+
+
+def _resolve_minimal(
+    params: MinimalAttackParams, model: LoadedModel, request: pb.MinimalAttackRequest
+) -> MinimalAttackParams:
+    from interp.minimal import METHODS as MINIMAL_METHODS
+    from interp.minimal import applies, resolve
+
+    if request.method not in MINIMAL_METHODS:
+        raise BadRequest(
+            f"unknown minimal-attack method {request.method!r}; valid methods: {', '.join(MINIMAL_METHODS)}",
+            field="method",
+        )
+    reads = applies(request.method)
+    for field, _ in request.params.ListFields():
+        if field.name not in reads:
+            raise BadRequest(
+                f"parameter {field.name} does not apply to {request.method} (it reads: {', '.join(reads)})",
+                field=f"params.{field.name}",
+            )
+    return resolve(request.method, params, model.spec.num_classes)
+
+
+def _minimal_applies(request: pb.MinimalAttackRequest) -> tuple[str, ...]:
+    from interp.minimal import applies
+
+    return applies(request.method)
+
+
+@handler("MinimalAttack", params=MinimalAttackParams, resolve=_resolve_minimal, applies=_minimal_applies)
+def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAttackParams) -> pb.MinimalAttackResponse:
+    from interp.minimal import DEEPFOOL_METHODS, deepfool, minimal_epsilon
+
+    method = request.method
+    if request.HasField("target"):
+        if request.target.WhichOneof("kind") is None:
+            raise BadRequest("a targeted search needs a target class: set target.index or target.label", field="target")
+        if method in DEEPFOOL_METHODS:
+            raise BadRequest(f"{method} is untargeted; a targeted minimal search uses fgsm, bim or pgd", field="target")
+    target = ctx.target_index(request.target)
+    label = _true_label(ctx, request, target)
+    x = ctx.input(request.image)
+    with torch.no_grad():
+        probs = torch.softmax(ctx.module(x), dim=1)[0]
+    original = int(probs.argmax())
+    device = x.device
+    response = pb.MinimalAttackResponse(
+        input=ctx.input_message(x),
+        method=method,
+        original=ctx.prediction(original, probs[original]),
+        targeted=target is not None,
+    )
+    if method in DEEPFOOL_METHODS:
+        result = deepfool(
+            ctx.module,
+            x,
+            norm=method.removeprefix("deepfool_"),
+            labels=None if label is None else torch.tensor([label], device=device),
+            params=params,
+            should_stop=ctx.should_stop,
+        )
+        adversarial = result.adversarial[0].detach().cpu()
+        goal = int(result.labels[0])
+        response.found = bool(result.success[0])
+        response.clean_misclassified = bool(result.clean_success[0])
+        response.success_raw = bool(result.success_raw[0])
+        response.linf_raw = float(result.linf_raw[0])
+        response.l2_raw = float(result.l2_raw[0])
+        response.rounded_outward = bool(result.rounded_outward[0])
+        response.iterations = int(result.iterations[0])
+        response.level = -1
+        response.monotone = True
+        scale = max(float(result.linf[0]), 1 / 255)
+    else:
+        found = minimal_epsilon(
+            ctx.module,
+            x,
+            method=method,
+            labels=None if label is None else torch.tensor([label], device=device),
+            target=None if target is None else torch.tensor([target], device=device),
+            params=params,
+            should_stop=ctx.should_stop,
+        )
+        adversarial = found.adversarial[0].detach().cpu()
+        goal = int(found.labels[0])
+        level = int(found.levels[0])
+        response.found = bool(found.found[0])
+        response.clean_misclassified = bool(found.clean_success[0]) and target is None
+        response.level = level
+        response.epsilon = max(level, 0) / 255
+        response.runs = int(found.runs[0])
+        response.monotone = bool(found.monotone[0])
+        response.violations.extend(found.violations[0])
+        scale = max(level, 1) / 255
+    with torch.no_grad():
+        adv_probs = torch.softmax(ctx.module(adversarial[None].to(device)), dim=1)[0]
+    predicted = int(adv_probs.argmax())
+    delta = adversarial - x[0].cpu()
+    response.label.CopyFrom(ctx.prediction(goal, probs[goal]))
+    response.adversarial.CopyFrom(convert.tensor(adversarial))
+    response.adversarial_png = rendering.encode_png(rendering.to_uint8_image(adversarial))
+    response.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scale))
+    response.prediction.CopyFrom(ctx.prediction(predicted, adv_probs[predicted]))
+    response.success = predicted == goal if target is not None else predicted != goal
+    response.linf = float(delta.abs().max())
+    response.l2 = float(delta.norm())
+    response.resolved.CopyFrom(convert.params_to_proto(params, pb.MinimalAttackParams, only=_minimal_applies(request)))
+    return response
+
+
+# -- robustness over a dataset ------------------------------------------------------------------
+
+DATASET_SPLITS = {"fashion-mnist-test": ("fashion-mnist", "test"), "fashion-mnist-train": ("fashion-mnist", "train")}
+
+
+def _dataset_arrays(ctx: Ctx, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N, H, W), labels int64 (N,))`` of a served dataset, read once per server.
+
+    The one place AttackDataset resolves a dataset name (to be pointed at a dataset registry).
+    Refuses a dataset the request's model was not trained on.
+    """
+    from models.datasets import load_dataset
+
+    if name not in DATASET_SPLITS:
+        raise BadRequest(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_SPLITS)}", field="dataset")
+    family, split = DATASET_SPLITS[name]
+    spec = ctx.model.spec
+    if spec.training_dataset != family:
+        raise BadRequest(
+            f"dataset {name} does not fit {spec.name}: it was trained on "
+            f"{spec.training_dataset or 'data this server does not hold'}; AttackDataset needs a model trained "
+            f"on {family}",
+            field="dataset",
+        )
+    servicer = ctx.servicer
+    key = f"{family}/{split}"
+    with servicer._datasets_lock:
+        if key not in servicer._datasets:
+            servicer._datasets[key] = load_dataset(family, split, download=False)
+        return servicer._datasets[key]
+
+
+def _resolve_dataset(
+    params: AttackDatasetParams, model: LoadedModel, request: pb.AttackDatasetRequest
+) -> AttackDatasetParams:
+    from interp.minimal import resolve_dataset_params
+
+    methods = list(request.methods)
+    if not methods:
+        raise BadRequest(
+            "at least one method is required (fgsm, bim, pgd, deepfool_linf, deepfool_l2)", field="methods"
+        )
+    if not request.epsilons:
+        raise BadRequest("at least one epsilon is required (pixel units)", field="epsilons")
+    for i, epsilon in enumerate(request.epsilons):
+        l2 = methods == ["deepfool_l2"]
+        if not (np.isfinite(epsilon) and 0 <= epsilon and (l2 or epsilon <= 1)):
+            raise BadRequest(
+                f"epsilon must be in {'[0, inf)' if l2 else '[0, 1]'} (pixel units), got {epsilon}",
+                field=f"epsilons[{i}]",
+            )
+    return resolve_dataset_params(params, methods, model.spec.num_classes)
+
+
+@handler("AttackDataset", params=AttackDatasetParams, resolve=_resolve_dataset)
+def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
+    from interp.minimal import curve_png, robustness
+
+    images, labels = _dataset_arrays(ctx, request.dataset)
+    shape = tuple(ctx.model.spec.input_shape)
+    if shape != (1, *images.shape[1:]):
+        raise BadRequest(
+            f"dataset {request.dataset} holds {images.shape[1:]} greyscale images; {ctx.model.spec.name} takes {shape}",
+            field="dataset",
+        )
+    limit = request.limit if request.HasField("limit") else 1000
+    if limit < 1:
+        raise BadRequest(f"limit must be at least 1, got {limit}", field="limit")
+    if limit > ctx.limits.max_dataset_images:
+        raise BadRequest(
+            f"the default limit ({limit}) is above this server's max_dataset_images={ctx.limits.max_dataset_images}",
+            field="limit",
+        )
+    limit = min(limit, len(images))
+    true_labels = request.true_labels if request.HasField("true_labels") else True
+    methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
+    device = ctx.servicer.config.device
+    x = torch.from_numpy(images[:limit].astype(np.float32) / 255.0).unsqueeze(1).to(device)
+    y = torch.from_numpy(labels[:limit].astype(np.int64)).to(device) if true_labels else None
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        return robustness(
+            ctx.module,
+            x,
+            y,
+            methods=methods,
+            epsilons=epsilons,
+            params=params,
+            should_stop=should_stop,
+            on_step=on_step,
+        )
+
+    def finish(result: Any) -> pb.AttackDatasetResult:
+        correct = result.clean_correct
+        return pb.AttackDatasetResult(
+            dataset=request.dataset,
+            images=limit,
+            clean_accuracy=float(correct.float().mean()),
+            epsilons=result.epsilons,
+            curves=[
+                pb.MethodCurve(
+                    method=curve.method,
+                    accuracy=curve.accuracy,
+                    levels=curve.levels,
+                    minimal=convert.tensor(curve.minimal.float()),
+                    median_minimal=curve.median_minimal(correct),
+                    non_monotone=curve.non_monotone,
+                    runs=curve.runs,
+                    not_found=curve.not_found,
+                )
+                for curve in result.curves
+            ],
+            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({limit} images)"),
+            resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
+            true_labels=true_labels,
+            norm=result.norm,
         )
 
     return Streamed(run, finish)

@@ -508,6 +508,7 @@ SMALL_LIMITS = Limits(
     max_connection_idle_s=600.0,
     max_connection_age_s=1800.0,
     max_connection_age_grace_s=120.0,
+    max_dataset_images=50,
 )
 
 
@@ -567,6 +568,15 @@ CAPPED = [
     ("channels", visualize("conv2", channels=range(9)), ("channels", "1..8")),
     ("layers", activations(["conv1", "relu1", "conv2", "relu2"]), ("layers", "1..3", "max_layers")),
     ("restarts", visualize(restarts=3, steps=2), ("restarts", "1..2", "max_restarts")),
+    ("dataset-images", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1], limit=51), timeout=30)),
+     ("limit", "1..50", "max_dataset_images")),
+    ("dataset-epsilons", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1] * 5, limit=2), timeout=30)),
+     ("epsilons", "1..4")),
+    ("dataset-default-limit", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
+        model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1]), timeout=30)),
+     ("default limit (1000)", "max_dataset_images=50")),
 ]  # fmt: skip
 
 

@@ -35,6 +35,8 @@ def test_contract_defines_every_rpc() -> None:
         "DeepDream",
         "InterpolateFeatures",
         "GetServerInfo",
+        "MinimalAttack",
+        "AttackDataset",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}
-    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures"}
+    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset"}

@@ -1,0 +1,128 @@
+"""DeepFool speed (issue 12): per-iteration cost on VGG16 and batching on LeNet, vs raw torch.
+
+1. VGG16 (seeded random weights; timing does not depend on the values), one 224x224 image, 10
+   candidates: the wall time of each DeepFool iteration (from the start of its forward to the
+   end of its last backward, timed with a forward pre-hook and the ``on_step`` callback)
+   divided by the time of one raw forward+backward (logit w.r.t. the input) measured in the
+   same run, interleaved. Bar: <= 12 passes' worth per iteration (foolbox runs 9 forward and 9
+   backward passes; this runs 1 forward and 9 backward).
+2. LeNet (trained checkpoint), 16 Fashion-MNIST test images, DeepFool L2 with 10 candidates:
+   one batched call vs 16 calls of one image. Bar: batched >= 5x faster per image.
+
+Usage: .venv/bin/python -m benchmarks.bench_deepfool [--threads 1] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from interp.minimal import MinimalAttackParams, deepfool
+from models.datasets import load_dataset
+from models.imagenet import build_vgg16
+from models.lenet import build_lenet
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def raw_pass(model: torch.nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    xr = x.clone().requires_grad_(True)
+    logits = model(xr)
+    (grad,) = torch.autograd.grad(logits[0, 0], xr)
+    del grad
+    return time.perf_counter() - start
+
+
+def deepfool_iterations(model: torch.nn.Module, x: torch.Tensor, steps: int) -> list[float]:
+    """Seconds of each DeepFool iteration (forward pre-hook of its forward -> its on_step)."""
+    starts: list[float] = []
+    ends: list[float] = []
+    handle = model.register_forward_pre_hook(lambda module, args: starts.append(time.perf_counter()))
+    try:
+        deepfool(
+            model,
+            x,
+            norm="l2",
+            params=MinimalAttackParams(steps=steps, candidates=10),
+            on_step=lambda *a: ends.append(time.perf_counter()),
+        )
+    finally:
+        handle.remove()
+    # forward 0 is the clean one; forward i (i >= 1) starts iteration i
+    return [end - starts[i + 1] for i, end in enumerate(ends)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vgg-steps", type=int, default=2)
+    parser.add_argument("--skip-vgg", action="store_true", help="only the LeNet batching part")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.skip_vgg:
+        vgg_part(args)
+    lenet_part(args)
+
+
+def vgg_part(args: argparse.Namespace) -> None:
+
+    torch.manual_seed(0)
+    vgg = frozen(build_vgg16())
+    image = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    raw_pass(vgg, image)  # warm-up
+    raw, iterations = [], []
+    for _ in range(args.repeats):
+        raw.append(raw_pass(vgg, image))
+        iterations += deepfool_iterations(vgg, image, args.vgg_steps)
+    per_pass, per_iteration = statistics.median(raw), statistics.median(iterations)
+    print(f"VGG16, 1 image, 10 candidates, {args.threads} thread(s), {args.repeats} repeats")
+    print(f"  raw forward+backward      {per_pass * 1000:8.0f} ms (median of {len(raw)})")
+    print(f"  DeepFool iteration        {per_iteration * 1000:8.0f} ms (median of {len(iterations)})")
+    print(f"  ratio                     {per_iteration / per_pass:8.2f} passes' worth per iteration (bar <= 12)")
+
+
+def lenet_part(args: argparse.Namespace) -> None:
+
+    weights = sorted((REPO / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
+    lenet = build_lenet()
+    if weights:
+        lenet.load_state_dict(torch.load(weights[-1], map_location="cpu", weights_only=True))
+    lenet = frozen(lenet)
+    images, labels = load_dataset("fashion-mnist", "test", download=False)
+    x = torch.from_numpy(images[:16].copy()).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(labels[:16].copy()).long()
+    deepfool(lenet, x[:2], labels=y[:2])  # warm-up
+    batched, single = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        together = deepfool(lenet, x, labels=y)
+        batched.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        alone = [deepfool(lenet, x[i : i + 1], labels=y[i : i + 1]) for i in range(16)]
+        single.append(time.perf_counter() - start)
+    same = all(
+        bool(together.success_raw[i] == a.success_raw[0]) and abs(float(together.l2_raw[i] - a.l2_raw[0])) < 1e-4
+        for i, a in enumerate(alone)
+    )
+    b, s = statistics.median(batched) / 16, statistics.median(single) / 16
+    print(f"LeNet DeepFool L2, 16 images ({'same results' if same else 'RESULTS DIFFER'} batched and alone)")
+    print(f"  batched                   {b * 1000:8.2f} ms per image")
+    print(f"  one image at a time       {s * 1000:8.2f} ms per image")
+    print(f"  speed-up                  {s / b:8.1f}x (bar >= 5)")
+
+
+if __name__ == "__main__":
+    main()
