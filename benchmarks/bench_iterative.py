@@ -57,12 +57,30 @@ TARGET = 1.10
 # step size / jitter / preview rate (octaves * iterations // 16) as the service's defaults.
 CASES = {
     "vgg16": dict(
-        layer="conv3_1", path="features.10", in_channels=3, size=128, fv_steps=(40, 10), dd_steps=(24, 4),
-        lr=0.05, fv_preview=512 // 16, dd_step=0.006, dd_jitter=32, dd_preview=max(1, 4 * 10 // 16),
+        layer="conv3_1",
+        path="features.10",
+        in_channels=3,
+        size=128,
+        fv_steps=(40, 10),
+        dd_steps=(24, 4),
+        lr=0.05,
+        fv_preview=512 // 16,
+        dd_step=0.006,
+        dd_jitter=32,
+        dd_preview=max(1, 4 * 10 // 16),
     ),
     "lenet": dict(
-        layer="conv2", path="conv2", in_channels=1, size=28, fv_steps=(400, 100), dd_steps=(400, 100),
-        lr=0.2, fv_preview=512 // 16, dd_step=0.05, dd_jitter=2, dd_preview=max(1, 3 * 20 // 16),
+        layer="conv2",
+        path="conv2",
+        in_channels=1,
+        size=28,
+        fv_steps=(400, 100),
+        dd_steps=(400, 100),
+        lr=0.2,
+        fv_preview=512 // 16,
+        dd_step=0.05,
+        dd_jitter=2,
+        dd_preview=max(1, 3 * 20 // 16),
     ),
 }
 CHANNEL = 0
@@ -95,22 +113,39 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
     # -- VisualizeFilter ----------------------------------------------------------------------
     def fv_service(steps: int):
         return client.visualize_filter(
-            model, c["layer"], [CHANNEL], steps=steps, image_size=c["size"], seed=SEED,
-            learning_rate=c["lr"], preview_every=c["fv_preview"], restarts=1,
+            model,
+            c["layer"],
+            [CHANNEL],
+            steps=steps,
+            image_size=c["size"],
+            seed=SEED,
+            learning_rate=c["lr"],
+            preview_every=c["fv_preview"],
+            restarts=1,
         )
 
     def fv_raw(steps: int):
         return raw.feature_vis(
-            trunk, CHANNEL, in_channels=c["in_channels"], size=c["size"], steps=steps,
-            learning_rate=c["lr"], seed=SEED,
+            trunk,
+            CHANNEL,
+            in_channels=c["in_channels"],
+            size=c["size"],
+            steps=steps,
+            learning_rate=c["lr"],
+            seed=SEED,
         )
 
     n, m = c["fv_steps"]
-    check = float(np.abs(fv_service(m).images[0] - fv_raw(m)[0].numpy()).max())
+    check = float(
+        np.abs(fv_service(m).images[0].transpose(2, 0, 1) - fv_raw(m)[0].numpy()).max()
+    )  # results are channels last
     runs: dict[str, Callable[[], object]] = {
-        "svc_n": lambda: fv_service(n), "svc_m": lambda: fv_service(m),
-        "raw_n": lambda: fv_raw(n), "raw_m": lambda: fv_raw(m),
-        "thread_n": in_thread(lambda: fv_raw(n)), "thread_m": in_thread(lambda: fv_raw(m)),
+        "svc_n": lambda: fv_service(n),
+        "svc_m": lambda: fv_service(m),
+        "raw_n": lambda: fv_raw(n),
+        "raw_m": lambda: fv_raw(m),
+        "thread_n": in_thread(lambda: fv_raw(n)),
+        "thread_m": in_thread(lambda: fv_raw(m)),
     }
     t = interleaved(runs, rounds, warmup=1)
     rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px{threads}", t, (n, m), check))
@@ -118,22 +153,34 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
     # -- DeepDream ----------------------------------------------------------------------------
     def dd_service(iterations: int):
         return client.dream(
-            image, model=model, layers={c["layer"]: 1.0}, octaves=1, iterations=iterations,
-            step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED, preview_every=c["dd_preview"],
+            image,
+            model=model,
+            layers={c["layer"]: 1.0},
+            octaves=1,
+            iterations=iterations,
+            step_size=c["dd_step"],
+            jitter=c["dd_jitter"],
+            seed=SEED,
+            preview_every=c["dd_preview"],
         )
 
     first = dd_service(2)
-    x = torch.from_numpy(first.input).unsqueeze(0)
+    x = torch.from_numpy(np.ascontiguousarray(first.input.transpose(2, 0, 1))).unsqueeze(0)  # results are channels last
 
     def dd_raw(iterations: int):
         return raw.deepdream(trunk, x, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED)
 
     n, m = c["dd_steps"]
-    check = float(np.abs(dd_service(m).image - dd_raw(m)[0].numpy()).max())
+    check = float(
+        np.abs(dd_service(m).image.transpose(2, 0, 1) - dd_raw(m)[0].numpy()).max()
+    )  # results are channels last
     runs = {
-        "svc_n": lambda: dd_service(n), "svc_m": lambda: dd_service(m),
-        "raw_n": lambda: dd_raw(n), "raw_m": lambda: dd_raw(m),
-        "thread_n": in_thread(lambda: dd_raw(n)), "thread_m": in_thread(lambda: dd_raw(m)),
+        "svc_n": lambda: dd_service(n),
+        "svc_m": lambda: dd_service(m),
+        "raw_n": lambda: dd_raw(n),
+        "raw_m": lambda: dd_raw(m),
+        "thread_n": in_thread(lambda: dd_raw(n)),
+        "thread_m": in_thread(lambda: dd_raw(m)),
     }
     t = interleaved(runs, rounds, warmup=1)
     side = x.shape[-1]

@@ -138,7 +138,7 @@ def raw_saliency_separate_forward(module: nn.Module, x: Tensor) -> tuple[Tensor,
 
 def bench_saliency(client: InterpClient, module: nn.Module, model: str, image: object, rounds: int) -> dict:
     first = client.saliency(image, model=model, method="gradient")
-    x = torch.from_numpy(first.input).unsqueeze(0)
+    x = torch.from_numpy(np.ascontiguousarray(first.input.transpose(2, 0, 1))).unsqueeze(0)  # results are channels last
     # The baseline must compute what the service computed.
     raw_map, raw_target, _ = raw_saliency(module, x)
     if raw_target != first.target.index or not np.allclose(raw_map[0].numpy(), first.map, rtol=1e-4, atol=1e-6):
@@ -189,7 +189,9 @@ def breakdown(server, client: InterpClient, name: str, image: object, rounds: in
     request = pb.SaliencyRequest(model=name, image=image_message(image), method="gradient")
     response = client._stub.Saliency(request)
     data = response.SerializeToString()
-    x = torch.from_numpy(SaliencyResult.from_proto(response).input).unsqueeze(0)
+    x = torch.from_numpy(np.ascontiguousarray(SaliencyResult.from_proto(response).input.transpose(2, 0, 1))).unsqueeze(
+        0
+    )  # results are channels last
     result = saliency(module, x, None, method="gradient")
     heat = rendering.heatmap(result.map[0])
     preprocessing, max_pixels = loaded.spec.preprocessing, servicer.limits.max_image_pixels
