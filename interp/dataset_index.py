@@ -86,9 +86,7 @@ class TopK:
         order = torch.argsort(tie_key, dim=1, stable=True)
         all_values, all_ids, all_ys, all_xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
         order = torch.argsort(all_values, dim=1, descending=True, stable=True)[:, : self.k]
-        self.values, self.ids, self.ys, self.xs = (
-            t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs)
-        )
+        self.values, self.ids, self.ys, self.xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
 
     def merge_topk(self, other: TopK) -> None:
         self.merge(other.values, other.ids, other.ys, other.xs)
@@ -377,9 +375,7 @@ def top_grid(cells: Sequence[Sequence[np.ndarray]], labels: Sequence[str], gap: 
     h, w = cells[0][0].shape[:2]
     columns = max(len(row) for row in cells)
     label_w = 48
-    grid = np.full(
-        (len(cells) * (h + gap) + gap, label_w + columns * (w + gap) + gap, 3), 255, dtype=np.uint8
-    )
+    grid = np.full((len(cells) * (h + gap) + gap, label_w + columns * (w + gap) + gap, 3), 255, dtype=np.uint8)
     for r, row in enumerate(cells):
         top = gap + r * (h + gap)
         cv2.putText(grid, labels[r][:8], (2, top + h // 2 + 4), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1)

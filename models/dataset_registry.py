@@ -18,7 +18,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +194,9 @@ class DatasetRegistry:
         try:
             return self._datasets[name]
         except KeyError:
-            raise UnknownDataset(f"unknown dataset {name!r}; registered datasets: {', '.join(self._datasets)}") from None
+            raise UnknownDataset(
+                f"unknown dataset {name!r}; registered datasets: {', '.join(self._datasets)}"
+            ) from None
 
 
 __all__ = ["BUILT_IN", "Dataset", "DatasetRegistry", "FolderDataset", "IdxDataset", "UnknownDataset"]
