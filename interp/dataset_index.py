@@ -38,6 +38,19 @@ INDEXABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2
 METRICS = ("cosine", "l2")
 
 
+@dataclass(frozen=True)
+class BuildIndexParams:
+    """Parameters of an index build.
+
+    Attributes:
+        k: entries kept per channel (the top-k images of every unit).
+        batch_size: images per forward pass; memory holds one batch of feature maps at a time.
+    """
+
+    k: int = 64
+    batch_size: int = 256
+
+
 def default_layers(model: nn.Module) -> list[str]:
     """Module paths of every conv / ReLU / pool / linear leaf of ``model``, in registration order."""
     return [

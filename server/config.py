@@ -38,6 +38,7 @@ class Limits:
     max_concurrent_heavy: int = 2
     max_queued_heavy: int = 8
     default_deadline_s: float = 600.0
+    max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class ServerConfig:
     auth_tokens_file: Path | None = None  # one token per line (# comments allowed)
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off, 0: a free port
     metrics_host: str = "0.0.0.0"
+    datasets: Mapping[str, Path] = field(default_factory=dict)  # --dataset NAME=DIR (image folders)
+    index_dir: Path | None = None  # activation indexes; default $XDG_CACHE_HOME/cnn-interp/index
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -145,6 +148,14 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--auth-tokens-file", "INTERP_AUTH_TOKENS_FILE", "auth_tokens_file", Path, "file of bearer tokens, one a line"),
     ("--metrics-port", "INTERP_METRICS_PORT", "metrics_port", int, "serve Prometheus metrics on this HTTP port"),
     ("--metrics-host", "INTERP_METRICS_HOST", "metrics_host", str, "address for the metrics port (default 0.0.0.0)"),
+    (
+        "--index-dir",
+        "INTERP_INDEX_DIR",
+        "index_dir",
+        Path,
+        "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)",
+    ),
+    ("--max-index-k", "INTERP_MAX_INDEX_K", "limits.max_index_k", int, "most index entries per channel (k)"),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
     (
@@ -229,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="state_dict file for one model (repeatable) [env INTERP_WEIGHTS, comma-separated]",
     )
+    parser.add_argument(
+        "--dataset",
+        dest="datasets",
+        type=_weights_pair,
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="an image folder to serve as dataset NAME (repeatable) [env INTERP_DATASETS, comma-separated]",
+    )
     return parser
 
 
@@ -256,6 +276,11 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         pairs = [_weights_pair(item) for item in _csv(environ["INTERP_WEIGHTS"])]
     if pairs:
         top["weights"] = dict(pairs)
+    datasets = args.datasets
+    if datasets is None and environ.get("INTERP_DATASETS"):
+        datasets = [_weights_pair(item) for item in _csv(environ["INTERP_DATASETS"])]
+    if datasets:
+        top["datasets"] = dict(datasets)
     config = ServerConfig(**top, limits=Limits(**limits))  # type: ignore[arg-type]
     validate_config(config)
     return config
@@ -294,4 +319,4 @@ def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
 
 def env_vars() -> list[str]:
     """Every environment variable the server reads (checked against docker-compose.yml)."""
-    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS"]
+    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS", "INTERP_DATASETS"]

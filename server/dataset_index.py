@@ -306,3 +306,44 @@ class IndexStore:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def images_by_id(dataset: Dataset, spec: Preprocessing, ids: Sequence[int]) -> list[torch.Tensor]:
+    """Preprocessed (C, H, W) images by id, exactly as the pass saw them."""
+    if not ids:
+        return []
+    fast = isinstance(dataset, IdxDataset) and spec.channels == 1 and not spec.resize_shorter and spec.input_size == 28
+    if fast:
+        raw = torch.from_numpy(dataset.arrays()[0][np.asarray(ids, dtype=np.int64)])
+        return list(raw.to(torch.float32).div_(255.0).unsqueeze(1))
+    kept, images = preprocess_ids(dataset, spec, ids)
+    if kept != list(ids):
+        missing = sorted(set(ids) - set(kept))
+        raise IndexUnavailable(f"{dataset.name}: images {missing[:5]} can no longer be read; rebuild the index")
+    return images
+
+
+@dataclass
+class DatasetViews:
+    """Server-wide state of the dataset-level views: the dataset registry and the index store."""
+
+    datasets: Any
+    store: IndexStore
+
+
+_VIEWS_LOCK = threading.Lock()
+
+
+def views(servicer: Any) -> DatasetViews:
+    """The servicer's DatasetViews, made on first use from its config (``datasets``, ``index_dir``)."""
+    from models.dataset_registry import DatasetRegistry
+
+    with _VIEWS_LOCK:
+        state = getattr(servicer, "_dataset_views", None)
+        if state is None:
+            config = servicer.config
+            state = DatasetViews(
+                DatasetRegistry(getattr(config, "datasets", {})), IndexStore(getattr(config, "index_dir", None))
+            )
+            servicer._dataset_views = state
+        return state

@@ -35,6 +35,10 @@ def test_contract_defines_every_rpc() -> None:
         "DeepDream",
         "InterpolateFeatures",
         "GetServerInfo",
+        "ListDatasets",
+        "BuildIndex",
+        "TopActivations",
+        "NearestNeighbors",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}
-    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures"}
+    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures", "BuildIndex"}
