@@ -233,7 +233,7 @@ METHODS: tuple[Method, ...] = (
         "index a dataset's activations: top-k inputs per unit and per-image features (streamed)",
         event=pb.BuildIndexEvent,
         params="params",
-        caps={"layers": Cap("max_layers"), "params.k": Cap("max_index_k"), "params.batch_size": Cap("max_set_size")},
+        caps={"layers": Cap("max_layers"), "params.k": Cap("max_index_k")},
         heavy=True,
         command="index",
         positionals=("model", "dataset"),

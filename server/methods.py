@@ -609,10 +609,25 @@ def _index_layers(ctx: Ctx, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(layers))
 
 
-@handler("BuildIndex", params=BuildIndexParams)
+def _resolve_build(params: BuildIndexParams, model: LoadedModel, request: pb.BuildIndexRequest) -> BuildIndexParams:
+    if request.params.HasField("batch_size"):
+        if params.batch_size < 1:
+            raise BadRequest(f"batch_size must be >= 1, got {params.batch_size}", field="params.batch_size")
+        return params
+    # default: 256 images, fewer where that batch would pass the server's memory budget (ImageNet models)
+    side = model.spec.input_shape[1]
+    return dataclasses.replace(params, batch_size=max(1, min(256, BUILD_BATCH_PIXELS // (side * side))))
+
+
+BUILD_BATCH_PIXELS = 64 * 256 * 256  # the default max_batch_pixels: 83 images at 224 px
+
+
+@handler("BuildIndex", params=BuildIndexParams, resolve=_resolve_build)
 def build_index(ctx: Ctx, request: pb.BuildIndexRequest, params: BuildIndexParams) -> Streamed:
     from interp.progress import StepEvent
 
+    side = ctx.model.spec.input_shape[1]
+    ctx.check_work("BuildIndex", batch=params.batch_size, side=side, steps=1)
     dataset = _dataset(ctx, request.dataset)
     layers = _index_layers(ctx, request.layers)
     model = ctx.model
