@@ -94,10 +94,15 @@ class TopK:
         all_ids = torch.cat([self.ids, ids], dim=1)
         all_ys = torch.cat([self.ys, ys], dim=1)
         all_xs = torch.cat([self.xs, xs], dim=1)
-        # empty slots (id -1) sort last among equal values: give them the largest id
-        tie_key = torch.where(all_ids < 0, torch.iinfo(torch.int64).max, all_ids)
-        order = torch.argsort(tie_key, dim=1, stable=True)
-        all_values, all_ids, all_ys, all_xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
+        kept = self.ids[self.ids >= 0]
+        # Both sides are sorted (value descending, id ascending). When every kept id is below every
+        # new one (the local engine's pass in id order), one stable sort by value keeps ties in id
+        # order; otherwise (blocks in any order) sort by id first. Empty slots (id -1, value -inf)
+        # sort last either way.
+        if kept.numel() and ids.numel() and int(kept.max()) >= int(ids.min()):
+            tie_key = torch.where(all_ids < 0, torch.iinfo(torch.int64).max, all_ids)
+            order = torch.argsort(tie_key, dim=1, stable=True)
+            all_values, all_ids, all_ys, all_xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
         order = torch.argsort(all_values, dim=1, descending=True, stable=True)[:, : self.k]
         self.values, self.ids, self.ys, self.xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
 
