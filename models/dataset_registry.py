@@ -76,6 +76,16 @@ class IdxDataset(Dataset):
         self._manifest: tuple[tuple[tuple[str, int, int], ...], str] | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, object]:
+        # shipped to other processes (Ray workers) without the lock or the loaded arrays: each reads the files
+        state = dict(self.__dict__)
+        state.update(_lock=None, _arrays=None, _manifest=None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._arrays is None:
