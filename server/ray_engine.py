@@ -1,6 +1,6 @@
 """The index pass as a Ray Data pipeline, for datasets one machine cannot index fast enough.
 
-``ray.data.range(N)`` of image ids -> ``map_batches`` with a pool of actors, each holding the
+image ids (in-memory blocks of one batch each) -> ``map_batches`` with a pool of actors, each holding the
 model and reading its own images (the dataset's files must be readable at the same path on every
 node) -> per block, the block's top-k candidates and features (:func:`interp.dataset_index.index_batch`)
 -> merged on the driver by :class:`interp.dataset_index.IndexAccumulator`, in whatever order the
@@ -33,14 +33,18 @@ DEFAULT_ACTORS = 2
 class _IndexActor:
     """One Ray actor: the model, the dataset handle, and the per-block index computation."""
 
-    def __init__(self, module: nn.Module, dataset: Dataset, spec: Preprocessing, layers: Sequence[str], k: int) -> None:
+    def __init__(self, module: Any, dataset: Dataset, spec: Preprocessing, layers: Sequence[str], k: int) -> None:
+        import ray
+
         torch.set_num_threads(1)
+        if isinstance(module, ray.ObjectRef):  # the model travels once through the object store
+            module = ray.get(module)
         self.module, self.dataset, self.spec, self.layers, self.k = module, dataset, spec, list(layers), k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from server.dataset_index import IdxDataset, preprocess_ids
 
-        ids = [int(i) for i in batch["id"]]
+        ids = [int(i) for i in batch["data"]]
         counters = {"skipped": 0}
         fast = (
             isinstance(self.dataset, IdxDataset)
@@ -89,7 +93,10 @@ def build_index_ray(
     size = dataset.size
     acc = IndexAccumulator(layers, k, size)
     module_ref: Any = ray.put(module.cpu())
-    pipeline = ray.data.range(size).map_batches(
+    # Ids as in-memory blocks, one per batch: no read task competes with the actors for CPUs
+    # (with ray.data.range on a 2-CPU node, 2 actors holding both CPUs starve the read forever).
+    blocks = [np.arange(lo, min(size, lo + batch_size), dtype=np.int64) for lo in range(0, size, batch_size)]
+    pipeline = ray.data.from_numpy(blocks).map_batches(
         _IndexActor,
         fn_constructor_args=(module_ref, dataset, spec, list(layers), k),
         batch_size=batch_size,
