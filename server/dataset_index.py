@@ -103,6 +103,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
+def fast_path(spec: Preprocessing) -> bool:
+    """28x28 grayscale without resizing: an idx image's preprocessing is exactly ``uint8 / 255``."""
+    return spec.channels == 1 and not spec.resize_shorter and spec.input_size == 28
+
+
 def iter_batches(
     dataset: Dataset, spec: Preprocessing, batch_size: int, device: str = "cpu", counters: dict[str, int] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -110,7 +115,7 @@ def iter_batches(
     counters = counters if counters is not None else {}
     counters.setdefault("skipped", 0)
     size = dataset.size
-    fast = isinstance(dataset, IdxDataset) and spec.channels == 1 and not spec.resize_shorter and spec.input_size == 28
+    fast = isinstance(dataset, IdxDataset) and fast_path(spec)
     for start in range(0, size, batch_size):
         stop = min(size, start + batch_size)
         if fast:
@@ -312,8 +317,7 @@ def images_by_id(dataset: Dataset, spec: Preprocessing, ids: Sequence[int]) -> l
     """Preprocessed (C, H, W) images by id, exactly as the pass saw them."""
     if not ids:
         return []
-    fast = isinstance(dataset, IdxDataset) and spec.channels == 1 and not spec.resize_shorter and spec.input_size == 28
-    if fast:
+    if isinstance(dataset, IdxDataset) and fast_path(spec):
         raw = torch.from_numpy(dataset.arrays()[0][np.asarray(ids, dtype=np.int64)])
         return list(raw.to(torch.float32).div_(255.0).unsqueeze(1))
     kept, images = preprocess_ids(dataset, spec, ids)

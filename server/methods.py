@@ -724,10 +724,8 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
                 break
             image = images[image_id]
             _, h, w = image.shape
-            if spatial:
-                box = di.receptive_box(
-                    int(info.rf_size), int(info.rf_jump), float(info.rf_start), int(ys[c, j]), int(xs[c, j])
-                )
+            if spatial and info.rf_size and info.rf_jump and info.rf_start is not None:
+                box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
             else:
                 box = di.Box(0, 0, h, w)
             crop, padded = di.crop_field(image, box)

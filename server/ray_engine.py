@@ -42,17 +42,12 @@ class _IndexActor:
         self.module, self.dataset, self.spec, self.layers, self.k = module, dataset, spec, list(layers), k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from server.dataset_index import IdxDataset, preprocess_ids
+        from server.dataset_index import IdxDataset, fast_path, preprocess_ids
 
         ids = [int(i) for i in batch["data"]]
         counters = {"skipped": 0}
-        fast = (
-            isinstance(self.dataset, IdxDataset)
-            and self.spec.channels == 1
-            and not self.spec.resize_shorter
-            and self.spec.input_size == 28
-        )
-        if fast:
+        x: torch.Tensor | None
+        if isinstance(self.dataset, IdxDataset) and fast_path(self.spec):
             raw = torch.from_numpy(self.dataset.arrays()[0][np.asarray(ids)])
             kept, x = ids, raw.to(torch.float32).div_(255.0).unsqueeze(1)
         else:
