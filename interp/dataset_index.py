@@ -159,20 +159,19 @@ def batch_top(output: Tensor, ids: Tensor, k: int) -> TopK:
 def _top_order(by_channel: Tensor, k: int) -> Tensor:
     """Column order of each row's k largest values, value descending then column ascending.
 
-    ``torch.topk`` is fast but picks arbitrarily among values equal to the k-th; rows where such a
-    tie straddles the cut (e.g. a ReLU unit that is 0 on most images) are redone with a stable sort.
+    ``torch.topk`` alone picks arbitrarily among values equal to the k-th (common: a ReLU unit that
+    is 0 on most images), so it only gives the k-th value; the set is then every entry above it
+    plus the leftmost entries equal to it, found with a cumulative count (no full sort).
     """
     k = min(k, by_channel.shape[1])
-    values, order = torch.topk(by_channel, k, dim=1)
-    kth = values[:, -1:]
-    ambiguous = (by_channel >= kth).sum(dim=1) > k
-    # order the chosen set: by column, then stably by value
-    order, _ = order.sort(dim=1)
-    order = order.gather(1, torch.argsort(by_channel.gather(1, order), dim=1, descending=True, stable=True))
-    if bool(ambiguous.any()):
-        rows = ambiguous.nonzero().squeeze(1)
-        order[rows] = torch.argsort(by_channel[rows], dim=1, descending=True, stable=True)[:, :k]
-    return order
+    kth = torch.topk(by_channel, k, dim=1).values[:, -1:]
+    above = by_channel > kth
+    equal = by_channel == kth
+    need = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (equal & (equal.cumsum(dim=1) <= need))
+    columns = chosen.nonzero()[:, 1].view(by_channel.shape[0], k)  # ascending within each row
+    order = torch.argsort(by_channel.gather(1, columns), dim=1, descending=True, stable=True)
+    return columns.gather(1, order)
 
 
 def pooled_features(output: Tensor) -> Tensor:

@@ -290,3 +290,16 @@ def test_merge_order_does_not_matter():
     assert torch.equal(forward.ids, backward.ids) and torch.equal(forward.values, backward.values)
     expected = np.stack([np.lexsort((np.arange(40), -values[c].numpy()))[:7] for c in range(3)])
     np.testing.assert_array_equal(forward.ids.numpy(), expected)
+
+
+def test_batch_top_breaks_ties_by_image_id_and_finds_the_first_maximum():
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randint(0, 3, (50, 4, 5, 5), generator=g).float()  # ties everywhere, many zeros
+    ids = torch.arange(100, 150)
+    top = di.batch_top(maps, ids, 7)
+    per_image = maps.flatten(2).amax(2).numpy()  # (B, C)
+    for c in range(4):
+        order = np.lexsort((np.arange(50), -per_image[:, c]))[:7]
+        np.testing.assert_array_equal(top.ids[c].numpy(), order + 100)
+        first = maps[order, c].flatten(1).argmax(1).numpy()
+        np.testing.assert_array_equal((top.ys[c] * 5 + top.xs[c]).numpy(), first)
