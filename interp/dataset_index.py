@@ -375,14 +375,30 @@ def draw_box(image: np.ndarray, box: Box, scale: int, colour: tuple[int, int, in
 
 def mark_padding(crop_rgb: np.ndarray, crop_box: Box, height: int, width: int, scale: int) -> np.ndarray:
     """Hatch the padded part of an upscaled crop so a border crop is visibly marked."""
+    rows = np.arange(crop_box.y0, crop_box.y1)
+    cols = np.arange(crop_box.x0, crop_box.x1)
+    outside = ~(((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :])
+    checker = (np.add.outer(np.arange(len(rows)), np.arange(len(cols))) % 2) == 0
+    mask = np.repeat(np.repeat(outside & checker, scale, axis=0), scale, axis=1)
     out = crop_rgb.copy()
-    r = crop_box.y1 - crop_box.y0
-    for i in range(r):
-        for j in range(crop_box.x1 - crop_box.x0):
-            y, x = crop_box.y0 + i, crop_box.x0 + j
-            if not (0 <= y < height and 0 <= x < width) and (i + j) % 2 == 0:
-                out[i * scale : (i + 1) * scale, j * scale : (j + 1) * scale] = (48, 48, 96)
+    out[mask] = (48, 48, 96)
     return out
+
+
+def fast_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 image, fastest zlib level.
+
+    A TopActivations answer holds hundreds of small PNGs; level 1 encodes them about twice as fast
+    as OpenCV's default level for a few percent more bytes.
+    """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise InvalidInput(f"expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - only empty images fail, excluded above
+        raise InvalidInput(f"could not encode an image of shape {image.shape}")
+    return buffer.tobytes()
 
 
 def top_grid(cells: Sequence[Sequence[np.ndarray]], labels: Sequence[str], gap: int = 2) -> np.ndarray:

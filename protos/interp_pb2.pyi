@@ -740,18 +740,20 @@ class BuildIndexEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BuildIndexResult, _Mapping]] = ...) -> None: ...
 
 class TopActivationsRequest(_message.Message):
-    __slots__ = ("model", "dataset", "layer", "channels", "k")
+    __slots__ = ("model", "dataset", "layer", "channels", "k", "entry_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
     k: int
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ...) -> None: ...
+    entry_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., entry_pngs: _Optional[bool] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("y0", "x0", "y1", "x1")

@@ -701,6 +701,7 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     path = ctx.layer(request.layer, field="layer")
     info = next(i for i in ctx.model.layers if i.name == path)
     k = request.k if request.HasField("k") else 9
+    pngs = request.entry_pngs if request.HasField("entry_pngs") else False
     channels = list(request.channels) or list(range(min(16, info.channels)))
     for i, c in enumerate(channels):
         if not 0 <= c < info.channels:
@@ -713,7 +714,7 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     wanted = sorted({int(i) for c in channels for i in ids[c, :k] if i >= 0})
     images = dict(zip(wanted, images_by_id(dataset, ctx.model.spec.preprocessing, wanted), strict=True))
     side = ctx.model.spec.input_shape[1]
-    scale = max(1, 112 // side)
+    scale = max(1, 56 // side)  # the whole image with its box: 56 px for LeNet (PNG encoding dominates)
     out, rows, row_labels = [], [], []
     cell_scale = max(1, 48 // (info.rf_size if spatial and info.rf_size else side))
     for c in channels:
@@ -746,10 +747,11 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
                     box=pb.Box(y0=box.y0, x0=box.x0, y1=box.y1, x1=box.x1),
                     padded=padded,
                     crop=convert.tensor(crop),
-                    crop_png=rendering.encode_png(rendering.to_uint8_image(crop)),
-                    image_png=rendering.encode_png(di.draw_box(_rgb(rendering.to_uint8_image(image)), box, scale)),
                 )
             )
+            if pngs:
+                entries[-1].crop_png = di.fast_png(rendering.to_uint8_image(crop))
+                entries[-1].image_png = di.fast_png(di.draw_box(_rgb(rendering.to_uint8_image(image)), box, scale))
         out.append(pb.ChannelTop(channel=c, entries=entries))
         if cells:
             rows.append(cells)

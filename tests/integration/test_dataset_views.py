@@ -88,7 +88,7 @@ def test_build_streams_progress_then_reuses(client, built):
 
 
 def test_top_activations_sdk(client, built):
-    r = client.top_activations("lenet", dataset=DATASET, layer="relu2", channels=[0, 3], k=4)
+    r = client.top_activations("lenet", dataset=DATASET, layer="relu2", channels=[0, 3], k=4, entry_pngs=True)
     assert r.spatial and r.rf_size == 14 and [c.channel for c in r.channels] == [0, 3]
     assert r.grid_png.startswith(PNG)
     for ch in r.channels:
@@ -102,6 +102,7 @@ def test_top_activations_sdk(client, built):
             assert 0 <= e.label < 10 and e.label_name
     linear = client.top_activations("lenet", dataset=DATASET, layer="relu4", channels=[5], k=9)
     assert not linear.spatial and linear.channels[0].entries[0].crop.shape == (28, 28, 1)
+    assert linear.channels[0].entries[0].crop_png == b"" and linear.grid_png.startswith(PNG)  # PNGs opt-in
 
 
 def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
