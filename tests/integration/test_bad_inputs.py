@@ -470,6 +470,7 @@ SMALL_LIMITS = Limits(
     max_concurrent_heavy=1,
     max_queued_heavy=3,
     default_deadline_s=45.0,
+    max_index_k=32,
 )
 
 
