@@ -130,11 +130,13 @@ def unit_maxima(output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values.float(), flat // w, flat % w
 
 
-def batch_top(output: Tensor, ids: Tensor, k: int) -> TopK:
+def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None) -> TopK:
     """A batch's own per-channel top-k, ties by smaller id (``ids`` must be increasing).
 
     The spatial argmax is computed only for the kept entries: finding where the maximum is costs
-    more than the maximum itself, and most (image, channel) pairs are dropped here.
+    more than the maximum itself, and most (image, channel) pairs are dropped here. ``floor``
+    (C, 1): the k-th value already kept per channel; entries below it cannot enter the merged
+    top-k, so their location is not computed (left 0).
     """
     if output.dim() == 4:
         values = output.amax(dim=(2, 3))
@@ -148,8 +150,12 @@ def batch_top(output: Tensor, ids: Tensor, k: int) -> TopK:
     channels = by_channel.shape[0]
     if output.dim() == 4:
         width = output.shape[3]
-        maps = output[order, torch.arange(channels).unsqueeze(1)]  # (C, k, H, W)
-        flat = maps.flatten(2).argmax(dim=2)
+        rows = torch.arange(channels).unsqueeze(1).expand_as(order)
+        live = torch.ones_like(order, dtype=torch.bool) if floor is None else top_values >= floor
+        flat = torch.zeros_like(order)
+        if bool(live.any()):
+            maps = output[order[live], rows[live]]  # (n, H, W), only entries that may enter
+            flat[live] = maps.flatten(1).argmax(dim=1)
         ys, xs = flat // width, flat % width
     else:
         ys = xs = torch.zeros_like(order)
@@ -203,7 +209,14 @@ class BatchOutcome:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def index_batch(model: nn.Module, x: Tensor, ids: Tensor, layers: Sequence[str], k: int) -> BatchOutcome:
+def index_batch(
+    model: nn.Module,
+    x: Tensor,
+    ids: Tensor,
+    layers: Sequence[str],
+    k: int,
+    floors: Mapping[str, Tensor] | None = None,
+) -> BatchOutcome:
     """One forward pass of a batch, truncated after the deepest layer; its candidates and features.
 
     Args:
@@ -223,7 +236,8 @@ def index_batch(model: nn.Module, x: Tensor, ids: Tensor, layers: Sequence[str],
             raise InvalidInput(f"layers {missing} did not run in the forward pass")
         for name in layers:
             output = store[name]
-            outcome.candidates[name] = batch_top(output, ids, k)
+            floor = floors.get(name) if floors is not None else None
+            outcome.candidates[name] = batch_top(output, ids, k, floor)
             outcome.features[name] = pooled_features(output)
             outcome.shapes[name] = tuple(output.shape[1:])
     return outcome
@@ -270,6 +284,10 @@ class IndexAccumulator:
             for name in self.layers
         }
 
+    def floors(self) -> dict[str, Tensor]:
+        """Per layer, the (C, 1) k-th value kept so far (-inf until k images were seen)."""
+        return {name: top.values[:, -1:] for name, top in self._top.items()}
+
     @property
     def present(self) -> Tensor:
         """(size,) bool: which image ids were indexed (unreadable ones are not)."""
@@ -307,7 +325,7 @@ def build_index(
     for ids, x in batches:
         if should_stop is not None and should_stop():
             raise Cancelled("index build cancelled")
-        acc.add(index_batch(model, x, ids, layers, k))
+        acc.add(index_batch(model, x, ids, layers, k, acc.floors()))
         if on_batch is not None:
             elapsed = time.perf_counter() - start
             on_batch(IndexProgress(acc.seen, size, acc.seen / elapsed if elapsed > 0 else 0.0, elapsed))
