@@ -298,6 +298,8 @@ _OUTPUTS = {
     "interpolate": ("DIR", False, "directory for alpha_A.png and input.png"),
     "minimal-attack": ("DIR", False, "directory for adversarial.png, perturbation.png and input.png"),
     "robustness": ("FILE", True, "accuracy-vs-epsilon curve PNG"),
+    "top": ("DIR", False, "directory for grid.png and each entry's receptive-field crop"),
+    "neighbors": ("DIR", False, "directory for grid.png, input.png and each neighbour's PNG"),
 }
 
 
@@ -619,6 +621,45 @@ def _text_robustness(r: Any, args: argparse.Namespace) -> str:
         for c in r.curves
     ]
     return head + "\n" + table(header, rows, "l" + "r" * (len(header) - 1))
+def _text_datasets(r: Any, args: argparse.Namespace) -> str:
+    rows = [(d.name, d.kind, f"{d.size:,}", str(len(d.classes)), ",".join(d.fits_models) or "-") for d in r]
+    return table(["DATASET", "KIND", "IMAGES", "CLASSES", "FITS MODELS"], rows, "llrrl")
+
+
+def _text_index(r: Any, args: argparse.Namespace) -> str:
+    how = "reused" if r.reused else f"built in {r.seconds:.1f} s ({r.images_per_s:,.0f} images/s)"
+    return (
+        f"index {r.index_id} of {r.dataset} for {r.model}: {how}\n"
+        f"{r.images:,} images indexed, {r.skipped:,} skipped; layers: {', '.join(r.layers)}"
+        + ("" if r.reused else f"\npeak RSS growth {r.peak_rss_growth_mb:.0f} MB")
+    )
+
+
+def _text_top(r: Any, args: argparse.Namespace) -> str:
+    rows = [
+        (
+            str(ch.channel),
+            str(rank + 1),
+            str(e.image_id),
+            e.label_name or str(e.label),
+            f"{e.value:.4g}",
+            f"{e.y},{e.x}",
+        )
+        for ch in r.channels
+        for rank, e in enumerate(ch.entries)
+    ]
+    head = f"{r.layer} on {r.model}, {r.dataset}" + (f" (receptive field {r.rf_size} px)" if r.spatial else "")
+    return head + "\n" + table(["CHANNEL", "RANK", "IMAGE", "LABEL", "VALUE", "AT"], rows, "rrrlrl")
+
+
+def _text_neighbors(r: Any, args: argparse.Namespace) -> str:
+    rows = [
+        (str(i + 1), str(n.image_id), n.label_name or str(n.label), f"{n.distance:.4g}")
+        for i, n in enumerate(r.neighbors)
+    ]
+    return f"{r.layer} on {r.model}, {r.dataset}, {r.metric}\n" + table(
+        ["RANK", "IMAGE", "LABEL", "DISTANCE"], rows, "rrlr"
+    )
 
 
 _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
@@ -634,6 +675,10 @@ _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
     "interpolate": _text_interpolate,
     "minimal-attack": _text_minimal_attack,
     "robustness": _text_robustness,
+    "datasets": _text_datasets,
+    "index": _text_index,
+    "top": _text_top,
+    "neighbors": _text_neighbors,
 }
 
 

@@ -51,6 +51,13 @@ __all__ = [
     "MinimalAttackResult",
     "MethodCurve",
     "AttackDatasetResult",
+    "DatasetInfo",
+    "IndexBuild",
+    "TopEntry",
+    "ChannelTop",
+    "TopActivationsResult",
+    "Neighbor",
+    "NeighborsResult",
 ]
 
 
@@ -912,6 +919,185 @@ class AttackDatasetResult(_Stamped, _SavesImages):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Dataset-level views
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset the server can index: size, class names, the models whose input it already fits."""
+
+    name: str
+    size: int
+    classes: tuple[str, ...]
+    fits_models: tuple[str, ...]
+    manifest_sha256: str
+    kind: str
+
+    @classmethod
+    def from_proto(cls, m: pb.DatasetInfo) -> DatasetInfo:
+        return cls(
+            name=m.name,
+            size=m.size,
+            classes=tuple(m.classes),
+            fits_models=tuple(m.fits_models),
+            manifest_sha256=m.manifest_sha256,
+            kind=m.kind,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class IndexBuild(_Stamped, _ShortRepr):
+    """An index build (or reuse): which layers, how many images, how fast, how much memory."""
+
+    dataset: str
+    index_id: str
+    layers: tuple[str, ...]
+    images: int
+    skipped: int
+    reused: bool
+    seconds: float
+    images_per_s: float
+    peak_rss_growth_mb: float
+    params: dict[str, Any]
+
+    @classmethod
+    def from_proto(cls, m: pb.BuildIndexResult) -> IndexBuild:
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            index_id=m.index_id,
+            layers=tuple(m.layers),
+            images=m.images,
+            skipped=m.skipped,
+            reused=m.reused,
+            seconds=m.seconds,
+            images_per_s=m.images_per_s,
+            peak_rss_growth_mb=m.peak_rss_growth_mb,
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class TopEntry(_ShortRepr):
+    """One top-activating image of a unit: its value and location, the receptive-field crop (H, W, C)."""
+
+    image_id: int
+    label: int
+    label_name: str
+    value: float
+    y: int
+    x: int
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive) in the preprocessed input
+    padded: bool
+    crop: np.ndarray | None
+    crop_png: bytes
+    image_png: bytes
+
+    @classmethod
+    def from_proto(cls, m: pb.TopEntry) -> TopEntry:
+        return cls(
+            image_id=m.image_id,
+            label=m.label,
+            label_name=m.label_name,
+            value=m.value,
+            y=m.y,
+            x=m.x,
+            box=(m.box.y0, m.box.x0, m.box.y1, m.box.x1),
+            padded=m.padded,
+            crop=_image(m.crop),
+            crop_png=m.crop_png,
+            image_png=m.image_png,
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ChannelTop(_ShortRepr):
+    channel: int
+    entries: tuple[TopEntry, ...]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class TopActivationsResult(_Stamped, _SavesImages):
+    """Per channel, the dataset images that excite it most (Zeiler & Fergus), best first."""
+
+    dataset: str
+    layer: str
+    index_id: str
+    spatial: bool
+    rf_size: int
+    channels: tuple[ChannelTop, ...]
+    grid_png: bytes
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        out = [("grid", self.grid_png)]
+        for ch in self.channels:
+            for rank, e in enumerate(ch.entries):
+                out.append((f"channel_{ch.channel:04d}_{rank:02d}_crop", e.crop_png))
+        return out
+
+    @classmethod
+    def from_proto(cls, m: pb.TopActivationsResponse) -> TopActivationsResult:
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            layer=m.layer,
+            index_id=m.index_id,
+            spatial=m.spatial,
+            rf_size=m.rf_size,
+            channels=tuple(
+                ChannelTop(c.channel, tuple(TopEntry.from_proto(e) for e in c.entries)) for c in m.channels
+            ),
+            grid_png=m.grid_png,
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Neighbor(_ShortRepr):
+    image_id: int
+    label: int
+    label_name: str
+    distance: float
+    image: np.ndarray | None
+    png: bytes
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class NeighborsResult(_Stamped, _SavesImages):
+    """The dataset images nearest to a query in one layer's features, nearest first."""
+
+    dataset: str
+    layer: str
+    metric: str
+    index_id: str
+    neighbors: tuple[Neighbor, ...]
+    grid_png: bytes
+    input: np.ndarray | None
+    input_png: bytes
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("grid", self.grid_png), ("input", self.input_png)] + [
+            (f"neighbor_{rank:02d}_{n.image_id}", n.png) for rank, n in enumerate(self.neighbors)
+        ]
+
+    @classmethod
+    def from_proto(cls, m: pb.NearestNeighborsResponse) -> NeighborsResult:
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            layer=m.layer,
+            metric=m.metric,
+            index_id=m.index_id,
+            neighbors=tuple(
+                Neighbor(n.image_id, n.label, n.label_name, n.distance, _image(n.image), n.png) for n in m.neighbors
+            ),
+            grid_png=m.grid_png,
+            input=_image(m.input.tensor),
+            input_png=m.input.png,
+        )
+
+
 #: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
 RESULTS: dict[str, Callable[[Any], Any]] = {
     "DescribeModel": ModelDescription.from_proto,
@@ -926,4 +1112,8 @@ RESULTS: dict[str, Callable[[Any], Any]] = {
     "InterpolateFeatures": InterpolationResult.from_proto,
     "MinimalAttack": MinimalAttackResult.from_proto,
     "AttackDataset": AttackDatasetResult.from_proto,
+    "BuildIndex": IndexBuild.from_proto,
+    "TopActivations": TopActivationsResult.from_proto,
+    "NearestNeighbors": NeighborsResult.from_proto,
+    "ListDatasets": lambda m: tuple(DatasetInfo.from_proto(d) for d in m.datasets),
 }

@@ -40,16 +40,20 @@ from client.results import (
     AttackDatasetResult,
     AttackResult,
     ClassifyResult,
+    DatasetInfo,
     DreamResult,
     FilterVisualization,
+    IndexBuild,
     InterpolationResult,
     KernelsResult,
     MinimalAttackResult,
     ModelDescription,
     ModelInfo,
+    NeighborsResult,
     ProgressEvent,
     SaliencyResult,
     ServerInfo,
+    TopActivationsResult,
 )
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
@@ -635,6 +639,81 @@ class InterpClient:
             **params,
         )
         return _run(stream, progress)
+    # -- dataset-level views ---------------------------------------------------------------------
+
+    def list_datasets(self, *, timeout: float | None = _UNSET) -> list[DatasetInfo]:
+        """Datasets the server can index: name, size, class names, which models' input they fit."""
+        response = self.call("ListDatasets", {}, timeout, wrap=False)
+        return [DatasetInfo.from_proto(d) for d in response.datasets]
+
+    def iter_build_index(
+        self,
+        model: str,
+        dataset: str,
+        *,
+        layers: str | Sequence[str] | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[IndexBuild]:
+        """Like :meth:`build_index`, as an iterator of ProgressEvent (step = images done) then the result."""
+        values = {"model": model, "dataset": dataset, "layers": layers}
+        return self.call_stream("BuildIndex", values, timeout, params)
+
+    def build_index(
+        self,
+        model: str,
+        dataset: str,
+        *,
+        layers: str | Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> IndexBuild:
+        """Index a dataset's activations on the server (reused when an index with the same key exists).
+
+        Args:
+            dataset: a name from :meth:`list_datasets`.
+            layers: default every conv, ReLU, pool and linear layer.
+            progress: called with each :class:`ProgressEvent` (step = images done, objective = images/s).
+            **params: k (entries per channel, default 64), batch_size (default 256).
+        """
+        return _run(self.iter_build_index(model, dataset, layers=layers, timeout=timeout, **params), progress)
+
+    def top_activations(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        layer: str,
+        channels: int | str | Sequence[int] | None = None,
+        k: int | None = None,
+        entry_pngs: bool | None = None,
+        timeout: float | None = _UNSET,
+    ) -> TopActivationsResult:
+        """Per channel, the top-k dataset images with their receptive-field crops (needs an index).
+
+        Args:
+            channels: default the first 16. k: default 9, at most the index's k.
+            entry_pngs: also a PNG of each crop and of each whole image with its box (default false).
+        """
+        values = {"model": model, "dataset": dataset, "layer": layer, "channels": channels, "k": k}
+        values["entry_pngs"] = entry_pngs
+        return self.call("TopActivations", values, timeout)
+
+    def nearest_neighbors(
+        self,
+        image: ImageLike,
+        *,
+        model: str,
+        dataset: str,
+        layer: str,
+        k: int | None = None,
+        metric: str | None = None,
+        timeout: float | None = _UNSET,
+    ) -> NeighborsResult:
+        """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2)."""
+        values = {"model": model, "dataset": dataset, "layer": layer, "image": image, "k": k, "metric": metric}
+        return self.call("NearestNeighbors", values, timeout)
 
     # -- plumbing ------------------------------------------------------------------------------
 

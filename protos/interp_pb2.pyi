@@ -867,12 +867,226 @@ class InterpolateFeaturesEvent(_message.Message):
     result: InterpolateFeaturesResult
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[InterpolateFeaturesResult, _Mapping]] = ...) -> None: ...
 
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DatasetInfo(_message.Message):
+    __slots__ = ("name", "size", "classes", "fits_models", "manifest_sha256", "kind")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    FITS_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    fits_models: _containers.RepeatedScalarFieldContainer[str]
+    manifest_sha256: str
+    kind: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., fits_models: _Optional[_Iterable[str]] = ..., manifest_sha256: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class BuildIndexParams(_message.Message):
+    __slots__ = ("k", "batch_size")
+    K_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    batch_size: int
+    def __init__(self, k: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class BuildIndexRequest(_message.Message):
+    __slots__ = ("model", "dataset", "layers", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    params: BuildIndexParams
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[BuildIndexParams, _Mapping]] = ...) -> None: ...
+
+class BuildIndexResult(_message.Message):
+    __slots__ = ("stamp", "dataset", "index_id", "layers", "images", "skipped", "reused", "seconds", "images_per_s", "peak_rss_growth_mb", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_GROWTH_MB_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    index_id: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    images: int
+    skipped: int
+    reused: bool
+    seconds: float
+    images_per_s: float
+    peak_rss_growth_mb: float
+    resolved: BuildIndexParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., index_id: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., images: _Optional[int] = ..., skipped: _Optional[int] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., images_per_s: _Optional[float] = ..., peak_rss_growth_mb: _Optional[float] = ..., resolved: _Optional[_Union[BuildIndexParams, _Mapping]] = ...) -> None: ...
+
+class BuildIndexEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: BuildIndexResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BuildIndexResult, _Mapping]] = ...) -> None: ...
+
+class TopActivationsRequest(_message.Message):
+    __slots__ = ("model", "dataset", "layer", "channels", "k", "entry_pngs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_PNGS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    k: int
+    entry_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., entry_pngs: _Optional[bool] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("y0", "x0", "y1", "x1")
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    def __init__(self, y0: _Optional[int] = ..., x0: _Optional[int] = ..., y1: _Optional[int] = ..., x1: _Optional[int] = ...) -> None: ...
+
+class TopEntry(_message.Message):
+    __slots__ = ("image_id", "label", "label_name", "value", "y", "x", "box", "padded", "crop", "crop_png", "image_png")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    PADDED_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    CROP_PNG_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PNG_FIELD_NUMBER: _ClassVar[int]
+    image_id: int
+    label: int
+    label_name: str
+    value: float
+    y: int
+    x: int
+    box: Box
+    padded: bool
+    crop: Tensor
+    crop_png: bytes
+    image_png: bytes
+    def __init__(self, image_id: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., value: _Optional[float] = ..., y: _Optional[int] = ..., x: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., padded: _Optional[bool] = ..., crop: _Optional[_Union[Tensor, _Mapping]] = ..., crop_png: _Optional[bytes] = ..., image_png: _Optional[bytes] = ...) -> None: ...
+
+class ChannelTop(_message.Message):
+    __slots__ = ("channel", "entries")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    channel: int
+    entries: _containers.RepeatedCompositeFieldContainer[TopEntry]
+    def __init__(self, channel: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[TopEntry, _Mapping]]] = ...) -> None: ...
+
+class TopActivationsResponse(_message.Message):
+    __slots__ = ("stamp", "dataset", "layer", "index_id", "spatial", "rf_size", "channels", "grid_png")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ID_FIELD_NUMBER: _ClassVar[int]
+    SPATIAL_FIELD_NUMBER: _ClassVar[int]
+    RF_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    layer: str
+    index_id: str
+    spatial: bool
+    rf_size: int
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelTop]
+    grid_png: bytes
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., index_id: _Optional[str] = ..., spatial: _Optional[bool] = ..., rf_size: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelTop, _Mapping]]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
+
+class NearestNeighborsRequest(_message.Message):
+    __slots__ = ("model", "dataset", "layer", "image", "k", "metric")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    layer: str
+    image: Image
+    k: int
+    metric: str
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+
+class Neighbor(_message.Message):
+    __slots__ = ("image_id", "label", "label_name", "distance", "image", "png")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    image_id: int
+    label: int
+    label_name: str
+    distance: float
+    image: Tensor
+    png: bytes
+    def __init__(self, image_id: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., distance: _Optional[float] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class NearestNeighborsResponse(_message.Message):
+    __slots__ = ("stamp", "input", "dataset", "layer", "metric", "index_id", "neighbors", "grid_png")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ID_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    input: PreprocessedInput
+    dataset: str
+    layer: str
+    metric: str
+    index_id: str
+    neighbors: _containers.RepeatedCompositeFieldContainer[Neighbor]
+    grid_png: bytes
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., metric: _Optional[str] = ..., index_id: _Optional[str] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -898,6 +1112,7 @@ class Limits(_message.Message):
     MAX_CONNECTION_AGE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_CONNECTION_AGE_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_DATASET_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INDEX_K_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -923,7 +1138,8 @@ class Limits(_message.Message):
     max_connection_age_s: float
     max_connection_age_grace_s: float
     max_dataset_images: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ...) -> None: ...
+    max_index_k: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

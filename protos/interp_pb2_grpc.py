@@ -99,6 +99,26 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/interp.v1.Interp/ListDatasets',
+                request_serializer=protos_dot_interp__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.BuildIndex = channel.unary_stream(
+                '/interp.v1.Interp/BuildIndex',
+                request_serializer=protos_dot_interp__pb2.BuildIndexRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.BuildIndexEvent.FromString,
+                _registered_method=True)
+        self.TopActivations = channel.unary_unary(
+                '/interp.v1.Interp/TopActivations',
+                request_serializer=protos_dot_interp__pb2.TopActivationsRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.TopActivationsResponse.FromString,
+                _registered_method=True)
+        self.NearestNeighbors = channel.unary_unary(
+                '/interp.v1.Interp/NearestNeighbors',
+                request_serializer=protos_dot_interp__pb2.NearestNeighborsRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.NearestNeighborsResponse.FromString,
+                _registered_method=True)
 
 
 class InterpServicer:
@@ -182,6 +202,30 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TopActivations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NearestNeighbors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InterpServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +293,26 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=protos_dot_interp__pb2.GetServerInfoRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.ServerInfo.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=protos_dot_interp__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'BuildIndex': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildIndex,
+                    request_deserializer=protos_dot_interp__pb2.BuildIndexRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.BuildIndexEvent.SerializeToString,
+            ),
+            'TopActivations': grpc.unary_unary_rpc_method_handler(
+                    servicer.TopActivations,
+                    request_deserializer=protos_dot_interp__pb2.TopActivationsRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.TopActivationsResponse.SerializeToString,
+            ),
+            'NearestNeighbors': grpc.unary_unary_rpc_method_handler(
+                    servicer.NearestNeighbors,
+                    request_deserializer=protos_dot_interp__pb2.NearestNeighborsRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.NearestNeighborsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +666,114 @@ class Interp:
             '/interp.v1.Interp/GetServerInfo',
             protos_dot_interp__pb2.GetServerInfoRequest.SerializeToString,
             protos_dot_interp__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/ListDatasets',
+            protos_dot_interp__pb2.ListDatasetsRequest.SerializeToString,
+            protos_dot_interp__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/interp.v1.Interp/BuildIndex',
+            protos_dot_interp__pb2.BuildIndexRequest.SerializeToString,
+            protos_dot_interp__pb2.BuildIndexEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TopActivations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/TopActivations',
+            protos_dot_interp__pb2.TopActivationsRequest.SerializeToString,
+            protos_dot_interp__pb2.TopActivationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NearestNeighbors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/NearestNeighbors',
+            protos_dot_interp__pb2.NearestNeighborsRequest.SerializeToString,
+            protos_dot_interp__pb2.NearestNeighborsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,6 +100,7 @@ SALIENCY_METHODS = (
 ATTACK_METHODS = ("fgsm", "bim", "pgd")
 MINIMAL_ATTACK_METHODS = ("pgd", "fgsm", "bim", "deepfool_l2", "deepfool_linf")
 DATASET_ATTACK_METHODS = ("fgsm", "bim", "pgd", "deepfool_linf", "deepfool_l2")
+NEIGHBOR_METRICS = ("cosine", "l2")
 
 METHODS: tuple[Method, ...] = (
     Method("ListModels", pb.ListModelsRequest, pb.ListModelsResponse, "list models and their status", command="models"),
@@ -249,6 +250,46 @@ METHODS: tuple[Method, ...] = (
         heavy=True,
         command="robustness",
         positionals=("model", "dataset"),
+    ),
+    Method(
+        "ListDatasets",
+        pb.ListDatasetsRequest,
+        pb.ListDatasetsResponse,
+        "datasets this server can index (size, classes, which models they fit)",
+        command="datasets",
+    ),
+    Method(
+        "BuildIndex",
+        pb.BuildIndexRequest,
+        pb.BuildIndexResult,
+        "index a dataset's activations: top-k inputs per unit and per-image features (streamed)",
+        event=pb.BuildIndexEvent,
+        params="params",
+        caps={"layers": Cap("max_layers"), "params.k": Cap("max_index_k")},
+        heavy=True,
+        command="index",
+        positionals=("model", "dataset"),
+    ),
+    Method(
+        "TopActivations",
+        pb.TopActivationsRequest,
+        pb.TopActivationsResponse,
+        "the dataset images that excite units most, cropped to their receptive fields (needs an index)",
+        caps={"channels": Cap("max_channels"), "k": Cap("max_index_k")},
+        required=("layer",),
+        command="top",
+        positionals=("model", "dataset"),
+    ),
+    Method(
+        "NearestNeighbors",
+        pb.NearestNeighborsRequest,
+        pb.NearestNeighborsResponse,
+        "the dataset images nearest to an image in a layer's features (exact; needs an index)",
+        caps={"k": Cap("max_index_k")},
+        choices={"metric": NEIGHBOR_METRICS},
+        required=("layer", "dataset"),
+        command="neighbors",
+        positionals=("model", "image"),
     ),
 )
 

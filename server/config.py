@@ -47,6 +47,7 @@ class Limits:
     max_connection_age_s: float = 3600.0  # every connection is closed (GOAWAY) after this long ...
     max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
     max_dataset_images: int = 10_000  # AttackDataset images per request
+    max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class ServerConfig:
     allow_unauthenticated: bool = False  # serve a non-loopback address with neither tokens nor mTLS
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off, 0: a free port
     metrics_host: str = "127.0.0.1"
+    datasets: Mapping[str, Path] = field(default_factory=dict)  # --dataset NAME=DIR (image folders)
+    index_dir: Path | None = None  # activation indexes; default $XDG_CACHE_HOME/cnn-interp/index
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -196,6 +199,14 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         str,
         "address for the metrics port (default 127.0.0.1: loopback only)",
     ),
+    (
+        "--index-dir",
+        "INTERP_INDEX_DIR",
+        "index_dir",
+        Path,
+        "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)",
+    ),
+    ("--max-index-k", "INTERP_MAX_INDEX_K", "limits.max_index_k", int, "most index entries per channel (k)"),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
     (
@@ -329,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="state_dict file for one model (repeatable) [env INTERP_WEIGHTS, comma-separated]",
     )
+    parser.add_argument(
+        "--dataset",
+        dest="datasets",
+        type=_weights_pair,
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="an image folder to serve as dataset NAME (repeatable) [env INTERP_DATASETS, comma-separated]",
+    )
     return parser
 
 
@@ -356,6 +376,11 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         pairs = [_weights_pair(item) for item in _csv(environ["INTERP_WEIGHTS"])]
     if pairs:
         top["weights"] = dict(pairs)
+    datasets = args.datasets
+    if datasets is None and environ.get("INTERP_DATASETS"):
+        datasets = [_weights_pair(item) for item in _csv(environ["INTERP_DATASETS"])]
+    if datasets:
+        top["datasets"] = dict(datasets)
     config = ServerConfig(**top, limits=Limits(**limits))  # type: ignore[arg-type]
     validate_config(config)
     return config
@@ -441,4 +466,4 @@ def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
 
 def env_vars() -> list[str]:
     """Every environment variable the server reads (checked against docker-compose.yml)."""
-    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS"]
+    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS", "INTERP_DATASETS"]

@@ -49,3 +49,11 @@ def train() -> int:
     from models.train_lenet import main
 
     return main()
+
+
+def index() -> int:
+    """``interp-index``: see ``server.index_command.main``."""
+    require_server_extra("interp-index")
+    from server.index_command import main
+
+    return main()

@@ -22,6 +22,7 @@ from interp.errors import Cancelled, InvalidInput
 from models.datasets import DatasetNotFound
 from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
 from protos.codec import TensorCodecError
+from server.dataset_index import IndexUnavailable
 
 log = logging.getLogger("interp.server")
 
@@ -56,6 +57,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (TensorCodecError, grpc.StatusCode.INVALID_ARGUMENT),
     (WeightsError, grpc.StatusCode.FAILED_PRECONDITION),
     (DatasetNotFound, grpc.StatusCode.FAILED_PRECONDITION),  # class-name sets need the training data
+    (IndexUnavailable, grpc.StatusCode.FAILED_PRECONDITION),  # no index yet, or the index dir is not writable
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Cancelled, grpc.StatusCode.CANCELLED),
     (NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),

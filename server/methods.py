@@ -24,6 +24,7 @@ import torch
 
 from interp import rendering
 from interp.adversarial import AttackParams
+from interp.dataset_index import BuildIndexParams
 from interp.deepdream import DeepDreamParams
 from interp.errors import InvalidInput
 from interp.feature_vis import FeatureVisParams
@@ -864,3 +865,266 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
         )
 
     return Streamed(run, finish)
+# -- dataset-level views (activation index) ---------------------------------------------------
+
+
+def _views(ctx: Ctx) -> Any:
+    from server.dataset_index import views
+
+    return views(ctx.servicer)
+
+
+def _dataset(ctx: Ctx, name: str) -> Any:
+    from models.dataset_registry import UnknownDataset
+
+    if not name:
+        raise BadRequest(
+            f"dataset is required; this server has: {', '.join(_views(ctx).datasets.names())}", field="dataset"
+        )
+    try:
+        return _views(ctx).datasets.get(name)
+    except UnknownDataset as exc:
+        raise BadRequest(str(exc.args[0]), field="dataset") from None
+
+
+@handler("ListDatasets", model="none")
+def list_datasets(ctx: Ctx, request: pb.ListDatasetsRequest, params: None) -> pb.ListDatasetsResponse:
+    from models.datasets import DatasetError, DatasetNotFound
+
+    registry = _views(ctx).datasets
+    out = []
+    for name in registry.names():
+        dataset = registry.get(name)
+        try:
+            size, manifest, native = dataset.size, dataset.manifest(), dataset.native_shape()
+        except (DatasetNotFound, DatasetError, OSError):
+            continue  # not installed on this server: not indexable, not listed
+        fits = [m.spec.name for m in ctx.hub.all() if native is not None and tuple(m.spec.input_shape) == native]
+        out.append(
+            pb.DatasetInfo(
+                name=name,
+                size=size,
+                classes=list(dataset.classes),
+                fits_models=fits,
+                manifest_sha256=manifest.partition(":")[2],
+                kind=dataset.kind,
+            )
+        )
+    return pb.ListDatasetsResponse(datasets=out)
+
+
+def _index_layers(ctx: Ctx, names: Sequence[str]) -> list[str]:
+    from interp.dataset_index import default_layers
+
+    if not names:
+        return default_layers(ctx.module)
+    layers = [ctx.layer(name, field=f"layers[{i}]") for i, name in enumerate(names)]
+    return list(dict.fromkeys(layers))
+
+
+def _resolve_build(params: BuildIndexParams, model: LoadedModel, request: pb.BuildIndexRequest) -> BuildIndexParams:
+    if request.params.HasField("batch_size"):
+        if params.batch_size < 1:
+            raise BadRequest(f"batch_size must be >= 1, got {params.batch_size}", field="params.batch_size")
+        return params
+    # default: 256 images, fewer where that batch would pass the server's memory budget (ImageNet models)
+    side = model.spec.input_shape[1]
+    return dataclasses.replace(params, batch_size=max(1, min(256, BUILD_BATCH_PIXELS // (side * side))))
+
+
+BUILD_BATCH_PIXELS = 64 * 256 * 256  # the default max_batch_pixels: 83 images at 224 px
+
+
+@handler("BuildIndex", params=BuildIndexParams, resolve=_resolve_build)
+def build_index(ctx: Ctx, request: pb.BuildIndexRequest, params: BuildIndexParams) -> Streamed:
+    from interp.progress import StepEvent
+
+    side = ctx.model.spec.input_shape[1]
+    ctx.check_work("BuildIndex", batch=params.batch_size, side=side, steps=1)
+    dataset = _dataset(ctx, request.dataset)
+    layers = _index_layers(ctx, request.layers)
+    model = ctx.model
+    store = _views(ctx).store
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        def progress(p: Any) -> None:
+            on_step(StepEvent(p.images_done, p.total, p.images_per_s, p.elapsed_s, "indexing"))
+
+        return store.build(
+            ctx.module,
+            model_name=model.spec.name,
+            weights_sha256=model.weights.sha256,
+            spec=model.spec.preprocessing,
+            dataset=dataset,
+            layers=layers,
+            k=params.k,
+            batch_size=params.batch_size,
+            device=ctx.servicer.config.device,
+            on_progress=progress,
+            should_stop=should_stop,
+        )
+
+    def finish(result: Any) -> pb.BuildIndexResult:
+        stored, reused, figures = result
+        meta = stored.meta
+        return pb.BuildIndexResult(
+            dataset=dataset.name,
+            index_id=stored.folder,
+            layers=meta["layers"],
+            images=int(meta["indexed"]),
+            skipped=int(meta.get("skipped", 0)),
+            reused=reused,
+            seconds=float(figures.get("seconds", 0.0)),
+            images_per_s=float(figures.get("images_per_s", meta.get("images_per_s", 0.0))),
+            peak_rss_growth_mb=float(figures.get("peak_rss_growth_mb", 0.0)),
+            resolved=convert.params_to_proto(params, pb.BuildIndexParams),
+        )
+
+    return Streamed(run, finish)
+
+
+def _stored_index(ctx: Ctx, dataset: Any, layer: str, k: int, requested_layer: str) -> Any:
+    from server.dataset_index import IndexUnavailable, base_key
+
+    model = ctx.model
+    base = base_key(model.weights.sha256, dataset.manifest(), model.spec.preprocessing)
+    stored = _views(ctx).store.find(base, layer, k)
+    if stored is None:
+        raise IndexUnavailable(
+            f"no index of {dataset.name} for {model.spec.name} holds layer {requested_layer} with k >= {k}; "
+            f"build one first: BuildIndex (CLI: interp index {model.spec.name} {dataset.name}"
+            + (f" --k {k}" if k > 64 else "")
+            + ")"
+        )
+    return stored
+
+
+def _label(ctx: Ctx, dataset: Any, image_id: int) -> tuple[int, str]:
+    labels = dataset.labels()
+    label = int(labels[image_id])
+    return label, (dataset.classes[label] if 0 <= label < len(dataset.classes) else "")
+
+
+@handler("TopActivations")
+def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -> pb.TopActivationsResponse:
+    from interp import dataset_index as di
+    from server.dataset_index import images_by_id
+
+    dataset = _dataset(ctx, request.dataset)
+    path = ctx.layer(request.layer, field="layer")
+    info = next(i for i in ctx.model.layers if i.name == path)
+    k = request.k if request.HasField("k") else 9
+    pngs = request.entry_pngs if request.HasField("entry_pngs") else False
+    channels = list(request.channels) or list(range(min(16, info.channels)))
+    for i, c in enumerate(channels):
+        if not 0 <= c < info.channels:
+            raise BadRequest(
+                f"channel {c} out of range for {path}: valid 0..{info.channels - 1}", field=f"channels[{i}]"
+            )
+    stored = _stored_index(ctx, dataset, path, k, request.layer)
+    values, ids, ys, xs = stored.top(path)
+    spatial = info.rf_size is not None and len(info.output_shape) == 3
+    wanted = sorted({int(i) for c in channels for i in ids[c, :k] if i >= 0})
+    images = dict(zip(wanted, images_by_id(dataset, ctx.model.spec.preprocessing, wanted), strict=True))
+    side = ctx.model.spec.input_shape[1]
+    scale = max(1, 56 // side)  # the whole image with its box: 56 px for LeNet (PNG encoding dominates)
+    out, rows, row_labels = [], [], []
+    cell_scale = max(1, 48 // (info.rf_size if spatial and info.rf_size else side))
+    for c in channels:
+        entries, cells = [], []
+        for j in range(k):
+            image_id = int(ids[c, j])
+            if image_id < 0:
+                break
+            image = images[image_id]
+            _, h, w = image.shape
+            if spatial and info.rf_size and info.rf_jump and info.rf_start is not None:
+                box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
+            else:
+                box = di.Box(0, 0, h, w)
+            crop, padded = di.crop_field(image, box)
+            crop_rgb = _rgb(rendering.to_uint8_image(crop))
+            big = np.ascontiguousarray(np.repeat(np.repeat(crop_rgb, cell_scale, axis=0), cell_scale, axis=1))
+            if padded:
+                big = di.mark_padding(big, box, h, w, cell_scale)
+            cells.append(big)
+            label, label_name = _label(ctx, dataset, image_id)
+            entries.append(
+                pb.TopEntry(
+                    image_id=image_id,
+                    label=label,
+                    label_name=label_name,
+                    value=float(values[c, j]),
+                    y=int(ys[c, j]),
+                    x=int(xs[c, j]),
+                    box=pb.Box(y0=box.y0, x0=box.x0, y1=box.y1, x1=box.x1),
+                    padded=padded,
+                    crop=convert.tensor(crop),
+                )
+            )
+            if pngs:
+                entries[-1].crop_png = di.fast_png(rendering.to_uint8_image(crop))
+                entries[-1].image_png = di.fast_png(di.draw_box(_rgb(rendering.to_uint8_image(image)), box, scale))
+        out.append(pb.ChannelTop(channel=c, entries=entries))
+        if cells:
+            rows.append(cells)
+            row_labels.append(str(c))
+    return pb.TopActivationsResponse(
+        dataset=dataset.name,
+        layer=path,
+        index_id=stored.folder,
+        spatial=spatial,
+        rf_size=int(info.rf_size) if spatial and info.rf_size else 0,
+        channels=out,
+        grid_png=rendering.encode_png(di.top_grid(rows, row_labels)) if rows else b"",
+    )
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return (
+        image if image.ndim == 3 and image.shape[2] == 3 else np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+    )
+
+
+@handler("NearestNeighbors")
+def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: None) -> pb.NearestNeighborsResponse:
+    from interp import dataset_index as di
+    from server.dataset_index import images_by_id
+
+    dataset = _dataset(ctx, request.dataset)
+    path = ctx.layer(request.layer, field="layer")
+    metric = request.metric or "cosine"
+    if metric not in di.METRICS:
+        raise BadRequest(f"unknown metric {request.metric!r}; valid: {', '.join(di.METRICS)}", field="metric")
+    k = request.k if request.HasField("k") else 10
+    x = ctx.input(request.image)
+    stored = _stored_index(ctx, dataset, path, 1, request.layer)
+    features = torch.from_numpy(stored.features(path))
+    query = di.query_features(ctx.module, x, path).cpu()
+    order, dist = di.nearest(features, query, k, metric, valid=torch.from_numpy(stored.present))
+    ids = [int(i) for i, d in zip(order[0], dist[0], strict=True) if np.isfinite(float(d))]
+    images = images_by_id(dataset, ctx.model.spec.preprocessing, ids)
+    neighbors = []
+    for image_id, d, image in zip(ids, dist[0].tolist(), images, strict=False):
+        label, label_name = _label(ctx, dataset, image_id)
+        neighbors.append(
+            pb.Neighbor(
+                image_id=image_id,
+                label=label,
+                label_name=label_name,
+                distance=float(d),
+                image=convert.tensor(image),
+                png=rendering.encode_png(rendering.to_uint8_image(image)),
+            )
+        )
+    grid_images = torch.stack([x[0].cpu(), *images]) if images else x.cpu()
+    labels = ["query"] + [f"{n.label_name or n.image_id} {n.distance:.3g}" for n in neighbors]
+    return pb.NearestNeighborsResponse(
+        input=ctx.input_message(x),
+        dataset=dataset.name,
+        layer=path,
+        metric=metric,
+        index_id=stored.folder,
+        neighbors=neighbors,
+        grid_png=rendering.encode_png(rendering.image_grid(grid_images, labels=labels)),
+    )

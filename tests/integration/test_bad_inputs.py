@@ -509,6 +509,7 @@ SMALL_LIMITS = Limits(
     max_connection_age_s=1800.0,
     max_connection_age_grace_s=120.0,
     max_dataset_images=50,
+    max_index_k=32,
 )
 
 

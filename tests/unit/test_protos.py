@@ -37,6 +37,10 @@ def test_contract_defines_every_rpc() -> None:
         "GetServerInfo",
         "MinimalAttack",
         "AttackDataset",
+        "ListDatasets",
+        "BuildIndex",
+        "TopActivations",
+        "NearestNeighbors",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}
-    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset"}
+    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset", "BuildIndex"}

@@ -1,0 +1,95 @@
+"""``interp-index MODEL DATASET``: build an activation index offline, the same files the server serves.
+
+For datasets too big to index inside a request: the same pass (:mod:`server.dataset_index`) and
+the same key, written to the same index directory, so a server started with that ``--index-dir``
+(and the same weights and datasets) answers TopActivations / NearestNeighbors from it at once.
+Every server flag is accepted (``--index-dir``, ``--dataset NAME=DIR``, ``--weights``, ...).
+
+``--engine ray`` runs the pass as a Ray Data pipeline (``pip install 'cnn-interp[ray]'``):
+``--ray-address auto`` joins the cluster this machine belongs to, ``ray://HOST:10001`` a remote
+one, unset starts a local Ray instance. The index is merged and written by this process (the
+driver), under ``--index-dir`` on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp-index",
+        description="Build an activation index (top-k inputs per unit, per-image features) for one model "
+        "and dataset. Other arguments are the server's flags (see interp-server --help).",
+    )
+    parser.add_argument("model", help="a registered model, e.g. lenet")
+    parser.add_argument("dataset", help="fashion-mnist-train, fashion-mnist-test or a --dataset NAME")
+    parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv/ReLU/pool/linear)")
+    parser.add_argument("--k", type=int, default=64, help="entries kept per channel (default 64)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    from interp.dataset_index import default_layers
+    from models.dataset_registry import DatasetRegistry, UnknownDataset
+    from models.hub import ModelHub
+    from server.app import weights_options
+    from server.config import load_config
+    from server.dataset_index import IndexStore
+
+    config = load_config(rest, environ=None)
+    if args.k < 1 or args.batch_size < 1:
+        sys.exit("interp-index: --k and --batch-size must be >= 1")
+    hub = ModelHub([args.model], weights_options(config), device=config.device)
+    model = hub.ready(args.model)
+    module = model.require_ready()
+    try:
+        dataset = DatasetRegistry(config.datasets).get(args.dataset)
+    except UnknownDataset as exc:
+        sys.exit(f"interp-index: {exc.args[0]}")
+    layers = [model.resolve_layer(name) for name in args.layers.split(",") if name] or default_layers(module)
+    store = IndexStore(config.index_dir)
+    last = [0.0]
+
+    def progress(p: object) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or p.images_done == p.total:  # type: ignore[attr-defined]
+            last[0] = now
+            print(f"\r{p.images_done:,}/{p.total:,} images, {p.images_per_s:,.0f}/s", end="", file=sys.stderr)  # type: ignore[attr-defined]
+
+    stored, reused, figures = store.build(
+        module,
+        model_name=model.spec.name,
+        weights_sha256=model.weights.sha256,
+        spec=model.spec.preprocessing,
+        dataset=dataset,
+        layers=layers,
+        k=args.k,
+        batch_size=args.batch_size,
+        device=config.device,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        on_progress=progress,
+    )
+    print(file=sys.stderr)
+    where = store.root / stored.folder
+    if reused:
+        print(f"index exists (reused): {where}")
+    else:
+        print(
+            f"wrote {where}: {stored.meta['indexed']:,} images ({int(figures['skipped'])} skipped) in "
+            f"{figures['seconds']:.1f} s, {figures['images_per_s']:,.0f} images/s, peak RSS growth "
+            f"{figures['peak_rss_growth_mb']:.0f} MB, engine {args.engine}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

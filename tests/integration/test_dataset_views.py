@@ -1,0 +1,225 @@
+"""Dataset-level views through the real server: raw stub, SDK and CLI; bad input; concurrency; cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from client import InterpClient, ProgressEvent, errors
+from protos import interp_pb2 as pb
+from protos import interp_pb2_grpc
+from server.app import create_server
+from tests.integration.conftest import test_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+DATASET = "fashion-mnist-test"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for cls in ("dark", "light"):
+        (root / cls).mkdir()
+        for i in range(12):
+            base = 30 if cls == "dark" else 200
+            cv2.imwrite(
+                str(root / cls / f"{i:02d}.png"), rng.integers(base - 20, base + 20, (36, 36, 3)).astype(np.uint8)
+            )
+    (root / "light" / "zz-broken.png").write_bytes(b"nope")
+    return root
+
+
+@pytest.fixture(scope="module")
+def views_server(tmp_path_factory, folder) -> Iterator[str]:
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Fashion-MNIST is not installed")
+        pytest.skip("Fashion-MNIST is not installed")
+    index_dir = tmp_path_factory.mktemp("index")
+    config = test_config(models=("lenet",), index_dir=index_dir, datasets={"mine": folder})
+    srv, port = create_server(config)
+    srv.start()
+    yield f"127.0.0.1:{port}"
+    srv.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def client(views_server) -> Iterator[InterpClient]:
+    with InterpClient(views_server, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def built(client):
+    events: list[ProgressEvent] = []
+    first = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9, batch_size=500, progress=events.append)
+    return first, events
+
+
+def test_list_datasets(client):
+    found = {d.name: d for d in client.list_datasets()}
+    test = found[DATASET]
+    assert test.size == 10_000 and test.kind == "idx" and test.fits_models == ("lenet",)
+    assert len(test.classes) == 10 and len(test.manifest_sha256) == 64
+    assert found["mine"].classes == ("dark", "light") and found["mine"].size == 25 and found["mine"].fits_models == ()
+
+
+def test_build_streams_progress_then_reuses(client, built):
+    first, events = built
+    assert not first.reused and first.images == 10_000 and first.skipped == 0
+    assert first.layers == ("relu2", "relu4") and first.params == {"k": 9, "batch_size": 500}
+    steps = [e.step for e in events if not e.queued]
+    assert steps and steps[-1] == 10_000 and steps == sorted(steps) and events[-1].total_steps == 10_000
+    assert first.images_per_s > 0 and first.model == "lenet" and first.weights_sha256
+    again = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9, batch_size=500)
+    assert again.reused and again.index_id == first.index_id
+
+
+def test_top_activations_sdk(client, built):
+    r = client.top_activations("lenet", dataset=DATASET, layer="relu2", channels=[0, 3], k=4, entry_pngs=True)
+    assert r.spatial and r.rf_size == 14 and [c.channel for c in r.channels] == [0, 3]
+    assert r.grid_png.startswith(PNG)
+    for ch in r.channels:
+        values = [e.value for e in ch.entries]
+        assert len(values) == 4 and values == sorted(values, reverse=True)
+        for e in ch.entries:
+            assert e.crop.shape == (14, 14, 1) and e.crop_png.startswith(PNG) and e.image_png.startswith(PNG)
+            y0, x0, y1, x1 = e.box
+            assert (y1 - y0, x1 - x0) == (14, 14) and y0 == 2 * e.y - 2 and x0 == 2 * e.x - 2
+            assert e.padded == (y0 < 0 or x0 < 0 or y1 > 28 or x1 > 28)
+            assert 0 <= e.label < 10 and e.label_name
+    linear = client.top_activations("lenet", dataset=DATASET, layer="relu4", channels=[5], k=9)
+    assert not linear.spatial and linear.channels[0].entries[0].crop.shape == (28, 28, 1)
+    assert linear.channels[0].entries[0].crop_png == b"" and linear.grid_png.startswith(PNG)  # PNGs opt-in
+
+
+def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
+    from models.datasets import load_dataset
+
+    images, labels = load_dataset("fashion-mnist", "test", download=False)
+    r = client.nearest_neighbors(images[7], model="lenet", dataset=DATASET, layer="relu4", k=5, metric="l2")
+    assert r.neighbors[0].image_id == 7 and r.neighbors[0].distance < 1e-4
+    assert [n.distance for n in r.neighbors] == sorted(n.distance for n in r.neighbors)
+    assert r.metric == "l2" and len(r.neighbors) == 5 and r.grid_png.startswith(PNG)
+    assert r.neighbors[0].image.shape == (28, 28, 1)
+    cosine = client.nearest_neighbors(images[7], model="lenet", dataset=DATASET, layer="relu4")
+    assert cosine.metric == "cosine" and len(cosine.neighbors) == 10
+
+
+def test_raw_stub(views_server, built):
+    with grpc.insecure_channel(views_server) as channel:
+        stub = interp_pb2_grpc.InterpStub(channel)
+        reply = stub.TopActivations(
+            pb.TopActivationsRequest(model="lenet", dataset=DATASET, layer="relu2", channels=[1], k=2)
+        )
+        assert reply.stamp.model == "lenet" and len(reply.channels[0].entries) == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "needle"),
+    [
+        ({"dataset": "nope", "layer": "relu2"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown dataset"),
+        ({"dataset": DATASET, "layer": "relu9"}, grpc.StatusCode.INVALID_ARGUMENT, "no layer"),
+        ({"dataset": DATASET, "layer": "relu2", "channels": [16]}, grpc.StatusCode.INVALID_ARGUMENT, "out of range"),
+        ({"dataset": DATASET, "layer": "relu2", "k": 0}, grpc.StatusCode.INVALID_ARGUMENT, "max_index_k"),
+        ({"dataset": DATASET, "layer": "relu2", "k": 100000}, grpc.StatusCode.INVALID_ARGUMENT, "max_index_k"),
+        ({"dataset": DATASET, "layer": "relu2", "k": 10}, grpc.StatusCode.FAILED_PRECONDITION, "build one first"),
+        ({"dataset": DATASET, "layer": "conv1"}, grpc.StatusCode.FAILED_PRECONDITION, "build one first"),
+    ],
+)
+def test_bad_queries_are_clear_statuses(views_server, built, call, code, needle):
+    with grpc.insecure_channel(views_server) as channel:
+        stub = interp_pb2_grpc.InterpStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.TopActivations(pb.TopActivationsRequest(model="lenet", **call))
+        assert info.value.code() == code and needle in info.value.details()
+        assert stub.ListDatasets(pb.ListDatasetsRequest()).datasets  # still serving
+
+
+def test_bad_builds_and_neighbour_queries(client, built):
+    with pytest.raises(errors.InvalidArgument, match="unknown dataset"):
+        client.build_index("lenet", "/etc/passwd")
+    with pytest.raises(errors.InvalidArgument, match="max_index_k"):
+        client.build_index("lenet", DATASET, k=0)
+    with pytest.raises(errors.InvalidArgument, match="metric"):
+        client.nearest_neighbors(
+            np.zeros((28, 28), np.uint8), model="lenet", dataset=DATASET, layer="relu4", metric="x"
+        )
+
+
+def test_concurrent_builds_of_one_key_build_once_and_skip_unreadable_files(client):
+    results = []
+
+    def build() -> None:
+        results.append(client.build_index("lenet", "mine", layers=["relu1", "fc3"], k=3))
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.reused for r in results) == [False, True]
+    assert results[0].index_id == results[1].index_id
+    assert max(r.skipped for r in results) == 1 and results[0].images == 24
+    top = client.top_activations("lenet", dataset="mine", layer="fc3", channels=[0], k=3)
+    assert len(top.channels[0].entries) == 3
+
+
+def test_a_cancelled_build_serves_nothing(client):
+    with client.iter_build_index("lenet", DATASET, layers=["conv1"], k=2, batch_size=8) as stream:
+        for item in stream:
+            if isinstance(item, ProgressEvent) and item.step > 0:
+                break  # leaving the block cancels the call
+    with pytest.raises(errors.FailedPrecondition, match="build one first"):
+        client.top_activations("lenet", dataset=DATASET, layer="conv1", k=2)
+
+
+def test_cli_index_top_neighbors(views_server, built, tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "--server", views_server, *args],
+            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        )  # fmt: skip
+
+    done = run("datasets")
+    assert done.returncode == 0 and DATASET in done.stdout and "mine" in done.stdout
+    done = run("index", "lenet", DATASET, "--layer", "relu2,relu4", "--k", "9", "--batch-size", "500")
+    assert done.returncode == 0, done.stderr
+    assert "reused" in done.stdout
+    done = run("top", "lenet", DATASET, "--layer", "relu2", "--channel", "0,1", "--k", "3", "-o", str(tmp_path / "top"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "top" / "grid.png").read_bytes().startswith(PNG) and "RANK" in done.stdout
+    image = tmp_path / "q.png"
+    from models.datasets import load_dataset
+
+    cv2.imwrite(str(image), load_dataset("fashion-mnist", "test", download=False)[0][3])
+    done = run(
+        "--json",
+        "neighbors",
+        "lenet",
+        str(image),
+        "--dataset",
+        DATASET,
+        "--layer",
+        "relu4",
+        "--k",
+        "3",
+        "-o",
+        str(tmp_path / "nn"),
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["neighbors"][0]["image_id"] == 3 and (tmp_path / "nn" / "grid.png").exists()

@@ -1,0 +1,305 @@
+"""The activation index against independent oracles, on the trained LeNet and Fashion-MNIST test (10k).
+
+The oracles never use the index code: a plain forward through a prefix of the nn.Sequential, every
+per-image spatial maximum kept and sorted with numpy (ties by image id), brute-force distances in
+float64.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import frozen
+
+from interp import dataset_index as di
+from models.catalogue import layer_catalogue
+from models.dataset_registry import DatasetRegistry, FolderDataset
+from models.lenet import build_lenet
+from models.registry import get_spec
+from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
+
+WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
+LAYERS = ["relu1", "relu2", "relu3", "relu4"]
+K = 9
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    registry = DatasetRegistry()
+    ds = registry.get("fashion-mnist-test")
+    try:
+        ds.arrays()
+    except FileNotFoundError as exc:
+        _require(False, f"Fashion-MNIST test split not installed: {exc}")
+    return ds
+
+
+@pytest.fixture(scope="module")
+def trained():
+    _require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
+    model = build_lenet()
+    model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
+    return frozen(model)
+
+
+@pytest.fixture(scope="module")
+def random_lenet():
+    torch.manual_seed(0)
+    return frozen(build_lenet())
+
+
+def _build(store: IndexStore, model, name: str, dataset, layers=LAYERS, k=K):
+    spec = get_spec("lenet").preprocessing
+    return store.build(
+        model, model_name="lenet", weights_sha256=name, spec=spec, dataset=dataset, layers=layers, k=k, batch_size=500
+    )
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, trained, dataset):
+    torch.set_num_threads(1)
+    store = IndexStore(tmp_path_factory.mktemp("index"))
+    stored, reused, _ = _build(store, trained, "trained", dataset)
+    assert not reused
+    return store, stored
+
+
+@pytest.fixture(scope="module")
+def pixels(dataset) -> torch.Tensor:
+    return torch.from_numpy(dataset.arrays()[0]).float().div(255).unsqueeze(1)
+
+
+def _prefix(model, layer: str) -> torch.nn.Sequential:
+    names = list(model._modules)
+    return model[: names.index(layer) + 1]
+
+
+def _oracle_maps(model, x: torch.Tensor, layer: str) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([_prefix(model, layer)(chunk) for chunk in x.split(1000)])
+
+
+def test_top_k_equals_brute_force_oracle(index, trained, pixels):
+    _, stored = index
+    for layer in ("relu1", "relu2", "relu3"):
+        out = _oracle_maps(trained, pixels, layer).numpy()
+        per_image = out.reshape(out.shape[0], out.shape[1], -1).max(axis=2) if out.ndim == 4 else out  # (N, C)
+        values, ids, ys, xs = stored.top(layer)
+        ids_all = np.arange(per_image.shape[0])
+        for c in range(per_image.shape[1]):
+            order = np.lexsort((ids_all, -per_image[:, c]))[:K]  # value descending, then id
+            np.testing.assert_array_equal(ids[c], order, err_msg=f"{layer}:{c}")
+            np.testing.assert_array_equal(values[c], per_image[order, c])
+            if out.ndim == 4:  # the location is the first maximum of the map (row-major)
+                flat = out[order, c].reshape(K, -1).argmax(axis=1)
+                np.testing.assert_array_equal(ys[c] * out.shape[3] + xs[c], flat)
+
+
+def test_rerunning_the_model_reproduces_every_stored_value(index, trained, dataset):
+    _, stored = index
+    spec = get_spec("lenet").preprocessing
+    for layer in LAYERS:
+        values, ids, ys, xs = stored.top(layer)
+        x = torch.stack(images_by_id(dataset, spec, ids.reshape(-1).tolist()))
+        out = _oracle_maps(trained, x, layer)
+        c = np.repeat(np.arange(ids.shape[0]), K)
+        if out.dim() == 4:
+            again = out[np.arange(len(c)), c, ys.reshape(-1), xs.reshape(-1)]
+        else:
+            again = out[np.arange(len(c)), c]
+        np.testing.assert_allclose(again.numpy(), values.reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_noise_outside_the_receptive_field_leaves_the_unit_unchanged(index, trained, dataset):
+    _, stored = index
+    spec = get_spec("lenet").preprocessing
+    catalogue = {info.name: info for info in layer_catalogue(build_lenet(), (1, 28, 28), {})}
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for layer in ("relu1", "relu2"):
+        info = catalogue[layer]
+        values, ids, ys, xs = stored.top(layer)
+        images = images_by_id(dataset, spec, ids.reshape(-1).tolist())
+        noisy, inside_changed, where = [], [], []
+        for n, (c, j) in enumerate(np.ndindex(*ids.shape)):
+            box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
+            inner = di.clip_box(box, 28, 28)
+            crop, _ = di.crop_field(images[n], box)
+            assert crop.shape[1:] == (info.rf_size, info.rf_size)
+            x = torch.rand(images[n].shape, generator=generator)
+            x[:, inner.y0 : inner.y1, inner.x0 : inner.x1] = images[n][:, inner.y0 : inner.y1, inner.x0 : inner.x1]
+            noisy.append(x)
+            # and noise inside the field does change it: the box is not too large to mean anything
+            y = images[n].clone()
+            y[:, inner.y0 : inner.y1, inner.x0 : inner.x1] = torch.rand(
+                (1, inner.y1 - inner.y0, inner.x1 - inner.x0), generator=generator
+            )
+            inside_changed.append(y)
+            where.append((c, int(ys[c, j]), int(xs[c, j]), float(values[c, j])))
+        out = _oracle_maps(trained, torch.stack(noisy), layer)
+        out_inside = _oracle_maps(trained, torch.stack(inside_changed), layer)
+        changed = 0
+        for n, (c, y, x, value) in enumerate(where):
+            assert abs(float(out[n, c, y, x]) - value) <= 1e-4 * max(1.0, abs(value)), (layer, c, y, x)
+            changed += abs(float(out_inside[n, c, y, x]) - value) > 1e-3 * max(1.0, abs(value))
+            checked += 1
+        assert changed >= 0.9 * len(where)
+    assert checked == (6 + 16) * K
+
+
+def _purity(stored, layer: str, labels: np.ndarray) -> float:
+    values, ids, _, _ = stored.top(layer)
+    shares = [
+        np.bincount(labels[ids[c]], minlength=10).max() / K for c in range(ids.shape[0]) if values[c, -1] > 0
+    ]  # live units: all top-9 activations above 0
+    return float(np.mean(shares))
+
+
+def test_top_images_of_trained_relu4_units_are_class_pure(index, random_lenet, dataset, tmp_path, capsys):
+    _, stored = index
+    labels = dataset.labels()
+    trained_purity = _purity(stored, "relu4", labels)
+    random_stored, _, _ = _build(IndexStore(tmp_path), random_lenet, "random", dataset, layers=["relu4"])
+    random_purity = _purity(random_stored, "relu4", labels)
+    with capsys.disabled():
+        print(f"\ntop-9 class purity relu4: trained {trained_purity:.3f}, random weights {random_purity:.3f}")
+    assert trained_purity >= 0.8
+    assert trained_purity >= random_purity + 0.15
+
+
+def test_nearest_neighbours_equal_brute_force_and_share_the_class(index, trained, pixels, dataset, capsys):
+    _, stored = index
+    labels = dataset.labels()
+    features = torch.from_numpy(stored.features("relu4"))
+    queries = np.random.default_rng(0).choice(len(labels), 500, replace=False)
+    reference = _oracle_maps(trained, pixels, "relu4").double().numpy()
+    np.testing.assert_allclose(features.numpy(), reference, rtol=1e-5, atol=1e-5)
+    for metric in ("l2", "cosine"):
+        ids, dist = di.nearest(features, features[queries], 11, metric)
+        q = reference[queries]
+        if metric == "l2":
+            brute = np.sqrt(
+                np.clip(
+                    (q * q).sum(1)[:, None] - 2 * q @ reference.T + (reference * reference).sum(1)[None, :], 0, None
+                )
+            )
+        else:
+            norms = np.linalg.norm(reference, axis=1).clip(1e-12)
+            brute = 1 - (q @ reference.T) / np.outer(norms[queries], norms)
+        expected = np.sort(brute, axis=1, kind="stable")[:, :11]
+        np.testing.assert_allclose(dist.numpy(), expected, atol=1e-4)
+        gaps_ok = np.diff(expected, axis=1).min(axis=1) > 1e-4  # no near-tie: the ids must agree exactly
+        brute_ids = np.argsort(brute, axis=1, kind="stable")[:, :11]
+        np.testing.assert_array_equal(ids.numpy()[gaps_ok], brute_ids[gaps_ok])
+    ids, _ = di.nearest(features, features[queries], 11, "l2")
+    neighbours = [[i for i in row if i != query][:10] for row, query in zip(ids.tolist(), queries, strict=True)]
+    agreement = float(np.mean([np.mean(labels[n] == labels[q]) for n, q in zip(neighbours, queries, strict=True)]))
+    flat = pixels.flatten(1)
+    pixel_ids, _ = di.nearest(flat, flat[queries], 11, "l2")
+    pixel_neighbours = [[i for i in row if i != q][:10] for row, q in zip(pixel_ids.tolist(), queries, strict=True)]
+    baseline = float(np.mean([np.mean(labels[n] == labels[q]) for n, q in zip(pixel_neighbours, queries, strict=True)]))
+    with capsys.disabled():
+        print(f"\n10-NN class agreement over 500 queries: relu4 {agreement:.3f}, pixels {baseline:.3f}")
+    assert agreement >= 0.85
+    assert agreement > baseline
+
+
+def test_second_build_reuses_and_keys_cover_what_matters(index, trained, dataset):
+    store, stored = index
+    again, reused, _ = _build(store, trained, "trained", dataset)
+    assert reused and again.folder == stored.folder
+    spec = get_spec("lenet").preprocessing
+    base = base_key("trained", dataset.manifest(), spec)
+    assert stored.meta["base"] == base
+    assert base_key("other-weights", dataset.manifest(), spec) != base
+    assert full_key(base, LAYERS, K) != full_key(base, LAYERS, K + 1)
+    assert store.find(base, "relu3", K) is not None
+    assert store.find(base, "relu3", K + 1) is None  # a larger k than stored is never served
+    assert store.find(base, "fc1", 1) is None
+
+
+def test_a_cancelled_build_leaves_nothing_to_serve(tmp_path, trained, dataset):
+    store = IndexStore(tmp_path)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(di.Cancelled):
+        store.build(
+            trained, model_name="lenet", weights_sha256="x", spec=get_spec("lenet").preprocessing, dataset=dataset,
+            layers=["relu1"], k=3, batch_size=100, should_stop=stop,
+        )  # fmt: skip
+    assert [p for p in tmp_path.iterdir()] == []
+    base = base_key("x", dataset.manifest(), get_spec("lenet").preprocessing)
+    assert store.find(base, "relu1", 1) is None
+
+
+def test_an_unwritable_index_dir_is_a_clear_error(tmp_path, trained, dataset):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = IndexStore(blocker / "index")
+    with pytest.raises(IndexUnavailable, match="not writable"):
+        _build(store, trained, "y", dataset, layers=["relu1"], k=2)
+
+
+def test_folder_dataset_labels_manifest_and_unreadable_files(tmp_path, trained):
+    import cv2
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / cls / f"{i}.png"), np.full((40, 30, 3), 40 * i + 10, np.uint8))
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    ds = FolderDataset("mine", tmp_path)
+    assert ds.classes == ("a", "b") and ds.size == 7
+    assert ds.labels().tolist() == [0, 0, 0, 1, 1, 1, 1]
+    manifest = ds.manifest()
+    store = IndexStore(tmp_path / "index")
+    stored, _, figures = _build(store, trained, "z", ds, layers=["relu1", "fc3"], k=4)
+    assert figures["skipped"] == 1 and stored.meta["indexed"] == 6
+    assert not stored.present[ds.files.index(Path("b/broken.png"))]
+    assert -1 not in stored.top("fc3")[1]
+    os.utime(tmp_path / "a" / "0.png", ns=(1, 1))
+    assert ds.manifest() != manifest  # an edited folder gets a new key: the old index is stale
+
+
+def test_merge_order_does_not_matter():
+    """Per-block candidates merged in any order give the same top-k (what the Ray engine relies on)."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 5, (3, 40), generator=g).float()  # many ties
+    ids = torch.arange(40).expand(3, -1)
+    zeros = torch.zeros_like(ids)
+    forward, backward = di.TopK.empty(3, 7), di.TopK.empty(3, 7)
+    for lo in range(0, 40, 8):
+        forward.merge(values[:, lo : lo + 8], ids[:, lo : lo + 8], zeros[:, lo : lo + 8], zeros[:, lo : lo + 8])
+    for lo in reversed(range(0, 40, 8)):
+        backward.merge(values[:, lo : lo + 8], ids[:, lo : lo + 8], zeros[:, lo : lo + 8], zeros[:, lo : lo + 8])
+    assert torch.equal(forward.ids, backward.ids) and torch.equal(forward.values, backward.values)
+    expected = np.stack([np.lexsort((np.arange(40), -values[c].numpy()))[:7] for c in range(3)])
+    np.testing.assert_array_equal(forward.ids.numpy(), expected)
+
+
+def test_batch_top_breaks_ties_by_image_id_and_finds_the_first_maximum():
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randint(0, 3, (50, 4, 5, 5), generator=g).float()  # ties everywhere, many zeros
+    ids = torch.arange(100, 150)
+    top = di.batch_top(maps, ids, 7)
+    per_image = maps.flatten(2).amax(2).numpy()  # (B, C)
+    for c in range(4):
+        order = np.lexsort((np.arange(50), -per_image[:, c]))[:7]
+        np.testing.assert_array_equal(top.ids[c].numpy(), order + 100)
+        first = maps[order, c].flatten(1).argmax(1).numpy()
+        np.testing.assert_array_equal((top.ys[c] * 5 + top.xs[c]).numpy(), first)
