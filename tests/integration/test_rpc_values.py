@@ -302,7 +302,9 @@ def check_visualize(
     same_model(r, model)
     in_channels, side = model.spec.input_shape[0], model.spec.input_shape[1]
     sent = echoed(r, params)
-    resolved = fv.resolve(fv.FeatureVisParams(**params), in_channels=in_channels, input_size=side)
+    path = model.resolve_layer(layer)
+    dense = len(next(info.output_shape for info in model.layers if info.name == path)) == 1
+    resolved = fv.resolve(fv.FeatureVisParams(**params), in_channels=in_channels, input_size=side, dense=dense)
     assert sent == dataclasses.asdict(resolved)  # the echo is the complete resolution of the request
     local = fv.visualize_filter(
         model.require_ready(),
