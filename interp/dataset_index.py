@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.hooks import _StopForward, capture
+from interp.hooks import run_until
 
 INDEXABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)
 """Layer types indexed by default (every conv, ReLU, pool and linear layer)."""
@@ -226,14 +226,8 @@ def index_batch(
     if x.dim() != 4 or ids.shape != (x.shape[0],):
         raise InvalidInput(f"expected x (B, C, H, W) and ids (B,), got {tuple(x.shape)} and {tuple(ids.shape)}")
     outcome = BatchOutcome(ids=ids)
-    with torch.inference_mode(), capture(model, layers, stop=True) as store:
-        try:
-            model(x)
-        except _StopForward:
-            pass
-        missing = [name for name in layers if name not in store]
-        if missing:
-            raise InvalidInput(f"layers {missing} did not run in the forward pass")
+    with torch.inference_mode():
+        store = run_until(model, x, layers)
         for name in layers:
             output = store[name]
             floor = floors.get(name) if floors is not None else None
