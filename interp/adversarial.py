@@ -141,6 +141,7 @@ def attack(
     target: Tensor | None = None,
     params: AttackParams = AttackParams(),  # noqa: B008 - frozen, so a shared default is safe
     should_stop: Callable[[], bool] | None = None,
+    per_image: bool = False,
 ) -> AttackResult:
     """Adversarial examples for the batch ``x`` within an L-inf ball of radius ``epsilon``.
 
@@ -153,6 +154,11 @@ def attack(
         target: (B,) classes to move towards (targeted attack); excludes ``labels``.
         params: see :class:`AttackParams`.
         should_stop: asked before each step; returning True raises :class:`interp.errors.Cancelled`.
+        per_image: attack each image of the batch as it would be alone: the random start of
+            image i is drawn from its own generator seeded with ``seed`` (what a batch of one
+            draws) and the loss is summed over the batch (each image's gradient its own,
+            unscaled). False (default): one draw for the whole batch and the mean loss, as
+            torchattacks does (equal to it bit for bit).
 
     Returns:
         :class:`AttackResult`, judged on the 8-bit quantized adversarial image.
@@ -183,13 +189,23 @@ def attack(
     step_size = float(resolved.step_size or 0.0)  # resolve_params always sets it
     adv = x.clone()
     if resolved.random_start:
-        generator = torch.Generator(device=x.device).manual_seed(resolved.seed)
-        adv = (adv + torch.empty_like(adv).uniform_(-eps, eps, generator=generator)).clamp(0.0, 1.0)
+        if per_image:
+            starts = [
+                torch.empty_like(adv[i : i + 1]).uniform_(
+                    -eps, eps, generator=torch.Generator(device=x.device).manual_seed(resolved.seed)
+                )
+                for i in range(batch)
+            ]
+            noise = torch.cat(starts)
+        else:
+            generator = torch.Generator(device=x.device).manual_seed(resolved.seed)
+            noise = torch.empty_like(adv).uniform_(-eps, eps, generator=generator)
+        adv = (adv + noise).clamp(0.0, 1.0)
     for _ in range(resolved.steps):
         if should_stop is not None and should_stop():
             raise Cancelled(f"{method} cancelled")
         adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), goal)
+        loss = F.cross_entropy(model(adv), goal, reduction="sum" if per_image else "mean")
         if targeted:
             loss = -loss
         (grad,) = torch.autograd.grad(loss, adv)

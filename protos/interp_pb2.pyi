@@ -81,6 +81,18 @@ class Prediction(_message.Message):
     probability: float
     def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
+class ItemError(_message.Message):
+    __slots__ = ("code", "code_name", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    code_name: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[int] = ..., code_name: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
 class Progress(_message.Message):
     __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position")
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -220,40 +232,54 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., default_gradcam_layer: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "image", "top_k")
+    __slots__ = ("model", "image", "top_k", "images", "include_input")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    include_input: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., include_input: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("stamp", "predictions", "input", "logits")
+    __slots__ = ("stamp", "predictions", "input", "logits", "items", "error")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     LOGITS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     input: PreprocessedInput
     logits: Tensor
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[ClassifyResponse]
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ClassifyResponse, _Mapping]]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class ActivationsRequest(_message.Message):
-    __slots__ = ("model", "image", "layers", "top_k", "include_tensors")
+    __slots__ = ("model", "image", "layers", "top_k", "include_tensors", "images", "include_input", "include_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     layers: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
     include_tensors: bool
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., include_tensors: _Optional[bool] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    include_input: bool
+    include_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., include_tensors: _Optional[bool] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., include_input: _Optional[bool] = ..., include_pngs: _Optional[bool] = ...) -> None: ...
 
 class LayerActivation(_message.Message):
     __slots__ = ("layer", "requested", "activation", "channel_mean", "channel_max", "top_channels", "grid_png")
@@ -274,18 +300,22 @@ class LayerActivation(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., requested: _Optional[str] = ..., activation: _Optional[_Union[Tensor, _Mapping]] = ..., channel_mean: _Optional[_Union[Tensor, _Mapping]] = ..., channel_max: _Optional[_Union[Tensor, _Mapping]] = ..., top_channels: _Optional[_Iterable[int]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
 
 class ActivationsResponse(_message.Message):
-    __slots__ = ("stamp", "input", "layers", "resolved_top_k", "prediction")
+    __slots__ = ("stamp", "input", "layers", "resolved_top_k", "prediction", "items", "error")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_TOP_K_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     input: PreprocessedInput
     layers: _containers.RepeatedCompositeFieldContainer[LayerActivation]
     resolved_top_k: int
     prediction: Prediction
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerActivation, _Mapping]]] = ..., resolved_top_k: _Optional[int] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[ActivationsResponse]
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerActivation, _Mapping]]] = ..., resolved_top_k: _Optional[int] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ActivationsResponse, _Mapping]]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class KernelsRequest(_message.Message):
     __slots__ = ("model", "layer")
@@ -332,21 +362,27 @@ class SaliencyParams(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., samples: _Optional[int] = ..., noise_level: _Optional[float] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., clip_percentile: _Optional[float] = ..., colormap: _Optional[str] = ...) -> None: ...
 
 class SaliencyRequest(_message.Message):
-    __slots__ = ("model", "image", "method", "target", "params")
+    __slots__ = ("model", "image", "method", "target", "params", "images", "include_input", "include_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     method: str
     target: Target
     params: SaliencyParams
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[SaliencyParams, _Mapping]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    include_input: bool
+    include_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[SaliencyParams, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., include_input: _Optional[bool] = ..., include_pngs: _Optional[bool] = ...) -> None: ...
 
 class SaliencyResponse(_message.Message):
-    __slots__ = ("stamp", "input", "method", "target", "map", "attribution", "heatmap_png", "overlay_png", "resolved")
+    __slots__ = ("stamp", "input", "method", "target", "map", "attribution", "heatmap_png", "overlay_png", "resolved", "items", "error")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +392,8 @@ class SaliencyResponse(_message.Message):
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     input: PreprocessedInput
     method: str
@@ -365,7 +403,9 @@ class SaliencyResponse(_message.Message):
     heatmap_png: bytes
     overlay_png: bytes
     resolved: SaliencyParams
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_png: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ..., resolved: _Optional[_Union[SaliencyParams, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[SaliencyResponse]
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap_png: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ..., resolved: _Optional[_Union[SaliencyParams, _Mapping]] = ..., items: _Optional[_Iterable[_Union[SaliencyResponse, _Mapping]]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class AttackParams(_message.Message):
     __slots__ = ("step_size", "steps", "random_start", "seed")
@@ -380,7 +420,7 @@ class AttackParams(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class AttackRequest(_message.Message):
-    __slots__ = ("model", "image", "method", "epsilons", "target", "params", "label")
+    __slots__ = ("model", "image", "method", "epsilons", "target", "params", "label", "images", "include_input", "include_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +428,9 @@ class AttackRequest(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     method: str
@@ -395,7 +438,10 @@ class AttackRequest(_message.Message):
     target: Target
     params: AttackParams
     label: Target
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., epsilons: _Optional[_Iterable[float]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    include_input: bool
+    include_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., epsilons: _Optional[_Iterable[float]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., include_input: _Optional[bool] = ..., include_pngs: _Optional[bool] = ...) -> None: ...
 
 class AttackOutcome(_message.Message):
     __slots__ = ("epsilon", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "step_size")
@@ -420,7 +466,7 @@ class AttackOutcome(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., step_size: _Optional[float] = ...) -> None: ...
 
 class AttackResponse(_message.Message):
-    __slots__ = ("stamp", "input", "method", "original", "target", "targeted", "outcomes", "resolved", "label", "clean_misclassified")
+    __slots__ = ("stamp", "input", "method", "original", "target", "targeted", "outcomes", "resolved", "label", "clean_misclassified", "items", "error")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +477,8 @@ class AttackResponse(_message.Message):
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CLEAN_MISCLASSIFIED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     input: PreprocessedInput
     method: str
@@ -441,7 +489,9 @@ class AttackResponse(_message.Message):
     resolved: AttackParams
     label: Prediction
     clean_misclassified: bool
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., clean_misclassified: _Optional[bool] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[AttackResponse]
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., target: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., outcomes: _Optional[_Iterable[_Union[AttackOutcome, _Mapping]]] = ..., resolved: _Optional[_Union[AttackParams, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., clean_misclassified: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[AttackResponse, _Mapping]]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class MinimalAttackParams(_message.Message):
     __slots__ = ("step_size", "steps", "random_start", "seed", "max_epsilon", "candidates", "overshoot")
@@ -1086,7 +1136,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -1113,6 +1163,7 @@ class Limits(_message.Message):
     MAX_CONNECTION_AGE_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     MAX_DATASET_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_INDEX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -1139,7 +1190,8 @@ class Limits(_message.Message):
     max_connection_age_grace_s: float
     max_dataset_images: int
     max_index_k: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ...) -> None: ...
+    max_images_per_call: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

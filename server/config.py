@@ -48,6 +48,7 @@ class Limits:
     max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
     max_dataset_images: int = 10_000  # AttackDataset images per request
     max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
+    max_images_per_call: int = 256  # `images` per Classify / Activations / Saliency / Attack call
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,13 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)",
     ),
     ("--max-index-k", "INTERP_MAX_INDEX_K", "limits.max_index_k", int, "most index entries per channel (k)"),
+    (
+        "--max-images-per-call",
+        "INTERP_MAX_IMAGES_PER_CALL",
+        "limits.max_images_per_call",
+        int,
+        "most images per Classify / Activations / Saliency / Attack call",
+    ),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
     (

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from interp.errors import Cancelled, InvalidInput
 from models.datasets import DatasetNotFound
 from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
+from protos import interp_pb2 as pb
 from protos.codec import TensorCodecError
 from server.dataset_index import IndexUnavailable
 
@@ -152,3 +153,17 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             _abort(context, name, request_id, exc)
 
     return unary
+
+
+#: The codes that end only one image's answer in a many-image call (``images``): what that
+#: image alone would have failed with (undecodable, too large, bad pixels). Any other error is
+#: the request's own and fails the whole call.
+ITEM_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def item_error(exc: BaseException, field: str) -> pb.ItemError | None:
+    """The per-image error entry for ``exc`` raised while reading one image; None: not per image."""
+    code = status_for(exc)
+    if code not in ITEM_CODES:
+        return None
+    return pb.ItemError(code=code.value[0], code_name=code.name, message=_message(exc), field=field)
