@@ -342,7 +342,14 @@ def _add_method_options(parser: argparse.ArgumentParser, method: Method) -> None
     """Positionals, request options and Params options of one RPC, from the descriptors."""
     request = method.request
     for name in method.positionals:
-        field = request.DESCRIPTOR.fields_by_name[name]
+        if name == "image" and _takes_many(method):
+            parser.add_argument(
+                name,
+                nargs="+",
+                help="image file(s) or directories of images (PNG, JPEG, BMP, WebP, TIFF); several go in "
+                "batched calls, one answer per image",
+            )
+            continue
         parser.add_argument(name, help=_field_help(request, name) or None)
     for field in request.DESCRIPTOR.fields:
         if field.name in method.positionals or field.name in _SPECIAL or field.name == method.params:
@@ -367,6 +374,32 @@ def _add_method_options(parser: argparse.ArgumentParser, method: Method) -> None
             if field.name in request.DESCRIPTOR.fields_by_name:
                 continue  # a request option of the same name already exists
             _add_field_option(group, params, field, method, f"p_{field.name}")
+
+
+def _takes_many(method: Method) -> bool:
+    """Whether a command's image positional takes several files (its request has ``images``)."""
+    return "images" in method.request.DESCRIPTOR.fields_by_name and "image" in method.positionals
+
+
+def image_files(arguments: Sequence[str]) -> tuple[list[Path], bool]:
+    """Image files named on the command line: files as given, directories expanded to their images.
+
+    Returns the files (a directory's in sorted name order) and whether they are several (more
+    than one argument, or any directory), i.e. whether the answer is one per image.
+    """
+    files: list[Path] = []
+    many = len(arguments) > 1
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            many = True
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"directory {argument} holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, many
 
 
 def _request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -706,6 +739,11 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
         values["include_tensors"] = bool(args.npy)  # tensors travel only when they are saved
     if method.command == "interpolate":
         _prepare_interpolate(args, values)
+    if _takes_many(method):
+        files, many = image_files(values.pop("image"))
+        if many:
+            return _run_many(c, method, args, files, values, params)
+        values["image"] = files[0]
     if method.streamed:
         with c.call_stream(method.rpc, values, params=params) as stream:
             result: Any = None
@@ -738,6 +776,79 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
         text += _frames_line(progress)
         document["frames"] = _jsonable(progress.frames)
     return text, document
+
+
+class ItemsFailed(Exception):
+    """Some images of a several-image command failed (each reported in the output)."""
+
+    def __init__(self, text: str, document: dict[str, Any], status: int) -> None:
+        super().__init__(text)
+        self.text, self.document, self.status = text, document, status
+
+
+def _run_many(
+    c: InterpClient,
+    method: Method,
+    args: argparse.Namespace,
+    files: list[Path],
+    values: dict[str, Any],
+    params: dict[str, Any],
+) -> Outcome:
+    """Several images: batched calls (the SDK chunks them), one section of output per image.
+
+    With -o each image's files go to OUTPUT/<file stem>/ (OUTPUT is then a directory). An image
+    that fails is reported in its section; the exit status is then that of the first failure.
+    """
+    results = c.call_many(method.rpc, files, values, params=params)
+    output = _OUTPUTS.get(method.command)
+    sections, documents, status = [], [], EXIT_OK
+    stems = _unique_stems(files)
+    for path, stem, result in zip(files, stems, results, strict=True):
+        if isinstance(result, InterpError):
+            sections.append(f"== {path}\nerror: {result.code_name}: {result.message}")
+            documents.append({"image": str(path), "error": {"code": result.code_name, "message": result.message}})
+            status = status or exit_code_for(result)
+            continue
+        written: list[Path] = []
+        if output is not None:
+            folder = Path(args.output) / stem
+            folder.mkdir(parents=True, exist_ok=True)
+            written = result.save(folder, as_file=False)
+            # --npy beside them: the saliency map as map.npy, activations as LAYER.npy
+            single = folder / "map.png" if method.command == "saliency" else folder
+            written += _extra_files(method.command, result, argparse.Namespace(**{**vars(args), "output": single}))
+        text = _TEXT[method.command](result, args)
+        if output is not None:
+            text += "\n" + _files_line(written)
+        sections.append(f"== {path}\n{text}")
+        document = {"image": str(path), **_jsonable(result)}
+        if output is not None:
+            document["files"] = _jsonable(written)
+        documents.append(document)
+    first = next((r for r in results if not isinstance(r, InterpError)), None)
+    footer = ""
+    if first is not None:
+        params_echo = getattr(first, "params", None)
+        if params_echo is not None and method.params is not None:
+            footer += f"\nparams: {_params_text(params_echo)}"
+        failed = sum(isinstance(r, InterpError) for r in results)
+        footer += f"\n{len(files)} images, {failed} failed; " + _stamp_line(first)
+    text = "\n\n".join(sections) + "\n" + footer
+    document = {"results": documents}
+    if status != EXIT_OK:
+        raise ItemsFailed(text, document, status)
+    return text, document
+
+
+def _unique_stems(files: Sequence[Path]) -> list[str]:
+    """A distinct directory name per image file: its stem, numbered when two files share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in files:
+        stem = file_part(path.stem)
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
 
 
 def _extra_files(command: str, result: Any, args: argparse.Namespace) -> list[Path]:
@@ -890,6 +1001,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_name=args.tls_server_name or None,
         ) as c:
             text, document = args.handler(c, args, progress)
+    except ItemsFailed as failed:  # several images, some failed: every answer printed, then the status
+        stdout.write((json.dumps(failed.document, indent=2) if args.json else failed.text.rstrip("\n")) + "\n")
+        return failed.status
     except InterpError as error:
         progress.close()
         status = _fail(error.code_name, error.message, exit_code_for(error), args.json, error.request_id)

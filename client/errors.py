@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -36,6 +37,7 @@ __all__ = [
     "Unauthenticated",
     "from_rpc_error",
     "exception_for",
+    "from_item_error",
 ]
 
 # "request id 3f2a...", "request id: 3f2a", "request_id=3f2a", "request-id 3f2a".
@@ -258,3 +260,21 @@ def _metadata_request_id(metadata: object) -> str | None:
     except (TypeError, ValueError):
         return None
     return None
+
+
+def from_item_error(item: Any, *, field: str | None = None, request_id: str | None = None) -> InterpError:
+    """The typed exception (not raised) for one image's ``ItemError`` in a many-image answer.
+
+    Args:
+        item: the ``interp.v1.ItemError`` message.
+        field: the field path to report (the SDK renumbers ``images[i]`` across its chunks);
+            default the server's.
+        request_id: the call's request id (the answer's stamp).
+    """
+    try:
+        code: grpc.StatusCode | None = next(c for c in grpc.StatusCode if c.value[0] == item.code)
+    except StopIteration:
+        code = None
+    path = field if field is not None else item.field
+    violations = [FieldViolation(path, item.message)] if path else []
+    return exception_for(code)(item.message, code=code, request_id=request_id, field_violations=violations)

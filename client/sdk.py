@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -32,7 +32,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from client.errors import Internal, Unavailable, from_rpc_error
+from client.errors import Internal, InterpError, Unavailable, from_item_error, from_rpc_error
 from client.images import ImageLike, image_message
 from client.results import (
     RESULTS,
@@ -269,6 +269,7 @@ class InterpClient:
                 )
             self._channel = grpc.insecure_channel(target, options=channel_opts)
         self._stub = pb_grpc.InterpStub(self._channel)
+        self._cap: int | None = None  # the server's max_images_per_call, asked on the first many-image call
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -321,42 +322,66 @@ class InterpClient:
         return self.call("GetServerInfo", {}, timeout)
 
     def classify(
-        self, image: ImageLike, *, model: str, top_k: int | None = None, timeout: float | None = _UNSET
-    ) -> ClassifyResult:
-        """Top-k predictions for one image.
+        self,
+        image: ImageLike | Images,
+        *,
+        model: str,
+        top_k: int | None = None,
+        include_input: bool | None = None,
+        timeout: float | None = _UNSET,
+    ) -> ClassifyResult | list[ClassifyResult | InterpError]:
+        """Top-k predictions for one image, or for many (one batched forward per call).
 
         Args:
             image: a path, encoded bytes or a numpy array (see :func:`client.images.image_message`);
-                any image array a result returns works too.
+                any image array a result returns works too. Several images (a list, a tuple, any
+                iterator or a (N, H, W[, C]) array): a list of results comes back, see
+                :meth:`call_many`.
             model: a served model's name (case-insensitive).
             top_k: number of predictions (server default 5; above the class count: every class).
+            include_input: also return the preprocessed input and its PNG (default false).
+
+        Returns:
+            :class:`ClassifyResult`, or for several images a list of ClassifyResult or, where that
+            image failed, the :class:`client.errors.InterpError` it failed with (not raised).
         """
-        return self.call(
-            "Classify", {"model": model, "image": image, "top_k": top_k}, timeout
-        )
+        values = {"model": model, "top_k": top_k, "include_input": include_input}
+        return self._one_or_many("Classify", image, values, timeout)
 
     # -- single-pass methods -------------------------------------------------------------------
 
     def activations(
         self,
-        image: ImageLike,
+        image: ImageLike | Images,
         *,
         model: str,
         layers: str | Sequence[str],
         top_k: int | None = None,
         include_tensors: bool = True,
+        include_input: bool | None = None,
+        include_pngs: bool | None = None,
         timeout: float | None = _UNSET,
-    ) -> ActivationsResult:
+    ) -> ActivationsResult | list[ActivationsResult | InterpError]:
         """Activations of one or more layers (names or aliases) from a single forward pass.
 
         Args:
+            image: one image (-> :class:`ActivationsResult`) or several (-> a list, see :meth:`classify`).
             layers: module paths or aliases, e.g. ``["conv3_1", "features.17"]``; a layer named
                 twice is sent once.
             top_k: also rank channels by mean activation and render those (server default: all, unranked).
             include_tensors: False returns statistics and PNGs only (much smaller responses).
+            include_input: echo the preprocessed input (default true).
+            include_pngs: render the channel grids and the input PNG (default true).
         """
-        values = {"model": model, "image": image, "layers": layers, "top_k": top_k, "include_tensors": include_tensors}
-        return self.call("Activations", values, timeout)
+        values = {
+            "model": model,
+            "layers": layers,
+            "top_k": top_k,
+            "include_tensors": include_tensors,
+            "include_input": include_input,
+            "include_pngs": include_pngs,
+        }
+        return self._one_or_many("Activations", image, values, timeout)
 
     def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
         """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
@@ -364,54 +389,80 @@ class InterpClient:
 
     def saliency(
         self,
-        image: ImageLike,
+        image: ImageLike | Images,
         *,
         model: str,
         method: str = "gradient",
         target: int | str | None = None,
+        include_input: bool | None = None,
+        include_pngs: bool | None = None,
         timeout: float | None = _UNSET,
         **params: Any,
-    ) -> SaliencyResult:
-        """A saliency map explaining one class.
+    ) -> SaliencyResult | list[SaliencyResult | InterpError]:
+        """A saliency map explaining one class, for one image or several.
 
         Args:
+            image: one image (-> :class:`SaliencyResult`) or several (-> a list, see :meth:`classify`).
             method: gradient | gradient_x_input | smoothgrad | integrated_gradients |
                 guided_backprop | grad_cam.
-            target: class index or exact label (case-insensitive); None: the predicted class.
+            target: class index or exact label (case-insensitive); None: the predicted class
+                (each image's own). A target applies to every image of a call.
+            include_input: echo the preprocessed input (default true).
+            include_pngs: render the heatmap, overlay and input PNGs (default true); false
+                returns the map and attribution only.
             **params: layer (grad_cam), samples, noise_level (smoothgrad, relative), steps
                 (integrated_gradients), seed, batch_size, clip_percentile, colormap. A parameter
                 the method does not read is refused (InvalidArgument naming it).
         """
-        values = {"model": model, "image": image, "method": method, "target": target}
-        return self.call("Saliency", values, timeout, params=params)
+        values = {
+            "model": model,
+            "method": method,
+            "target": target,
+            "include_input": include_input,
+            "include_pngs": include_pngs,
+        }
+        return self._one_or_many("Saliency", image, values, timeout, params)
 
     def attack(
         self,
-        image: ImageLike,
+        image: ImageLike | Images,
         *,
         model: str,
         method: str = "fgsm",
         epsilon: float | Sequence[float],
         target: int | str | None = None,
         label: int | str | None = None,
+        include_input: bool | None = None,
+        include_pngs: bool | None = None,
         timeout: float | None = _UNSET,
         **params: Any,
-    ) -> AttackResult:
+    ) -> AttackResult | list[AttackResult | InterpError]:
         """An L-infinity adversarial attack, at one epsilon or a sweep (pixel units, each in (0, 1]).
 
         Args:
+            image: one image (-> :class:`AttackResult`) or several (-> a list, see :meth:`classify`);
+                each image is attacked as it would be alone.
             method: fgsm | bim | pgd.
             epsilon: one value or several; one outcome per value, in order.
             target: class index or label for a targeted attack; None: untargeted.
             label: untargeted: the true class (index or label) to move away from; None: the
                 model's prediction. A clean misclassification is reported as success without
-                perturbation (``clean_misclassified``).
+                perturbation (``clean_misclassified``). Target and label apply to every image.
+            include_input: echo the preprocessed input (default true).
+            include_pngs: render the adversarial, perturbation and input PNGs (default true).
             **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
-        values = {"model": model, "image": image, "method": method, "epsilons": epsilon, "target": target}
+        values = {
+            "model": model,
+            "method": method,
+            "epsilons": epsilon,
+            "target": target,
+            "include_input": include_input,
+            "include_pngs": include_pngs,
+        }
         if label is not None:
             values["label"] = label
-        return self.call("Attack", values, timeout, params=params)
+        return self._one_or_many("Attack", image, values, timeout, params)
 
     def minimal_attack(
         self,
@@ -737,6 +788,61 @@ class InterpClient:
         reply = self._unary(rpc, request, timeout)
         return RESULTS[rpc](reply) if wrap else reply
 
+    def call_many(
+        self,
+        rpc: str,
+        images: Images,
+        values: Mapping[str, Any],
+        timeout: float | None = _UNSET,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """A many-image RPC (Classify, Activations, Saliency, Attack) over any number of images.
+
+        The images (a list, tuple, iterator or (N, H, W[, C]) array; an iterator is read lazily)
+        are sent in calls of at most the server's ``max_images_per_call`` images (asked once per
+        client with GetServerInfo), each one batched computation on the server. Returns one entry
+        per image, in order: its result, or the :class:`client.errors.InterpError` that image
+        alone failed with (unreadable or too large; not raised, its ``field`` is ``images[i]``
+        counted over all the images given). An error of the call itself (unknown model, bad
+        parameter, server unreachable) is raised as for one image. ``timeout`` applies to each call.
+        """
+        method = by_rpc(rpc)
+        convert = RESULTS[rpc]
+        results: list[Any] = []
+        for chunk in _chunks(_image_items(images), self._images_per_call()):
+            request = build_request(method, {**values, "images": chunk}, params or {}, _caller(method))
+            reply = self._unary(rpc, request, timeout)
+            offset = len(results)
+            for i, item in enumerate(reply.items):
+                if item.HasField("error"):
+                    field = f"images[{offset + i}]"
+                    results.append(from_item_error(item.error, field=field, request_id=reply.stamp.request_id))
+                else:
+                    item.stamp.CopyFrom(reply.stamp)
+                    results.append(convert(item))
+            if len(reply.items) != len(chunk):
+                raise Internal(f"{rpc}: the server answered {len(reply.items)} items for {len(chunk)} images")
+        return results
+
+    def _one_or_many(
+        self,
+        rpc: str,
+        image: ImageLike | Images,
+        values: Mapping[str, Any],
+        timeout: float | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        if is_many(image):
+            return self.call_many(rpc, image, values, timeout, params=params)  # type: ignore[arg-type]
+        return self.call(rpc, {**values, "image": image}, timeout, params=params)
+
+    def _images_per_call(self) -> int:
+        if self._cap is None:
+            limits = self.server_info().limits
+            self._cap = max(1, int(limits.get("max_images_per_call", 0)) or 1)
+        return self._cap
+
     def call_stream(
         self,
         rpc: str,
@@ -1014,6 +1120,35 @@ def _layer_weights(layers: LayerSpec) -> list[pb.LayerWeight]:
 
 
 _SINGLE_IMAGE = (bytes, bytearray, memoryview, os.PathLike, pb.Image)
+
+#: Several images for one of the many-image methods: a list, a tuple, any iterable (read lazily)
+#: or a (N, H, W[, C]) array.
+Images = Iterable[ImageLike]
+
+
+def is_many(image: object) -> bool:
+    """Whether an image argument holds several images (a list, tuple, iterator or 4-D array)."""
+    if isinstance(image, np.ndarray):
+        return image.ndim == 4
+    return isinstance(image, Iterable) and not isinstance(image, (str, *_SINGLE_IMAGE))
+
+
+def _image_items(images: Images) -> Iterator[ImageLike]:
+    if isinstance(images, np.ndarray):
+        return iter(list(images))
+    return iter(images)
+
+
+def _chunks(items: Iterator[ImageLike], size: int) -> Iterator[list[pb.Image]]:
+    """Consecutive lists of at most ``size`` image messages (converted as they are taken)."""
+    chunk: list[pb.Image] = []
+    for item in items:
+        chunk.append(image_message(item))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _fill_set(sets: pb.AttributeSets, which: str, value: str | ImageLike | Sequence[ImageLike]) -> None:

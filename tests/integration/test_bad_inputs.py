@@ -510,6 +510,7 @@ SMALL_LIMITS = Limits(
     max_connection_age_grace_s=120.0,
     max_dataset_images=50,
     max_index_k=32,
+    max_images_per_call=4,
 )
 
 
@@ -568,6 +569,8 @@ CAPPED = [
     ("samples", saliency("smoothgrad", params=pb.SaliencyParams(samples=33)), ("samples", "1..32")),
     ("channels", visualize("conv2", channels=range(9)), ("channels", "1..8")),
     ("layers", activations(["conv1", "relu1", "conv2", "relu2"]), ("layers", "1..3", "max_layers")),
+    ("images-per-call", lambda stub: stub.Classify(pb.ClassifyRequest(model="lenet", images=[TARGET_IMAGE] * 5),
+     timeout=30), ("number of images", "1..4", "max_images_per_call")),
     ("restarts", visualize(restarts=3, steps=2), ("restarts", "1..2", "max_restarts")),
     ("dataset-images", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
         model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1], limit=51), timeout=30)),
