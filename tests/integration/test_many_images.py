@@ -1,0 +1,331 @@
+"""Many images per call (Classify, Activations, Saliency, Attack) and lighter answers on demand.
+
+Oracle: the same RPC called once per image. On the trained LeNet and real Fashion-MNIST test
+images, a batch answer equals the per-image answers to 1e-5 (maps, logits, activations,
+adversarial images), including images of another size and a class mix that leaves some
+images clean-misclassified; an unreadable image gets its own error entry and the others are
+unaffected; the cap is enforced; the SDK chunks lists and iterators; the CLI takes several files
+and directories; include_input / include_pngs leave the echo and the PNGs out.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from client import InterpClient, errors
+from client.results import AttackResult, ClassifyResult, SaliencyResult
+from protos import interp_pb2 as pb
+from protos import interp_pb2_grpc
+from protos.codec import from_tensor
+from server.app import create_server
+from server.config import Limits
+from tests.conftest import require
+from tests.integration.conftest import test_config
+
+TOL = 1e-5
+INTERP = Path(sys.executable).parent / "interp"
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def client(target) -> Iterator[InterpClient]:
+    with InterpClient(target, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def batch(fashion_test_images) -> list[object]:
+    """Six test images: four as 28-px arrays, a 56-px PNG (another size) and a float array."""
+    images, labels = fashion_test_images
+    picks = [int(np.flatnonzero(labels == c)[0]) for c in (7, 7, 6, 1, 9, 0)]
+    out: list[object] = [images[i] for i in picks[:4]]
+    out.append(_png(cv2.resize(images[picks[4]], (56, 56), interpolation=cv2.INTER_NEAREST)))
+    out.append(images[picks[5]].astype(np.float32) / 255.0)
+    return out
+
+
+def _close(a: np.ndarray | None, b: np.ndarray | None) -> None:
+    assert a is not None and b is not None
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
+
+
+# -- batch answers equal per-image answers -----------------------------------------------------------
+
+
+def test_classify_batch_equals_single_calls(client, batch) -> None:
+    many = client.classify(batch, model="lenet", top_k=10)
+    assert len(many) == len(batch)
+    for image, result in zip(batch, many, strict=True):
+        single = client.classify(image, model="lenet", top_k=10)
+        assert isinstance(result, ClassifyResult)
+        _close(result.logits, single.logits)
+        assert [p.index for p in result.predictions] == [p.index for p in single.predictions]
+        assert result.model == "lenet" and result.request_id  # the call's stamp on every item
+
+
+def test_activations_batch_equals_single_calls(client, batch) -> None:
+    layers = ["relu1", "pool2", "fc1"]
+    many = client.activations(batch, model="lenet", layers=layers, top_k=4)
+    for image, result in zip(batch, many, strict=True):
+        single = client.activations(image, model="lenet", layers=layers, top_k=4)
+        _close(result.input, single.input)
+        for a, b in zip(result.layers, single.layers, strict=True):
+            _close(a.activation, b.activation)
+            _close(a.channel_mean, b.channel_mean)
+            assert a.top_channels == b.top_channels and a.grid_png == b.grid_png
+
+
+SALIENCY_CASES = [
+    ("gradient", {}),
+    ("gradient_x_input", {}),
+    ("guided_backprop", {}),
+    ("grad_cam", {}),
+    ("smoothgrad", {"samples": 6, "batch_size": 4}),
+    ("integrated_gradients", {"steps": 8}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), SALIENCY_CASES, ids=[c[0] for c in SALIENCY_CASES])
+def test_saliency_batch_equals_single_calls(client, batch, method, params) -> None:
+    many = client.saliency(batch, model="lenet", method=method, **params)
+    for image, result in zip(batch, many, strict=True):
+        single = client.saliency(image, model="lenet", method=method, **params)
+        assert isinstance(result, SaliencyResult)
+        assert result.target is not None and single.target is not None
+        assert result.target.index == single.target.index
+        assert abs(result.target.probability - single.target.probability) < TOL
+        _close(result.map, single.map)
+        _close(result.attribution, single.attribution)
+        assert result.params == single.params
+
+
+def test_saliency_batch_with_a_target_equals_single_calls(client, batch) -> None:
+    many = client.saliency(batch, model="lenet", method="gradient", target="Bag")
+    for image, result in zip(batch, many, strict=True):
+        single = client.saliency(image, model="lenet", method="gradient", target="Bag")
+        assert result.target.index == single.target.index == 8
+        _close(result.map, single.map)
+
+
+ATTACK_CASES = [
+    ("fgsm", {}, {}),
+    ("bim", {"steps": 4}, {}),
+    ("pgd", {"steps": 4, "seed": 3}, {}),
+    # label = sneaker: the sneakers are attacked, the other images are clean-misclassified
+    ("pgd-label", {"steps": 3}, {"label": "Sneaker"}),
+    ("bim-targeted", {"steps": 4}, {"target": "Bag"}),
+]
+
+
+@pytest.mark.parametrize(("case", "params", "extra"), ATTACK_CASES, ids=[c[0] for c in ATTACK_CASES])
+def test_attack_batch_equals_single_calls(client, batch, case, params, extra) -> None:
+    method = case.split("-")[0]
+    epsilons = [0.02, 0.1]
+    many = client.attack(batch, model="lenet", method=method, epsilon=epsilons, **extra, **params)
+    clean = []
+    for image, result in zip(batch, many, strict=True):
+        single = client.attack(image, model="lenet", method=method, epsilon=epsilons, **extra, **params)
+        assert isinstance(result, AttackResult)
+        assert result.original.index == single.original.index
+        assert result.clean_misclassified == single.clean_misclassified
+        clean.append(result.clean_misclassified)
+        assert result.params == single.params
+        for a, b in zip(result.outcomes, single.outcomes, strict=True):
+            _close(a.adversarial, b.adversarial)
+            assert (a.success, a.prediction.index) == (b.success, b.prediction.index)
+            assert abs(a.linf - b.linf) < TOL and abs(a.l2 - b.l2) < TOL
+    if "label" in extra:
+        assert any(clean) and not all(clean), clean  # both paths of the batch ran
+
+
+# -- per-image errors ------------------------------------------------------------------------------
+
+
+def test_an_unreadable_image_gets_its_own_error_and_the_others_answer(stub, batch) -> None:
+    from client.images import image_message
+
+    good = [image_message(image) for image in batch[:2]]
+    nan = np.full((28, 28), np.nan, np.float32)
+    request = pb.ClassifyRequest(
+        model="lenet",
+        images=[good[0], pb.Image(encoded=b"not an image at all"), image_message(np.zeros((28, 28))), good[1]],
+    )
+    request.images[2].pixels.data = nan.tobytes()  # NaN pixels: refused by the server, not the SDK
+    reply = stub.Classify(request, timeout=30)
+    assert len(reply.items) == 4
+    assert [item.HasField("error") for item in reply.items] == [False, True, True, False]
+    for position in (1, 2):
+        error = reply.items[position].error
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and error.code_name == "INVALID_ARGUMENT"
+        assert error.field == f"images[{position}]" and error.message
+        assert not reply.items[position].predictions
+    assert "cannot read" in reply.items[1].error.message and "NaN" in reply.items[2].error.message
+    for position, image in ((0, good[0]), (3, good[1])):
+        single = stub.Classify(pb.ClassifyRequest(model="lenet", image=image), timeout=30)
+        np.testing.assert_allclose(from_tensor(reply.items[position].logits), from_tensor(single.logits), atol=TOL)
+    assert reply.stamp.request_id and not reply.items[0].HasField("stamp")
+
+
+def test_sdk_puts_the_typed_error_in_the_list(client, batch) -> None:
+    results = client.saliency([batch[0], b"garbage bytes", batch[1]], model="lenet", include_pngs=False)
+    assert isinstance(results[0], SaliencyResult) and isinstance(results[2], SaliencyResult)
+    error = results[1]
+    assert isinstance(error, errors.InvalidArgument)
+    assert error.field == "images[1]" and error.request_id == results[0].request_id
+
+
+def test_a_request_error_still_fails_the_whole_call(client, batch) -> None:
+    with pytest.raises(errors.InvalidArgument, match="unknown class label"):
+        client.saliency(batch[:2], model="lenet", target="no such class")
+    with pytest.raises(errors.NotFound):
+        client.classify(batch[:2], model="no-such-model")
+
+
+def test_image_and_images_together_are_refused(stub, batch) -> None:
+    from client.images import image_message
+
+    first = image_message(batch[0])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(pb.ClassifyRequest(model="lenet", image=first, images=[first]), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not both" in info.value.details()
+
+
+# -- the cap and the SDK's chunks ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capped() -> Iterator[str]:
+    srv, port = create_server(test_config(models=("lenet",), limits=Limits(max_images_per_call=3)))
+    srv.start()
+    yield f"127.0.0.1:{port}"
+    srv.stop(None)
+
+
+def test_over_the_cap_is_refused_naming_it(capped, batch) -> None:
+    from client.images import image_message
+
+    with grpc.insecure_channel(capped) as channel:
+        stub = interp_pb2_grpc.InterpStub(channel)
+        assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).limits.max_images_per_call == 3
+        request = pb.AttackRequest(
+            model="lenet", method="fgsm", epsilons=[0.1], images=[image_message(b) for b in batch[:4]]
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Attack(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "number of images must be in 1..3 (this server's max_images_per_call), got 4" in info.value.details()
+
+
+def test_sdk_sends_lists_and_iterators_in_chunks_of_the_cap(capped, batch) -> None:
+    taken: list[int] = []
+
+    def lazily() -> Iterator[object]:
+        for i in range(7):
+            taken.append(i)
+            yield batch[i % len(batch)]
+
+    with InterpClient(capped, timeout=60) as c:
+        results = c.classify(lazily(), model="lenet")
+        from_list = c.classify([batch[i % len(batch)] for i in range(7)], model="lenet")
+        from_array = c.classify(np.stack(batch[:4])[..., None], model="lenet")  # (N, H, W, 1): four images
+    assert taken == list(range(7)) and len(results) == 7 and len(from_array) == 4
+    # 7 images at 3 per call: three calls of 3, 3 and 1 images, each with its own request id
+    ids = [r.request_id for r in results]
+    assert len(set(ids[0:3])) == len(set(ids[3:6])) == 1 and len(set(ids)) == 3
+    for a, b in zip(results, from_list, strict=True):
+        _close(a.logits, b.logits)
+
+
+def test_sdk_renumbers_errors_over_its_chunks(capped, batch) -> None:
+    with InterpClient(capped, timeout=60) as c:
+        results = c.classify([batch[0]] * 4 + [b"garbage"], model="lenet")
+    assert isinstance(results[4], errors.InvalidArgument) and results[4].field == "images[4]"
+
+
+# -- lighter answers ---------------------------------------------------------------------------------
+
+
+def test_classify_echoes_the_input_only_when_asked(stub, client, batch) -> None:
+    from client.images import image_message
+
+    image = image_message(batch[0])
+    plain = stub.Classify(pb.ClassifyRequest(model="lenet", image=image), timeout=30)
+    echoed = stub.Classify(pb.ClassifyRequest(model="lenet", image=image, include_input=True), timeout=30)
+    assert not plain.HasField("input") and echoed.input.png.startswith(b"\x89PNG")
+    assert from_tensor(echoed.input.tensor).shape == (1, 28, 28)
+    assert plain.ByteSize() < 400 < echoed.ByteSize()
+    result = client.classify(batch[0], model="lenet")
+    assert result.input is None and result.input_png == b""
+    assert client.classify(batch[0], model="lenet", include_input=True).input.shape == (28, 28, 1)
+
+
+def test_saliency_without_pngs_or_echo(client, batch) -> None:
+    full = client.saliency(batch[0], model="lenet")
+    numbers = client.saliency(batch[0], model="lenet", include_pngs=False)
+    bare = client.saliency(batch[0], model="lenet", include_pngs=False, include_input=False)
+    assert full.heatmap_png and full.overlay_png and full.input_png
+    assert numbers.heatmap_png == numbers.overlay_png == numbers.input_png == b""
+    _close(numbers.input, full.input)
+    _close(numbers.map, full.map)
+    assert bare.input is None and bare.map is not None
+
+
+def test_attack_and_activations_without_pngs(client, batch) -> None:
+    result = client.attack(batch[0], model="lenet", epsilon=[0.05, 0.1], include_pngs=False, include_input=False)
+    assert result.input is None and result.input_png == b""
+    assert all(o.adversarial_png == o.perturbation_png == b"" and o.adversarial is not None for o in result.outcomes)
+    acts = client.activations(batch[0], model="lenet", layers=["relu1"], include_pngs=False)
+    assert acts.layers[0].grid_png == b"" and acts.input_png == b"" and acts.input is not None
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, fashion_test_images) -> Path:
+    images, labels = fashion_test_images
+    folder = tmp_path_factory.mktemp("many")
+    for name, label in (("a_sneaker", 7), ("b_shirt", 6), ("c_bag", 8)):
+        cv2.imwrite(str(folder / f"{name}.png"), images[int(np.flatnonzero(labels == label)[0])])
+    (folder / "notes.txt").write_text("not an image")  # not an image suffix: not taken
+    return folder
+
+
+def _interp(target: str, *args: str) -> subprocess.CompletedProcess:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    return subprocess.run(
+        [str(INTERP), "--server", target, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_classifies_a_directory_and_files(target, image_dir, tmp_path) -> None:
+    done = _interp(target, "classify", "lenet", str(image_dir), "--top-k", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [Path(r["image"]).name for r in results] == ["a_sneaker.png", "b_shirt.png", "c_bag.png"]
+    assert [r["predictions"][0]["label"] for r in results] == ["Sneaker", "Shirt", "Bag"]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "sal"
+    done = _interp(
+        target, "saliency", "lenet", str(image_dir / "a_sneaker.png"), str(broken), "-o", str(out), "--npy"
+    )
+    assert done.returncode == 13, done.stderr  # 10 + INVALID_ARGUMENT: the broken image's status
+    assert f"== {broken}\nerror: INVALID_ARGUMENT" in done.stdout and "2 images, 1 failed" in done.stdout
+    assert {p.name for p in (out / "a_sneaker").iterdir()} == {"overlay.png", "heatmap.png", "input.png", "map.npy"}
