@@ -89,6 +89,7 @@ def tensor_image(dtype: int, shape: list[int], data: bytes) -> pb.Image:
 
 
 def classify(image: pb.Image, model: str = "lenet", **kw) -> Callable:
+    kw.setdefault("include_input", True)  # several tests read the preprocessed input back
     return lambda stub: stub.Classify(pb.ClassifyRequest(model=model, image=image, **kw), timeout=30)
 
 

@@ -83,7 +83,7 @@ def test_server_info(client):
 
 
 def test_classify_lenet_probabilities_are_the_softmax_of_the_logits(client, shirt_png):
-    r = client.classify(shirt_png, model="lenet", top_k=3)
+    r = client.classify(shirt_png, model="lenet", top_k=3, include_input=True)
     assert len(r.predictions) == 3
     assert r.logits.shape == (10,)
     probs = _softmax(r.logits)
@@ -95,7 +95,7 @@ def test_classify_lenet_probabilities_are_the_softmax_of_the_logits(client, shir
 
 
 def test_raw_arrays_and_encoded_bytes_classify_the_same(client, shirt, shirt_png):
-    from_png = client.classify(shirt_png, model="lenet")
+    from_png = client.classify(shirt_png, model="lenet", include_input=True)
     from_uint8 = client.classify(shirt, model="lenet")
     from_float = client.classify(shirt.astype(np.float32) / 255.0, model="lenet")
     np.testing.assert_allclose(from_uint8.logits, from_png.logits, rtol=1e-5, atol=1e-5)
@@ -106,7 +106,7 @@ def test_raw_arrays_and_encoded_bytes_classify_the_same(client, shirt, shirt_png
 def test_classify_vgg16_on_a_photo(client, cat_png, tmp_path: Path):
     path = tmp_path / "cat.png"
     path.write_bytes(cat_png)
-    r = client.classify(path, model="vgg16")
+    r = client.classify(path, model="vgg16", include_input=True)
     assert len(r.predictions) == 5  # the server's default top_k
     assert r.input.shape == (224, 224, 3)
     assert 0.0 <= float(r.input.min()) and float(r.input.max()) <= 1.0
