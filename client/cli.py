@@ -833,7 +833,7 @@ def _run_many(
             footer += f"\nparams: {_params_text(params_echo)}"
         failed = sum(isinstance(r, InterpError) for r in results)
         footer += f"\n{len(files)} images, {failed} failed; " + _stamp_line(first)
-    text = "\n\n".join(sections) + "\n" + footer
+    text = "\n".join(sections) + footer
     document = {"results": documents}
     if status != EXIT_OK:
         raise ItemsFailed(text, document, status)

@@ -58,7 +58,8 @@ def test_describe_vgg16_catalogue(stub) -> None:
 
 
 def test_classify_lenet_on_a_real_test_image(stub, sneaker_png) -> None:
-    reply = stub.Classify(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=sneaker_png), top_k=3, include_input=True), timeout=10)
+    request = pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=sneaker_png), top_k=3, include_input=True)
+    reply = stub.Classify(request, timeout=10)
     assert [p.label for p in reply.predictions][0] == "Sneaker"
     assert len(reply.predictions) == 3 and reply.predictions[0].probability > 0.5
     assert list(reply.input.tensor.shape) == [1, 28, 28] and reply.input.png.startswith(b"\x89PNG")
