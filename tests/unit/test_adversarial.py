@@ -137,6 +137,25 @@ def test_pgd_is_seeded_and_leaves_global_rng_alone():
     assert not torch.equal(a.adversarial_raw, c.adversarial_raw)
 
 
+@pytest.mark.parametrize("method", ["fgsm", "bim", "pgd"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_per_image_batch_equals_each_image_alone(method, targeted):
+    model, x = random_lenet(), images(5, 1, 28, seed=4)
+    target = torch.tensor([1, 3, 3, 7, 9]) if targeted else None
+    params = AttackParams(steps=3, seed=11) if method != "fgsm" else AttackParams()
+    batch = attack(model, x, method=method, epsilon=0.05, target=target, params=params, per_image=True)
+    for i in range(x.shape[0]):
+        alone = attack(
+            model, x[i : i + 1], method=method, epsilon=0.05, params=params,
+            target=None if target is None else target[i : i + 1],
+        )
+        torch.testing.assert_close(batch.adversarial[i : i + 1], alone.adversarial, rtol=0, atol=1e-6)
+        assert bool(batch.success[i]) == bool(alone.success[0])
+    if method == "pgd":  # without per_image one draw covers the batch: image 1 starts elsewhere
+        shared = attack(model, x, method=method, epsilon=0.05, target=target, params=params)
+        assert not torch.equal(shared.adversarial_raw[1:], batch.adversarial_raw[1:])
+
+
 def test_resolved_parameters():
     assert resolve_params("fgsm", 0.1) == AttackParams(step_size=0.1, steps=1, random_start=False, seed=0)
     assert resolve_params("pgd", 0.1) == AttackParams(step_size=pytest.approx(0.01), steps=10, random_start=True)
