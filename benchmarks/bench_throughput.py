@@ -12,7 +12,8 @@ every round, so drift in machine load hits all alike):
    service call split into its stages, each timed alone (decode + preprocess, forward, building
    the 256 answers, serializing, SDK parsing; the remainder is gRPC and thread hand-offs).
 2. **LeNet gradient Saliency, one image, PNGs skipped** (``include_pngs=False``): p50 (target
-   ≤ 2 ms), and with PNGs for reference.
+   ≤ 2 ms), and with PNGs for reference, then the PNG-less call split into its stages (also for
+   AlexNet).
 3. **AlexNet gradient Saliency** (random weights) service ÷ raw with PNGs skipped (target ≤ 1.15)
    and with PNGs; raw is captum ``Saliency`` on the same input with the softmax from the same
    forward (bench_latency's baseline, checked to compute the same map first).
@@ -35,7 +36,8 @@ from benchmarks._common import interleaved, load_report, ms, p50, p95, paired_ra
 from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
 from client.images import image_message
-from client.results import ClassifyResult
+from client.results import ClassifyResult, SaliencyResult
+from interp.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
 from server.imaging import load_input
@@ -194,6 +196,43 @@ def saliency_rows(client: InterpClient, server, model: str, image: object, round
     return rows
 
 
+def saliency_stages(server, client: InterpClient, model: str, image: object, rounds: int) -> list[list[object]]:
+    """Where a PNG-less saliency call's time goes: the servicer's stages on the same request, each
+    timed alone and interleaved with the whole SDK call; the remainder is gRPC (transfer,
+    interceptors, thread hand-offs) and computing on a gRPC worker thread rather than the caller's.
+    """
+    loaded = server.servicer.hub.get(model)
+    module = loaded.require_ready()
+    request = pb.SaliencyRequest(model=model, image=image_message(image), method="gradient", include_pngs=False)
+    response = client._stub.Saliency(request)
+    data = response.SerializeToString()
+    preprocessing, max_pixels = loaded.spec.preprocessing, server.servicer.limits.max_image_pixels
+    x = load_input(request.image, preprocessing, max_pixels)
+    result = interp_saliency(module, x, None, method="gradient")
+    stages: dict[str, Callable[[], object]] = {
+        "SDK: image to request": lambda: pb.SaliencyRequest(
+            model=model, image=image_message(image), method="gradient", include_pngs=False
+        ).SerializeToString(),
+        "server: decode + preprocess": lambda: load_input(request.image, preprocessing, max_pixels),
+        "server: saliency (interp, captum)": lambda: interp_saliency(module, x, None, method="gradient"),
+        "server: 3 tensors (map, attribution, input)": lambda: [
+            convert.tensor(result.map[0]),
+            convert.tensor(result.attribution[0]),
+            convert.tensor(x[0]),
+        ],
+        "serialize the response": response.SerializeToString,
+        "SDK: parse the response, to numpy": lambda: SaliencyResult.from_proto(pb.SaliencyResponse.FromString(data)),
+    }
+    call = {"SDK call (whole)": lambda: client.saliency(image, model=model, method="gradient", include_pngs=False)}
+    t = {k: p50(v) for k, v in interleaved({**call, **stages}, rounds).items()}
+    total = t.pop("SDK call (whole)")
+    rows: list[list[object]] = [[k, ms(v)] for k, v in t.items()]
+    rows.append(["sum of the stages above", ms(sum(t.values()))])
+    rows.append(["SDK call (whole)", ms(total)])
+    rows.append(["remainder: gRPC transfer, interceptors, thread hand-offs", ms(total - sum(t.values()))])
+    return rows
+
+
 def size_rows(client: InterpClient, images: dict[str, object]) -> list[list[object]]:
     stub = client._stub
     rows: list[list[object]] = []
@@ -227,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         client.wait_ready()
         batch_rows, stage_rows = classify_batch(server, client, args.rounds_classify)
         lenet_rows = saliency_rows(client, server, "lenet", fashion_images(1)[0], args.rounds_lenet)
+        lenet_stages = saliency_stages(server, client, "lenet", fashion_images(1)[0], max(20, args.rounds_lenet // 3))
         alexnet_rows = saliency_rows(client, server, "alexnet", cat_crop(), args.rounds_alexnet)
+        alexnet_stages = saliency_stages(server, client, "alexnet", cat_crop(), max(10, args.rounds_alexnet // 3))
         sizes = size_rows(client, {"lenet": fashion_images(1)[0], "alexnet": cat_crop()})
     print(f"after: {load_report()}")
     print()
@@ -254,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     print()
     header = ["work", "p50 ms", "p95 ms", "raw p50 ms", "÷ raw p50", "paired", "target", "status", "rounds"]
     print(table(header, lenet_rows + alexnet_rows))
+    for name, rows in (("lenet", lenet_stages), ("alexnet", alexnet_stages)):
+        print()
+        print(f"### Where a {name} saliency call without PNGs spends its time (p50 of each stage timed alone)")
+        print()
+        print(table(["stage", "ms"], rows))
     print()
     print("### Answer sizes (bytes of the serialized reply, one image)")
     print()
