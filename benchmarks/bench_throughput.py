@@ -105,19 +105,17 @@ def classify_batch(server, client: InterpClient, rounds: int) -> tuple[list[list
         values, indices = torch.softmax(logits, dim=1).topk(5, dim=1)
     labels = loaded.spec.labels
 
-    def answers() -> pb.ClassifyResponse:
-        items = []
-        for i, (top, probs) in enumerate(zip(indices.tolist(), values.tolist(), strict=True)):
-            items.append(
-                pb.ClassifyResponse(
-                    predictions=[
-                        pb.Prediction(index=c, label=labels[c], probability=p)
-                        for c, p in zip(top, probs, strict=True)
-                    ],
-                    logits=convert.tensor(logits[i]),
-                )
-            )
-        return pb.ClassifyResponse(items=items)
+    def answers() -> pb.ClassifyResponse:  # what the Classify handler does after the forward
+        reply = pb.ClassifyResponse()
+        items = [reply.items.add() for _ in range(BATCH)]
+        rows = np.ascontiguousarray(logits.numpy(), dtype="<f4")
+        for i, (item, top, probs) in enumerate(zip(items, indices.tolist(), values.tolist(), strict=True)):
+            for c, p in zip(top, probs, strict=True):
+                item.predictions.add(index=c, label=labels[c], probability=p)
+            item.logits.dtype = pb.Tensor.FLOAT32
+            item.logits.shape.extend(rows[i].shape)
+            item.logits.data = rows[i].tobytes()
+        return reply
 
     def forward() -> None:
         with torch.inference_mode():

@@ -740,10 +740,10 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     if method.command == "interpolate":
         _prepare_interpolate(args, values)
     if _takes_many(method):
-        files, many = image_files(values.pop("image"))
+        images, many = image_files(values.pop("image"))
         if many:
-            return _run_many(c, method, args, files, values, params)
-        values["image"] = files[0]
+            return _run_many(c, method, args, images, values, params)
+        values["image"] = images[0]
     if method.streamed:
         with c.call_stream(method.rpc, values, params=params) as stream:
             result: Any = None
