@@ -812,7 +812,8 @@ def _run_many(
         written: list[Path] = []
         if output is not None:
             folder = Path(args.output) / stem
-            folder.mkdir(parents=True, exist_ok=True)
+            if getattr(args, "npy", False):
+                folder.mkdir(parents=True, exist_ok=True)  # the .npy files go there even without PNGs
             written = result.save(folder, as_file=False)
             # --npy beside them: the saliency map as map.npy, activations as LAYER.npy
             single = folder / "map.png" if method.command == "saliency" else folder
