@@ -284,3 +284,21 @@ def test_image_message_passthrough_and_pb_image(fake):
     c, servicer = fake
     c.classify(pb.Image(encoded=PNG), model="vgg16")
     assert last_request(servicer).image.encoded == PNG
+
+
+def test_is_many_tells_one_image_from_several(tmp_path):
+    from client.sdk import is_many
+
+    one = [
+        "cat.png",
+        tmp_path / "cat.png",
+        b"\x89PNG",
+        bytearray(b"x"),
+        np.zeros((28, 28), np.uint8),
+        np.zeros((28, 28, 3), np.uint8),  # (H, W, C): one image, even when H is small
+        np.zeros((4, 28, 28), np.uint8),  # 3-D is always one (H, W, C) image, never (N, H, W)
+        pb.Image(encoded=b"x"),
+    ]
+    several = [["a.png"], ("a.png", "b.png"), iter(["a.png"]), (p for p in ["a.png"]), np.zeros((2, 28, 28, 1))]
+    assert [is_many(x) for x in one] == [False] * len(one)
+    assert [is_many(x) for x in several] == [True] * len(several)
