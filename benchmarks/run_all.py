@@ -4,10 +4,12 @@
 - benchmarks.bench_iterative (issue 5: VisualizeFilter / DeepDream per step, service vs raw loop)
 - benchmarks.bench_lucent    (issue 5: filter visualization vs torch-lucent; skipped with a message
   when lucent is not installed in .venv-bench/site, see that script's docstring)
+- benchmarks.bench_throughput (issue 13: 256 images per Classify call vs raw batched forward,
+  saliency with PNGs skipped, answer sizes)
 
 The machine has 2 cores: run this when nothing else is busy, and read the load averages each
 benchmark prints before and after (timings under load are noisy, ratios less so since every
-benchmark interleaves the compared variants). Not part of the test suite. About 18 minutes.
+benchmark interleaves the compared variants). Not part of the test suite. About 20 minutes.
 
 Usage: ``.venv/bin/python -m benchmarks.run_all [--quick]`` (``--quick``: fewer rounds, a smoke run).
 """
@@ -31,6 +33,7 @@ RUNS = (
     ("bench_iterative", ()),
     ("bench_iterative", ("--models", "vgg16,lenet", "--threads", "1")),
     ("bench_lucent", ()),
+    ("bench_throughput", ("--threads", "1")),
 )
 QUICK_ARGS = {
     "bench_latency": [
@@ -38,6 +41,7 @@ QUICK_ARGS = {
         *("--rounds-lenet", "100", "--rounds-activations", "3"),
     ],
     "bench_iterative": ["--rounds", "1"],
+    "bench_throughput": ["--rounds-classify", "3", "--rounds-lenet", "20", "--rounds-alexnet", "3"],
     "bench_lucent": ["--rounds", "1", "--steps", "8", "2", "--steps-lucent-224", "4", "2"],
 }
 
