@@ -116,6 +116,43 @@ class StallWatch:
                 call.context.cancel()
 
 
+class ProgressThrottle:
+    """Which steps of a streamed run become Progress events: at most ``rate`` a second.
+
+    Always sent: the first step, the last (``step == total_steps``), and steps carrying a preview
+    (their own rate is ``preview_every``). A step that is held back is kept as ``pending`` until a
+    later one replaces it, so the run's end can send its last step even when the loop stopped
+    early. ``rate`` 0 sends every step. Judged on ``clock`` (monotonic seconds; tests pass a fake).
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.pending: Any = None
+        self._last: float | None = None
+
+    def admit(self, step: Any) -> bool:
+        """True when ``step`` (a StepEvent) is to be sent now; else it becomes ``pending``."""
+        now = self.clock() if self.interval else 0.0
+        if (
+            self._last is None
+            or not self.interval
+            or now - self._last >= self.interval
+            or step.step >= step.total_steps
+            or step.preview is not None
+        ):
+            self._last = now
+            self.pending = None
+            return True
+        self.pending = step
+        return False
+
+    def flush(self) -> Any:
+        """The step held back last (None if the last step was sent), cleared."""
+        step, self.pending = self.pending, None
+        return step
+
+
 class Ctx:
     """What per-RPC code gets: the servicer's state, the call, the model and small helpers."""
 
@@ -389,7 +426,9 @@ class InterpServicer(pb_grpc.InterpServicer):
         if event_cls is None:
             raise RuntimeError(f"{method.rpc} is not streamed")
         key = id(call)
-        for item in self._run_streamed(call, work):
+        every_step = bool(getattr(request, "every_step", False))
+        throttle = ProgressThrottle(0.0 if every_step else self.limits.progress_events_per_s)
+        for item in self._run_streamed(call, work, throttle):
             if isinstance(item, pb.Progress):
                 message = event_cls(progress=item)
             else:
@@ -418,8 +457,11 @@ class InterpServicer(pb_grpc.InterpServicer):
             )
         )
 
-    def _run_streamed(self, call: Call, work: Streamed) -> Iterator[Message]:
+    def _run_streamed(self, call: Call, work: Streamed, throttle: ProgressThrottle) -> Iterator[Message]:
         """Run the loop on a worker thread; yield Progress messages, then the finished result.
+
+        ``throttle`` picks the steps that are sent (the first, the last, those with a preview and
+        at most its rate a second of the others); a step held back costs no message at all.
 
         The loop checks ``should_stop`` every step, so a cancelled or expired call ends the work
         itself (not just the stream) within one step. Every wait is bounded: a progress event
@@ -442,6 +484,10 @@ class InterpServicer(pb_grpc.InterpServicer):
                     continue
 
         def on_step(step: Any) -> None:
+            if throttle.admit(step):
+                send(step)
+
+        def send(step: Any) -> None:
             preview = b""
             if step.preview is not None:
                 preview = rendering.encode_png(rendering.image_grid(step.preview.detach().cpu()))
@@ -465,6 +511,9 @@ class InterpServicer(pb_grpc.InterpServicer):
             try:
                 with self.gate.slot(lambda: not call.should_stop(), on_queued=queued):
                     outcome["result"] = work.run(on_step, call.should_stop)
+                    last = throttle.flush()  # a loop that ended early: its last step still reported
+                    if last is not None:
+                        send(last)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the servicer thread
                 outcome["error"] = exc
             finally:
@@ -576,4 +625,4 @@ def _install() -> None:
 
 _install()
 
-__all__ = ["Call", "Ctx", "InterpServicer", "params_from_proto", "suggest"]
+__all__ = ["Call", "Ctx", "InterpServicer", "ProgressThrottle", "params_from_proto", "suggest"]
