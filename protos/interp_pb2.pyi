@@ -82,7 +82,7 @@ class Prediction(_message.Message):
     def __init__(self, index: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position")
+    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position", "preview_step")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Progress(_message.Message):
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_PNG_FIELD_NUMBER: _ClassVar[int]
     QUEUED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_STEP_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     objective: float
@@ -97,7 +98,8 @@ class Progress(_message.Message):
     stage: str
     preview_png: bytes
     queued_position: int
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ..., queued_position: _Optional[int] = ...) -> None: ...
+    preview_step: int
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ..., queued_position: _Optional[int] = ..., preview_step: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

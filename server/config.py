@@ -250,8 +250,8 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "INTERP_PROGRESS_EVENTS_PER_S",
         "limits.progress_events_per_s",
         float,
-        "streamed calls send at most this many progress events a second, plus the first, the last and "
-        "those carrying previews; 0: every step (default 20)",
+        "streamed calls send at most this many progress events a second, plus the first and the last "
+        "(previews ride on the events sent); 0: every step (default 20)",
     ),
     (
         "--decode-budget-mb",

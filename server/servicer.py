@@ -21,7 +21,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +39,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
 from protos.methods import METHODS, Method
 from server import convert
+from server.batcher import Batcher, Compute
 from server.capacity import CapacityGate
 from server.config import Limits, ServerConfig
 from server.errors import BadRequest, Overloaded, grpc_errors
@@ -119,38 +120,45 @@ class StallWatch:
 class ProgressThrottle:
     """Which steps of a streamed run become Progress events: at most ``rate`` a second.
 
-    Always sent: the first step, the last (``step == total_steps``), and steps carrying a preview
-    (their own rate is ``preview_every``). A step that is held back is kept as ``pending`` until a
-    later one replaces it, so the run's end can send its last step even when the loop stopped
-    early. ``rate`` 0 sends every step. Judged on ``clock`` (monotonic seconds; tests pass a fake).
+    Always sent: the first step and the last (``step == total_steps``). A step held back is kept
+    as ``pending`` until a later one replaces it, so the run's end can still send its last step
+    when the loop stopped early; a preview held back rides on the next event sent (with the step
+    it shows), so previews arrive at the lower of their own rate and this one. ``rate`` 0 sends
+    every step. Judged on ``clock`` (monotonic seconds; tests pass a fake).
     """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.clock = clock
         self.pending: Any = None
+        self._preview: tuple[int, torch.Tensor] | None = None
         self._last: float | None = None
 
-    def admit(self, step: Any) -> bool:
-        """True when ``step`` (a StepEvent) is to be sent now; else it becomes ``pending``."""
+    def admit(self, step: Any) -> tuple[Any, int, torch.Tensor | None] | None:
+        """``(step, preview step, preview)`` when ``step`` (a StepEvent) is to be sent now, else None."""
+        if step.preview is not None:
+            self._preview = (step.step, step.preview)
         now = self.clock() if self.interval else 0.0
         if (
             self._last is None
             or not self.interval
             or now - self._last >= self.interval
             or step.step >= step.total_steps
-            or step.preview is not None
         ):
             self._last = now
             self.pending = None
-            return True
+            return self._take(step)
         self.pending = step
-        return False
+        return None
 
-    def flush(self) -> Any:
-        """The step held back last (None if the last step was sent), cleared."""
+    def flush(self) -> tuple[Any, int, torch.Tensor | None] | None:
+        """The step held back last, with the latest preview (None if the last step was sent)."""
         step, self.pending = self.pending, None
-        return step
+        return None if step is None else self._take(step)
+
+    def _take(self, step: Any) -> tuple[Any, int, torch.Tensor | None]:
+        preview, self._preview = self._preview, None
+        return (step, 0, None) if preview is None else (step, preview[0], preview[1])
 
 
 class Ctx:
@@ -162,6 +170,9 @@ class Ctx:
         self.hub: ModelHub = servicer.hub
         self.limits: Limits = servicer.limits
         self._model = model
+        self.rpc = ""  # set by the servicer
+        self.heavy = False  # a batched handler takes the capacity slot itself, per batch
+        self._arrived: Callable[[], None] = lambda: None
 
     @property
     def model(self) -> LoadedModel:
@@ -188,6 +199,28 @@ class Ctx:
             )
         config = self.servicer.config
         return load_input(image, self.model.spec.preprocessing, self.limits.max_image_pixels, config.device)
+
+    def batched(self, key: Hashable | None, x: torch.Tensor, extra: Any, compute: Compute) -> Any:
+        """One image's result of ``compute``, in a batch with concurrent calls of the same key.
+
+        ``x`` (1, C, H, W) is this call's input and ``extra`` what else ``compute`` needs of it;
+        ``key`` holds everything else the computation depends on (the RPC and the model are added
+        here); None computes alone. Heavy methods hold a capacity slot per batch, not per call.
+        See :mod:`server.batcher`.
+        """
+        self._arrived()
+        gate = self.servicer.gate
+        slot = (lambda wanted: gate.slot(wanted)) if self.heavy else None
+        batcher = self.servicer.batcher
+        if key is None or not batcher.enabled:
+            if slot is None:
+                return compute(x, [extra], self.should_stop)[0]
+            with slot(lambda: not self.should_stop()):
+                return compute(x, [extra], self.should_stop)[0]
+        kind = (self.rpc, self.model.spec.name)
+        return batcher.run(
+            kind, (kind, key), x, extra, compute, still_wanted=lambda: not self.should_stop(), slot=slot
+        )
 
     def layer(self, name: str, *, field: str = "layer") -> str:
         if not name:
@@ -352,6 +385,7 @@ class InterpServicer(pb_grpc.InterpServicer):
         # thread per gRPC worker, so a submission never waits here: admission is the gate's job.
         self._workers = ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-work")
         self.stalls = StallWatch(self.limits.stream_stall_s)
+        self.batcher = Batcher(self.limits.batch_max_size, self.limits.batch_delay_ms / 1000.0)
         self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training sets, read once
         self._datasets_lock = threading.Lock()
 
@@ -411,7 +445,14 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     def unary(self, method: Method, handler: Handler, request: Message, call: Call) -> Message:
         ctx, params = self.prepare(method, handler, request, call)
-        if method.heavy:
+        ctx.rpc, ctx.heavy = method.rpc, method.heavy
+        if handler.batched and ctx._model is not None:
+            # Counted as on its way to the batcher while it decodes: a batch waits for it (at
+            # most the batch delay) rather than starting without it.
+            with self.batcher.arriving((method.rpc, ctx.model.spec.name)) as arrived:
+                ctx._arrived = arrived
+                reply = handler.fn(ctx, request, params)
+        elif method.heavy:
             with self.gate.slot(lambda: not call.should_stop()):
                 reply = handler.fn(ctx, request, params)
         else:
@@ -484,13 +525,14 @@ class InterpServicer(pb_grpc.InterpServicer):
                     continue
 
         def on_step(step: Any) -> None:
-            if throttle.admit(step):
-                send(step)
+            due = throttle.admit(step)
+            if due is not None:
+                send(*due)
 
-        def send(step: Any) -> None:
-            preview = b""
-            if step.preview is not None:
-                preview = rendering.encode_png(rendering.image_grid(step.preview.detach().cpu()))
+        def send(step: Any, preview_step: int, preview: torch.Tensor | None) -> None:
+            png = b""
+            if preview is not None:
+                png = rendering.encode_png(rendering.image_grid(preview.detach().cpu()))
             publish(
                 pb.Progress(
                     step=step.step,
@@ -498,7 +540,8 @@ class InterpServicer(pb_grpc.InterpServicer):
                     objective=float(step.objective),
                     elapsed_s=float(step.elapsed_s),
                     stage=step.stage,
-                    preview_png=preview,
+                    preview_png=png,
+                    preview_step=preview_step,
                 )
             )
 
@@ -513,7 +556,7 @@ class InterpServicer(pb_grpc.InterpServicer):
                     outcome["result"] = work.run(on_step, call.should_stop)
                     last = throttle.flush()  # a loop that ended early: its last step still reported
                     if last is not None:
-                        send(last)
+                        send(*last)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the servicer thread
                 outcome["error"] = exc
             finally:

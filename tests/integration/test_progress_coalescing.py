@@ -76,8 +76,12 @@ def test_a_very_low_rate_sends_the_first_and_the_last_step(slow_rate) -> None:
     assert _steps(slow_rate, _visualize(every_step=False)) == [1, STEPS]
 
 
-def test_previews_are_sent_at_their_own_rate(slow_rate) -> None:
-    assert _steps(slow_rate, _visualize(preview_every=4)) == [1, 4, 8, STEPS]
+def test_the_latest_preview_rides_on_the_last_event(slow_rate) -> None:
+    with grpc.insecure_channel(slow_rate) as channel:
+        request = _visualize(preview_every=5)
+        events = list(interp_pb2_grpc.InterpStub(channel).VisualizeFilter(request, timeout=120))
+    progress = [e.progress for e in events[:-1]]
+    assert [(p.step, p.preview_step, bool(p.preview_png)) for p in progress] == [(1, 0, False), (STEPS, 10, True)]
 
 
 def test_every_step_on_request_sends_every_step(slow_rate) -> None:

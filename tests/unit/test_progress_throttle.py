@@ -35,7 +35,7 @@ def sent_steps(
             sent.append(n)
     last = throttle.flush()
     if last is not None:
-        sent.append(last.step)
+        sent.append(last[0].step)
     return sent
 
 
@@ -67,10 +67,22 @@ def test_a_run_that_ends_early_still_reports_its_last_step() -> None:
     assert sent == [1, 137]
 
 
-def test_steps_with_a_preview_are_always_sent() -> None:
+def test_previews_ride_on_the_next_event_sent() -> None:
     clock = FakeClock()
     throttle = ProgressThrottle(1e-6, clock)
+    previews = {n: torch.full((1, 1, 4, 4), float(n)) for n in (25, 50, 75)}
+    sent = [due for n in range(1, 81) if (due := throttle.admit(Step(n, 100, previews.get(n)))) is not None]
+    assert [(step.step, shows) for step, shows, _ in sent] == [(1, 0)]  # previews held back with their steps
+    step, shows, preview = throttle.flush()  # the run ended at step 80: its last step, and the latest preview
+    assert (step.step, shows) == (80, 75) and float(preview.max()) == 75.0
+    assert throttle.flush() is None
+
+
+def test_a_preview_step_that_is_due_carries_its_own_preview() -> None:
+    clock = FakeClock()
+    throttle = ProgressThrottle(0.0, clock)
     preview = torch.zeros(1, 1, 4, 4)
-    sent = [n for n in range(1, 101) if throttle.admit(Step(n, 100, preview if n % 25 == 0 else None))]
-    assert sent == [1, 25, 50, 75, 100]
-    assert throttle.flush() is None  # the last step was sent
+    step, shows, carried = throttle.admit(Step(4, 8, preview))
+    assert (step.step, shows) == (4, 4) and carried is preview
+    step, shows, carried = throttle.admit(Step(5, 8))
+    assert (step.step, shows, carried) == (5, 0, None)
