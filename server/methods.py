@@ -64,6 +64,9 @@ class Handler:
     # The Params fields this request's method reads (None: all); the others are neither capped
     # by their defaults nor echoed.
     applies: Callable[[Any], Sequence[str]] | None = None
+    # The handler computes through ``ctx.batched`` (micro-batching; it holds the capacity slot
+    # per batch for heavy methods, so the servicer does not hold one for the whole call).
+    batched: bool = False
 
 
 HANDLERS: dict[str, Handler] = {}
@@ -76,11 +79,12 @@ def handler(
     resolve: Resolver | None = None,
     model: str = "ready",
     applies: Callable[[Any], Sequence[str]] | None = None,
+    batched: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if rpc in HANDLERS:
             raise ValueError(f"two handlers for {rpc}")
-        HANDLERS[rpc] = Handler(fn, params, resolve, model, applies)
+        HANDLERS[rpc] = Handler(fn, params, resolve, model, applies, batched)
         return fn
 
     return register
@@ -137,16 +141,25 @@ def server_info(ctx: Ctx, request: pb.GetServerInfoRequest, params: None) -> pb.
     )
 
 
-@handler("Classify")
+def classify_batch(module: torch.nn.Module) -> Callable[[torch.Tensor, Sequence[Any], Callable[[], bool]], list]:
+    """Batched Classify computation: (B, C, H, W) -> B logit rows (K,)."""
+
+    def compute(x: torch.Tensor, extras: Sequence[Any], should_stop: Callable[[], bool]) -> list:
+        with torch.no_grad():
+            return list(module(x))
+
+    return compute
+
+
+@handler("Classify", batched=True)
 def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.ClassifyResponse:
-    x = ctx.input(request.image)
     classes = ctx.model.spec.num_classes
     top_k = request.top_k if request.HasField("top_k") else 5
     if top_k < 1:
         raise BadRequest(f"top_k must be at least 1, got {top_k}", field="top_k")
     top_k = min(top_k, classes)  # documented: above the class count returns every class
-    with torch.no_grad():
-        logits = ctx.module(x)[0]
+    x = ctx.input(request.image)
+    logits = ctx.batched(("logits",), x, None, classify_batch(ctx.module))
     values, indices = torch.softmax(logits, dim=0).topk(top_k)
     return pb.ClassifyResponse(
         predictions=[ctx.prediction(i, p) for i, p in zip(indices.tolist(), values.tolist(), strict=True)],
@@ -260,10 +273,37 @@ def _saliency_applies(request: pb.SaliencyRequest) -> tuple[str, ...]:
     return (*SALIENCY_METHOD_PARAMS.get(request.method, ()), *SALIENCY_RENDERING)
 
 
-@handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies)
-def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> pb.SaliencyResponse:
+BATCHED_SALIENCY = ("gradient", "gradient_x_input")
+"""Saliency methods computed in micro-batches: one pass, each image's gradient its own."""
+
+
+def saliency_batch(
+    module: torch.nn.Module, method: str, params: SaliencyParams
+) -> Callable[[torch.Tensor, Sequence[Any], Callable[[], bool]], list]:
+    """Batched Saliency computation: (B, C, H, W) and B targets (all None or all set) -> B results."""
+    from interp.saliency import SaliencyResult
     from interp.saliency import saliency as compute
 
+    def run(x: torch.Tensor, targets: Sequence[Any], should_stop: Callable[[], bool]) -> list:
+        target = None if targets[0] is None else torch.tensor(list(targets), device=x.device)
+        result = compute(module, x, target, method=method, params=params, should_stop=should_stop)
+        return [
+            SaliencyResult(
+                method=result.method,
+                map=result.map[i : i + 1],
+                attribution=result.attribution[i : i + 1],
+                target=result.target[i : i + 1],
+                probabilities=result.probabilities[i : i + 1],
+                params=result.params,
+            )
+            for i in range(x.shape[0])
+        ]
+
+    return run
+
+
+@handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies, batched=True)
+def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> pb.SaliencyResponse:
     samples = {"smoothgrad": params.samples, "integrated_gradients": params.steps}.get(request.method, 1)
     _, height, width = ctx.model.spec.input_shape
     # One forward holds min(batch_size, samples) copies of the input; all of them together x samples.
@@ -272,14 +312,10 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
     target = ctx.target_index(request.target)
     # No separate forward for the prediction: saliency resolves an unset target to the predicted
     # class and returns the probabilities from its own (clean-input) forward.
-    result = compute(
-        ctx.module,
-        x,
-        None if target is None else torch.tensor([target], device=x.device),
-        method=request.method,
-        params=params,
-        should_stop=ctx.should_stop,
-    )
+    # gradient / gradient_x_input: batched with concurrent calls of the same method, parameters
+    # and kind of target (explicit or predicted); the others compute alone.
+    key = (request.method, params, target is None) if request.method in BATCHED_SALIENCY else None
+    result = ctx.batched(key, x, target, saliency_batch(ctx.module, request.method, params))
     target = int(result.target[0])
     probs = result.probabilities[0].cpu()
     saliency_map = result.map[0].detach().cpu()

@@ -218,9 +218,7 @@ class Ctx:
             with slot(lambda: not self.should_stop()):
                 return compute(x, [extra], self.should_stop)[0]
         kind = (self.rpc, self.model.spec.name)
-        return batcher.run(
-            kind, (kind, key), x, extra, compute, still_wanted=lambda: not self.should_stop(), slot=slot
-        )
+        return batcher.run(kind, (kind, key), x, extra, compute, still_wanted=lambda: not self.should_stop(), slot=slot)
 
     def layer(self, name: str, *, field: str = "layer") -> str:
         if not name:
