@@ -40,10 +40,10 @@ from protos import interp_pb2_grpc as pb_grpc
 from protos.methods import METHODS, Method
 from server import convert
 from server.batcher import Batcher, Compute
-from server.capacity import CapacityGate
+from server.capacity import CapacityGate, DecodeBudget
 from server.config import Limits, ServerConfig
 from server.errors import BadRequest, Overloaded, grpc_errors
-from server.imaging import load_input
+from server.imaging import decode_cost, load_input
 from server.interceptors import Metrics
 from server.methods import HANDLERS, Handler, Streamed
 
@@ -64,6 +64,11 @@ class Call:
 
     def should_stop(self) -> bool:
         return not self.context.is_active() or time.perf_counter() > self.deadline
+
+    def wait_until(self) -> float:
+        """When waiting for a resource gives up (perf_counter seconds): shortly before the deadline,
+        so that a RESOURCE_EXHAUSTED answer reaches the client before its own deadline does."""
+        return self.deadline - min(1.0, 0.1 * (self.deadline - self.started))
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -198,7 +203,11 @@ class Ctx:
                 f"{what} is required: set Image.encoded (file bytes) or Image.pixels (a tensor)", field=what
             )
         config = self.servicer.config
-        return load_input(image, self.model.spec.preprocessing, self.limits.max_image_pixels, config.device)
+        spec, max_pixels = self.model.spec.preprocessing, self.limits.max_image_pixels
+        # Admitted against the decode budget from the header, before any pixel is decoded.
+        cost = decode_cost(image, spec, max_pixels)
+        with self.servicer.decode_budget.reserve(cost, what, lambda: not self.should_stop(), self.call.wait_until()):
+            return load_input(image, spec, max_pixels, config.device)
 
     def batched(self, key: Hashable | None, x: torch.Tensor, extra: Any, compute: Compute) -> Any:
         """One image's result of ``compute``, in a batch with concurrent calls of the same key.
@@ -383,6 +392,7 @@ class InterpServicer(pb_grpc.InterpServicer):
         # thread per gRPC worker, so a submission never waits here: admission is the gate's job.
         self._workers = ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-work")
         self.stalls = StallWatch(self.limits.stream_stall_s)
+        self.decode_budget = DecodeBudget(self.limits.decode_budget_bytes, clock=time.perf_counter)
         self.batcher = Batcher(self.limits.batch_max_size, self.limits.batch_delay_ms / 1000.0)
         self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training sets, read once
         self._datasets_lock = threading.Lock()
