@@ -629,8 +629,10 @@ class ProgressEvent(_ShortRepr):
         objective: the value being optimized at this step (method-specific sign).
         elapsed_s: seconds since the server started the run.
         stage: e.g. ``"octave 2/4"`` or ``"alpha 0.5"`` (may be empty).
-        preview_png: a low-resolution preview, or None when this event carries none.
+        preview_png: the latest low-resolution preview since the previous event, or None.
         queued_position: > 0 while the call waits in the server's queue (1 = next); 0 otherwise.
+        preview_step: the step ``preview_png`` shows (``step``, or an earlier step whose event the
+            server coalesced); 0 without a preview.
     """
 
     step: int
@@ -640,6 +642,7 @@ class ProgressEvent(_ShortRepr):
     stage: str
     preview_png: bytes | None
     queued_position: int = 0
+    preview_step: int = 0
 
     @property
     def queued(self) -> bool:
@@ -655,6 +658,7 @@ class ProgressEvent(_ShortRepr):
             stage=m.stage,
             preview_png=m.preview_png or None,
             queued_position=m.queued_position,
+            preview_step=m.preview_step,
         )
 
 

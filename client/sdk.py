@@ -57,7 +57,7 @@ from client.results import (
 )
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
-from protos.methods import Method, by_rpc
+from protos.methods import STREAM_OPTION, Method, by_rpc
 
 __all__ = [
     "InterpClient",
@@ -850,9 +850,17 @@ class InterpClient:
         timeout: float | None = _UNSET,
         params: Mapping[str, Any] | None = None,
     ) -> EventStream[Any]:
-        """Any streamed RPC of the method table by name, as an :class:`EventStream`."""
+        """Any streamed RPC of the method table by name, as an :class:`EventStream`.
+
+        ``every_step=True`` among ``params`` (every streamed method takes it) asks for one progress
+        event per step; by default the server sends at most its ``progress_events_per_s`` a second
+        (plus the first and last step and every preview).
+        """
         method = by_rpc(rpc)
-        request = build_request(method, values, params or {}, _caller(method))
+        params = dict(params or {})
+        if STREAM_OPTION in params:
+            values = {**values, STREAM_OPTION: params.pop(STREAM_OPTION)}
+        request = build_request(method, values, params, _caller(method))
         return self._stream(rpc, request, RESULTS[rpc], timeout)
 
     def _unary(self, rpc: str, request: Message, timeout: float | None) -> Any:

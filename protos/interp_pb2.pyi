@@ -94,7 +94,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., code_name: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position")
+    __slots__ = ("step", "total_steps", "objective", "elapsed_s", "stage", "preview_png", "queued_position", "preview_step")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class Progress(_message.Message):
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_PNG_FIELD_NUMBER: _ClassVar[int]
     QUEUED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_STEP_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     objective: float
@@ -109,7 +110,8 @@ class Progress(_message.Message):
     stage: str
     preview_png: bytes
     queued_position: int
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ..., queued_position: _Optional[int] = ...) -> None: ...
+    preview_step: int
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., objective: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., stage: _Optional[str] = ..., preview_png: _Optional[bytes] = ..., queued_position: _Optional[int] = ..., preview_step: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -602,7 +604,7 @@ class AttackDatasetParams(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., candidates: _Optional[int] = ..., overshoot: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class AttackDatasetRequest(_message.Message):
-    __slots__ = ("model", "dataset", "methods", "epsilons", "limit", "true_labels", "params")
+    __slots__ = ("model", "dataset", "methods", "epsilons", "limit", "true_labels", "params", "every_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -610,6 +612,7 @@ class AttackDatasetRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     methods: _containers.RepeatedScalarFieldContainer[str]
@@ -617,7 +620,8 @@ class AttackDatasetRequest(_message.Message):
     limit: int
     true_labels: bool
     params: AttackDatasetParams
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., limit: _Optional[int] = ..., true_labels: _Optional[bool] = ..., params: _Optional[_Union[AttackDatasetParams, _Mapping]] = ...) -> None: ...
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., limit: _Optional[int] = ..., true_labels: _Optional[bool] = ..., params: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class MethodCurve(_message.Message):
     __slots__ = ("method", "accuracy", "levels", "minimal", "median_minimal", "non_monotone", "runs", "not_found")
@@ -718,16 +722,18 @@ class VisualizeFilterParams(_message.Message):
     def __init__(self, objective: _Optional[str] = ..., steps: _Optional[int] = ..., image_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., parameterization: _Optional[str] = ..., transforms: _Optional[bool] = ..., preview_every: _Optional[int] = ..., restarts: _Optional[int] = ..., preset: _Optional[str] = ..., l2_decay: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., blur_sigma_end: _Optional[float] = ..., jitter: _Optional[int] = ..., scale_range: _Optional[float] = ..., rotate_degrees: _Optional[float] = ..., tv_weight: _Optional[float] = ..., clip_norm_percentile: _Optional[float] = ..., clip_contribution_percentile: _Optional[float] = ..., start_from_mean: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterRequest(_message.Message):
-    __slots__ = ("model", "layer", "channels", "params")
+    __slots__ = ("model", "layer", "channels", "params", "every_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
     params: VisualizeFilterParams
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ...) -> None: ...
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterResult(_message.Message):
     __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved")
@@ -784,16 +790,18 @@ class DeepDreamParams(_message.Message):
     def __init__(self, octaves: _Optional[int] = ..., octave_scale: _Optional[float] = ..., iterations: _Optional[int] = ..., step_size: _Optional[float] = ..., jitter: _Optional[int] = ..., seed: _Optional[int] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class DeepDreamRequest(_message.Message):
-    __slots__ = ("model", "image", "layers", "params")
+    __slots__ = ("model", "image", "layers", "params", "every_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     layers: _containers.RepeatedCompositeFieldContainer[LayerWeight]
     params: DeepDreamParams
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerWeight, _Mapping]]] = ..., params: _Optional[_Union[DeepDreamParams, _Mapping]] = ...) -> None: ...
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerWeight, _Mapping]]] = ..., params: _Optional[_Union[DeepDreamParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class LayerGain(_message.Message):
     __slots__ = ("layer", "norm_before", "norm_after")
@@ -862,7 +870,7 @@ class InterpolateFeaturesParams(_message.Message):
     def __init__(self, iterations: _Optional[int] = ..., warm_iterations: _Optional[int] = ..., tv_weight: _Optional[float] = ..., tv_beta: _Optional[float] = ..., seed: _Optional[int] = ..., set_size: _Optional[int] = ..., normalize_attribute: _Optional[bool] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class InterpolateFeaturesRequest(_message.Message):
-    __slots__ = ("model", "source", "layers", "sets", "target", "alphas", "params")
+    __slots__ = ("model", "source", "layers", "sets", "target", "alphas", "params", "every_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -870,6 +878,7 @@ class InterpolateFeaturesRequest(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     ALPHAS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     source: Image
     layers: _containers.RepeatedScalarFieldContainer[str]
@@ -877,7 +886,8 @@ class InterpolateFeaturesRequest(_message.Message):
     target: Image
     alphas: _containers.RepeatedScalarFieldContainer[float]
     params: InterpolateFeaturesParams
-    def __init__(self, model: _Optional[str] = ..., source: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., sets: _Optional[_Union[AttributeSets, _Mapping]] = ..., target: _Optional[_Union[Image, _Mapping]] = ..., alphas: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[InterpolateFeaturesParams, _Mapping]] = ...) -> None: ...
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., sets: _Optional[_Union[AttributeSets, _Mapping]] = ..., target: _Optional[_Union[Image, _Mapping]] = ..., alphas: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[InterpolateFeaturesParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class AlphaResult(_message.Message):
     __slots__ = ("alpha", "image", "png", "feature_error", "prediction")
@@ -952,16 +962,18 @@ class BuildIndexParams(_message.Message):
     def __init__(self, k: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class BuildIndexRequest(_message.Message):
-    __slots__ = ("model", "dataset", "layers", "params")
+    __slots__ = ("model", "dataset", "layers", "params", "every_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     layers: _containers.RepeatedScalarFieldContainer[str]
     params: BuildIndexParams
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[BuildIndexParams, _Mapping]] = ...) -> None: ...
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[BuildIndexParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class BuildIndexResult(_message.Message):
     __slots__ = ("stamp", "dataset", "index_id", "layers", "images", "skipped", "reused", "seconds", "images_per_s", "peak_rss_growth_mb", "resolved")
@@ -1136,7 +1148,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call", "progress_events_per_s", "decode_budget_bytes", "batch_max_size", "batch_delay_ms")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -1164,6 +1176,10 @@ class Limits(_message.Message):
     MAX_DATASET_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_INDEX_K_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_EVENTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    DECODE_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -1191,7 +1207,11 @@ class Limits(_message.Message):
     max_dataset_images: int
     max_index_k: int
     max_images_per_call: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ...) -> None: ...
+    progress_events_per_s: float
+    decode_budget_bytes: int
+    batch_max_size: int
+    batch_delay_ms: float
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., progress_events_per_s: _Optional[float] = ..., decode_budget_bytes: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_delay_ms: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 
 from protos import interp_pb2 as pb
 
-__all__ = ["Cap", "Method", "METHODS", "by_rpc", "by_command", "check_table"]
+__all__ = ["Cap", "Method", "METHODS", "STREAM_OPTION", "by_rpc", "by_command", "check_table"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,10 @@ def _snake(name: str) -> str:
 def _message_class(name: str) -> type[Message]:
     return getattr(pb, name)
 
+
+STREAM_OPTION = "every_step"
+"""The request field every streamed RPC has: true asks for one Progress event per step (the
+server otherwise coalesces them to its ``progress_events_per_s``)."""
 
 SALIENCY_METHODS = (
     "gradient",
@@ -339,6 +343,8 @@ def check_table() -> list[str]:
             reply = reply.fields_by_name["result"].message_type
         if reply.full_name != method.reply.DESCRIPTOR.full_name:
             problems.append(f"{method.rpc}: reply is {reply.full_name}")
+        if method.streamed and STREAM_OPTION not in method.request.DESCRIPTOR.fields_by_name:
+            problems.append(f"{method.rpc}: a streamed request without the common field {STREAM_OPTION}")
         for path, cap in method.caps.items():
             if cap.limit not in limits:
                 problems.append(f"{method.rpc}: cap on {path} names unknown limit {cap.limit}")

@@ -7,6 +7,7 @@ deadlines expire; waiting requests give up when their own deadline or cancellati
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -79,3 +80,66 @@ class CapacityGate:
         if self.metrics is not None:
             self.metrics.heavy_running.set(self.running)
             self.metrics.heavy_queued.set(self.waiting)
+
+
+class DecodeBudget:
+    """Bytes that decoding and preprocessing of request images may hold at once, across all calls.
+
+    A call reserves its image's cost (estimated from the header before decoding) for the time it
+    decodes. One that does not fit waits until enough is released, while it is wanted and until
+    shortly before its deadline (``wait_until()``, monotonic seconds), then gets Overloaded
+    (RESOURCE_EXHAUSTED) naming the budget; a cost above the whole budget is refused at once.
+    Any call that fits goes ahead (a small image need not wait behind a huge one). ``used`` and
+    ``peak`` are the accounting, for tests and operators.
+    """
+
+    def __init__(self, total_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = total_bytes
+        self.clock = clock
+        self._cond = threading.Condition()
+        self.used = 0
+        self.peak = 0
+        self.holders = 0
+        self.waiting = 0
+        self.refused = 0
+
+    def _describe(self) -> str:
+        return f"this server's decode budget decode_budget_bytes={self.total:,} ({self.total / 1e6:,.0f} MB)"
+
+    @contextmanager
+    def reserve(self, nbytes: int, what: str, still_wanted: Callable[[], bool], wait_until: float) -> Iterator[None]:
+        if nbytes > self.total:
+            with self._cond:
+                self.refused += 1
+            raise Overloaded(
+                f"{what}: decoding and preprocessing it needs about {nbytes / 1e6:,.0f} MB, more than "
+                f"{self._describe()}; send a smaller image (fewer pixels or a lower bit depth)"
+            )
+        with self._cond:
+            if self.used + nbytes > self.total:
+                self.waiting += 1
+                try:
+                    while self.used + nbytes > self.total:
+                        if not still_wanted():
+                            raise Cancelled("request abandoned while waiting for decode memory")
+                        left = wait_until - self.clock()
+                        if left <= 0:
+                            self.refused += 1
+                            raise Overloaded(
+                                f"{what}: decoding needs about {nbytes / 1e6:,.0f} MB and {self._describe()} "
+                                f"stayed busy ({self.used / 1e6:,.0f} MB held by {self.holders} image(s)) until "
+                                "shortly before the request's deadline; retry later or with a longer deadline"
+                            )
+                        self._cond.wait(timeout=min(left, 0.05))
+                finally:
+                    self.waiting -= 1
+            self.used += nbytes
+            self.holders += 1
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self.holders -= 1
+                self._cond.notify_all()

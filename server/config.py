@@ -8,11 +8,40 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+DECODE_BUDGET_FRACTION = 0.25
+"""The default decode budget: this fraction of the container's memory (cgroup limit, else RAM)."""
+
+
+def memory_available_bytes() -> int:
+    """The memory this process may use: the cgroup (v2, then v1) limit if any, else physical RAM."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < physical:  # "max" or a huge v1 number: no limit
+            return int(text)
+    return physical
+
+
+def default_decode_budget_bytes() -> int:
+    return int(memory_available_bytes() * DECODE_BUDGET_FRACTION)
+
+
+def _megabytes(text: str) -> int:
+    """A size in MB (10^6 bytes; decimals allowed) -> bytes."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of MB, got {text!r}")
+    return int(value * 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,15 @@ class Limits:
     max_dataset_images: int = 10_000  # AttackDataset images per request
     max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
     max_images_per_call: int = 256  # `images` per Classify / Activations / Saliency / Attack call
+    progress_events_per_s: float = 20.0  # streamed calls: Progress events per second (+ first, last); 0: every step
+    # Bytes decoding and preprocessing of request images may hold at once (judged from headers).
+    decode_budget_bytes: int = field(default_factory=default_decode_budget_bytes)
+    batch_max_size: int = 8  # micro-batching of concurrent single-image calls: largest batch (1: off)
+    batch_delay_ms: float = 2.0  # ... longest wait for companions while a batch computes (0: off)
+
+
+ZERO_MEANS_OFF = frozenset({"progress_events_per_s", "batch_delay_ms"})
+"""Limits for which 0 is valid: it switches the feature off (every step sent; no batching)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +252,36 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "limits.max_images_per_call",
         int,
         "most images per Classify / Activations / Saliency / Attack call",
+    ),
+    (
+        "--progress-events-per-s",
+        "INTERP_PROGRESS_EVENTS_PER_S",
+        "limits.progress_events_per_s",
+        float,
+        "streamed calls send at most this many progress events a second, plus the first and the last "
+        "(previews ride on the events sent); 0: every step (default 20)",
+    ),
+    (
+        "--decode-budget-mb",
+        "INTERP_DECODE_BUDGET_MB",
+        "limits.decode_budget_bytes",
+        _megabytes,
+        "MB that decoding request images may hold at once, judged from their headers; beyond it a call "
+        f"waits or is refused (default {DECODE_BUDGET_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
+    ),
+    (
+        "--batch-max-size",
+        "INTERP_BATCH_MAX_SIZE",
+        "limits.batch_max_size",
+        int,
+        "most concurrent single-image Classify / gradient Saliency calls computed as one batch; 1: off (default 8)",
+    ),
+    (
+        "--batch-delay-ms",
+        "INTERP_BATCH_DELAY_MS",
+        "limits.batch_delay_ms",
+        float,
+        "ms a call may wait for companions while a batch of its kind computes; 0: no batching (default 2)",
     ),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
@@ -410,8 +478,11 @@ def validate_config(config: ServerConfig) -> None:
         raise SystemExit(f"interp-server: --log-format must be text or json, got {config.log_format!r}")
     for item in fields(Limits):
         value = getattr(config.limits, item.name)
-        if value <= 0:
-            raise SystemExit(f"interp-server: limit {item.name} must be > 0, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"interp-server: limit {item.name} must be a finite number, got {value}")
+        if value < 0 or (value == 0 and item.name not in ZERO_MEANS_OFF):
+            floor = ">= 0" if item.name in ZERO_MEANS_OFF else "> 0"
+            raise SystemExit(f"interp-server: limit {item.name} must be {floor}, got {value}")
 
 
 def read_tokens_file(path: Path) -> list[str]:

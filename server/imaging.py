@@ -12,6 +12,7 @@ is refused without allocating it.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -30,15 +31,108 @@ PILImage.MAX_IMAGE_PIXELS = None
 _DEPTH_SCALE = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
 
 
-def header_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from an encoded image's header, without decoding its pixels."""
+@dataclass(frozen=True)
+class Header:
+    """What an encoded image's header says about the array OpenCV will decode it to."""
+
+    width: int
+    height: int
+    channels: int  # of the decoded array (IMREAD_UNCHANGED): 1, 3 or 4
+    sample_bytes: int  # 1 (8 bit), 2 (16 bit) or 4 (32 bit)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * self.sample_bytes
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour type -> channels of OpenCV's IMREAD_UNCHANGED array (palette: 3, or 4 with
+# transparency; grey + alpha becomes BGRA): the larger where it depends on chunks further on.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}
+
+
+def read_header(data: bytes) -> Header:
+    """Size, channels and sample depth from an encoded image's header, without decoding its pixels.
+
+    PNG: its IHDR chunk (the first 26 bytes), which gives the bit depth (PIL reports a 16-bit RGB
+    PNG as 8-bit "RGB"). Other formats: PIL, which reads only the header.
+    """
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        depth, colour = data[24], data[25]
+        if colour in _PNG_CHANNELS and depth in (1, 2, 4, 8, 16):
+            return Header(width, height, _PNG_CHANNELS[colour], 2 if depth == 16 else 1)
     try:
         with PILImage.open(io.BytesIO(data)) as img:
-            return int(img.size[0]), int(img.size[1])
+            width, height = int(img.size[0]), int(img.size[1])
+            mode, bands = img.mode, len(img.getbands())
+            bits = img.tag_v2.get(258) if hasattr(img, "tag_v2") else None  # TIFF BitsPerSample
     except Exception as exc:  # noqa: BLE001 - any unreadable header is the client's input error
         raise BadRequest(
             f"cannot read the image: not a PNG, JPEG, BMP, WebP or TIFF file ({type(exc).__name__})"
         ) from None
+    channels = 4 if mode in ("P", "PA", "LA", "CMYK") or bands > 3 else (1 if bands == 1 else 3)
+    sample = 4 if mode in ("I", "F") else 2 if mode.startswith("I;16") else 1
+    if bits is not None:
+        widest = max(bits) if isinstance(bits, tuple) else int(bits)
+        sample = max(sample, (widest + 7) // 8)
+    return Header(width, height, channels, min(sample, 4))
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding its pixels."""
+    header = read_header(data)
+    return header.width, header.height
+
+
+def decode_cost(image: pb.Image, spec: Preprocessing, max_pixels: int) -> int:
+    """An upper estimate of the bytes :func:`load_input` holds at its peak, from headers only.
+
+    Twice the decoded array in its own dtype (OpenCV's colour-order and area-resize working
+    buffers measure up to about half of it); the copy :func:`reduce_native` shrinks it to (at most
+    twice the model's side, or the image itself when already that small); and up to four float32
+    copies of that at the larger of the image's and the model's channel count (unit conversion,
+    alpha/grey conversion, resize, clip and transpose). For ``Image.pixels``, two copies of the
+    tensor's bytes instead of the decoded array. An image over ``max_pixels`` is refused here
+    (INVALID_ARGUMENT, as decoding would); a malformed tensor is costed at its bytes and left for
+    decoding to refuse.
+    """
+    kind = image.WhichOneof("source")
+    if kind == "encoded" and image.encoded:
+        header = read_header(image.encoded)
+        _check_pixels(header.width, header.height, max_pixels)
+        width, height, channels, sample = header.width, header.height, header.channels, header.sample_bytes
+        # the decoded array, and as much again for OpenCV's working copies (colour order, resize)
+        native = 2 * header.decoded_bytes
+    elif kind == "pixels":
+        data = len(image.pixels.data)
+        shape = [int(n) for n in image.pixels.shape]
+        if len(shape) not in (2, 3) or min(shape) < 1 or shape[0] * shape[1] > max_pixels:
+            return 2 * data
+        height, width = shape[:2]
+        channels = shape[2] if len(shape) == 3 else 1
+        sample = 4
+        native = 2 * data
+    else:
+        return 0
+    height, width = max(1, height), max(1, width)
+    if spec.resize_shorter and spec.crop:
+        longest = max(1, int(np.ceil(min(height, width) * MAX_ASPECT_BEFORE_CROP)))
+        height, width = min(height, longest), min(width, longest)
+    target = spec.resize_shorter or spec.input_size
+    pixels = width * height
+    reduced = 0
+    if min(height, width) > REDUCE_ABOVE * target:
+        scale = REDUCE_ABOVE * target / min(height, width)
+        pixels = (round(width * scale) + 1) * (round(height * scale) + 1)
+        reduced = pixels * channels * sample
+    if spec.resize_shorter:  # resized (up or down) to the shorter side before the crop
+        scale = spec.resize_shorter / min(height, width)
+        resized = (round(width * scale) + 1) * (round(height * scale) + 1)
+    else:
+        resized = spec.input_size * spec.input_size
+    floats = 4 * max(pixels, resized) * max(channels, spec.channels) * 4
+    return native + reduced + floats
 
 
 def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
@@ -139,9 +233,7 @@ def _trim_long_side(image: np.ndarray, max_aspect: float) -> np.ndarray:
     return image
 
 
-def preprocess(
-    array: np.ndarray, spec: Preprocessing, source_size: tuple[int, int] | None = None
-) -> np.ndarray:
+def preprocess(array: np.ndarray, spec: Preprocessing, source_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decoded float image -> (C, H, W) float32 in [0, 1] at the model's input size.
 
     ``source_size``: (height, width) of the image ``array`` was reduced from (see

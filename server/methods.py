@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,9 @@ class Handler:
     # The Params fields this request's method reads (None: all); the others are neither capped
     # by their defaults nor echoed.
     applies: Callable[[Any], Sequence[str]] | None = None
+    # The handler computes through ``ctx.batched`` (micro-batching; it holds the capacity slot
+    # per batch for heavy methods, so the servicer does not hold one for the whole call).
+    batched: bool = False
 
 
 HANDLERS: dict[str, Handler] = {}
@@ -76,11 +79,12 @@ def handler(
     resolve: Resolver | None = None,
     model: str = "ready",
     applies: Callable[[Any], Sequence[str]] | None = None,
+    batched: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if rpc in HANDLERS:
             raise ValueError(f"two handlers for {rpc}")
-        HANDLERS[rpc] = Handler(fn, params, resolve, model, applies)
+        HANDLERS[rpc] = Handler(fn, params, resolve, model, applies, batched)
         return fn
 
     return register
@@ -152,13 +156,13 @@ def _input_echo(x: torch.Tensor, png: bool) -> pb.PreprocessedInput:
     return pb.PreprocessedInput(tensor=convert.tensor(image), png=encoded)
 
 
-Fill = Callable[[torch.Tensor, list[Any]], None]
+Fill = Callable[[torch.Tensor, list[Any], Callable[[], bool]], None]
 
 
-def _per_image(ctx: Ctx, request: Any, reply_cls: type[Any], run: Fill) -> Any:
+def _per_image(ctx: Ctx, request: Any, reply_cls: type[Any], run: Fill, batch_key: Hashable | None = None) -> Any:
     """The single-image form (``image``) or many images (``images``), through the same ``run``.
 
-    ``run(x, out)`` takes a (B, C, H, W) batch of preprocessed inputs and fills ``out[i]``, an
+    ``run(x, out, should_stop)`` takes a (B, C, H, W) batch of preprocessed inputs and fills ``out[i]``, an
     empty reply message, with the answer for image i, computed as if that image had come alone
     (the ``interp`` functions work per image on a batch). The replies are filled where they will
     be sent (a many-image answer's ``items``), not built and copied: for 256 LeNet answers the
@@ -167,14 +171,28 @@ def _per_image(ctx: Ctx, request: Any, reply_cls: type[Any], run: Fill) -> Any:
     are decoded and computed in chunks of at most ``max_batch_pixels`` input pixels, which bounds
     the memory of one call; an image that cannot be read gets an ``ItemError`` in its place and
     the others go on.
+
+    A single image with a ``batch_key`` (everything but the image its answer depends on) may be
+    computed in one micro-batch with concurrent calls of the same key (:meth:`Ctx.batched`); a
+    many-image call is its own batch.
     """
     images = request.images
     if not images:
-        reply = reply_cls()
-        run(ctx.input(request.image), [reply])
-        return reply
+        x = ctx.input(request.image)
+
+        def compute(xb: torch.Tensor, extras: Sequence[Any], should_stop: Callable[[], bool]) -> list[Any]:
+            out = [reply_cls() for _ in extras]
+            run(xb, out, should_stop)
+            return out
+
+        return ctx.batched(batch_key, x, None, compute)
     if request.HasField("image"):
         raise BadRequest("give image (one) or images (several), not both", field="images")
+    with ctx.own_slot():
+        return _many(ctx, images, reply_cls, run)
+
+
+def _many(ctx: Ctx, images: Sequence[pb.Image], reply_cls: type[Any], run: Fill) -> Any:
     _, height, width = ctx.model.spec.input_shape
     chunk = max(1, ctx.limits.max_batch_pixels // (height * width))
     reply = reply_cls()
@@ -183,7 +201,7 @@ def _per_image(ctx: Ctx, request: Any, reply_cls: type[Any], run: Fill) -> Any:
 
     def flush() -> None:
         ctx.check_stop()
-        run(torch.cat([x for _, x in pending]), [items[position] for position, _ in pending])
+        run(torch.cat([x for _, x in pending]), [items[position] for position, _ in pending], ctx.should_stop)
         pending.clear()
 
     for i, image in enumerate(images):
@@ -209,7 +227,7 @@ def _set_tensor(field: pb.Tensor, row: np.ndarray) -> None:
     field.data = row.tobytes()
 
 
-@handler("Classify")
+@handler("Classify", batched=True)
 def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.ClassifyResponse:
     classes = ctx.model.spec.num_classes
     top_k = request.top_k if request.HasField("top_k") else 5
@@ -222,7 +240,7 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
     labels = ctx.model.spec.labels
     module = ctx.module
 
-    def run(x: torch.Tensor, out: list[pb.ClassifyResponse]) -> None:
+    def run(x: torch.Tensor, out: list[pb.ClassifyResponse], should_stop: Callable[[], bool]) -> None:
         with torch.inference_mode():
             logits = module(x).float()
             values, indices = torch.softmax(logits, dim=1).topk(top_k, dim=1)
@@ -234,7 +252,8 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
             if include_input:
                 reply.input.CopyFrom(_input_echo(x[i], png=True))
 
-    return _per_image(ctx, request, pb.ClassifyResponse, run)
+    # Concurrent single-image calls with the same answer options share one forward.
+    return _per_image(ctx, request, pb.ClassifyResponse, run, batch_key=(top_k, include_input))
 
 
 # -- single-pass methods ------------------------------------------------------------------------
@@ -260,7 +279,7 @@ def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.Ac
     ctx.check_budget("Activations", count * _activation_bytes(ctx.model, paths, include))
     module = ctx.module
 
-    def run(x: torch.Tensor, out: list[pb.ActivationsResponse]) -> None:
+    def run(x: torch.Tensor, out: list[pb.ActivationsResponse], should_stop: Callable[[], bool]) -> None:
         result = compute(module, x, list(dict.fromkeys(paths)), top_k=top_k)
         for i, reply in enumerate(out):
             layers = []
@@ -353,7 +372,11 @@ def _saliency_applies(request: pb.SaliencyRequest) -> tuple[str, ...]:
     return (*SALIENCY_METHOD_PARAMS.get(request.method, ()), *SALIENCY_RENDERING)
 
 
-@handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies)
+BATCHED_SALIENCY = ("gradient", "gradient_x_input")
+"""Saliency methods computed in micro-batches: one pass, each image's gradient its own."""
+
+
+@handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies, batched=True)
 def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> pb.SaliencyResponse:
     from interp.saliency import saliency as compute
 
@@ -367,7 +390,7 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
     applies = _saliency_applies(request)
     module = ctx.module
 
-    def run(x: torch.Tensor, out: list[pb.SaliencyResponse]) -> None:
+    def run(x: torch.Tensor, out: list[pb.SaliencyResponse], should_stop: Callable[[], bool]) -> None:
         # No separate forward for the prediction: saliency resolves an unset target to the
         # predicted class and returns the probabilities from its own (clean-input) forward.
         result = compute(
@@ -376,7 +399,7 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
             None if target is None else torch.full((x.shape[0],), target, dtype=torch.long, device=x.device),
             method=request.method,
             params=params,
-            should_stop=ctx.should_stop,
+            should_stop=should_stop,
         )
         resolved = convert.params_to_proto(result.params, pb.SaliencyParams, only=applies)
         for i, reply in enumerate(out):
@@ -394,7 +417,10 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
             if include_input:
                 reply.input.CopyFrom(_input_echo(x[i], png=pngs))
 
-    return _per_image(ctx, request, pb.SaliencyResponse, run)
+    # gradient / gradient_x_input: concurrent single-image calls with the same method, parameters,
+    # target and answer options share one pass; the others compute alone.
+    key = (request.method, params, target, include_input, pngs) if request.method in BATCHED_SALIENCY else None
+    return _per_image(ctx, request, pb.SaliencyResponse, run, batch_key=key)
 
 
 ATTACK_PARAMS = {
@@ -449,7 +475,7 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
     def classes(count: int, index: int | None, device: torch.device) -> torch.Tensor | None:
         return None if index is None else torch.full((count,), index, dtype=torch.long, device=device)
 
-    def run(x: torch.Tensor, out: list[pb.AttackResponse]) -> None:
+    def run(x: torch.Tensor, out: list[pb.AttackResponse], should_stop: Callable[[], bool]) -> None:
         with torch.no_grad():
             probs = torch.softmax(module(x), dim=1)
         originals = probs.argmax(dim=1).tolist()
@@ -989,6 +1015,8 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
         )
 
     return Streamed(run, finish)
+
+
 # -- dataset-level views (activation index) ---------------------------------------------------
 
 

@@ -21,8 +21,9 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import grpc
@@ -39,10 +40,11 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
 from protos.methods import METHODS, Method
 from server import convert
-from server.capacity import CapacityGate
+from server.batcher import Batcher, Compute
+from server.capacity import CapacityGate, DecodeBudget
 from server.config import Limits, ServerConfig
 from server.errors import BadRequest, Overloaded, grpc_errors
-from server.imaging import load_input
+from server.imaging import decode_cost, load_input
 from server.interceptors import Metrics
 from server.methods import HANDLERS, Handler, Streamed
 
@@ -63,6 +65,11 @@ class Call:
 
     def should_stop(self) -> bool:
         return not self.context.is_active() or time.perf_counter() > self.deadline
+
+    def wait_until(self) -> float:
+        """When waiting for a resource gives up (perf_counter seconds): shortly before the deadline,
+        so that a RESOURCE_EXHAUSTED answer reaches the client before its own deadline does."""
+        return self.deadline - min(1.0, 0.1 * (self.deadline - self.started))
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -116,6 +123,50 @@ class StallWatch:
                 call.context.cancel()
 
 
+class ProgressThrottle:
+    """Which steps of a streamed run become Progress events: at most ``rate`` a second.
+
+    Always sent: the first step and the last (``step == total_steps``). A step held back is kept
+    as ``pending`` until a later one replaces it, so the run's end can still send its last step
+    when the loop stopped early; a preview held back rides on the next event sent (with the step
+    it shows), so previews arrive at the lower of their own rate and this one. ``rate`` 0 sends
+    every step. Judged on ``clock`` (monotonic seconds; tests pass a fake).
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.pending: Any = None
+        self._preview: tuple[int, torch.Tensor] | None = None
+        self._last: float | None = None
+
+    def admit(self, step: Any) -> tuple[Any, int, torch.Tensor | None] | None:
+        """``(step, preview step, preview)`` when ``step`` (a StepEvent) is to be sent now, else None."""
+        if step.preview is not None:
+            self._preview = (step.step, step.preview)
+        now = self.clock() if self.interval else 0.0
+        if (
+            self._last is None
+            or not self.interval
+            or now - self._last >= self.interval
+            or step.step >= step.total_steps
+        ):
+            self._last = now
+            self.pending = None
+            return self._take(step)
+        self.pending = step
+        return None
+
+    def flush(self) -> tuple[Any, int, torch.Tensor | None] | None:
+        """The step held back last, with the latest preview (None if the last step was sent)."""
+        step, self.pending = self.pending, None
+        return None if step is None else self._take(step)
+
+    def _take(self, step: Any) -> tuple[Any, int, torch.Tensor | None]:
+        preview, self._preview = self._preview, None
+        return (step, 0, None) if preview is None else (step, preview[0], preview[1])
+
+
 class Ctx:
     """What per-RPC code gets: the servicer's state, the call, the model and small helpers."""
 
@@ -125,6 +176,9 @@ class Ctx:
         self.hub: ModelHub = servicer.hub
         self.limits: Limits = servicer.limits
         self._model = model
+        self.rpc = ""  # set by the servicer
+        self.heavy = False  # a heavy batched handler: it takes the capacity slot itself, per batch
+        self._arrived: Callable[[], None] = lambda: None
 
     @property
     def model(self) -> LoadedModel:
@@ -150,7 +204,40 @@ class Ctx:
                 f"{what} is required: set Image.encoded (file bytes) or Image.pixels (a tensor)", field=what
             )
         config = self.servicer.config
-        return load_input(image, self.model.spec.preprocessing, self.limits.max_image_pixels, config.device)
+        spec, max_pixels = self.model.spec.preprocessing, self.limits.max_image_pixels
+        # Admitted against the decode budget from the header, before any pixel is decoded.
+        cost = decode_cost(image, spec, max_pixels)
+        with self.servicer.decode_budget.reserve(cost, what, lambda: not self.should_stop(), self.call.wait_until()):
+            return load_input(image, spec, max_pixels, config.device)
+
+    def batched(self, key: Hashable | None, x: torch.Tensor, extra: Any, compute: Compute) -> Any:
+        """One image's result of ``compute``, in a batch with concurrent calls of the same key.
+
+        ``x`` (1, C, H, W) is this call's input and ``extra`` what else ``compute`` needs of it;
+        ``key`` holds everything else the computation depends on (the RPC and the model are added
+        here); None computes alone. Heavy methods hold a capacity slot per batch, not per call.
+        See :mod:`server.batcher`.
+        """
+        self._arrived()
+        gate = self.servicer.gate
+        slot = (lambda wanted: gate.slot(wanted)) if self.heavy else None
+        batcher = self.servicer.batcher
+        if key is None or not batcher.enabled:
+            if slot is None:
+                return compute(x, [extra], self.should_stop)[0]
+            with slot(lambda: not self.should_stop()):
+                return compute(x, [extra], self.should_stop)[0]
+        kind = (self.rpc, self.model.spec.name)
+        return batcher.run(kind, (kind, key), x, extra, compute, still_wanted=lambda: not self.should_stop(), slot=slot)
+
+    def own_slot(self) -> AbstractContextManager[None]:
+        """For a batched handler computing outside the batcher (a many-image call): the capacity
+        slot a heavy method holds, for the block; no slot for light ones. The call is no longer
+        counted as on its way to the batcher."""
+        self._arrived()
+        if not self.heavy:
+            return nullcontext()
+        return self.servicer.gate.slot(lambda: not self.should_stop())
 
     def layer(self, name: str, *, field: str = "layer") -> str:
         if not name:
@@ -315,6 +402,8 @@ class InterpServicer(pb_grpc.InterpServicer):
         # thread per gRPC worker, so a submission never waits here: admission is the gate's job.
         self._workers = ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-work")
         self.stalls = StallWatch(self.limits.stream_stall_s)
+        self.decode_budget = DecodeBudget(self.limits.decode_budget_bytes, clock=time.perf_counter)
+        self.batcher = Batcher(self.limits.batch_max_size, self.limits.batch_delay_ms / 1000.0)
         self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # training sets, read once
         self._datasets_lock = threading.Lock()
 
@@ -374,7 +463,14 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     def unary(self, method: Method, handler: Handler, request: Message, call: Call) -> Message:
         ctx, params = self.prepare(method, handler, request, call)
-        if method.heavy:
+        ctx.rpc, ctx.heavy = method.rpc, method.heavy and handler.batched
+        if handler.batched and ctx._model is not None:
+            # Counted as on its way to the batcher while it decodes: a batch waits for it (at
+            # most the batch delay) rather than starting without it.
+            with self.batcher.arriving((method.rpc, ctx.model.spec.name)) as arrived:
+                ctx._arrived = arrived
+                reply = handler.fn(ctx, request, params)
+        elif method.heavy:
             with self.gate.slot(lambda: not call.should_stop()):
                 reply = handler.fn(ctx, request, params)
         else:
@@ -389,7 +485,9 @@ class InterpServicer(pb_grpc.InterpServicer):
         if event_cls is None:
             raise RuntimeError(f"{method.rpc} is not streamed")
         key = id(call)
-        for item in self._run_streamed(call, work):
+        every_step = bool(getattr(request, "every_step", False))
+        throttle = ProgressThrottle(0.0 if every_step else self.limits.progress_events_per_s)
+        for item in self._run_streamed(call, work, throttle):
             if isinstance(item, pb.Progress):
                 message = event_cls(progress=item)
             else:
@@ -418,8 +516,11 @@ class InterpServicer(pb_grpc.InterpServicer):
             )
         )
 
-    def _run_streamed(self, call: Call, work: Streamed) -> Iterator[Message]:
+    def _run_streamed(self, call: Call, work: Streamed, throttle: ProgressThrottle) -> Iterator[Message]:
         """Run the loop on a worker thread; yield Progress messages, then the finished result.
+
+        ``throttle`` picks the steps that are sent (the first, the last, those with a preview and
+        at most its rate a second of the others); a step held back costs no message at all.
 
         The loop checks ``should_stop`` every step, so a cancelled or expired call ends the work
         itself (not just the stream) within one step. Every wait is bounded: a progress event
@@ -442,9 +543,14 @@ class InterpServicer(pb_grpc.InterpServicer):
                     continue
 
         def on_step(step: Any) -> None:
-            preview = b""
-            if step.preview is not None:
-                preview = rendering.encode_png(rendering.image_grid(step.preview.detach().cpu()))
+            due = throttle.admit(step)
+            if due is not None:
+                send(*due)
+
+        def send(step: Any, preview_step: int, preview: torch.Tensor | None) -> None:
+            png = b""
+            if preview is not None:
+                png = rendering.encode_png(rendering.image_grid(preview.detach().cpu()))
             publish(
                 pb.Progress(
                     step=step.step,
@@ -452,7 +558,8 @@ class InterpServicer(pb_grpc.InterpServicer):
                     objective=float(step.objective),
                     elapsed_s=float(step.elapsed_s),
                     stage=step.stage,
-                    preview_png=preview,
+                    preview_png=png,
+                    preview_step=preview_step,
                 )
             )
 
@@ -465,6 +572,9 @@ class InterpServicer(pb_grpc.InterpServicer):
             try:
                 with self.gate.slot(lambda: not call.should_stop(), on_queued=queued):
                     outcome["result"] = work.run(on_step, call.should_stop)
+                    last = throttle.flush()  # a loop that ended early: its last step still reported
+                    if last is not None:
+                        send(*last)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the servicer thread
                 outcome["error"] = exc
             finally:
@@ -576,4 +686,4 @@ def _install() -> None:
 
 _install()
 
-__all__ = ["Call", "Ctx", "InterpServicer", "params_from_proto", "suggest"]
+__all__ = ["Call", "Ctx", "InterpServicer", "ProgressThrottle", "params_from_proto", "suggest"]

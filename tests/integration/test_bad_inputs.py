@@ -512,6 +512,10 @@ SMALL_LIMITS = Limits(
     max_dataset_images=50,
     max_index_k=32,
     max_images_per_call=4,
+    progress_events_per_s=5.0,
+    decode_budget_bytes=64_000_000,
+    batch_max_size=3,
+    batch_delay_ms=1.0,
 )
 
 

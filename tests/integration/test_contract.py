@@ -204,7 +204,7 @@ def test_a_queued_stream_says_so_and_leaving_a_with_block_frees_the_slot(one_slo
     with one_slot.iter_visualize_filter("lenet", "conv2", [0], **long_run) as first:
         assert isinstance(next(first), ProgressEvent)  # computing: it holds the only slot
         _wait_for(lambda: one_slot.server_info().running_heavy == 1, "the first stream running")
-        with one_slot.iter_visualize_filter("lenet", "conv2", [1], steps=3, restarts=1) as second:
+        with one_slot.iter_visualize_filter("lenet", "conv2", [1], steps=3, restarts=1, every_step=True) as second:
             event = next(second)
             assert isinstance(event, ProgressEvent) and event.queued and event.queued_position == 1
             assert event.stage == "queued" and event.step == 0

@@ -52,7 +52,9 @@ def test_attack_sweep_and_target(client, cat_png, model) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_visualize_filter_rgb(client, model) -> None:
     events = []
-    r = client.visualize_filter(model, LAYER[model], [0, 3], steps=4, image_size=48, progress=events.append)
+    r = client.visualize_filter(
+        model, LAYER[model], [0, 3], steps=4, image_size=48, progress=events.append, every_step=True
+    )
     assert r.images.shape == (2, 48, 48, 3) and 0 <= r.images.min() and r.images.max() <= 1
     assert r.params["parameterization"] == "fourier" and r.params["steps"] == 4
     assert [e.step for e in events] == [1, 2, 3, 4]

@@ -309,9 +309,7 @@ def image_dir(tmp_path_factory, fashion_test_images) -> Path:
 
 def _interp(target: str, *args: str) -> subprocess.CompletedProcess:
     require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
-    return subprocess.run(
-        [str(INTERP), "--server", target, *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([str(INTERP), "--server", target, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_classifies_a_directory_and_files(target, image_dir, tmp_path) -> None:
@@ -323,9 +321,7 @@ def test_cli_classifies_a_directory_and_files(target, image_dir, tmp_path) -> No
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     out = tmp_path / "sal"
-    done = _interp(
-        target, "saliency", "lenet", str(image_dir / "a_sneaker.png"), str(broken), "-o", str(out), "--npy"
-    )
+    done = _interp(target, "saliency", "lenet", str(image_dir / "a_sneaker.png"), str(broken), "-o", str(out), "--npy")
     assert done.returncode == 13, done.stderr  # 10 + INVALID_ARGUMENT: the broken image's status
     assert f"== {broken}\nerror: INVALID_ARGUMENT" in done.stdout and "2 images, 1 failed" in done.stdout
     assert {p.name for p in (out / "a_sneaker").iterdir()} == {"overlay.png", "heatmap.png", "input.png", "map.npy"}

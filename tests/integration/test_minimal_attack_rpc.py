@@ -119,21 +119,46 @@ def _image(png: bytes) -> pb.Image:
 @pytest.mark.parametrize(
     ("request_fn", "needle"),
     [
-        (lambda img: pb.AttackRequest(model="lenet", image=img, method="fgsm", epsilons=[0.1],
-                                      label=pb.Target(index=10)), "class index 10 out of range 0..9"),  # fmt: skip
-        (lambda img: pb.AttackRequest(model="lenet", image=img, method="fgsm", epsilons=[0.1],
-                                      label=pb.Target(label="parrot")), "unknown class label"),  # fmt: skip
-        (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="deepfool_l2",
-                                             params=pb.MinimalAttackParams(candidates=1)), "candidates"),  # fmt: skip
-        (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="deepfool_linf",
-                                             params=pb.MinimalAttackParams(candidates=11)), "2..10"),  # fmt: skip
-        (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="pgd", target=pb.Target()),
-         "needs a target class"),  # fmt: skip
-        (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="deepfool_l2",
-                                             target=pb.Target(index=1)), "untargeted"),  # fmt: skip
-        (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="fgsm",
-                                             params=pb.MinimalAttackParams(candidates=3)),
-         "does not apply"),  # fmt: skip
+        (
+            lambda img: pb.AttackRequest(
+                model="lenet", image=img, method="fgsm", epsilons=[0.1], label=pb.Target(index=10)
+            ),
+            "class index 10 out of range 0..9",
+        ),  # fmt: skip
+        (
+            lambda img: pb.AttackRequest(
+                model="lenet", image=img, method="fgsm", epsilons=[0.1], label=pb.Target(label="parrot")
+            ),
+            "unknown class label",
+        ),  # fmt: skip
+        (
+            lambda img: pb.MinimalAttackRequest(
+                model="lenet", image=img, method="deepfool_l2", params=pb.MinimalAttackParams(candidates=1)
+            ),
+            "candidates",
+        ),  # fmt: skip
+        (
+            lambda img: pb.MinimalAttackRequest(
+                model="lenet", image=img, method="deepfool_linf", params=pb.MinimalAttackParams(candidates=11)
+            ),
+            "2..10",
+        ),  # fmt: skip
+        (
+            lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="pgd", target=pb.Target()),
+            "needs a target class",
+        ),  # fmt: skip
+        (
+            lambda img: pb.MinimalAttackRequest(
+                model="lenet", image=img, method="deepfool_l2", target=pb.Target(index=1)
+            ),
+            "untargeted",
+        ),  # fmt: skip
+        (
+            lambda img: pb.MinimalAttackRequest(
+                model="lenet", image=img, method="fgsm", params=pb.MinimalAttackParams(candidates=3)
+            ),
+            "does not apply",
+        ),  # fmt: skip
         (lambda img: pb.MinimalAttackRequest(model="lenet", image=img, method="cw"), "valid methods"),
     ],
 )

@@ -233,9 +233,7 @@ def test_iterator_form_and_early_close(client):
 
 def test_dream(client, shirt_png):
     events: list[ProgressEvent] = []
-    r = client.dream(
-        shirt_png, model="lenet", layers={"conv2": 1.0}, progress=events.append, octaves=2, iterations=3
-    )
+    r = client.dream(shirt_png, model="lenet", layers={"conv2": 1.0}, progress=events.append, octaves=2, iterations=3)
     assert events
     assert r.image.shape == (28, 28, 1)
     assert r.png.startswith(PNG_SIGNATURE)

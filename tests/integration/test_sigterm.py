@@ -104,7 +104,8 @@ def visualize(steps: int, image_size: int | None = None, preview_every: int = 0)
     params = pb.VisualizeFilterParams(steps=steps, preview_every=preview_every)
     if image_size is not None:
         params.image_size = image_size
-    return pb.VisualizeFilterRequest(model="lenet", layer="conv2", channels=[0], params=params)
+    # every step: the drain test checks that each one of the in-flight stream's steps arrives
+    return pb.VisualizeFilterRequest(model="lenet", layer="conv2", channels=[0], params=params, every_step=True)
 
 
 def refused(call: Callable[[], object]) -> bool:

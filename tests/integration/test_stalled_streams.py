@@ -53,7 +53,11 @@ def _poll(condition, polls: int = 400) -> bool:
 
 def test_a_client_that_stops_reading_is_cancelled_and_frees_its_slot(servicer) -> None:
     request = pb.VisualizeFilterRequest(
-        model="lenet", layer="conv2", channels=[0], params=pb.VisualizeFilterParams(steps=2000, restarts=1)
+        model="lenet",
+        layer="conv2",
+        channels=[0],
+        params=pb.VisualizeFilterParams(steps=2000, restarts=1),
+        every_step=True,  # a message per step: the silent client's transport window fills early
     )
     silent = [SilentClient() for _ in range(2)]
     streams = [servicer.VisualizeFilter(request, context) for context in silent]
@@ -68,9 +72,7 @@ def test_a_client_that_stops_reading_is_cancelled_and_frees_its_slot(servicer) -
     for stream in streams:
         stream.close()  # what gRPC does with the generator of a cancelled call
     # ... and a new client is served.
-    reply = servicer.Classify(
-        pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=_png())), SilentClient()
-    )
+    reply = servicer.Classify(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=_png())), SilentClient())
     assert len(reply.predictions) == 5
 
 

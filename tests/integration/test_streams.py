@@ -211,7 +211,7 @@ def test_sdk_progress_callback_that_raises_cancels_the_server_work(served) -> No
         with counting_steps(srv) as steps, pytest.raises(Enough):
             client.dream(
                 cv2.imdecode(image, cv2.IMREAD_GRAYSCALE), model="lenet", layers={"conv2": 1.0},
-                octaves=4, iterations=1000, preview_every=0, progress=progress,
+                octaves=4, iterations=1000, preview_every=0, progress=progress, every_step=True,
             )  # fmt: skip
         wait_until(lambda: idle(srv))
         assert seen == [1, 2, 3, 4, 5] and steps[0] < 4000  # the server's loop stopped too

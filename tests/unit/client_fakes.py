@@ -34,9 +34,7 @@ ABORT_MESSAGE = "no luck for {code} — ünïcödé intact (request id req-{code
 
 
 def stamp(model: str) -> pb.ModelStamp:
-    return pb.ModelStamp(
-        model=model, pretrained=False, weights_sha256="ab" * 32, request_id="rid-1", elapsed_ms=1.5
-    )
+    return pb.ModelStamp(model=model, pretrained=False, weights_sha256="ab" * 32, request_id="rid-1", elapsed_ms=1.5)
 
 
 def preprocessed() -> pb.PreprocessedInput:
@@ -132,9 +130,7 @@ class FakeInterp(pb_grpc.InterpServicer):
         self._record(request, context)
         self._maybe_abort(request.model, context)
         return pb.DescribeModelResponse(
-            model=pb.ModelInfo(
-                name=request.model, input_shape=[3, 224, 224], num_classes=2, status=pb.ModelInfo.READY
-            ),
+            model=pb.ModelInfo(name=request.model, input_shape=[3, 224, 224], num_classes=2, status=pb.ModelInfo.READY),
             layers=[
                 pb.Layer(
                     name="features.10",
@@ -146,14 +142,10 @@ class FakeInterp(pb_grpc.InterpServicer):
                     parameters=295168,
                     has_kernels=True,
                 ),
-                pb.Layer(
-                    name="classifier.6", type="Linear", output_shape=[1000], channels=1000, parameters=4097000
-                ),
+                pb.Layer(name="classifier.6", type="Linear", output_shape=[1000], channels=1000, parameters=4097000),
             ],
             labels=["cat", "dog"],
-            preprocessing=pb.Preprocessing(
-                channels=3, resize_shorter=256, crop=224, mean=[0.485], std=[0.229]
-            ),
+            preprocessing=pb.Preprocessing(channels=3, resize_shorter=256, crop=224, mean=[0.485], std=[0.229]),
             default_gradcam_layer="features.28",
         )
 
@@ -174,9 +166,7 @@ class FakeInterp(pb_grpc.InterpServicer):
         self._record(request, context)
         self._maybe_abort(request.model, context)
         k = request.top_k if request.HasField("top_k") else 5
-        predictions = [
-            pb.Prediction(index=i, label=f"class {i}", probability=1.0 / (i + 2)) for i in range(k)
-        ]
+        predictions = [pb.Prediction(index=i, label=f"class {i}", probability=1.0 / (i + 2)) for i in range(k)]
         return pb.ClassifyResponse(
             stamp=stamp(request.model),
             predictions=predictions,

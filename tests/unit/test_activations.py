@@ -17,9 +17,7 @@ def full_forward_outputs(model, x, layers):
     store, handles = {}, []
     for name in layers:
         module = model.get_submodule(name)
-        handles.append(
-            module.register_forward_hook(lambda _m, _i, out, name=name: store.__setitem__(name, out))
-        )
+        handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: store.__setitem__(name, out)))
     try:
         with torch.no_grad():
             model(x)
@@ -48,9 +46,7 @@ def test_one_truncated_forward_for_several_layers():
     order = [name for name, _ in model.named_children()]
     calls = dict.fromkeys(order, 0)
     handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda *_a, name=name: calls.__setitem__(name, calls[name] + 1)
-        )
+        model.get_submodule(name).register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls[name] + 1))
         for name in order
     ]
     try:

@@ -146,7 +146,11 @@ def test_per_image_batch_equals_each_image_alone(method, targeted):
     batch = attack(model, x, method=method, epsilon=0.05, target=target, params=params, per_image=True)
     for i in range(x.shape[0]):
         alone = attack(
-            model, x[i : i + 1], method=method, epsilon=0.05, params=params,
+            model,
+            x[i : i + 1],
+            method=method,
+            epsilon=0.05,
+            params=params,
             target=None if target is None else target[i : i + 1],
         )
         torch.testing.assert_close(batch.adversarial[i : i + 1], alone.adversarial, rtol=0, atol=1e-6)

@@ -144,9 +144,7 @@ def test_unknown_or_mistyped_parameters_raise_type_error_naming_valid_ones(fake)
 
 def test_attack_sweep_and_result(fake):
     c, servicer = fake
-    r = c.attack(
-        PNG, model="lenet", method="pgd", epsilon=[0.01, 0.1], target="bag", steps=5, random_start=True
-    )
+    r = c.attack(PNG, model="lenet", method="pgd", epsilon=[0.01, 0.1], target="bag", steps=5, random_start=True)
     request = last_request(servicer)
     assert list(request.epsilons) == pytest.approx([0.01, 0.1])
     assert request.target.label == "bag" and request.params.steps == 5 and request.params.random_start
@@ -195,9 +193,7 @@ def test_dream_layer_forms(fake):
     c, servicer = fake
 
     def sent_layers():
-        return [
-            (lw.layer, lw.weight if lw.HasField("weight") else None) for lw in last_request(servicer).layers
-        ]
+        return [(lw.layer, lw.weight if lw.HasField("weight") else None) for lw in last_request(servicer).layers]
 
     r = c.dream(PNG, model="vgg16", layers="relu4_3", octaves=2, seed=3)
     assert sent_layers() == [("relu4_3", None)]
@@ -214,9 +210,7 @@ def test_dream_layer_forms(fake):
 
 def test_interpolate_direction_forms(fake, tmp_path: Path):
     c, servicer = fake
-    r = c.interpolate(
-        PNG, model="lenet", positive="ankle boot", negative="sneaker", alphas=[0, 1], set_size=10
-    )
+    r = c.interpolate(PNG, model="lenet", positive="ankle boot", negative="sneaker", alphas=[0, 1], set_size=10)
     request = last_request(servicer)
     assert request.WhichOneof("direction") == "sets"
     assert (request.sets.positive_class, request.sets.negative_class) == ("ankle boot", "sneaker")

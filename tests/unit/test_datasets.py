@@ -15,8 +15,14 @@ from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIS
 from tests.conftest import require_fashion_mnist
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-_TYPE_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B, np.dtype("i4"): 0x0C,
-               np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
+_TYPE_CODES = {
+    np.dtype("u1"): 0x08,
+    np.dtype("i1"): 0x09,
+    np.dtype("i2"): 0x0B,
+    np.dtype("i4"): 0x0C,
+    np.dtype("f4"): 0x0D,
+    np.dtype("f8"): 0x0E,
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

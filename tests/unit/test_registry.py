@@ -214,10 +214,7 @@ def test_aliases() -> None:
     vgg, alexnet = get_spec("vgg16").aliases, get_spec("alexnet").aliases
     assert VGG_ALIASES.items() <= vgg.items()
     assert ALEXNET_ALIASES.items() <= alexnet.items()
-    assert (
-        len([a for a in vgg if a.startswith("conv")]) == 13
-        and len([a for a in vgg if a.startswith("pool")]) == 5
-    )
+    assert len([a for a in vgg if a.startswith("conv")]) == 13 and len([a for a in vgg if a.startswith("pool")]) == 5
     assert len([a for a in alexnet if a.startswith("conv")]) == 5
     # Aliases point at modules of the type they name.
     for spec in (get_spec("vgg16"), get_spec("alexnet")):

@@ -161,9 +161,7 @@ def test_smoothgrad_seeded_and_leaves_global_rng_alone():
 def test_smoothgrad_of_a_batch_equals_images_one_by_one():
     model, x = random_lenet(), images(3, 1, 28)
     batch = saliency(model, x, method="smoothgrad", params=FAST)
-    singles = torch.cat(
-        [saliency(model, x[i : i + 1], method="smoothgrad", params=FAST).map for i in range(3)]
-    )
+    singles = torch.cat([saliency(model, x[i : i + 1], method="smoothgrad", params=FAST).map for i in range(3)])
     torch.testing.assert_close(batch.map, singles, rtol=0, atol=0)
 
 
@@ -179,10 +177,7 @@ def test_integrated_gradients_completeness():
     target = torch.tensor([0, 1, 2])
     result = saliency(model, x, target, method="integrated_gradients", params=SaliencyParams(steps=200))
     with torch.no_grad():
-        gain = (
-            model(x).gather(1, target[:, None])[:, 0]
-            - model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
-        )
+        gain = model(x).gather(1, target[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
     total = result.attribution.sum(dim=(1, 2, 3))
     torch.testing.assert_close(total, gain, rtol=0.02, atol=1e-3)
 

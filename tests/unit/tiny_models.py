@@ -57,10 +57,7 @@ def images(batch: int, channels: int, size: int, seed: int = 0) -> Tensor:
 def hook_count(model: nn.Module) -> int:
     """Hooks of every kind on every module of ``model``."""
     return sum(
-        len(m._forward_hooks)
-        + len(m._forward_pre_hooks)
-        + len(m._backward_hooks)
-        + len(m._backward_pre_hooks)
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
         for m in model.modules()
     )
 

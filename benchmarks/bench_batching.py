@@ -1,0 +1,236 @@
+"""Issue 13 micro-batching: 8 concurrent single-image clients (separate processes), batching on vs off.
+
+What is measured, in one run and one server process per mode (same config but the batching):
+
+- **serial**: one client process calling in a loop (the server sees one call at a time: with
+  batching on, each is a batch of one and starts at once);
+- **8 clients, batching off / on**: eight client processes (``benchmarks/_clients.py``: the SDK
+  only, no torch), released together once all are warmed up, each making the
+  same number of calls in a closed loop. Throughput = all calls / wall time from the barrier to
+  the last answer (monotonic clock, shared by the processes); p50/p95 over every call's latency.
+
+Cases: AlexNet (seeded random weights) ``gradient`` Saliency on the chelsea cat (224-px uint8
+array, the SDK's numpy path) and LeNet (trained) Classify on a Fashion-MNIST test image. Targets
+(issue 13): AlexNet with batching ≥ 2× serial throughput and p95 ≤ 3× p50; LeNet Classify ≥ 1.5×
+serial. Then where one LeNet Classify call's time goes (p50 of each server stage timed alone,
+interleaved with the whole SDK call; the remainder is gRPC: transfer, HTTP/2 framing,
+interceptors, thread hand-offs).
+
+Usage: ``.venv/bin/python -m benchmarks.bench_batching [--calls-alexnet 24] [--calls-lenet 300]``.
+About 3 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks._clients import Clients
+from benchmarks._common import interleaved, load_report, ms, p50, p95, table
+from server.app import Server, create_server
+from server.config import Limits, ServerConfig
+
+CLIENTS = 8
+TARGETS = {"alexnet": 2.0, "lenet": 1.5}
+P95_OVER_P50 = 3.0
+
+
+@contextmanager
+def serving(models: tuple[str, ...], batching: bool) -> Iterator[tuple[Server, str]]:
+    limits = Limits(default_deadline_s=3600.0, batch_delay_ms=2.0 if batching else 0.0)
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        models=models,
+        random_weights=True,
+        reflection=False,
+        log_level="WARNING",
+        worker_threads=CLIENTS + 2,
+        limits=limits,
+    )
+    server, port = create_server(config)
+    server.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def _image(model: str) -> np.ndarray:
+    from benchmarks.bench_latency import cat_crop, fashion_image
+
+    return fashion_image() if model == "lenet" else cat_crop()
+
+
+def run_clients(target: str, model: str, clients: int, calls: int) -> dict[str, Any]:
+    """``clients`` client processes released together, ``calls`` calls each: throughput and latencies."""
+    rpc = "classify" if model == "lenet" else "saliency"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "image.npy"
+        np.save(path, _image(model))
+        group = Clients(target, model, rpc, path, calls, clients)
+        start = group.go()
+        results = group.results()
+    end = max(r["end"] for r in results)
+    latencies = [t for r in results for t in r["latencies"]]
+    return {"throughput": len(latencies) / (end - start), "latencies": latencies}
+
+
+def case_rows(model: str, calls: int, label: str) -> list[list[object]]:
+    rows = []
+    figures: dict[str, dict[str, Any]] = {}
+    for batching in (False, True):
+        with serving((model,), batching) as (server, target):
+            if not batching:
+                figures["serial"] = run_clients(target, model, 1, calls * 2)
+            figures["on" if batching else "off"] = run_clients(target, model, CLIENTS, calls)
+            if batching:
+                stats = server.servicer.batcher.stats
+                sizes = stats.sizes
+                mean = stats.calls / max(1, stats.batches)
+                median = statistics.median(sizes) if sizes else 0
+                figures["on"]["batches"] = (
+                    f"{stats.calls} calls in {stats.batches} batches (mean {mean:.1f}, largest {stats.largest}, "
+                    f"median {median:g})"
+                )
+    serial = figures["serial"]["throughput"]
+    for name, what in (
+        ("serial", "serial (1 client)"),
+        ("off", f"{CLIENTS} clients, batching off"),
+        ("on", f"{CLIENTS} clients, batching on"),
+    ):
+        f = figures[name]
+        lat = f["latencies"]
+        ratio = f["throughput"] / serial
+        goal = status = ""
+        if name == "on":
+            goal = f"≥ {TARGETS[model]:g}× serial" + (f", p95 ≤ {P95_OVER_P50:g}× p50" if model == "alexnet" else "")
+            ok = ratio >= TARGETS[model] and (model != "alexnet" or p95(lat) <= P95_OVER_P50 * p50(lat))
+            status = "met" if ok else "MISSED"
+        rows.append(
+            [
+                label,
+                what,
+                f"{f['throughput']:.1f}",
+                f"{ratio:.2f}",
+                ms(p50(lat)),
+                ms(p95(lat)),
+                f"{p95(lat) / p50(lat):.2f}",
+                goal,
+                status,
+                len(lat),
+            ]
+        )
+    rows.append([label, figures["on"]["batches"], "", "", "", "", "", "", "", ""])
+    return rows
+
+
+def classify_breakdown(rounds: int) -> list[list[object]]:
+    """Where one LeNet Classify call's time goes: each server stage timed alone, p50 ms."""
+    from client import InterpClient
+    from client.images import image_message
+    from client.results import ClassifyResult
+    from protos import interp_pb2 as pb
+    from server import convert
+    from server.imaging import load_input
+
+    image = _image("lenet")
+    with serving(("lenet",), True) as (server, target), InterpClient(target, timeout=600) as client:
+        servicer = server.servicer
+        loaded = servicer.hub.get("lenet")
+        module = loaded.require_ready()
+        spec, max_pixels = loaded.spec.preprocessing, servicer.limits.max_image_pixels
+        request = pb.ClassifyRequest(model="lenet", image=image_message(image))
+        response = client._stub.Classify(request)
+        data = response.SerializeToString()
+        x = load_input(request.image, spec, max_pixels)
+
+        def compute(x: torch.Tensor, extras: list[object], should_stop: Callable[[], bool]) -> list[torch.Tensor]:
+            with torch.inference_mode():
+                return list(module(x))
+
+        never = lambda: False  # noqa: E731
+        logits = compute(x, [None], never)[0]
+        from server.servicer import Ctx
+
+        stages: dict[str, Callable[[], object]] = {
+            "SDK: build the request (numpy image -> message)": lambda: pb.ClassifyRequest(
+                model="lenet", image=image_message(image)
+            ),
+            "decode budget (header cost + reserve/release)": lambda: _reserve(
+                servicer, request.image, spec, max_pixels
+            ),
+            "decode + preprocess the image": lambda: load_input(request.image, spec, max_pixels),
+            "forward (batch of 1, through the batcher's compute)": lambda: compute(x, [None], never),
+            "softmax + top-5": lambda: torch.softmax(logits, dim=0).topk(5),
+            "input echo (tensor + PNG)": lambda: Ctx.input_message(x),
+            "logits tensor": lambda: convert.tensor(logits),
+            "serialize the response": response.SerializeToString,
+            "SDK: parse the response, to numpy": lambda: ClassifyResult.from_proto(
+                pb.ClassifyResponse.FromString(data)
+            ),
+        }
+        runs = {"SDK call (whole)": lambda: client.classify(image, model="lenet"), **stages}
+        t = {k: p50(v) for k, v in interleaved(runs, rounds).items()}
+    total = t.pop("SDK call (whole)")
+    rows = [[k, ms(v)] for k, v in t.items()]
+    rows.append(["sum of the stages above", ms(sum(t.values()))])
+    rows.append(["SDK call (whole)", ms(total)])
+    rows.append(
+        [
+            "remainder: gRPC (transfer, HTTP/2, interceptors, thread hand-offs), servicer glue",
+            ms(total - sum(t.values())),
+        ]
+    )
+    rows.append([f"(response size {len(data):,} bytes)", ""])
+    return rows
+
+
+def _reserve(servicer: Any, image: Any, spec: Any, max_pixels: int) -> None:
+    from server.imaging import decode_cost
+
+    with servicer.decode_budget.reserve(decode_cost(image, spec, max_pixels), "image", lambda: True, float("inf")):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls-alexnet", type=int, default=24, help="calls per client process")
+    parser.add_argument("--calls-lenet", type=int, default=300, help="calls per client process")
+    parser.add_argument("--rounds-breakdown", type=int, default=300)
+    parser.add_argument("--models", default="alexnet,lenet")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    print(f"before: {load_report()}")
+    rows: list[list[object]] = []
+    if "alexnet" in models:
+        rows += case_rows("alexnet", args.calls_alexnet, "alexnet gradient Saliency (random weights)")
+    if "lenet" in models:
+        rows += case_rows("lenet", args.calls_lenet, "lenet Classify (trained)")
+    breakdown = classify_breakdown(args.rounds_breakdown) if "lenet" in models else []
+    print(f"after: {load_report()}")
+    print()
+    print(f"### Micro-batching: {CLIENTS} concurrent single-image client processes vs serial")
+    print()
+    header = ["case", "mode", "calls/s", "÷ serial", "p50 ms", "p95 ms", "p95 ÷ p50", "target", "status", "calls"]
+    print(table(header, rows))
+    if breakdown:
+        print()
+        print("### Where a LeNet Classify call's time goes (p50 of each stage timed alone, interleaved)")
+        print()
+        print(table(["stage", "ms"], breakdown))
+
+
+if __name__ == "__main__":
+    main()
