@@ -1,10 +1,12 @@
-"""A benchmark client process: the SDK only (no torch), driven over stdin/stdout by a benchmark.
+"""Benchmark client processes: the SDK only (no torch), driven over stdin/stdout by a benchmark.
 
-``python -m benchmarks._clients TARGET MODEL RPC IMAGE.npy CALLS`` warms up (2 calls), prints
-``ready``, waits for a line on stdin, then makes CALLS calls in a closed loop (CALLS 0: until a
-second line arrives on stdin) and prints one JSON line: ``{"end": monotonic seconds,
-"latencies": [...]}``. RPC is ``classify`` or ``saliency`` (gradient). A separate process per
-client keeps the client side out of the measured process (its own GIL, its own cores' share).
+``python -m benchmarks._clients MODEL RPC IMAGE.npy`` then reads commands, one a line:
+``TARGET CALLS`` connects to TARGET (once; the connection is kept), makes one warm-up call,
+prints ``ready`` and waits for a line; then makes CALLS calls in a closed loop (CALLS 0: until a
+further line arrives) and prints one JSON line ``{"end": monotonic seconds, "latencies": [...]}``.
+``quit`` ends the process. RPC is ``classify`` or ``saliency`` (gradient). A process per client
+keeps the client side out of the measured process (its own GIL); the same processes serve every
+phase of a benchmark, so phases can be interleaved cheaply.
 """
 
 from __future__ import annotations
@@ -34,61 +36,87 @@ def _call(client: InterpClient, model: str, rpc: str, image: np.ndarray) -> Call
 
 
 def main(argv: list[str]) -> None:
-    target, model, rpc, image_path, calls = argv[0], argv[1], argv[2], argv[3], int(argv[4])
-    image = np.load(image_path)
-    with InterpClient(target, timeout=600) as client:
-        call = _call(client, model, rpc, image)
-        for _ in range(2):
-            call()
-        print("ready", flush=True)
-        sys.stdin.readline()
-        latencies = []
-        while calls == 0 or len(latencies) < calls:
-            start = time.perf_counter()
-            call()
-            latencies.append(time.perf_counter() - start)
-            if calls == 0 and select.select([sys.stdin], [], [], 0)[0]:
+    model, rpc, image = argv[0], argv[1], np.load(argv[2])
+    clients: dict[str, InterpClient] = {}
+    try:
+        for line in sys.stdin:
+            if line.strip() == "quit":
                 break
-        print(json.dumps({"end": time.monotonic(), "latencies": latencies}), flush=True)
+            target, calls_text = line.split()
+            calls = int(calls_text)
+            if target not in clients:
+                clients[target] = InterpClient(target, timeout=600)
+            call = _call(clients[target], model, rpc, image)
+            call()
+            print("ready", flush=True)
+            sys.stdin.readline()
+            latencies = []
+            while calls == 0 or len(latencies) < calls:
+                start = time.perf_counter()
+                call()
+                latencies.append(time.perf_counter() - start)
+                if calls == 0 and select.select([sys.stdin], [], [], 0)[0]:
+                    sys.stdin.readline()
+                    break
+            print(json.dumps({"end": time.monotonic(), "latencies": latencies}), flush=True)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 class Clients:
-    """``count`` client processes, started and warmed up; :meth:`go` releases them together."""
+    """``count`` client processes for one model and RPC; :meth:`run` is one phase against a target."""
 
-    def __init__(self, target: str, model: str, rpc: str, image_path: Path, calls: int, count: int) -> None:
+    def __init__(self, model: str, rpc: str, image_path: Path, count: int) -> None:
         import os
 
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "benchmarks._clients", target, model, rpc, str(image_path), str(calls)]
+        command = [sys.executable, "-m", "benchmarks._clients", model, rpc, str(image_path)]
         self.procs = [
             subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
             for _ in range(count)
         ]
+
+    def _send(self, line: str) -> None:
+        for proc in self.procs:
+            if proc.stdin:
+                proc.stdin.write(line + "\n")
+                proc.stdin.flush()
+
+    def start(self, target: str, calls: int) -> float:
+        """Warm every client up on ``target``, then release them together; returns the release time."""
+        self._send(f"{target} {calls}")
         for proc in self.procs:
             line = proc.stdout.readline() if proc.stdout else ""
             if line.strip() != "ready":
-                raise RuntimeError(f"a client process did not start (exit {proc.poll()})")
-
-    def go(self) -> float:
-        for proc in self.procs:
-            if proc.stdin:
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
+                raise RuntimeError(f"a client process failed (exit {proc.poll()})")
+        self._send("go")
         return time.monotonic()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.stdin:
-                proc.stdin.write("stop\n")
-                proc.stdin.flush()
+        """End an open-ended phase (``calls`` 0)."""
+        self._send("stop")
 
     def results(self) -> list[dict[str, Any]]:
-        out = []
+        return [json.loads(proc.stdout.readline()) for proc in self.procs if proc.stdout]
+
+    def run(self, target: str, calls: int) -> dict[str, Any]:
+        """One closed-loop phase: throughput (all calls / wall time from release to last answer), latencies."""
+        start = self.start(target, calls)
+        results = self.results()
+        latencies = [t for r in results for t in r["latencies"]]
+        return {"throughput": len(latencies) / (max(r["end"] for r in results) - start), "latencies": latencies}
+
+    def close(self) -> None:
+        self._send("quit")
         for proc in self.procs:
-            line = proc.stdout.readline() if proc.stdout else ""
-            proc.wait(600)
-            out.append(json.loads(line))
-        return out
+            proc.wait(60)
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 What is measured, in one run and one server process per mode (same config but the batching):
 
+Phases are interleaved round-robin (serial, off, on; order rotated every round; both servers
+and all client processes stay up) so that drift in machine load hits the three alike; the table
+gives each mode's median throughput over rounds, its ratio to serial and the median of the
+per-round ratios (paired), and p50/p95 over all of its calls.
+
 - **serial**: one client process calling in a loop (the server sees one call at a time: with
   batching on, each is a batch of one and starts at once);
 - **8 clients, batching off / on**: eight client processes (``benchmarks/_clients.py``: the SDK
@@ -23,6 +28,7 @@ About 3 minutes on 2 idle cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator
@@ -70,57 +76,52 @@ def _image(model: str) -> np.ndarray:
     return fashion_image() if model == "lenet" else cat_crop()
 
 
-def run_clients(target: str, model: str, clients: int, calls: int) -> dict[str, Any]:
-    """``clients`` client processes released together, ``calls`` calls each: throughput and latencies."""
+def case_rows(model: str, calls: int, rounds: int, label: str) -> list[list[object]]:
+    """Serial, 8 clients batching off and 8 clients batching on, interleaved over ``rounds``."""
     rpc = "classify" if model == "lenet" else "saliency"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "image.npy"
-        np.save(path, _image(model))
-        group = Clients(target, model, rpc, path, calls, clients)
-        start = group.go()
-        results = group.results()
-    end = max(r["end"] for r in results)
-    latencies = [t for r in results for t in r["latencies"]]
-    return {"throughput": len(latencies) / (end - start), "latencies": latencies}
-
-
-def case_rows(model: str, calls: int, label: str) -> list[list[object]]:
+    phases: dict[str, list[dict[str, Any]]] = {"serial": [], "off": [], "on": []}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        np.save(tmp / "image.npy", _image(model))
+        servers = {
+            "off": stack.enter_context(serving((model,), False)),
+            "on": stack.enter_context(serving((model,), True)),
+        }
+        one = stack.enter_context(Clients(model, rpc, tmp / "image.npy", 1))
+        many = stack.enter_context(Clients(model, rpc, tmp / "image.npy", CLIENTS))
+        runs: dict[str, Callable[[], dict[str, Any]]] = {
+            "serial": lambda: one.run(servers["off"][1], calls * 2),
+            "off": lambda: many.run(servers["off"][1], calls),
+            "on": lambda: many.run(servers["on"][1], calls),
+        }
+        names = list(runs)
+        for r in range(rounds):
+            for name in names[r % 3 :] + names[: r % 3]:
+                phases[name].append(runs[name]())
+        stats = servers["on"][0].servicer.batcher.stats
+    serial = statistics.median(p["throughput"] for p in phases["serial"])
     rows = []
-    figures: dict[str, dict[str, Any]] = {}
-    for batching in (False, True):
-        with serving((model,), batching) as (server, target):
-            if not batching:
-                figures["serial"] = run_clients(target, model, 1, calls * 2)
-            figures["on" if batching else "off"] = run_clients(target, model, CLIENTS, calls)
-            if batching:
-                stats = server.servicer.batcher.stats
-                sizes = stats.sizes
-                mean = stats.calls / max(1, stats.batches)
-                median = statistics.median(sizes) if sizes else 0
-                figures["on"]["batches"] = (
-                    f"{stats.calls} calls in {stats.batches} batches (mean {mean:.1f}, largest {stats.largest}, "
-                    f"median {median:g})"
-                )
-    serial = figures["serial"]["throughput"]
     for name, what in (
         ("serial", "serial (1 client)"),
         ("off", f"{CLIENTS} clients, batching off"),
         ("on", f"{CLIENTS} clients, batching on"),
     ):
-        f = figures[name]
-        lat = f["latencies"]
-        ratio = f["throughput"] / serial
+        throughput = statistics.median(p["throughput"] for p in phases[name])
+        paired = statistics.median(
+            p["throughput"] / s["throughput"] for p, s in zip(phases[name], phases["serial"], strict=True)
+        )
+        lat = [t for p in phases[name] for t in p["latencies"]]
         goal = status = ""
         if name == "on":
             goal = f"≥ {TARGETS[model]:g}× serial" + (f", p95 ≤ {P95_OVER_P50:g}× p50" if model == "alexnet" else "")
-            ok = ratio >= TARGETS[model] and (model != "alexnet" or p95(lat) <= P95_OVER_P50 * p50(lat))
+            ok = paired >= TARGETS[model] and (model != "alexnet" or p95(lat) <= P95_OVER_P50 * p50(lat))
             status = "met" if ok else "MISSED"
         rows.append(
             [
                 label,
                 what,
-                f"{f['throughput']:.1f}",
-                f"{ratio:.2f}",
+                f"{throughput:.1f}",
+                f"{throughput / serial:.2f} (paired {paired:.2f})",
                 ms(p50(lat)),
                 ms(p95(lat)),
                 f"{p95(lat) / p50(lat):.2f}",
@@ -129,7 +130,13 @@ def case_rows(model: str, calls: int, label: str) -> list[list[object]]:
                 len(lat),
             ]
         )
-    rows.append([label, figures["on"]["batches"], "", "", "", "", "", "", "", ""])
+    mean = stats.calls / max(1, stats.batches)
+    median = statistics.median(stats.sizes) if stats.sizes else 0
+    sizes = (
+        f"batching on: {stats.calls} calls in {stats.batches} batches "
+        f"(mean {mean:.1f}, median {median:g}, largest {stats.largest})"
+    )
+    rows.append([label, sizes, "", "", "", "", "", "", "", ""])
     return rows
 
 
@@ -203,8 +210,9 @@ def _reserve(servicer: Any, image: Any, spec: Any, max_pixels: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls-alexnet", type=int, default=24, help="calls per client process")
-    parser.add_argument("--calls-lenet", type=int, default=300, help="calls per client process")
+    parser.add_argument("--calls-alexnet", type=int, default=8, help="calls per client process and round")
+    parser.add_argument("--calls-lenet", type=int, default=100, help="calls per client process and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of serial / off / on")
     parser.add_argument("--rounds-breakdown", type=int, default=300)
     parser.add_argument("--models", default="alexnet,lenet")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
@@ -215,9 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"before: {load_report()}")
     rows: list[list[object]] = []
     if "alexnet" in models:
-        rows += case_rows("alexnet", args.calls_alexnet, "alexnet gradient Saliency (random weights)")
+        rows += case_rows("alexnet", args.calls_alexnet, args.rounds, "alexnet gradient Saliency (random weights)")
     if "lenet" in models:
-        rows += case_rows("lenet", args.calls_lenet, "lenet Classify (trained)")
+        rows += case_rows("lenet", args.calls_lenet, args.rounds, "lenet Classify (trained)")
     breakdown = classify_breakdown(args.rounds_breakdown) if "lenet" in models else []
     print(f"after: {load_report()}")
     print()

@@ -67,13 +67,13 @@ def light_calls(target: str, during: Any) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "image.npy"
         np.save(path, fashion_image())
-        client = Clients(target, "lenet", "classify", path, 0, 1)
-        client.go()
-        try:
-            during()
-        finally:
-            client.stop()
-        return client.results()[0]["latencies"]
+        with Clients("lenet", "classify", path, 1) as client:
+            client.start(target, 0)
+            try:
+                during()
+            finally:
+                client.stop()
+            return client.results()[0]["latencies"]
 
 
 def main(argv: list[str] | None = None) -> None:
