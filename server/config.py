@@ -48,6 +48,9 @@ class Limits:
     max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
     max_dataset_images: int = 10_000  # AttackDataset images per request
     max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
+    max_embedding_points: int = 70_000  # Embedding / PlaceImages map points (limit, or the dataset size)
+    max_perplexity: float = 100.0  # Embedding t-SNE perplexity
+    max_place_images: int = 256  # PlaceImages images per request
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,21 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)",
     ),
     ("--max-index-k", "INTERP_MAX_INDEX_K", "limits.max_index_k", int, "most index entries per channel (k)"),
+    (
+        "--max-embedding-points",
+        "INTERP_MAX_EMBEDDING_POINTS",
+        "limits.max_embedding_points",
+        int,
+        "most points of an Embedding map",
+    ),
+    ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
+    (
+        "--max-place-images",
+        "INTERP_MAX_PLACE_IMAGES",
+        "limits.max_place_images",
+        int,
+        "most images per PlaceImages request",
+    ),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
     (

@@ -510,6 +510,9 @@ SMALL_LIMITS = Limits(
     max_connection_age_grace_s=120.0,
     max_dataset_images=50,
     max_index_k=32,
+    max_embedding_points=2000,
+    max_perplexity=40.0,
+    max_place_images=3,
 )
 
 
