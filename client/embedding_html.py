@@ -3,9 +3,10 @@
 The page draws the points on a canvas coloured by class, with a legend whose entries toggle a
 class on and off, mouse-wheel zoom and drag to pan (double-click resets), and under the cursor
 the nearest point's thumbnail, label and dataset id (thumbnails come from the result's sprite,
-inlined as a data URI). The element ``#points`` carries the number of points in
-``data-points`` and the number drawn in ``data-drawn``, both written by the page's script (a
-headless browser reading the DOM sees that the script ran).
+inlined as a data URI); ``page.html#point=I`` opens with point I's tooltip shown. The element
+``#points`` carries the number of points in ``data-points`` and the number drawn in
+``data-drawn``, both written by the page's script (a headless browser reading the DOM sees that
+the script ran).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def write_html(result: Any, path: str | Path, *, title: str = "") -> Path:
     return out
 
 
-_TEMPLATE = """<!DOCTYPE html>
+_TEMPLATE = r"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -157,6 +158,18 @@ canvas.addEventListener("dblclick", () => { view = { scale: 1, dx: 0, dy: 0 }; d
 const tip = document.getElementById("tip"), thumb = document.getElementById("thumb");
 const tctx = thumb.getContext("2d"), sprite = document.getElementById("sprite");
 tctx.imageSmoothingEnabled = false;
+function showTip(best, cx, cy) {
+  const t = D.thumb;
+  tctx.clearRect(0, 0, thumb.width, thumb.height);
+  if (best < t.count && sprite.complete && sprite.naturalWidth) {
+    const c = best % t.columns, r = Math.floor(best / t.columns);
+    tctx.drawImage(sprite, c * t.size, r * t.size, t.size, t.size, 0, 0, thumb.width, thumb.height);
+    thumb.style.display = "block";
+  } else { thumb.style.display = "none"; }
+  document.getElementById("tiptext").textContent = names[D.label[best]] + " · image " + D.id[best];
+  tip.style.left = (cx + 14) + "px"; tip.style.top = (cy + 14) + "px"; tip.style.display = "block";
+  tip.dataset.point = String(best);
+}
 canvas.addEventListener("mousemove", (e) => {
   if (drag) {
     view.dx += e.clientX - drag.x; view.dy += e.clientY - drag.y; drag = { x: e.clientX, y: e.clientY };
@@ -169,18 +182,17 @@ canvas.addEventListener("mousemove", (e) => {
     if (d < bd) { bd = d; best = i; }
   }
   if (best < 0) { tip.style.display = "none"; return; }
-  const t = D.thumb;
-  tctx.clearRect(0, 0, thumb.width, thumb.height);
-  if (best < t.count && sprite.complete && sprite.naturalWidth) {
-    const c = best % t.columns, r = Math.floor(best / t.columns);
-    tctx.drawImage(sprite, c * t.size, r * t.size, t.size, t.size, 0, 0, thumb.width, thumb.height);
-    thumb.style.display = "block";
-  } else { thumb.style.display = "none"; }
-  document.getElementById("tiptext").textContent = names[D.label[best]] + " · image " + D.id[best];
-  tip.style.left = (e.clientX + 14) + "px"; tip.style.top = (e.clientY + 14) + "px"; tip.style.display = "block";
+  showTip(best, e.clientX, e.clientY);
 });
 canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
 draw();
+// "#point=I" in the address shows point I's tooltip as if hovered (for links and headless checks)
+const wanted = /^#point=(\d+)$/.exec(location.hash);
+if (wanted && +wanted[1] < N) {
+  const i = +wanted[1], r = canvas.getBoundingClientRect();
+  const show = () => showTip(i, r.left + sx(i), r.top + sy(i));
+  if (sprite.complete) show(); else sprite.addEventListener("load", show);
+}
 </script>
 </body>
 </html>
