@@ -8,8 +8,9 @@ conv layers mean-pooled) is mapped to a point in the plane.
 - ``pca``: the first two principal components (float64 covariance, eigen-decomposition; each
   component's sign fixed so that its largest loading is positive).
 - ``tsne``: PCA to ``pca_dims`` (50) dimensions first, then openTSNE (Poličar et al. 2024;
-  FFT-accelerated interpolation, Linderman et al. 2019) with its own defaults: perplexity 30,
-  250 early-exaggeration iterations (exaggeration 12), 500 iterations, learning rate N/12, PCA
+  FFT-accelerated interpolation from 10,000 points, Linderman et al. 2019; Barnes-Hut below,
+  openTSNE's "auto") with its own defaults: perplexity 30,
+  250 early-exaggeration iterations (exaggeration 12), 500 iterations, learning rate N / exaggeration, PCA
   initialization, seeded. The KL divergence (the objective) is reported every
   :data:`REPORT_EVERY` iterations; cancellation is checked at the same points.
 - placing new images on a t-SNE map: openTSNE's ``TSNEEmbedding.transform`` (each new point is
