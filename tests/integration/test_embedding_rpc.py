@@ -198,7 +198,7 @@ def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_cli_embed_writes_png_atlas_and_a_page_chromium_renders(target, made, tmp_path):
+def test_cli_embed_and_place(target, made, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     flags = ["--layer", "relu4", "--limit", "600", "--perplexity", "20", "--iterations", "60",
              "--early-iterations", "30"]  # fmt: skip
@@ -229,10 +229,14 @@ def test_cli_embed_writes_png_atlas_and_a_page_chromium_renders(target, made, tm
     if os.environ.get("EMBEDDING_TEST_KEEP"):
         shutil.copytree(tmp_path, os.environ["EMBEDDING_TEST_KEEP"], dirs_exist_ok=True)
 
+
+def test_the_html_page_renders_in_headless_chromium(made, tmp_path):
+    """The page of the SDK's map, in a real browser: not blank, its own point count, a hover tooltip."""
     browser = _chromium()
     require(browser, "needs Debian's chromium for the HTML page test (apt-get install chromium)")
+    page = made[0].write_html(tmp_path / "map.html")
     shot = tmp_path / "shot.png"
-    page_uri = (tmp_path / "map.html").as_uri()
+    page_uri = page.as_uri()
     rendered = _headless(str(browser), f"--screenshot={shot}", "--window-size=1100,900", page_uri)
     assert shot.exists(), rendered.stderr[-2000:]
     picture = cv2.imread(str(shot))
