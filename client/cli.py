@@ -300,6 +300,8 @@ _OUTPUTS = {
     "robustness": ("FILE", True, "accuracy-vs-epsilon curve PNG"),
     "top": ("DIR", False, "directory for grid.png and each entry's receptive-field crop"),
     "neighbors": ("DIR", False, "directory for grid.png, input.png and each neighbour's PNG"),
+    "embed": ("FILE", True, "scatter PNG; STEM_atlas.png (the thumbnail atlas) beside"),
+    "place": ("FILE", True, "the map with the placed images marked; STEM_input_NN.png beside"),
 }
 
 
@@ -654,6 +656,8 @@ def _text_robustness(r: Any, args: argparse.Namespace) -> str:
         for c in r.curves
     ]
     return head + "\n" + table(header, rows, "l" + "r" * (len(header) - 1))
+
+
 def _text_datasets(r: Any, args: argparse.Namespace) -> str:
     rows = [(d.name, d.kind, f"{d.size:,}", str(len(d.classes)), ",".join(d.fits_models) or "-") for d in r]
     return table(["DATASET", "KIND", "IMAGES", "CLASSES", "FITS MODELS"], rows, "llrrl")
@@ -695,6 +699,33 @@ def _text_neighbors(r: Any, args: argparse.Namespace) -> str:
     )
 
 
+def _text_embed(r: Any, args: argparse.Namespace) -> str:
+    how = "reused from the server's cache" if r.reused else f"made in {r.seconds:.1f} s"
+    head = f"{r.method} map of {r.layer} on {r.model}, {r.dataset}: {len(r.labels):,} points, {how}"
+    if r.method == "tsne":
+        head += f"\nKL divergence {r.kl_divergence:.4f}, {r.threads} thread(s), map {r.map_id}"
+    else:
+        head += f"\nexplained variance {', '.join(f'{v:.3f}' for v in r.explained_variance)}, map {r.map_id}"
+    counts = np.bincount(r.labels[r.labels >= 0], minlength=len(r.classes)) if len(r.labels) else np.zeros(0)
+    rows = [(r.classes[i] if i < len(r.classes) else str(i), f"{int(n):,}") for i, n in enumerate(counts) if n]
+    return head + ("\n" + table(["CLASS", "POINTS"], rows, "lr") if rows else "")
+
+
+def _text_place(r: Any, args: argparse.Namespace) -> str:
+    rows = [
+        (
+            str(i),
+            f"{p.x:.3f}",
+            f"{p.y:.3f}",
+            p.label_name or str(p.label),
+            " ".join(str(v) for v in p.neighbor_ids[:3]),
+        )
+        for i, p in enumerate(r.placed)
+    ]
+    head = f"placed on the {r.method} map {r.map_id} of {r.layer} on {r.model}, {r.dataset}"
+    return head + "\n" + table(["IMAGE", "X", "Y", "AMONG", "NEAREST IDS"], rows, "rrrll")
+
+
 _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
     "layers": _text_layers,
     "info": _text_info,
@@ -712,6 +743,8 @@ _TEXT: dict[str, Callable[[Any, argparse.Namespace], str]] = {
     "index": _text_index,
     "top": _text_top,
     "neighbors": _text_neighbors,
+    "embed": _text_embed,
+    "place": _text_place,
 }
 
 
@@ -744,6 +777,8 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
         if many:
             return _run_many(c, method, args, images, values, params)
         values["image"] = images[0]
+    if method.command == "place":
+        values["images"] = list(args.place_images)
     if method.streamed:
         with c.call_stream(method.rpc, values, params=params) as stream:
             result: Any = None
@@ -853,7 +888,9 @@ def _unique_stems(files: Sequence[Path]) -> list[str]:
 
 
 def _extra_files(command: str, result: Any, args: argparse.Namespace) -> list[Path]:
-    """--npy: activation tensors as LAYER.npy; the saliency map beside the overlay."""
+    """--npy: activation tensors as LAYER.npy; the saliency map beside the overlay. embed --html: the page."""
+    if command == "embed" and getattr(args, "html", None) is not None:
+        return [result.write_html(args.html)]
     if not getattr(args, "npy", False):
         return []
     files = []
@@ -968,6 +1005,15 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="IMAGE",
                 help="interpolate towards this image instead of attribute sets",
             )
+        if method.command == "embed":
+            p.add_argument(
+                "--html", type=Path, metavar="FILE", help="also write the interactive page (self-contained HTML)"
+            )
+        if method.command == "place":
+            p.add_argument(
+                "--image", dest="place_images", action="append", required=True, metavar="IMAGE",
+                help="image file to place; repeat for more",
+            )  # fmt: skip
         if method.command in ("activations", "saliency"):
             what = "each activation tensor as LAYER.npy" if method.command == "activations" else "the map as FILE.npy"
             p.add_argument("--npy", action="store_true", help=f"also save {what}")

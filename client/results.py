@@ -58,6 +58,9 @@ __all__ = [
     "TopActivationsResult",
     "Neighbor",
     "NeighborsResult",
+    "EmbeddingResult",
+    "PlacedImage",
+    "PlacementResult",
 ]
 
 
@@ -1102,6 +1105,139 @@ class NeighborsResult(_Stamped, _SavesImages):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class EmbeddingResult(_Stamped, _SavesImages):
+    """A t-SNE or PCA map of one layer's features over a dataset.
+
+    ``coordinates[i]`` is the map position of dataset image ``image_ids[i]`` with label
+    ``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
+    ``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
+    columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
+    interactive page.
+    """
+
+    dataset: str
+    layer: str
+    method: str
+    coordinates: np.ndarray  # (N, 2) float32
+    image_ids: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int32
+    classes: tuple[str, ...]
+    scatter_png: bytes
+    atlas_png: bytes
+    thumbnails_png: bytes
+    thumbnail_size: int
+    thumbnail_columns: int
+    thumbnail_count: int
+    kl_divergence: float
+    explained_variance: tuple[float, ...]
+    reused: bool
+    map_id: str
+    index_id: str
+    seconds: float
+    threads: int
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("scatter", self.scatter_png), ("atlas", self.atlas_png)]
+
+    def write_html(self, path: str | Path, *, title: str = "") -> Path:
+        """One self-contained HTML page (no network): scatter, legend toggles, zoom, hover thumbnails."""
+        from client.embedding_html import write_html
+
+        return write_html(self, path, title=title)
+
+    @classmethod
+    def from_proto(cls, m: pb.EmbeddingResult) -> EmbeddingResult:
+        coords = _array(m.coordinates)
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            layer=m.layer,
+            method=m.method,
+            coordinates=coords if coords is not None else np.zeros((0, 2), dtype=np.float32),
+            image_ids=np.asarray(m.image_ids, dtype=np.int64),
+            labels=np.asarray(m.labels, dtype=np.int32),
+            classes=tuple(m.classes),
+            scatter_png=m.scatter_png,
+            atlas_png=m.atlas_png,
+            thumbnails_png=m.thumbnails_png,
+            thumbnail_size=m.thumbnail_size,
+            thumbnail_columns=m.thumbnail_columns,
+            thumbnail_count=m.thumbnail_count,
+            kl_divergence=m.kl_divergence,
+            explained_variance=tuple(m.explained_variance),
+            reused=m.reused,
+            map_id=m.map_id,
+            index_id=m.index_id,
+            seconds=m.seconds,
+            threads=m.threads,
+            params=_params(m.resolved),
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PlacedImage(_ShortRepr):
+    """Where one image falls on a map, and the nearest map points (dataset ids, labels, distances)."""
+
+    x: float
+    y: float
+    neighbor_ids: tuple[int, ...]
+    neighbor_labels: tuple[int, ...]
+    neighbor_distances: tuple[float, ...]
+    label: int  # the most common label among the neighbours (-1: none)
+    label_name: str
+    input: np.ndarray | None
+    input_png: bytes
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class PlacementResult(_Stamped, _SavesImages):
+    """Images placed on a cached Embedding map, in request order; ``scatter_png`` marks them."""
+
+    dataset: str
+    layer: str
+    method: str
+    map_id: str
+    placed: tuple[PlacedImage, ...]
+    scatter_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("scatter", self.scatter_png)] + [(f"input_{i:02d}", p.input_png) for i, p in enumerate(self.placed)]
+
+    @classmethod
+    def from_proto(cls, m: pb.PlaceImagesResponse) -> PlacementResult:
+        return cls(
+            **_stamp(m.stamp),
+            dataset=m.dataset,
+            layer=m.layer,
+            method=m.method,
+            map_id=m.map_id,
+            placed=tuple(
+                PlacedImage(
+                    x=p.x,
+                    y=p.y,
+                    neighbor_ids=tuple(p.neighbor_ids),
+                    neighbor_labels=tuple(p.neighbor_labels),
+                    neighbor_distances=tuple(p.neighbor_distances),
+                    label=p.label,
+                    label_name=p.label_name,
+                    input=_image(p.input.tensor),
+                    input_png=p.input.png,
+                )
+                for p in m.placed
+            ),
+            scatter_png=m.scatter_png,
+            params=_params(m.resolved),
+        )
+
+
 #: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
 RESULTS: dict[str, Callable[[Any], Any]] = {
     "DescribeModel": ModelDescription.from_proto,
@@ -1120,4 +1256,6 @@ RESULTS: dict[str, Callable[[Any], Any]] = {
     "TopActivations": TopActivationsResult.from_proto,
     "NearestNeighbors": NeighborsResult.from_proto,
     "ListDatasets": lambda m: tuple(DatasetInfo.from_proto(d) for d in m.datasets),
+    "Embedding": EmbeddingResult.from_proto,
+    "PlaceImages": PlacementResult.from_proto,
 }

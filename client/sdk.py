@@ -42,6 +42,7 @@ from client.results import (
     ClassifyResult,
     DatasetInfo,
     DreamResult,
+    EmbeddingResult,
     FilterVisualization,
     IndexBuild,
     InterpolationResult,
@@ -50,6 +51,7 @@ from client.results import (
     ModelDescription,
     ModelInfo,
     NeighborsResult,
+    PlacementResult,
     ProgressEvent,
     SaliencyResult,
     ServerInfo,
@@ -690,6 +692,7 @@ class InterpClient:
             **params,
         )
         return _run(stream, progress)
+
     # -- dataset-level views ---------------------------------------------------------------------
 
     def list_datasets(self, *, timeout: float | None = _UNSET) -> list[DatasetInfo]:
@@ -765,6 +768,70 @@ class InterpClient:
         """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2)."""
         values = {"model": model, "dataset": dataset, "layer": layer, "image": image, "k": k, "metric": metric}
         return self.call("NearestNeighbors", values, timeout)
+
+    def iter_embedding(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        layer: str,
+        method: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EventStream[EmbeddingResult]:
+        """Like :meth:`embedding`, as an iterator of ProgressEvent then the result."""
+        values = {"model": model, "dataset": dataset, "layer": layer, "method": method, "limit": limit}
+        return self.call_stream("Embedding", values, timeout, params)
+
+    def embedding(
+        self,
+        model: str,
+        *,
+        dataset: str,
+        layer: str,
+        method: str | None = None,
+        limit: int | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> EmbeddingResult:
+        """A 2-D map of ``layer``'s per-image features over ``dataset`` (cached on the server).
+
+        Args:
+            method: "tsne" (default) or "pca".
+            limit: the first N images of the dataset (default all of it, up to the server's cap).
+            progress: called with each :class:`ProgressEvent`: stage "features" (step = images, when
+                the layer is not indexed yet), then "pca", "affinities", and the t-SNE iterations
+                with the KL divergence as the objective.
+            **params: t-SNE: perplexity (30), iterations (500), early_iterations (250), pca_dims (50), seed (0).
+        """
+        stream = self.iter_embedding(model, dataset=dataset, layer=layer, method=method, limit=limit,
+                                     timeout=timeout, **params)  # fmt: skip
+        return _run(stream, progress)
+
+    def place_images(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        model: str,
+        dataset: str,
+        layer: str,
+        method: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = _UNSET,
+        **params: Any,
+    ) -> PlacementResult:
+        """Place images on the map an identical :meth:`embedding` call made (FailedPrecondition before it)."""
+        values = {
+            "model": model,
+            "dataset": dataset,
+            "layer": layer,
+            "method": method,
+            "limit": limit,
+            "images": images,
+        }
+        return self.call("PlaceImages", values, timeout, params=params)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -1143,12 +1143,158 @@ class NearestNeighborsResponse(_message.Message):
     grid_png: bytes
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., metric: _Optional[str] = ..., index_id: _Optional[str] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
 
+class EmbeddingParams(_message.Message):
+    __slots__ = ("perplexity", "iterations", "early_iterations", "pca_dims", "seed")
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    EARLY_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PCA_DIMS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    perplexity: float
+    iterations: int
+    early_iterations: int
+    pca_dims: int
+    seed: int
+    def __init__(self, perplexity: _Optional[float] = ..., iterations: _Optional[int] = ..., early_iterations: _Optional[int] = ..., pca_dims: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EmbeddingRequest(_message.Message):
+    __slots__ = ("model", "dataset", "layer", "method", "limit", "params", "every_step")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_STEP_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    layer: str
+    method: str
+    limit: int
+    params: EmbeddingParams
+    every_step: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., limit: _Optional[int] = ..., params: _Optional[_Union[EmbeddingParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
+
+class EmbeddingResult(_message.Message):
+    __slots__ = ("stamp", "dataset", "layer", "method", "coordinates", "image_ids", "labels", "classes", "scatter_png", "atlas_png", "thumbnails_png", "thumbnail_size", "thumbnail_columns", "thumbnail_count", "kl_divergence", "explained_variance", "reused", "map_id", "index_id", "seconds", "threads", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SCATTER_PNG_FIELD_NUMBER: _ClassVar[int]
+    ATLAS_PNG_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAILS_PNG_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    KL_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINED_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    MAP_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    layer: str
+    method: str
+    coordinates: Tensor
+    image_ids: _containers.RepeatedScalarFieldContainer[int]
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    scatter_png: bytes
+    atlas_png: bytes
+    thumbnails_png: bytes
+    thumbnail_size: int
+    thumbnail_columns: int
+    thumbnail_count: int
+    kl_divergence: float
+    explained_variance: _containers.RepeatedScalarFieldContainer[float]
+    reused: bool
+    map_id: str
+    index_id: str
+    seconds: float
+    threads: int
+    resolved: EmbeddingParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., coordinates: _Optional[_Union[Tensor, _Mapping]] = ..., image_ids: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[int]] = ..., classes: _Optional[_Iterable[str]] = ..., scatter_png: _Optional[bytes] = ..., atlas_png: _Optional[bytes] = ..., thumbnails_png: _Optional[bytes] = ..., thumbnail_size: _Optional[int] = ..., thumbnail_columns: _Optional[int] = ..., thumbnail_count: _Optional[int] = ..., kl_divergence: _Optional[float] = ..., explained_variance: _Optional[_Iterable[float]] = ..., reused: _Optional[bool] = ..., map_id: _Optional[str] = ..., index_id: _Optional[str] = ..., seconds: _Optional[float] = ..., threads: _Optional[int] = ..., resolved: _Optional[_Union[EmbeddingParams, _Mapping]] = ...) -> None: ...
+
+class EmbeddingEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: EmbeddingResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[EmbeddingResult, _Mapping]] = ...) -> None: ...
+
+class PlaceImagesRequest(_message.Message):
+    __slots__ = ("model", "dataset", "layer", "method", "limit", "params", "images")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    layer: str
+    method: str
+    limit: int
+    params: EmbeddingParams
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., limit: _Optional[int] = ..., params: _Optional[_Union[EmbeddingParams, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class PlacedImage(_message.Message):
+    __slots__ = ("x", "y", "neighbor_ids", "neighbor_labels", "neighbor_distances", "label", "label_name", "input")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOR_LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOR_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    neighbor_ids: _containers.RepeatedScalarFieldContainer[int]
+    neighbor_labels: _containers.RepeatedScalarFieldContainer[int]
+    neighbor_distances: _containers.RepeatedScalarFieldContainer[float]
+    label: int
+    label_name: str
+    input: PreprocessedInput
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., neighbor_ids: _Optional[_Iterable[int]] = ..., neighbor_labels: _Optional[_Iterable[int]] = ..., neighbor_distances: _Optional[_Iterable[float]] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ...) -> None: ...
+
+class PlaceImagesResponse(_message.Message):
+    __slots__ = ("stamp", "dataset", "layer", "method", "map_id", "placed", "scatter_png", "resolved")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    MAP_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    SCATTER_PNG_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    layer: str
+    method: str
+    map_id: str
+    placed: _containers.RepeatedCompositeFieldContainer[PlacedImage]
+    scatter_png: bytes
+    resolved: EmbeddingParams
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., map_id: _Optional[str] = ..., placed: _Optional[_Iterable[_Union[PlacedImage, _Mapping]]] = ..., scatter_png: _Optional[bytes] = ..., resolved: _Optional[_Union[EmbeddingParams, _Mapping]] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call", "progress_events_per_s", "decode_budget_bytes", "batch_max_size", "batch_delay_ms")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call", "progress_events_per_s", "decode_budget_bytes", "batch_max_size", "batch_delay_ms", "max_embedding_points", "max_perplexity", "max_place_images")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -1180,6 +1326,9 @@ class Limits(_message.Message):
     DECODE_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EMBEDDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLACE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -1211,7 +1360,10 @@ class Limits(_message.Message):
     decode_budget_bytes: int
     batch_max_size: int
     batch_delay_ms: float
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., progress_events_per_s: _Optional[float] = ..., decode_budget_bytes: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_delay_ms: _Optional[float] = ...) -> None: ...
+    max_embedding_points: int
+    max_perplexity: float
+    max_place_images: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., progress_events_per_s: _Optional[float] = ..., decode_budget_bytes: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_delay_ms: _Optional[float] = ..., max_embedding_points: _Optional[int] = ..., max_perplexity: _Optional[float] = ..., max_place_images: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

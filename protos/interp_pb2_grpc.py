@@ -119,6 +119,16 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.NearestNeighborsRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.NearestNeighborsResponse.FromString,
                 _registered_method=True)
+        self.Embedding = channel.unary_stream(
+                '/interp.v1.Interp/Embedding',
+                request_serializer=protos_dot_interp__pb2.EmbeddingRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.EmbeddingEvent.FromString,
+                _registered_method=True)
+        self.PlaceImages = channel.unary_unary(
+                '/interp.v1.Interp/PlaceImages',
+                request_serializer=protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.PlaceImagesResponse.FromString,
+                _registered_method=True)
 
 
 class InterpServicer:
@@ -226,6 +236,18 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embedding(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InterpServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +335,16 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.NearestNeighbors,
                     request_deserializer=protos_dot_interp__pb2.NearestNeighborsRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.NearestNeighborsResponse.SerializeToString,
+            ),
+            'Embedding': grpc.unary_stream_rpc_method_handler(
+                    servicer.Embedding,
+                    request_deserializer=protos_dot_interp__pb2.EmbeddingRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.EmbeddingEvent.SerializeToString,
+            ),
+            'PlaceImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceImages,
+                    request_deserializer=protos_dot_interp__pb2.PlaceImagesRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.PlaceImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -774,6 +806,60 @@ class Interp:
             '/interp.v1.Interp/NearestNeighbors',
             protos_dot_interp__pb2.NearestNeighborsRequest.SerializeToString,
             protos_dot_interp__pb2.NearestNeighborsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/interp.v1.Interp/Embedding',
+            protos_dot_interp__pb2.EmbeddingRequest.SerializeToString,
+            protos_dot_interp__pb2.EmbeddingEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/PlaceImages',
+            protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
+            protos_dot_interp__pb2.PlaceImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,6 +105,13 @@ ATTACK_METHODS = ("fgsm", "bim", "pgd")
 MINIMAL_ATTACK_METHODS = ("pgd", "fgsm", "bim", "deepfool_l2", "deepfool_linf")
 DATASET_ATTACK_METHODS = ("fgsm", "bim", "pgd", "deepfool_linf", "deepfool_l2")
 NEIGHBOR_METRICS = ("cosine", "l2")
+EMBEDDING_METHODS = ("tsne", "pca")
+EMBEDDING_CAPS = {
+    "limit": Cap("max_embedding_points"),
+    "params.perplexity": Cap("max_perplexity"),
+    "params.iterations": Cap("max_steps"),
+    "params.early_iterations": Cap("max_steps", floor=0),
+}
 
 METHODS: tuple[Method, ...] = (
     Method("ListModels", pb.ListModelsRequest, pb.ListModelsResponse, "list models and their status", command="models"),
@@ -303,6 +310,33 @@ METHODS: tuple[Method, ...] = (
         required=("layer", "dataset"),
         command="neighbors",
         positionals=("model", "image"),
+    ),
+    Method(
+        "Embedding",
+        pb.EmbeddingRequest,
+        pb.EmbeddingResult,
+        "a t-SNE or PCA map of a layer's features over a dataset: scatter by class, image atlas (streamed)",
+        event=pb.EmbeddingEvent,
+        params="params",
+        caps=EMBEDDING_CAPS,
+        choices={"method": EMBEDDING_METHODS},
+        required=("layer",),
+        heavy=True,
+        command="embed",
+        positionals=("model", "dataset"),
+    ),
+    Method(
+        "PlaceImages",
+        pb.PlaceImagesRequest,
+        pb.PlaceImagesResponse,
+        "place images on a cached Embedding map: their positions and nearest dataset points",
+        params="params",
+        caps={**EMBEDDING_CAPS, "images": Cap("max_place_images")},
+        choices={"method": EMBEDDING_METHODS},
+        required=("layer", "images"),
+        heavy=True,
+        command="place",
+        positionals=("model", "dataset"),
     ),
 )
 

@@ -83,6 +83,9 @@ class Limits:
     decode_budget_bytes: int = field(default_factory=default_decode_budget_bytes)
     batch_max_size: int = 8  # micro-batching of concurrent single-image calls: largest batch (1: off)
     batch_delay_ms: float = 2.0  # ... longest wait for companions while a batch computes (0: off)
+    max_embedding_points: int = 70_000  # Embedding / PlaceImages map points (limit, or the dataset size)
+    max_perplexity: float = 100.0  # Embedding t-SNE perplexity
+    max_place_images: int = 256  # PlaceImages images per request
 
 
 ZERO_MEANS_OFF = frozenset({"progress_events_per_s", "batch_delay_ms"})
@@ -282,6 +285,21 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "limits.batch_delay_ms",
         float,
         "ms a call may wait for companions while a batch of its kind computes; 0: no batching (default 2)",
+    ),
+    (
+        "--max-embedding-points",
+        "INTERP_MAX_EMBEDDING_POINTS",
+        "limits.max_embedding_points",
+        int,
+        "most points of an Embedding map",
+    ),
+    ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
+    (
+        "--max-place-images",
+        "INTERP_MAX_PLACE_IMAGES",
+        "limits.max_place_images",
+        int,
+        "most images per PlaceImages request",
     ),
     ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
     ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),

@@ -24,6 +24,7 @@ from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsE
 from protos import interp_pb2 as pb
 from protos.codec import TensorCodecError
 from server.dataset_index import IndexUnavailable
+from server.embedding import MapUnavailable
 
 log = logging.getLogger("interp.server")
 
@@ -59,6 +60,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (WeightsError, grpc.StatusCode.FAILED_PRECONDITION),
     (DatasetNotFound, grpc.StatusCode.FAILED_PRECONDITION),  # class-name sets need the training data
     (IndexUnavailable, grpc.StatusCode.FAILED_PRECONDITION),  # no index yet, or the index dir is not writable
+    (MapUnavailable, grpc.StatusCode.FAILED_PRECONDITION),  # PlaceImages before its Embedding map exists
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Cancelled, grpc.StatusCode.CANCELLED),
     (NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),

@@ -516,6 +516,9 @@ SMALL_LIMITS = Limits(
     decode_budget_bytes=64_000_000,
     batch_max_size=3,
     batch_delay_ms=1.0,
+    max_embedding_points=2000,
+    max_perplexity=40.0,
+    max_place_images=3,
 )
 
 
@@ -586,6 +589,19 @@ CAPPED = [
     ("dataset-default-limit", lambda stub: list(stub.AttackDataset(pb.AttackDatasetRequest(
         model="lenet", dataset="fashion-mnist-test", methods=["fgsm"], epsilons=[0.1]), timeout=30)),
      ("default limit (1000)", "max_dataset_images=50")),
+    ("embedding-points", lambda stub: list(stub.Embedding(pb.EmbeddingRequest(
+        model="lenet", dataset="fashion-mnist-test", layer="relu4", limit=2001), timeout=30)),
+     ("limit", "1..2000", "max_embedding_points")),
+    ("embedding-default-points", lambda stub: list(stub.Embedding(pb.EmbeddingRequest(
+        model="lenet", dataset="fashion-mnist-test", layer="relu4"), timeout=30)),
+     ("10,000 images", "max_embedding_points=2,000", "set limit")),
+    ("perplexity", lambda stub: list(stub.Embedding(pb.EmbeddingRequest(
+        model="lenet", dataset="fashion-mnist-test", layer="relu4", limit=1000,
+        params=pb.EmbeddingParams(perplexity=41)), timeout=30)),
+     ("params.perplexity", "max_perplexity")),
+    ("place-images", lambda stub: stub.PlaceImages(pb.PlaceImagesRequest(
+        model="lenet", dataset="fashion-mnist-test", layer="relu4", limit=1000, images=[TINY_IMAGE] * 4), timeout=30),
+     ("images", "1..3", "max_place_images")),
 ]  # fmt: skip
 
 

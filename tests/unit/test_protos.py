@@ -41,6 +41,10 @@ def test_contract_defines_every_rpc() -> None:
         "BuildIndex",
         "TopActivations",
         "NearestNeighbors",
+        "Embedding",
+        "PlaceImages",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}
-    assert streaming == {"VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset", "BuildIndex"}
+    assert streaming == {
+        "VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset", "BuildIndex", "Embedding"
+    }  # fmt: skip

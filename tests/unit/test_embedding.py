@@ -1,0 +1,186 @@
+"""interp.embedding against independent oracles: numpy SVD / scikit-learn PCA, openTSNE called directly,
+scikit-learn's k-NN; determinism, progress, cancellation, placement, pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp import embedding as emb
+from interp.errors import Cancelled, InvalidInput
+from tests.conftest import require_fashion_mnist
+
+SMALL = emb.EmbeddingParams(perplexity=20.0, iterations=40, early_iterations=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def lenet_relu4() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trained LeNet's relu4 features of the first 800 test images, through the index's own path."""
+    require_fashion_mnist()
+    from interp.dataset_index import build_index
+    from models.dataset_registry import DatasetRegistry
+    from models.hub import ModelHub
+    from models.weights import WeightsOptions
+    from server.dataset_index import iter_batches
+
+    torch.set_num_threads(1)
+    model = ModelHub(["lenet"], WeightsOptions()).get("lenet")
+    dataset = DatasetRegistry().get("fashion-mnist-test")
+    index, _ = build_index(
+        model.require_ready(), iter_batches(dataset, model.spec.preprocessing, 500), ["relu4"], 1, dataset.size
+    )
+    images = dataset.arrays()[0][:800]
+    return index["relu4"].features.numpy()[:800], dataset.labels()[:800], images
+
+
+def test_pca_equals_numpy_svd_and_sklearn_up_to_sign() -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + rng.normal(size=12)
+    pca = emb.fit_pca(x, 5)
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    for k in range(5):
+        assert abs(abs(float(pca.components[k] @ vt[k])) - 1.0) < 1e-9
+    np.testing.assert_allclose(pca.explained_variance_ratio, (s**2 / (s**2).sum())[:5], rtol=1e-9)
+    ref = PCA(n_components=5, svd_solver="full").fit(x)
+    ours, theirs = pca.project(x), ref.transform(x)
+    signs = np.sign((ours * theirs).sum(axis=0))
+    np.testing.assert_allclose(ours, theirs * signs, atol=1e-8)
+    np.testing.assert_allclose(pca.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-9)
+
+
+def test_pca_map_of_real_features(lenet_relu4) -> None:
+    from sklearn.decomposition import PCA
+
+    features, _, _ = lenet_relu4
+    events: list = []
+    m = emb.embed(features, "pca", emb.EmbeddingParams(), on_step=events.append)
+    theirs = PCA(n_components=2, svd_solver="full").fit_transform(features.astype(np.float64))
+    signs = np.sign((m.coordinates * theirs).sum(axis=0))
+    np.testing.assert_allclose(m.coordinates, theirs * signs, atol=1e-3, rtol=1e-4)
+    assert m.coordinates.dtype == np.float32 and np.isnan(m.kl_divergence) and [e.stage for e in events] == ["pca"]
+
+
+def test_tsne_is_opentsne_with_the_same_parameters(lenet_relu4) -> None:
+    import openTSNE
+
+    features, _, _ = lenet_relu4
+    x = features[:400]
+    m = emb.embed(x, "tsne", SMALL, threads=1)
+    reduced = emb.fit_pca(x, SMALL.pca_dims).project(x)
+    direct = np.asarray(
+        openTSNE.TSNE(
+            perplexity=SMALL.perplexity,
+            n_iter=SMALL.iterations,
+            early_exaggeration_iter=SMALL.early_iterations,
+            n_jobs=1,
+            random_state=SMALL.seed,
+        ).fit(reduced)
+    )
+    direct -= (direct.max(axis=0) + direct.min(axis=0)) / 2
+    np.testing.assert_allclose(m.coordinates, direct, atol=1e-4)
+
+
+def test_same_request_same_seed_identical_coordinates_and_progress(lenet_relu4) -> None:
+    features, _, _ = lenet_relu4
+    events: list = []
+    a = emb.embed(features[:400], "tsne", SMALL, on_step=events.append)
+    b = emb.embed(features[:400], "tsne", SMALL)
+    assert np.array_equal(a.coordinates, b.coordinates)
+    c = emb.embed(features[:400], "tsne", emb.EmbeddingParams(**{**SMALL.__dict__, "seed": 4}))
+    assert not np.array_equal(a.coordinates, c.coordinates)
+    stages = [e.stage for e in events]
+    assert stages[:2] == ["pca", "affinities"] and "early exaggeration" in stages and stages[-1] == "optimization"
+    iterations = [e.step for e in events if e.stage in ("early exaggeration", "optimization")]
+    assert iterations == sorted(iterations) and iterations[-1] == 70 and events[-1].total_steps == 70
+    assert iterations[:3] == [10, 20, 30]  # every REPORT_EVERY iterations, counted over both phases
+    kl = [e.objective for e in events if e.stage == "optimization"]
+    assert all(np.isfinite(kl)) and kl[-1] == pytest.approx(a.kl_divergence, rel=0.05) and kl[-1] > 0
+
+
+def test_cancellation_mid_optimization_raises(lenet_relu4) -> None:
+    features, _, _ = lenet_relu4
+    seen: list = []
+
+    def stop() -> bool:
+        return any(e.stage == "optimization" for e in seen)
+
+    with pytest.raises(Cancelled, match="iteration"):
+        emb.embed(features[:400], "tsne", SMALL, on_step=seen.append, should_stop=stop)
+    assert max(e.step for e in seen) < 70
+
+
+def test_bad_parameters_are_refused() -> None:
+    x = np.random.default_rng(0).normal(size=(30, 5))
+    with pytest.raises(InvalidInput, match="below N / 3"):
+        emb.embed(x, "tsne", emb.EmbeddingParams(perplexity=10))
+    with pytest.raises(InvalidInput, match="at least 4 points"):
+        emb.embed(x[:3], "tsne", emb.EmbeddingParams(perplexity=0.5))
+    with pytest.raises(InvalidInput, match="unknown embedding method"):
+        emb.embed(x, "umap", emb.EmbeddingParams())
+    with pytest.raises(InvalidInput, match="NaN"):
+        emb.embed(np.full((10, 2), np.nan), "pca", emb.EmbeddingParams())
+    assert emb.min_points(30) == 91
+
+
+def test_placed_dataset_images_land_at_their_own_position(lenet_relu4) -> None:
+    """The issue's bar: within the 1st percentile of inter-point distances of the image's own point."""
+    features, _, _ = lenet_relu4
+    m = emb.embed(features[:600], "tsne", emb.EmbeddingParams(iterations=150, early_iterations=100))
+    queries = [5, 77, 301, 450]
+    placed = emb.place(m, features[queries])
+    points = m.coordinates.astype(np.float64)
+    pairwise = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))[np.triu_indices(len(points), 1)]
+    p1 = np.percentile(pairwise, 1)
+    for row, q in enumerate(queries):
+        assert np.linalg.norm(placed.coordinates[row] - points[q]) <= p1
+    assert placed.neighbor_ids.shape == (4, emb.PLACE_NEIGHBORS)
+    before = m.coordinates.copy()
+    emb.place(m, features[queries])
+    np.testing.assert_allclose(m.coordinates, before)  # the cached map does not move
+
+
+def test_pca_placement_is_the_projection(lenet_relu4) -> None:
+    features, _, _ = lenet_relu4
+    m = emb.embed(features, "pca", emb.EmbeddingParams())
+    placed = emb.place(m, features[[3, 9]])
+    np.testing.assert_allclose(placed.coordinates, m.coordinates[[3, 9]], atol=1e-5)
+    assert list(placed.neighbor_ids[:, 0]) == [3, 9]
+
+
+def test_neighbour_accuracy_matches_sklearn_knn() -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 400)
+    coords = rng.normal(size=(400, 2)) + labels[:, None] * 1.5
+    ours = emb.neighbour_accuracy(coords, labels, k=10, folds=5, seed=0)
+    order = np.random.default_rng(0).permutation(400)
+    correct = 0
+    for f in range(5):
+        test = order[f::5]
+        train = np.setdiff1d(order, test)
+        knn = KNeighborsClassifier(n_neighbors=10).fit(coords[train], labels[train])
+        correct += int((knn.predict(coords[test]) == labels[test]).sum())
+    assert ours == pytest.approx(correct / 400, abs=0.01)
+
+
+def test_pictures(lenet_relu4) -> None:
+    features, labels, images = lenet_relu4
+    m = emb.embed(features[:300], "pca", emb.EmbeddingParams())
+    classes = tuple(f"class{i}" for i in range(10))
+    scatter = emb.scatter_image(m.coordinates, labels[:300].astype(np.int64), classes, size=400)
+    assert scatter.shape == (400, 400 + 24 + 8 * 6, 3) and scatter.dtype == np.uint8
+    for label in np.unique(labels[:300]):  # every class's colour is drawn (points and legend)
+        colour = np.array(emb.class_colour(int(label)), dtype=np.uint8)
+        assert (scatter[:, :400] == colour).all(axis=2).sum() > 0
+        assert (scatter[:, 400:] == colour).all(axis=2).sum() > 0
+    atlas = emb.atlas_image(m.coordinates, images[:300], size=280)
+    assert atlas.shape == (280, 280, 3) and (atlas < 255).any()
+    tiles = emb.sprite(images[:7], 3)
+    assert tiles.shape == (3 * 28, 3 * 28)
+    np.testing.assert_array_equal(tiles[28:56, 0:28], images[3])  # thumbnail i at row i // 3, column i % 3
+    np.testing.assert_array_equal(tiles[56:84, 28:56], 0)  # past the last thumbnail: empty
