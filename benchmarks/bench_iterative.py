@@ -1,8 +1,9 @@
 """Issue 5 per-step cost: VisualizeFilter and DeepDream over the service ÷ a raw torch loop.
 
 **Service**: ``InterpClient.visualize_filter`` / ``InterpClient.dream`` against an in-process
-server on 127.0.0.1 (port 0); every step streams a Progress event (with a preview PNG at the
-default rate of a default-length run) that the SDK receives and converts.
+server on 127.0.0.1 (port 0) with the default progress coalescing: the first and last step and
+at most 20 others a second stream a Progress event (carrying the latest preview PNG, taken at
+the default rate of a default-length run), which the SDK receives and converts.
 
 **Raw**: a plain torch loop (benchmarks/_raw_loops.py) on the same module object: a prefix
 ``nn.Sequential`` up to the objective's layer (the truncated forward), the same image

@@ -92,12 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def sdk(steps: int) -> Callable[[], object]:
             return lambda: client.visualize_filter(
-                "vgg16",
-                LAYER,
-                [CHANNEL],
-                steps=steps,
-                image_size=SIZE,
-                learning_rate=LR,
+                "vgg16", LAYER, [CHANNEL], steps=steps, image_size=SIZE, learning_rate=LR,
                 preview_every=PREVIEW_EVERY,
             )
 
@@ -112,26 +107,15 @@ def main(argv: list[str] | None = None) -> None:
 
         def luc(steps: int, fixed: int | None) -> Callable[[], object]:
             return lambda: render.render_vis(
-                fresh.pop(),
-                f"{PATH.replace('.', '_')}:{CHANNEL}",
-                param_f=lambda: param.image(SIZE),
-                optimizer=lambda p: torch.optim.Adam(p, lr=LR),
-                thresholds=(steps,),
-                preprocess=False,
-                progress=False,
-                show_image=False,
-                fixed_image_size=fixed,
+                fresh.pop(), f"{PATH.replace('.', '_')}:{CHANNEL}", param_f=lambda: param.image(SIZE),
+                optimizer=lambda p: torch.optim.Adam(p, lr=LR), thresholds=(steps,), preprocess=False,
+                progress=False, show_image=False, fixed_image_size=fixed,
             )
 
         runs = {
-            "sdk_n": sdk(n),
-            "sdk_m": sdk(m),
-            "raw_n": ours_raw(n),
-            "raw_m": ours_raw(m),
-            "luc128_n": luc(n, SIZE),
-            "luc128_m": luc(m, SIZE),
-            "luc224_n": luc(n224, None),
-            "luc224_m": luc(m224, None),
+            "sdk_n": sdk(n), "sdk_m": sdk(m), "raw_n": ours_raw(n), "raw_m": ours_raw(m),
+            "luc128_n": luc(n, SIZE), "luc128_m": luc(m, SIZE),
+            "luc224_n": luc(n224, None), "luc224_m": luc(m224, None),
         }
         setup = {name: new_copy for name in runs if name.startswith("luc")}
         times = interleaved(runs, args.rounds, warmup=1, setup=setup)

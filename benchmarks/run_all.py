@@ -4,8 +4,12 @@
 - benchmarks.bench_iterative (issue 5: VisualizeFilter / DeepDream per step, service vs raw loop)
 - benchmarks.bench_lucent    (issue 5: filter visualization vs torch-lucent; skipped with a message
   when lucent is not installed in .venv-bench/site, see that script's docstring)
-- benchmarks.bench_throughput (issue 13: 256 images per Classify call vs raw batched forward,
+- benchmarks.bench_throughput (256 images per Classify call vs raw batched forward,
   saliency with PNGs skipped, answer sizes)
+- benchmarks.bench_batching  (micro-batching, 8 client processes vs serial; LeNet
+  Classify per-stage cost)
+- benchmarks.bench_decode_budget (16 concurrent 40-Mpx PNGs against a 1 GB decode
+  budget: server RSS growth, outcomes, light-call p95; holds about 1 GB more while it runs)
 
 The machine has 2 cores: run this when nothing else is busy, and read the load averages each
 benchmark prints before and after (timings under load are noisy, ratios less so since every
@@ -34,6 +38,8 @@ RUNS = (
     ("bench_iterative", ("--models", "vgg16,lenet", "--threads", "1")),
     ("bench_lucent", ()),
     ("bench_throughput", ("--threads", "1")),
+    ("bench_batching", ()),
+    ("bench_decode_budget", ()),
 )
 QUICK_ARGS = {
     "bench_latency": [
@@ -43,6 +49,8 @@ QUICK_ARGS = {
     "bench_iterative": ["--rounds", "1"],
     "bench_throughput": ["--rounds-classify", "3", "--rounds-lenet", "20", "--rounds-alexnet", "3"],
     "bench_lucent": ["--rounds", "1", "--steps", "8", "2", "--steps-lucent-224", "4", "2"],
+    "bench_batching": ["--rounds", "1", "--calls-alexnet", "2", "--calls-lenet", "20", "--rounds-breakdown", "20"],
+    "bench_decode_budget": ["--calls", "4"],
 }
 
 

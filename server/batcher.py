@@ -76,10 +76,8 @@ class Batcher:
 
     Args:
         max_size: the most calls in one batch; 1 disables batching.
-        delay_s: the longest a call waits for companions while another batch of its key computes
-            or other calls of its kind are on their way; 0 disables batching.
-        slot: context manager factory holding a capacity slot for one batch (heavy methods: the
-            servicer's gate); called with the batch's ``still_wanted``.
+        delay_s: the longest the oldest queued call waits for companions when no batch of its
+            key computes but other calls of its kind are on their way; 0 disables batching.
         clock: monotonic seconds (tests pass a fake and call :meth:`wake` after moving it).
     """
 
@@ -161,8 +159,10 @@ class Batcher:
         """This call's result, computed in a batch with concurrent calls of the same ``key``.
 
         ``x`` is the call's (1, C, H, W) input and ``extra`` what else ``compute`` needs of it
-        (e.g. its target class). ``key`` must start with ``kind``. Raises what ``compute`` raised
-        for the batch, or :class:`Cancelled` when the call stopped being wanted.
+        (e.g. its target class). ``key`` must start with ``kind``. ``slot(still_wanted)``, when
+        given, is a context manager holding a capacity slot for the batch (heavy methods: the
+        servicer's gate). Raises what ``compute`` or ``slot`` raised for the batch, or
+        :class:`Cancelled` when the call stopped being wanted.
         """
         item = _Item(x, extra, still_wanted, self.clock())
         with self._cond:
