@@ -1,8 +1,9 @@
 """The datasets a server can index: built-in Fashion-MNIST splits and operator image folders.
 
 Requests name a dataset; no request field is ever a server path. Built in:
-``fashion-mnist-train`` (60k) and ``fashion-mnist-test`` (10k), read from the idx files
-(:mod:`models.datasets`). Operators add image folders with ``--dataset NAME=DIR``
+``fashion-mnist-train`` (60k), ``fashion-mnist-test`` (10k) and ``fashion-mnist-all`` (both, 70k:
+the training images then the test images, so test image i is id 60000 + i), read from the idx
+files (:mod:`models.datasets`). Operators add image folders with ``--dataset NAME=DIR``
 (``INTERP_DATASETS=NAME=DIR,...``): every PNG/JPEG/BMP/WebP/TIFF file below DIR, in sorted path
 order (that order is the image id); when the files sit in sub-folders, the first-level sub-folder
 is the class label.
@@ -25,7 +26,11 @@ import numpy as np
 from models.datasets import _find_files, _info, _search_dirs, class_names, load_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-BUILT_IN = {"fashion-mnist-train": ("fashion-mnist", "train"), "fashion-mnist-test": ("fashion-mnist", "test")}
+BUILT_IN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fashion-mnist-train": ("fashion-mnist", ("train",)),
+    "fashion-mnist-test": ("fashion-mnist", ("test",)),
+    "fashion-mnist-all": ("fashion-mnist", ("train", "test")),
+}
 
 
 class UnknownDataset(KeyError):
@@ -67,11 +72,12 @@ class Dataset:
 
 
 class IdxDataset(Dataset):
-    """A built-in split, loaded on first use and kept (60k images are 47 MB)."""
+    """Built-in splits (one, or several one after the other), loaded on first use and kept (60k
+    images are 47 MB)."""
 
-    def __init__(self, name: str, family: str, split: str, data_dir: Path | None = None) -> None:
+    def __init__(self, name: str, family: str, splits: tuple[str, ...], data_dir: Path | None = None) -> None:
         super().__init__(name, "idx", class_names(family))
-        self.family, self.split, self.data_dir = family, split, data_dir
+        self.family, self.splits, self.data_dir = family, splits, data_dir
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._manifest: tuple[tuple[tuple[str, int, int], ...], str] | None = None
         self._lock = threading.Lock()
@@ -89,7 +95,11 @@ class IdxDataset(Dataset):
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._arrays is None:
-                self._arrays = load_dataset(self.family, self.split, self.data_dir, download=False)
+                parts = [load_dataset(self.family, split, self.data_dir, download=False) for split in self.splits]
+                if len(parts) == 1:
+                    self._arrays = parts[0]
+                else:
+                    self._arrays = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
             return self._arrays
 
     @property
@@ -100,10 +110,13 @@ class IdxDataset(Dataset):
         return self.arrays()[1]
 
     def manifest(self) -> str:
-        found = _find_files(_search_dirs(_info(self.family), self.data_dir), self.split)
-        if found is None:
-            load_dataset(self.family, self.split, self.data_dir, download=False)  # raises DatasetNotFound
-            raise FileNotFoundError(f"{self.name}: idx files not found")
+        found: list[Path] = []
+        for split in self.splits:
+            files = _find_files(_search_dirs(_info(self.family), self.data_dir), split)
+            if files is None:
+                load_dataset(self.family, split, self.data_dir, download=False)  # raises DatasetNotFound
+                raise FileNotFoundError(f"{self.name}: idx files not found")
+            found.extend(files)
         stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in found)
         with self._lock:
             if self._manifest is None or self._manifest[0] != stats:
@@ -190,7 +203,7 @@ class DatasetRegistry:
 
     def __init__(self, folders: Mapping[str, Path] | None = None, data_dir: Path | None = None) -> None:
         self._datasets: dict[str, Dataset] = {
-            name: IdxDataset(name, family, split, data_dir) for name, (family, split) in BUILT_IN.items()
+            name: IdxDataset(name, family, splits, data_dir) for name, (family, splits) in BUILT_IN.items()
         }
         for name, root in (folders or {}).items():
             if name in self._datasets:

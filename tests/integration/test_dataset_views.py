@@ -73,6 +73,9 @@ def test_list_datasets(client):
     test = found[DATASET]
     assert test.size == 10_000 and test.kind == "idx" and test.fits_models == ("lenet",)
     assert len(test.classes) == 10 and len(test.manifest_sha256) == 64
+    both = found["fashion-mnist-all"]  # the training images then the test images
+    assert both.size == 70_000 and both.fits_models == ("lenet",)
+    assert both.manifest_sha256 not in (test.manifest_sha256, found["fashion-mnist-train"].manifest_sha256)
     assert found["mine"].classes == ("dark", "light") and found["mine"].size == 25 and found["mine"].fits_models == ()
 
 

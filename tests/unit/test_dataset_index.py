@@ -303,3 +303,14 @@ def test_batch_top_breaks_ties_by_image_id_and_finds_the_first_maximum():
         np.testing.assert_array_equal(top.ids[c].numpy(), order + 100)
         first = maps[order, c].flatten(1).argmax(1).numpy()
         np.testing.assert_array_equal((top.ys[c] * 5 + top.xs[c]).numpy(), first)
+
+
+def test_the_combined_split_is_train_then_test() -> None:
+    registry = DatasetRegistry()
+    both, train, test = (registry.get(f"fashion-mnist-{s}") for s in ("all", "train", "test"))
+    assert both.size == train.size + test.size == 70_000
+    np.testing.assert_array_equal(both.labels(), np.concatenate([train.labels(), test.labels()]))
+    for i in (0, 59_999, 60_000, 69_999):
+        source, j = (train, i) if i < 60_000 else (test, i - 60_000)
+        np.testing.assert_array_equal(both.read([i])[0], source.read([j])[0])
+    assert len({both.manifest(), train.manifest(), test.manifest()}) == 3
