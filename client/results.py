@@ -899,6 +899,7 @@ class AttackDatasetResult(_Stamped, _SavesImages):
     true_labels: bool
     norm: str  # "linf" or "l2": the epsilon axis
     params: dict[str, Any]
+    skipped: int  # unreadable or unconvertible images among the first `limit`, not attacked
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("curve", self.curve_png)]
@@ -916,6 +917,7 @@ class AttackDatasetResult(_Stamped, _SavesImages):
             true_labels=m.true_labels,
             norm=m.norm,
             params=_params(m.resolved),
+            skipped=m.skipped,
         )
 
 

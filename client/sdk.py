@@ -619,7 +619,8 @@ class InterpClient:
         """Robust accuracy vs epsilon and per-image minimal perturbations over a served dataset.
 
         Args:
-            dataset: fashion-mnist-test | fashion-mnist-train (models trained on Fashion-MNIST).
+            dataset: a registered dataset (``list_datasets()``): fashion-mnist-test, fashion-mnist-train or an
+                operator image folder; with true labels its class names must be the model's classes.
             method: one method or several (one curve each): fgsm, bim, pgd, deepfool_linf
                 (L-inf, eps applied as floor(255 eps)/255), or deepfool_l2 alone (L2 eps).
             epsilons: the curve's points, pixel units.

@@ -748,34 +748,50 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
 
 # -- robustness over a dataset ------------------------------------------------------------------
 
-DATASET_SPLITS = {"fashion-mnist-test": ("fashion-mnist", "test"), "fashion-mnist-train": ("fashion-mnist", "train")}
+def _attack_images(
+    ctx: Ctx, name: str, limit: int, true_labels: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The first ``limit`` images of a registered dataset, preprocessed as the model's input.
 
-
-def _dataset_arrays(ctx: Ctx, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 (N, H, W), labels int64 (N,))`` of a served dataset, read once per server.
-
-    The one place AttackDataset resolves a dataset name (to be pointed at a dataset registry).
-    Refuses a dataset the request's model was not trained on.
+    Returns ``(x (N, C, H, W) in [0, 1], labels (N,) in the model's class indices or None, skipped)``:
+    images that cannot be read or converted are skipped and counted, never fatal. With true labels the
+    dataset must fit the model: its classes must all be classes of the model (matched by name, so an
+    image folder with ``Sneaker/``, ``Bag/`` sub-folders works for the Fashion-MNIST LeNets); a
+    dataset without class sub-folders has no true labels.
     """
-    from models.datasets import load_dataset
+    from server.dataset_index import load_first
 
-    if name not in DATASET_SPLITS:
-        raise BadRequest(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_SPLITS)}", field="dataset")
-    family, split = DATASET_SPLITS[name]
+    dataset = _dataset(ctx, name)
     spec = ctx.model.spec
-    if spec.training_dataset != family:
+    label_map: np.ndarray | None = None
+    if true_labels:
+        model_labels = {label: i for i, label in enumerate(spec.labels)}
+        foreign = [c for c in dataset.classes if c not in model_labels]
+        if not dataset.classes or foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            why = (
+                "it has no class labels (no class sub-folders)"
+                if not dataset.classes
+                else f"its classes {shown} are not classes of the model"
+            )
+            raise BadRequest(
+                f"dataset {name} does not fit {spec.name}: {why}; with true labels AttackDataset needs a "
+                f"dataset labelled with {spec.name}'s classes (or true_labels=false to attack the predictions)",
+                field="dataset",
+            )
+        label_map = np.array([model_labels[c] for c in dataset.classes], dtype=np.int64)
+    ids, x, skipped = load_first(dataset, spec.preprocessing, limit)
+    if not ids:
         raise BadRequest(
-            f"dataset {name} does not fit {spec.name}: it was trained on "
-            f"{spec.training_dataset or 'data this server does not hold'}; AttackDataset needs a model trained "
-            f"on {family}",
+            f"dataset {name} does not fit {spec.name}: none of its first {limit} images could be read and "
+            f"converted to the model's input",
             field="dataset",
         )
-    servicer = ctx.servicer
-    key = f"{family}/{split}"
-    with servicer._datasets_lock:
-        if key not in servicer._datasets:
-            servicer._datasets[key] = load_dataset(family, split, download=False)
-        return servicer._datasets[key]
+    x = x.to(ctx.servicer.config.device)
+    if label_map is None:
+        return x, None, skipped
+    labels = label_map[dataset.labels()[np.asarray(ids, dtype=np.int64)]]
+    return x, torch.from_numpy(labels).to(x.device), skipped
 
 
 def _resolve_dataset(
@@ -804,13 +820,6 @@ def _resolve_dataset(
 def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
     from interp.minimal import curve_png, robustness
 
-    images, labels = _dataset_arrays(ctx, request.dataset)
-    shape = tuple(ctx.model.spec.input_shape)
-    if shape != (1, *images.shape[1:]):
-        raise BadRequest(
-            f"dataset {request.dataset} holds {images.shape[1:]} greyscale images; {ctx.model.spec.name} takes {shape}",
-            field="dataset",
-        )
     limit = request.limit if request.HasField("limit") else 1000
     if limit < 1:
         raise BadRequest(f"limit must be at least 1, got {limit}", field="limit")
@@ -819,12 +828,10 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
             f"the default limit ({limit}) is above this server's max_dataset_images={ctx.limits.max_dataset_images}",
             field="limit",
         )
-    limit = min(limit, len(images))
     true_labels = request.true_labels if request.HasField("true_labels") else True
     methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
-    device = ctx.servicer.config.device
-    x = torch.from_numpy(images[:limit].astype(np.float32) / 255.0).unsqueeze(1).to(device)
-    y = torch.from_numpy(labels[:limit].astype(np.int64)).to(device) if true_labels else None
+    x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
+    attacked = len(x)
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
         return robustness(
@@ -842,7 +849,8 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
         correct = result.clean_correct
         return pb.AttackDatasetResult(
             dataset=request.dataset,
-            images=limit,
+            images=attacked,
+            skipped=skipped,
             clean_accuracy=float(correct.float().mean()),
             epsilons=result.epsilons,
             curves=[
@@ -858,7 +866,7 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
                 )
                 for curve in result.curves
             ],
-            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({limit} images)"),
+            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({attacked} images)"),
             resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
             true_labels=true_labels,
             norm=result.norm,
