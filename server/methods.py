@@ -1015,6 +1015,8 @@ def _label(ctx: Ctx, dataset: Any, image_id: int) -> tuple[int, str]:
 
 @handler("TopActivations")
 def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -> pb.TopActivationsResponse:
+    import cv2
+
     from interp import dataset_index as di
     from server.dataset_index import images_by_id
 
@@ -1038,6 +1040,19 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     scale = max(1, 56 // side)  # the whole image with its box: 56 px for LeNet (PNG encoding dominates)
     out, rows, row_labels = [], [], []
     cell_scale = max(1, 48 // (info.rf_size if spatial and info.rf_size else side))
+    # Per image once, not per entry: the pixels and their 8-bit RGB zero-padded by a receptive field
+    # on every side (the padding is crop_field's fill, 0), so each crop is a slice.
+    pad = int(info.rf_size) if spatial and info.rf_size else 0
+    padded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for image_id, image in images.items():
+        pixels = image.numpy()
+        c_, h_, w_ = pixels.shape
+        wide = np.zeros((c_, h_ + 2 * pad, w_ + 2 * pad), dtype=np.float32)
+        wide[:, pad : pad + h_, pad : pad + w_] = pixels
+        rgb = np.zeros((h_ + 2 * pad, w_ + 2 * pad, 3), dtype=np.uint8)
+        rgb[pad : pad + h_, pad : pad + w_] = _rgb(rendering.to_uint8_image(pixels))
+        padded[image_id] = (wide, rgb)
+    labels = dataset.labels()
     for c in channels:
         entries, cells = [], []
         for j in range(k):
@@ -1050,23 +1065,25 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
                 box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
             else:
                 box = di.Box(0, 0, h, w)
-            crop, padded = di.crop_field(image, box)
-            crop_rgb = _rgb(rendering.to_uint8_image(crop))
-            big = np.ascontiguousarray(np.repeat(np.repeat(crop_rgb, cell_scale, axis=0), cell_scale, axis=1))
-            if padded:
+            wide, rgb = padded[image_id]
+            crop = wide[:, box.y0 + pad : box.y1 + pad, box.x0 + pad : box.x1 + pad]
+            is_padded = di.clip_box(box, h, w) != box
+            crop_rgb = rgb[box.y0 + pad : box.y1 + pad, box.x0 + pad : box.x1 + pad]
+            big = cv2.resize(crop_rgb, None, fx=cell_scale, fy=cell_scale, interpolation=cv2.INTER_NEAREST)
+            if is_padded:
                 big = di.mark_padding(big, box, h, w, cell_scale)
             cells.append(big)
-            label, label_name = _label(ctx, dataset, image_id)
+            label = int(labels[image_id])
             entries.append(
                 pb.TopEntry(
                     image_id=image_id,
                     label=label,
-                    label_name=label_name,
+                    label_name=dataset.classes[label] if 0 <= label < len(dataset.classes) else "",
                     value=float(values[c, j]),
                     y=int(ys[c, j]),
                     x=int(xs[c, j]),
                     box=pb.Box(y0=box.y0, x0=box.x0, y1=box.y1, x1=box.x1),
-                    padded=padded,
+                    padded=is_padded,
                     crop=convert.tensor(crop),
                 )
             )
