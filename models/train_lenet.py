@@ -348,13 +348,14 @@ def train(
 
     threads_before = torch.get_num_threads()
     deterministic_before = torch.are_deterministic_algorithms_enabled()
-    fill_before = torch.utils.deterministic.fill_uninitialized_memory
+    # (a module property torch's stubs do not declare, hence getattr/setattr)
+    fill_before = getattr(torch.utils.deterministic, "fill_uninitialized_memory")  # noqa: B009
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
     # Deterministic mode also fills every torch.empty with NaN, a debugging aid for kernels that
     # read memory they did not write (none here): ~60 fills per step, 5 % of the step, no effect
     # on any value computed.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    setattr(torch.utils.deterministic, "fill_uninitialized_memory", False)  # noqa: B010
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -370,9 +371,10 @@ def train(
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
-        torch.utils.deterministic.fill_uninitialized_memory = fill_before
+        setattr(torch.utils.deterministic, "fill_uninitialized_memory", fill_before)  # noqa: B010
     wall_time = time.perf_counter() - start
 
+    layout = ARCHITECTURES[config.arch].channels_last
     metadata: dict[str, Any] = {
         "architecture": ARCHITECTURES[config.arch].record,
         "dataset": config.dataset,
@@ -415,9 +417,7 @@ def train(
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "deterministic_algorithms": True,
             # Modules trained channels last (see Architecture.channels_last); [] = NCHW throughout.
-            "channels_last": list(ARCHITECTURES[config.arch].channels_last[0])
-            if ARCHITECTURES[config.arch].channels_last
-            else [],
+            "channels_last": list(layout[0]) if layout else [],
         },
         "limit_train": config.limit_train,
         "limit_test": config.limit_test,
