@@ -996,6 +996,7 @@ class TopEntry(_ShortRepr):
     crop: np.ndarray | None
     crop_png: bytes
     image_png: bytes
+    projection: np.ndarray | None  # (H, W, C) guided backprop of the unit over the crop, with projections=True
 
     @classmethod
     def from_proto(cls, m: pb.TopEntry) -> TopEntry:
@@ -1011,6 +1012,7 @@ class TopEntry(_ShortRepr):
             crop=_image(m.crop),
             crop_png=m.crop_png,
             image_png=m.image_png,
+            projection=_image(m.projection) if m.HasField("projection") else None,
         )
 
 

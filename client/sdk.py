@@ -689,6 +689,7 @@ class InterpClient:
         channels: int | str | Sequence[int] | None = None,
         k: int | None = None,
         entry_pngs: bool | None = None,
+        projections: bool | None = None,
         timeout: float | None = _UNSET,
     ) -> TopActivationsResult:
         """Per channel, the top-k dataset images with their receptive-field crops (needs an index).
@@ -696,9 +697,11 @@ class InterpClient:
         Args:
             channels: default the first 16. k: default 9, at most the index's k.
             entry_pngs: also a PNG of each crop and of each whole image with its box (default false).
+            projections: also each unit's guided-backprop projection over its crop (default false).
         """
         values = {"model": model, "dataset": dataset, "layer": layer, "channels": channels, "k": k}
         values["entry_pngs"] = entry_pngs
+        values["projections"] = projections
         return self.call("TopActivations", values, timeout)
 
     def nearest_neighbors(

@@ -1025,6 +1025,7 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     info = next(i for i in ctx.model.layers if i.name == path)
     k = request.k if request.HasField("k") else 9
     pngs = request.entry_pngs if request.HasField("entry_pngs") else False
+    projections = request.projections if request.HasField("projections") else False
     channels = list(request.channels) or list(range(min(16, info.channels)))
     for i, c in enumerate(channels):
         if not 0 <= c < info.channels:
@@ -1094,6 +1095,8 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
         if cells:
             rows.append(cells)
             row_labels.append(str(c))
+    if projections:
+        _add_projections(ctx, path, out, images)
     return pb.TopActivationsResponse(
         dataset=dataset.name,
         layer=path,
@@ -1103,6 +1106,24 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
         channels=out,
         grid_png=rendering.encode_png(di.top_grid(rows, row_labels)) if rows else b"",
     )
+
+
+def _add_projections(ctx: Ctx, path: str, channels: list[Any], images: dict[int, torch.Tensor]) -> None:
+    """Each entry's guided-backprop projection of its unit, cut to its receptive-field box (one batch)."""
+    from interp import dataset_index as di
+    from interp.saliency import unit_guided_backprop
+
+    entries = [(top.channel, e) for top in channels for e in top.entries]
+    if not entries:
+        return
+    ctx.check_work("TopActivations", batch=len(entries), side=ctx.model.spec.input_shape[1], steps=1)
+    device = ctx.servicer.config.device
+    x = torch.stack([images[e.image_id] for _, e in entries]).to(device)
+    units = torch.tensor([(c, e.y, e.x) for c, e in entries], dtype=torch.int64, device=device)
+    maps = unit_guided_backprop(ctx.module, x, path, units[:, 0], units[:, 1], units[:, 2]).cpu()
+    for (_, entry), projection in zip(entries, maps, strict=True):
+        box = di.Box(entry.box.y0, entry.box.x0, entry.box.y1, entry.box.x1)
+        entry.projection.CopyFrom(convert.tensor(di.crop_field(projection, box)[0]))
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -125,6 +125,56 @@ def test_top_activations_sdk(client, built):
     assert linear.channels[0].entries[0].crop_png == b"" and linear.grid_png.startswith(PNG)  # PNGs opt-in
 
 
+def _guided_backprop_oracle(module, x, layer: str, channel: int, y: int, x_: int):
+    """Guided backprop written out: every ReLU's backward keeps only positive gradients (on a deep copy)."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(module).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+            m.register_full_backward_hook(lambda _m, grad_in, _grad_out: (grad_in[0].clamp(min=0),))
+    store = {}
+    handle = net.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.update(out=out))
+    inp = x.clone().requires_grad_(True)
+    try:
+        net(inp)
+    finally:
+        handle.remove()
+    out = store["out"]
+    unit = out[0, channel, y, x_] if out.dim() == 4 else out[0, channel]
+    unit.backward()
+    return inp.grad[0]
+
+
+def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built):
+    import torch
+
+    from interp.dataset_index import Box, crop_field
+    from models.datasets import load_dataset
+    from models.hub import ModelHub
+    from models.weights import WeightsOptions
+
+    module = ModelHub(["lenet"], WeightsOptions()).ready("lenet").module
+    images = load_dataset("fashion-mnist", "test", download=False)[0]
+    plain = client.top_activations("lenet", dataset=DATASET, layer="relu2", channels=[1], k=2)
+    assert all(e.projection is None for e in plain.channels[0].entries)  # opt-in
+    for layer, channels in (("relu2", [0, 3]), ("relu4", [5])):
+        r = client.top_activations("lenet", dataset=DATASET, layer=layer, channels=channels, k=3, projections=True)
+        for ch in r.channels:
+            for e in ch.entries:
+                x = torch.from_numpy(images[e.image_id]).float().div(255).view(1, 1, 28, 28)
+                full = _guided_backprop_oracle(module, x, layer, ch.channel, e.y, e.x)
+                crop = crop_field(full, Box(*e.box))[0]
+                assert e.projection.shape == e.crop.shape
+                np.testing.assert_allclose(e.projection, crop.permute(1, 2, 0).numpy(), rtol=1e-4, atol=1e-6)
+                # the unit's projection lies inside its receptive field: the crop holds all of it
+                assert float(crop.abs().sum()) == pytest.approx(float(full.abs().sum()), rel=1e-6)
+                assert float(full.abs().sum()) > 0
+
+
 def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
     from models.datasets import load_dataset
 
