@@ -641,7 +641,8 @@ def _text_minimal_attack(r: Any, args: argparse.Namespace) -> str:
 
 def _text_robustness(r: Any, args: argparse.Namespace) -> str:
     head = (
-        f"{r.model} on {r.dataset}: {r.images} images, clean accuracy {r.clean_accuracy:.4f} "
+        f"{r.model} on {r.dataset}: {r.images} images{f' ({r.skipped} unreadable, skipped)' if r.skipped else ''}, "
+        f"clean accuracy {r.clean_accuracy:.4f} "
         f"({'true labels' if r.true_labels else 'vs the predictions'}, {r.norm} epsilons)"
     )
     header = ["METHOD", *(f"EPS {e:g}" for e in r.epsilons), "MEDIAN MIN", "NON-MONOTONE", "RUNS"]

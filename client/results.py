@@ -906,6 +906,7 @@ class AttackDatasetResult(_Stamped, _SavesImages):
     true_labels: bool
     norm: str  # "linf" or "l2": the epsilon axis
     params: dict[str, Any]
+    skipped: int  # unreadable or unconvertible images among the first `limit`, not attacked
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("curve", self.curve_png)]
@@ -923,6 +924,7 @@ class AttackDatasetResult(_Stamped, _SavesImages):
             true_labels=m.true_labels,
             norm=m.norm,
             params=_params(m.resolved),
+            skipped=m.skipped,
         )
 
 
@@ -1001,6 +1003,7 @@ class TopEntry(_ShortRepr):
     crop: np.ndarray | None
     crop_png: bytes
     image_png: bytes
+    projection: np.ndarray | None  # (H, W, C) guided backprop of the unit over the crop, with projections=True
 
     @classmethod
     def from_proto(cls, m: pb.TopEntry) -> TopEntry:
@@ -1016,6 +1019,7 @@ class TopEntry(_ShortRepr):
             crop=_image(m.crop),
             crop_png=m.crop_png,
             image_png=m.image_png,
+            projection=_image(m.projection) if m.HasField("projection") else None,
         )
 
 

@@ -672,7 +672,8 @@ class InterpClient:
         """Robust accuracy vs epsilon and per-image minimal perturbations over a served dataset.
 
         Args:
-            dataset: fashion-mnist-test | fashion-mnist-train (models trained on Fashion-MNIST).
+            dataset: a registered dataset (``list_datasets()``): fashion-mnist-test, fashion-mnist-train or an
+                operator image folder; with true labels its class names must be the model's classes.
             method: one method or several (one curve each): fgsm, bim, pgd, deepfool_linf
                 (L-inf, eps applied as floor(255 eps)/255), or deepfool_l2 alone (L2 eps).
             epsilons: the curve's points, pixel units.
@@ -742,6 +743,7 @@ class InterpClient:
         channels: int | str | Sequence[int] | None = None,
         k: int | None = None,
         entry_pngs: bool | None = None,
+        projections: bool | None = None,
         timeout: float | None = _UNSET,
     ) -> TopActivationsResult:
         """Per channel, the top-k dataset images with their receptive-field crops (needs an index).
@@ -749,9 +751,11 @@ class InterpClient:
         Args:
             channels: default the first 16. k: default 9, at most the index's k.
             entry_pngs: also a PNG of each crop and of each whole image with its box (default false).
+            projections: also each unit's guided-backprop projection over its crop (default false).
         """
         values = {"model": model, "dataset": dataset, "layer": layer, "channels": channels, "k": k}
         values["entry_pngs"] = entry_pngs
+        values["projections"] = projections
         return self.call("TopActivations", values, timeout)
 
     def nearest_neighbors(

@@ -19,6 +19,7 @@ index is the caller's business.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -386,15 +387,22 @@ def draw_box(image: np.ndarray, box: Box, scale: int, colour: tuple[int, int, in
 
 
 def mark_padding(crop_rgb: np.ndarray, crop_box: Box, height: int, width: int, scale: int) -> np.ndarray:
-    """Hatch the padded part of an upscaled crop so a border crop is visibly marked."""
+    """Hatch the padded part of an upscaled crop so a border crop is visibly marked (a new array)."""
+    out = crop_rgb.copy()
+    out[_padding_hatch(crop_box, height, width, scale)] = (48, 48, 96)
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _padding_hatch(crop_box: Box, height: int, width: int, scale: int) -> np.ndarray:
+    """The (h*scale, w*scale) bool hatch of a box's padded part; the few box positions of a layer recur."""
     rows = np.arange(crop_box.y0, crop_box.y1)
     cols = np.arange(crop_box.x0, crop_box.x1)
     outside = ~(((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :])
     checker = (np.add.outer(np.arange(len(rows)), np.arange(len(cols))) % 2) == 0
     mask = np.repeat(np.repeat(outside & checker, scale, axis=0), scale, axis=1)
-    out = crop_rgb.copy()
-    out[mask] = (48, 48, 96)
-    return out
+    mask.flags.writeable = False
+    return mask
 
 
 def fast_png(image: np.ndarray) -> bytes:

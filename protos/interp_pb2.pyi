@@ -644,7 +644,7 @@ class MethodCurve(_message.Message):
     def __init__(self, method: _Optional[str] = ..., accuracy: _Optional[_Iterable[float]] = ..., levels: _Optional[_Iterable[int]] = ..., minimal: _Optional[_Union[Tensor, _Mapping]] = ..., median_minimal: _Optional[float] = ..., non_monotone: _Optional[int] = ..., runs: _Optional[int] = ..., not_found: _Optional[int] = ...) -> None: ...
 
 class AttackDatasetResult(_message.Message):
-    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm")
+    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm", "skipped")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -655,6 +655,7 @@ class AttackDatasetResult(_message.Message):
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
     TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
     NORM_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     dataset: str
     images: int
@@ -665,7 +666,8 @@ class AttackDatasetResult(_message.Message):
     resolved: AttackDatasetParams
     true_labels: bool
     norm: str
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ...) -> None: ...
+    skipped: int
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class AttackDatasetEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -1010,20 +1012,22 @@ class BuildIndexEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BuildIndexResult, _Mapping]] = ...) -> None: ...
 
 class TopActivationsRequest(_message.Message):
-    __slots__ = ("model", "dataset", "layer", "channels", "k", "entry_pngs")
+    __slots__ = ("model", "dataset", "layer", "channels", "k", "entry_pngs", "projections")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ENTRY_PNGS_FIELD_NUMBER: _ClassVar[int]
+    PROJECTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
     k: int
     entry_pngs: bool
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., entry_pngs: _Optional[bool] = ...) -> None: ...
+    projections: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., entry_pngs: _Optional[bool] = ..., projections: _Optional[bool] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("y0", "x0", "y1", "x1")
@@ -1038,7 +1042,7 @@ class Box(_message.Message):
     def __init__(self, y0: _Optional[int] = ..., x0: _Optional[int] = ..., y1: _Optional[int] = ..., x1: _Optional[int] = ...) -> None: ...
 
 class TopEntry(_message.Message):
-    __slots__ = ("image_id", "label", "label_name", "value", "y", "x", "box", "padded", "crop", "crop_png", "image_png")
+    __slots__ = ("image_id", "label", "label_name", "value", "y", "x", "box", "padded", "crop", "crop_png", "image_png", "projection")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1050,6 +1054,7 @@ class TopEntry(_message.Message):
     CROP_FIELD_NUMBER: _ClassVar[int]
     CROP_PNG_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PNG_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
     image_id: int
     label: int
     label_name: str
@@ -1061,7 +1066,8 @@ class TopEntry(_message.Message):
     crop: Tensor
     crop_png: bytes
     image_png: bytes
-    def __init__(self, image_id: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., value: _Optional[float] = ..., y: _Optional[int] = ..., x: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., padded: _Optional[bool] = ..., crop: _Optional[_Union[Tensor, _Mapping]] = ..., crop_png: _Optional[bytes] = ..., image_png: _Optional[bytes] = ...) -> None: ...
+    projection: Tensor
+    def __init__(self, image_id: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., value: _Optional[float] = ..., y: _Optional[int] = ..., x: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., padded: _Optional[bool] = ..., crop: _Optional[_Union[Tensor, _Mapping]] = ..., crop_png: _Optional[bytes] = ..., image_png: _Optional[bytes] = ..., projection: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ChannelTop(_message.Message):
     __slots__ = ("channel", "entries")

@@ -128,6 +128,23 @@ def iter_batches(
             yield torch.tensor(ids, dtype=torch.int64), torch.stack(images).to(device)
 
 
+def load_first(dataset: Dataset, spec: Preprocessing, limit: int) -> tuple[list[int], torch.Tensor, int]:
+    """The first ``limit`` images (ids 0..limit-1) preprocessed as the model's input, in one tensor.
+
+    Returns ``(ids kept, x (N, C, H, W) float32 in [0, 1], skipped)``; unreadable or unconvertible
+    images are skipped and counted (the same reading as the index pass, :func:`iter_batches`).
+    """
+    stop = min(limit, dataset.size)
+    if isinstance(dataset, IdxDataset) and fast_path(spec):
+        raw = torch.from_numpy(dataset.batch(0, stop))
+        return list(range(stop)), raw.to(torch.float32).div_(255.0).unsqueeze(1), 0
+    counters = {"skipped": 0}
+    ids, images = preprocess_ids(dataset, spec, range(stop), counters)
+    c, side = spec.channels, spec.input_size
+    x = torch.stack(images) if images else torch.empty((0, c, side, side))
+    return ids, x, counters["skipped"]
+
+
 def preprocess_ids(
     dataset: Dataset, spec: Preprocessing, ids: Sequence[int], counters: dict[str, int] | None = None
 ) -> tuple[list[int], list[torch.Tensor]]:

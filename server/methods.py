@@ -899,34 +899,50 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
 
 # -- robustness over a dataset ------------------------------------------------------------------
 
-DATASET_SPLITS = {"fashion-mnist-test": ("fashion-mnist", "test"), "fashion-mnist-train": ("fashion-mnist", "train")}
+def _attack_images(
+    ctx: Ctx, name: str, limit: int, true_labels: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The first ``limit`` images of a registered dataset, preprocessed as the model's input.
 
-
-def _dataset_arrays(ctx: Ctx, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 (N, H, W), labels int64 (N,))`` of a served dataset, read once per server.
-
-    The one place AttackDataset resolves a dataset name (to be pointed at a dataset registry).
-    Refuses a dataset the request's model was not trained on.
+    Returns ``(x (N, C, H, W) in [0, 1], labels (N,) in the model's class indices or None, skipped)``:
+    images that cannot be read or converted are skipped and counted, never fatal. With true labels the
+    dataset must fit the model: its classes must all be classes of the model (matched by name, so an
+    image folder with ``Sneaker/``, ``Bag/`` sub-folders works for the Fashion-MNIST LeNets); a
+    dataset without class sub-folders has no true labels.
     """
-    from models.datasets import load_dataset
+    from server.dataset_index import load_first
 
-    if name not in DATASET_SPLITS:
-        raise BadRequest(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_SPLITS)}", field="dataset")
-    family, split = DATASET_SPLITS[name]
+    dataset = _dataset(ctx, name)
     spec = ctx.model.spec
-    if spec.training_dataset != family:
+    label_map: np.ndarray | None = None
+    if true_labels:
+        model_labels = {label: i for i, label in enumerate(spec.labels)}
+        foreign = [c for c in dataset.classes if c not in model_labels]
+        if not dataset.classes or foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            why = (
+                "it has no class labels (no class sub-folders)"
+                if not dataset.classes
+                else f"its classes {shown} are not classes of the model"
+            )
+            raise BadRequest(
+                f"dataset {name} does not fit {spec.name}: {why}; with true labels AttackDataset needs a "
+                f"dataset labelled with {spec.name}'s classes (or true_labels=false to attack the predictions)",
+                field="dataset",
+            )
+        label_map = np.array([model_labels[c] for c in dataset.classes], dtype=np.int64)
+    ids, x, skipped = load_first(dataset, spec.preprocessing, limit)
+    if not ids:
         raise BadRequest(
-            f"dataset {name} does not fit {spec.name}: it was trained on "
-            f"{spec.training_dataset or 'data this server does not hold'}; AttackDataset needs a model trained "
-            f"on {family}",
+            f"dataset {name} does not fit {spec.name}: none of its first {limit} images could be read and "
+            f"converted to the model's input",
             field="dataset",
         )
-    servicer = ctx.servicer
-    key = f"{family}/{split}"
-    with servicer._datasets_lock:
-        if key not in servicer._datasets:
-            servicer._datasets[key] = load_dataset(family, split, download=False)
-        return servicer._datasets[key]
+    x = x.to(ctx.servicer.config.device)
+    if label_map is None:
+        return x, None, skipped
+    labels = label_map[dataset.labels()[np.asarray(ids, dtype=np.int64)]]
+    return x, torch.from_numpy(labels).to(x.device), skipped
 
 
 def _resolve_dataset(
@@ -955,13 +971,6 @@ def _resolve_dataset(
 def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
     from interp.minimal import curve_png, robustness
 
-    images, labels = _dataset_arrays(ctx, request.dataset)
-    shape = tuple(ctx.model.spec.input_shape)
-    if shape != (1, *images.shape[1:]):
-        raise BadRequest(
-            f"dataset {request.dataset} holds {images.shape[1:]} greyscale images; {ctx.model.spec.name} takes {shape}",
-            field="dataset",
-        )
     limit = request.limit if request.HasField("limit") else 1000
     if limit < 1:
         raise BadRequest(f"limit must be at least 1, got {limit}", field="limit")
@@ -970,12 +979,10 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
             f"the default limit ({limit}) is above this server's max_dataset_images={ctx.limits.max_dataset_images}",
             field="limit",
         )
-    limit = min(limit, len(images))
     true_labels = request.true_labels if request.HasField("true_labels") else True
     methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
-    device = ctx.servicer.config.device
-    x = torch.from_numpy(images[:limit].astype(np.float32) / 255.0).unsqueeze(1).to(device)
-    y = torch.from_numpy(labels[:limit].astype(np.int64)).to(device) if true_labels else None
+    x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
+    attacked = len(x)
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
         return robustness(
@@ -993,7 +1000,8 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
         correct = result.clean_correct
         return pb.AttackDatasetResult(
             dataset=request.dataset,
-            images=limit,
+            images=attacked,
+            skipped=skipped,
             clean_accuracy=float(correct.float().mean()),
             epsilons=result.epsilons,
             curves=[
@@ -1009,7 +1017,7 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
                 )
                 for curve in result.curves
             ],
-            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({limit} images)"),
+            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({attacked} images)"),
             resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
             true_labels=true_labels,
             norm=result.norm,
@@ -1160,6 +1168,8 @@ def _label(ctx: Ctx, dataset: Any, image_id: int) -> tuple[int, str]:
 
 @handler("TopActivations")
 def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -> pb.TopActivationsResponse:
+    import cv2
+
     from interp import dataset_index as di
     from server.dataset_index import images_by_id
 
@@ -1168,6 +1178,7 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     info = next(i for i in ctx.model.layers if i.name == path)
     k = request.k if request.HasField("k") else 9
     pngs = request.entry_pngs if request.HasField("entry_pngs") else False
+    projections = request.projections if request.HasField("projections") else False
     channels = list(request.channels) or list(range(min(16, info.channels)))
     for i, c in enumerate(channels):
         if not 0 <= c < info.channels:
@@ -1183,6 +1194,19 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
     scale = max(1, 56 // side)  # the whole image with its box: 56 px for LeNet (PNG encoding dominates)
     out, rows, row_labels = [], [], []
     cell_scale = max(1, 48 // (info.rf_size if spatial and info.rf_size else side))
+    # Per image once, not per entry: the pixels and their 8-bit RGB zero-padded by a receptive field
+    # on every side (the padding is crop_field's fill, 0), so each crop is a slice.
+    pad = int(info.rf_size) if spatial and info.rf_size else 0
+    padded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for image_id, image in images.items():
+        pixels = image.numpy()
+        c_, h_, w_ = pixels.shape
+        wide = np.zeros((c_, h_ + 2 * pad, w_ + 2 * pad), dtype=np.float32)
+        wide[:, pad : pad + h_, pad : pad + w_] = pixels
+        rgb = np.zeros((h_ + 2 * pad, w_ + 2 * pad, 3), dtype=np.uint8)
+        rgb[pad : pad + h_, pad : pad + w_] = _rgb(rendering.to_uint8_image(pixels))
+        padded[image_id] = (wide, rgb)
+    labels = dataset.labels()
     for c in channels:
         entries, cells = [], []
         for j in range(k):
@@ -1195,23 +1219,25 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
                 box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
             else:
                 box = di.Box(0, 0, h, w)
-            crop, padded = di.crop_field(image, box)
-            crop_rgb = _rgb(rendering.to_uint8_image(crop))
-            big = np.ascontiguousarray(np.repeat(np.repeat(crop_rgb, cell_scale, axis=0), cell_scale, axis=1))
-            if padded:
+            wide, rgb = padded[image_id]
+            crop = wide[:, box.y0 + pad : box.y1 + pad, box.x0 + pad : box.x1 + pad]
+            is_padded = di.clip_box(box, h, w) != box
+            crop_rgb = rgb[box.y0 + pad : box.y1 + pad, box.x0 + pad : box.x1 + pad]
+            big = cv2.resize(crop_rgb, None, fx=cell_scale, fy=cell_scale, interpolation=cv2.INTER_NEAREST)
+            if is_padded:
                 big = di.mark_padding(big, box, h, w, cell_scale)
             cells.append(big)
-            label, label_name = _label(ctx, dataset, image_id)
+            label = int(labels[image_id])
             entries.append(
                 pb.TopEntry(
                     image_id=image_id,
                     label=label,
-                    label_name=label_name,
+                    label_name=dataset.classes[label] if 0 <= label < len(dataset.classes) else "",
                     value=float(values[c, j]),
                     y=int(ys[c, j]),
                     x=int(xs[c, j]),
                     box=pb.Box(y0=box.y0, x0=box.x0, y1=box.y1, x1=box.x1),
-                    padded=padded,
+                    padded=is_padded,
                     crop=convert.tensor(crop),
                 )
             )
@@ -1222,6 +1248,8 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
         if cells:
             rows.append(cells)
             row_labels.append(str(c))
+    if projections:
+        _add_projections(ctx, path, out, images)
     return pb.TopActivationsResponse(
         dataset=dataset.name,
         layer=path,
@@ -1231,6 +1259,24 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
         channels=out,
         grid_png=rendering.encode_png(di.top_grid(rows, row_labels)) if rows else b"",
     )
+
+
+def _add_projections(ctx: Ctx, path: str, channels: list[Any], images: dict[int, torch.Tensor]) -> None:
+    """Each entry's guided-backprop projection of its unit, cut to its receptive-field box (one batch)."""
+    from interp import dataset_index as di
+    from interp.saliency import unit_guided_backprop
+
+    entries = [(top.channel, e) for top in channels for e in top.entries]
+    if not entries:
+        return
+    ctx.check_work("TopActivations", batch=len(entries), side=ctx.model.spec.input_shape[1], steps=1)
+    device = ctx.servicer.config.device
+    x = torch.stack([images[e.image_id] for _, e in entries]).to(device)
+    units = torch.tensor([(c, e.y, e.x) for c, e in entries], dtype=torch.int64, device=device)
+    maps = unit_guided_backprop(ctx.module, x, path, units[:, 0], units[:, 1], units[:, 2]).cpu()
+    for (_, entry), projection in zip(entries, maps, strict=True):
+        box = di.Box(entry.box.y0, entry.box.x0, entry.box.y1, entry.box.x1)
+        entry.projection.CopyFrom(convert.tensor(di.crop_field(projection, box)[0]))
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -42,13 +42,33 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def views_server(tmp_path_factory, folder) -> Iterator[str]:
+def fashion_folder(tmp_path_factory) -> tuple[Path, list[int]]:
+    """The first 3 Sneakers and 3 Bags of the Fashion-MNIST test split as PNGs in class sub-folders,
+    and their test-split ids in the folder's id order (sorted paths: Bag/ before Sneaker/)."""
+    from models.datasets import load_dataset
+
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed")  # views_server fails under CI first
+    images, labels = load_dataset("fashion-mnist", "test", download=False)
+    root = tmp_path_factory.mktemp("fashion-folder")
+    ids = []
+    for name, index in (("Bag", 8), ("Sneaker", 7)):
+        (root / name).mkdir()
+        for i in np.flatnonzero(labels == index)[:3]:
+            cv2.imwrite(str(root / name / f"{i:05d}.png"), images[i])
+            ids.append(int(i))
+    return root, ids
+
+
+@pytest.fixture(scope="module")
+def views_server(tmp_path_factory, folder, fashion_folder) -> Iterator[str]:
     if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
         if os.environ.get("CI") == "true":
             pytest.fail("Fashion-MNIST is not installed")
         pytest.skip("Fashion-MNIST is not installed")
     index_dir = tmp_path_factory.mktemp("index")
-    config = test_config(models=("lenet",), index_dir=index_dir, datasets={"mine": folder})
+    datasets = {"mine": folder, "fm-pngs": fashion_folder[0]}
+    config = test_config(models=("lenet",), index_dir=index_dir, datasets=datasets)
     srv, port = create_server(config)
     srv.start()
     yield f"127.0.0.1:{port}"
@@ -106,6 +126,56 @@ def test_top_activations_sdk(client, built):
     linear = client.top_activations("lenet", dataset=DATASET, layer="relu4", channels=[5], k=9)
     assert not linear.spatial and linear.channels[0].entries[0].crop.shape == (28, 28, 1)
     assert linear.channels[0].entries[0].crop_png == b"" and linear.grid_png.startswith(PNG)  # PNGs opt-in
+
+
+def _guided_backprop_oracle(module, x, layer: str, channel: int, y: int, x_: int):
+    """Guided backprop written out: every ReLU's backward keeps only positive gradients (on a deep copy)."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(module).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+            m.register_full_backward_hook(lambda _m, grad_in, _grad_out: (grad_in[0].clamp(min=0),))
+    store = {}
+    handle = net.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.update(out=out))
+    inp = x.clone().requires_grad_(True)
+    try:
+        net(inp)
+    finally:
+        handle.remove()
+    out = store["out"]
+    unit = out[0, channel, y, x_] if out.dim() == 4 else out[0, channel]
+    unit.backward()
+    return inp.grad[0]
+
+
+def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built):
+    import torch
+
+    from interp.dataset_index import Box, crop_field
+    from models.datasets import load_dataset
+    from models.hub import ModelHub
+    from models.weights import WeightsOptions
+
+    module = ModelHub(["lenet"], WeightsOptions()).ready("lenet").module
+    images = load_dataset("fashion-mnist", "test", download=False)[0]
+    plain = client.top_activations("lenet", dataset=DATASET, layer="relu2", channels=[1], k=2)
+    assert all(e.projection is None for e in plain.channels[0].entries)  # opt-in
+    for layer, channels in (("relu2", [0, 3]), ("relu4", [5])):
+        r = client.top_activations("lenet", dataset=DATASET, layer=layer, channels=channels, k=3, projections=True)
+        for ch in r.channels:
+            for e in ch.entries:
+                x = torch.from_numpy(images[e.image_id]).float().div(255).view(1, 1, 28, 28)
+                full = _guided_backprop_oracle(module, x, layer, ch.channel, e.y, e.x)
+                crop = crop_field(full, Box(*e.box))[0]
+                assert e.projection.shape == e.crop.shape
+                np.testing.assert_allclose(e.projection, crop.permute(1, 2, 0).numpy(), rtol=1e-4, atol=1e-6)
+                # the unit's projection lies inside its receptive field: the crop holds all of it
+                assert float(crop.abs().sum()) == pytest.approx(float(full.abs().sum()), rel=1e-6)
+                assert float(full.abs().sum()) > 0
 
 
 def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
@@ -226,3 +296,27 @@ def test_cli_index_top_neighbors(views_server, built, tmp_path):
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["neighbors"][0]["image_id"] == 3 and (tmp_path / "nn" / "grid.png").exists()
+
+
+# -- AttackDataset reads the same registry ------------------------------------------------------
+
+
+def test_attack_dataset_on_a_folder_equals_the_same_images_of_the_idx_split(client, fashion_folder):
+    _, ids = fashion_folder
+    folder = client.attack_dataset("lenet", dataset="fm-pngs", method="fgsm", epsilons=[0.02, 0.1], limit=10)
+    assert folder.images == 6 and folder.skipped == 0 and folder.true_labels
+    idx = client.attack_dataset(
+        "lenet", dataset=DATASET, method="fgsm", epsilons=[0.02, 0.1], limit=max(ids) + 1
+    )
+    # the folder's class names map to lenet's class indices: same images, same labels, same minimal eps
+    assert np.array_equal(folder.curves[0].minimal, idx.curves[0].minimal[ids])
+
+
+def test_attack_dataset_folder_with_foreign_classes(client):
+    with pytest.raises(errors.InvalidArgument) as info:
+        client.attack_dataset("lenet", dataset="mine", method="fgsm", epsilons=[0.1], limit=4)
+    assert "does not fit lenet" in str(info.value) and "dark, light" in str(info.value)
+    assert info.value.field_violations[0].field == "dataset"
+    # against the predictions any readable image fits (RGB converted like a request image); the broken file is counted
+    r = client.attack_dataset("lenet", dataset="mine", method="fgsm", epsilons=[0.0], limit=30, true_labels=False)
+    assert r.images == 24 and r.skipped == 1 and r.clean_accuracy == 1.0 and r.curves[0].accuracy[0] == 1.0

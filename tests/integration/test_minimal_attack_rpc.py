@@ -173,7 +173,7 @@ def test_bad_single_image_requests(stub, fashion, request_fn, needle):
     ("overrides", "needle"),
     [
         ({"epsilons": [0.01] * 17}, "max_epsilons"),
-        ({"dataset": "cifar10-test"}, "valid datasets: fashion-mnist-test, fashion-mnist-train"),
+        ({"dataset": "cifar10-test"}, "registered datasets: fashion-mnist-train, fashion-mnist-test"),
         ({"model": "alexnet"}, "does not fit alexnet"),
         ({"limit": 100_000}, "max_dataset_images"),
         ({"methods": ["deepfool_l2", "pgd"]}, "ask for it alone"),

@@ -222,3 +222,24 @@ def test_inputs_are_not_modified():
 def test_bad_parameters_name_the_valid_range(kwargs, message):
     with pytest.raises(InvalidInput, match=message):
         saliency(tiny_net(), images(1, 3, 8), **kwargs)
+
+
+# -- a unit's guided-backprop projection (TopActivations' projections) ------------------------
+
+
+def test_unit_guided_backprop_is_per_image_and_leaves_no_hook() -> None:
+    from interp.saliency import unit_guided_backprop
+
+    model = random_lenet(3)
+    x = images(3, 1, 28, seed=4)
+    channels, ys, xs = torch.tensor([0, 2, 5]), torch.tensor([3, 0, 4]), torch.tensor([1, 4, 2])
+    together = unit_guided_backprop(model, x, "relu2", channels, ys, xs)
+    assert together.shape == x.shape and hook_count(model) == 0
+    for i in range(3):  # the batch only stacks independent images
+        alone = unit_guided_backprop(model, x[i : i + 1], "relu2", channels[i : i + 1], ys[i : i + 1], xs[i : i + 1])
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-5, atol=1e-7)
+    with pytest.raises(InvalidInput, match="channels must have shape"):
+        unit_guided_backprop(model, x, "relu2", channels[:2], ys, xs)
+    with pytest.raises(InvalidInput, match="unknown layer"):
+        unit_guided_backprop(model, x, "nope", channels, ys, xs)
+    assert hook_count(model) == 0

@@ -214,6 +214,40 @@ def test_training_leaves_global_torch_state_alone(tiny_data: Path, tmp_path: Pat
     assert torch.equal(torch.get_rng_state(), rng_state)
 
 
+def test_training_leaves_global_torch_state_alone_classic(tiny_data: Path, tmp_path: Path) -> None:
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    assert run("--arch", "classic", "--data-dir", tiny_data, "--out", tmp_path, "--epochs", "1") == 0
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
+
+
+def test_training_layout_is_undone_even_when_training_raises() -> None:
+    model = build_lenet_classic()
+    layout = train_lenet.ARCHITECTURES["classic"].channels_last
+    assert layout is not None
+    with pytest.raises(RuntimeError, match="boom"), train_lenet._training_layout(model, layout):
+        assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        x = torch.rand(4, 1, 28, 28, requires_grad=True)
+        F.cross_entropy(model(x), torch.arange(4)).backward()
+        raise RuntimeError("boom")
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert not model.conv2._forward_pre_hooks
+
+
+def test_training_layout_gives_the_nchw_gradients() -> None:
+    """The layout changes only the kernels' summation order: gradients agree with plain NCHW to float precision."""
+    torch.manual_seed(0)
+    plain = build_lenet_classic()
+    laid = build_lenet_classic()
+    laid.load_state_dict(plain.state_dict())
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    F.cross_entropy(plain(x), y).backward()
+    with train_lenet._training_layout(laid, train_lenet.ARCHITECTURES["classic"].channels_last):
+        F.cross_entropy(laid(x), y).backward()
+    for (name, a), b in zip(plain.named_parameters(), laid.parameters(), strict=True):
+        assert b.grad is not None and a.grad is not None
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_default_output_is_the_package_weights_dir() -> None:
     assert train_lenet.DEFAULT_OUT_DIR == Path(train_lenet.__file__).resolve().parent / "weights"
     assert train_lenet.file_prefix("fashion-mnist") == "lenet5_fashion_mnist"
