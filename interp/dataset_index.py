@@ -91,6 +91,8 @@ class TopK:
 
     def merge(self, values: Tensor, ids: Tensor, ys: Tensor, xs: Tensor) -> None:
         """Merge candidates (C, n) into the kept top-k: value descending, ties by smaller image id."""
+        if not ids.numel():
+            return
         all_values = torch.cat([self.values, values.float()], dim=1)
         all_ids = torch.cat([self.ids, ids], dim=1)
         all_ys = torch.cat([self.ys, ys], dim=1)
@@ -131,13 +133,16 @@ def unit_maxima(output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return values.float(), flat // w, flat % w
 
 
-def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None) -> TopK:
-    """A batch's own per-channel top-k, ties by smaller id (``ids`` must be increasing).
+def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None, strict: bool = False) -> TopK:
+    """A batch's own per-channel top-k candidates, ties by smaller id (``ids`` must be increasing).
 
-    The spatial argmax is computed only for the kept entries: finding where the maximum is costs
-    more than the maximum itself, and most (image, channel) pairs are dropped here. ``floor``
-    (C, 1): the k-th value already kept per channel; entries below it cannot enter the merged
-    top-k, so their location is not computed (left 0).
+    ``floor`` (C, 1): the k-th value already kept per channel. An image none of whose channels
+    reaches it cannot enter the merged top-k and is dropped before the sort (after the first few
+    batches of a pass, that is almost every image); with ``strict`` (every kept id is smaller
+    than every id of this batch, so a tie with the floor loses) it must exceed it. The spatial
+    argmax (the first maximum in row-major order) is computed only for candidates that reach the
+    floor: finding where the maximum is costs more than the maximum itself. Candidates that do
+    not enter are dropped by the exact merge, so the merged result does not depend on the floor.
     """
     if output.dim() == 4:
         values = output.amax(dim=(2, 3))
@@ -146,6 +151,14 @@ def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None) 
     else:
         raise InvalidInput(f"expected (B, C, H, W) or (B, F) layer output, got shape {tuple(output.shape)}")
     by_channel = values.T.float()  # (C, B), images in id order: a stable sort keeps smaller ids first
+    positions = torch.arange(by_channel.shape[1])
+    if floor is not None:
+        reach = (by_channel > floor) if strict else (by_channel >= floor)
+        columns = reach.any(dim=0).nonzero().squeeze(1)
+        if columns.numel() < by_channel.shape[1]:
+            by_channel, ids, positions = by_channel[:, columns], ids[columns], positions[columns]
+        if not columns.numel():
+            return TopK.empty(by_channel.shape[0], 0)
     order = _top_order(by_channel, k)
     top_values = by_channel.gather(1, order)
     channels = by_channel.shape[0]
@@ -155,7 +168,7 @@ def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None) 
         live = torch.ones_like(order, dtype=torch.bool) if floor is None else top_values >= floor
         flat = torch.zeros_like(order)
         if bool(live.any()):
-            maps = output[order[live], rows[live]]  # (n, H, W), only entries that may enter
+            maps = output[positions[order[live]], rows[live]]  # (n, H, W), only entries that may enter
             flat[live] = maps.flatten(1).argmax(dim=1)
         ys, xs = flat // width, flat % width
     else:
@@ -166,19 +179,12 @@ def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None) 
 def _top_order(by_channel: Tensor, k: int) -> Tensor:
     """Column order of each row's k largest values, value descending then column ascending.
 
-    ``torch.topk`` alone picks arbitrarily among values equal to the k-th (common: a ReLU unit that
-    is 0 on most images), so it only gives the k-th value; the set is then every entry above it
-    plus the leftmost entries equal to it, found with a cumulative count (no full sort).
+    ``torch.topk`` picks arbitrarily among values equal to the k-th (common: a ReLU unit that is 0
+    on most images); a stable descending sort keeps equal values in column order, and sorting a
+    batch's row costs less than ``topk`` plus the tie bookkeeping it would need.
     """
     k = min(k, by_channel.shape[1])
-    kth = torch.topk(by_channel, k, dim=1).values[:, -1:]
-    above = by_channel > kth
-    equal = by_channel == kth
-    need = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (equal & (equal.cumsum(dim=1) <= need))
-    columns = chosen.nonzero()[:, 1].view(by_channel.shape[0], k)  # ascending within each row
-    order = torch.argsort(by_channel.gather(1, columns), dim=1, descending=True, stable=True)
-    return columns.gather(1, order)
+    return torch.argsort(by_channel, dim=1, descending=True, stable=True)[:, :k]
 
 
 def pooled_features(output: Tensor) -> Tensor:
@@ -217,12 +223,15 @@ def index_batch(
     layers: Sequence[str],
     k: int,
     floors: Mapping[str, Tensor] | None = None,
+    strict: bool = False,
 ) -> BatchOutcome:
     """One forward pass of a batch, truncated after the deepest layer; its candidates and features.
 
     Args:
         model: the module; x: (B, C, H, W) pixels in [0, 1]; ids: (B,) int64 image ids.
         layers: module paths; k: entries kept per channel (the batch keeps at most k too).
+        floors, strict: per layer the k-th value kept so far, and whether every kept id is
+            smaller than this batch's (see :func:`batch_top`); they only save work.
     """
     if x.dim() != 4 or ids.shape != (x.shape[0],):
         raise InvalidInput(f"expected x (B, C, H, W) and ids (B,), got {tuple(x.shape)} and {tuple(ids.shape)}")
@@ -232,7 +241,7 @@ def index_batch(
         for name in layers:
             output = store[name]
             floor = floors.get(name) if floors is not None else None
-            outcome.candidates[name] = batch_top(output, ids, k, floor)
+            outcome.candidates[name] = batch_top(output, ids, k, floor, strict)
             outcome.features[name] = pooled_features(output)
             outcome.shapes[name] = tuple(output.shape[1:])
     return outcome
@@ -252,6 +261,7 @@ class IndexAccumulator:
         self._features: dict[str, Tensor] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._present = torch.zeros(size, dtype=torch.bool)
+        self.max_id = -1  # the largest image id added so far
 
     def add(self, outcome: BatchOutcome) -> None:
         for name in self.layers:
@@ -265,6 +275,8 @@ class IndexAccumulator:
             self._features[name][outcome.ids] = outcome.features[name]
         self._present[outcome.ids] = True
         self.seen += int(outcome.ids.numel())
+        if outcome.ids.numel():
+            self.max_id = max(self.max_id, int(outcome.ids.max()))
 
     def result(self) -> dict[str, LayerIndex]:
         if not self._top:
@@ -320,7 +332,8 @@ def build_index(
     for ids, x in batches:
         if should_stop is not None and should_stop():
             raise Cancelled("index build cancelled")
-        acc.add(index_batch(model, x, ids, layers, k, acc.floors()))
+        strict = ids.numel() > 0 and acc.max_id < int(ids.min())
+        acc.add(index_batch(model, x, ids, layers, k, acc.floors(), strict))
         if on_batch is not None:
             elapsed = time.perf_counter() - start
             on_batch(IndexProgress(acc.seen, size, acc.seen / elapsed if elapsed > 0 else 0.0, elapsed))

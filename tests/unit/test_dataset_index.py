@@ -314,3 +314,25 @@ def test_the_combined_split_is_train_then_test() -> None:
         source, j = (train, i) if i < 60_000 else (test, i - 60_000)
         np.testing.assert_array_equal(both.read([i])[0], source.read([j])[0])
     assert len({both.manifest(), train.manifest(), test.manifest()}) == 3
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_floors_only_save_work(reverse: bool) -> None:
+    """Batches merged with the floor filter (strict in id order, inclusive otherwise) give exactly
+    the top-k of one batch over everything: ids, values and first-maximum locations, with ties."""
+    g = torch.Generator().manual_seed(2)
+    maps = torch.randint(0, 4, (120, 5, 4, 4), generator=g).float()  # many ties, many zeros
+    ids = torch.arange(120)
+    oracle = di.batch_top(maps, ids, 6)
+    acc = di.IndexAccumulator(["layer"], 6, 120)
+    starts = list(range(0, 120, 10))
+    for lo in reversed(starts) if reverse else starts:
+        chunk = ids[lo : lo + 10]
+        strict = acc.max_id < int(chunk.min())
+        floor = acc.floors().get("layer")
+        top = di.batch_top(maps[lo : lo + 10], chunk, 6, floor, strict)
+        acc.add(di.BatchOutcome(ids=chunk, candidates={"layer": top}, features={"layer": torch.zeros(10, 5)},
+                                shapes={"layer": (5, 4, 4)}))  # fmt: skip
+    got = acc.result()["layer"].top
+    for name in ("ids", "values", "ys", "xs"):
+        assert torch.equal(getattr(got, name), getattr(oracle, name)), name
