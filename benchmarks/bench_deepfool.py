@@ -8,6 +8,11 @@
    backward passes; this runs 1 forward and 9 backward).
 2. LeNet (trained checkpoint), 16 Fashion-MNIST test images, DeepFool L2 with 10 candidates:
    one batched call vs 16 calls of one image. Bar: batched >= 5x faster per image.
+3. The ceiling of that ratio in raw torch: one DeepFool iteration's work (a forward and the 9
+   candidate input gradients) for 1 image and for 16, each computed the three ways torch offers
+   (a backward batched over the cotangents, the image replicated per candidate in one batch, 9
+   backward calls), the fastest of each: batching 16 images cannot gain more than 16 x best(1) /
+   best(16) per iteration.
 
 Usage: .venv/bin/python -m benchmarks.bench_deepfool [--threads 1] [--repeats 3]
 """
@@ -15,6 +20,7 @@ Usage: .venv/bin/python -m benchmarks.bench_deepfool [--threads 1] [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -127,6 +133,50 @@ def lenet_part(args: argparse.Namespace) -> None:
     print(f"  batched                   {b * 1000:8.2f} ms per image ({bc * 1000:.2f} CPU ms)")
     print(f"  one image at a time       {s * 1000:8.2f} ms per image ({sc * 1000:.2f} CPU ms)")
     print(f"  speed-up                  {s / b:8.1f}x wall, {sc / bc:.1f}x CPU (bar >= 5)")
+    ceiling_part(lenet, x, args.repeats)
+
+
+def _grads_cotangents(model: torch.nn.Module, x: torch.Tensor) -> None:
+    xr = x.clone().requires_grad_(True)
+    out = model(xr)
+    cotangents = torch.zeros(9, *out.shape)
+    cotangents[torch.arange(9), :, torch.arange(1, 10)] = 1.0
+    cotangents[:, :, 0] = -1.0
+    torch.autograd.grad(out, xr, cotangents, is_grads_batched=True)
+
+
+def _grads_replicated(model: torch.nn.Module, x: torch.Tensor) -> None:
+    rows = x.unsqueeze(1).expand(len(x), 9, *x.shape[1:]).reshape(9 * len(x), *x.shape[1:])
+    xr = rows.clone().requires_grad_(True)
+    out = model(xr).reshape(len(x), 9, -1)
+    picked = out[:, torch.arange(9), torch.arange(1, 10)] - out[:, :, 0]
+    torch.autograd.grad(picked.sum(), xr)
+
+
+def _grads_loop(model: torch.nn.Module, x: torch.Tensor) -> None:
+    xr = x.clone().requires_grad_(True)
+    out = model(xr)
+    for k in range(1, 10):
+        torch.autograd.grad((out[:, k] - out[:, 0]).sum(), xr, retain_graph=True)
+
+
+def ceiling_part(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> None:
+    ways = {"cotangents": _grads_cotangents, "replicated": _grads_replicated, "9 backward calls": _grads_loop}
+    best: dict[int, float] = {}
+    print("Raw torch, one DeepFool iteration's gradients (forward + 9 candidate gradients), ms per call")
+    for n in (1, 16):
+        batch = x[:n]
+        for name, way in ways.items():
+            way(model, batch)  # warm-up
+            times = []
+            for _ in range(max(repeats, 3) * 5):
+                start = time.perf_counter()
+                way(model, batch)
+                times.append(time.perf_counter() - start)
+            t = statistics.median(times)
+            best[n] = min(best.get(n, math.inf), t)
+            print(f"  {n:2d} image(s), {name:17s} {t * 1000:8.2f} ms")
+    print(f"  ceiling of batching 16:   {16 * best[1] / best[16]:8.1f}x per image (fastest way at 1 vs at 16)")
 
 
 if __name__ == "__main__":

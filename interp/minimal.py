@@ -14,9 +14,9 @@ Two searches, both judged on the 8-bit grid a saved image really has:
   attack runs per image is reported.
 - ``deepfool`` (Moosavi-Dezfooli et al. 2016), L2 or L-inf, batched, restricted to the top
   ``candidates`` classes of the clean logits (foolbox 3's ``DeepFoolAttack``, whose results it
-  reproduces: same candidates, overshoot, steps and 1e-4 / 1e-8 stabilizers). One forward and
-  ``candidates - 1`` backward passes per iteration (foolbox runs ``candidates - 1`` forward and
-  backward passes). The raw result is then rounded to the 8-bit grid and re-checked.
+  reproduces: same candidates, overshoot, steps and 1e-4 / 1e-8 stabilizers). One forward pass and
+  one backward call for all ``candidates - 1`` gradients per iteration (foolbox runs
+  ``candidates - 1`` forward and backward passes). The raw result is then rounded to the 8-bit grid and re-checked.
 
 Each image of a batch is attacked as it would be alone: the PGD random start is drawn per image
 from a generator seeded with ``seed`` (what ``attack`` draws for a batch of one), and the loss
@@ -438,6 +438,45 @@ class DeepFoolResult:
     params: MinimalAttackParams
 
 
+# How the c - 1 candidate gradients of an iteration are computed (the results are the same):
+# - for a few small images (at most _REPLICATE_ROWS image-candidate pairs of at most
+#   _REPLICATE_NUMEL values each: one MNIST-sized image with 10 candidates), one forward and one
+#   backward of the images replicated c - 1 times, as one batch: a small model's kernel calls cost
+#   their overhead, not their arithmetic, so one call on c - 1 rows beats c - 1 calls on one row;
+# - otherwise one forward and one backward batched over the c - 1 output cotangents
+#   (``is_grads_batched``): on a batch of images, or on ImageNet-sized inputs, c - 1 forwards would
+#   cost more than the calls they save.
+_REPLICATE_NUMEL = 64 * 64 * 3
+_REPLICATE_ROWS = 16
+
+
+def _candidate_grads_replicated(model: nn.Module, current: Tensor, top: Tensor) -> Tensor:
+    """(n, c - 1, *image) input gradients of z_k - z_0, k = top[:, 1:], 0 = top[:, 0]."""
+    n, pairs = current.shape[0], top.shape[1] - 1
+    rep = current.unsqueeze(1).expand(n, pairs, *current.shape[1:]).reshape(n * pairs, *current.shape[1:])
+    rep = rep.detach().requires_grad_(True)
+    out = model(rep)
+    picked = out.gather(1, top[:, 1:].reshape(-1, 1)) - out.gather(1, top[:, :1].repeat_interleave(pairs, 0))
+    (grad,) = torch.autograd.grad(picked.sum(), rep)
+    return grad.reshape(n, pairs, *current.shape[1:])
+
+
+def _candidate_grads_vmap(out: Tensor, current: Tensor, top: Tensor) -> Tensor:
+    """As :func:`_candidate_grads_replicated`, from the existing forward ``out`` of ``current``.
+
+    One backward batched over the c - 1 cotangents (each row picking z_k - z_0 of every image;
+    images are independent, so the batch only stacks them).
+    """
+    n, pairs = current.shape[0], top.shape[1] - 1
+    rows = torch.arange(n, device=current.device)
+    cotangents = torch.zeros((pairs, *out.shape), dtype=out.dtype, device=out.device)
+    ks = torch.arange(pairs, device=current.device)[:, None]
+    cotangents[ks, rows, top[:, 1:].T] = 1.0
+    cotangents[ks, rows, top[:, :1].T] = -1.0
+    (batched,) = torch.autograd.grad(out, current, cotangents, is_grads_batched=True)
+    return batched.transpose(0, 1)
+
+
 def deepfool(
     model: nn.Module,
     x: Tensor,
@@ -510,20 +549,13 @@ def deepfool(
             active = active[keep]
             current = adv[active].detach().requires_grad_(True)
             out = model(current)
-        # One forward and one backward pass for all c - 1 candidates: the backward is batched over
-        # the candidates (vmap over the output cotangents, each row picking z_k - z_0 of every
-        # image; images are independent, so the batch only stacks them). Per layer that is one
-        # kernel call on (c - 1) x B images instead of c - 1 calls on B, which is what a small
-        # model's backward costs (oneDNN's per-call overhead, not arithmetic).
         rows = torch.arange(len(active), device=x0.device)
         top = classes[active]
         losses = out.gather(1, top[:, 1:]) - out.gather(1, top[:, :1])
-        cotangents = torch.zeros((candidates - 1, *out.shape), dtype=out.dtype, device=out.device)
-        ks = torch.arange(candidates - 1, device=x0.device)[:, None]
-        cotangents[ks, rows, top[:, 1:].T] = 1.0
-        cotangents[ks, rows, top[:, :1].T] = -1.0
-        (batched,) = torch.autograd.grad(out, current, cotangents, is_grads_batched=True)
-        grads = batched.transpose(0, 1)
+        if x0[0].numel() <= _REPLICATE_NUMEL and len(active) * (candidates - 1) <= _REPLICATE_ROWS:
+            grads = _candidate_grads_replicated(model, current.detach(), top)
+        else:
+            grads = _candidate_grads_vmap(out, current, top)
         losses = losses.detach()
         flat = grads.flatten(start_dim=2)
         if norm == "l2":

@@ -236,6 +236,11 @@ def test_deepfool_equals_foolbox_on_the_trained_lenet(lenet, test_set, norm):
     assert _rel(result.l2_raw, delta.norm(dim=1)) <= 1e-4
     assert _rel(result.linf_raw, delta.abs().amax(dim=1)) <= 1e-4
     assert result.success_raw.all()
+    # One image at a time takes the other gradient path (the image replicated per candidate).
+    alone = [deepfool(lenet, x[i : i + 1], norm=norm, labels=y[i : i + 1]) for i in range(len(x))]
+    assert torch.equal(torch.cat([a.success_raw for a in alone]), success)
+    assert _rel(torch.cat([a.l2_raw for a in alone]), delta.norm(dim=1)) <= 1e-4
+    assert _rel(torch.cat([a.linf_raw for a in alone]), delta.abs().amax(dim=1)) <= 1e-4
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
