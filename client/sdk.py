@@ -730,7 +730,8 @@ class InterpClient:
             dataset: a name from :meth:`list_datasets`.
             layers: default every conv, ReLU, pool and linear layer.
             progress: called with each :class:`ProgressEvent` (step = images done, objective = images/s).
-            **params: k (entries per channel, default 64), batch_size (default 256).
+            **params: k (entries per channel, default 64), batch_size (default 1024, fewer for large
+                inputs).
         """
         return _run(self.iter_build_index(model, dataset, layers=layers, timeout=timeout, **params), progress)
 

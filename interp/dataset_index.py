@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.hooks import run_until
+from interp.hooks import reduce_until
 
 INDEXABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)
 """Layer types indexed by default (every conv, ReLU, pool and linear layer)."""
@@ -49,7 +49,7 @@ class BuildIndexParams:
     """
 
     k: int = 64
-    batch_size: int = 256
+    batch_size: int = 1024
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -90,101 +90,151 @@ class TopK:
         return int(self.values.shape[1])
 
     def merge(self, values: Tensor, ids: Tensor, ys: Tensor, xs: Tensor) -> None:
-        """Merge candidates (C, n) into the kept top-k: value descending, ties by smaller image id."""
-        if not ids.numel():
+        """Merge candidates (R, n) into the kept top-k: value descending, ties by smaller image id.
+
+        Empty candidate slots (id -1) are ignored; only the rows with a candidate are sorted.
+        """
+        live = ids >= 0
+        if not bool(live.any()):
             return
-        all_values = torch.cat([self.values, values.float()], dim=1)
-        all_ids = torch.cat([self.ids, ids], dim=1)
-        all_ys = torch.cat([self.ys, ys], dim=1)
-        all_xs = torch.cat([self.xs, xs], dim=1)
-        kept = self.ids[self.ids >= 0]
-        # Both sides are sorted (value descending, id ascending). When every kept id is below every
-        # new one (the local engine's pass in id order), one stable sort by value keeps ties in id
-        # order; otherwise (blocks in any order) sort by id first. Empty slots (id -1, value -inf)
-        # sort last either way.
-        if kept.numel() and ids.numel() and int(kept.max()) >= int(ids.min()):
+        rows = live.any(dim=1).nonzero().squeeze(1)
+        every = rows.numel() == self.values.shape[0]
+        kept = [t if every else t[rows] for t in (self.values, self.ids, self.ys, self.xs)]
+        new = [t if every else t[rows] for t in (values.float(), ids, ys, xs)]
+        all_values, all_ids, all_ys, all_xs = (torch.cat([a, b], dim=1) for a, b in zip(kept, new, strict=True))
+        # Both sides are in id order within equal values. When every kept id is below every new one
+        # (the local engine's pass in id order), one stable sort by value keeps ties in id order;
+        # otherwise (blocks in any order) sort by id first. Empty slots (id -1, value -inf) sort
+        # last either way.
+        if int(kept[1].max()) >= int(ids[live].min()):
             tie_key = torch.where(all_ids < 0, torch.iinfo(torch.int64).max, all_ids)
             order = torch.argsort(tie_key, dim=1, stable=True)
             all_values, all_ids, all_ys, all_xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
         order = torch.argsort(all_values, dim=1, descending=True, stable=True)[:, : self.k]
-        self.values, self.ids, self.ys, self.xs = (t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs))
+        merged = [t.gather(1, order) for t in (all_values, all_ids, all_ys, all_xs)]
+        if every:
+            self.values, self.ids, self.ys, self.xs = merged
+        else:
+            for target, part in zip((self.values, self.ids, self.ys, self.xs), merged, strict=True):
+                target[rows] = part
 
     def merge_topk(self, other: TopK) -> None:
         self.merge(other.values, other.ids, other.ys, other.xs)
 
 
-def unit_maxima(output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per image and channel, the largest activation and where it is.
+@dataclass
+class UnitPass:
+    """What one layer's forward hook keeps of a batch's output (the output itself is dropped).
 
-    Args:
-        output: (B, C, H, W) feature maps or (B, F) linear outputs.
-
-    Returns:
-        values (B, C) float32, ys (B, C) and xs (B, C) int64 (the first maximum in row-major
-        order; zeros for (B, F)).
+    Attributes:
+        channels: (n,) the channel of each entry that may enter the top-k, channel ascending,
+            then image position ascending.
+        positions: (n,) the image position in the batch of each entry.
+        values, ys, xs: (n,) each entry's value and first-maximum location (row-major; zeros
+            for layers without a spatial layout).
+        features: (B, F) float32 per-image features (see :func:`pooled_features`).
+        shape: the output shape per sample.
     """
-    if output.dim() == 2:
-        zeros = torch.zeros(output.shape, dtype=torch.int64)
-        return output.float(), zeros, zeros
-    if output.dim() != 4:
+
+    channels: Tensor
+    positions: Tensor
+    values: Tensor
+    ys: Tensor
+    xs: Tensor
+    features: Tensor
+    shape: tuple[int, ...]
+
+
+def unit_pass(
+    output: Tensor, k: int, floor: Tensor | None = None, strict: bool = False, floor_full: bool | None = None
+) -> UnitPass:
+    """One layer's share of a batch, computed while its output exists (in the forward hook).
+
+    The entries that may enter the kept top-k of a unit are those at least the batch's own k-th
+    value of that unit (ties included) and, given ``floor`` (C,), at least the k-th value already
+    kept (above it with ``strict``: every kept id is smaller than this batch's, so a tie loses).
+    After the first batch of a pass they are a handful; only they get a spatial argmax, which
+    costs about ten times the maximum. ``floor_full``: whether every unit's floor holds k values
+    (then the batch's own k-th value is not needed); None: look.
+    """
+    if output.dim() == 4:
+        values = output.amax(dim=(2, 3)).float()
+        features = output.float().mean(dim=(2, 3))
+    elif output.dim() == 2:
+        values = features = output.float()
+    else:
         raise InvalidInput(f"expected (B, C, H, W) or (B, F) layer output, got shape {tuple(output.shape)}")
-    b, c, _, w = output.shape
-    values, flat = output.reshape(b, c, -1).max(dim=2)
-    return values.float(), flat // w, flat % w
+    may_enter = None
+    if floor_full is None:
+        floor_full = floor is not None and bool(floor.isfinite().all())
+    if values.shape[0] > k and not floor_full:
+        # (once a floor holds k values it filters harder than the batch's own k-th value)
+        may_enter = values >= torch.topk(values.T, k, dim=1).values[:, -1]
+    if floor is not None:
+        above = values > floor if strict else values >= floor
+        may_enter = above if may_enter is None else may_enter & above
+    if may_enter is None:
+        may_enter = torch.ones_like(values, dtype=torch.bool)
+    channels, positions = may_enter.T.nonzero().unbind(1)
+    if not channels.numel():  # the usual case once the floors are up: nothing to locate
+        return UnitPass(channels=channels, positions=positions, values=values.new_empty(0), ys=channels, xs=channels,
+                        features=features, shape=tuple(output.shape[1:]))  # fmt: skip
+    if output.dim() == 4:
+        width = int(output.shape[3])
+        flat = output[positions, channels].flatten(1).argmax(dim=1)
+        ys, xs = flat // width, flat % width
+    else:
+        ys = xs = torch.zeros_like(channels)
+    return UnitPass(channels=channels, positions=positions, values=values[positions, channels], ys=ys, xs=xs,
+                    features=features, shape=tuple(output.shape[1:]))  # fmt: skip
+
+
+@dataclass
+class Candidates:
+    """Entries that may enter the top-k of their unit, each field (n,): the unit (row), value,
+    image id and first-maximum location; in id order within a unit."""
+
+    units: Tensor
+    values: Tensor
+    ids: Tensor
+    ys: Tensor
+    xs: Tensor
+
+    @staticmethod
+    def cat(parts: Sequence[Candidates]) -> Candidates:
+        if len(parts) == 1:
+            return parts[0]
+        return Candidates(*(torch.cat([getattr(p, f) for p in parts]) for f in ("units", "values", "ids", "ys", "xs")))
+
+    def padded(self, units: int) -> TopK:
+        """As a (units, m) :class:`TopK` block: each unit's entries in id order (a stable sort by
+        unit keeps that order), padded with empty slots (value -inf, id -1) to the largest count m.
+        """
+        order = torch.argsort(self.units, stable=True)
+        rows = self.units[order]
+        counts = torch.bincount(rows, minlength=units)
+        width = int(counts.max()) if rows.numel() else 0
+        block = TopK.empty(units, width)
+        if width:
+            slots = torch.arange(rows.numel()) - (counts.cumsum(0) - counts)[rows]
+            for target, source in zip(
+                (block.values, block.ids, block.ys, block.xs), (self.values, self.ids, self.ys, self.xs), strict=True
+            ):
+                target[rows, slots] = source[order]
+        return block
 
 
 def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None, strict: bool = False) -> TopK:
-    """A batch's own per-channel top-k candidates, ties by smaller id (``ids`` must be increasing).
+    """One layer's top-k of a batch (B, C, H, W) or (B, F): value descending, ties by smaller id.
 
-    ``floor`` (C, 1): the k-th value already kept per channel. An image none of whose channels
-    reaches it cannot enter the merged top-k and is dropped before the sort (after the first few
-    batches of a pass, that is almost every image); with ``strict`` (every kept id is smaller
-    than every id of this batch, so a tie with the floor loses) it must exceed it. The spatial
-    argmax (the first maximum in row-major order) is computed only for candidates that reach the
-    floor: finding where the maximum is costs more than the maximum itself. Candidates that do
-    not enter are dropped by the exact merge, so the merged result does not depend on the floor.
+    ``ids`` (B,) increasing; ``floor`` (C,) or None filters as in :func:`unit_pass` (entries
+    below it are left out, not kept as -inf).
     """
-    if output.dim() == 4:
-        values = output.amax(dim=(2, 3))
-    elif output.dim() == 2:
-        values = output
-    else:
-        raise InvalidInput(f"expected (B, C, H, W) or (B, F) layer output, got shape {tuple(output.shape)}")
-    by_channel = values.T.float()  # (C, B), images in id order: a stable sort keeps smaller ids first
-    positions = torch.arange(by_channel.shape[1])
-    if floor is not None:
-        reach = (by_channel > floor) if strict else (by_channel >= floor)
-        columns = reach.any(dim=0).nonzero().squeeze(1)
-        if columns.numel() < by_channel.shape[1]:
-            by_channel, ids, positions = by_channel[:, columns], ids[columns], positions[columns]
-        if not columns.numel():
-            return TopK.empty(by_channel.shape[0], 0)
-    order = _top_order(by_channel, k)
-    top_values = by_channel.gather(1, order)
-    channels = by_channel.shape[0]
-    if output.dim() == 4:
-        width = output.shape[3]
-        rows = torch.arange(channels).unsqueeze(1).expand_as(order)
-        live = torch.ones_like(order, dtype=torch.bool) if floor is None else top_values >= floor
-        flat = torch.zeros_like(order)
-        if bool(live.any()):
-            maps = output[positions[order[live]], rows[live]]  # (n, H, W), only entries that may enter
-            flat[live] = maps.flatten(1).argmax(dim=1)
-        ys, xs = flat // width, flat % width
-    else:
-        ys = xs = torch.zeros_like(order)
-    return TopK(values=top_values, ids=ids[order], ys=ys, xs=xs)
-
-
-def _top_order(by_channel: Tensor, k: int) -> Tensor:
-    """Column order of each row's k largest values, value descending then column ascending.
-
-    ``torch.topk`` picks arbitrarily among values equal to the k-th (common: a ReLU unit that is 0
-    on most images); a stable descending sort keeps equal values in column order, and sorting a
-    batch's row costs less than ``topk`` plus the tie bookkeeping it would need.
-    """
-    k = min(k, by_channel.shape[1])
-    return torch.argsort(by_channel, dim=1, descending=True, stable=True)[:, :k]
+    unit = unit_pass(output, k, floor, strict)
+    top = TopK.empty(int(output.shape[1]), k)
+    found = Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs)
+    top.merge_topk(found.padded(int(output.shape[1])))
+    return top
 
 
 def pooled_features(output: Tensor) -> Tensor:
@@ -208,12 +258,17 @@ class LayerIndex:
 
 @dataclass
 class BatchOutcome:
-    """One batch's contribution: per layer, top-k candidates and features for its image ids."""
+    """One batch's contribution: the top-k candidates of every unit of every layer (the layers'
+    channels stacked as rows, the layers in ``rows`` order), and per layer the features for its
+    image ids.
+    """
 
     ids: Tensor
-    candidates: dict[str, TopK] = field(default_factory=dict)
+    candidates: Candidates
     features: dict[str, Tensor] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    rows: list[str] = field(default_factory=list)
+    units: int = 0  # rows of the index: the layers' channels, stacked
 
 
 def index_batch(
@@ -222,29 +277,75 @@ def index_batch(
     ids: Tensor,
     layers: Sequence[str],
     k: int,
-    floors: Mapping[str, Tensor] | None = None,
+    floor: Tensor | None = None,
     strict: bool = False,
 ) -> BatchOutcome:
     """One forward pass of a batch, truncated after the deepest layer; its candidates and features.
 
+    Each layer's output is reduced in its forward hook (maxima, means, the locations of the few
+    entries that may enter) and dropped, so the pass holds what a plain forward holds; the units
+    of all layers are then selected together, one sort for the whole batch.
+
     Args:
         model: the module; x: (B, C, H, W) pixels in [0, 1]; ids: (B,) int64 image ids.
-        layers: module paths; k: entries kept per channel (the batch keeps at most k too).
-        floors, strict: per layer the k-th value kept so far, and whether every kept id is
-            smaller than this batch's (see :func:`batch_top`); they only save work.
+        layers: module paths; k: entries kept per channel.
+        floor, strict: (R,) per unit (the layers' channels stacked) the k-th value kept so far,
+            and whether every kept id is smaller than this batch's (see :func:`unit_pass`);
+            they only save work.
     """
     if x.dim() != 4 or ids.shape != (x.shape[0],):
         raise InvalidInput(f"expected x (B, C, H, W) and ids (B,), got {tuple(x.shape)} and {tuple(ids.shape)}")
-    outcome = BatchOutcome(ids=ids)
+    offset = 0
+    full = floor is not None and bool(floor.isfinite().all())
+
+    def reduce(name: str, output: Tensor) -> tuple[UnitPass | Tensor, int]:
+        # Feature maps are reduced in the hook; linear outputs are small and kept, to be selected
+        # together after the pass.
+        nonlocal offset
+        channels = int(output.shape[1])
+        start, offset = offset, offset + channels
+        if output.dim() == 2:
+            return output.float(), start
+        layer_floor = floor[start:offset] if floor is not None else None
+        return unit_pass(output, k, layer_floor, strict, full), start
+
     with torch.inference_mode():
-        store = run_until(model, x, layers)
-        for name in layers:
-            output = store[name]
-            floor = floors.get(name) if floors is not None else None
-            outcome.candidates[name] = batch_top(output, ids, k, floor, strict)
-            outcome.features[name] = pooled_features(output)
-            outcome.shapes[name] = tuple(output.shape[1:])
-    return outcome
+        units = reduce_until(model, x, layers, reduce)
+        if floor is not None and floor.shape != (offset,):
+            raise InvalidInput(f"floor has {tuple(floor.shape)} units, the layers {offset}")
+        rows = sorted(layers, key=lambda name: units[name][1])  # the order the hooks fired in
+        parts = [(unit, start) for unit, start in (units[name] for name in rows) if isinstance(unit, UnitPass)]
+        linear = [(out, start) for out, start in (units[name] for name in rows) if isinstance(out, Tensor)]
+        features = {name: unit.features if isinstance(unit, UnitPass) else unit for name, (unit, _) in units.items()}
+        if linear:
+            where = torch.cat([torch.arange(out.shape[1]) + start for out, start in linear])
+            joint = unit_pass(torch.cat([out for out, _ in linear], dim=1), k,
+                              floor[where] if floor is not None else None, strict, full)  # fmt: skip
+            parts.append((joint, 0))
+            joint.channels = where[joint.channels]
+        candidates = Candidates(
+            torch.cat([unit.channels + start for unit, start in parts]),
+            torch.cat([unit.values for unit, _ in parts]),
+            ids[torch.cat([unit.positions for unit, _ in parts])],
+            torch.cat([unit.ys for unit, _ in parts]),
+            torch.cat([unit.xs for unit, _ in parts]),
+        )
+    return BatchOutcome(
+        ids=ids,
+        candidates=candidates,
+        features={name: features[name] for name in layers},
+        shapes={name: _shape(units[name][0]) for name in layers},
+        rows=rows,
+        units=offset,
+    )
+
+
+def _shape(unit: UnitPass | Tensor) -> tuple[int, ...]:
+    return unit.shape if isinstance(unit, UnitPass) else tuple(unit.shape[1:])
+
+
+_FLUSH_ENTRIES_PER_UNIT = 4
+"""Candidates are merged once this many per unit (on average) are pending."""
 
 
 class IndexAccumulator:
@@ -257,33 +358,60 @@ class IndexAccumulator:
         self.k = k
         self.size = size
         self.seen = 0
-        self._top: dict[str, TopK] = {}
+        self._top: TopK | None = None
         self._features: dict[str, Tensor] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._rows: list[str] = []
+        self._pending: list[Candidates] = []  # not merged yet
+        self._pending_entries = 0
         self._present = torch.zeros(size, dtype=torch.bool)
         self.max_id = -1  # the largest image id added so far
 
     def add(self, outcome: BatchOutcome) -> None:
-        for name in self.layers:
-            top = outcome.candidates[name]
-            if name not in self._top:
-                self._top[name] = TopK.empty(top.values.shape[0], self.k)
+        if self._top is None:
+            self._top = TopK.empty(outcome.units, self.k)
+            self._rows = list(outcome.rows)
+            for name in self.layers:
                 feats = outcome.features[name]
                 self._features[name] = torch.zeros((self.size, feats.shape[1]), dtype=torch.float32)
                 self._shapes[name] = outcome.shapes[name]
-            self._top[name].merge_topk(top)
-            self._features[name][outcome.ids] = outcome.features[name]
-        self._present[outcome.ids] = True
-        self.seen += int(outcome.ids.numel())
-        if outcome.ids.numel():
-            self.max_id = max(self.max_id, int(outcome.ids.max()))
+        if outcome.rows != self._rows:
+            raise InvalidInput(f"batch rows {outcome.rows} differ from the first batch's {self._rows}")
+        self._pending.append(outcome.candidates)
+        self._pending_entries += int(outcome.candidates.units.numel())
+        if self._pending_entries >= _FLUSH_ENTRIES_PER_UNIT * outcome.units:
+            self._flush()
+        ids = outcome.ids
+        count = int(ids.numel())
+        first, last = (int(ids[0]), int(ids[-1])) if count else (0, -1)
+        # A pass in id order gives runs of consecutive ids: a slice assignment, not a scatter.
+        where: slice | Tensor = slice(first, last + 1) if last - first + 1 == count else ids
+        for name in self.layers:
+            self._features[name][where] = outcome.features[name]
+        self._present[where] = True
+        self.seen += count
+        if count:
+            self.max_id = max(self.max_id, int(ids.max()))
+
+    def _flush(self) -> None:
+        """Merge the pending candidates (several batches at a time: one sort, not several)."""
+        if self._top is None or not self._pending:
+            return
+        pending = Candidates.cat(self._pending)
+        self._pending, self._pending_entries = [], 0
+        self._top.merge_topk(pending.padded(self._top.values.shape[0]))
 
     def result(self) -> dict[str, LayerIndex]:
-        if not self._top:
+        self._flush()
+        if self._top is None:
             raise InvalidInput("no image was indexed")
+        top, slices, start = self._top, {}, 0
+        for name in self._rows:
+            slices[name] = slice(start, start + self._shapes[name][0])
+            start += self._shapes[name][0]
         return {
             name: LayerIndex(
-                top=self._top[name],
+                top=TopK(*(t[slices[name]] for t in (top.values, top.ids, top.ys, top.xs))),
                 features=self._features[name],
                 spatial=len(self._shapes[name]) == 3,
                 shape=self._shapes[name],
@@ -291,9 +419,11 @@ class IndexAccumulator:
             for name in self.layers
         }
 
-    def floors(self) -> dict[str, Tensor]:
-        """Per layer, the (C, 1) k-th value kept so far (-inf until k images were seen)."""
-        return {name: top.values[:, -1:] for name, top in self._top.items()}
+    def floor(self) -> Tensor | None:
+        """(R,) the k-th value kept so far of every unit (-inf until k images were seen); None
+        before the first batch. Candidates not merged yet are not counted: the floor is at most
+        the true one, which only lets more candidates through."""
+        return None if self._top is None else self._top.values[:, -1]
 
     @property
     def present(self) -> Tensor:
@@ -333,7 +463,7 @@ def build_index(
         if should_stop is not None and should_stop():
             raise Cancelled("index build cancelled")
         strict = ids.numel() > 0 and acc.max_id < int(ids.min())
-        acc.add(index_batch(model, x, ids, layers, k, acc.floors(), strict))
+        acc.add(index_batch(model, x, ids, layers, k, acc.floor(), strict))
         if on_batch is not None:
             elapsed = time.perf_counter() - start
             on_batch(IndexProgress(acc.seen, size, acc.seen / elapsed if elapsed > 0 else 0.0, elapsed))

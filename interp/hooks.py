@@ -15,11 +15,14 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from interp.errors import InvalidInput
+
+T = TypeVar("T")
 
 
 class _StopForward(Exception):
@@ -36,17 +39,25 @@ def get_layer(model: nn.Module, path: str) -> nn.Module:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str], *, stop: bool = True) -> Iterator[dict[str, Tensor]]:
+def capture(
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    stop: bool = True,
+    reduce: Callable[[str, Tensor], Any] | None = None,
+) -> Iterator[dict[str, Any]]:
     """Record the outputs of ``layers`` (module paths) during forward passes inside the block.
 
     With ``stop=True`` the forward pass is cut short once every requested layer has produced its
     output; run it through :func:`run_until` so the early exit is absorbed. The recorded tensors
-    keep their autograd graph. Hooks are removed in ``finally``, whatever happens in the block.
+    keep their autograd graph. With ``reduce``, what is recorded is ``reduce(path, output)``,
+    computed in the hook: the output itself is then free as soon as the next layer has used it,
+    as in a plain forward. Hooks are removed in ``finally``, whatever happens in the block.
     """
     if not layers:
         raise InvalidInput("at least one layer is required")
     modules = {name: get_layer(model, name) for name in layers}
-    store: dict[str, Tensor] = {}
+    store: dict[str, Any] = {}
     handles = []
     owner = threading.get_ident()
 
@@ -54,7 +65,7 @@ def capture(model: nn.Module, layers: Sequence[str], *, stop: bool = True) -> It
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
             if threading.get_ident() != owner:  # another request's forward on the shared module
                 return
-            store[name] = output
+            store[name] = output if reduce is None else reduce(name, output)
             if stop and len(store) == len(modules):
                 raise _StopForward
 
@@ -74,7 +85,23 @@ def run_until(model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, T
 
     Gradients flow as usual if ``x`` (or the model) requires them.
     """
-    with capture(model, layers, stop=True) as store:
+    return _forward_until(model, x, layers, None)
+
+
+def reduce_until(
+    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor], T]
+) -> dict[str, T]:
+    """As :func:`run_until`, returning ``{path: reduce(path, output)}``, each computed in its hook.
+
+    No layer output outlives the next layer's use of it, as in a plain forward pass.
+    """
+    return _forward_until(model, x, layers, reduce)
+
+
+def _forward_until(
+    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor], Any] | None
+) -> dict[str, Any]:
+    with capture(model, layers, stop=True, reduce=reduce) as store:
         try:
             model(x)
         except _StopForward:

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", help="fashion-mnist-train, fashion-mnist-test or a --dataset NAME")
     parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv/ReLU/pool/linear)")
     parser.add_argument("--k", type=int, default=64, help="entries kept per channel (default 64)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1024, fewer for large inputs)"
+    )
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
     return parser
@@ -42,10 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.hub import ModelHub
     from server.app import weights_options
     from server.config import load_config
-    from server.dataset_index import IndexStore
+    from server.dataset_index import IndexStore, default_batch
 
     config = load_config(rest, environ=None)
-    if args.k < 1 or args.batch_size < 1:
+    if args.k < 1 or (args.batch_size is not None and args.batch_size < 1):
         sys.exit("interp-index: --k and --batch-size must be >= 1")
     hub = ModelHub([args.model], weights_options(config), device=config.device)
     model = hub.ready(args.model)
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset=dataset,
         layers=layers,
         k=args.k,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or default_batch(model.spec.input_shape[1]),
         device=config.device,
         engine=args.engine,
         ray_address=args.ray_address,

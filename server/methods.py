@@ -1088,12 +1088,9 @@ def _resolve_build(params: BuildIndexParams, model: LoadedModel, request: pb.Bui
         if params.batch_size < 1:
             raise BadRequest(f"batch_size must be >= 1, got {params.batch_size}", field="params.batch_size")
         return params
-    # default: 256 images, fewer where that batch would pass the server's memory budget (ImageNet models)
-    side = model.spec.input_shape[1]
-    return dataclasses.replace(params, batch_size=max(1, min(256, BUILD_BATCH_PIXELS // (side * side))))
+    from server.dataset_index import default_batch
 
-
-BUILD_BATCH_PIXELS = 64 * 256 * 256  # the default max_batch_pixels: 83 images at 224 px
+    return dataclasses.replace(params, batch_size=default_batch(model.spec.input_shape[1]))
 
 
 @handler("BuildIndex", params=BuildIndexParams, resolve=_resolve_build)
@@ -1410,14 +1407,14 @@ def _map_request(ctx: Ctx, request: Any, params: Any) -> _MapRequest:
 def embedding(ctx: Ctx, request: pb.EmbeddingRequest, params: EmbeddingParams) -> Streamed:
     from interp.embedding import embed
     from interp.progress import StepEvent
-    from server.dataset_index import DEFAULT_K, base_key
+    from server.dataset_index import DEFAULT_K, base_key, default_batch
     from server.embedding import MAX_THUMBNAILS, CachedMap, maps, render, thumbnails_of
 
     req = _map_request(ctx, request, params)
     model, module = ctx.model, ctx.module
     views = _views(ctx)
     side = model.spec.input_shape[1]
-    batch_size = max(1, min(256, BUILD_BATCH_PIXELS // (side * side)))
+    batch_size = default_batch(side)
     threads = torch.get_num_threads()
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
