@@ -228,13 +228,6 @@ def _many(ctx: Ctx, images: Sequence[pb.Image], reply_cls: type[Any], run: Fill)
     return reply
 
 
-def _set_tensor(field: pb.Tensor, row: np.ndarray) -> None:
-    """Fill a Tensor field from a float32 C-contiguous array in place (what convert.tensor builds)."""
-    field.dtype = pb.Tensor.FLOAT32
-    field.shape.extend(row.shape)
-    field.data = row.tobytes()
-
-
 @handler("Classify", batched=True)
 def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.ClassifyResponse:
     classes = ctx.model.spec.num_classes
@@ -253,10 +246,16 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
             logits = module(x).float()
             values, indices = torch.softmax(logits, dim=1).topk(top_k, dim=1)
         rows = np.ascontiguousarray(logits.cpu().numpy(), dtype="<f4")
+        # One tobytes for all rows, sliced per answer: for 256 answers a quarter of this loop's time.
+        data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
         for i, (reply, top, probs) in enumerate(zip(out, indices.tolist(), values.tolist(), strict=True)):
+            add = reply.predictions.add
             for c, p in zip(top, probs, strict=True):
-                reply.predictions.add(index=c, label=labels[c], probability=p)
-            _set_tensor(reply.logits, rows[i])
+                add(index=c, label=labels[c], probability=p)
+            tensor = reply.logits
+            tensor.dtype = pb.Tensor.FLOAT32
+            tensor.shape.extend(shape)
+            tensor.data = data[i * size : (i + 1) * size]
             if include_input:
                 reply.input.CopyFrom(_input_echo(x[i], png=True))
 
