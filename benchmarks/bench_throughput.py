@@ -42,7 +42,7 @@ from client.results import ClassifyResult, SaliencyResult
 from interp.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
-from server.imaging import decode_cost, load_input, load_stack, stack_key
+from server.imaging import decode_cost, load_input, load_stack, stack_run
 
 BATCH = 256
 TARGET_IMAGES_PER_S = 5000.0
@@ -139,7 +139,7 @@ def classify_batch(server, client: InterpClient, rounds: int) -> tuple[list[list
         return request.SerializeToString()
 
     def decode() -> torch.Tensor:  # what Ctx.inputs does for 256 raw images of one shape
-        if len({stack_key(image, preprocessing, max_pixels) for image in request.images}) != 1:
+        if stack_run(request.images, 0, preprocessing, max_pixels) != len(request.images):
             raise SystemExit("lenet: the benchmark's images do not share one stack key")
         decode_cost(request.images[0], preprocessing, max_pixels)
         return load_stack(request.images, preprocessing)[0]

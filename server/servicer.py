@@ -44,7 +44,7 @@ from server.batcher import Batcher, Compute
 from server.capacity import CapacityGate, DecodeBudget
 from server.config import Limits, ServerConfig
 from server.errors import BadRequest, Overloaded, grpc_errors, item_error
-from server.imaging import decode_cost, load_input, load_stack, stack_key
+from server.imaging import decode_cost, load_input, load_stack, stack_run
 from server.interceptors import Metrics
 from server.methods import HANDLERS, Handler, Streamed
 
@@ -231,7 +231,6 @@ class Ctx:
         """
         spec, max_pixels = self.model.spec.preprocessing, self.limits.max_image_pixels
         budget = self.servicer.decode_budget
-        keys = [stack_key(image, spec, max_pixels) for image in images]
         pieces: list[Piece] = []
         errors: dict[int, pb.ItemError] = {}
 
@@ -248,9 +247,7 @@ class Ctx:
 
         i = 0
         while i < len(images):
-            end = i + 1
-            while keys[i] is not None and end < len(images) and keys[end] == keys[i]:
-                end += 1
+            end = stack_run(images, i, spec, max_pixels)
             cost = decode_cost(images[i], spec, max_pixels) if end - i > 1 else 0
             end = min(end, i + max(1, budget.total // 4 // max(1, cost)))
             if end - i == 1:

@@ -10,7 +10,7 @@ from models.zoo import FASHION_MNIST_PREPROCESSING, IMAGENET_PREPROCESSING
 from protos import interp_pb2 as pb
 from protos.codec import to_tensor
 from server.errors import BadRequest
-from server.imaging import load_input, load_stack, stack_key
+from server.imaging import load_input, load_stack, stack_key, stack_run
 
 MAX = 40_000_000
 RNG = np.random.default_rng(7)
@@ -87,3 +87,31 @@ def test_what_goes_alone() -> None:
     short = pixels(small)
     short.pixels.data = short.pixels.data[:-1]  # byte count not matching the shape
     assert stack_key(short, spec, MAX) is None
+
+
+def test_runs_are_the_images_that_share_a_key() -> None:
+    spec = FASHION_MNIST_PREPROCESSING
+    u8 = [RNG.integers(0, 256, (28, 28)).astype(np.uint8) for _ in range(3)]
+    images = [
+        pixels(u8[0]),
+        pixels(u8[1]),
+        pixels(u8[2]),
+        pixels(u8[0].astype(np.uint16)),  # another dtype
+        pixels(u8[0].reshape(28, 28, 1)),  # another shape, same bytes
+        pixels(u8[1].reshape(28, 28, 1)),
+        pb.Image(encoded=u8[2].tobytes()),  # a file (that happens to hold as many bytes)
+        pixels(u8[2]),
+        pb.Image(),
+        pixels(np.zeros((57, 57), np.uint8)),  # reduced first: alone
+        pixels(np.zeros((57, 57), np.uint8)),
+    ]
+    ends, i = [], 0
+    while i < len(images):
+        i = stack_run(images, i, spec, MAX)
+        ends.append(i)
+    assert ends == [3, 4, 6, 7, 8, 9, 10, 11]
+    for start, end in zip([0, *ends], ends, strict=False):  # a run shares one key, its neighbours another
+        keys = {stack_key(image, spec, MAX) for image in images[start:end]}
+        assert len(keys) == 1
+        if end < len(images):
+            assert None in keys or stack_key(images[end], spec, MAX) not in keys
