@@ -264,8 +264,9 @@ class Ctx:
                     alone(j)
                 i = end
                 continue
-            left_out = set(refused)
-            pieces.append(([j for j in range(i, end) if j - i not in left_out], x))
+            if len(x):
+                left_out = set(refused)
+                pieces.append(([j for j in range(i, end) if j - i not in left_out], x))
             for j in refused:  # values outside [0, 1]: refused alone, with the message naming them
                 alone(i + j)
             i = end

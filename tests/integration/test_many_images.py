@@ -224,6 +224,28 @@ def test_runs_cut_at_the_batch_chunk_answer_as_alone(fashion_test_images) -> Non
         srv.stop(None)
 
 
+@pytest.mark.parametrize(
+    "request_of",
+    [
+        lambda images: ("Classify", pb.ClassifyRequest(model="lenet", images=images)),
+        lambda images: ("Saliency", pb.SaliencyRequest(model="lenet", images=images, method="gradient")),
+        lambda images: ("Activations", pb.ActivationsRequest(model="lenet", images=images, layers=["conv1"])),
+        lambda images: ("Attack", pb.AttackRequest(model="lenet", images=images, method="fgsm", epsilons=[0.1])),
+    ],
+    ids=["classify", "saliency", "activations", "attack"],
+)
+def test_a_run_of_arrays_that_all_fail_leaves_nothing_to_compute(stub, request_of) -> None:
+    from client.images import image_message
+
+    images = [image_message(np.zeros((28, 28), np.float32)) for _ in range(3)]
+    for image in images:
+        image.pixels.data = np.full((28, 28), 2.0, np.float32).tobytes()
+    rpc, request = request_of(images)
+    reply = getattr(stub, rpc)(request, timeout=30)
+    assert [item.error.field for item in reply.items] == ["images[0]", "images[1]", "images[2]"]
+    assert all("[0, 1]" in item.error.message for item in reply.items)
+
+
 def test_sdk_puts_the_typed_error_in_the_list(client, batch) -> None:
     results = client.saliency([batch[0], b"garbage bytes", batch[1]], model="lenet", include_pngs=False)
     assert isinstance(results[0], SaliencyResult) and isinstance(results[2], SaliencyResult)
