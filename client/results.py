@@ -1294,7 +1294,7 @@ class PlacementResult(_Stamped, _SavesImages):
 ITEM_RESULTS: dict[str, Callable[[Sequence[Any], pb.ModelStamp], list[Any]]] = {
     "Classify": ClassifyResult.from_items,
 }
-for _cls in (Prediction, ClassifyResult):  # what from_items builds with _filled
+for _cls in (Prediction, ClassifyResult):  # what from_items fills without __init__
     _check_fillable(_cls)
 
 #: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
