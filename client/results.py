@@ -460,7 +460,7 @@ class ClassifyResult(_Stamped, _SavesImages):
 
         Equal to ``from_proto`` of each item with ``stamp`` copied in, in about a third of the time
         (256 LeNet answers: about 3 ms instead of 9): no stamp copies, the logits decoded with one
-        copy, and the frozen results filled without their per-field ``__init__`` (half the time).
+        copy, and the frozen results filled without their per-field ``__init__`` (a quarter of it).
         """
         common = _stamp(stamp)
         new = object.__new__  # instances filled without __init__: see _check_fillable
