@@ -9,8 +9,9 @@ every round, so drift in machine load hits all alike):
    image, response parsing into 256 results) vs **raw**: the same module object on the same
    (256, 1, 28, 28) preprocessed batch under ``torch.inference_mode()``, forward only. Reported:
    images/s of each and service ÷ raw throughput (targets ≥ 5,000 images/s and ≥ 0.25×), then the
-   service call split into its stages, each timed alone (decode + preprocess, forward, building
-   the 256 answers, serializing, SDK parsing; the remainder is gRPC and thread hand-offs).
+   service call split into its stages, each timed alone (decode + preprocess of the 256 images as
+   one stack, forward, building the 256 answers, serializing, SDK parsing; the remainder is gRPC
+   and thread hand-offs).
 2. **LeNet gradient Saliency, one image, PNGs skipped** (``include_pngs=False``): p50 (target
    ≤ 2 ms), and with PNGs for reference, then the PNG-less call split into its stages (also for
    AlexNet).
@@ -21,7 +22,8 @@ every round, so drift in machine load hits all alike):
    ``include_input=True``, the former default) and Saliency with and without PNGs.
 
 Usage: ``.venv/bin/python -m benchmarks.bench_throughput [--rounds-classify 30]
-[--rounds-lenet 500] [--rounds-alexnet 60] [--threads N]``. About 2 minutes on 2 idle cores.
+[--rounds-lenet 500] [--rounds-alexnet 60] [--threads N] [--only classify]``. About 2 minutes on 2
+idle cores; ``--only classify`` runs part 1 alone (about 20 s).
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ import torch
 from benchmarks._common import interleaved, load_report, ms, p50, p95, paired_ratio, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
-from client.images import image_message
+from client.images import add_image, image_message
 from client.results import ClassifyResult, SaliencyResult
 from interp.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
-from server.imaging import load_input
+from server.imaging import decode_cost, load_input, load_stack, stack_run
 
 BATCH = 256
 TARGET_IMAGES_PER_S = 5000.0
@@ -109,31 +111,42 @@ def classify_batch(server, client: InterpClient, rounds: int) -> tuple[list[list
         reply = pb.ClassifyResponse()
         items = [reply.items.add() for _ in range(BATCH)]
         rows = np.ascontiguousarray(logits.numpy(), dtype="<f4")
+        data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
         for i, (item, top, probs) in enumerate(zip(items, indices.tolist(), values.tolist(), strict=True)):
+            add = item.predictions.add
             for c, p in zip(top, probs, strict=True):
-                item.predictions.add(index=c, label=labels[c], probability=p)
-            item.logits.dtype = pb.Tensor.FLOAT32
-            item.logits.shape.extend(rows[i].shape)
-            item.logits.data = rows[i].tobytes()
+                add(index=c, label=labels[c], probability=p)
+            tensor = item.logits
+            tensor.dtype = pb.Tensor.FLOAT32
+            tensor.shape.extend(shape)
+            tensor.data = data[i * size : (i + 1) * size]
         return reply
 
     def forward() -> None:
         with torch.inference_mode():
             torch.softmax(module(x), dim=1).topk(5, dim=1)
 
-    def parse() -> None:
+    def parse() -> None:  # what InterpClient.call_many does with the reply
         message = pb.ClassifyResponse.FromString(data)
-        for item in message.items:
-            item.stamp.CopyFrom(message.stamp)
-            ClassifyResult.from_proto(item)
+        failed = [item.HasField("error") for item in message.items]
+        answered = [item for item, bad in zip(message.items, failed, strict=True) if not bad]
+        ClassifyResult.from_items(answered, message.stamp)
+
+    def build() -> bytes:  # what the SDK's build_request does with 256 arrays
+        request = pb.ClassifyRequest(model="lenet")
+        for image in images:
+            add_image(request.images, image)
+        return request.SerializeToString()
+
+    def decode() -> torch.Tensor:  # what Ctx.inputs does for 256 raw images of one shape
+        if stack_run(request.images, 0, preprocessing, max_pixels) != len(request.images):
+            raise SystemExit("lenet: the benchmark's images do not share one stack key")
+        decode_cost(request.images[0], preprocessing, max_pixels)
+        return load_stack(request.images, preprocessing)[0]
 
     stages: dict[str, Callable[[], object]] = {
-        "SDK: 256 arrays to Image messages, request": lambda: pb.ClassifyRequest(
-            model="lenet", images=[image_message(a) for a in images]
-        ).SerializeToString(),
-        "server: decode + preprocess 256 images": lambda: torch.cat(
-            [load_input(image, preprocessing, max_pixels) for image in request.images]
-        ),
+        "SDK: 256 arrays into the request": build,
+        "server: decode + preprocess 256 images (stacked)": decode,
         "server: batched forward + softmax + top-5": forward,
         "server: 256 answers (predictions, logits tensors)": answers,
         "serialize the response": reply.SerializeToString,
@@ -250,25 +263,7 @@ def size_rows(client: InterpClient, images: dict[str, object]) -> list[list[obje
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds-classify", type=int, default=30)
-    parser.add_argument("--rounds-lenet", type=int, default=500)
-    parser.add_argument("--rounds-alexnet", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"before: {load_report()}")
-    with running_server(("lenet", "alexnet")) as (server, target), InterpClient(target, timeout=600) as client:
-        client.wait_ready()
-        batch_rows, stage_rows = classify_batch(server, client, args.rounds_classify)
-        lenet_rows = saliency_rows(client, server, "lenet", fashion_images(1)[0], args.rounds_lenet)
-        lenet_stages = saliency_stages(server, client, "lenet", fashion_images(1)[0], max(20, args.rounds_lenet // 3))
-        alexnet_rows = saliency_rows(client, server, "alexnet", cat_crop(), args.rounds_alexnet)
-        alexnet_stages = saliency_stages(server, client, "alexnet", cat_crop(), max(10, args.rounds_alexnet // 3))
-        sizes = size_rows(client, {"lenet": fashion_images(1)[0], "alexnet": cat_crop()})
-    print(f"after: {load_report()}")
+def print_classify(batch_rows: list[list[object]], stage_rows: list[list[object]]) -> None:
     print()
     print("### Many images per call: LeNet Classify through the SDK vs raw batched forward")
     print()
@@ -288,6 +283,34 @@ def main(argv: list[str] | None = None) -> None:
     print(f"### Where a {BATCH}-image Classify call's time goes (p50 of each stage timed alone, interleaved)")
     print()
     print(table(["stage", "ms"], stage_rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds-classify", type=int, default=30)
+    parser.add_argument("--rounds-lenet", type=int, default=500)
+    parser.add_argument("--rounds-alexnet", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--only", choices=("classify",), help="run only this part (classify: part 1)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"before: {load_report()}")
+    models = ("lenet",) if args.only == "classify" else ("lenet", "alexnet")
+    with running_server(models) as (server, target), InterpClient(target, timeout=600) as client:
+        client.wait_ready()
+        batch_rows, stage_rows = classify_batch(server, client, args.rounds_classify)
+        if args.only == "classify":
+            print(f"after: {load_report()}")
+            print_classify(batch_rows, stage_rows)
+            return
+        lenet_rows = saliency_rows(client, server, "lenet", fashion_images(1)[0], args.rounds_lenet)
+        lenet_stages = saliency_stages(server, client, "lenet", fashion_images(1)[0], max(20, args.rounds_lenet // 3))
+        alexnet_rows = saliency_rows(client, server, "alexnet", cat_crop(), args.rounds_alexnet)
+        alexnet_stages = saliency_stages(server, client, "alexnet", cat_crop(), max(10, args.rounds_alexnet // 3))
+        sizes = size_rows(client, {"lenet": fashion_images(1)[0], "alexnet": cat_crop()})
+    print(f"after: {load_report()}")
+    print_classify(batch_rows, stage_rows)
     print()
     print("### Gradient Saliency, one image: PNGs skipped (include_pngs=false) and with PNGs, vs raw captum")
     print()

@@ -14,7 +14,7 @@ and the others beside it as ``<stem>_<name>.png``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,11 @@ import numpy as np
 from google.protobuf.message import Message
 
 from protos import interp_pb2 as pb
-from protos.codec import from_tensor
+from protos.codec import from_tensor, from_tensors
 
 __all__ = [
     "RESULTS",
+    "ITEM_RESULTS",
     "WeightsInfo",
     "ModelInfo",
     "ReceptiveField",
@@ -71,9 +72,32 @@ __all__ = [
 
 def _array(tensor: pb.Tensor) -> np.ndarray | None:
     """Decode a Tensor field; None when the server left it unset."""
-    if tensor.dtype == pb.Tensor.DTYPE_UNSPECIFIED and not tensor.shape and not tensor.data:
+    if _is_unset(tensor):
         return None
     return from_tensor(tensor)
+
+
+def _is_unset(tensor: pb.Tensor) -> bool:
+    return tensor.dtype == pb.Tensor.DTYPE_UNSPECIFIED and not tensor.shape and not tensor.data
+
+
+def _arrays(tensors: Sequence[pb.Tensor]) -> list[np.ndarray | None]:
+    """:func:`_array` of each of many tensors (of one dtype and shape: with one copy, see from_tensors)."""
+    if any(_is_unset(t) for t in tensors):
+        return [_array(t) for t in tensors]
+    return list(from_tensors(tensors))
+
+
+def _check_fillable(cls: type) -> None:
+    """At import: ``cls`` is a frozen dataclass whose instances may be filled without ``__init__``.
+
+    The generated ``__init__`` of a frozen dataclass sets each field through ``object.__setattr__``
+    (2.3 us for a Prediction); filling the instance's ``__dict__`` directly gives the same object
+    without a ``__post_init__`` or slots, which this checks.
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+        raise TypeError(f"{cls.__name__} cannot be filled without its __init__")
 
 
 def _image(tensor: pb.Tensor) -> np.ndarray | None:
@@ -429,6 +453,29 @@ class ClassifyResult(_Stamped, _SavesImages):
             input=_image(m.input.tensor),
             input_png=m.input.png,
         )
+
+    @classmethod
+    def from_items(cls, items: Sequence[pb.ClassifyResponse], stamp: pb.ModelStamp) -> list[ClassifyResult]:
+        """The answers of a many-image call (its items without an error) under the call's ``stamp``.
+
+        Equal to ``from_proto`` of each item with ``stamp`` copied in, in about a third of the time
+        (256 LeNet answers: about 3 ms instead of 9): no stamp copies, the logits decoded with one
+        copy, and the frozen results filled without their per-field ``__init__`` (a quarter of it).
+        """
+        common = _stamp(stamp)
+        new = object.__new__  # instances filled without __init__: see _check_fillable
+        out: list[ClassifyResult] = []
+        for m, logits in zip(items, _arrays([m.logits for m in items]), strict=True):
+            predictions = []
+            for p in m.predictions:
+                prediction = new(Prediction)
+                prediction.__dict__.update(index=p.index, label=p.label, probability=p.probability)
+                predictions.append(prediction)
+            echo, png = (_image(m.input.tensor), m.input.png) if m.HasField("input") else (None, b"")
+            result = new(cls)
+            result.__dict__.update(common, predictions=tuple(predictions), logits=logits, input=echo, input_png=png)
+            out.append(result)
+        return out
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -1241,6 +1288,14 @@ class PlacementResult(_Stamped, _SavesImages):
             params=_params(m.resolved),
         )
 
+
+#: For a many-image RPC, what builds the results of many answers at once (``from_items``), used by
+#: the SDK; the others of the many-image RPCs build each answer with RESULTS and the call's stamp.
+ITEM_RESULTS: dict[str, Callable[[Sequence[Any], pb.ModelStamp], list[Any]]] = {
+    "Classify": ClassifyResult.from_items,
+}
+for _cls in (Prediction, ClassifyResult):  # what from_items fills without __init__
+    _check_fillable(_cls)
 
 #: The result class of each RPC (``from_proto`` builds it from the reply), used by the SDK.
 RESULTS: dict[str, Callable[[Any], Any]] = {

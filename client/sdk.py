@@ -33,8 +33,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from client.errors import Internal, InterpError, Unavailable, from_item_error, from_rpc_error
-from client.images import ImageLike, image_message
+from client.images import ImageLike, add_image, image_message
 from client.results import (
+    ITEM_RESULTS,
     RESULTS,
     ActivationsResult,
     AttackDatasetResult,
@@ -880,21 +881,23 @@ class InterpClient:
         parameter, server unreachable) is raised as for one image. ``timeout`` applies to each call.
         """
         method = by_rpc(rpc)
-        convert = RESULTS[rpc]
+        convert = ITEM_RESULTS.get(rpc) or _each(RESULTS[rpc])
         results: list[Any] = []
         for chunk in _chunks(_image_items(images), self._images_per_call()):
             request = build_request(method, {**values, "images": chunk}, params or {}, _caller(method))
             reply = self._unary(rpc, request, timeout)
+            if len(reply.items) != len(chunk):
+                raise Internal(f"{rpc}: the server answered {len(reply.items)} items for {len(chunk)} images")
             offset = len(results)
-            for i, item in enumerate(reply.items):
-                if item.HasField("error"):
+            failed = [item.HasField("error") for item in reply.items]
+            answered = [item for item, bad in zip(reply.items, failed, strict=True) if not bad]
+            answers = iter(convert(answered, reply.stamp))
+            for i, (item, bad) in enumerate(zip(reply.items, failed, strict=True)):
+                if bad:
                     field = f"images[{offset + i}]"
                     results.append(from_item_error(item.error, field=field, request_id=reply.stamp.request_id))
                 else:
-                    item.stamp.CopyFrom(reply.stamp)
-                    results.append(convert(item))
-            if len(reply.items) != len(chunk):
-                raise Internal(f"{rpc}: the server answered {len(reply.items)} items for {len(chunk)} images")
+                    results.append(next(answers))
         return results
 
     def _one_or_many(
@@ -949,6 +952,19 @@ class InterpClient:
         return EventStream(lambda: method(request, timeout=deadline, metadata=self._metadata), convert)
 
 
+def _each(convert: Callable[[Any], R]) -> Callable[[Sequence[Any], pb.ModelStamp], list[R]]:
+    """Many answers, each converted alone under the call's stamp (what ITEM_RESULTS does faster)."""
+
+    def each(items: Sequence[Any], stamp: pb.ModelStamp) -> list[R]:
+        out = []
+        for item in items:
+            item.stamp.CopyFrom(stamp)
+            out.append(convert(item))
+        return out
+
+    return each
+
+
 def _caller(method: Method) -> str:
     return method.sdk_name
 
@@ -987,7 +1003,8 @@ def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
                 images: list[Any] = list(value) if value.ndim == 4 else [value]
             else:
                 images = [value] if isinstance(value, (str, *_SINGLE_IMAGE)) else list(value)
-            target.extend(image_message(image) for image in images)
+            for image in images:
+                add_image(target, image)
         elif kind == "LayerWeight":
             target.extend(_layer_weights(value))
         elif field.type == FieldDescriptor.TYPE_STRING:
@@ -1219,11 +1236,11 @@ def _image_items(images: Images) -> Iterator[ImageLike]:
     return iter(images)
 
 
-def _chunks(items: Iterator[ImageLike], size: int) -> Iterator[list[pb.Image]]:
-    """Consecutive lists of at most ``size`` image messages (converted as they are taken)."""
-    chunk: list[pb.Image] = []
+def _chunks(items: Iterator[ImageLike], size: int) -> Iterator[list[ImageLike]]:
+    """Consecutive lists of at most ``size`` images, as taken (converted into each call's request)."""
+    chunk: list[ImageLike] = []
     for item in items:
-        chunk.append(image_message(item))
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -1246,4 +1263,6 @@ def _fill_set(sets: pb.AttributeSets, which: str, value: str | ImageLike | Seque
         images = list(value)
     if not images:
         raise ValueError(f"{which} set is empty")
-    getattr(sets, which).extend(image_message(image) for image in images)
+    target = getattr(sets, which)
+    for image in images:
+        add_image(target, image)

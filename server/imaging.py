@@ -12,7 +12,10 @@ is refused without allocating it.
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -194,16 +197,21 @@ def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
     """HxW / HxWxC float image -> HxWxchannels (alpha composited on black)."""
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.shape[2] == 4:
-        array = array[:, :, :3] * array[:, :, 3:4]
-    if array.shape[2] == channels:
+    return _convert_channels(array, channels)
+
+
+def _convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """(..., C) float pixels -> (..., channels): one image (H, W, C) or a stack (N, H, W, C) alike."""
+    if array.shape[-1] == 4:
+        array = array[..., :3] * array[..., 3:4]
+    if array.shape[-1] == channels:
         return array
     if channels == 1:  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
-        gray = array[:, :, 0] * 0.299 + array[:, :, 1] * 0.587 + array[:, :, 2] * 0.114
-        return gray[:, :, None].astype(np.float32)
-    if channels == 3 and array.shape[2] == 1:
-        return np.repeat(array, 3, axis=2)
-    raise BadRequest(f"cannot convert a {array.shape[2]}-channel image to {channels} channels")
+        gray = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114
+        return gray[..., None].astype(np.float32)
+    if channels == 3 and array.shape[-1] == 1:
+        return np.repeat(array, 3, axis=-1)
+    raise BadRequest(f"cannot convert a {array.shape[-1]}-channel image to {channels} channels")
 
 
 def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -285,3 +293,114 @@ def load_input(image: pb.Image, spec: Preprocessing, max_pixels: int, device: st
     """Image message -> (1, C, H, W) float32 batch in [0, 1] on ``device``."""
     array, source_size = reduce_native(decode_native(image, max_pixels), spec)
     return torch.from_numpy(preprocess(_to_unit_float(array), spec, source_size)).unsqueeze(0).to(device)
+
+
+# Raw pixel tensors that :func:`load_stack` decodes many at a time (what the SDK sends for arrays).
+_STACKABLE: dict[int, tuple[np.dtype[Any], float | None]] = {
+    pb.Tensor.UINT8: (np.dtype("u1"), 255.0),
+    pb.Tensor.UINT16: (np.dtype("<u2"), 65535.0),
+    pb.Tensor.FLOAT32: (np.dtype("<f4"), None),
+}
+
+
+def stack_key(image: pb.Image, spec: Preprocessing, max_pixels: int) -> tuple[int, tuple[int, ...]] | None:
+    """(dtype code, shape) of an image :func:`load_stack` can take with others of the same key; None otherwise.
+
+    Only well-formed ``Image.pixels`` tensors (uint8, uint16 or float32; (H, W) or (H, W, C) with
+    C in 1, 3, 4; the byte count matching; within ``max_pixels``) small enough that
+    :func:`reduce_native` leaves them as they are. Anything else (encoded files, other dtypes,
+    malformed or oversized tensors) goes through :func:`load_input` alone, which also says what
+    is wrong with it.
+    """
+    if image.WhichOneof("source") != "pixels":
+        return None
+    tensor = image.pixels
+    kind = _STACKABLE.get(tensor.dtype)
+    shape = tuple(tensor.shape)
+    if kind is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        return None
+    height, width = shape[0], shape[1]
+    if height < 1 or width < 1 or height * width > max_pixels:
+        return None
+    if math.prod(shape) * kind[0].itemsize != len(tensor.data):
+        return None
+    if min(height, width) > REDUCE_ABOVE * (spec.resize_shorter or spec.input_size):
+        return None
+    return tensor.dtype, shape
+
+
+def stack_run(images: Sequence[pb.Image], start: int, spec: Preprocessing, max_pixels: int) -> int:
+    """The end of the run of images from ``start`` that share its :func:`stack_key` (``start + 1``
+    when it has none: it goes alone).
+
+    After the first image's key, the others are compared on dtype, shape and byte count only
+    (all a key depends on; an image holding a file has an empty ``pixels`` and never matches):
+    1 us an image instead of 5.
+    """
+    if stack_key(images[start], spec, max_pixels) is None:
+        return start + 1
+    first = images[start].pixels
+    dtype, shape, size = first.dtype, first.shape, len(first.data)
+    end = start + 1
+    while end < len(images):
+        tensor = images[end].pixels
+        if tensor.dtype != dtype or len(tensor.data) != size or tensor.shape != shape:
+            break
+        end += 1
+    return end
+
+
+def load_stack(images: Sequence[pb.Image], spec: Preprocessing, device: str = "cpu") -> tuple[torch.Tensor, list[int]]:
+    """Images of one :func:`stack_key` -> their (n, C, H, W) float32 batch in [0, 1], decoded together.
+
+    The same steps as :func:`load_input` applied to the stack at once (one join of the pixel bytes,
+    one unit conversion, channel conversion, clip and transpose; a resize only when the model's
+    size differs, image by image as OpenCV resizes), so every image gets exactly the values it
+    gets alone: 256 LeNet inputs take about 1 ms instead of 20 ms image by image.
+
+    Returns:
+        The batch of the images that decoded, in order, and the positions (in ``images``) of the
+        float images with values outside [0, 1] or not finite, left out of the batch: pass those
+        to :func:`load_input`, which refuses them with the message naming their range.
+    """
+    if not images:
+        raise ValueError("load_stack needs at least one image")
+    first = images[0].pixels
+    dtype, scale = _STACKABLE[first.dtype]
+    shape = tuple(first.shape)
+    batch = np.frombuffer(b"".join([image.pixels.data for image in images]), dtype).reshape(len(images), *shape)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    alone: list[int] = []
+    if scale is None:
+        axes = (1, 2, 3)
+        # NaN fails both comparisons and an infinity one of them: that is _to_unit_float's check
+        good = (batch.min(axis=axes) >= 0.0) & (batch.max(axis=axes) <= 1.0)
+        if not good.all():
+            alone = np.flatnonzero(~good).tolist()
+            batch = batch[good]
+        floats = batch.astype(np.float32)
+    else:
+        floats = batch.astype(np.float32) / np.float32(scale)
+    stack = _convert_channels(floats, spec.channels)
+    if spec.resize_shorter and spec.crop:
+        height, width = stack.shape[1:3]
+        limit = max(1, int(np.ceil(min(height, width) * MAX_ASPECT_BEFORE_CROP)))
+        top, left = max(0, (height - limit) // 2), max(0, (width - limit) // 2)
+        stack = stack[:, top : top + limit, left : left + limit]
+    height, width = stack.shape[1:3]
+    if spec.resize_shorter:
+        scale_side = spec.resize_shorter / min(height, width)
+        new_w, new_h = max(1, round(width * scale_side)), max(1, round(height * scale_side))
+    else:
+        new_w, new_h = spec.input_size, spec.input_size
+    if (new_h, new_w) != (height, width):  # OpenCV's resize to the same size is a copy: skipped
+        resized = np.empty((len(stack), new_h, new_w, stack.shape[3]), np.float32)
+        for i, image in enumerate(stack):
+            resized[i] = _resize(image, new_w, new_h)
+        stack = resized
+    if spec.resize_shorter and spec.crop:
+        top, left = (new_h - spec.crop) // 2, (new_w - spec.crop) // 2
+        stack = stack[:, top : top + spec.crop, left : left + spec.crop]
+    out = np.ascontiguousarray(np.clip(stack, 0.0, 1.0).transpose(0, 3, 1, 2), dtype=np.float32)
+    return torch.from_numpy(out).to(device), alone

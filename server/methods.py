@@ -37,7 +37,7 @@ from models.errors import UnknownLayer, shown
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
-from server.errors import BadRequest, item_error
+from server.errors import BadRequest
 
 if TYPE_CHECKING:
     from server.servicer import Ctx
@@ -167,11 +167,12 @@ def _per_image(ctx: Ctx, request: Any, reply_cls: type[Any], run: Fill, batch_ke
     empty reply message, with the answer for image i, computed as if that image had come alone
     (the ``interp`` functions work per image on a batch). The replies are filled where they will
     be sent (a many-image answer's ``items``), not built and copied: for 256 LeNet answers the
-    copies cost as much as the forward. Every image is decoded and preprocessed as a single call
-    would (resized to the model's input), so images of different sizes share a batch. Many images
-    are decoded and computed in chunks of at most ``max_batch_pixels`` input pixels, which bounds
-    the memory of one call; an image that cannot be read gets an ``ItemError`` in its place and
-    the others go on.
+    copies cost as much as the forward. Every image gets the input a single call would give it
+    (resized to the model's input), so images of different sizes share a batch; runs of raw
+    arrays of one dtype and shape are decoded as one stack (:meth:`Ctx.inputs`; 256 LeNet arrays
+    in about 1 ms instead of 20 ms). Many images are decoded and computed in chunks of at most
+    ``max_batch_pixels`` input pixels, which bounds the memory of one call; an image that cannot
+    be read gets an ``ItemError`` in its place and the others go on.
 
     A single image with a ``batch_key`` (everything but the image its answer depends on) may be
     computed in one micro-batch with concurrent calls of the same key (:meth:`Ctx.batched`); a
@@ -198,34 +199,33 @@ def _many(ctx: Ctx, images: Sequence[pb.Image], reply_cls: type[Any], run: Fill)
     chunk = max(1, ctx.limits.max_batch_pixels // (height * width))
     reply = reply_cls()
     items = [reply.items.add() for _ in images]
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[list[int], torch.Tensor]] = []
+    count = 0  # images in pending
 
     def flush() -> None:
         ctx.check_stop()
-        run(torch.cat([x for _, x in pending]), [items[position] for position, _ in pending], ctx.should_stop)
+        x = pending[0][1] if len(pending) == 1 else torch.cat([x for _, x in pending])
+        run(x, [items[position] for positions, _ in pending for position in positions], ctx.should_stop)
         pending.clear()
 
-    for i, image in enumerate(images):
-        ctx.check_stop()
-        try:
-            pending.append((i, ctx.input(image, f"images[{i}]")))
-        except Exception as exc:  # noqa: BLE001 - only this image's own errors are kept, others re-raised
-            error = item_error(exc, f"images[{i}]")
-            if error is None:
-                raise
-            items[i].error.CopyFrom(error)
-        if len(pending) >= chunk:
+    start = 0
+    while start < len(images):
+        # A window that at most fills the chunk: batches hold the same images as when each image
+        # was decoded and added in turn, flushing at the chunk-th that decoded.
+        end = min(len(images), start + chunk - count)
+        pieces, errors = ctx.inputs(images[start:end], first=start)
+        for position, error in errors.items():
+            items[start + position].error.CopyFrom(error)
+        for positions, x in pieces:
+            pending.append(([start + p for p in positions], x))
+            count += len(positions)
+        if count >= chunk:
             flush()
+            count = 0
+        start = end
     if pending:
         flush()
     return reply
-
-
-def _set_tensor(field: pb.Tensor, row: np.ndarray) -> None:
-    """Fill a Tensor field from a float32 C-contiguous array in place (what convert.tensor builds)."""
-    field.dtype = pb.Tensor.FLOAT32
-    field.shape.extend(row.shape)
-    field.data = row.tobytes()
 
 
 @handler("Classify", batched=True)
@@ -246,10 +246,16 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
             logits = module(x).float()
             values, indices = torch.softmax(logits, dim=1).topk(top_k, dim=1)
         rows = np.ascontiguousarray(logits.cpu().numpy(), dtype="<f4")
+        # One tobytes for all rows, sliced per answer: for 256 answers a quarter of this loop's time.
+        data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
         for i, (reply, top, probs) in enumerate(zip(out, indices.tolist(), values.tolist(), strict=True)):
+            add = reply.predictions.add
             for c, p in zip(top, probs, strict=True):
-                reply.predictions.add(index=c, label=labels[c], probability=p)
-            _set_tensor(reply.logits, rows[i])
+                add(index=c, label=labels[c], probability=p)
+            tensor = reply.logits
+            tensor.dtype = pb.Tensor.FLOAT32
+            tensor.shape.extend(shape)
+            tensor.data = data[i * size : (i + 1) * size]
             if include_input:
                 reply.input.CopyFrom(_input_echo(x[i], png=True))
 

@@ -43,12 +43,15 @@ from server import convert
 from server.batcher import Batcher, Compute
 from server.capacity import CapacityGate, DecodeBudget
 from server.config import Limits, ServerConfig
-from server.errors import BadRequest, Overloaded, grpc_errors
-from server.imaging import decode_cost, load_input
+from server.errors import BadRequest, Overloaded, grpc_errors, item_error
+from server.imaging import decode_cost, load_input, load_stack, stack_run
 from server.interceptors import Metrics
 from server.methods import HANDLERS, Handler, Streamed
 
 log = logging.getLogger("interp.server")
+
+#: Inputs decoded together: the positions of the images (in the list given) and their (n, C, H, W) batch.
+Piece = tuple[list[int], torch.Tensor]
 
 
 class Call:
@@ -209,6 +212,65 @@ class Ctx:
         cost = decode_cost(image, spec, max_pixels)
         with self.servicer.decode_budget.reserve(cost, what, lambda: not self.should_stop(), self.call.wait_until()):
             return load_input(image, spec, max_pixels, config.device)
+
+    def inputs(self, images: Sequence[pb.Image], first: int = 0) -> tuple[list[Piece], dict[int, pb.ItemError]]:
+        """Many images -> the batches of those that decode, and the ``ItemError`` of each other one.
+
+        Returns ``(pieces, errors)``: ``pieces`` are ``(positions, x)`` in order, ``x`` the
+        (len(positions), C, H, W) inputs of the images at those positions of ``images``;
+        ``errors`` maps a position to its error, whose field counts from ``first``
+        (``images[first + i]``, the request's own numbering). Each image gets the values
+        :meth:`input` gives it alone: runs of raw-pixel images of one dtype and shape are decoded
+        together (:func:`server.imaging.load_stack`: one pass over the stack instead of one per
+        image), admitted against the decode budget for the sum of their costs (a run is cut so
+        that it never asks for more than a quarter of the budget, and one that cannot get it
+        before the deadline is decoded image by image instead, each image waiting on its own);
+        every other image goes through :meth:`input`. An image's own error (INVALID_ARGUMENT,
+        RESOURCE_EXHAUSTED) becomes its ``ItemError``; any other (cancellation, the deadline) is
+        raised at once.
+        """
+        spec, max_pixels = self.model.spec.preprocessing, self.limits.max_image_pixels
+        budget = self.servicer.decode_budget
+        pieces: list[Piece] = []
+        errors: dict[int, pb.ItemError] = {}
+
+        def alone(i: int) -> None:
+            self.check_stop()
+            what = f"images[{first + i}]"
+            try:
+                pieces.append(([i], self.input(images[i], what)))
+            except Exception as exc:  # noqa: BLE001 - only this image's own errors are kept, others re-raised
+                error = item_error(exc, what)
+                if error is None:
+                    raise
+                errors[i] = error
+
+        i = 0
+        while i < len(images):
+            end = stack_run(images, i, spec, max_pixels)
+            cost = decode_cost(images[i], spec, max_pixels) if end - i > 1 else 0
+            end = min(end, i + max(1, budget.total // 4 // max(1, cost)))
+            if end - i == 1:
+                alone(i)
+                i = end
+                continue
+            self.check_stop()
+            what = f"images[{first + i}..{first + end - 1}]"
+            try:
+                with budget.reserve(cost * (end - i), what, lambda: not self.should_stop(), self.call.wait_until()):
+                    x, refused = load_stack(images[i:end], spec, self.servicer.config.device)
+            except Overloaded:
+                for j in range(i, end):
+                    alone(j)
+                i = end
+                continue
+            if len(x):
+                left_out = set(refused)
+                pieces.append(([j for j in range(i, end) if j - i not in left_out], x))
+            for j in refused:  # values outside [0, 1]: refused alone, with the message naming them
+                alone(i + j)
+            i = end
+        return pieces, errors
 
     def batched(self, key: Hashable | None, x: torch.Tensor, extra: Any, compute: Compute) -> Any:
         """One image's result of ``compute``, in a batch with concurrent calls of the same key.

@@ -21,6 +21,7 @@ import pytest
 
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
+from protos.codec import to_tensor
 from server.app import create_server
 from server.capacity import DecodeBudget
 from server.config import Limits
@@ -147,4 +148,32 @@ def test_a_call_that_cannot_get_the_budget_before_its_deadline_is_resource_exhau
             stub.Classify(_classify(_png16(1000, 1000, 5)), timeout=5.0)  # gives up at 4.5 s
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
     assert "decode_budget_bytes" in info.value.details() and "deadline" in info.value.details()
+    assert budget.waiting == 0 and budget.used == 0
+
+
+def _arrays(count: int) -> list[pb.Image]:
+    rng = np.random.default_rng(count)
+    return [pb.Image(pixels=to_tensor(rng.integers(0, 256, (28, 28), dtype=np.uint8))) for _ in range(count)]
+
+
+def test_arrays_decoded_together_reserve_their_summed_cost_once(served, stub) -> None:
+    srv, _ = served
+    budget = srv.servicer.decode_budget
+    images = _arrays(6)
+    spec, max_pixels = srv.servicer.hub.get("lenet").spec.preprocessing, srv.servicer.limits.max_image_pixels
+    before = len(budget.reservations)
+    reply = stub.Classify(pb.ClassifyRequest(model="lenet", images=images), timeout=WAIT_S)
+    assert len(reply.items) == 6 and not any(item.HasField("error") for item in reply.items)
+    assert budget.reservations[before:] == [sum(decode_cost(image, spec, max_pixels) for image in images)]
+    assert budget.used == 0 and budget.holders == 0
+
+
+def test_arrays_that_cannot_get_the_budget_in_time_get_their_own_errors(served, stub) -> None:
+    srv, _ = served
+    budget = srv.servicer.decode_budget
+    with _filled(budget):
+        reply = stub.Classify(pb.ClassifyRequest(model="lenet", images=_arrays(3)), timeout=3.0)
+    assert [item.error.code_name for item in reply.items] == ["RESOURCE_EXHAUSTED"] * 3
+    assert [item.error.field for item in reply.items] == ["images[0]", "images[1]", "images[2]"]
+    assert all("decode_budget_bytes" in item.error.message for item in reply.items)
     assert budget.waiting == 0 and budget.used == 0

@@ -181,6 +181,71 @@ def test_an_unreadable_image_gets_its_own_error_and_the_others_answer(stub, batc
     assert reply.stamp.request_id and not reply.items[0].HasField("stamp")
 
 
+def _mixed(fashion_test_images) -> list[pb.Image]:
+    """Runs of raw arrays decoded together (uint8, then float32 with a bad one inside), a file
+    and an array of another size between them: ten images, errors at positions 4 and 6."""
+    from client.images import image_message
+
+    images = fashion_test_images[0][:8]
+    floats = [images[i].astype(np.float32) / 255.0 for i in (3, 4, 5)]
+    out = [image_message(images[i]) for i in range(3)] + [image_message(f) for f in floats]
+    out[4].pixels.data = np.where(floats[1] > 0.5, 1.5, floats[1]).astype(np.float32).tobytes()  # out of range
+    out += [pb.Image(encoded=b"not an image"), pb.Image(encoded=_png(images[6]))]
+    out += [image_message(cv2.resize(images[7], (30, 30))), image_message(images[0])]
+    return out
+
+
+def _check_mixed(stub, images: list[pb.Image], reply: pb.ClassifyResponse) -> None:
+    assert [item.HasField("error") for item in reply.items] == [i in (4, 6) for i in range(len(images))]
+    assert reply.items[4].error.field == "images[4]" and "[0, 1]" in reply.items[4].error.message
+    assert reply.items[6].error.field == "images[6]" and "cannot read" in reply.items[6].error.message
+    for position, image in enumerate(images):
+        if position not in (4, 6):
+            single = stub.Classify(pb.ClassifyRequest(model="lenet", image=image), timeout=30)
+            np.testing.assert_allclose(from_tensor(reply.items[position].logits), from_tensor(single.logits), atol=TOL)
+
+
+def test_arrays_decoded_together_answer_as_alone_with_errors_in_place(stub, fashion_test_images) -> None:
+    images = _mixed(fashion_test_images)
+    _check_mixed(stub, images, stub.Classify(pb.ClassifyRequest(model="lenet", images=images), timeout=30))
+
+
+def test_runs_cut_at_the_batch_chunk_answer_as_alone(fashion_test_images) -> None:
+    # 4 LeNet inputs per forward: the runs are cut where a chunk fills, as image by image
+    limits = Limits(max_batch_pixels=4 * 28 * 28)
+    srv, port = create_server(test_config(models=("lenet",), limits=limits))
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = interp_pb2_grpc.InterpStub(channel)
+            images = _mixed(fashion_test_images)
+            _check_mixed(stub, images, stub.Classify(pb.ClassifyRequest(model="lenet", images=images), timeout=30))
+    finally:
+        srv.stop(None)
+
+
+@pytest.mark.parametrize(
+    "request_of",
+    [
+        lambda images: ("Classify", pb.ClassifyRequest(model="lenet", images=images)),
+        lambda images: ("Saliency", pb.SaliencyRequest(model="lenet", images=images, method="gradient")),
+        lambda images: ("Activations", pb.ActivationsRequest(model="lenet", images=images, layers=["conv1"])),
+        lambda images: ("Attack", pb.AttackRequest(model="lenet", images=images, method="fgsm", epsilons=[0.1])),
+    ],
+    ids=["classify", "saliency", "activations", "attack"],
+)
+def test_a_run_of_arrays_that_all_fail_leaves_nothing_to_compute(stub, request_of) -> None:
+    from client.images import image_message
+
+    images = [image_message(np.zeros((28, 28), np.float32)) for _ in range(3)]
+    for image in images:
+        image.pixels.data = np.full((28, 28), 2.0, np.float32).tobytes()
+    rpc, request = request_of(images)
+    reply = getattr(stub, rpc)(request, timeout=30)
+    assert [item.error.field for item in reply.items] == ["images[0]", "images[1]", "images[2]"]
+    assert all("[0, 1]" in item.error.message for item in reply.items)
+
+
 def test_sdk_puts_the_typed_error_in_the_list(client, batch) -> None:
     results = client.saliency([batch[0], b"garbage bytes", batch[1]], model="lenet", include_pngs=False)
     assert isinstance(results[0], SaliencyResult) and isinstance(results[2], SaliencyResult)

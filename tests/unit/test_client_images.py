@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.images import image_message
+from client.images import add_image, image_message
 from protos import interp_pb2 as pb
 from protos.codec import from_tensor
 
@@ -112,3 +112,29 @@ def test_other_types_raise_type_error():
 def test_an_image_message_passes_through():
     message = pb.Image(encoded=FAKE_PNG)
     assert image_message(message) is message
+
+
+def test_add_image_appends_what_image_message_makes(tmp_path: Path):
+    path = tmp_path / "a.png"
+    path.write_bytes(FAKE_PNG)
+    given = [
+        np.arange(12, dtype=np.uint8).reshape(3, 4),
+        np.linspace(0, 1, 24, dtype=np.float64).reshape(2, 4, 3),
+        np.arange(8, dtype=np.uint16).reshape(2, 4)[:, ::2],  # not contiguous
+        FAKE_PNG,
+        path,
+        pb.Image(encoded=FAKE_PNG),
+    ]
+    request = pb.ClassifyRequest()
+    for image in given:
+        add_image(request.images, image)
+    assert list(request.images) == [image_message(image) for image in given]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.int64), np.full((4, 4), np.nan, np.float32), b"", 3.14])
+def test_add_image_raises_before_appending(bad):
+    request = pb.ClassifyRequest()
+    add_image(request.images, np.zeros((2, 2), np.uint8))
+    with pytest.raises((ValueError, TypeError)):
+        add_image(request.images, bad)
+    assert len(request.images) == 1

@@ -20,7 +20,7 @@ from protos import interp_pb2 as pb
 from protos.codec import to_tensor
 from server.capacity import DecodeBudget
 from server.errors import Overloaded
-from server.imaging import decode_cost, load_input, read_header
+from server.imaging import decode_cost, load_input, load_stack, read_header, stack_key
 
 HANG_S = 60.0
 RNG = np.random.default_rng(0)
@@ -170,3 +170,37 @@ def test_a_waiting_call_that_is_cancelled_leaves() -> None:
         thread.join(HANG_S)
         assert isinstance(outcome[0], Cancelled) and budget.waiting == 0 and budget.used == 1000
     assert budget.used == 0
+
+
+STACKS = [  # raw arrays decoded as one stack (lenet: up to 56 px; vgg16: up to 512 px on the shorter side)
+    ("lenet", "uint8 grey 28x28", (28, 28), np.uint8),
+    ("lenet", "float32 rgba 30x30", (30, 30, 4), np.float32),
+    ("lenet", "uint8 grey 50x40", (50, 40), np.uint8),
+    ("vgg16", "uint8 grey 28x28", (28, 28), np.uint8),
+    ("vgg16", "uint16 rgb 60x80", (60, 80, 3), np.uint16),
+    ("vgg16", "float32 rgba 30x30", (30, 30, 4), np.float32),
+    ("vgg16", "uint8 rgb 300x240", (300, 240, 3), np.uint8),
+]
+
+
+@pytest.mark.parametrize(("model", "name", "shape", "dtype"), STACKS, ids=[f"{s[0]}-{s[1]}" for s in STACKS])
+def test_the_summed_cost_bounds_what_a_stacked_decode_allocates(model: str, name: str, shape, dtype) -> None:
+    spec = get_spec(model).preprocessing
+    count = 16
+    if dtype is np.float32:
+        arrays = [RNG.random(shape, dtype=np.float32) for _ in range(count)]
+    else:
+        arrays = [RNG.integers(0, np.iinfo(dtype).max, shape).astype(dtype) for _ in range(count)]
+    images = [pb.Image(pixels=to_tensor(a)) for a in arrays]
+    assert stack_key(images[0], spec, 40_000_000) is not None
+    load_stack(images, spec)  # warm
+    tracemalloc.start()
+    try:
+        load_stack(images, spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    cost = sum(decode_cost(image, spec, 40_000_000) for image in images)  # what Ctx.inputs reserves
+    print(f"{model} {count} x {name}: summed cost {cost:,} bytes, measured peak {peak:,}")
+    assert peak <= cost
+    assert cost <= 8 * peak + 4 * 1024 * 1024
