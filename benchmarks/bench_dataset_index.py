@@ -39,11 +39,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion-mnist-train")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the server's (1024 for LeNet)")
     parser.add_argument("--skip-imagenet", action="store_true", help="skip part 4 (AlexNet and VGG16)")
+    parser.add_argument("--only-imagenet", action="store_true", help="only part 4")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only_imagenet:
+        imagenet_part(args.repeats)
+        return
 
     hub = ModelHub(["lenet"], WeightsOptions(random=True))
     model = hub.get("lenet")

@@ -99,8 +99,12 @@ class TopK:
             return
         rows = live.any(dim=1).nonzero().squeeze(1)
         every = rows.numel() == self.values.shape[0]
-        kept = [t if every else t[rows] for t in (self.values, self.ids, self.ys, self.xs)]
         new = [t if every else t[rows] for t in (values.float(), ids, ys, xs)]
+        if every and ids.shape[1] >= self.k and int(self.ids.max()) < 0:  # nothing kept yet: no merge
+            order = torch.argsort(new[0], dim=1, descending=True, stable=True)[:, : self.k]
+            self.values, self.ids, self.ys, self.xs = (t.gather(1, order) for t in new)
+            return
+        kept = [t if every else t[rows] for t in (self.values, self.ids, self.ys, self.xs)]
         all_values, all_ids, all_ys, all_xs = (torch.cat([a, b], dim=1) for a, b in zip(kept, new, strict=True))
         # Both sides are in id order within equal values. When every kept id is below every new one
         # (the local engine's pass in id order), one stable sort by value keeps ties in id order;
@@ -134,6 +138,8 @@ class UnitPass:
             for layers without a spatial layout).
         features: (B, F) float32 per-image features (see :func:`pooled_features`).
         shape: the output shape per sample.
+        table: when every entry may enter (a batch of at most k images and no floor), instead of
+            the entries: (values, ys, xs), each (B, C).
     """
 
     channels: Tensor
@@ -143,6 +149,7 @@ class UnitPass:
     xs: Tensor
     features: Tensor
     shape: tuple[int, ...]
+    table: tuple[Tensor, Tensor, Tensor] | None = None
 
 
 def unit_pass(
@@ -173,15 +180,26 @@ def unit_pass(
     if floor is not None:
         above = values > floor if strict else values >= floor
         may_enter = above if may_enter is None else may_enter & above
-    if may_enter is None:
-        may_enter = torch.ones_like(values, dtype=torch.bool)
+    if may_enter is None:  # every entry: a table, not a list
+        none = torch.zeros(0, dtype=torch.int64)
+        if output.dim() == 4:
+            width = int(output.shape[3])
+            flat = output.flatten(2).argmax(dim=2)
+            ys, xs = flat // width, flat % width
+        else:
+            ys = xs = torch.zeros(values.shape, dtype=torch.int64)
+        return UnitPass(channels=none, positions=none, values=values.new_empty(0), ys=none, xs=none,
+                        features=features, shape=tuple(output.shape[1:]), table=(values, ys, xs))  # fmt: skip
     channels, positions = may_enter.T.nonzero().unbind(1)
     if not channels.numel():  # the usual case once the floors are up: nothing to locate
         return UnitPass(channels=channels, positions=positions, values=values.new_empty(0), ys=channels, xs=channels,
                         features=features, shape=tuple(output.shape[1:]))  # fmt: skip
     if output.dim() == 4:
         width = int(output.shape[3])
-        flat = output[positions, channels].flatten(1).argmax(dim=1)
+        if channels.numel() * 8 > values.numel():  # many entries: no copy of their maps
+            flat = output.flatten(2).argmax(dim=2)[positions, channels]
+        else:
+            flat = output[positions, channels].flatten(1).argmax(dim=1)
         ys, xs = flat // width, flat % width
     else:
         ys = xs = torch.zeros_like(channels)
@@ -210,8 +228,10 @@ class Candidates:
         """As a (units, m) :class:`TopK` block: each unit's entries in id order (a stable sort by
         unit keeps that order), padded with empty slots (value -inf, id -1) to the largest count m.
         """
-        order = torch.argsort(self.units, stable=True)
-        rows = self.units[order]
+        # One batch's entries come grouped by unit already (layer by layer, channel by channel).
+        grouped = self.units.numel() < 2 or bool((self.units[1:] >= self.units[:-1]).all())
+        order = None if grouped else torch.argsort(self.units, stable=True)
+        rows = self.units if order is None else self.units[order]
         counts = torch.bincount(rows, minlength=units)
         width = int(counts.max()) if rows.numel() else 0
         block = TopK.empty(units, width)
@@ -220,7 +240,7 @@ class Candidates:
             for target, source in zip(
                 (block.values, block.ids, block.ys, block.xs), (self.values, self.ids, self.ys, self.xs), strict=True
             ):
-                target[rows, slots] = source[order]
+                target[rows, slots] = source if order is None else source[order]
         return block
 
 
@@ -231,9 +251,13 @@ def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None, 
     below it are left out, not kept as -inf).
     """
     unit = unit_pass(output, k, floor, strict)
-    top = TopK.empty(int(output.shape[1]), k)
-    found = Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs)
-    top.merge_topk(found.padded(int(output.shape[1])))
+    channels = int(output.shape[1])
+    top = TopK.empty(channels, k)
+    if unit.table is not None:
+        values, ys, xs = unit.table
+        top.merge_topk(TopK(values.T, ids.expand(channels, -1), ys.T, xs.T))
+    else:
+        top.merge_topk(Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs).padded(channels))
     return top
 
 
@@ -264,7 +288,7 @@ class BatchOutcome:
     """
 
     ids: Tensor
-    candidates: Candidates
+    candidates: Candidates | TopK  # TopK: a (units, B) block of every entry (see ``_dense_block``)
     features: dict[str, Tensor] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rows: list[str] = field(default_factory=list)
@@ -314,22 +338,32 @@ def index_batch(
         if floor is not None and floor.shape != (offset,):
             raise InvalidInput(f"floor has {tuple(floor.shape)} units, the layers {offset}")
         rows = sorted(layers, key=lambda name: units[name][1])  # the order the hooks fired in
-        parts = [(unit, start) for unit, start in (units[name] for name in rows) if isinstance(unit, UnitPass)]
+        # each part with the index rows of its channels: a slice, or the joint linear part's rows
+        parts: list[tuple[UnitPass, slice | Tensor]] = [
+            (unit, slice(start, start + unit.features.shape[1]))
+            for unit, start in (units[name] for name in rows)
+            if isinstance(unit, UnitPass)
+        ]
         linear = [(out, start) for out, start in (units[name] for name in rows) if isinstance(out, Tensor)]
         features = {name: unit.features if isinstance(unit, UnitPass) else unit for name, (unit, _) in units.items()}
         if linear:
             where = torch.cat([torch.arange(out.shape[1]) + start for out, start in linear])
             joint = unit_pass(torch.cat([out for out, _ in linear], dim=1), k,
                               floor[where] if floor is not None else None, strict, full)  # fmt: skip
-            parts.append((joint, 0))
-            joint.channels = where[joint.channels]
-        candidates = Candidates(
-            torch.cat([unit.channels + start for unit, start in parts]),
-            torch.cat([unit.values for unit, _ in parts]),
-            ids[torch.cat([unit.positions for unit, _ in parts])],
-            torch.cat([unit.ys for unit, _ in parts]),
-            torch.cat([unit.xs for unit, _ in parts]),
-        )
+            parts.append((joint, where))
+        candidates: Candidates | TopK
+        if all(unit.table is not None for unit, _ in parts):
+            candidates = _dense_block(parts, ids, offset)
+        else:
+            candidates = Candidates(
+                torch.cat(
+                    [unit.channels + at.start if isinstance(at, slice) else at[unit.channels] for unit, at in parts]
+                ),
+                torch.cat([unit.values for unit, _ in parts]),
+                ids[torch.cat([unit.positions for unit, _ in parts])],
+                torch.cat([unit.ys for unit, _ in parts]),
+                torch.cat([unit.xs for unit, _ in parts]),
+            )
     return BatchOutcome(
         ids=ids,
         candidates=candidates,
@@ -338,6 +372,23 @@ def index_batch(
         rows=rows,
         units=offset,
     )
+
+
+def _dense_block(parts: Sequence[tuple[UnitPass, slice | Tensor]], ids: Tensor, units: int) -> TopK:
+    """Every entry of a batch as a (units, B) :class:`TopK` block, images in id order."""
+    batch = int(ids.shape[0])
+    block = TopK(
+        values=torch.empty((units, batch)),
+        ids=ids.expand(units, batch),
+        ys=torch.empty((units, batch), dtype=torch.int64),
+        xs=torch.empty((units, batch), dtype=torch.int64),
+    )
+    for unit, at in parts:
+        if unit.table is None:
+            raise InvalidInput("a dense block needs every layer's table")
+        for target, source in zip((block.values, block.ys, block.xs), unit.table, strict=True):
+            target[at] = source.T
+    return block
 
 
 def _shape(unit: UnitPass | Tensor) -> tuple[int, ...]:
@@ -377,10 +428,14 @@ class IndexAccumulator:
                 self._shapes[name] = outcome.shapes[name]
         if outcome.rows != self._rows:
             raise InvalidInput(f"batch rows {outcome.rows} differ from the first batch's {self._rows}")
-        self._pending.append(outcome.candidates)
-        self._pending_entries += int(outcome.candidates.units.numel())
-        if self._pending_entries >= _FLUSH_ENTRIES_PER_UNIT * outcome.units:
+        if isinstance(outcome.candidates, TopK):  # merged now: the pending ones stay in id order
             self._flush()
+            self._top.merge_topk(outcome.candidates)
+        else:
+            self._pending.append(outcome.candidates)
+            self._pending_entries += int(outcome.candidates.units.numel())
+            if self._pending_entries >= _FLUSH_ENTRIES_PER_UNIT * outcome.units:
+                self._flush()
         ids = outcome.ids
         count = int(ids.numel())
         first, last = (int(ids[0]), int(ids[-1])) if count else (0, -1)

@@ -316,23 +316,32 @@ def test_the_combined_split_is_train_then_test() -> None:
     assert len({both.manifest(), train.manifest(), test.manifest()}) == 3
 
 
-@pytest.mark.parametrize(("reverse", "layers"), [(False, ["0", "2"]), (True, ["0", "2"]), (False, ["2", "0"])])
-def test_floors_only_save_work(reverse: bool, layers: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("reverse", "layers", "k"),
+    [
+        (False, ["0", "2"], 6),
+        (True, ["0", "2"], 6),
+        (False, ["2", "0"], 6),
+        (False, ["0", "2"], 12),
+        (True, ["0", "2"], 12),
+    ],
+)
+def test_floors_only_save_work(reverse: bool, layers: list[str], k: int) -> None:
     """Batches through index_batch, merged with the floor filter (strict in id order, inclusive
     otherwise), give exactly the top-k of one batch over everything: ids, values and
     first-maximum locations, with ties; for a feature-map layer and a linear one, listed in
-    either order."""
+    either order; with k = 12 the first batch (10 images, no floor yet) is taken whole."""
     g = torch.Generator().manual_seed(2)
     maps = torch.randint(0, 4, (120, 5, 4, 4), generator=g).float()  # many ties, many zeros
     model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Flatten(), torch.nn.Identity())
     ids = torch.arange(120)
-    oracles = {"0": di.batch_top(maps, ids, 6), "2": di.batch_top(maps.flatten(1), ids, 6)}
-    acc = di.IndexAccumulator(layers, 6, 120)
+    oracles = {"0": di.batch_top(maps, ids, k), "2": di.batch_top(maps.flatten(1), ids, k)}
+    acc = di.IndexAccumulator(layers, k, 120)
     starts = list(range(0, 120, 10))
     for lo in reversed(starts) if reverse else starts:
         chunk = ids[lo : lo + 10]
         strict = acc.max_id < int(chunk.min())
-        acc.add(di.index_batch(model, maps[lo : lo + 10], chunk, layers, 6, acc.floor(), strict))
+        acc.add(di.index_batch(model, maps[lo : lo + 10], chunk, layers, k, acc.floor(), strict))
     result = acc.result()
     for layer, oracle in oracles.items():
         got = result[layer].top
