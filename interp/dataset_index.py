@@ -166,7 +166,7 @@ def unit_pass(
     """
     if output.dim() == 4:
         values = output.amax(dim=(2, 3)).float()
-        features = output.float().mean(dim=(2, 3))
+        features = nn.functional.adaptive_avg_pool2d(output.float(), 1).flatten(1)  # the fastest mean here
     elif output.dim() == 2:
         values = features = output.float()
     else:
