@@ -153,7 +153,12 @@ class UnitPass:
 
 
 def unit_pass(
-    output: Tensor, k: int, floor: Tensor | None = None, strict: bool = False, floor_full: bool | None = None
+    output: Tensor,
+    k: int,
+    floor: Tensor | None = None,
+    strict: bool = False,
+    floor_full: bool | None = None,
+    maxima: Tensor | None = None,
 ) -> UnitPass:
     """One layer's share of a batch, computed while its output exists (in the forward hook).
 
@@ -162,10 +167,11 @@ def unit_pass(
     kept (above it with ``strict``: every kept id is smaller than this batch's, so a tie loses).
     After the first batch of a pass they are a handful; only they get a spatial argmax, which
     costs about ten times the maximum. ``floor_full``: whether every unit's floor holds k values
-    (then the batch's own k-th value is not needed); None: look.
+    (then the batch's own k-th value is not needed); None: look. ``maxima`` (B, C): the
+    per-channel maxima when already known (from a max pool tiling this output).
     """
     if output.dim() == 4:
-        values = output.amax(dim=(2, 3)).float()
+        values = output.amax(dim=(2, 3)).float() if maxima is None else maxima
         features = nn.functional.adaptive_avg_pool2d(output.float(), 1).flatten(1)  # the fastest mean here
     elif output.dim() == 2:
         values = features = output.float()
@@ -321,20 +327,37 @@ def index_batch(
         raise InvalidInput(f"expected x (B, C, H, W) and ids (B,), got {tuple(x.shape)} and {tuple(ids.shape)}")
     offset = 0
     full = floor is not None and bool(floor.isfinite().all())
+    pools = _tiling_pools(model, layers)
+    results: dict[str, tuple[UnitPass | Tensor, int]] = {}
+    held: list[tuple[str, Tensor, int]] = []  # a map whose maxima the next layer, a max pool, gives
 
-    def reduce(name: str, output: Tensor) -> tuple[UnitPass | Tensor, int]:
+    def layer_floor(start: int, channels: int) -> Tensor | None:
+        return floor[start : start + channels] if floor is not None else None
+
+    def reduce(name: str, output: Tensor, inputs: tuple[object, ...]) -> None:
         # Feature maps are reduced in the hook; linear outputs are small and kept, to be selected
         # together after the pass.
         nonlocal offset
         channels = int(output.shape[1])
         start, offset = offset, offset + channels
+        maxima = None
+        if held:
+            before, kept, at = held.pop()
+            if inputs and inputs[0] is kept and _tiles(pools.get(before), kept):
+                maxima = output.amax(dim=(2, 3)).float()  # a pool tiling its input keeps every maximum
+            results[before] = (unit_pass(kept, k, layer_floor(at, kept.shape[1]), strict, full, maxima), at)
         if output.dim() == 2:
-            return output.float(), start
-        layer_floor = floor[start:offset] if floor is not None else None
-        return unit_pass(output, k, layer_floor, strict, full), start
+            results[name] = (output.float(), start)
+        elif name in pools and maxima is None:
+            held.append((name, output, start))  # reduced in the pool's hook, its maxima from the pool
+        else:
+            results[name] = (unit_pass(output, k, layer_floor(start, channels), strict, full, maxima), start)
 
     with torch.inference_mode():
-        units = reduce_until(model, x, layers, reduce)
+        reduce_until(model, x, layers, reduce)
+        for before, kept, at in held:  # (the pool did not run after it: reduced here)
+            results[before] = (unit_pass(kept, k, layer_floor(at, kept.shape[1]), strict, full), at)
+        units = results
         if floor is not None and floor.shape != (offset,):
             raise InvalidInput(f"floor has {tuple(floor.shape)} units, the layers {offset}")
         rows = sorted(layers, key=lambda name: units[name][1])  # the order the hooks fired in
@@ -372,6 +395,33 @@ def index_batch(
         rows=rows,
         units=offset,
     )
+
+
+def _tiling_pools(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.MaxPool2d]:
+    """{layer: the max pool that is the next of ``layers`` in module order}, for pools whose
+    windows tile their input without overlap or padding (kernel = stride, no padding or
+    dilation): such a pool's per-channel maximum is its input's."""
+    wanted = set(layers)
+    names = [name for name, _ in model.named_modules() if name in wanted]
+    pools = {}
+    for before, after in zip(names, names[1:], strict=False):
+        pool = model.get_submodule(after)
+        if (
+            isinstance(pool, nn.MaxPool2d)
+            and nn.modules.utils._pair(pool.kernel_size) == nn.modules.utils._pair(pool.stride)
+            and nn.modules.utils._pair(pool.padding) == (0, 0)
+            and nn.modules.utils._pair(pool.dilation) == (1, 1)
+        ):
+            pools[before] = pool
+    return pools
+
+
+def _tiles(pool: nn.MaxPool2d | None, maps: Tensor) -> bool:
+    """Whether ``pool``'s windows cover ``maps`` (B, C, H, W) exactly."""
+    if pool is None or maps.dim() != 4:
+        return False
+    kh, kw = nn.modules.utils._pair(pool.kernel_size)
+    return maps.shape[2] % kh == 0 and maps.shape[3] % kw == 0
 
 
 def _dense_block(parts: Sequence[tuple[UnitPass, slice | Tensor]], ids: Tensor, units: int) -> TopK:

@@ -44,13 +44,13 @@ def capture(
     layers: Sequence[str],
     *,
     stop: bool = True,
-    reduce: Callable[[str, Tensor], Any] | None = None,
+    reduce: Callable[[str, Tensor, tuple[Any, ...]], Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Record the outputs of ``layers`` (module paths) during forward passes inside the block.
 
     With ``stop=True`` the forward pass is cut short once every requested layer has produced its
     output; run it through :func:`run_until` so the early exit is absorbed. The recorded tensors
-    keep their autograd graph. With ``reduce``, what is recorded is ``reduce(path, output)``,
+    keep their autograd graph. With ``reduce``, what is recorded is ``reduce(path, output, inputs)``,
     computed in the hook: the output itself is then free as soon as the next layer has used it,
     as in a plain forward. Hooks are removed in ``finally``, whatever happens in the block.
     """
@@ -62,10 +62,10 @@ def capture(
     owner = threading.get_ident()
 
     def make_hook(name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
-        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        def hook(_module: nn.Module, inputs: tuple, output: Tensor) -> None:
             if threading.get_ident() != owner:  # another request's forward on the shared module
                 return
-            store[name] = output if reduce is None else reduce(name, output)
+            store[name] = output if reduce is None else reduce(name, output, inputs)
             if stop and len(store) == len(modules):
                 raise _StopForward
 
@@ -89,9 +89,9 @@ def run_until(model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, T
 
 
 def reduce_until(
-    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor], T]
+    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor, tuple[Any, ...]], T]
 ) -> dict[str, T]:
-    """As :func:`run_until`, returning ``{path: reduce(path, output)}``, each computed in its hook.
+    """As :func:`run_until`, returning ``{path: reduce(path, output, inputs)}``, each computed in its hook.
 
     No layer output outlives the next layer's use of it, as in a plain forward pass.
     """
@@ -99,7 +99,7 @@ def reduce_until(
 
 
 def _forward_until(
-    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor], Any] | None
+    model: nn.Module, x: Tensor, layers: Sequence[str], reduce: Callable[[str, Tensor, tuple[Any, ...]], Any] | None
 ) -> dict[str, Any]:
     with capture(model, layers, stop=True, reduce=reduce) as store:
         try:

@@ -349,3 +349,24 @@ def test_floors_only_save_work(reverse: bool, layers: list[str], k: int) -> None
             assert torch.equal(getattr(got, name), getattr(oracle, name)), (layer, name)
     torch.testing.assert_close(result["0"].features, maps.mean(dim=(2, 3)))
     torch.testing.assert_close(result["2"].features, maps.flatten(1))
+
+
+@pytest.mark.parametrize(("side", "pool"), [(8, 2), (7, 2), (9, 3)])
+def test_maxima_taken_from_a_tiling_pool_equal_the_maps_own(side: int, pool: int) -> None:
+    """A map followed by a max pool that tiles it (8 px, 9 px) takes its maxima from the pool's
+    output; one it does not tile (7 px) reduces its own. Both give the top-k of the map itself."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(pool))
+    x = torch.rand(40, 2, side, side)
+    ids = torch.arange(40)
+    with torch.no_grad():
+        relu = model[1](model[0](x))
+        pooled = model[2](relu)
+    acc = di.IndexAccumulator(["1", "2"], 5, 40)
+    for lo in range(0, 40, 8):
+        acc.add(di.index_batch(model, x[lo : lo + 8], ids[lo : lo + 8], ["1", "2"], 5, acc.floor(), lo > 0))
+    result = acc.result()
+    for layer, maps in (("1", relu), ("2", pooled)):
+        oracle = di.batch_top(maps, ids, 5)
+        for name in ("ids", "values", "ys", "xs"):
+            assert torch.equal(getattr(result[layer].top, name), getattr(oracle, name)), (layer, name)
