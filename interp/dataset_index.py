@@ -8,10 +8,11 @@ One pass over a dataset in batches, with forward hooks on the requested layers, 
 - per image and layer, a feature vector for nearest neighbours and embeddings: linear layers as
   they are, conv layers mean-pooled over space (one value per channel).
 
-The merge is a running one: the pass never holds more than one batch of feature maps. Ties are
-broken by image id (smaller first) with two stable sorts, because ``torch.topk`` leaves the order
-of equal values unspecified and an index must not depend on batch size or on which worker saw
-which block (the Ray engine merges per-block candidates with the same function).
+The merge is a running one: each layer's output is reduced in its forward hook and dropped, so
+the pass holds what a plain forward holds. Ties are broken by image id (smaller first) with
+stable sorts, because ``torch.topk`` leaves the order of equal values unspecified and an index
+must not depend on batch size or on which worker saw which block (the Ray engine merges
+per-block candidates with the same function).
 
 Everything here is a pure function of a module and tensors; reading datasets and storing the
 index is the caller's business.
@@ -63,12 +64,12 @@ def default_layers(model: nn.Module) -> list[str]:
 
 @dataclass
 class TopK:
-    """The running per-channel top-k of one layer.
+    """The running top-k of every unit: one row per channel, of one layer or of several stacked.
 
     Attributes:
-        values: (C, k) float32, best first; -inf where fewer than k images were seen.
-        ids: (C, k) int64 image ids, -1 where empty.
-        ys, xs: (C, k) int64 spatial argmax of each entry (0 for layers without a spatial layout).
+        values: (R, k) float32, best first; -inf where fewer than k images were seen.
+        ids: (R, k) int64 image ids, -1 where empty.
+        ys, xs: (R, k) int64 spatial argmax of each entry (0 for layers without a spatial layout).
     """
 
     values: Tensor
