@@ -43,6 +43,7 @@ from interp.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
 from server.imaging import decode_cost, load_input, load_stack, stack_run
+from server.methods import fill_classify_answers
 
 BATCH = 256
 TARGET_IMAGES_PER_S = 5000.0
@@ -109,17 +110,7 @@ def classify_batch(server, client: InterpClient, rounds: int) -> tuple[list[list
 
     def answers() -> pb.ClassifyResponse:  # what the Classify handler does after the forward
         reply = pb.ClassifyResponse()
-        items = [reply.items.add() for _ in range(BATCH)]
-        rows = np.ascontiguousarray(logits.numpy(), dtype="<f4")
-        data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
-        for i, (item, top, probs) in enumerate(zip(items, indices.tolist(), values.tolist(), strict=True)):
-            add = item.predictions.add
-            for c, p in zip(top, probs, strict=True):
-                add(index=c, label=labels[c], probability=p)
-            tensor = item.logits
-            tensor.dtype = pb.Tensor.FLOAT32
-            tensor.shape.extend(shape)
-            tensor.data = data[i * size : (i + 1) * size]
+        fill_classify_answers([reply.items.add() for _ in range(BATCH)], logits, values, indices, labels)
         return reply
 
     def forward() -> None:

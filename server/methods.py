@@ -228,6 +228,27 @@ def _many(ctx: Ctx, images: Sequence[pb.Image], reply_cls: type[Any], run: Fill)
     return reply
 
 
+def fill_classify_answers(
+    out: Sequence[pb.ClassifyResponse],
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    labels: Sequence[str],
+) -> None:
+    """Fill each answer's predictions (top-k ``indices`` and probabilities ``values``) and logits row."""
+    rows = np.ascontiguousarray(logits.cpu().numpy(), dtype="<f4")
+    # One tobytes for all rows, sliced per answer: for 256 answers a quarter of this loop's time.
+    data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
+    for i, (reply, top, probs) in enumerate(zip(out, indices.tolist(), values.tolist(), strict=True)):
+        add = reply.predictions.add
+        for c, p in zip(top, probs, strict=True):
+            add(index=c, label=labels[c], probability=p)
+        tensor = reply.logits
+        tensor.dtype = pb.Tensor.FLOAT32
+        tensor.shape.extend(shape)
+        tensor.data = data[i * size : (i + 1) * size]
+
+
 @handler("Classify", batched=True)
 def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.ClassifyResponse:
     classes = ctx.model.spec.num_classes
@@ -245,18 +266,9 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
         with torch.inference_mode():
             logits = module(x).float()
             values, indices = torch.softmax(logits, dim=1).topk(top_k, dim=1)
-        rows = np.ascontiguousarray(logits.cpu().numpy(), dtype="<f4")
-        # One tobytes for all rows, sliced per answer: for 256 answers a quarter of this loop's time.
-        data, size, shape = rows.tobytes(), rows.shape[1] * 4, rows.shape[1:]
-        for i, (reply, top, probs) in enumerate(zip(out, indices.tolist(), values.tolist(), strict=True)):
-            add = reply.predictions.add
-            for c, p in zip(top, probs, strict=True):
-                add(index=c, label=labels[c], probability=p)
-            tensor = reply.logits
-            tensor.dtype = pb.Tensor.FLOAT32
-            tensor.shape.extend(shape)
-            tensor.data = data[i * size : (i + 1) * size]
-            if include_input:
+        fill_classify_answers(out, logits, values, indices, labels)
+        if include_input:
+            for i, reply in enumerate(out):
                 reply.input.CopyFrom(_input_echo(x[i], png=True))
 
     # Concurrent single-image calls with the same answer options share one forward.
