@@ -23,6 +23,7 @@ from protos import interp_pb2_grpc as pb_grpc
 from server.config import Limits, ServerConfig, auth_tokens, is_loopback, load_config
 from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
 from server.servicer import InterpServicer
+from server.threads import pin
 
 log = logging.getLogger("interp.server")
 
@@ -171,7 +172,9 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     grpc_server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=config.worker_threads, thread_name_prefix="interp-rpc", initializer=pin(torch.get_num_threads())
+        ),
         interceptors=interceptors,
         options=grpc_options(config.limits),
         maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,

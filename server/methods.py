@@ -54,6 +54,9 @@ class Streamed:
 
     run: Callable[[Callable[..., None], Callable[[], bool]], object]
     finish: Callable[[Any], Any]
+    # The largest activation one step computes, all its images (Ctx.elements): below torch's
+    # grain size the loop runs on one torch thread (server.threads); 0: the server's threads.
+    elements: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ def _many(ctx: Ctx, images: Sequence[pb.Image], reply_cls: type[Any], run: Fill)
     def flush() -> None:
         ctx.check_stop()
         x = pending[0][1] if len(pending) == 1 else torch.cat([x for _, x in pending])
-        run(x, [items[position] for positions, _ in pending for position in positions], ctx.should_stop)
+        with ctx.threads(x):
+            run(x, [items[position] for positions, _ in pending for position in positions], ctx.should_stop)
         pending.clear()
 
     start = 0
@@ -403,6 +407,7 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
     _, height, width = ctx.model.spec.input_shape
     # One forward holds min(batch_size, samples) copies of the input; all of them together x samples.
     ctx.check_work("Saliency", batch=min(params.batch_size, samples), side=max(height, width), steps=1)
+    ctx.replicas = min(params.batch_size, samples)
     target = ctx.target_index(request.target)
     include_input = _include(request, "include_input", True)
     pngs = _include(request, "include_pngs", True)
@@ -630,16 +635,12 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
                 f"channel {c} out of range for {path}: valid 0..{info.channels - 1}", field=f"channels[{i}]"
             )
     in_channels, side = model.spec.input_shape[0], model.spec.input_shape[1]
-    ctx.check_work(
-        "VisualizeFilter",
-        batch=len(channels) * int(params.restarts or 1),
-        side=int(params.image_size or side),
-        steps=int(params.steps or 1),
-    )
+    batch, size = len(channels) * int(params.restarts or 1), int(params.image_size or side)
+    ctx.check_work("VisualizeFilter", batch=batch, side=size, steps=int(params.steps or 1))
     label = ctx.layer_label(request.layer, path)
     mean_image = None
     if params.start_from_mean:
-        mean_image = ctx.servicer.mean_image(model, int(params.image_size or side))
+        mean_image = ctx.servicer.mean_image(model, size)
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
         return compute(
@@ -666,7 +667,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
         )
 
-    return Streamed(run, finish)
+    return Streamed(run, finish, elements=ctx.elements(batch, size))
 
 
 def _resolve_dream(params: DeepDreamParams, model: LoadedModel, request: pb.DeepDreamRequest) -> DeepDreamParams:
@@ -707,7 +708,8 @@ def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) 
             resolved=convert.params_to_proto(result.params, pb.DeepDreamParams),
         )
 
-    return Streamed(run, finish)
+    # the largest octave is the input's size
+    return Streamed(run, finish, elements=ctx.elements(1, max(x.shape[-2:])))
 
 
 def _resolve_interpolate(

@@ -47,6 +47,7 @@ from server.errors import BadRequest, Overloaded, grpc_errors, item_error
 from server.imaging import decode_cost, load_input, load_stack, stack_run
 from server.interceptors import Metrics
 from server.methods import HANDLERS, Handler, Streamed
+from server.threads import largest_activation, pin, threads_for
 
 log = logging.getLogger("interp.server")
 
@@ -182,6 +183,7 @@ class Ctx:
         self.rpc = ""  # set by the servicer
         self.heavy = False  # a heavy batched handler: it takes the capacity slot itself, per batch
         self._arrived: Callable[[], None] = lambda: None
+        self.replicas = 1  # copies of each input one forward of the method holds (SmoothGrad's samples)
 
     @property
     def model(self) -> LoadedModel:
@@ -283,14 +285,29 @@ class Ctx:
         self._arrived()
         gate = self.servicer.gate
         slot = (lambda wanted: gate.slot(wanted)) if self.heavy else None
+
+        def threaded(x: torch.Tensor, extras: Sequence[Any], should_stop: Callable[[], bool]) -> Sequence[Any]:
+            with self.threads(x):  # the batch's size decides, on the thread that computes it
+                return compute(x, extras, should_stop)
+
         batcher = self.servicer.batcher
         if key is None or not batcher.enabled:
             if slot is None:
-                return compute(x, [extra], self.should_stop)[0]
+                return threaded(x, [extra], self.should_stop)[0]
             with slot(lambda: not self.should_stop()):
-                return compute(x, [extra], self.should_stop)[0]
+                return threaded(x, [extra], self.should_stop)[0]
         kind = (self.rpc, self.model.spec.name)
-        return batcher.run(kind, (kind, key), x, extra, compute, still_wanted=lambda: not self.should_stop(), slot=slot)
+        wanted = lambda: not self.should_stop()  # noqa: E731
+        return batcher.run(kind, (kind, key), x, extra, threaded, still_wanted=wanted, slot=slot)
+
+    def elements(self, images: int, side: int) -> int:
+        """The largest activation of this model over ``images`` inputs of ``side`` px (values)."""
+        model = self.model
+        return largest_activation([i.output_shape for i in model.layers], model.spec.input_shape[1], side, images)
+
+    def threads(self, x: torch.Tensor) -> AbstractContextManager[None]:
+        """The torch threads for computing on the batch ``x`` (see :mod:`server.threads`)."""
+        return threads_for(self.elements(x.shape[0] * self.replicas, max(x.shape[-2:])))
 
     def own_slot(self) -> AbstractContextManager[None]:
         """For a batched handler computing outside the batcher (a many-image call): the capacity
@@ -462,7 +479,9 @@ class InterpServicer(pb_grpc.InterpServicer):
         # Streamed loops run on long-lived threads: a fresh thread per request would also pay for
         # a fresh OpenMP team in torch (measured 2.5x per LeNet step with 2 torch threads). One
         # thread per gRPC worker, so a submission never waits here: admission is the gate's job.
-        self._workers = ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="interp-work")
+        self._workers = ThreadPoolExecutor(
+            config.worker_threads, thread_name_prefix="interp-work", initializer=pin(torch.get_num_threads())
+        )
         self.stalls = StallWatch(self.limits.stream_stall_s)
         self.decode_budget = DecodeBudget(self.limits.decode_budget_bytes, clock=time.perf_counter)
         self.batcher = Batcher(self.limits.batch_max_size, self.limits.batch_delay_ms / 1000.0)
@@ -632,7 +651,7 @@ class InterpServicer(pb_grpc.InterpServicer):
             thread = threading.current_thread()
             idle_name, thread.name = thread.name, f"interp-{call.request_id}"  # who is busy, for operators
             try:
-                with self.gate.slot(lambda: not call.should_stop(), on_queued=queued):
+                with self.gate.slot(lambda: not call.should_stop(), on_queued=queued), threads_for(work.elements):
                     outcome["result"] = work.run(on_step, call.should_stop)
                     last = throttle.flush()  # a loop that ended early: its last step still reported
                     if last is not None:
