@@ -42,6 +42,7 @@ import argparse
 import statistics
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -50,6 +51,12 @@ from benchmarks import _raw_loops as raw
 from benchmarks._common import interleaved, load_report, ms, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, fashion_image
 from client import InterpClient
+from interp.deepdream import DeepDreamParams
+from interp.deepdream import deepdream as interp_deepdream
+from interp.feature_vis import FeatureVisParams
+from interp.feature_vis import visualize_filter as interp_visualize_filter
+from models.hub import LoadedModel
+from server.threads import largest_activation, pin, threads_for
 
 TARGET = 1.10
 
@@ -88,6 +95,20 @@ CHANNEL = 0
 SEED = 0
 
 
+def on_worker(pool: ThreadPoolExecutor, elements: int, fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` run as the service runs a stream's loop: on a long-lived pool thread started with the
+    server's torch threads, under the server's thread choice for the work (server.threads)."""
+
+    def run() -> None:
+        def work() -> None:
+            with threads_for(elements):
+                fn()
+
+        pool.submit(work).result()
+
+    return run
+
+
 def in_thread(fn: Callable[[], object]) -> Callable[[], None]:
     """``fn`` run on a new thread (as the service runs each stream's loop), waited for."""
 
@@ -104,9 +125,12 @@ def per_step(t: dict[str, list[float]], long: str, short: str, steps: tuple[int,
     return [(a - b) / (n - m) for a, b in zip(t[long], t[short], strict=True)]
 
 
-def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: int) -> list[list[object]]:
+def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int) -> list[list[object]]:
     c = CASES[model]
+    module = loaded.require_ready()
     trunk = raw.prefix(module, c["path"])
+    pool = ThreadPoolExecutor(1, initializer=pin(torch.get_num_threads()))
+    shapes, native = [info.output_shape for info in loaded.layers], loaded.spec.input_shape[1]
     image = fashion_image() if model == "lenet" else cat_crop()
     rows = []
     threads = f", {torch.get_num_threads()} threads"
@@ -136,10 +160,26 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
             seed=SEED,
         )
 
+    def fv_interp(steps: int):  # the call the service's handler makes, without the service
+        params = FeatureVisParams(
+            steps=steps,
+            image_size=c["size"],
+            seed=SEED,
+            learning_rate=c["lr"],
+            preview_every=c["fv_preview"],
+            restarts=1,
+        )
+        return interp_visualize_filter(
+            module, c["path"], [CHANNEL], in_channels=c["in_channels"], input_size=native, params=params,
+            on_step=lambda event: None, should_stop=lambda: False,
+        )  # fmt: skip
+
     n, m = c["fv_steps"]
     check = float(
         np.abs(fv_service(m).images[0].transpose(2, 0, 1) - fv_raw(m)[0].numpy()).max()
     )  # results are channels last
+    check = max(check, float((fv_interp(m).images[0] - fv_raw(m)[0]).abs().max()))
+    fv_elements = largest_activation(shapes, native, c["size"], 1)
     runs: dict[str, Callable[[], object]] = {
         "svc_n": lambda: fv_service(n),
         "svc_m": lambda: fv_service(m),
@@ -147,6 +187,8 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
         "raw_m": lambda: fv_raw(m),
         "thread_n": in_thread(lambda: fv_raw(n)),
         "thread_m": in_thread(lambda: fv_raw(m)),
+        "worker_n": on_worker(pool, fv_elements, lambda: fv_interp(n)),
+        "worker_m": on_worker(pool, fv_elements, lambda: fv_interp(m)),
     }
     t = interleaved(runs, rounds, warmup=1)
     rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px{threads}", t, (n, m), check))
@@ -171,10 +213,21 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
     def dd_raw(iterations: int):
         return raw.deepdream(trunk, x, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED)
 
+    def dd_interp(iterations: int):
+        params = DeepDreamParams(
+            octaves=1, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED,
+            preview_every=c["dd_preview"],
+        )  # fmt: skip
+        return interp_deepdream(
+            module, x, {c["path"]: 1.0}, params=params, on_step=lambda event: None, should_stop=lambda: False
+        )
+
     n, m = c["dd_steps"]
     check = float(
         np.abs(dd_service(m).image.transpose(2, 0, 1) - dd_raw(m)[0].numpy()).max()
     )  # results are channels last
+    check = max(check, float((dd_interp(m).image - dd_raw(m)).abs().max()))
+    dd_elements = largest_activation(shapes, native, max(x.shape[-2:]), 1)
     runs = {
         "svc_n": lambda: dd_service(n),
         "svc_m": lambda: dd_service(m),
@@ -182,6 +235,8 @@ def run_case(client: InterpClient, module: torch.nn.Module, model: str, rounds: 
         "raw_m": lambda: dd_raw(m),
         "thread_n": in_thread(lambda: dd_raw(n)),
         "thread_m": in_thread(lambda: dd_raw(m)),
+        "worker_n": on_worker(pool, dd_elements, lambda: dd_interp(n)),
+        "worker_m": on_worker(pool, dd_elements, lambda: dd_interp(m)),
     }
     t = interleaved(runs, rounds, warmup=1)
     side = x.shape[-1]
@@ -193,6 +248,7 @@ def _row(label: str, t: dict[str, list[float]], steps: tuple[int, int], check: f
     svc = per_step(t, "svc_n", "svc_m", steps)
     base = per_step(t, "raw_n", "raw_m", steps)
     threaded = per_step(t, "thread_n", "thread_m", steps)
+    worker = per_step(t, "worker_n", "worker_m", steps)
     ratio = statistics.median(svc) / statistics.median(base)
     paired = statistics.median(a / b for a, b in zip(svc, base, strict=True))
     fixed = statistics.median(t["svc_m"]) - steps[1] * statistics.median(svc)
@@ -202,6 +258,7 @@ def _row(label: str, t: dict[str, list[float]], steps: tuple[int, int], check: f
         ms(statistics.median(base)),
         f"{ratio:.3f}",
         f"{ms(statistics.median(threaded))} ({statistics.median(threaded) / statistics.median(base):.2f})",
+        f"{ms(statistics.median(worker))} ({statistics.median(a / b for a, b in zip(worker, base, strict=True)):.2f})",
         f"{paired:.3f}",
         ms(fixed),
         f"{steps[0]} - {steps[1]}",
@@ -226,8 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     with running_server(models) as (server, target), InterpClient(target, timeout=3600) as client:
         client.wait_ready()
         for name in models:
-            loaded = server.servicer.hub.get(name)
-            rows += run_case(client, loaded.require_ready(), name, args.rounds)
+            rows += run_case(client, server.servicer.hub.get(name), name, args.rounds)
     print(f"after: {load_report()}")
     print()
     print("### Iterative methods: per-step cost over the service vs a raw torch loop")
@@ -238,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "raw ms/step",
         "ratio",
         "raw loop on a new thread ms/step (÷ raw)",
+        "interp on a worker thread ms/step (paired ÷ raw)",
         "paired ratio",
         "service fixed ms/run",
         "steps N - M",
