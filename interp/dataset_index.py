@@ -181,6 +181,9 @@ def unit_pass(
     may_enter = None
     if floor_full is None:
         floor_full = floor is not None and bool(floor.isfinite().all())
+    if floor is not None and floor_full:
+        channels, positions = _above_floor(values, floor, strict)
+        return _entries(output, values, channels, positions, features)
     if values.shape[0] > k and not floor_full:
         # (once a floor holds k values it filters harder than the batch's own k-th value)
         may_enter = values >= torch.topk(values.T, k, dim=1).values[:, -1]
@@ -198,6 +201,27 @@ def unit_pass(
         return UnitPass(channels=none, positions=none, values=values.new_empty(0), ys=none, xs=none,
                         features=features, shape=tuple(output.shape[1:]), table=(values, ys, xs))  # fmt: skip
     channels, positions = may_enter.T.nonzero().unbind(1)
+    return _entries(output, values, channels, positions, features)
+
+
+def _above_floor(values: Tensor, floor: Tensor, strict: bool) -> tuple[Tensor, Tensor]:
+    """(channels, positions) of the entries of ``values`` (B, C) at least ``floor`` (C,) (above it
+    with ``strict``), channel ascending then position. Only the units whose batch maximum reaches
+    their floor are compared entry by entry: once the floors are up they are a few, and
+    comparisons over the whole block cost more than the maximum (bool kernels, 5x amax's time)."""
+    top = values.amax(dim=0)
+    units = (top > floor if strict else top >= floor).nonzero().squeeze(1)
+    if not units.numel():
+        return units, units
+    every = units.numel() == values.shape[1]
+    block = values if every else values.index_select(1, units)  # (4x faster than values[:, units])
+    bound = floor if every else floor[units]
+    which, positions = (block > bound if strict else block >= bound).T.nonzero().unbind(1)
+    return (which if every else units[which]), positions
+
+
+def _entries(output: Tensor, values: Tensor, channels: Tensor, positions: Tensor, features: Tensor) -> UnitPass:
+    """The UnitPass of the listed entries (channel ascending): their values and first-maximum locations."""
     if not channels.numel():  # the usual case once the floors are up: nothing to locate
         return UnitPass(channels=channels, positions=positions, values=values.new_empty(0), ys=channels, xs=channels,
                         features=features, shape=tuple(output.shape[1:]))  # fmt: skip
