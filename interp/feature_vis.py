@@ -502,7 +502,10 @@ def _visualize(
     p = resolve(p, in_channels=in_channels, input_size=input_size, dense=probe.dim() == 2)
     # Restarts are stacked restart-major along the batch: image r * n + i is restart r of channel i,
     # so restart 0 is exactly the run without restarts.
-    index = torch.tensor(channels * restarts, device=device)
+    index: Tensor | int = torch.tensor(channels * restarts, device=device)
+    if len(set(channels)) == 1:  # one channel (with its restarts): a slice, cheaper to differentiate
+        index = channels[0]
+    ascend = torch.full((n * restarts,), -1.0, device=device, dtype=dtype)
 
     reference = (
         mean.to(device, dtype)
@@ -535,7 +538,7 @@ def _visualize(
             if pre is not None:
                 surrogate = torch.where(objective > 0, objective, _select(pre, index, objective_kind))
             optimizer.zero_grad(set_to_none=True)
-            (-surrogate.sum()).backward()
+            surrogate.backward(ascend)  # the gradient of -sum(surrogate), without the sum's nodes
             optimizer.step()
             if regularize.active(step):
                 with torch.no_grad():
@@ -679,13 +682,17 @@ def _check_channels(layer: str, activation: Tensor, channels: list[int]) -> None
         )
 
 
-def _select(activation: Tensor, index: Tensor, objective: str) -> Tensor:
-    """``(N, K, ...)`` activation -> ``(N,)``: image i's channel ``index[i]``, spatial mean or centre unit."""
-    picked = activation[torch.arange(activation.shape[0], device=activation.device), index]
+def _select(activation: Tensor, index: Tensor | int, objective: str) -> Tensor:
+    """``(N, K, ...)`` activation -> ``(N,)``: image i's channel ``index[i]`` (every image's channel
+    ``index`` when it is an int), spatial mean or centre unit."""
+    if isinstance(index, int):
+        picked = activation.select(1, index)
+    else:
+        picked = activation[torch.arange(activation.shape[0], device=activation.device), index]
     if picked.dim() == 1:
         return picked
     if objective == "channel":
-        return picked.flatten(1).mean(1)
+        return picked.mean(dim=tuple(range(1, picked.dim())))
     centre: tuple[slice | int, ...] = (slice(None), *(s // 2 for s in picked.shape[1:]))
     return picked[centre]
 
