@@ -80,7 +80,8 @@ def main() -> None:
     print(f"index pass   {size / index_s:10,.0f} images/s  (median of {args.repeats}: {index_s:.2f} s)")
     paired = statistics.median(r / i for r, i in zip(times["raw"], times["index"], strict=True))
     print(f"ratio index / raw images/s: {raw_s / index_s:.2f}, paired {paired:.2f}  (target >= 0.8)")
-    print("  per repeat, raw / index s: " + ", ".join(f"{r:.2f} / {i:.2f}" for r, i in zip(times["raw"], times["index"], strict=True)))
+    pairs = zip(times["raw"], times["index"], strict=True)
+    print("  per repeat, raw / index s: " + ", ".join(f"{r:.2f} / {i:.2f}" for r, i in pairs))
 
     with tempfile.TemporaryDirectory() as root:
         store = IndexStore(Path(root))
