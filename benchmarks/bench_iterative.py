@@ -136,18 +136,11 @@ def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int)
     threads = f", {torch.get_num_threads()} threads"
 
     # -- VisualizeFilter ----------------------------------------------------------------------
+    # the same parameters for the service and for the interp call its handler makes
+    fv_params = dict(image_size=c["size"], seed=SEED, learning_rate=c["lr"], preview_every=c["fv_preview"], restarts=1)
+
     def fv_service(steps: int):
-        return client.visualize_filter(
-            model,
-            c["layer"],
-            [CHANNEL],
-            steps=steps,
-            image_size=c["size"],
-            seed=SEED,
-            learning_rate=c["lr"],
-            preview_every=c["fv_preview"],
-            restarts=1,
-        )
+        return client.visualize_filter(model, c["layer"], [CHANNEL], steps=steps, **fv_params)
 
     def fv_raw(steps: int):
         return raw.feature_vis(
@@ -161,14 +154,7 @@ def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int)
         )
 
     def fv_interp(steps: int):  # the call the service's handler makes, without the service
-        params = FeatureVisParams(
-            steps=steps,
-            image_size=c["size"],
-            seed=SEED,
-            learning_rate=c["lr"],
-            preview_every=c["fv_preview"],
-            restarts=1,
-        )
+        params = FeatureVisParams(steps=steps, **fv_params)
         return interp_visualize_filter(
             module, c["path"], [CHANNEL], in_channels=c["in_channels"], input_size=native, params=params,
             on_step=lambda event: None, should_stop=lambda: False,
@@ -194,18 +180,10 @@ def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int)
     rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px{threads}", t, (n, m), check))
 
     # -- DeepDream ----------------------------------------------------------------------------
+    dd_params = dict(octaves=1, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED, preview_every=c["dd_preview"])
+
     def dd_service(iterations: int):
-        return client.dream(
-            image,
-            model=model,
-            layers={c["layer"]: 1.0},
-            octaves=1,
-            iterations=iterations,
-            step_size=c["dd_step"],
-            jitter=c["dd_jitter"],
-            seed=SEED,
-            preview_every=c["dd_preview"],
-        )
+        return client.dream(image, model=model, layers={c["layer"]: 1.0}, iterations=iterations, **dd_params)
 
     first = dd_service(2)
     x = torch.from_numpy(np.ascontiguousarray(first.input.transpose(2, 0, 1))).unsqueeze(0)  # results are channels last
@@ -214,10 +192,7 @@ def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int)
         return raw.deepdream(trunk, x, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED)
 
     def dd_interp(iterations: int):
-        params = DeepDreamParams(
-            octaves=1, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED,
-            preview_every=c["dd_preview"],
-        )  # fmt: skip
+        params = DeepDreamParams(iterations=iterations, **dd_params)
         return interp_deepdream(
             module, x, {c["path"]: 1.0}, params=params, on_step=lambda event: None, should_stop=lambda: False
         )

@@ -297,8 +297,9 @@ class Ctx:
             with slot(lambda: not self.should_stop()):
                 return threaded(x, [extra], self.should_stop)[0]
         kind = (self.rpc, self.model.spec.name)
-        wanted = lambda: not self.should_stop()  # noqa: E731
-        return batcher.run(kind, (kind, key), x, extra, threaded, still_wanted=wanted, slot=slot)
+        return batcher.run(
+            kind, (kind, key), x, extra, threaded, still_wanted=lambda: not self.should_stop(), slot=slot
+        )
 
     def elements(self, images: int, side: int) -> int:
         """The largest activation of this model over ``images`` inputs of ``side`` px (values)."""
