@@ -22,6 +22,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
 from server.config import Limits, ServerConfig, auth_tokens, is_loopback, load_config
 from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
+from server.memory import keep_freed_memory
 from server.servicer import InterpServicer
 from server.threads import pin
 
@@ -152,6 +153,8 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
                     "may use it", config.address)  # fmt: skip
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    if keep_freed_memory(config.keep_freed_mb):
+        log.info("malloc keeps up to %d MB of freed memory for reuse (--keep-freed-mb)", config.keep_freed_mb)
     if hub is None:
         hub = ModelHub(config.models or None, weights_options(config), device=config.device)
     for model in hub.all():

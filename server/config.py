@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from server.memory import MAX_KEEP_MB
+
 DECODE_BUDGET_FRACTION = 0.25
 """The default decode budget: this fraction of the container's memory (cgroup limit, else RAM)."""
 
@@ -106,6 +108,7 @@ class ServerConfig:
     seed: int = 0  # seed of --random-weights initialisation
     worker_threads: int = 8
     torch_threads: int = 0  # 0: torch's default (one per core)
+    keep_freed_mb: int = 256  # freed memory glibc keeps for reuse (server/memory.py); 0: glibc's default policy
     reflection: bool = True
     grace_s: float = 10.0  # graceful shutdown: in-flight work gets this long
     log_level: str = "INFO"
@@ -198,6 +201,13 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--seed", "INTERP_SEED", "seed", int, "seed for --random-weights (default 0)"),
     ("--workers", "INTERP_WORKERS", "worker_threads", int, "gRPC worker threads (default 8)"),
     ("--torch-threads", "INTERP_TORCH_THREADS", "torch_threads", int, "torch intra-op threads (0: torch default)"),
+    (
+        "--keep-freed-mb",
+        "INTERP_KEEP_FREED_MB",
+        "keep_freed_mb",
+        int,
+        "freed memory (MB) malloc keeps for reuse instead of faulting it in again (default 256; 0: glibc default)",
+    ),
     ("--reflection", "INTERP_REFLECTION", "reflection", _bool, "enable gRPC server reflection (default true)"),
     ("--grace", "INTERP_GRACE", "grace_s", float, "seconds in-flight work gets on SIGTERM (default 10)"),
     ("--log-level", "INTERP_LOG_LEVEL", "log_level", str, "logging level (default INFO)"),
@@ -485,6 +495,8 @@ def validate_config(config: ServerConfig) -> None:
         raise SystemExit(f"interp-server: port must be in 0..65535, got {config.port}")
     if config.worker_threads < 1:
         raise SystemExit(f"interp-server: --workers must be >= 1, got {config.worker_threads}")
+    if not 0 <= config.keep_freed_mb <= MAX_KEEP_MB:
+        raise SystemExit(f"interp-server: --keep-freed-mb must be in 0..{MAX_KEEP_MB}, got {config.keep_freed_mb}")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise SystemExit("interp-server: --tls-cert and --tls-key go together")
     if config.tls_client_ca is not None and config.tls_cert is None:

@@ -45,8 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.app import weights_options
     from server.config import load_config
     from server.dataset_index import IndexStore, default_batch
+    from server.memory import keep_freed_memory
 
     config = load_config(rest, environ=None)
+    keep_freed_memory(config.keep_freed_mb)  # as the server does
     if args.k < 1 or (args.batch_size is not None and args.batch_size < 1):
         sys.exit("interp-index: --k and --batch-size must be >= 1")
     hub = ModelHub([args.model], weights_options(config), device=config.device)
