@@ -1,14 +1,20 @@
 """Dataset index: build throughput against a raw batched forward, peak RSS, TopActivations latency.
 
     PYTHONPATH=. python -m benchmarks.bench_dataset_index [--dataset fashion-mnist-train] [--repeats 3]
-        [--batch-size N] [--skip-imagenet]
+        [--batch-size N] [--skip-imagenet] [--threads N] [--keep-freed-mb MB]
+
+The process runs as the server does: torch's default thread count (one per core) and the
+server's malloc policy (``--keep-freed-mb``, server/memory.py) unless told otherwise.
 
 1. The pass (local engine, every conv/ReLU/pool/linear layer of LeNet, k = 64) against a raw
    ``torch.inference_mode()`` forward over the same batches (same batch size, same threads),
    interleaved; the target is a ratio of images/s >= 0.8. The batch size is the server's
-   default (1024 for LeNet) unless given.
-2. One full build through the index store (pass + writing the files): seconds, images/s and the
-   growth of peak RSS over the build.
+   default (2048 for LeNet) unless given. Also the minor page faults of each (a pass that maps
+   its large blocks afresh each batch shows hundreds of thousands), on the main thread (as the
+   ``interp-index`` command runs) and on a pool thread (as the server runs BuildIndex).
+2. One full build through the index store (pass + writing the files), run before the above:
+   seconds, images/s and the growth of peak RSS over the build (over what the raw forward
+   reached).
 3. TopActivations for 16 channels x k = 9 of ``relu2`` through an in-process server reading that
    index: p50 / p90 latency (target p50 <= 50 ms).
 4. AlexNet and VGG16 (seeded random weights) over a folder of 64 photos (crops of scikit-image's
@@ -19,9 +25,12 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +40,27 @@ from interp.dataset_index import build_index, default_layers
 from models.dataset_registry import DatasetRegistry
 from models.hub import ModelHub
 from models.weights import WeightsOptions
+from server.config import ServerConfig
 from server.dataset_index import IndexStore, default_batch, iter_batches
+from server.memory import keep_freed_memory
+from server.threads import pin
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist-train")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the server's (1024 for LeNet)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the server's (2048 for LeNet)")
     parser.add_argument("--skip-imagenet", action="store_true", help="skip part 4 (AlexNet and VGG16)")
     parser.add_argument("--only-imagenet", action="store_true", help="only part 4")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's, as the server)")
+    parser.add_argument("--keep-freed-mb", type=int, default=ServerConfig.keep_freed_mb, help="as the server's flag")
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    policy = keep_freed_memory(args.keep_freed_mb)
     if args.only_imagenet:
         imagenet_part(args.repeats)
         return
@@ -67,35 +83,50 @@ def main() -> None:
         build_index(module, iter_batches(dataset, spec, args.batch_size), layers, 64, size)
 
     raw()  # warm-up: the dataset is read once and kept
-    indexed()  # and the pass's own first-call costs, as the raw forward's
-    times: dict[str, list[float]] = {"raw": [], "index": []}
-    for _ in range(args.repeats):
-        for name, fn in (("raw", raw), ("index", indexed)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    raw_s, index_s = statistics.median(times["raw"]), statistics.median(times["index"])
-    print(f"{args.dataset}: {size:,} images, batch {args.batch_size}, {args.threads} thread(s), layers {len(layers)}")
-    print(f"raw forward  {size / raw_s:10,.0f} images/s  (median of {args.repeats}: {raw_s:.2f} s)")
-    print(f"index pass   {size / index_s:10,.0f} images/s  (median of {args.repeats}: {index_s:.2f} s)")
-    paired = statistics.median(r / i for r, i in zip(times["raw"], times["index"], strict=True))
-    print(f"ratio index / raw images/s: {raw_s / index_s:.2f}, paired {paired:.2f}  (target >= 0.8)")
-    pairs = zip(times["raw"], times["index"], strict=True)
-    print("  per repeat, raw / index s: " + ", ".join(f"{r:.2f} / {i:.2f}" for r, i in pairs))
-
+    print(f"{args.dataset}: {size:,} images, batch {args.batch_size}, {args.threads} torch thread(s), "
+          f"layers {len(layers)}, malloc keeps {args.keep_freed_mb if policy else 'the default'} MB freed")  # fmt: skip
     with tempfile.TemporaryDirectory() as root:
+        # first, so that its peak RSS growth is over a plain forward's, not over earlier passes'
         store = IndexStore(Path(root))
         _, _, figures = store.build(
             module, model_name="lenet", weights_sha256=model.weights.sha256, spec=spec, dataset=dataset,
             layers=layers, k=64, batch_size=args.batch_size,
         )  # fmt: skip
         print(
-            f"full build (pass + files): {figures['seconds']:.2f} s, {figures['images_per_s']:,.0f} images/s, "
-            f"peak RSS growth {figures['peak_rss_growth_mb']:.0f} MB"
+            f"full build (pass + files, first run): {figures['seconds']:.2f} s, "
+            f"{figures['images_per_s']:,.0f} images/s, peak RSS growth over a raw forward's "
+            f"{figures['peak_rss_growth_mb']:.0f} MB"
         )
+        indexed()  # the pass's own first-call costs, as the raw forward's
+        compare(raw, indexed, size, args.repeats, "main thread (the interp-index command)")
+        with ThreadPoolExecutor(1, initializer=pin(args.threads)) as pool:  # as the server's pool threads
+            compare(lambda: pool.submit(raw).result(), lambda: pool.submit(indexed).result(), size, args.repeats,
+                    "a pool thread (where the server runs BuildIndex)")  # fmt: skip
         latency(Path(root), args.dataset, args.queries)
     if not args.skip_imagenet:
         imagenet_part(args.repeats)
+
+
+def compare(raw: Callable[[], None], indexed: Callable[[], None], size: int, repeats: int, where: str) -> None:
+    """The two interleaved, ``repeats`` times each: images/s, ratio (of medians and paired), faults."""
+    times: dict[str, list[float]] = {"raw": [], "index": []}
+    faults = {"raw": 0, "index": 0}
+    for _ in range(repeats):
+        for name, fn in (("raw", raw), ("index", indexed)):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    raw_s, index_s = statistics.median(times["raw"]), statistics.median(times["index"])
+    print(f"on {where}:")
+    for name, label, seconds in (("raw", "raw forward", raw_s), ("index", "index pass ", index_s)):
+        print(f"  {label}  {size / seconds:10,.0f} images/s  (median of {repeats}: {seconds:.2f} s; "
+              f"minor page faults per pass {faults[name] // repeats:,})")  # fmt: skip
+    paired = statistics.median(r / i for r, i in zip(times["raw"], times["index"], strict=True))
+    print(f"  ratio index / raw images/s: {raw_s / index_s:.2f}, paired {paired:.2f}  (target >= 0.8)")
+    pairs = zip(times["raw"], times["index"], strict=True)
+    print("  per repeat, raw / index s: " + ", ".join(f"{r:.2f} / {i:.2f}" for r, i in pairs))
 
 
 def photo_folder(root: Path, count: int = 64) -> Path:
@@ -156,7 +187,7 @@ def imagenet_part(repeats: int) -> None:
 def latency(index_dir: Path, dataset: str, queries: int) -> None:
     from client import InterpClient
     from server.app import create_server
-    from server.config import Limits, ServerConfig
+    from server.config import Limits
 
     config = ServerConfig(
         host="127.0.0.1", port=0, models=("lenet",), random_weights=True, reflection=False, log_level="WARNING",

@@ -42,12 +42,12 @@ from models.registry import Preprocessing
 FORMAT_VERSION = 1
 DEFAULT_K = 64
 BATCH_PIXELS = 64 * 256 * 256  # the default max_batch_pixels: 83 images at 224 px
-MAX_BATCH = 1024
+MAX_BATCH = 2048
 
 
 def default_batch(side: int) -> int:
     """Images per forward pass of an index build for inputs of ``side`` px: as many as
-    ``BATCH_PIXELS`` allow, at most ``MAX_BATCH`` (LeNet: 1024, ImageNet models: 83). Larger
+    ``BATCH_PIXELS`` allow, at most ``MAX_BATCH`` (LeNet: 2048, ImageNet models: 83). Larger
     batches spread the pass's fixed cost per batch (hooks, candidate selection) over more images;
     the index does not depend on the batch size."""
     return max(1, min(MAX_BATCH, BATCH_PIXELS // (side * side)))
