@@ -11,7 +11,9 @@ server's malloc policy (``--keep-freed-mb``, server/memory.py) unless told other
    interleaved; the target is a ratio of images/s >= 0.8. The batch size is the server's
    default (2048 for LeNet) unless given. Also the minor page faults of each (a pass that maps
    its large blocks afresh each batch shows hundreds of thousands), on the main thread (as the
-   ``interp-index`` command runs) and on a pool thread (as the server runs BuildIndex).
+   ``interp-index`` command runs) and on a pool thread (as the server runs BuildIndex): once in
+   this process, where the main thread's OpenMP team is alive (so libgomp does not spin), and
+   once in a subprocess where that pool thread is the only one computing.
 2. One full build through the index store (pass + writing the files), run before the above:
    seconds, images/s and the growth of peak RSS over the build (over what the raw forward
    reached).
@@ -27,11 +29,14 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's, as the server)")
     parser.add_argument("--keep-freed-mb", type=int, default=ServerConfig.keep_freed_mb, help="as the server's flag")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--pool-thread-only", action="store_true", help=argparse.SUPPRESS)  # the subprocess
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,23 +71,13 @@ def main() -> None:
         imagenet_part(args.repeats)
         return
 
-    hub = ModelHub(["lenet"], WeightsOptions(random=True))
-    model = hub.get("lenet")
-    module = model.require_ready()
-    dataset = DatasetRegistry().get(args.dataset)
-    spec = model.spec.preprocessing
-    layers = default_layers(module)
+    if args.pool_thread_only:
+        # everything on one pool thread, setup included, so that no other thread owns an OpenMP team
+        with ThreadPoolExecutor(1, initializer=pin(args.threads)) as pool:
+            pool.submit(pool_thread_only, args).result()
+        return
+    model, module, dataset, spec, layers, raw, indexed = lenet(args)
     size = dataset.size
-    args.batch_size = args.batch_size or default_batch(model.spec.input_shape[1])
-
-    def raw() -> None:
-        with torch.inference_mode():
-            for _, x in iter_batches(dataset, spec, args.batch_size):
-                module(x)
-
-    def indexed() -> None:
-        build_index(module, iter_batches(dataset, spec, args.batch_size), layers, 64, size)
-
     raw()  # warm-up: the dataset is read once and kept
     print(f"{args.dataset}: {size:,} images, batch {args.batch_size}, {args.threads} torch thread(s), "
           f"layers {len(layers)}, malloc keeps {args.keep_freed_mb if policy else 'the default'} MB freed")  # fmt: skip
@@ -101,10 +97,42 @@ def main() -> None:
         compare(raw, indexed, size, args.repeats, "main thread (the interp-index command)")
         with ThreadPoolExecutor(1, initializer=pin(args.threads)) as pool:  # as the server's pool threads
             compare(lambda: pool.submit(raw).result(), lambda: pool.submit(indexed).result(), size, args.repeats,
-                    "a pool thread (where the server runs BuildIndex)")  # fmt: skip
+                    "a pool thread, the main thread's OpenMP team alive (a server doing other work too)")  # fmt: skip
         latency(Path(root), args.dataset, args.queries)
+    alone = [sys.executable, "-m", "benchmarks.bench_dataset_index", "--pool-thread-only", "--dataset", args.dataset,
+             "--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--threads", str(args.threads),
+             "--keep-freed-mb", str(args.keep_freed_mb)]  # fmt: skip
+    print(subprocess.run(alone, capture_output=True, text=True, check=True).stdout, end="")
     if not args.skip_imagenet:
         imagenet_part(args.repeats)
+
+
+def lenet(args: argparse.Namespace) -> tuple[Any, torch.nn.Module, Any, Any, list[str], Callable, Callable]:
+    """LeNet (seeded random weights), the dataset, its layers, and the raw and indexed passes."""
+    model = ModelHub(["lenet"], WeightsOptions(random=True)).get("lenet")
+    module = model.require_ready()
+    dataset = DatasetRegistry().get(args.dataset)
+    spec = model.spec.preprocessing
+    layers = default_layers(module)
+    args.batch_size = args.batch_size or default_batch(model.spec.input_shape[1])
+
+    def raw() -> None:
+        with torch.inference_mode():
+            for _, x in iter_batches(dataset, spec, args.batch_size):
+                module(x)
+
+    def indexed() -> None:
+        build_index(module, iter_batches(dataset, spec, args.batch_size), layers, 64, dataset.size)
+
+    return model, module, dataset, spec, layers, raw, indexed
+
+
+def pool_thread_only(args: argparse.Namespace) -> None:
+    *_, dataset, _, _, raw, indexed = lenet(args)
+    raw()
+    indexed()
+    where = "a pool thread in a process where no other thread computes (a server whose only work is BuildIndex)"
+    compare(raw, indexed, dataset.size, args.repeats, where)
 
 
 def compare(raw: Callable[[], None], indexed: Callable[[], None], size: int, repeats: int, where: str) -> None:
