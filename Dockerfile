@@ -5,6 +5,8 @@
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# A mirror of the weights files (URL/<torchvision file name>) for builds that cannot reach the published one.
+ARG WEIGHTS_URL_BASE=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
@@ -31,7 +33,7 @@ COPY interp ./interp
 COPY server ./server
 COPY client ./client
 RUN pip install --no-deps --no-build-isolation ".[server]" \
- && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" \
+ && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" --weights-url-base "$WEIGHTS_URL_BASE" \
  && chown -R interp /opt/interp
 
 USER interp

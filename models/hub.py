@@ -1,14 +1,17 @@
-"""The loaded models a server serves: built, weights resolved, frozen, each READY or UNAVAILABLE.
+"""The loaded models a server serves: built, weights resolved, frozen, each READY, LOADING or UNAVAILABLE.
 
 A model whose weights are missing or refused is UNAVAILABLE with the reason, and the others keep
-serving. Its layer catalogue is still known (computed from the architecture on the meta device),
-so DescribeModel works for every registered model.
+serving. A model whose weights must be downloaded is LOADING (reason "downloading, N % (...)")
+while a background thread fetches them, then READY or UNAVAILABLE; the others serve meanwhile.
+Its layer catalogue is always known (computed from the architecture on the meta device), so
+DescribeModel works for every registered model.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,9 +19,10 @@ from torch import nn
 from models.catalogue import LayerInfo, layer_catalogue
 from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound, shown
 from models.registry import ModelSpec, get_spec, list_models
-from models.weights import WeightsInfo, WeightsOptions, resolve_weights
+from models.weights import WeightsInfo, WeightsOptions, needs_download, resolve_weights
 
 READY = "READY"
+LOADING = "LOADING"
 UNAVAILABLE = "UNAVAILABLE"
 log = logging.getLogger(__name__)
 
@@ -39,10 +43,10 @@ class LoadedModel:
 
     Attributes:
         spec: the registry entry.
-        status: READY or UNAVAILABLE.
-        reason: why it is UNAVAILABLE ("" when READY).
+        status: READY, LOADING (weights downloading) or UNAVAILABLE.
+        reason: why it is UNAVAILABLE, or the download's progress while LOADING ("" when READY).
         module: the served module (eval mode, parameters with requires_grad=False, on the hub's
-            device), or None when UNAVAILABLE. Shared between requests: never mutate it.
+            device), or None when not READY. Shared between requests: never mutate it.
         weights: where the weights came from (source "" when there are none).
         layers: the layer catalogue at ``spec.input_shape``, also when UNAVAILABLE.
     """
@@ -65,6 +69,16 @@ class LoadedModel:
         paths = {layer.name for layer in layers}
         self._names = {alias: path for alias, path in spec.aliases.items() if path in paths}
         self._names.update({path: path for path in paths})
+
+    def settle(self, status: str, reason: str, module: nn.Module | None, weights: WeightsInfo) -> None:
+        """A LOADING model's outcome; the module and weights are in place before the status says READY."""
+        self.module, self.weights, self.reason = module, weights, reason
+        self.status = status
+
+    def report(self, reason: str) -> None:
+        """Progress of a LOADING model (its reason), e.g. "downloading, 42 % (...)"."""
+        if self.status == LOADING:
+            self.reason = reason
 
     @property
     def pretrained(self) -> bool:
@@ -95,9 +109,14 @@ class LoadedModel:
         Raises:
             ModelUnavailable: the model is UNAVAILABLE; the message is the reason.
         """
-        if self.status != READY or self.module is None:
+        module = self.module
+        if self.status == LOADING:
+            raise ModelUnavailable(
+                f"model {self.spec.name} is loading: {self.reason}; it serves once `interp models` shows it READY"
+            )
+        if self.status != READY or module is None:
             raise ModelUnavailable(f"model {self.spec.name} is unavailable: {self.reason}")
-        return self.module
+        return module
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.spec.name!r}, {self.status}, source={self.weights.source!r})"
@@ -105,17 +124,35 @@ class LoadedModel:
 
 def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") -> LoadedModel:
     """Build ``spec``, resolve and load its weights; UNAVAILABLE (not an exception) if that fails."""
+    return LoadedModel(spec, *_load(spec, options, device), _layers(spec))
+
+
+def _layers(spec: ModelSpec) -> list[LayerInfo]:
     with torch.device("meta"):
-        layers = layer_catalogue(spec.build(), spec.input_shape, spec.aliases)
-    none = WeightsInfo(source="", path="", sha256="", canonical_name=spec.weights.canonical_name)
+        return layer_catalogue(spec.build(), spec.input_shape, spec.aliases)
+
+
+def _no_weights(spec: ModelSpec) -> WeightsInfo:
+    return WeightsInfo(source="", path="", sha256="", canonical_name=spec.weights.canonical_name)
+
+
+def _load(
+    spec: ModelSpec,
+    options: WeightsOptions,
+    device: str,
+    report: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[str, str, nn.Module | None, WeightsInfo]:
+    """(status, reason, module, weights) of ``spec``: READY or UNAVAILABLE, never raising for weights."""
+    none = _no_weights(spec)
     try:
-        state, info = resolve_weights(spec, options)
+        state, info = resolve_weights(spec, options, report=report, cancel=cancel)
     except WeightsNotFound as exc:
         log.warning("%s: UNAVAILABLE: %s", spec.name, exc)
-        return LoadedModel(spec, UNAVAILABLE, str(exc), None, none, layers)
+        return UNAVAILABLE, str(exc), None, none
     except WeightsError as exc:
         log.error("%s: UNAVAILABLE, weights refused: %s", spec.name, exc)
-        return LoadedModel(spec, UNAVAILABLE, f"weights refused: {exc}", None, none, layers)
+        return UNAVAILABLE, f"weights refused: {exc}", None, none
 
     with torch.random.fork_rng(devices=[]):  # the initialisation is overwritten; keep callers' RNG as it was
         module = spec.build()
@@ -131,11 +168,16 @@ def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") ->
             options.seed,
             info.sha256,
         )
-    return LoadedModel(spec, READY, "", module, info, layers)
+    return READY, "", module, info
 
 
 class ModelHub:
     """The models a server serves, loaded once at start-up.
+
+    Models whose weights are on this machine are loaded before the constructor returns. Models
+    whose weights must be downloaded are LOADING and load in a background thread each; their
+    outcome is announced to the listeners (``add_listener``). ``wait`` joins those threads and
+    ``close`` abandons their downloads (no partial file is left).
 
     Args:
         names: models to serve, in order; None serves every registered model.
@@ -143,19 +185,65 @@ class ModelHub:
         device: torch device of the served modules ("cpu").
 
     Raises:
-        UnknownModel: a name in ``names`` or in ``options.files`` is not registered.
+        UnknownModel: a name in ``names``, ``options.files`` or ``options.sha256`` is not registered.
     """
 
     def __init__(self, names: Sequence[str] | None, options: WeightsOptions, device: str = "cpu") -> None:
         wanted = list_models() if names is None else list(dict.fromkeys(names))
         specs = [get_spec(name) for name in wanted]
-        for name in options.files:
-            get_spec(name)
-            if name not in wanted:
-                log.warning("--weights %s=... given but %s is not served (serving: %s)", name, name, ", ".join(wanted))
+        for flag, named in (("--weights", options.files), ("--weights-sha256", options.sha256)):
+            for name in named:
+                get_spec(name)
+                if name not in wanted:
+                    served = ", ".join(wanted)
+                    log.warning("%s %s=... given but %s is not served (serving: %s)", flag, name, name, served)
         self.options = options
         self.device = device
-        self._models = {spec.name: load_model(spec, options, device) for spec in specs}
+        self._listeners: list[Callable[[LoadedModel], None]] = []
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._models: dict[str, LoadedModel] = {}
+        for spec in specs:
+            if needs_download(spec, options):
+                starting = "downloading, 0 % (starting)"
+                model = LoadedModel(spec, LOADING, starting, None, _no_weights(spec), _layers(spec))
+                thread = threading.Thread(
+                    target=self._load_in_background, args=(model,), name=f"interp-weights-{spec.name}", daemon=True
+                )
+                self._threads.append(thread)
+                self._models[spec.name] = model
+            else:
+                self._models[spec.name] = load_model(spec, options, device)
+        for thread in self._threads:  # after every local model is in place
+            thread.start()
+
+    def _load_in_background(self, model: LoadedModel) -> None:
+        try:
+            outcome = _load(model.spec, self.options, self.device, report=model.report, cancel=self._cancel)
+        except Exception as exc:  # a thread must leave its model settled, whatever went wrong
+            log.exception("%s: loading failed", model.spec.name)
+            outcome = (UNAVAILABLE, f"loading failed: {exc!r}", None, _no_weights(model.spec))
+        with self._lock:
+            model.settle(*outcome)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(model)
+
+    def add_listener(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call ``listener(model)`` when a LOADING model becomes READY or UNAVAILABLE."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background loads; True when none is LOADING any more."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return all(model.status != LOADING for model in self._models.values())
+
+    def close(self) -> None:
+        """Abandon downloads in progress (their models end UNAVAILABLE; nothing partial is kept)."""
+        self._cancel.set()
 
     def names(self) -> list[str]:
         """Served model names, in serving order."""

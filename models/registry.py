@@ -61,7 +61,8 @@ class WeightsRecord:
     Attributes:
         canonical_name: file name looked up in the weights dir and the torch hub cache
             (torchvision's, e.g. "vgg16-397923af.pth"); "" if the weights are not published.
-        url: download source for ``--download-weights``; "" if there is none.
+        url: the published download source (replaced by ``--weights-url-base`` + ``canonical_name``
+            when a mirror is set); "" if there is none.
         sha256_prefix: the checksum prefix carried by ``canonical_name`` (torch.hub's rule).
         bundled_metadata: JSON describing weights shipped inside the package (its "file" names
             the state_dict next to it, its "sha256" the full checksum); None if not bundled.

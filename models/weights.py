@@ -9,11 +9,13 @@ skipped over):
    state_dict next to it and its full sha256; LeNet's, written by ``interp-train``);
 3. the weights directory (``--weights-dir`` / ``INTERP_WEIGHTS_DIR``), torchvision's file name;
 4. the torch hub cache (``<hub dir>/checkpoints/<canonical name>``), where torchvision puts them;
-5. a download into the hub cache when allowed (``--download-weights``), checked by torch.hub.
+5. a download into the hub cache (``WeightsOptions.download``; the server's default, off with
+   ``--no-download``) from the published URL, or from ``--weights-url-base`` + the canonical name.
 
 Files named like torchvision's (``vgg16-397923af.pth``) must have a sha256 starting with the hex in
-their name (torch.hub's rule). Every file is read with ``torch.load(weights_only=True)`` and must
-match the architecture exactly: same keys, same shapes. The full sha256 of the file is reported.
+their name (torch.hub's rule); ``--weights-sha256 NAME=HEX`` pins the full sha256 instead. Every file
+is read with ``torch.load(weights_only=True)`` and must match the architecture exactly: same keys,
+same shapes. The full sha256 of the file is reported.
 
 When nothing is found, ``WeightsNotFound`` says how to provide the weights; with ``random=True``
 the model instead gets seeded random weights (``source="random"``), never silently.
@@ -25,14 +27,16 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from models.download import DownloadFailed, NetworkBounds, download_file
 from models.errors import WeightsError, WeightsNotFound
 from models.registry import ModelSpec, hash_prefix_from_name
 
@@ -50,7 +54,12 @@ class WeightsOptions:
         files: model name -> explicit state_dict file (``--weights NAME=PATH``).
         weights_dir: directory of files with torchvision's names (``--weights-dir``).
         hub_dir: torch hub checkpoint directory; None means ``torch.hub.get_dir()/checkpoints``.
-        download: fetch missing published weights into ``hub_dir`` (``--download-weights``).
+        download: fetch missing published weights into ``hub_dir``. Off here, so that a library
+            call never reaches the network unasked; the server turns it on by default.
+        url_base: a mirror: weights are fetched from ``url_base`` + the canonical file name
+            instead of the published URL ("" for the published one).
+        sha256: model name -> the full sha256 its weights file must have (``--weights-sha256``).
+        bounds: how long a download may wait on the network.
         random: serve seeded random weights for models whose weights are not found.
         seed: seed of those random weights.
     """
@@ -59,12 +68,21 @@ class WeightsOptions:
     weights_dir: Path | None = None
     hub_dir: Path | None = None
     download: bool = False
+    url_base: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)
+    bounds: NetworkBounds = field(default_factory=NetworkBounds)
     random: bool = False
     seed: int = 0
 
     def checkpoints_dir(self) -> Path:
         """The hub checkpoint directory in force."""
         return Path(self.hub_dir) if self.hub_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+
+    def download_url(self, spec: ModelSpec) -> str:
+        """Where ``spec``'s weights are downloaded from: the mirror's URL if set, else the published one."""
+        if self.url_base and spec.weights.canonical_name:
+            return self.url_base.rstrip("/") + "/" + spec.weights.canonical_name
+        return spec.weights.url
 
 
 @dataclass(frozen=True)
@@ -90,12 +108,32 @@ class WeightsInfo:
         return self.source in PRETRAINED_SOURCES
 
 
-def resolve_weights(spec: ModelSpec, options: WeightsOptions) -> tuple[dict[str, Tensor], WeightsInfo]:
+def needs_download(spec: ModelSpec, options: WeightsOptions) -> bool:
+    """True when resolving ``spec`` would download (nothing local takes precedence), which takes a while."""
+    record = spec.weights
+    if spec.name in options.files or (record.bundled_metadata is not None and record.bundled_metadata.is_file()):
+        return False
+    if not (record.canonical_name and options.download and options.download_url(spec)):
+        return False
+    local = [options.checkpoints_dir()]
+    if options.weights_dir is not None:
+        local.append(Path(options.weights_dir).expanduser())
+    return not any((directory / record.canonical_name).is_file() for directory in local)
+
+
+def resolve_weights(
+    spec: ModelSpec,
+    options: WeightsOptions,
+    report: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[dict[str, Tensor], WeightsInfo]:
     """Find, verify and load the state_dict a model should serve.
 
     Args:
         spec: the model.
         options: the places the operator allows.
+        report: receives status text while a download runs ("downloading, N % (...)").
+        cancel: set to abandon a download.
 
     Returns:
         (state_dict of CPU tensors matching ``spec.build()`` exactly, where it came from).
@@ -108,6 +146,7 @@ def resolve_weights(spec: ModelSpec, options: WeightsOptions) -> tuple[dict[str,
     """
     reference = _reference_shapes(spec)
     canonical = spec.weights.canonical_name
+    expected = _expected_sha256(spec, options)
 
     explicit = options.files.get(spec.name)
     if explicit is not None:
@@ -116,8 +155,8 @@ def resolve_weights(spec: ModelSpec, options: WeightsOptions) -> tuple[dict[str,
             raise WeightsError(
                 f"{spec.name}: weights file {str(path)!r} (--weights {spec.name}=...) does not exist"
             )
-        expected = spec.weights.sha256_prefix if path.name == canonical else ""
-        return _load_verified(spec, path, "file", expected, reference)
+        pinned = options.sha256.get(spec.name, "")
+        return _load_verified(spec, path, "file", expected if path.name == canonical else pinned, reference)
 
     if spec.weights.bundled_metadata is not None and spec.weights.bundled_metadata.is_file():
         path, sha256 = _bundled_file(spec)
@@ -127,25 +166,46 @@ def resolve_weights(spec: ModelSpec, options: WeightsOptions) -> tuple[dict[str,
         if options.weights_dir is not None:
             path = Path(options.weights_dir).expanduser() / canonical
             if path.is_file():
-                return _load_verified(spec, path, "weights_dir", spec.weights.sha256_prefix, reference)
+                return _load_verified(spec, path, "weights_dir", expected, reference)
         path = options.checkpoints_dir() / canonical
         if path.is_file():
-            return _load_verified(spec, path, "hub_cache", spec.weights.sha256_prefix, reference)
-        if options.download and spec.weights.url:
-            failure = _download(spec, path)
-            if failure is None:
-                return _load_verified(spec, path, "download", spec.weights.sha256_prefix, reference)
-            if not options.random:
-                raise WeightsNotFound(f"{how_to_provide(spec, options)}\ndownload failed: {failure}")
-            log.warning(
-                "%s: download failed (%s); serving random weights as --random-weights allows",
-                spec.name,
-                failure,
-            )
+            return _load_verified(spec, path, "hub_cache", expected, reference)
+        url = options.download_url(spec)
+        if options.download and url:
+            try:
+                fetched = download_file(
+                    url, path, expected, bounds=options.bounds, label=spec.name, report=report, cancel=cancel
+                )
+            except DownloadFailed as exc:
+                if not options.random:
+                    raise WeightsNotFound(f"{how_to_provide(spec, options)}\ndownload failed: {exc}") from exc
+                log.warning("%s: download failed (%s); serving random weights (--random-weights)", spec.name, exc)
+            else:
+                return _load_verified(spec, path, "download" if fetched else "hub_cache", expected, reference)
 
     if options.random:
         return random_weights(spec, options.seed)
     raise WeightsNotFound(how_to_provide(spec, options))
+
+
+def _expected_sha256(spec: ModelSpec, options: WeightsOptions) -> str:
+    """The pinned full sha256 (``--weights-sha256``) if any, else the prefix in the canonical name.
+
+    Raises:
+        WeightsError: the pin is not 64 hex digits, or contradicts the prefix in the file name.
+    """
+    prefix = spec.weights.sha256_prefix
+    pinned = options.sha256.get(spec.name, "").strip().lower()
+    if not pinned:
+        return prefix
+    if len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned):
+        raise WeightsError(f"{spec.name}: --weights-sha256 {spec.name}=... must be 64 hex digits, got {pinned!r}")
+    if prefix and not pinned.startswith(prefix):
+        raise WeightsError(
+            f"{spec.name}: --weights-sha256 {spec.name}={pinned} contradicts the checksum prefix {prefix} "
+            f"in the file name {spec.weights.canonical_name}"
+        )
+    return pinned
 
 
 def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
@@ -159,15 +219,24 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
     lines.append(f"  - --weights {spec.name}=PATH (a state_dict for this architecture)")
     if record.canonical_name:
         searched = f"searched {options.weights_dir}" if options.weights_dir is not None else "none set"
+        name = record.canonical_name
+        lines.append(f"  - --weights-dir DIR or INTERP_WEIGHTS_DIR=DIR containing {name} ({searched})")
         lines.append(
-            f"  - --weights-dir DIR or INTERP_WEIGHTS_DIR=DIR containing {record.canonical_name} ({searched})"
+            f"  - {name} in the torch hub cache {options.checkpoints_dir()} (moved with --hub-dir / INTERP_HUB_DIR)"
         )
+        url = options.download_url(spec)
+        if options.download and url:
+            lines.append(f"  - a download from {url} (tried: it needs a network that reaches that host)")
+        elif url:
+            lines.append(
+                f"  - a download from {url}: downloads are off (--no-download / INTERP_DOWNLOAD_WEIGHTS=0); "
+                "drop that to download"
+            )
         lines.append(
-            f"  - {record.canonical_name} in the torch hub cache {options.checkpoints_dir()} "
-            "(moved with --hub-dir / INTERP_HUB_DIR)"
+            f"  - --weights-url-base URL or INTERP_WEIGHTS_URL_BASE=URL: a mirror that serves URL/{name} "
+            f"(pin its full sha256 with --weights-sha256 {spec.name}=HEX)"
         )
-        if record.url:
-            lines.append(f"  - --download-weights or INTERP_DOWNLOAD_WEIGHTS=1 to fetch {record.url}")
+        lines.append(f"  - ahead of time: python -m models.fetch {spec.name} [--hub-dir DIR] [--weights-url-base URL]")
     lines.append(
         "  - or --random-weights / INTERP_RANDOM_WEIGHTS=1 to serve seeded random weights (pretrained=false)"
     )
@@ -333,24 +402,3 @@ def _bundled_file(spec: ModelSpec) -> tuple[Path, str]:
                     f"the served model uses {list(served)}"
                 )
     return path, sha256
-
-
-def _download(spec: ModelSpec, dest: Path) -> str | None:
-    """Fetch ``spec.weights.url`` to ``dest`` with torch.hub's hash-prefix check.
-
-    Returns:
-        None on success, else why the download failed (network errors: the weights stay "not found").
-
-    Raises:
-        WeightsError: the downloaded bytes do not match the checksum in the name.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(
-            spec.weights.url, str(dest), hash_prefix=spec.weights.sha256_prefix or None
-        )
-    except RuntimeError as exc:  # torch.hub's "invalid hash value"
-        raise WeightsError(f"{spec.name}: download of {spec.weights.url} refused: {exc}") from exc
-    except OSError as exc:  # URLError is an OSError: no network, DNS, HTTP errors
-        return f"{spec.weights.url}: {exc}"
-    return None

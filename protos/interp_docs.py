@@ -218,7 +218,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.MinimalAttackResponse.violations': 'radii (levels) tried that failed above k*',
     'interp.v1.ModelInfo.dataset': 'e.g. "ImageNet-1k", "Fashion-MNIST"',
     'interp.v1.ModelInfo.input_shape': '(C, H, W)',
-    'interp.v1.ModelInfo.reason': 'why UNAVAILABLE, and how to fix it',
+    'interp.v1.ModelInfo.reason': "why UNAVAILABLE, and how to fix it; while LOADING, the download's progress",
     'interp.v1.ModelInfo.task': 'e.g. "imagenet-classification"',
     'interp.v1.ModelStamp.elapsed_ms': 'server-side wall time for the computation',
     'interp.v1.NearestNeighborsRequest.k': 'default 10',

@@ -142,9 +142,11 @@ class ModelInfo(_message.Message):
         STATUS_UNSPECIFIED: _ClassVar[ModelInfo.Status]
         READY: _ClassVar[ModelInfo.Status]
         UNAVAILABLE: _ClassVar[ModelInfo.Status]
+        LOADING: _ClassVar[ModelInfo.Status]
     STATUS_UNSPECIFIED: ModelInfo.Status
     READY: ModelInfo.Status
     UNAVAILABLE: ModelInfo.Status
+    LOADING: ModelInfo.Status
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]

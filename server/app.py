@@ -16,7 +16,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from models.hub import ModelHub
+from models.hub import LOADING, READY, LoadedModel, ModelHub
 from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
@@ -42,12 +42,14 @@ class Server:
         health_servicer: health.HealthServicer,
         servicer: InterpServicer,
         metrics: Metrics,
+        hub: ModelHub,
     ):
         self.grpc = grpc_server
         self.health = health_servicer
         self.servicer = servicer
         self.metrics = metrics
         self.metrics_port: int | None = None
+        self.hub = hub
 
     def start(self) -> None:
         self.grpc.start()
@@ -91,6 +93,8 @@ def weights_options(config: ServerConfig) -> WeightsOptions:
         weights_dir=config.weights_dir,
         hub_dir=config.hub_dir,
         download=config.download_weights,
+        url_base=config.weights_url_base,
+        sha256=dict(config.weights_sha256),
         random=config.random_weights,
         seed=config.seed,
     )
@@ -157,8 +161,10 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
         log.info("malloc keeps up to %d MB of freed memory for reuse (--keep-freed-mb)", config.keep_freed_mb)
     if hub is None:
         hub = ModelHub(config.models or None, weights_options(config), device=config.device)
-    for model in hub.all():
-        if model.status == "READY":
+    metrics = Metrics()
+
+    def announce(model: LoadedModel) -> None:
+        if model.status == READY:
             log.info(
                 "model %s READY (pretrained=%s, weights %s %s)",
                 model.spec.name,
@@ -166,11 +172,15 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
                 model.weights.source,
                 model.weights.sha256[:12],
             )
+        elif model.status == LOADING:
+            log.info("model %s LOADING (serving the others meanwhile): %s", model.spec.name, model.reason)
         else:
             log.warning("model %s UNAVAILABLE: %s", model.spec.name, model.reason)
-    metrics = Metrics()
+        metrics.model_ready.labels(model.spec.name, str(model.pretrained).lower()).set(model.status == READY)
+
+    hub.add_listener(announce)  # before the first announcement, so a download that ends meanwhile is not missed
     for model in hub.all():
-        metrics.model_ready.labels(model.spec.name, str(model.pretrained).lower()).set(model.status == "READY")
+        announce(model)
     interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]  # counts refused calls too
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
@@ -208,7 +218,7 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
         port = grpc_server.add_insecure_port(config.address)
     if port == 0:
         raise SystemExit(f"interp-server: cannot bind {config.address}")
-    server = Server(grpc_server, health_servicer, servicer, metrics)
+    server = Server(grpc_server, health_servicer, servicer, metrics, hub)
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -248,6 +258,7 @@ def serve(config: ServerConfig) -> None:
     while not stopping.wait(0.5):
         pass
     server.stop(config.grace_s).wait()
+    server.hub.close()  # abandon weights downloads still running (no partial file is kept)
     log.info("interp-server stopped")
 
 

@@ -104,7 +104,9 @@ class ServerConfig:
     weights_dir: Path | None = None
     hub_dir: Path | None = None  # default: torch.hub.get_dir()/checkpoints
     random_weights: bool = False
-    download_weights: bool = False
+    download_weights: bool = True  # missing published weights are downloaded (--no-download: off)
+    weights_url_base: str = ""  # a mirror: URL + canonical file name replaces the published URL
+    weights_sha256: Mapping[str, str] = field(default_factory=dict)  # --weights-sha256 NAME=HEX (full sha256)
     seed: int = 0  # seed of --random-weights initialisation
     worker_threads: int = 8
     torch_threads: int = 0  # 0: torch's default (one per core)
@@ -147,6 +149,20 @@ def _weights_pair(text: str) -> tuple[str, Path]:
     return name.strip(), Path(path).expanduser()
 
 
+def _sha256_pair(text: str) -> tuple[str, str]:
+    name, sep, digest = text.partition("=")
+    digest = digest.strip().lower()
+    if not sep or not name.strip() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"expected NAME=HEX (a model name and 64 hex digits), got {text!r}")
+    return name.strip(), digest
+
+
+def _url_base(text: str) -> str:
+    if text.strip() and not text.strip().lower().startswith(("http://", "https://", "file:/")):
+        raise argparse.ArgumentTypeError(f"expected an http://, https:// or file:/ URL, got {text!r}")
+    return text.strip()
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -170,20 +186,8 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
     ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
     ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
-    (
-        "--weights-dir",
-        "INTERP_WEIGHTS_DIR",
-        "weights_dir",
-        Path,
-        "directory of weights files under torchvision's names",
-    ),
-    (
-        "--hub-dir",
-        "INTERP_HUB_DIR",
-        "hub_dir",
-        Path,
-        "torch hub checkpoints dir (default: torch.hub.get_dir()/checkpoints)",
-    ),
+    ("--weights-dir", "INTERP_WEIGHTS_DIR", "weights_dir", Path, "directory of weights files, torchvision's names"),
+    ("--hub-dir", "INTERP_HUB_DIR", "hub_dir", Path, "hub checkpoints dir (default torch.hub.get_dir()/checkpoints)"),
     (
         "--random-weights",
         "INTERP_RANDOM_WEIGHTS",
@@ -196,7 +200,15 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "INTERP_DOWNLOAD_WEIGHTS",
         "download_weights",
         _bool,
-        "download missing torchvision weights into the hub cache",
+        "download missing published weights (vgg16, alexnet) into the hub cache, checksum-verified, while the "
+        "other models serve (default on; --no-download or 0: off)",
+    ),
+    (
+        "--weights-url-base",
+        "INTERP_WEIGHTS_URL_BASE",
+        "weights_url_base",
+        _url_base,
+        "download weights from URL/<file name> (a mirror or object store) instead of the published URL",
     ),
     ("--seed", "INTERP_SEED", "seed", int, "seed for --random-weights (default 0)"),
     ("--workers", "INTERP_WORKERS", "worker_threads", int, "gRPC worker threads (default 8)"),
@@ -436,24 +448,26 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text)
     parser.add_argument(
-        "--weights",
-        dest="weights",
-        type=_weights_pair,
-        action="append",
-        default=None,
-        metavar="NAME=PATH",
-        help="state_dict file for one model (repeatable) [env INTERP_WEIGHTS, comma-separated]",
-    )
-    parser.add_argument(
-        "--dataset",
-        dest="datasets",
-        type=_weights_pair,
-        action="append",
-        default=None,
-        metavar="NAME=DIR",
-        help="an image folder to serve as dataset NAME (repeatable) [env INTERP_DATASETS, comma-separated]",
-    )
+        "--no-download", dest="download_weights", action="store_const", const=False,
+        help="never download weights (same as --download-weights 0) [env INTERP_DOWNLOAD_WEIGHTS=0]",
+    )  # fmt: skip
+    for flag, env, dest, kind, metavar, text in REPEATABLE:
+        parser.add_argument(
+            flag, dest=dest, type=kind, action="append", default=None, metavar=metavar,
+            help=f"{text} (repeatable) [env {env}, comma-separated]",
+        )  # fmt: skip
     return parser
+
+
+# flag, env var (comma-separated), dest, type, metavar, help: NAME=VALUE options given once per name.
+REPEATABLE: tuple[tuple[str, str, str, Callable[[str], tuple[str, Any]], str, str], ...] = (
+    ("--weights", "INTERP_WEIGHTS", "weights", _weights_pair, "NAME=PATH", "state_dict file for one model"),
+    ("--dataset", "INTERP_DATASETS", "datasets", _weights_pair, "NAME=DIR", "an image folder to serve as dataset NAME"),
+    (
+        "--weights-sha256", "INTERP_WEIGHTS_SHA256", "weights_sha256", _sha256_pair, "NAME=HEX",
+        "the full sha256 model NAME's weights file must have (a stronger guard than the 8-hex prefix in its name)",
+    ),
+)  # fmt: skip
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -475,16 +489,15 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             limits[dest.removeprefix("limits.")] = value
         else:
             top[dest] = value
-    pairs = args.weights
-    if pairs is None and environ.get("INTERP_WEIGHTS"):
-        pairs = [_weights_pair(item) for item in _csv(environ["INTERP_WEIGHTS"])]
-    if pairs:
-        top["weights"] = dict(pairs)
-    datasets = args.datasets
-    if datasets is None and environ.get("INTERP_DATASETS"):
-        datasets = [_weights_pair(item) for item in _csv(environ["INTERP_DATASETS"])]
-    if datasets:
-        top["datasets"] = dict(datasets)
+    for _flag, env, dest, kind, _metavar, _text in REPEATABLE:
+        pairs = getattr(args, dest)
+        if pairs is None and environ.get(env):
+            try:
+                pairs = [kind(item) for item in _csv(environ[env])]
+            except argparse.ArgumentTypeError as exc:
+                raise SystemExit(f"interp-server: bad {env}={environ[env]!r}: {exc}") from None
+        if pairs:
+            top[dest] = dict(pairs)
     config = ServerConfig(**top, limits=Limits(**limits))  # type: ignore[arg-type]
     validate_config(config)
     return config
@@ -575,4 +588,4 @@ def auth_tokens(config: ServerConfig) -> tuple[str, ...]:
 
 def env_vars() -> list[str]:
     """Every environment variable the server reads (checked against docker-compose.yml)."""
-    return [env for _f, env, _d, _k, _t in OPTIONS] + ["INTERP_WEIGHTS", "INTERP_DATASETS"]
+    return [env for _f, env, _d, _k, _t in OPTIONS] + [env for _f, env, *_rest in REPEATABLE]

@@ -56,7 +56,7 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
         num_classes=spec.num_classes,
         pretrained=model.pretrained,
         weights=weights_info(model),
-        status=pb.ModelInfo.READY if model.status == "READY" else pb.ModelInfo.UNAVAILABLE,
+        status=pb.ModelInfo.Status.Value(model.status),  # READY, LOADING or UNAVAILABLE: the same names
         reason=model.reason,
         description=spec.description,
         dataset=spec.dataset,

@@ -20,6 +20,7 @@ def test_config(**overrides) -> ServerConfig:
         host="127.0.0.1",
         port=0,
         random_weights=True,
+        download_weights=False,  # never the network (tests/integration/test_weights_download.py uses a local mirror)
         worker_threads=8,
         limits=Limits(max_concurrent_heavy=2, max_queued_heavy=8, default_deadline_s=300.0),
     )

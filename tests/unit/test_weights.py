@@ -183,11 +183,11 @@ def test_default_hub_cache_is_torch_hub_dir(tmp_path: Path, monkeypatch: pytest.
     assert info.source == "hub_cache"
 
 
-def test_download_goes_through_torch_hub_with_the_hash_check(tmp_path: Path, options: WeightsOptions) -> None:
-    # A file:// URL takes torch.hub.download_url_to_file's real path without a network.
+def test_download_of_a_file_url_with_the_hash_check(tmp_path: Path, options: WeightsOptions) -> None:
+    # A file:// URL takes models.download's real path without a network (HTTP: test_download.py).
     spec, source = controlled_spec(tmp_path)
     spec = with_weights(spec, url=source.as_uri())
-    with pytest.raises(WeightsNotFound, match="--download-weights"):
+    with pytest.raises(WeightsNotFound, match="downloads are off"):
         resolve_weights(spec, options)  # not allowed: nothing fetched
     options.download = True
     _, info = resolve_weights(spec, options)
@@ -195,7 +195,7 @@ def test_download_goes_through_torch_hub_with_the_hash_check(tmp_path: Path, opt
     assert info.sha256 == sha256_of(source)
 
     forged = with_weights(spec, canonical_name="lenet-00000000.pth", sha256_prefix="00000000")
-    with pytest.raises(WeightsError, match="download of .* refused: invalid hash"):
+    with pytest.raises(WeightsError, match="download of .* refused: its sha256 is"):
         resolve_weights(forged, options)
     assert not (options.hub_dir / "lenet-00000000.pth").exists()
 
@@ -214,8 +214,11 @@ def test_no_weights_says_exactly_how_to_provide_them(options: WeightsOptions) ->
         "INTERP_WEIGHTS_DIR",
         "vgg16-397923af.pth",
         str(options.hub_dir),
-        "--download-weights",
+        "--no-download",
         "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "--weights-url-base",
+        "INTERP_WEIGHTS_URL_BASE",
+        "--weights-sha256 vgg16=HEX",
         "--random-weights",
     ):
         assert expected in message, expected
