@@ -226,7 +226,7 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
         )
         url = options.download_url(spec)
         if options.download and url:
-            lines.append(f"  - a download from {url} (tried: it needs a network that reaches that host)")
+            lines.append(f"  - a download from {url} (tried: the reason is below)")
         elif url:
             lines.append(
                 f"  - a download from {url}: downloads are off (--no-download / INTERP_DOWNLOAD_WEIGHTS=0); "
