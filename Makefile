@@ -38,6 +38,8 @@ datasets:
 	  || { echo "error: installing $(FASHION_MNIST_PACKAGE) failed; run:  $$fix" >&2; exit 1; }; \
 	have || { echo "error: $(FASHION_MNIST_PACKAGE) is installed but $(FASHION_MNIST_DIR) still lacks the idx files" >&2; exit 1; }
 
+# All four models: the LeNets at once; vgg16/alexnet download their published weights into the hub
+# cache on first use (LOADING meanwhile). Offline: ARGS=--random-weights, or see docs/weights.md.
 serve: datasets $(STAMP)
 	$(VENV)/bin/interp-server $(ARGS)
 

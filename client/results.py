@@ -255,7 +255,8 @@ class WeightsInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One served model. ``status`` is "READY" or "UNAVAILABLE" (then ``reason`` says why and how to fix)."""
+    """One served model. ``status`` is "READY", "LOADING" (weights downloading; ``reason`` shows the progress)
+    or "UNAVAILABLE" (``reason`` says why and how to fix); a status newer than this client, its number."""
 
     name: str
     task: str

@@ -308,7 +308,7 @@ class InterpClient:
     # signatures stay explicit for readers and type checkers; tests check them against the table.
 
     def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
-        """Every model the server knows, READY or UNAVAILABLE (with the reason)."""
+        """Every model the server knows, READY, LOADING or UNAVAILABLE (with the reason)."""
         response = self.call("ListModels", {}, timeout, wrap=False)
         return [ModelInfo.from_proto(m) for m in response.models]
 

@@ -56,7 +56,7 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
         num_classes=spec.num_classes,
         pretrained=model.pretrained,
         weights=weights_info(model),
-        status=pb.ModelInfo.Status.Value(model.status),  # READY, LOADING or UNAVAILABLE: the same names
+        status=model.status,  # "READY", "LOADING" or "UNAVAILABLE": the enum value of that name
         reason=model.reason,
         description=spec.description,
         dataset=spec.dataset,

@@ -165,7 +165,7 @@ class ConnectSpy:
         spy, real_lookup = self, download.lookup
 
         class RecordingSocket(socket.socket):
-            def connect(self, address: object) -> None:  # type: ignore[override]
+            def connect(self, address: object) -> None:
                 spy.connect_timeouts.append(self.gettimeout())
                 super().connect(address)  # type: ignore[arg-type]
 
