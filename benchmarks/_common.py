@@ -36,6 +36,7 @@ def running_server(models: Sequence[str]) -> Iterator[tuple[Server, str]]:
         port=0,
         models=tuple(models),
         random_weights=True,
+        download_weights=False,  # random weights are what is measured; never the network
         reflection=False,
         log_level="WARNING",
         limits=Limits(default_deadline_s=3600.0),

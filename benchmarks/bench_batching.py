@@ -57,6 +57,7 @@ def serving(models: tuple[str, ...], batching: bool) -> Iterator[tuple[Server, s
         port=0,
         models=models,
         random_weights=True,
+        download_weights=False,  # random weights are what is measured; never the network
         reflection=False,
         log_level="WARNING",
         worker_threads=CLIENTS + 2,

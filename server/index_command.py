@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.k < 1 or (args.batch_size is not None and args.batch_size < 1):
         sys.exit("interp-index: --k and --batch-size must be >= 1")
     hub = ModelHub([args.model], weights_options(config), device=config.device)
+    hub.wait()  # a model whose weights download is LOADING until then
     model = hub.ready(args.model)
     module = model.require_ready()
     try:
