@@ -185,28 +185,45 @@ def download_file(
         DownloadFailed: network, HTTP or truncated transfer; nothing is left at ``dest``.
         WeightsError: the bytes arrived but their sha256 does not match; nothing is left at ``dest``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(dest.with_name(dest.name + ".lock"), dest, report, cancel):
-        if dest.is_file():
-            return False
-        handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-        temp = Path(temp_name)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                sha256 = _transfer(url, out, bounds, _Progress(label or dest.name, url, report), cancel)
-                out.flush()
-                os.fsync(out.fileno())
-            if expected_sha256 and not sha256.startswith(expected_sha256):
-                raise WeightsError(
-                    f"{label or dest.name}: download of {url} refused: its sha256 is {sha256}, expected "
-                    f"{'a hash starting with ' if len(expected_sha256) < 64 else ''}{expected_sha256}; "
-                    "nothing was written"
-                )
-            os.replace(temp, dest)
-        finally:
-            with suppress(FileNotFoundError):
-                temp.unlink()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(dest.with_name(dest.name + ".lock"), dest, report, cancel):
+            if dest.is_file():
+                return False
+            _fetch_into(url, dest, expected_sha256, bounds, _Progress(label or dest.name, url, report), cancel)
+    except DownloadFailed:
+        raise
+    except OSError as exc:  # the cache directory is not writable, the disk is full, ...
+        raise DownloadFailed(f"cannot download into {dest.parent}: {exc}") from exc
     return True
+
+
+def _fetch_into(
+    url: str,
+    dest: Path,
+    expected_sha256: str,
+    bounds: NetworkBounds,
+    progress: _Progress,
+    cancel: threading.Event | None,
+) -> None:
+    """Transfer to a temporary file beside ``dest``; rename it to ``dest`` once the checksum matched."""
+    handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            sha256 = _transfer(url, out, bounds, progress, cancel)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected_sha256 and not sha256.startswith(expected_sha256):
+            raise WeightsError(
+                f"{progress.label}: download of {url} refused: its sha256 is {sha256}, expected "
+                f"{'a hash starting with ' if len(expected_sha256) < 64 else ''}{expected_sha256}; "
+                "nothing was written"
+            )
+        os.replace(temp, dest)
+    finally:
+        with suppress(FileNotFoundError):
+            temp.unlink()
 
 
 def _transfer(

@@ -216,3 +216,31 @@ def test_a_refused_download_raises_weights_error_and_keeps_an_existing_file_out(
         with pytest.raises(WeightsError, match="refused: its sha256 is"):
             download_file(f"{mirror.url}/{name}", tmp_path / name, "00000000")
     assert list(tmp_path.iterdir()) == [tmp_path / f"{name}.lock"]
+
+
+def test_models_fetch_fills_a_hub_cache_from_a_mirror(
+    hub_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models import fetch
+
+    spec = register_tiny(monkeypatch, DATA)
+    name = spec.weights.canonical_name
+    with mirror_serving({f"/{name}": DATA}) as mirror:
+        argv = [TINY, "--hub-dir", str(hub_dir), "--weights-url-base", mirror.url]
+        assert fetch.main([*argv, "--weights-sha256", f"{TINY}={SHA256}"]) == 0
+        assert f"{TINY}: download {hub_dir / name} sha256={SHA256}" in capsys.readouterr().out
+        assert fetch.main([*argv, "--no-download"]) == 0  # verifies what is there, no transfer
+        assert f"{TINY}: hub_cache" in capsys.readouterr().out
+        (hub_dir / name).unlink()
+        assert fetch.main([*argv, "--no-download"]) == 1
+        assert "downloads are off" in capsys.readouterr().err
+    assert dict(mirror.requests) == {f"/{name}": 1}
+
+
+def test_a_cache_that_cannot_be_written_is_a_download_failure(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    with Mirror() as mirror:
+        mirror.files["/w.pth"] = DATA
+        with pytest.raises(DownloadFailed, match="cannot download into .*a-file/hub"):
+            download_file(f"{mirror.url}/w.pth", tmp_path / "a-file" / "hub" / "w.pth", "")
+    assert mirror.connections == 0
