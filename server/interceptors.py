@@ -103,7 +103,7 @@ class Metrics:
         self.heavy_queued = Gauge("interp_heavy_queued", "heavy RPCs waiting for a slot", registry=self.registry)
         self.model_ready = Gauge(
             "interp_model_ready",
-            "1 if the model is READY, 0 if UNAVAILABLE",
+            "1 if the model is READY, 0 if LOADING (weights downloading) or UNAVAILABLE",
             ["model", "pretrained"],
             registry=self.registry,
         )

@@ -66,6 +66,10 @@ def wait_for(stub: pb_grpc.InterpStub, name: str, status: str, timeout: float = 
     return model
 
 
+def ready_gauge(server: Server, pretrained: str) -> float | None:
+    return server.metrics.registry.get_sample_value("interp_model_ready", {"model": TINY, "pretrained": pretrained})
+
+
 def lenets_answer(stub: pb_grpc.InterpStub, image: pb.Image) -> None:
     for name in ("lenet", "lenet-classic"):
         reply = stub.Classify(pb.ClassifyRequest(model=name, image=image), timeout=60)
@@ -80,9 +84,10 @@ def test_a_download_is_loading_while_the_lenets_serve_then_ready(
     with mirror_serving({f"/{name}": DATA}) as mirror:
         mirror.pause_at = len(DATA) // 2
         argv = ["--models", f"lenet,lenet-classic,{TINY}", "--hub-dir", str(tmp_path / "hub")]
-        with serving(argv, {"INTERP_WEIGHTS_URL_BASE": mirror.url}) as (_server, stub):
+        with serving(argv, {"INTERP_WEIGHTS_URL_BASE": mirror.url}) as (server, stub):
             assert mirror.paused.wait(30)
             loading = wait_for(stub, TINY, "LOADING")
+            assert ready_gauge(server, "false") == 0
             assert re.match(r"downloading, \d+ % \(", loading.reason), loading.reason
             assert not loading.ready
             lenets_answer(stub, lenet_image)  # the others serve meanwhile
@@ -94,6 +99,10 @@ def test_a_download_is_loading_while_the_lenets_serve_then_ready(
             assert f"model {TINY} is loading: downloading," in (refused.value.details() or "")
             mirror.resume.set()
             ready = wait_for(stub, TINY, "READY")
+            deadline = time.monotonic() + 10  # the listener runs just after the status turns READY
+            while ready_gauge(server, "true") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert ready_gauge(server, "true") == 1  # the metric follows the background load
     assert (ready.pretrained, ready.weights.source, ready.reason) == (True, "download", "")
     assert ready.weights.path == str(tmp_path / "hub" / name) and (tmp_path / "hub" / name).read_bytes() == DATA
 
