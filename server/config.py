@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, env, dest, kind, text in OPTIONS:
         metavar = flag.removeprefix("--").upper().replace("-", "_")
-        text = f"{text} [env {env}]"
+        text = f"{text} [env {env}]".replace("%", "%%")  # argparse expands % in help
         if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
         else:

@@ -7,8 +7,10 @@ import pytest
 from server.app import grpc_options
 from server.config import (
     MIN_TOKEN_LENGTH,
+    OPTIONS,
     ServerConfig,
     auth_tokens,
+    build_parser,
     is_loopback,
     load_config,
     read_tokens_file,
@@ -152,3 +154,12 @@ def test_connection_limits_are_options() -> None:
 def test_the_default_address_is_loopback_so_the_default_server_starts() -> None:
     config = load_config([], environ={})
     assert config.host == "127.0.0.1" and auth_tokens(config) == ()
+
+
+def test_help_lists_every_flag_and_variable() -> None:
+    text = build_parser().format_help()  # a bare % in a help string once made --help crash
+    for flag, env, *_rest in OPTIONS:
+        assert flag in text and env in text, flag
+    for flag in ("--weights", "--dataset", "--weights-sha256", "--no-download", "INTERP_WEIGHTS_SHA256"):
+        assert flag in text, flag
+    assert "25% of the cgroup" in text.replace("\n", " ").replace("  ", " ")
