@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,30 @@ def require(available: object, reason: str) -> None:
     if under_ci():
         pytest.fail(f"missing prerequisite under CI=true: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@pytest.fixture(autouse=True)
+def _weights_downloads_stay_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A weights download in a test may only look up loopback names (or ``*.test`` names that the
+    test itself fakes): the server downloads by default, and no test may try a public host.
+
+    Only where ``models.download`` is already imported: importing it here would import torch into
+    the client-only tests.
+    """
+    download = sys.modules.get("models.download")
+    if download is not None:
+        real = download.lookup
+
+        def local_only(host: str, port: int, timeout: float) -> list:
+            if host not in LOCAL_HOSTS and not host.endswith(".test"):
+                raise download.DownloadFailed(f"tests never reach {host}: serve the file from 127.0.0.1")
+            return real(host, port, timeout)
+
+        monkeypatch.setattr(download, "lookup", local_only)
+    yield
 
 
 def require_fashion_mnist(split: str = "t10k") -> None:
