@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.dataset_index import build_index, default_layers
+from interp.dataset.index import build_index, default_layers
 from models.dataset_registry import DatasetRegistry
 from models.hub import ModelHub
 from models.weights import WeightsOptions

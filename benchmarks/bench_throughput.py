@@ -39,7 +39,7 @@ from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
 from client.images import add_image, image_message
 from client.results import ClassifyResult, SaliencyResult
-from interp.saliency import saliency as interp_saliency
+from interp.attribution.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
 from server.imaging import decode_cost, load_input, load_stack, stack_run

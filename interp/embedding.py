@@ -2,7 +2,7 @@
 
 The lectures' "visualize embeddings" and the classic MNIST t-SNE picture (van der Maaten &
 Hinton 2008): every dataset image's feature vector at one layer (from the activation index, so
-the features are exactly those :mod:`interp.dataset_index` stores: linear layers as they are,
+the features are exactly those :mod:`interp.dataset.index` stores: linear layers as they are,
 conv layers mean-pooled) is mapped to a point in the plane.
 
 - ``pca``: the first two principal components (float64 covariance, eigen-decomposition; each
@@ -41,8 +41,6 @@ from interp.progress import OnStep, ShouldStop, StepEvent
 METHODS = ("tsne", "pca")
 REPORT_EVERY = 10
 """t-SNE iterations between progress events (each carries the KL divergence; cancellation is checked there)."""
-EARLY_EXAGGERATION = 12.0
-"""openTSNE's early exaggeration factor (its ``"auto"`` for exaggeration 1)."""
 PLACE_NEIGHBORS = 10
 """Map points reported around each placed image."""
 
@@ -421,36 +419,6 @@ def sprite(thumbnails: np.ndarray, columns: int) -> np.ndarray:
     return out
 
 
-def neighbour_accuracy(coords: np.ndarray, labels: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> float:
-    """k-NN classification accuracy in the map, ``folds``-fold cross-validated (the issue's quality measure)."""
-    n = coords.shape[0]
-    order = np.random.default_rng(seed).permutation(n)
-    correct = 0
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        ids, _ = _knn(coords[train], coords[test], k)
-        votes = labels[train][ids]
-        predicted = np.array([np.bincount(v[v >= 0], minlength=1).argmax() for v in votes])
-        correct += int((predicted == labels[test]).sum())
-    return correct / n
-
-
-def _knn(points: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    ids, dists = [], []
-    p = points.astype(np.float64)
-    pn = (p * p).sum(1)
-    for s in range(0, queries.shape[0], chunk):
-        q = queries[s : s + chunk].astype(np.float64)
-        d = (q * q).sum(1)[:, None] - 2 * q @ p.T + pn[None, :]
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        dd = np.take_along_axis(d, part, axis=1)
-        o = np.argsort(dd, axis=1, kind="stable")
-        ids.append(np.take_along_axis(part, o, axis=1))
-        dists.append(np.sqrt(np.clip(np.take_along_axis(dd, o, axis=1), 0, None)))
-    return np.concatenate(ids), np.concatenate(dists)
-
-
 __all__ = [
     "METHODS",
     "EmbeddingParams",
@@ -462,7 +430,6 @@ __all__ = [
     "embed",
     "fit_pca",
     "nearest_points",
-    "neighbour_accuracy",
     "place",
     "scatter_image",
     "sprite",

@@ -1,4 +1,6 @@
-"""Activation maps of any set of layers from one forward pass that stops at the deepest one."""
+"""What a model computes on one batch, without optimization: class probabilities, the
+activation maps of any set of layers (one forward pass that stops at the deepest one), and the
+kernel weights of a convolution."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from interp.errors import InvalidInput
-from interp.hooks import check_batch, run_until
+from interp.hooks import get_layer, run_until
+from interp.validate import check_batch, check_logits
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,59 @@ def activations(
             layer=name, tensor=tensor, channel_mean=mean, channel_max=flat.amax(dim=2), top_channels=top
         )
     return result
+
+
+def predict(model: nn.Module, x: Tensor) -> Tensor:
+    """Softmax of the model's logits, without building a graph.
+
+    Args:
+        model: classifier mapping (B, C, H, W) pixels in [0, 1] to (B, K) logits.
+        x: (B, C, H, W) batch of pixels in [0, 1].
+
+    Returns:
+        (B, K) float32 class probabilities (rows sum to 1).
+    """
+    check_batch(x)
+    with torch.no_grad():
+        logits = model(x)
+    check_logits(logits, x.shape[0])
+    return torch.softmax(logits.float(), dim=1)
+
+
+@dataclass(frozen=True)
+class KernelWeights:
+    """A Conv2d layer's parameters, copied out of the model.
+
+    Attributes:
+        layer: module path of the layer.
+        weights: (O, I / groups, kH, kW) float32.
+        bias: (O,) float32, or None when the layer has no bias.
+    """
+
+    layer: str
+    weights: Tensor
+    bias: Tensor | None
+
+    @property
+    def rgb(self) -> bool:
+        """True when each kernel has three input channels: a first layer on RGB images, drawn in colour."""
+        return self.weights.shape[1] == 3
+
+
+def kernels(model: nn.Module, layer: str) -> KernelWeights:
+    """Return the weights of the ``nn.Conv2d`` at module path ``layer``.
+
+    The tensors are detached float32 copies: changing them does not change the model.
+
+    Raises:
+        InvalidInput: unknown layer (the message lists the valid ones) or not a Conv2d.
+    """
+    module = get_layer(model, layer)
+    if not isinstance(module, nn.Conv2d):
+        convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        raise InvalidInput(
+            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers: {', '.join(convs)}"
+        )
+    weights = module.weight.detach().float().clone()
+    bias = None if module.bias is None else module.bias.detach().float().clone()
+    return KernelWeights(layer=layer, weights=weights, bias=bias)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp.dataset_index import IndexProgress, LayerIndex, build_index
+from interp.dataset.index import IndexProgress, LayerIndex, build_index
 from models.dataset_registry import Dataset, IdxDataset
 from models.registry import Preprocessing
 

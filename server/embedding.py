@@ -133,7 +133,7 @@ def render(
     emap: EmbeddingMap, labels: np.ndarray, classes: tuple[str, ...], thumbnails: np.ndarray, title: str
 ) -> tuple[bytes, bytes, bytes, int]:
     """scatter PNG, atlas PNG, thumbnail sprite PNG and the sprite's column count."""
-    from interp.dataset_index import fast_png
+    from interp.dataset.crops import fast_png
     from interp.rendering import encode_png
 
     scatter = encode_png(scatter_image(emap.coordinates, labels, classes, title=title))

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from interp.dataset_index import default_layers
+    from interp.dataset.index import default_layers
     from models.dataset_registry import DatasetRegistry, UnknownDataset
     from models.hub import ModelHub
     from server.app import weights_options

@@ -23,16 +23,17 @@ import numpy as np
 import torch
 
 from interp import rendering
-from interp.adversarial import AttackParams
-from interp.dataset_index import BuildIndexParams
-from interp.deepdream import DeepDreamParams
+from interp.attacks.linf import AttackParams
+from interp.attacks.minimal_params import MinimalAttackParams
+from interp.attacks.robustness import AttackDatasetParams
+from interp.attribution.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
+from interp.attribution.saliency import SaliencyParams
+from interp.dataset.index import BuildIndexParams
 from interp.embedding import EmbeddingParams
 from interp.errors import InvalidInput
-from interp.feature_vis import FeatureVisParams
-from interp.interpolation import InterpolateFeaturesParams
-from interp.minimal import AttackDatasetParams, MinimalAttackParams
-from interp.saliency import METHOD_PARAMS as SALIENCY_METHOD_PARAMS
-from interp.saliency import SaliencyParams
+from interp.synthesis.deepdream import DeepDreamParams
+from interp.synthesis.feature_interpolation import InterpolateFeaturesParams
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.errors import UnknownLayer, shown
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
@@ -284,7 +285,7 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
 
 @handler("Activations")
 def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.ActivationsResponse:
-    from interp.activations import activations as compute
+    from interp.single_pass import activations as compute
 
     if not request.layers:
         raise BadRequest(
@@ -345,7 +346,7 @@ def _activation_bytes(model: LoadedModel, paths: Sequence[str], include_tensors:
 
 @handler("Kernels")
 def kernels(ctx: Ctx, request: pb.KernelsRequest, params: None) -> pb.KernelsResponse:
-    from interp.kernels import kernels as compute
+    from interp.single_pass import kernels as compute
 
     path = ctx.layer(request.layer, field="layer")
     result = compute(ctx.module, path)
@@ -401,7 +402,7 @@ BATCHED_SALIENCY = ("gradient", "gradient_x_input")
 
 @handler("Saliency", params=SaliencyParams, resolve=_resolve_saliency, applies=_saliency_applies, batched=True)
 def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> pb.SaliencyResponse:
-    from interp.saliency import saliency as compute
+    from interp.attribution.saliency import saliency as compute
 
     samples = {"smoothgrad": params.samples, "integrated_gradients": params.steps}.get(request.method, 1)
     _, height, width = ctx.model.spec.input_shape
@@ -482,7 +483,7 @@ def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.Attack
 
 @handler("Attack", params=AttackParams, resolve=_resolve_attack, applies=lambda r: ATTACK_PARAMS.get(r.method, ()))
 def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.AttackResponse:
-    from interp.adversarial import attack as compute
+    from interp.attacks.linf import attack as compute
 
     target = ctx.target_index(request.target)
     label = _true_label(ctx, request, target)
@@ -571,7 +572,7 @@ def _true_label(ctx: Ctx, request: Any, target: int | None) -> int | None:
 
 
 def _resolved_attack(method: str, epsilon: float, params: AttackParams) -> AttackParams:
-    from interp.adversarial import resolve_params
+    from interp.attacks.linf import resolve_params
 
     return resolve_params(method, epsilon, params)
 
@@ -608,7 +609,7 @@ def _clean_outcome(
 def _resolve_visualize(
     params: FeatureVisParams, model: LoadedModel, request: pb.VisualizeFilterRequest
 ) -> FeatureVisParams:
-    from interp.feature_vis import resolve
+    from interp.synthesis.feature_vis_params import resolve
 
     try:  # a fully connected layer (class logits) takes the naturalness preset by default
         path = model.resolve_layer(request.layer) if request.layer else None
@@ -621,7 +622,7 @@ def _resolve_visualize(
 
 @handler("VisualizeFilter", params=FeatureVisParams, resolve=_resolve_visualize)
 def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: FeatureVisParams) -> Streamed:
-    from interp.feature_vis import visualize_filter as compute
+    from interp.synthesis.feature_vis import visualize_filter as compute
 
     model = ctx.model
     path = ctx.layer(request.layer, field="layer")
@@ -671,14 +672,14 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
 
 
 def _resolve_dream(params: DeepDreamParams, model: LoadedModel, request: pb.DeepDreamRequest) -> DeepDreamParams:
-    from interp.deepdream import resolve
+    from interp.synthesis.deepdream import resolve
 
     return resolve(params, in_channels=model.spec.input_shape[0], input_size=model.spec.input_shape[1])
 
 
 @handler("DeepDream", params=DeepDreamParams, resolve=_resolve_dream)
 def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) -> Streamed:
-    from interp.deepdream import deepdream
+    from interp.synthesis.deepdream import deepdream
 
     if not request.layers:
         raise BadRequest(
@@ -715,7 +716,7 @@ def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) 
 def _resolve_interpolate(
     params: InterpolateFeaturesParams, model: LoadedModel, request: pb.InterpolateFeaturesRequest
 ) -> InterpolateFeaturesParams:
-    from interp.interpolation import DEFAULT_ALPHAS, MAX_ALPHA, resolve
+    from interp.synthesis.feature_interpolation import DEFAULT_ALPHAS, MAX_ALPHA, resolve
 
     alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
     for i, alpha in enumerate(alphas):
@@ -744,8 +745,8 @@ def _interpolate_applies(request: pb.InterpolateFeaturesRequest) -> tuple[str, .
 def interpolate_features(
     ctx: Ctx, request: pb.InterpolateFeaturesRequest, params: InterpolateFeaturesParams
 ) -> Streamed:
-    from interp.interpolation import DEFAULT_ALPHAS, attribute_vector, features
-    from interp.interpolation import interpolate_features as compute
+    from interp.synthesis.feature_interpolation import DEFAULT_ALPHAS, attribute_vector, features
+    from interp.synthesis.feature_interpolation import interpolate_features as compute
 
     model = ctx.model
     names = list(request.layers) or list(model.spec.default_dfi_layers)
@@ -812,8 +813,8 @@ def interpolate_features(
 def _resolve_minimal(
     params: MinimalAttackParams, model: LoadedModel, request: pb.MinimalAttackRequest
 ) -> MinimalAttackParams:
-    from interp.minimal import METHODS as MINIMAL_METHODS
-    from interp.minimal import applies, resolve
+    from interp.attacks.minimal_params import METHODS as MINIMAL_METHODS
+    from interp.attacks.minimal_params import applies, resolve
 
     if request.method not in MINIMAL_METHODS:
         raise BadRequest(
@@ -831,14 +832,16 @@ def _resolve_minimal(
 
 
 def _minimal_applies(request: pb.MinimalAttackRequest) -> tuple[str, ...]:
-    from interp.minimal import applies
+    from interp.attacks.minimal_params import applies
 
     return applies(request.method)
 
 
 @handler("MinimalAttack", params=MinimalAttackParams, resolve=_resolve_minimal, applies=_minimal_applies)
 def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAttackParams) -> pb.MinimalAttackResponse:
-    from interp.minimal import DEEPFOOL_METHODS, deepfool, minimal_epsilon
+    from interp.attacks.deepfool import deepfool
+    from interp.attacks.minimal_epsilon import minimal_epsilon
+    from interp.attacks.minimal_params import DEEPFOOL_METHODS
 
     method = request.method
     if request.HasField("target"):
@@ -968,7 +971,7 @@ def _attack_images(
 def _resolve_dataset(
     params: AttackDatasetParams, model: LoadedModel, request: pb.AttackDatasetRequest
 ) -> AttackDatasetParams:
-    from interp.minimal import resolve_dataset_params
+    from interp.attacks.robustness import resolve_dataset_params
 
     methods = list(request.methods)
     if not methods:
@@ -989,7 +992,7 @@ def _resolve_dataset(
 
 @handler("AttackDataset", params=AttackDatasetParams, resolve=_resolve_dataset)
 def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
-    from interp.minimal import curve_png, robustness
+    from interp.attacks.robustness import curve_png, robustness
 
     limit = request.limit if request.HasField("limit") else 1000
     if limit < 1:
@@ -1095,7 +1098,7 @@ def list_datasets(ctx: Ctx, request: pb.ListDatasetsRequest, params: None) -> pb
 
 
 def _index_layers(ctx: Ctx, names: Sequence[str]) -> list[str]:
-    from interp.dataset_index import default_layers
+    from interp.dataset.index import default_layers
 
     if not names:
         return default_layers(ctx.module)
@@ -1187,7 +1190,7 @@ def _label(ctx: Ctx, dataset: Any, image_id: int) -> tuple[int, str]:
 def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -> pb.TopActivationsResponse:
     import cv2
 
-    from interp import dataset_index as di
+    from interp.dataset import crops as di
     from server.dataset_index import images_by_id
 
     dataset = _dataset(ctx, request.dataset)
@@ -1280,8 +1283,8 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
 
 def _add_projections(ctx: Ctx, path: str, channels: list[Any], images: dict[int, torch.Tensor]) -> None:
     """Each entry's guided-backprop projection of its unit, cut to its receptive-field box (one batch)."""
-    from interp import dataset_index as di
-    from interp.saliency import unit_guided_backprop
+    from interp.attribution.saliency import unit_guided_backprop
+    from interp.dataset import crops as di
 
     entries = [(top.channel, e) for top in channels for e in top.entries]
     if not entries:
@@ -1304,7 +1307,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 @handler("NearestNeighbors")
 def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: None) -> pb.NearestNeighborsResponse:
-    from interp import dataset_index as di
+    from interp.dataset import neighbours as di
     from server.dataset_index import images_by_id
 
     dataset = _dataset(ctx, request.dataset)
@@ -1525,7 +1528,7 @@ def embedding(ctx: Ctx, request: pb.EmbeddingRequest, params: EmbeddingParams) -
 
 @handler("PlaceImages", params=EmbeddingParams, applies=_embedding_applies)
 def place_images(ctx: Ctx, request: pb.PlaceImagesRequest, params: EmbeddingParams) -> pb.PlaceImagesResponse:
-    from interp import dataset_index as di
+    from interp.dataset import neighbours as di
     from interp.embedding import place, scatter_image
     from server.embedding import MapUnavailable, maps
 

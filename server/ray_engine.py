@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp.dataset_index import IndexAccumulator, IndexProgress, LayerIndex, index_batch
+from interp.dataset.index import IndexAccumulator, IndexProgress, LayerIndex, index_batch
 from interp.errors import Cancelled
 from models.dataset_registry import Dataset
 from models.registry import Preprocessing

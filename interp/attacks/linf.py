@@ -1,4 +1,4 @@
-"""L-infinity adversarial examples: FGSM, BIM and PGD, untargeted or targeted.
+"""L-infinity adversarial examples: FGSM, BIM and PGD, untargeted or targeted (the Attack RPC).
 
 - ``fgsm`` (Goodfellow et al. 2014): ``x' = clamp(x + eps * sign(grad_x CE(f(x), y)), 0, 1)``;
   targeted: ``x' = clamp(x - eps * sign(grad_x CE(f(x), t)), 0, 1)``.
@@ -8,16 +8,10 @@
 
 The loss is the mean cross-entropy on the logits (torchattacks' convention, which these match
 bit for bit). Untargeted attacks push away from ``labels``, by default the model's own prediction
-(no label leaking). Pixels are in [0, 1], so eps and step size are in pixel units.
-
-8-bit quantization: the image a client receives is a PNG, so success is judged on the adversarial
-image rounded to the 8-bit grid k/255. Plain rounding can leave the eps-ball (eps = 0.1 is
-25.5/255, which rounds to 26/255), so each pixel is rounded to the nearest k/255 *inside* the
-ball: ``k`` is clamped to ``[ceil(255 (x - eps)), floor(255 (x + eps))]``, with a final
-check in float32 that ``|k/255 - x| <= eps`` exactly as the reported L-inf is computed. For an
-input on the 8-bit grid (a decoded PNG) the ball always contains a grid point and the quantized
-L-inf never exceeds eps. For an off-grid pixel whose ball holds no grid point (only possible for
-eps < 1/510), the nearest grid value is used and the reported L-inf, always measured, shows it.
+(no label leaking). Pixels are in [0, 1], so eps and step size are in pixel units. The steps are
+:func:`interp.attacks.steps.linf_steps`, shared with the minimal-epsilon search; success is
+judged on the image rounded into the ball on the 8-bit grid
+(:func:`interp.attacks.steps.quantize_in_ball`).
 
 Thread safety: plain autograd on a private copy of the input, a private ``torch.Generator``;
 no hooks, no module or global state is touched.
@@ -30,14 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from interp.errors import Cancelled, InvalidInput
-from interp.hooks import check_batch
-from interp.predict import check_logits
+from interp.attacks.steps import LINF_METHODS, attack_goal, check_epsilon, linf_steps
+from interp.errors import InvalidInput
 
-METHODS = ("fgsm", "bim", "pgd")
+METHODS = LINF_METHODS
 MAX_STEPS = 1000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -100,7 +92,7 @@ def resolve_params(method: str, epsilon: float, params: AttackParams = AttackPar
     """
     if method not in METHODS:
         raise InvalidInput(f"unknown attack method {method!r}; valid methods: {', '.join(METHODS)}")
-    _check_epsilon(epsilon)
+    check_epsilon(epsilon)
     if not isinstance(params, AttackParams):
         raise InvalidInput(f"params must be an AttackParams, got {type(params).__name__}")
     step = params.step_size
@@ -168,56 +160,23 @@ def attack(
         Cancelled: ``should_stop`` returned True.
     """
     resolved = resolve_params(method, epsilon, params)
-    check_batch(x)
-    if labels is not None and target is not None:
-        raise InvalidInput("pass labels (untargeted) or target (targeted), not both")
+    x, _, goal, targeted = attack_goal(model, x, labels, target)
     batch = x.shape[0]
-    x = x.detach().clone()
-    with torch.no_grad():
-        logits = model(x)
-    check_logits(logits, batch)
-    classes = logits.shape[1]
-    targeted = target is not None
-    goal = target if targeted else labels
-    if goal is None:
-        goal = logits.argmax(dim=1)
-    else:
-        _check_classes("target" if targeted else "labels", goal, batch, classes)
-    goal = goal.to(device=x.device, dtype=torch.long)
-
     eps = float(epsilon)
-    step_size = float(resolved.step_size or 0.0)  # resolve_params always sets it
-    adv = x.clone()
-    if resolved.random_start:
-        if per_image:
-            starts = [
-                torch.empty_like(adv[i : i + 1]).uniform_(
-                    -eps, eps, generator=torch.Generator(device=x.device).manual_seed(resolved.seed)
-                )
-                for i in range(batch)
-            ]
-            noise = torch.cat(starts)
-        else:
-            generator = torch.Generator(device=x.device).manual_seed(resolved.seed)
-            noise = torch.empty_like(adv).uniform_(-eps, eps, generator=generator)
-        adv = (adv + noise).clamp(0.0, 1.0)
-    for _ in range(resolved.steps):
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"{method} cancelled")
-        adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), goal, reduction="sum" if per_image else "mean")
-        if targeted:
-            loss = -loss
-        (grad,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach() + step_size * grad.sign()
-        if method == "fgsm":
-            adv = adv.clamp(0.0, 1.0)
-        else:
-            delta = (adv - x).clamp(-eps, eps)
-            adv = (x + delta).clamp(0.0, 1.0)
-    adv = adv.detach()
-
-    quantized = quantize_in_ball(adv, x, eps)
+    adv, quantized = linf_steps(
+        model,
+        x,
+        goal,
+        method=method,
+        epsilons=[eps] * batch,
+        step_sizes=[float(resolved.step_size or 0.0)] * batch,  # resolve_params always sets it
+        steps=resolved.steps,
+        targeted=targeted,
+        random_start=bool(resolved.random_start),
+        seed=resolved.seed,
+        per_image=per_image,
+        should_stop=should_stop,
+    )
     with torch.no_grad():
         adv_logits = model(quantized)
     predictions = adv_logits.argmax(dim=1)
@@ -237,56 +196,3 @@ def attack(
         l2=delta.norm(dim=1).float(),
         params=resolved,
     )
-
-
-def quantize_in_ball(adv: Tensor, x: Tensor, epsilon: float) -> Tensor:
-    """Round ``adv`` to the 8-bit grid k/255, staying within ``epsilon`` of ``x`` (L-inf) and in [0, 1].
-
-    Args:
-        adv: (B, C, H, W) adversarial pixels in [0, 1].
-        x: (B, C, H, W) clean pixels in [0, 1].
-        epsilon: L-inf radius in pixel units.
-
-    Returns:
-        (B, C, H, W) tensor of values k/255 (same dtype as ``adv``); see the module docstring
-        for the one case (eps < 1/510, off-grid x) where no grid point lies in the ball.
-    """
-    levels = torch.round(adv * 255)
-    lo = torch.ceil((x - epsilon) * 255).clamp(0, 255)
-    hi = torch.floor((x + epsilon) * 255).clamp(0, 255)
-    # The bounds were computed in floating point: step inward wherever the grid value, converted
-    # back to pixels the way L-inf is measured, would still exceed epsilon.
-    lo = torch.where((x - lo / 255) > epsilon, lo + 1, lo)
-    hi = torch.where((hi / 255 - x) > epsilon, hi - 1, hi)
-    inside = torch.maximum(torch.minimum(levels, hi), lo)
-    nearest = torch.round(x * 255)
-    levels = torch.where(lo <= hi, inside, nearest)
-    return levels / 255
-
-
-def _check_epsilon(epsilon: float) -> None:
-    if (
-        isinstance(epsilon, bool)
-        or not isinstance(epsilon, int | float)
-        or not math.isfinite(epsilon)
-        or not 0 < epsilon <= 1
-    ):
-        raise InvalidInput(f"epsilon must be a finite number in (0, 1] (pixel units), got {epsilon!r}")
-
-
-def _check_classes(name: str, classes: Tensor, batch: int, count: int) -> None:
-    if not isinstance(classes, Tensor):
-        raise InvalidInput(f"{name} must be a ({batch},) integer tensor, got {type(classes).__name__}")
-    if (
-        classes.shape != (batch,)
-        or classes.is_floating_point()
-        or classes.is_complex()
-        or classes.dtype == torch.bool
-    ):
-        raise InvalidInput(
-            f"{name} must be a ({batch},) integer tensor (one class per image), "
-            f"got {classes.dtype} {tuple(classes.shape)}"
-        )
-    bad = [int(c) for c in classes if not 0 <= int(c) < count]
-    if bad:
-        raise InvalidInput(f"{name} classes must be in 0..{count - 1}, got {bad}")

@@ -41,10 +41,9 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.hooks import check_batch, get_layer, structural_copy
-from interp.predict import check_logits
+from interp.hooks import get_layer, structural_copy
 from interp.rendering import DEFAULT_CLIP_PERCENTILE, DEFAULT_COLORMAP
-from interp.validate import check_int
+from interp.validate import check_batch, check_int, check_logits
 
 METHODS = (
     "gradient",

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.errors import InvalidInput
-from interp.hooks import check_batch, get_layer, run_until
+from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_float, check_int, filled
+from interp.validate import check_batch, check_float, check_int, filled
 
 MAX_OCTAVES = 10
 MAX_ITERATIONS = 1000

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from interp.errors import InvalidInput
-from interp.hooks import check_batch, get_layer, run_until
+from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_float, check_int, filled
+from interp.validate import check_batch, check_float, check_int, filled
 
 MAX_ITERATIONS = 2000
 MAX_ALPHAS = 32

@@ -155,7 +155,7 @@ def _guided_backprop_oracle(module, x, layer: str, channel: int, y: int, x_: int
 def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built):
     import torch
 
-    from interp.dataset_index import Box, crop_field
+    from interp.dataset.crops import Box, crop_field
     from models.datasets import load_dataset
     from models.hub import ModelHub
     from models.weights import WeightsOptions

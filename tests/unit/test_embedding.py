@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks._metrics import neighbour_accuracy
 from interp import embedding as emb
 from interp.errors import Cancelled, InvalidInput
 from tests.conftest import require_fashion_mnist
@@ -18,7 +19,7 @@ SMALL = emb.EmbeddingParams(perplexity=20.0, iterations=40, early_iterations=30,
 def lenet_relu4() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The trained LeNet's relu4 features of the first 800 test images, through the index's own path."""
     require_fashion_mnist()
-    from interp.dataset_index import build_index
+    from interp.dataset.index import build_index
     from models.dataset_registry import DatasetRegistry
     from models.hub import ModelHub
     from models.weights import WeightsOptions
@@ -157,7 +158,7 @@ def test_neighbour_accuracy_matches_sklearn_knn() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, 400)
     coords = rng.normal(size=(400, 2)) + labels[:, None] * 1.5
-    ours = emb.neighbour_accuracy(coords, labels, k=10, folds=5, seed=0)
+    ours = neighbour_accuracy(coords, labels, k=10, folds=5, seed=0)
     order = np.random.default_rng(0).permutation(400)
     correct = 0
     for f in range(5):

@@ -93,8 +93,8 @@ def test_cli_has_a_subcommand_per_method_with_every_params_field_as_an_option() 
 
 
 def test_choices_in_the_table_are_the_methods_interp_implements() -> None:
-    from interp.adversarial import METHODS as ATTACKS
-    from interp.saliency import METHODS as SALIENCY
+    from interp.attacks.linf import METHODS as ATTACKS
+    from interp.attribution.saliency import METHODS as SALIENCY
 
     assert tuple(by_rpc("Saliency").choices["method"]) == tuple(SALIENCY)
     assert tuple(by_rpc("Attack").choices["method"]) == tuple(ATTACKS)

@@ -26,7 +26,7 @@ from benchmarks.eval_naturalness import (
     to_tensor,
     train_judge,
 )
-from interp.feature_vis import FeatureVisParams
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.datasets import DatasetNotFound, load_dataset
 from models.lenet import FASHION_MNIST_CLASSES, build_lenet
 
