@@ -424,23 +424,24 @@ def test_each_regularizer_does_what_its_docstring_says():
 
 
 def test_size_preserving_transforms_keep_the_side_and_are_identity_when_off():
+    from interp.synthesis.feature_vis_params import transform_spec
     from interp.synthesis.transforms import TransformSpec, random_transform
 
     p = resolve(FeatureVisParams(preset="naturalness"), in_channels=1, input_size=28, dense=True)
-    spec = TransformSpec.from_params(p, keep_size=True, background=0.0)
+    spec = transform_spec(p, keep_size=True, background=0.0)
     x = torch.rand(3, 1, 28, 28)
     gen = torch.Generator().manual_seed(0)
     assert all(random_transform(x, spec, gen).shape == x.shape for _ in range(20))
-    identity = TransformSpec.from_params(
+    identity = transform_spec(
         replace(p, jitter=0, scale_range=0.0, rotate_degrees=0.0), keep_size=True, background=0.0
     )
     torch.testing.assert_close(random_transform(x, identity, gen), x)
     # The historical stack at the default sizes is exactly Lucid's, scaled (preset "none").
     for size in range(16, 513):
         none = resolve(FeatureVisParams(image_size=size), in_channels=3, input_size=224, dense=False)
-        assert TransformSpec.from_params(none, keep_size=False, background=0.5) == TransformSpec.for_size(size)
+        assert transform_spec(none, keep_size=False, background=0.5) == TransformSpec.for_size(size)
     wider = resolve(FeatureVisParams(jitter=6, image_size=128), in_channels=3, input_size=224, dense=False)
-    spec = TransformSpec.from_params(wider, keep_size=False, background=0.5)
+    spec = transform_spec(wider, keep_size=False, background=0.5)
     assert (spec.pad, spec.jitter, spec.jitter_after) == (9, 6, 3)
 
 
