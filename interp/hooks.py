@@ -197,3 +197,11 @@ def structural_copy(model: nn.Module) -> nn.Module:
         return clone
 
     return copy_module(model)
+
+
+def out_of_place_relus(view: nn.Module) -> nn.Module:
+    """Make the ReLUs of a structural copy out-of-place: GuidedBackprop's hooks need the input intact."""
+    for module in view.modules():
+        if isinstance(module, nn.ReLU) and module.inplace:
+            module.inplace = False
+    return view

@@ -13,6 +13,9 @@ from interp.errors import InvalidInput
 
 T = TypeVar("T")
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The range of a seed (a protobuf int64)."""
+
 
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
     """``value`` must be an int (not a bool) in lo..hi inclusive; returns it."""
@@ -65,8 +68,9 @@ def check_logits(logits: Tensor, batch: int) -> None:
         raise InvalidInput(f"expected the model to return ({batch}, K) logits, got shape {shape}")
 
 
-def check_classes(name: str, classes: Tensor, batch: int, count: int) -> None:
-    """``classes`` must be a (batch,) integer tensor of class indices in 0..count-1."""
+def check_classes(name: str, classes: Tensor, batch: int, count: int | None = None) -> None:
+    """``classes`` must be a (batch,) integer tensor, one class per image, each in 0..count-1
+    (the range is checked only when ``count``, the model's classes, is known)."""
     if not isinstance(classes, Tensor):
         raise InvalidInput(f"{name} must be a ({batch},) integer tensor, got {type(classes).__name__}")
     if (
@@ -79,6 +83,12 @@ def check_classes(name: str, classes: Tensor, batch: int, count: int) -> None:
             f"{name} must be a ({batch},) integer tensor (one class per image), "
             f"got {classes.dtype} {tuple(classes.shape)}"
         )
+    if count is not None:
+        check_class_range(name, classes, count)
+
+
+def check_class_range(name: str, classes: Tensor, count: int) -> None:
+    """Every entry of ``classes`` must be a class index in 0..count-1."""
     bad = [int(c) for c in classes if not 0 <= int(c) < count]
     if bad:
         raise InvalidInput(f"{name} classes must be in 0..{count - 1}, got {bad}")

@@ -1283,7 +1283,7 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
 
 def _add_projections(ctx: Ctx, path: str, channels: list[Any], images: dict[int, torch.Tensor]) -> None:
     """Each entry's guided-backprop projection of its unit, cut to its receptive-field box (one batch)."""
-    from interp.attribution.saliency import unit_guided_backprop
+    from interp.attribution.unit_projection import unit_guided_backprop
     from interp.dataset import crops as di
 
     entries = [(top.channel, e) for top in channels for e in top.entries]

@@ -28,10 +28,10 @@ from torch import Tensor, nn
 
 from interp.attacks.steps import LINF_METHODS, attack_goal, check_epsilon, linf_steps
 from interp.errors import InvalidInput
+from interp.validate import INT64_MAX, INT64_MIN
 
 METHODS = LINF_METHODS
 MAX_STEPS = 1000
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)

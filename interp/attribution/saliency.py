@@ -41,9 +41,9 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.hooks import get_layer, structural_copy
+from interp.hooks import get_layer, out_of_place_relus, structural_copy
 from interp.rendering import DEFAULT_CLIP_PERCENTILE, DEFAULT_COLORMAP
-from interp.validate import check_batch, check_int, check_logits
+from interp.validate import INT64_MAX, INT64_MIN, check_batch, check_class_range, check_classes, check_int, check_logits
 
 METHODS = (
     "gradient",
@@ -69,7 +69,6 @@ MAX_SAMPLES = 1000
 MAX_STEPS = 1000
 MAX_BATCH_SIZE = 1024
 MAX_NOISE_LEVEL = 1.0
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def saliency(
     _check_params(params)
     check_batch(x)
     if target is not None:
-        _check_target_shape(target, x.shape[0])
+        check_classes("target", target, x.shape[0])
     x = x.detach().clone()  # captum toggles requires_grad on its input: never on the caller's tensor
     if method == "grad_cam":
         layer = params.layer if params.layer is not None else default_gradcam_layer(model)
@@ -195,7 +194,7 @@ class _ClassScore(nn.Module):
         if self.logits is None:
             self.logits = logits.detach()
             if self.target is not None:
-                _check_target_range(self.target, logits.shape[1])
+                check_class_range("target", self.target, logits.shape[1])
         target = logits.detach().argmax(dim=1) if self.target is None else self.target.to(logits.device)
         return logits.gather(1, target.view(-1, 1)).squeeze(1)
 
@@ -212,7 +211,7 @@ def _single_pass(
 ) -> SaliencyResult:
     x.requires_grad_(True)  # a private copy; set here so captum does not warn that it had to
     if method == "guided_backprop":
-        score = _ClassScore(_out_of_place_relus(structural_copy(model)), target)
+        score = _ClassScore(out_of_place_relus(structural_copy(model)), target)
         attribution = GuidedBackprop(score).attribute(x)
     else:
         score = _ClassScore(model, target)
@@ -266,7 +265,7 @@ def _many_sample(
     if target is None:
         target = logits.argmax(dim=1)
     else:
-        _check_target_range(target, logits.shape[1])
+        check_class_range("target", target, logits.shape[1])
     target = target.long()
     parts = []
     for i in range(x.shape[0]):
@@ -351,83 +350,6 @@ class _SeededNoiseTunnel(NoiseTunnel):
 def _signed_map(attribution: Tensor) -> Tensor:
     """(B, C, H, W) signed attribution -> (B, H, W) magnitude, max over channels."""
     return attribution.abs().amax(dim=1)
-
-
-class _UnitScore(nn.Module):
-    """Per image, one unit of a layer: ``layer[b, channel[b], y[b], x[b]]`` (or ``[b, channel[b]]``), as (B, 1)."""
-
-    def __init__(self, view: nn.Module, layer: str, channels: Tensor, ys: Tensor, xs: Tensor) -> None:
-        super().__init__()
-        self.view = view
-        self.layer = layer
-        self.channels, self.ys, self.xs = channels, ys, xs
-
-    def forward(self, x: Tensor) -> Tensor:
-        from interp.hooks import run_until
-
-        out = run_until(self.view, x, [self.layer])[self.layer]
-        rows = torch.arange(out.shape[0], device=out.device)
-        if out.dim() == 4:
-            return out[rows, self.channels, self.ys, self.xs].unsqueeze(1)
-        return out[rows, self.channels].unsqueeze(1)
-
-
-def unit_guided_backprop(model: nn.Module, x: Tensor, layer: str, channels: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
-    """Guided-backprop projection of one unit per image onto the input (Springenberg et al. 2014).
-
-    Zeiler & Fergus (2014) show, beside each top-activating patch, the unit's deconvnet projection;
-    guided backprop is its variant that also masks by the forward ReLU pattern (captum's
-    ``GuidedBackprop``: ReLU backward passes keep only positive gradients). Image b's map is the
-    input gradient of ``layer[b, channels[b], ys[b], xs[b]]`` (``[b, channels[b]]`` for a linear
-    layer); images are independent, so one backward serves the batch. Runs on a structural copy
-    (no hook reaches ``model``).
-
-    Args:
-        model: the classifier; x: (B, C, H, W) pixels in [0, 1]; layer: module path;
-        channels, ys, xs: (B,) int64 unit per image (ys, xs ignored for linear layers).
-
-    Returns:
-        (B, C, H, W) float32 signed projection.
-    """
-    check_batch(x)
-    batch = x.shape[0]
-    for name, t in (("channels", channels), ("ys", ys), ("xs", xs)):
-        if t.shape != (batch,):
-            raise InvalidInput(f"{name} must have shape ({batch},), got {tuple(t.shape)}")
-    get_layer(model, layer)
-    score = _UnitScore(_out_of_place_relus(structural_copy(model)), layer, channels, ys, xs)
-    inputs = x.detach().clone().requires_grad_(True)
-    return GuidedBackprop(score).attribute(inputs, target=0).detach().float()
-
-
-def _out_of_place_relus(view: nn.Module) -> nn.Module:
-    """Make the ReLUs of a structural copy out-of-place: GuidedBackprop's hooks need the input intact."""
-    for module in view.modules():
-        if isinstance(module, nn.ReLU) and module.inplace:
-            module.inplace = False
-    return view
-
-
-def _check_target_shape(target: Tensor, batch: int) -> None:
-    if not isinstance(target, Tensor):
-        raise InvalidInput(f"target must be a ({batch},) integer tensor, got {type(target).__name__}")
-    if (
-        target.shape != (batch,)
-        or target.is_floating_point()
-        or target.is_complex()
-        or target.dtype == torch.bool
-    ):
-        raise InvalidInput(
-            f"target must be a ({batch},) integer tensor (one class per image), "
-            f"got {target.dtype} {tuple(target.shape)}"
-        )
-
-
-def _check_target_range(target: Tensor, classes: int) -> None:
-    bad = [int(t) for t in target if not 0 <= int(t) < classes]
-    if bad:
-        raise InvalidInput(f"target class must be in 0..{classes - 1}, got {bad}")
-
 
 
 def _check_params(params: SaliencyParams) -> None:

@@ -112,7 +112,6 @@ def top_grid(cells: Sequence[Sequence[np.ndarray]], labels: Sequence[str], gap: 
     return grid
 
 
-
 def fast_png(image: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 image, fastest zlib level.
 

@@ -138,8 +138,6 @@ def _validate(p: DeepDreamParams, input_size: int) -> None:
         )
 
 
-
-
 def deepdream(
     model: nn.Module,
     x: Tensor,

@@ -138,8 +138,6 @@ def resolve(params: InterpolateFeaturesParams | None, *, num_alphas: int = 1) ->
     return resolved
 
 
-
-
 def features(model: nn.Module, x: Tensor, layers: Sequence[str]) -> Tensor:
     """``phi(x)``: the activations of ``layers``, flattened and concatenated in the given order.
 

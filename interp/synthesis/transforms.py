@@ -51,7 +51,6 @@ class TransformSpec:
         )
 
 
-
 def random_transform(x: Tensor, spec: TransformSpec, generator: torch.Generator) -> Tensor:
     """One random draw of the transform stack, shared by the batch; differentiable in ``x``."""
     if spec.keep_size:
