@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from interp.attacks.steps import LINF_METHODS, attack_goal, check_epsilon, linf_steps
 from interp.errors import InvalidInput
-from interp.validate import INT64_MAX, INT64_MIN
+from interp.validate import INT64_MAX, INT64_MIN, check_int
 
 METHODS = LINF_METHODS
 MAX_STEPS = 1000
@@ -103,14 +103,10 @@ def resolve_params(method: str, epsilon: float, params: AttackParams = AttackPar
         or not 0 < step <= 1
     ):
         raise InvalidInput(f"step_size must be a finite number in (0, 1] (pixel units), got {step!r}")
-    steps = params.steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise InvalidInput(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
+    steps = check_int("steps", params.steps, 1, MAX_STEPS)
     if params.random_start is not None and not isinstance(params.random_start, bool):
         raise InvalidInput(f"random_start must be true, false or unset, got {params.random_start!r}")
-    seed = params.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not INT64_MIN <= seed <= INT64_MAX:
-        raise InvalidInput(f"seed must be an integer in {INT64_MIN}..{INT64_MAX}, got {seed!r}")
+    seed = check_int("seed", params.seed, INT64_MIN, INT64_MAX)
     if method == "fgsm":
         if params.random_start:
             raise InvalidInput("fgsm has no random start; use pgd (or bim with random_start)")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_batch, check_float, check_int, filled
+from interp.validate import INT64_MAX, check_batch, check_float, check_int, filled
 
 MAX_OCTAVES = 10
 MAX_ITERATIONS = 1000
@@ -30,7 +30,6 @@ MIN_OCTAVE_SCALE = 1.01
 MAX_OCTAVE_SCALE = 4.0
 MAX_STEP_SIZE = 1.0
 MAX_JITTER = 256
-MAX_SEED = 2**63 - 1
 MAX_LAYERS = 16
 MIN_OCTAVE_SIDE = 8
 """The smallest octave must keep at least this many pixels on its shorter side."""
@@ -125,7 +124,7 @@ def _validate(p: DeepDreamParams, input_size: int) -> None:
     octaves = check_int("octaves", p.octaves, 1, MAX_OCTAVES)
     check_int("iterations", p.iterations, 1, MAX_ITERATIONS)
     check_int("jitter", p.jitter, 0, MAX_JITTER)
-    check_int("seed", p.seed, 0, MAX_SEED)
+    check_int("seed", p.seed, 0, INT64_MAX)
     check_int("preview_every", p.preview_every, 0, MAX_OCTAVES * MAX_ITERATIONS)
     scale = check_float("octave_scale", p.octave_scale, MIN_OCTAVE_SCALE, MAX_OCTAVE_SCALE, open_low=False)
     check_float("step_size", p.step_size, 0.0, MAX_STEP_SIZE, open_low=True)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from interp.errors import InvalidInput
 from interp.hooks import get_layer, run_until
 from interp.progress import OnStep, ShouldStop, StepReporter, default_preview_every, release_on_cancel
-from interp.validate import check_batch, check_float, check_int, filled
+from interp.validate import INT64_MAX, check_batch, check_float, check_int, filled
 
 MAX_ITERATIONS = 2000
 MAX_ALPHAS = 32
@@ -38,7 +38,6 @@ MAX_ALPHA = 100.0
 MAX_TV_WEIGHT = 1e3
 MAX_TV_BETA = 4.0
 MIN_TV_BETA = 1.0
-MAX_SEED = 2**63 - 1
 MAX_LAYERS = 16
 
 BOX_PENALTY = 10.0
@@ -128,7 +127,7 @@ def resolve(params: InterpolateFeaturesParams | None, *, num_alphas: int = 1) ->
     )
     check_int("iterations", resolved.iterations, 1, MAX_ITERATIONS)
     check_int("warm_iterations", resolved.warm_iterations, 1, MAX_ITERATIONS)
-    check_int("seed", resolved.seed, 0, MAX_SEED)
+    check_int("seed", resolved.seed, 0, INT64_MAX)
     check_int("set_size", resolved.set_size, 1, MAX_SET_SIZE)
     check_int("preview_every", resolved.preview_every, 0, MAX_ITERATIONS * MAX_ALPHAS)
     check_float("tv_weight", resolved.tv_weight, 0.0, MAX_TV_WEIGHT)

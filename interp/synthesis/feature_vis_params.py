@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from interp.errors import InvalidInput
 from interp.progress import default_preview_every
 from interp.synthesis.transforms import REFERENCE_SIZE, SMALL_INPUT_SIZE, TransformSpec
-from interp.validate import check_float, check_int, filled
+from interp.validate import INT64_MAX, check_float, check_int, filled
 
 OBJECTIVES = ("channel", "neuron")
 PARAMETERIZATIONS = ("fourier", "pixel")
@@ -22,7 +22,6 @@ MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 512
 MAX_CHANNELS = 512
 MAX_LEARNING_RATE = 10.0
-MAX_SEED = 2**63 - 1
 MAX_RESTARTS = 16
 MAX_BLUR_SIGMA = 16.0
 
@@ -290,7 +289,7 @@ def _validate(p: FeatureVisParams) -> None:
         raise InvalidInput(f"preset must be one of {PRESETS}, got {p.preset!r}")
     check_int("steps", p.steps, 1, MAX_STEPS)
     check_int("image_size", p.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-    check_int("seed", p.seed, 0, MAX_SEED)
+    check_int("seed", p.seed, 0, INT64_MAX)
     check_int("preview_every", p.preview_every, 0, MAX_STEPS)
     check_int("restarts", p.restarts, 1, MAX_RESTARTS)
     lr = p.learning_rate
