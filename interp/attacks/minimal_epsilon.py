@@ -59,7 +59,8 @@ def attack_at(
     Returns:
         ``(adversarial, success)``: (B, C, H, W) on the 8-bit grid within each radius, and (B,) bool
         judged on it. Equal to :func:`interp.attacks.linf.attack` on each image alone at
-        ``epsilon = levels[i] / 255`` with :func:`attack_params` (the tests check it).
+        ``epsilon = levels[i] / 255`` with
+        :func:`interp.attacks.minimal_params.attack_params` (the tests check it).
     """
     eps_values = [int(k) / GRID for k in levels.tolist()]
     if method == "fgsm":

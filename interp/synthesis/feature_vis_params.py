@@ -88,7 +88,7 @@ _REGULARIZERS = tuple(f.name for f in fields(Naturalness))
 
 @dataclass(frozen=True)
 class FeatureVisParams:
-    """Parameters of :func:`visualize_filter`; ``None`` means "the default for this model".
+    """Parameters of :func:`~interp.synthesis.feature_vis.visualize_filter`; ``None``: the model's default.
 
     Field names match ``interp.v1.VisualizeFilterParams`` one to one. :func:`resolve` fills the
     defaults:
@@ -168,7 +168,7 @@ class FeatureVisParams:
       ``|sum_c (x - r) * d objective / dx|`` (Yosinski et al.'s theta_c_pct);
     - ``start_from_mean``: the optimization starts from the dataset mean image (plus the
       parameterization's small init noise) instead of noise; the caller passes the mean image to
-      :func:`visualize_filter` (``mean_image``).
+      :func:`~interp.synthesis.feature_vis.visualize_filter` (``mean_image``).
     """
 
     objective: str | None = None
@@ -205,8 +205,8 @@ def resolve(
         input_size: The model's input side in pixels (28 LeNet, 224 ImageNet models).
         dense: Whether the objective's layer is fully connected (output ``(B, K)``, no spatial
             layout), which selects the ``preset`` default. ``None`` (not known yet): ``preset``
-            and the regularizers stay ``None`` unless given, and :func:`visualize_filter`, which
-            probes the layer, fills them.
+            and the regularizers stay ``None`` unless given, and
+            :func:`~interp.synthesis.feature_vis.visualize_filter`, which probes the layer, fills them.
 
     Returns:
         A :class:`FeatureVisParams` with every field set (but see ``dense``).

@@ -36,7 +36,7 @@ class TransformSpec:
         Images of at most :data:`SMALL_INPUT_SIZE` pixels skip the random scale and rotation:
         bilinear resampling of a 28-px image blurs it at the scale of LeNet's 5x5 kernels, and
         optimizing for blur-robustness costs the untransformed image its activation (trained
-        LeNet, ``relu2``: see benchmarks/eval_lenet_iterative.py and the module docstring).
+        LeNet, ``relu2``: see benchmarks/eval_lenet_iterative.py and :mod:`interp.synthesis.feature_vis`).
         """
         base = cls()
         f = size / REFERENCE_SIZE
