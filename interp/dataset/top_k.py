@@ -239,23 +239,6 @@ class Candidates:
         return block
 
 
-def batch_top(output: Tensor, ids: Tensor, k: int, floor: Tensor | None = None, strict: bool = False) -> TopK:
-    """One layer's top-k of a batch (B, C, H, W) or (B, F): value descending, ties by smaller id.
-
-    ``ids`` (B,) increasing; ``floor`` (C,) or None filters as in :func:`unit_pass` (entries
-    below it are left out, not kept as -inf).
-    """
-    unit = unit_pass(output, k, floor, strict)
-    channels = int(output.shape[1])
-    top = TopK.empty(channels, k)
-    if unit.table is not None:
-        values, ys, xs = unit.table
-        top.merge_topk(TopK(values.T, ids.expand(channels, -1), ys.T, xs.T))
-    else:
-        top.merge_topk(Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs).padded(channels))
-    return top
-
-
 def pooled_features(output: Tensor) -> Tensor:
     """Per-image features: (B, C, H, W) mean-pooled to (B, C); (B, F) as it is. float32."""
     if output.dim() == 4:

@@ -18,7 +18,7 @@ from tiny_models import frozen
 from interp.dataset.crops import clip_box, crop_field, receptive_box
 from interp.dataset.index import IndexAccumulator, index_batch
 from interp.dataset.neighbours import nearest
-from interp.dataset.top_k import TopK, batch_top
+from interp.dataset.top_k import Candidates, TopK, unit_pass
 from interp.errors import Cancelled
 from models.catalogue import layer_catalogue
 from models.dataset_registry import DatasetRegistry, FolderDataset
@@ -29,6 +29,25 @@ from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_ke
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]
 K = 9
+
+
+def batch_top(
+    output: torch.Tensor, ids: torch.Tensor, k: int, floor: torch.Tensor | None = None, strict: bool = False
+) -> TopK:
+    """One layer's top-k of a batch (B, C, H, W) or (B, F), merged alone: value descending, ties by smaller id.
+
+    ``ids`` (B,) increasing; ``floor`` (C,) or None filters as in :func:`unit_pass` (entries
+    below it are left out, not kept as -inf).
+    """
+    unit = unit_pass(output, k, floor, strict)
+    channels = int(output.shape[1])
+    top = TopK.empty(channels, k)
+    if unit.table is not None:
+        values, ys, xs = unit.table
+        top.merge_topk(TopK(values.T, ids.expand(channels, -1), ys.T, xs.T))
+    else:
+        top.merge_topk(Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs).padded(channels))
+    return top
 
 
 def _require(condition: bool, reason: str) -> None:
