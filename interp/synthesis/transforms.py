@@ -59,10 +59,10 @@ def random_transform(x: Tensor, spec: TransformSpec, generator: torch.Generator)
         x = F.pad(x, (spec.pad,) * 4, mode="constant", value=spec.pad_value)
     x = _jitter(x, spec.jitter, generator)
     if spec.scale > 0 or spec.angle_deg > 0:
-        u = torch.rand(2, generator=generator, dtype=torch.float64)
-        scale = 1.0 + (2.0 * float(u[0]) - 1.0) * spec.scale
-        angle = math.radians((2.0 * float(u[1]) - 1.0) * spec.angle_deg)
-        x = _scale_rotate(x, scale, angle)
+        scale, angle = _draw_scale_angle(spec, generator)
+        h, w = x.shape[-2:]
+        grid = _rotation_grid(x, math.cos(angle), math.sin(angle), (max(1, round(h * scale)), max(1, round(w * scale))))
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return _jitter(x, spec.jitter_after, generator)
 
 
@@ -74,13 +74,8 @@ def _random_transform_same_size(x: Tensor, spec: TransformSpec, generator: torch
         dy, dx = (int(v) for v in torch.randint(0, 2 * spec.jitter + 1, (2,), generator=generator))
         x = x[..., dy : dy + h, dx : dx + w]
     if spec.scale > 0 or spec.angle_deg > 0:
-        u = torch.rand(2, generator=generator, dtype=torch.float64)
-        scale = 1.0 + (2.0 * float(u[0]) - 1.0) * spec.scale
-        angle = math.radians((2.0 * float(u[1]) - 1.0) * spec.angle_deg)
-        n, c, h, w = x.shape
-        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=x.device, dtype=x.dtype).expand(n, 2, 3)
-        grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+        scale, angle = _draw_scale_angle(spec, generator)
+        grid = _rotation_grid(x, math.cos(angle) / scale, math.sin(angle) / scale, tuple(x.shape[-2:]))
         x = spec.pad_value + F.grid_sample(
             x - spec.pad_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
@@ -96,11 +91,15 @@ def _jitter(x: Tensor, amount: int, generator: torch.Generator) -> Tensor:
     return x[..., dy : dy + h - amount, dx : dx + w - amount]
 
 
-def _scale_rotate(x: Tensor, scale: float, angle: float) -> Tensor:
-    """Resample to ``round(side * scale)`` pixels, rotated by ``angle`` radians about the centre."""
-    n, c, h, w = x.shape
-    out = (max(1, round(h * scale)), max(1, round(w * scale)))
-    cos, sin = math.cos(angle), math.sin(angle)
+def _draw_scale_angle(spec: TransformSpec, generator: torch.Generator) -> tuple[float, float]:
+    """A scale uniform in ``1 +- spec.scale`` and an angle uniform in ``+-spec.angle_deg`` (radians)."""
+    u = torch.rand(2, generator=generator, dtype=torch.float64)
+    scale = 1.0 + (2.0 * float(u[0]) - 1.0) * spec.scale
+    return scale, math.radians((2.0 * float(u[1]) - 1.0) * spec.angle_deg)
+
+
+def _rotation_grid(x: Tensor, cos: float, sin: float, size: tuple[int, ...]) -> Tensor:
+    """The sampling grid of the affine map ``[[cos, -sin], [sin, cos]]`` about the centre, ``size`` out."""
+    n, c = x.shape[:2]
     theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=x.device, dtype=x.dtype).expand(n, 2, 3)
-    grid = F.affine_grid(theta, [n, c, *out], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.affine_grid(theta, [n, c, *size], align_corners=False)
