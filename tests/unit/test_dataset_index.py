@@ -20,7 +20,7 @@ from models.catalogue import layer_catalogue
 from models.dataset_registry import DatasetRegistry, FolderDataset
 from models.lenet import build_lenet
 from models.registry import get_spec
-from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
+from server.stores.index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]

@@ -22,7 +22,7 @@ def test_table_matches_the_service_descriptor() -> None:
 
 @pytest.mark.parametrize("method", WITH_PARAMS, ids=[m.rpc for m in WITH_PARAMS])
 def test_interp_params_dataclass_has_exactly_the_proto_params_fields(method) -> None:
-    from server.methods import HANDLERS
+    from server.handlers import HANDLERS
 
     dataclass = HANDLERS[method.rpc].params
     assert dataclass is not None, f"{method.rpc} has a Params message but its handler declares no dataclass"
@@ -35,7 +35,7 @@ def test_interp_params_dataclass_has_exactly_the_proto_params_fields(method) -> 
 
 
 def test_every_rpc_has_one_handler_and_the_servicer_serves_it() -> None:
-    from server.methods import HANDLERS
+    from server.handlers import HANDLERS
     from server.servicer import InterpServicer
 
     assert set(HANDLERS) == {m.rpc for m in METHODS}

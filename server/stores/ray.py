@@ -24,8 +24,9 @@ from torch import nn
 
 from interp.dataset_index import IndexAccumulator, IndexProgress, LayerIndex, index_batch
 from interp.errors import Cancelled
-from models.dataset_registry import Dataset
+from models.dataset_registry import Dataset, IdxDataset
 from models.registry import Preprocessing
+from server.stores.datasets import fast_path, preprocess_ids
 
 DEFAULT_ACTORS = 2
 
@@ -42,8 +43,6 @@ class _IndexActor:
         self.module, self.dataset, self.spec, self.layers, self.k = module, dataset, spec, list(layers), k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from server.dataset_index import IdxDataset, fast_path, preprocess_ids
-
         ids = [int(i) for i in batch["data"]]
         counters = {"skipped": 0}
         x: torch.Tensor | None
