@@ -46,9 +46,9 @@ from models.dataset_registry import DatasetRegistry
 from models.hub import ModelHub
 from models.weights import WeightsOptions
 from server.config import ServerConfig
+from server.memory import keep_freed_memory
 from server.stores.datasets import iter_batches
 from server.stores.index import IndexStore, default_batch
-from server.memory import keep_freed_memory
 from server.threads import pin
 
 

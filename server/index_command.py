@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.hub import ModelHub
     from server.app import weights_options
     from server.config import load_config
-    from server.stores.index import IndexStore, default_batch
     from server.memory import keep_freed_memory
+    from server.stores.index import IndexStore, default_batch
 
     config = load_config(rest, environ=None)
     keep_freed_memory(config.keep_freed_mb)  # as the server does

@@ -103,6 +103,8 @@ def _refuse_inapplicable(method: Method, request: Message, choice: str, applies:
     for field, _ in getattr(request, method.params).ListFields():
         if field.name not in applies:
             reads = f"it reads: {', '.join(applies)}" if applies else "it reads no parameters"
+            readers = [value for value, names in method.applies.items() if field.name in names]
+            reads += f"; {field.name} applies to {', '.join(readers)}" if readers else ""
             raise BadRequest(
                 f"parameter {field.name} does not apply to {choice} ({reads})", field=f"{method.params}.{field.name}"
             )

@@ -29,7 +29,7 @@ from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, dataset_named, handler, include, input_echo, per_image
+from server.handlers.base import Streamed, dataset_named, flag, handler, input_echo, per_image
 from server.stores.datasets import load_first
 
 
@@ -44,8 +44,8 @@ def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.Attack
 def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.AttackResponse:
     target = ctx.target_index(request.target)
     label = _true_label(ctx, request, target)
-    include_input = include(request, "include_input", True)
-    pngs = include(request, "include_pngs", True)
+    include_input = flag(request, "include_input", True)
+    pngs = flag(request, "include_pngs", True)
     epsilons = [float(e) for e in request.epsilons]
     resolved = _resolved_attack(request.method, epsilons[-1], params)
     # step_size is echoed per epsilon (in each outcome); bim reads its seed only with a random start

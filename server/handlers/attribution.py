@@ -18,7 +18,7 @@ from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import handler, include, input_echo, per_image
+from server.handlers.base import flag, handler, input_echo, per_image
 
 
 def _resolve_saliency(params: SaliencyParams, model: LoadedModel, request: pb.SaliencyRequest) -> SaliencyParams:
@@ -50,8 +50,8 @@ def saliency(ctx: Ctx, request: pb.SaliencyRequest, params: SaliencyParams) -> p
     ctx.check_work("Saliency", batch=min(params.batch_size, samples), side=max(height, width), steps=1)
     ctx.replicas = min(params.batch_size, samples)
     target = ctx.target_index(request.target)
-    include_input = include(request, "include_input", True)
-    pngs = include(request, "include_pngs", True)
+    include_input = flag(request, "include_input", True)
+    pngs = flag(request, "include_pngs", True)
     applies = ctx.applies
     module = ctx.module
 

@@ -79,7 +79,7 @@ def handler(
 # -- many images per call ------------------------------------------------------------------------
 
 
-def include(request: Any, name: str, default: bool) -> bool:
+def flag(request: Any, name: str, default: bool) -> bool:
     """An ``include_*`` request flag, ``default`` when unset."""
     return bool(getattr(request, name)) if request.HasField(name) else default
 

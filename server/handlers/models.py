@@ -17,7 +17,7 @@ from protos import interp_pb2 as pb
 from server import __version__, convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import handler, include, input_echo, per_image
+from server.handlers.base import flag, handler, input_echo, per_image
 
 API_VERSION = "interp.v1"
 LIBRARIES = ("torch", "torchvision", "captum", "grpcio", "protobuf", "numpy", "opencv-python-headless")
@@ -102,7 +102,7 @@ def classify(ctx: Ctx, request: pb.ClassifyRequest, params: None) -> pb.Classify
     top_k = min(top_k, classes)  # documented: above the class count returns every class
     # Opt-in: a classification is read as numbers; the echoed 224-px input and its PNG were 99.4 %
     # of an AlexNet answer (698,563 bytes with them, 4,248 without).
-    include_input = include(request, "include_input", False)
+    include_input = flag(request, "include_input", False)
     labels = ctx.model.spec.labels
     module = ctx.module
 
@@ -130,8 +130,8 @@ def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.Ac
     if top_k < 0:
         raise BadRequest(f"top_k must be >= 0, got {top_k}", field="top_k")
     include = request.include_tensors if request.HasField("include_tensors") else True
-    include_input = include(request, "include_input", True)
-    pngs = include(request, "include_pngs", True)
+    include_input = flag(request, "include_input", True)
+    pngs = flag(request, "include_pngs", True)
     count = max(1, len(request.images))
     ctx.check_budget("Activations", count * _activation_bytes(ctx.model, paths, include))
     module = ctx.module
