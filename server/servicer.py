@@ -47,6 +47,28 @@ from server.threads import pin, threads_for
 log = logging.getLogger("interp.server")
 
 
+def check_fields(
+    method: Method,
+    request: Message,
+    model: LoadedModel | None = None,
+    rule: Callable[[Any], Sequence[str]] | None = None,
+) -> tuple[dict[str, str], tuple[str, ...] | None]:
+    """The table's ``required``, ``choices`` and ``applies`` on ``request``, before any work.
+
+    Returns the scalar choice fields' values (an empty one replaced by its default) and the Params
+    fields this request reads (None: all): the table's ``applies`` for its method, else the
+    handler's own ``rule``. A set Params field that the method does not read is refused.
+    """
+    _check_required(method, request, model)
+    chosen = _check_choices(method, request)
+    if method.applies:
+        applies: tuple[str, ...] | None = method.applies[chosen["method"]]
+        _refuse_inapplicable(method, request, chosen["method"], applies or ())
+    else:
+        applies = tuple(rule(request)) if rule is not None else None
+    return chosen, applies
+
+
 def _check_required(method: Method, request: Message, model: LoadedModel | None) -> None:
     """The table's ``required`` fields: a repeated one needs an item, a message or optional one
     presence, a plain one a non-default value. The message says what the field takes."""
@@ -88,17 +110,9 @@ def _plural(name: str) -> str:
     return name if name.endswith("s") else f"{name}s"
 
 
-def _applies(method: Method, handler: Handler, request: Message, chosen: dict[str, str]) -> tuple[str, ...] | None:
-    """The Params fields this request reads (None: all): the table's ``applies`` for its method,
-    else the handler's own rule."""
-    if method.applies:
-        return method.applies[chosen["method"]]
-    return tuple(handler.applies(request)) if handler.applies is not None else None
-
-
-def _refuse_inapplicable(method: Method, request: Message, choice: str, applies: Sequence[str] | None) -> None:
+def _refuse_inapplicable(method: Method, request: Message, choice: str, applies: Sequence[str]) -> None:
     """A Params field set that the chosen method does not read is an error, never ignored."""
-    if not method.applies or applies is None or method.params is None:
+    if method.params is None:
         return
     for field, _ in getattr(request, method.params).ListFields():
         if field.name not in applies:
@@ -196,13 +210,10 @@ class InterpServicer(pb_grpc.InterpServicer):
         _refuse_unknown_fields(request, "")
         if method.params is not None:
             _refuse_unknown_fields(getattr(request, method.params), f"{method.params}.")
-        _check_required(method, request, model)
-        ctx.chosen = _check_choices(method, request)
-        ctx.applies = _applies(method, handler, request, ctx.chosen)
+        ctx.chosen, ctx.applies = check_fields(method, request, model, handler.applies)
         self._check_caps(method, request)
         params = None
         if method.params is not None and handler.params is not None:
-            _refuse_inapplicable(method, request, ctx.chosen.get("method", ""), ctx.applies)
             params = params_from_proto(getattr(request, method.params), handler.params, method.params)
             if handler.resolve is not None and model is not None:
                 params = handler.resolve(params, model, request)
@@ -413,4 +424,4 @@ def _install() -> None:
 
 _install()
 
-__all__ = ["InterpServicer", "params_from_proto"]
+__all__ = ["InterpServicer", "check_fields", "params_from_proto"]
