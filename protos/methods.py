@@ -2,22 +2,24 @@
 
 Each :class:`Method` names the RPC, its request and reply messages (for a streamed RPC the reply
 is the final result carried by the stream's event message), where its parameters live, which
-request fields this server caps (and with which ``Limits`` field), the CLI subcommand and its
-positional arguments, and a one-line help. From it and the message descriptors:
+request fields this server caps (and with which ``Limits`` field), which are required, which
+string fields take fixed values (``choices``, with ``defaults`` for an empty one), which Params
+fields each ``method`` reads (``applies``), the CLI subcommand and its positional arguments, and
+a one-line help. From it and the message descriptors:
 
-- ``server/servicer.py`` builds every handler's shared path (model readiness, caps, params
-  resolution with defaults, error mapping, stamping, streaming with progress and cancellation);
-  what stays per RPC (``server/methods.py``) is the call into ``interp`` and the conversion of its
-  result;
+- ``server/servicer.py`` builds every handler's shared path (model readiness, required fields,
+  choices and applies, caps, params resolution with defaults, error mapping, stamping,
+  streaming with progress and cancellation); what stays per RPC (``server/handlers/``, one
+  module per domain) is the call into ``interp`` and the conversion of its result;
 - ``client/sdk.py`` fills requests from keyword arguments by field name and wraps replies in the
   result classes; its typed methods are checked against this table by the tests;
 - ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
   the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
 
 Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
-handler in ``server/methods.py``, one result class in ``client/results.py`` and, where the CLI
-should print a table, one formatter in ``client/cli.py``. This module imports only protobuf
-(the SDK installs without torch).
+handler in the ``server/handlers/`` module of its domain, one result class in
+``client/results.py`` and, where the CLI should print a table, one formatter in
+``client/cli.py``. This module imports only protobuf (the SDK installs without torch).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     for kind in type(exc).__mro__:
         code = kind.__dict__.get("grpc_status_code") or _REGISTERED.get(kind)
         if code is not None:
-            return code  # type: ignore[no-any-return]
+            return code
     return None
 
 

@@ -146,3 +146,20 @@ def test_results_and_events_have_a_short_repr() -> None:
     )
     text = repr(result)
     assert len(text) < 600 and "shape=(224, 224, 3)" in text and "100,000 bytes" in text
+
+
+def test_the_tables_applies_agree_with_what_interp_reads() -> None:
+    """The server reads only the table; the interp modules keep their own lists for their own
+    checks. They must not drift apart."""
+    from interp.embedding import TSNE_PARAMS
+    from interp.minimal import applies as minimal_applies
+    from interp.saliency import METHOD_PARAMS
+    from protos.methods import SALIENCY_RENDERING
+
+    saliency = by_rpc("Saliency").applies
+    assert {m: tuple(n for n in names if n not in SALIENCY_RENDERING) for m, names in saliency.items()} == METHOD_PARAMS
+    assert all(set(SALIENCY_RENDERING) <= set(names) for names in saliency.values())
+    for name, names in by_rpc("MinimalAttack").applies.items():
+        assert set(names) == set(minimal_applies(name)), name
+    for rpc in ("Embedding", "PlaceImages"):
+        assert by_rpc(rpc).applies == {"tsne": TSNE_PARAMS, "pca": ()}
