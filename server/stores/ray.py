@@ -15,6 +15,7 @@ remote one through Ray Client.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,8 +75,6 @@ def build_index_ray(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, LayerIndex], torch.Tensor]:
     """Same result as :func:`interp.dataset_index.build_index` over the same dataset, computed by Ray."""
-    import time
-
     try:
         import ray
     except ImportError:
