@@ -5,10 +5,11 @@ the services once and hands a fresh :class:`Ctx` to every call.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -73,14 +74,24 @@ class Services:
     decode_budget: DecodeBudget  # bytes of images being decoded at once
     stalls: StallWatch  # streams whose client stopped reading
     training_sets: TrainingSets  # in-repo models' training sets, read once
-    datasets: DatasetRegistry  # what BuildIndex, TopActivations, ... can read
     index_store: IndexStore  # activation indexes on disk
     maps: MapStore  # embedding maps in memory
     auth_required: bool = False
+    _datasets: DatasetRegistry | None = field(default=None, repr=False)
+    _datasets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def limits(self) -> Limits:
         return self.config.limits
+
+    @property
+    def datasets(self) -> DatasetRegistry:
+        """What BuildIndex, TopActivations, ... can read; made on first use (an operator's image
+        folder is scanned then, not while the server starts)."""
+        with self._datasets_lock:
+            if self._datasets is None:
+                self._datasets = DatasetRegistry(getattr(self.config, "datasets", {}))
+            return self._datasets
 
     @classmethod
     def create(
@@ -95,7 +106,6 @@ class Services:
             decode_budget=DecodeBudget(limits.decode_budget_bytes, clock=time.perf_counter),
             stalls=StallWatch(limits.stream_stall_s),
             training_sets=TrainingSets(),
-            datasets=DatasetRegistry(getattr(config, "datasets", {})),
             index_store=IndexStore(getattr(config, "index_dir", None)),
             maps=MapStore(),
             auth_required=auth_required,
