@@ -46,7 +46,7 @@ def test_every_rpc_has_one_handler_and_the_servicer_serves_it() -> None:
 
 def test_params_from_proto_refuses_a_field_the_dataclass_lacks() -> None:
     from server.errors import BadRequest
-    from server.servicer import params_from_proto
+    from server.request_checks import params_from_proto
 
     @dataclasses.dataclass(frozen=True)
     class Older:

@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 
 from protos.methods import METHODS, Method
 from server.errors import BadRequest
-from server.servicer import check_fields
+from server.request_checks import check_fields
 
 CHOICES = [(m, name) for m in METHODS for name in m.choices]
 WITH_APPLIES = [(m, value) for m in METHODS for value in m.applies]
