@@ -2,7 +2,9 @@
 
 For each :class:`protos.methods.Method` the servicer gets one generated handler that
 1. resolves the request's model (READY where the method computes);
-2. checks this server's caps on the request (``Method.caps``: the message names the cap);
+2. checks the table's required fields, choices and which Params fields the chosen method reads
+   (:mod:`server.request_checks`), then this server's caps (``Method.caps``: the message names
+   the cap);
 3. turns the Params message into the method's ``interp`` dataclass (an unknown field is an
    error, never dropped), resolves the model-dependent defaults and checks the caps again (a
    default above an operator's cap is refused saying so);
@@ -10,7 +12,7 @@ For each :class:`protos.methods.Method` the servicer gets one generated handler 
    slot for heavy methods; streamed methods run on a worker thread and stream Progress events
    (a "queued" event first when the call must wait), then one result;
 5. stamps the reply with the model, its weights, the request id and the elapsed time.
-Errors are mapped to status codes in one place (``server/errors.py``).
+Errors carry their status code (``server/errors.py``) and are mapped by one decorator.
 """
 
 from __future__ import annotations
