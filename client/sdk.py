@@ -309,8 +309,7 @@ class InterpClient:
 
     def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
         """Every model the server knows, READY or UNAVAILABLE (with the reason)."""
-        response = self.call("ListModels", {}, timeout, wrap=False)
-        return [ModelInfo.from_proto(m) for m in response.models]
+        return self.call("ListModels", {}, timeout)  # type: ignore[no-any-return]
 
     def describe_model(self, name: str, *, timeout: float | None = _UNSET) -> ModelDescription:
         """A model's layer catalogue (shapes, receptive fields, parameters), class labels and preprocessing."""
@@ -699,8 +698,7 @@ class InterpClient:
 
     def list_datasets(self, *, timeout: float | None = _UNSET) -> list[DatasetInfo]:
         """Datasets the server can index: name, size, class names, which models' input they fit."""
-        response = self.call("ListDatasets", {}, timeout, wrap=False)
-        return [DatasetInfo.from_proto(d) for d in response.datasets]
+        return self.call("ListDatasets", {}, timeout)  # type: ignore[no-any-return]
 
     def iter_build_index(
         self,
