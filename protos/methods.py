@@ -61,6 +61,7 @@ class Method:
     positionals: tuple[str, ...] = ()  # CLI positional arguments, request field names in order
     sdk: str = ""  # the SDK method's name when it is not the RPC's in snake case
     required: tuple[str, ...] = ()  # request fields that must be given (the CLI makes them required options)
+    request_streamed: bool = False  # the client sends a stream of requests (the SDK takes an iterable of values)
 
     @property
     def streamed(self) -> bool:
@@ -370,6 +371,8 @@ def check_table() -> list[str]:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
         if rpc.server_streaming != method.streamed:
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        if rpc.client_streaming != method.request_streamed:
+            problems.append(f"{method.rpc}: request_streamed is {rpc.client_streaming} in interp.proto")
         reply: Any = rpc.output_type
         if method.event is not None:
             if reply.full_name != method.event.DESCRIPTOR.full_name:

@@ -117,7 +117,7 @@ def converter(method: Method) -> Callable[[Any], Any]:
     repeated message field (ListModels, ListDatasets) a list of that field's result class."""
     cls = result_class(method.reply)
     if cls is not None:
-        return cls.from_proto  # type: ignore[attr-defined,no-any-return]
+        return cls.from_proto  # type: ignore[attr-defined]
     only = method.reply.DESCRIPTOR.fields
     if len(only) == 1 and only[0].is_repeated and only[0].message_type is not None:
         item = result_class(getattr(pb, only[0].message_type.name))

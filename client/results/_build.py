@@ -75,7 +75,7 @@ def build(cls: type[T], message: Message) -> T:
 def unread_fields(cls: type) -> list[str]:
     """Fields of the class's message that no field of the class reads (a test keeps this empty)."""
     descriptor = cls._message.DESCRIPTOR  # type: ignore[attr-defined]
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}
     unread = []
     for f in descriptor.fields:
         if f.name in _ENVELOPE:
@@ -145,10 +145,10 @@ def _plan(cls: type) -> list[tuple[str, Getter]]:
     hints = typing.get_type_hints(cls)
     by_name = descriptor.fields_by_name
     plan: list[tuple[str, Getter]] = []
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         name = f.name
         if name in STAMP_FIELDS and "stamp" in by_name:
-            plan.append((name, lambda m, n=name: getattr(m.stamp, n)))
+            plan.append((name, _stamp_getter(name)))
         elif name == "params" and "resolved" in by_name:
             plan.append((name, lambda m: params(m.resolved)))
         elif name in by_name:
@@ -156,10 +156,18 @@ def _plan(cls: type) -> list[tuple[str, Getter]]:
         elif f"resolved_{name}" in by_name:
             plan.append((name, _getter(by_name[f"resolved_{name}"], hints[name])))
         elif name.endswith("_png") and name[:-4] in by_name and _is_echo(by_name[name[:-4]]):
-            plan.append((name, lambda m, n=name[:-4]: getattr(m, n).png))
+            plan.append((name, _png_getter(name[:-4])))
         else:
             raise TypeError(f"{cls.__name__}.{name}: no field of {descriptor.name} fills it")
     return plan
+
+
+def _stamp_getter(name: str) -> Getter:
+    return lambda m: getattr(m.stamp, name)
+
+
+def _png_getter(name: str) -> Getter:
+    return lambda m: getattr(m, name).png
 
 
 def _is_echo(field: FieldDescriptor) -> bool:
