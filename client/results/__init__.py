@@ -33,6 +33,7 @@ from client.results.datasets import (
     TopActivationsResult,
     TopEntry,
 )
+from client.results.generated import generated
 from client.results.iterative import (
     AlphaResult,
     AttackDatasetResult,
@@ -114,17 +115,18 @@ __all__ = [
 
 def converter(method: Method) -> Callable[[Any], Any]:
     """What the SDK returns for a reply of ``method``: its result class, or for a reply that is one
-    repeated message field (ListModels, ListDatasets) a list of that field's result class."""
+    repeated message field (ListModels, ListDatasets) a list of that field's result class. A reply
+    without a registered class gets one made from its descriptor (:mod:`client.results.generated`)."""
     cls = result_class(method.reply)
-    if cls is not None:
-        return cls.from_proto  # type: ignore[attr-defined]
     only = method.reply.DESCRIPTOR.fields
-    if len(only) == 1 and only[0].is_repeated and only[0].message_type is not None:
-        item = result_class(getattr(pb, only[0].message_type.name))
-        if item is not None:
-            name = only[0].name
-            return lambda m: [build(item, v) for v in getattr(m, name)]
-    raise TypeError(f"{method.rpc}: no result class is registered for {method.reply.DESCRIPTOR.name}")
+    if cls is None and len(only) == 1 and only[0].is_repeated and only[0].message_type is not None:
+        item, name = generated(only[0].message_type), only[0].name
+        return lambda m: [build(item, v) for v in getattr(m, name)]
+    return build_as(cls or generated(method.reply.DESCRIPTOR))
+
+
+def build_as(cls: type) -> Callable[[Any], Any]:
+    return lambda m: build(cls, m)
 
 
 #: The converter of each RPC's reply (see :func:`converter`), used by the SDK.
