@@ -172,7 +172,7 @@ def cmd_labels(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
 def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
     """Any command of the method table: request from the options, the call, files, text."""
     method: Method = args.method_spec
-    row = command(method.command)
+    row = command(method)
     values, params = request_values(method, args)
     if row.prepare is not None:
         row.prepare(args, values)
@@ -189,7 +189,8 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
             raise UsageError("the server ended the stream without a result")
     else:
         result = c.call(method.rpc, values, params=params)
-    files: list[Path] = result.save(args.output) if row.output else []
+    writes = bool(row.output) and args.output is not None
+    files: list[Path] = result.save(args.output) if writes else []
     files += row.files(result, args) if row.files is not None else []
     text = row.text(result, args)
     params_echo = getattr(result, "params", None)
@@ -200,7 +201,7 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     document = _jsonable(result)
     if isinstance(document, list):  # a list reply (models, datasets): named by its one field
         document = {method.reply.DESCRIPTOR.fields[0].name: document}
-    if row.output:
+    if writes:
         text += "\n" + _files_line(files)
         document = {**document, "files": _jsonable(files)}
     if method.streamed:
@@ -231,7 +232,8 @@ def _run_many(
     that fails is reported in its section; the exit status is then that of the first failure.
     """
     results = c.call_many(method.rpc, files, values, params=params)
-    row = command(method.command)
+    row = command(method)
+    writes = bool(row.output) and args.output is not None
     sections, documents, status = [], [], EXIT_OK
     stems = _unique_stems(files)
     for path, stem, result in zip(files, stems, results, strict=True):
@@ -241,17 +243,17 @@ def _run_many(
             status = status or exit_code_for(result)
             continue
         written: list[Path] = []
-        if row.output:
+        if writes:
             folder = Path(args.output) / stem
             written = result.save(folder, as_file=False)
             if row.files is not None:  # --npy: LAYER.npy, map.npy in the image's folder
                 written += row.files(result, argparse.Namespace(**{**vars(args), "output": f"{folder}/"}))
         text = row.text(result, args)
-        if row.output:
+        if writes:
             text += "\n" + _files_line(written)
         sections.append(f"== {path}\n{text}")
         document = {"image": str(path), **_jsonable(result)}
-        if row.output:
+        if writes:
             document["files"] = _jsonable(written)
         documents.append(document)
     first = next((r for r in results if not isinstance(r, InterpError)), None)
@@ -358,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         if not method.command:
             continue
         p = sub.add_parser(method.command, parents=[common], help=method.help, description=method.help)
-        row = command(method.command)
+        row = command(method)
         p.set_defaults(handler=run_method, method_spec=method)
         add_method_options(p, method)
         if row.options is not None:
@@ -366,7 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
         if method.streamed:
             p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
         if row.output:
-            p.add_argument("-o", "--output", required=True, metavar="PATH", help=f"{_OUTPUT_HELP} ({row.output})")
+            p.add_argument(
+                "-o",
+                "--output",
+                required=not row.output_optional,
+                metavar="PATH",
+                help=f"{_OUTPUT_HELP} ({row.output})",
+            )
         if method.command == "layers":
             labels = sub.add_parser("labels", parents=[common], help="a model's class labels in index order")
             labels.add_argument("model")

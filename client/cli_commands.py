@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 
 from client import cli_text as t
 from client.cli_options import UsageError, image_set
 from client.requests import fill_set
 from client.results import file_part, is_folder
 from protos import interp_pb2 as pb
+from protos.methods import Method
 
 Formatter = Callable[[Any, argparse.Namespace], str]
 
@@ -34,6 +36,7 @@ class Command:
     options: Callable[[argparse.ArgumentParser], None] | None = None  # options that are no request field
     prepare: Callable[[argparse.Namespace, dict[str, Any]], None] | None = None  # request values from them
     files: Callable[[Any, argparse.Namespace], list[Path]] | None = None  # files besides save()
+    output_optional: bool = False  # -o may be left out (then no files are written)
 
 
 def _interpolate_options(p: argparse.ArgumentParser) -> None:
@@ -148,6 +151,19 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def command(name: str) -> Command:
-    """The row of a command; a command without one gets the generic text and no extra options."""
-    return COMMANDS.get(name, Command())
+def command(method: Method) -> Command:
+    """The row of a method's command; one without a row gets the generic text and, when its reply
+    holds PNGs, an optional ``-o``."""
+    row = COMMANDS.get(method.command)
+    if row is not None:
+        return row
+    return Command(output="its images", output_optional=True) if _has_pngs(method.reply.DESCRIPTOR) else Command()
+
+
+def _has_pngs(descriptor: Any, depth: int = 0) -> bool:
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_BYTES and (field.name == "png" or field.name.endswith("_png")):
+            return True
+        if field.message_type is not None and depth < 3 and _has_pngs(field.message_type, depth + 1):
+            return True
+    return False

@@ -230,6 +230,11 @@ def test_a_command_without_a_formatter_prints_its_fields(run, monkeypatch):
     status, out, _ = run("index", "lenet", "fashion-mnist-test")
     assert status == 0
     assert out.splitlines()[0].split() == ["model", "lenet"] and "index_id" in out
+    monkeypatch.delitem(cli_commands.COMMANDS, "kernels")  # its reply holds PNGs: -o is there, optional
+    status, out, _ = run("kernels", "vgg16", "conv1")
+    assert status == 0 and "grid_png" in out and "wrote" not in out
+    status, out, _ = run("kernels", "vgg16", "conv1", "-o", "k/")
+    assert status == 0 and "wrote k/kernels.png" in out
     monkeypatch.delitem(cli_commands.COMMANDS, "datasets")
     status, out, _ = run("datasets")
     assert status == 0 and out.strip() == "(none)"
