@@ -9,15 +9,18 @@ positional arguments, and a one-line help. From it and the message descriptors:
   resolution with defaults, error mapping, stamping, streaming with progress and cancellation);
   what stays per RPC (``server/methods.py``) is the call into ``interp`` and the conversion of its
   result;
-- ``client/sdk.py`` fills requests from keyword arguments by field name and wraps replies in the
-  result classes; its typed methods are checked against this table by the tests;
+- ``client/calls.py`` fills requests from keyword arguments by field name (one message, or a
+  stream of them where ``request_streamed``) and ``client/results/`` builds the reply's result
+  from its descriptor; the typed methods of ``client/sdk.py`` are checked against this table;
 - ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
   the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
 
 Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
-handler in ``server/methods.py``, one result class in ``client/results.py`` and, where the CLI
-should print a table, one formatter in ``client/cli.py``. This module imports only protobuf
-(the SDK installs without torch).
+handler in ``server/methods.py`` and one typed method in ``client/sdk.py`` (for a streamed RPC
+its ``iter_`` form, with ``x = blocking(iter_x)``). Only where it adds something: a result class
+in ``client/results/`` (behaviour such as ``save`` names or properties; otherwise one is made from
+the reply) and a row in ``client/cli_commands.py`` (a formatter, ``-o``, extra options; otherwise
+the generic text). This module imports only protobuf (the SDK installs without torch).
 """
 
 from __future__ import annotations
