@@ -239,6 +239,8 @@ def _item_getter(field: FieldDescriptor, hint: Any) -> Getter | None:
     if target is tuple or typing.get_origin(target) is tuple:
         return lambda v: tuple(getattr(v, f.name) for f in v.DESCRIPTOR.fields)
     cls = _CLASSES.get(kind.full_name)
-    if cls is None:
-        raise TypeError(f"no result class is registered for {kind.full_name}")
+    if cls is None:  # a message no class is written for: one made from its descriptor
+        from client.results.generated import generated  # generated builds on this module
+
+        cls = generated(kind)
     return lambda v: build(cls, v)
