@@ -131,6 +131,6 @@ def blocking(iterate: Callable[P, EventStream[R]]) -> Callable[P, R]:
     )
     first, _, rest = (iterate.__doc__ or "").partition("\n")
     call.__doc__ = (
-        f"{first}\n\n    Blocks until the result and returns it (:meth:`{iterate.__name__}`: the events).\n{rest}"
+        f"{first}\n\n        Blocks until the result and returns it (:meth:`{iterate.__name__}`: the events).\n{rest}"
     )
     return call
