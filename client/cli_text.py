@@ -173,16 +173,14 @@ def text_saliency(r: Any, args: argparse.Namespace) -> str:
     return f"{r.method} saliency for class {prediction_text(r.target)}" + map_text
 
 
+def _class_cells(p: Prediction | None) -> tuple[str, str]:
+    """PREDICTION and PROB cells of a table row."""
+    return (f"{p.index} {p.label}", f"{p.probability:.4f}") if p is not None else ("-", "-")
+
+
 def text_attack(r: Any, args: argparse.Namespace) -> str:
     rows = [
-        (
-            f"{o.epsilon:g}",
-            f"{o.prediction.index} {o.prediction.label}" if o.prediction else "-",
-            f"{o.prediction.probability:.4f}" if o.prediction else "-",
-            "yes" if o.success else "no",
-            f"{o.linf:.4f}",
-            f"{o.l2:.4f}",
-        )
+        (f"{o.epsilon:g}", *_class_cells(o.prediction), "yes" if o.success else "no", f"{o.linf:.4f}", f"{o.l2:.4f}")
         for o in r.outcomes
     ]
     head = f"{r.method} on {r.model}: original {prediction_text(r.original)}"
@@ -202,15 +200,7 @@ def text_dream(r: Any, args: argparse.Namespace) -> str:
 
 
 def text_interpolate(r: Any, args: argparse.Namespace) -> str:
-    rows = [
-        (
-            f"{a.alpha:g}",
-            f"{a.prediction.index} {a.prediction.label}" if a.prediction else "-",
-            f"{a.prediction.probability:.4f}" if a.prediction else "-",
-            f"{a.feature_error:.4f}",
-        )
-        for a in r.results
-    ]
+    rows = [(f"{a.alpha:g}", *_class_cells(a.prediction), f"{a.feature_error:.4f}") for a in r.results]
     return f"layers: {', '.join(r.layers)}\n" + table(["ALPHA", "PREDICTION", "PROB", "FEATURE ERROR"], rows, "rlrr")
 
 
