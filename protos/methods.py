@@ -11,15 +11,18 @@ a one-line help. From it and the message descriptors:
   choices and applies, caps, params resolution with defaults, error mapping, stamping,
   streaming with progress and cancellation); what stays per RPC (``server/handlers/``, one
   module per domain) is the call into ``interp`` and the conversion of its result;
-- ``client/sdk.py`` fills requests from keyword arguments by field name and wraps replies in the
-  result classes; its typed methods are checked against this table by the tests;
+- ``client/calls.py`` fills requests from keyword arguments by field name (one message, or a
+  stream of them where ``request_streamed``) and ``client/results/`` builds the reply's result
+  from its descriptor; the typed methods of ``client/sdk.py`` are checked against this table;
 - ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
   the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
 
 Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
-handler in the ``server/handlers/`` module of its domain, one result class in
-``client/results.py`` and, where the CLI should print a table, one formatter in
-``client/cli.py``. This module imports only protobuf (the SDK installs without torch).
+handler in the ``server/handlers/`` module of its domain and one typed method in ``client/sdk.py`` (for a streamed RPC
+its ``iter_`` form, with ``x = blocking(iter_x)``). Only where it adds something: a result class
+in ``client/results/`` (behaviour such as ``save`` names or properties; otherwise one is made from
+the reply) and a row in ``client/cli_commands.py`` (a formatter, ``-o``, extra options; otherwise
+the generic text). This module imports only protobuf (the SDK installs without torch).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Method:
     # method does not read is refused when set, and neither capped by its default nor echoed in
     # ``resolved``. Empty: every field applies to every method.
     applies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    request_streamed: bool = False  # the client sends a stream of requests (the SDK takes an iterable of values)
 
     @property
     def streamed(self) -> bool:
@@ -409,6 +413,8 @@ def check_table() -> list[str]:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
         if rpc.server_streaming != method.streamed:
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        if rpc.client_streaming != method.request_streamed:
+            problems.append(f"{method.rpc}: request_streamed is {rpc.client_streaming} in interp.proto")
         reply: Any = rpc.output_type
         if method.event is not None:
             if reply.full_name != method.event.DESCRIPTOR.full_name:

@@ -58,6 +58,8 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
     batch, size = len(channels) * int(params.restarts or 1), int(params.image_size or side)
     ctx.check_work("VisualizeFilter", batch=batch, side=size, steps=int(params.steps or 1))
     label = ctx.layer_label(request.layer, path)
+    logits = info is model.layers[-1] and tuple(info.output_shape) == (len(model.spec.labels),)  # cells: classes
+    names = [model.spec.labels[c] if logits else f"{label}:{c}" for c in channels]
     mean_image = None
     if params.start_from_mean:
         mean_image = ctx.services.training_sets.mean_image(model, size)
@@ -82,7 +84,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             channels=channels,
             images=convert.tensor(images),
             pngs=[rendering.encode_png(rendering.to_uint8_image(image)) for image in images],
-            grid_png=rendering.encode_png(rendering.image_grid(images, labels=[f"{label}:{c}" for c in channels])),
+            grid_png=rendering.encode_png(rendering.image_grid(images, labels=names)),
             activations=[float(a) for a in result.activations],
             resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
         )
