@@ -65,7 +65,7 @@ test: datasets $(STAMP) $(BUF) $(DOCS_STAMP)
 	$(VENV)/bin/lint-imports
 	$(BUF) lint
 	$(BUF) breaking --against $(BUF_BASELINE)
-	$(DOCS_VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
@@ -90,10 +90,10 @@ proto-baseline: $(BUF)
 # The docs site: `make docs` builds site/ (failing on any warning, as `make test` does);
 # `make docs-serve` serves it with live reload on http://127.0.0.1:8000.
 docs: $(DOCS_STAMP)
-	$(DOCS_VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
 docs-serve: $(DOCS_STAMP)
-	$(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 protos: $(STAMP)
 	$(VENV)/bin/python -m protos.generate
