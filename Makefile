@@ -65,7 +65,7 @@ test: datasets $(STAMP) $(BUF) $(DOCS_STAMP)
 	$(VENV)/bin/lint-imports
 	$(BUF) lint
 	$(BUF) breaking --against $(BUF_BASELINE)
-	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
@@ -87,7 +87,8 @@ proto-check: $(BUF)
 proto-baseline: $(BUF)
 	$(BUF) build -o $(BUF_BASELINE)
 
-# The docs site: `make docs` builds site/ (failing on any warning, as `make test` does);
+# The docs site: `make docs` builds site/ (failing on any warning, as `make test` does; not
+# --quiet, which hides the warnings from the strict count);
 # `make docs-serve` serves it with live reload on http://127.0.0.1:8000.
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
