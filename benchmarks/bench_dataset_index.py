@@ -46,8 +46,9 @@ from models.dataset_registry import DatasetRegistry
 from models.hub import ModelHub
 from models.weights import WeightsOptions
 from server.config import ServerConfig
-from server.dataset_index import IndexStore, default_batch, iter_batches
 from server.memory import keep_freed_memory
+from server.stores.datasets import iter_batches
+from server.stores.index import IndexStore, default_batch
 from server.threads import pin
 
 

@@ -63,7 +63,7 @@ def main() -> None:
 
     from models.dataset_registry import DatasetRegistry
     from models.registry import get_spec
-    from server.dataset_index import IndexStore, base_key
+    from server.stores.index import IndexStore, base_key
 
     dataset = DatasetRegistry().get(DATASET)
     images, labels = dataset.arrays()

@@ -56,7 +56,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.AttackResponse.target': 'targeted attacks: the goal class',
     'interp.v1.Box.y0': 'rows y0..y1-1, columns x0..x1-1 of the preprocessed input',
     'interp.v1.BuildIndexEvent.progress': 'step = images done, total_steps = dataset size, objective = images/s',
-    'interp.v1.BuildIndexParams.batch_size': 'images per forward pass (default 1024, fewer for large inputs)',
+    'interp.v1.BuildIndexParams.batch_size': 'images per forward pass (default 2048 for 28-px inputs, 83 at 224 px; resolved says which)',
     'interp.v1.BuildIndexParams.k': 'entries kept per channel (default 64)',
     'interp.v1.BuildIndexRequest.dataset': 'a name from ListDatasets',
     'interp.v1.BuildIndexRequest.every_step': "true: one Progress event per step; default false: at most the server's progress_events_per_s",

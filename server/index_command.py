@@ -1,6 +1,6 @@
 """``interp-index MODEL DATASET``: build an activation index offline, the same files the server serves.
 
-For datasets too big to index inside a request: the same pass (:mod:`server.dataset_index`) and
+For datasets too big to index inside a request: the same pass (:mod:`server.stores.index`) and
 the same key, written to the same index directory, so a server started with that ``--index-dir``
 (and the same weights and datasets) answers TopActivations / NearestNeighbors from it at once.
 Every server flag is accepted (``--index-dir``, ``--dataset NAME=DIR``, ``--weights``, ...).
@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.hub import ModelHub
     from server.app import weights_options
     from server.config import load_config
-    from server.dataset_index import IndexStore, default_batch
     from server.memory import keep_freed_memory
+    from server.stores.index import IndexStore, default_batch
 
     config = load_config(rest, environ=None)
     keep_freed_memory(config.keep_freed_mb)  # as the server does

@@ -18,6 +18,7 @@ import pytest
 from client import InterpClient, ProgressEvent, errors
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
+from protos.interp_docs import FIELD_DOCS
 from server.app import create_server
 from tests.integration.conftest import test_config
 
@@ -108,6 +109,10 @@ def test_build_streams_progress_then_reuses(client, built):
     assert first.images_per_s > 0 and first.model == "lenet" and first.weights_sha256
     again = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9, batch_size=500)
     assert again.reused and again.index_id == first.index_id
+    # The batch size is not part of the index; the default echoed is the one the contract documents.
+    default = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9)
+    assert default.reused and default.params == {"k": 9, "batch_size": 2048}
+    assert "default 2048 for 28-px inputs" in FIELD_DOCS["interp.v1.BuildIndexParams.batch_size"]
 
 
 def test_top_activations_sdk(client, built):

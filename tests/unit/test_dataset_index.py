@@ -24,7 +24,8 @@ from models.catalogue import layer_catalogue
 from models.dataset_registry import DatasetRegistry, FolderDataset
 from models.lenet import build_lenet
 from models.registry import get_spec
-from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
+from protos.interp_docs import FIELD_DOCS
+from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, full_key, images_by_id
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]
@@ -393,3 +394,8 @@ def test_maxima_taken_from_a_tiling_pool_equal_the_maps_own(side: int, pool: int
         oracle = batch_top(maps, ids, 5)
         for name in ("ids", "values", "ys", "xs"):
             assert torch.equal(getattr(result[layer].top, name), getattr(oracle, name)), (layer, name)
+
+
+def test_the_documented_default_batch_is_the_one_resolved() -> None:
+    doc = FIELD_DOCS["interp.v1.BuildIndexParams.batch_size"]
+    assert f"default {default_batch(28)} for 28-px inputs" in doc and f"{default_batch(224)} at 224 px" in doc

@@ -23,7 +23,7 @@ def lenet_relu4() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from models.dataset_registry import DatasetRegistry
     from models.hub import ModelHub
     from models.weights import WeightsOptions
-    from server.dataset_index import iter_batches
+    from server.stores.datasets import iter_batches
 
     torch.set_num_threads(1)
     model = ModelHub(["lenet"], WeightsOptions()).get("lenet")

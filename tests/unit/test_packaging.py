@@ -84,9 +84,8 @@ def _project_copy(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, copy / name)
     for package in PYPROJECT["tool"]["setuptools"]["packages"]:
-        folder = copy.joinpath(*package.split("."))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "__init__.py").touch()
+        (copy / package.replace(".", "/")).mkdir(parents=True, exist_ok=True)  # client.results: client/results
+        (copy / package.replace(".", "/") / "__init__.py").touch()
     return copy
 
 

@@ -12,7 +12,7 @@ import torch
 from models.dataset_registry import DatasetRegistry
 from models.lenet import build_lenet
 from models.registry import get_spec
-from server.dataset_index import IndexStore
+from server.stores.index import IndexStore
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "pool2", "relu4"]

@@ -1,7 +1,7 @@
 """Embedding maps on the server: features from the activation index, maps cached in memory.
 
 A map is made from the per-image features the activation index stores for the layer
-(:mod:`server.dataset_index`): an index of the dataset that holds the layer is reused, otherwise
+(:mod:`server.stores.index`): an index of the dataset that holds the layer is reused, otherwise
 one is built for that layer (the same pass, the same files, the same key as ``BuildIndex``), so
 there is one feature extractor only. The projection is :func:`interp.embedding.embed`.
 
@@ -25,10 +25,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
+from interp.dataset.crops import fast_png
 from interp.embedding import EmbeddingMap, EmbeddingParams, atlas_image, scatter_image, sprite
 from interp.errors import Cancelled
+from interp.rendering import encode_png, to_uint8_image
+from server.errors import FailedPrecondition
+from server.stores.index import images_by_id
 
 MAP_CACHE_SIZE = 4
 """Maps kept in memory (a 70k-point t-SNE map with its affinities is a few hundred MB)."""
@@ -38,7 +43,7 @@ THUMBNAIL_SIDE = 28
 """Thumbnails are at most this many pixels on a side (LeNet's inputs as they are)."""
 
 
-class MapUnavailable(RuntimeError):
+class MapUnavailable(FailedPrecondition):
     """No cached map for a PlaceImages request: make it first with Embedding (FAILED_PRECONDITION)."""
 
 
@@ -133,9 +138,6 @@ def render(
     emap: EmbeddingMap, labels: np.ndarray, classes: tuple[str, ...], thumbnails: np.ndarray, title: str
 ) -> tuple[bytes, bytes, bytes, int]:
     """scatter PNG, atlas PNG, thumbnail sprite PNG and the sprite's column count."""
-    from interp.dataset.crops import fast_png
-    from interp.rendering import encode_png
-
     scatter = encode_png(scatter_image(emap.coordinates, labels, classes, title=title))
     atlas = encode_png(atlas_image(emap.coordinates, thumbnails)) if len(thumbnails) else b""
     columns = max(1, math.ceil(math.sqrt(len(thumbnails)))) if len(thumbnails) else 0
@@ -145,11 +147,6 @@ def render(
 
 def thumbnails_of(dataset: Any, spec: Any, ids: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     """(M, s, s[, 3]) uint8 thumbnails of the preprocessed images ``ids``, read in chunks (bounded memory)."""
-    import cv2
-
-    from interp.rendering import to_uint8_image
-    from server.dataset_index import images_by_id
-
     out: list[np.ndarray] = []
     for start in range(0, len(ids), 256):
         chunk = [int(i) for i in ids[start : start + 256]]
@@ -161,16 +158,3 @@ def thumbnails_of(dataset: Any, spec: Any, ids: np.ndarray, side: int = THUMBNAI
     if not out:
         return np.zeros((0, side, side), dtype=np.uint8)
     return np.stack(out)
-
-
-_STORE_LOCK = threading.Lock()
-
-
-def maps(servicer: Any) -> MapStore:
-    """The servicer's MapStore, made on first use."""
-    with _STORE_LOCK:
-        store = getattr(servicer, "_embedding_maps", None)
-        if store is None:
-            store = MapStore()
-            servicer._embedding_maps = store
-        return store

@@ -15,6 +15,7 @@ remote one through Ray Client.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,8 +25,9 @@ from torch import nn
 
 from interp.dataset.index import IndexAccumulator, IndexProgress, LayerIndex, index_batch
 from interp.errors import Cancelled
-from models.dataset_registry import Dataset
+from models.dataset_registry import Dataset, IdxDataset
 from models.registry import Preprocessing
+from server.stores.datasets import fast_path, preprocess_ids
 
 DEFAULT_ACTORS = 2
 
@@ -42,8 +44,6 @@ class _IndexActor:
         self.module, self.dataset, self.spec, self.layers, self.k = module, dataset, spec, list(layers), k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from server.dataset_index import IdxDataset, fast_path, preprocess_ids
-
         ids = [int(i) for i in batch["data"]]
         counters = {"skipped": 0}
         x: torch.Tensor | None
@@ -75,8 +75,6 @@ def build_index_ray(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, LayerIndex], torch.Tensor]:
     """Same result as :func:`interp.dataset_index.build_index` over the same dataset, computed by Ray."""
-    import time
-
     try:
         import ray
     except ImportError:

@@ -10,7 +10,7 @@ nothing that could be served; a changed dataset or new weights give a new base, 
 is never found. Two concurrent builds of one key in one server: the second waits and reuses.
 
 The pass itself is :func:`interp.dataset_index.build_index` (the local engine) or, with
-``engine="ray"``, :mod:`server.ray_engine` (same batches, same merge). The offline command
+``engine="ray"``, :mod:`server.stores.ray` (same batches, same merge). The offline command
 ``interp-index MODEL DATASET`` calls :func:`build` here and writes the same files.
 """
 
@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,12 @@ import torch
 from torch import nn
 
 from interp.dataset.index import IndexProgress, LayerIndex, build_index
+from interp.errors import Cancelled
 from models.dataset_registry import Dataset, IdxDataset
 from models.registry import Preprocessing
+from server.errors import FailedPrecondition
+from server.stores.datasets import fast_path, iter_batches, preprocess_ids
+from server.stores.ray import build_index_ray
 
 FORMAT_VERSION = 1
 DEFAULT_K = 64
@@ -51,10 +55,9 @@ def default_batch(side: int) -> int:
     batches spread the pass's fixed cost per batch (hooks, candidate selection) over more images;
     the index does not depend on the batch size."""
     return max(1, min(MAX_BATCH, BATCH_PIXELS // (side * side)))
-DEFAULT_BATCH_SIZE = 256
 
 
-class IndexUnavailable(RuntimeError):
+class IndexUnavailable(FailedPrecondition):
     """No index for the query (build it first), or the index directory cannot be written."""
 
 
@@ -111,67 +114,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
-
-
-def fast_path(spec: Preprocessing) -> bool:
-    """28x28 grayscale without resizing: an idx image's preprocessing is exactly ``uint8 / 255``."""
-    return spec.channels == 1 and not spec.resize_shorter and spec.input_size == 28
-
-
-def iter_batches(
-    dataset: Dataset, spec: Preprocessing, batch_size: int, device: str = "cpu", counters: dict[str, int] | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(ids, x) batches of the preprocessed dataset in id order; unreadable images are skipped and counted."""
-    counters = counters if counters is not None else {}
-    counters.setdefault("skipped", 0)
-    size = dataset.size
-    fast = isinstance(dataset, IdxDataset) and fast_path(spec)
-    for start in range(0, size, batch_size):
-        stop = min(size, start + batch_size)
-        if fast:
-            raw = torch.from_numpy(dataset.batch(start, stop))  # type: ignore[attr-defined]
-            x = raw.to(torch.float32).div_(255.0).unsqueeze(1)
-            yield torch.arange(start, stop, dtype=torch.int64), x.to(device)
-            continue
-        ids, images = preprocess_ids(dataset, spec, range(start, stop), counters)
-        if ids:
-            yield torch.tensor(ids, dtype=torch.int64), torch.stack(images).to(device)
-
-
-def load_first(dataset: Dataset, spec: Preprocessing, limit: int) -> tuple[list[int], torch.Tensor, int]:
-    """The first ``limit`` images (ids 0..limit-1) preprocessed as the model's input, in one tensor.
-
-    Returns ``(ids kept, x (N, C, H, W) float32 in [0, 1], skipped)``; unreadable or unconvertible
-    images are skipped and counted (the same reading as the index pass, :func:`iter_batches`).
-    """
-    stop = min(limit, dataset.size)
-    if isinstance(dataset, IdxDataset) and fast_path(spec):
-        raw = torch.from_numpy(dataset.batch(0, stop))
-        return list(range(stop)), raw.to(torch.float32).div_(255.0).unsqueeze(1), 0
-    counters = {"skipped": 0}
-    ids, images = preprocess_ids(dataset, spec, range(stop), counters)
-    c, side = spec.channels, spec.input_size
-    x = torch.stack(images) if images else torch.empty((0, c, side, side))
-    return ids, x, counters["skipped"]
-
-
-def preprocess_ids(
-    dataset: Dataset, spec: Preprocessing, ids: Sequence[int], counters: dict[str, int] | None = None
-) -> tuple[list[int], list[torch.Tensor]]:
-    """Read and preprocess images by id exactly as a request image would be (server.imaging)."""
-    from server.imaging import _to_unit_float, preprocess
-
-    kept, images = [], []
-    for i, array in zip(ids, dataset.read(list(ids)), strict=True):
-        try:
-            if array is None:
-                raise ValueError("unreadable")
-            images.append(torch.from_numpy(preprocess(_to_unit_float(array), spec)))
-            kept.append(int(i))
-        except Exception:  # noqa: BLE001 - an unreadable or unconvertible file is skipped and counted, never fatal
-            if counters is not None:
-                counters["skipped"] = counters.get("skipped", 0) + 1
-    return kept, images
 
 
 class IndexStore:
@@ -258,8 +200,6 @@ class IndexStore:
             gate = self._building.setdefault(key, threading.Lock())
         while not gate.acquire(timeout=0.1):  # another request builds this key: wait, then reuse
             if should_stop is not None and should_stop():
-                from interp.errors import Cancelled
-
                 raise Cancelled("cancelled while waiting for a concurrent build of the same index")
         try:
             if (folder / "meta.json").is_file():
@@ -270,8 +210,6 @@ class IndexStore:
             started = time.perf_counter()
             size = dataset.size
             if engine == "ray":
-                from server.ray_engine import build_index_ray
-
                 index, present = build_index_ray(
                     module, dataset, spec, list(layers), k, batch_size, address=ray_address,
                     counters=counters, on_batch=on_progress, should_stop=should_stop,
@@ -352,29 +290,3 @@ def images_by_id(dataset: Dataset, spec: Preprocessing, ids: Sequence[int]) -> l
         missing = sorted(set(ids) - set(kept))
         raise IndexUnavailable(f"{dataset.name}: images {missing[:5]} can no longer be read; rebuild the index")
     return images
-
-
-@dataclass
-class DatasetViews:
-    """Server-wide state of the dataset-level views: the dataset registry and the index store."""
-
-    datasets: Any
-    store: IndexStore
-
-
-_VIEWS_LOCK = threading.Lock()
-
-
-def views(servicer: Any) -> DatasetViews:
-    """The servicer's DatasetViews, made on first use from its config (``datasets``, ``index_dir``)."""
-    from models.dataset_registry import DatasetRegistry
-
-    with _VIEWS_LOCK:
-        state = getattr(servicer, "_dataset_views", None)
-        if state is None:
-            config = servicer.config
-            state = DatasetViews(
-                DatasetRegistry(getattr(config, "datasets", {})), IndexStore(getattr(config, "index_dir", None))
-            )
-            servicer._dataset_views = state
-        return state
