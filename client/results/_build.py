@@ -240,7 +240,17 @@ def _item_getter(field: FieldDescriptor, hint: Any) -> Getter | None:
         return lambda v: tuple(getattr(v, f.name) for f in v.DESCRIPTOR.fields)
     cls = _CLASSES.get(kind.full_name)
     if cls is None:  # a message no class is written for: one made from its descriptor
-        from client.results.generated import generated  # generated builds on this module
-
-        cls = generated(kind)
+        if _MAKE_CLASS is None:
+            raise RuntimeError(f"no result class for {kind.full_name} (import client.results, not a submodule)")
+        cls = _MAKE_CLASS(kind)
     return lambda v: build(cls, v)
+
+
+_MAKE_CLASS: Callable[[Any], type] | None = None
+"""Makes a result class from a descriptor (``client.results.generated`` registers itself here: it
+builds on this module, so this module cannot import it)."""
+
+
+def make_classes_with(maker: Callable[[Any], type]) -> None:
+    global _MAKE_CLASS
+    _MAKE_CLASS = maker

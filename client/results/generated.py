@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
-from client.results._build import _ENVELOPE, STAMP_FIELDS, reply, result_class
+from client.results._build import _ENVELOPE, STAMP_FIELDS, make_classes_with, reply, result_class
 from client.results.base import _SavesImages
 
 __all__ = ["generated"]
@@ -80,3 +80,6 @@ def _annotation(field: FieldDescriptor) -> Any:
     if field.is_repeated:
         return tuple[one, ...]
     return one | None if kind is not None else one
+
+
+make_classes_with(generated)
