@@ -9,7 +9,7 @@ to a temporary folder and renamed into place at the end, so a cancelled or faile
 nothing that could be served; a changed dataset or new weights give a new base, so a stale index
 is never found. Two concurrent builds of one key in one server: the second waits and reuses.
 
-The pass itself is :func:`interp.dataset_index.build_index` (the local engine) or, with
+The pass itself is :func:`interp.dataset.index.build_index` (the local engine) or, with
 ``engine="ray"``, :mod:`server.stores.ray` (same batches, same merge). The offline command
 ``interp-index MODEL DATASET`` calls :func:`build` here and writes the same files.
 """

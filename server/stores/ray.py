@@ -2,8 +2,8 @@
 
 image ids (in-memory blocks of one batch each) -> ``map_batches`` with a pool of actors, each holding the
 model and reading its own images (the dataset's files must be readable at the same path on every
-node) -> per block, the block's top-k candidates and features (:func:`interp.dataset_index.index_batch`)
--> merged on the driver by :class:`interp.dataset_index.IndexAccumulator`, in whatever order the
+node) -> per block, the block's top-k candidates and features (:func:`interp.dataset.index.index_batch`)
+-> merged on the driver by :class:`interp.dataset.index.IndexAccumulator`, in whatever order the
 blocks arrive: the merge is order-independent (ties by image id), so the index equals the local
 engine's. Only the driver writes the index.
 
@@ -74,7 +74,7 @@ def build_index_ray(
     on_batch: Callable[[IndexProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, LayerIndex], torch.Tensor]:
-    """Same result as :func:`interp.dataset_index.build_index` over the same dataset, computed by Ray."""
+    """Same result as :func:`interp.dataset.index.build_index` over the same dataset, computed by Ray."""
     try:
         import ray
     except ImportError:
