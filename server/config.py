@@ -7,6 +7,7 @@ limits in force, and docs/README list the same table (generated from ``OPTIONS``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import ipaddress
 import math
 import os
@@ -428,9 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="interp-server",
         description="Serve cnn-interp (gRPC interp.v1). Every flag also reads its INTERP_* environment variable.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     for flag, env, dest, kind, text in OPTIONS:
         metavar = flag.removeprefix("--").upper().replace("-", "_")
-        text = f"{text} [env {env}]"
+        # argparse %-formats help texts: a literal "%" (as in "25% of RAM") must reach it doubled.
+        text = f"{text} [env {env}]".replace("%", "%%")
         if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
         else:
