@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from client import InterpClient, ProgressEvent
-from interp.embedding import EmbeddingParams, embed, fit_pca, neighbour_accuracy
+from interp.embedding import EmbeddingParams, embed, neighbour_accuracy
+from interp.pca import fit_pca
 from server.app import create_server
 from server.config import Limits, ServerConfig
 
