@@ -73,9 +73,9 @@ def test_work_is_cut_into_blocks_and_each_block_asks_whether_to_stop(
     inner = min(n, f) if exact else 5 + pca_module.OVERSAMPLING
     assert len(asked) >= n * f * inner // 10**5
     for stop_at in (1, len(asked) // 2, len(asked)):
-        calls = []
+        calls: list[int] = []
 
-        def stop(stop_at: int = stop_at) -> bool:
+        def stop(stop_at: int = stop_at, calls: list[int] = calls) -> bool:
             calls.append(1)
             return len(calls) >= stop_at
 
