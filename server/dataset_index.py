@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp.dataset_index import IndexProgress, LayerIndex, build_index
+from interp.dataset_index import IndexProgress, LayerIndex, NothingIndexed, build_index
 from models.dataset_registry import Dataset, IdxDataset
+from models.errors import shown
 from models.registry import Preprocessing
 
 FORMAT_VERSION = 1
@@ -269,25 +270,31 @@ class IndexStore:
             rss_before = rss_mb()
             started = time.perf_counter()
             size = dataset.size
-            if engine == "ray":
-                from server.ray_engine import build_index_ray
+            try:
+                if engine == "ray":
+                    from server.ray_engine import build_index_ray
 
-                index, present = build_index_ray(
-                    module, dataset, spec, list(layers), k, batch_size, address=ray_address,
-                    counters=counters, on_batch=on_progress, should_stop=should_stop,
-                )  # fmt: skip
-            elif engine == "local":
-                index, present = build_index(
-                    module,
-                    iter_batches(dataset, spec, batch_size, device, counters),
-                    list(layers),
-                    k,
-                    size,
-                    on_batch=on_progress,
-                    should_stop=should_stop,
-                )
-            else:
-                raise ValueError(f"unknown engine {engine!r}; valid: local, ray")
+                    index, present = build_index_ray(
+                        module, dataset, spec, list(layers), k, batch_size, address=ray_address,
+                        counters=counters, on_batch=on_progress, should_stop=should_stop,
+                    )  # fmt: skip
+                elif engine == "local":
+                    index, present = build_index(
+                        module,
+                        iter_batches(dataset, spec, batch_size, device, counters),
+                        list(layers),
+                        k,
+                        size,
+                        on_batch=on_progress,
+                        should_stop=should_stop,
+                    )
+                else:
+                    raise ValueError(f"unknown engine {engine!r}; valid: local, ray")
+            except NothingIndexed:
+                raise NothingIndexed(
+                    f"dataset {shown(dataset.name)}: no image could be indexed; {counters['skipped']} of its "
+                    f"{size} files were skipped as unreadable or not convertible to {spec.channels} channel(s)"
+                ) from None
             seconds = time.perf_counter() - started
             figures = {
                 "seconds": seconds,

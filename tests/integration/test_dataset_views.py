@@ -67,7 +67,10 @@ def views_server(tmp_path_factory, folder, fashion_folder) -> Iterator[str]:
             pytest.fail("Fashion-MNIST is not installed")
         pytest.skip("Fashion-MNIST is not installed")
     index_dir = tmp_path_factory.mktemp("index")
-    datasets = {"mine": folder, "fm-pngs": fashion_folder[0]}
+    unreadable = tmp_path_factory.mktemp("unreadable")
+    for i in range(3):
+        (unreadable / f"{i}.png").write_bytes(b"not a png")
+    datasets = {"mine": folder, "fm-pngs": fashion_folder[0], "unreadable": unreadable}
     config = test_config(models=("lenet",), index_dir=index_dir, datasets=datasets)
     srv, port = create_server(config)
     srv.start()
@@ -230,6 +233,11 @@ def test_bad_builds_and_neighbour_queries(client, built):
         client.nearest_neighbors(
             np.zeros((28, 28), np.uint8), model="lenet", dataset=DATASET, layer="relu4", metric="x"
         )
+
+
+def test_a_folder_with_no_readable_image_names_the_dataset_and_the_files_skipped(client):
+    with pytest.raises(errors.InvalidArgument, match=r"dataset 'unreadable': no image could be indexed; 3 of its 3 files"):
+        client.build_index("lenet", "unreadable", layers=["relu1"], k=2)
 
 
 def test_concurrent_builds_of_one_key_build_once_and_skip_unreadable_files(client):
