@@ -236,7 +236,8 @@ def test_bad_builds_and_neighbour_queries(client, built):
 
 
 def test_a_folder_with_no_readable_image_names_the_dataset_and_the_files_skipped(client):
-    with pytest.raises(errors.InvalidArgument, match=r"dataset 'unreadable': no image could be indexed; 3 of its 3 files"):
+    expected = r"dataset 'unreadable': no image could be indexed; 3 of its 3 files"
+    with pytest.raises(errors.InvalidArgument, match=expected):
         client.build_index("lenet", "unreadable", layers=["relu1"], k=2)
 
 
