@@ -19,6 +19,7 @@ from client import InterpClient, ProgressEvent, errors
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
+from tests.conftest import require_fashion_mnist
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +48,7 @@ def fashion_folder(tmp_path_factory) -> tuple[Path, list[int]]:
     and their test-split ids in the folder's id order (sorted paths: Bag/ before Sneaker/)."""
     from models.datasets import load_dataset
 
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST is not installed")  # views_server fails under CI first
+    require_fashion_mnist()
     images, labels = load_dataset("fashion-mnist", "test", download=False)
     root = tmp_path_factory.mktemp("fashion-folder")
     ids = []
@@ -62,10 +62,7 @@ def fashion_folder(tmp_path_factory) -> tuple[Path, list[int]]:
 
 @pytest.fixture(scope="module")
 def views_server(tmp_path_factory, folder, fashion_folder) -> Iterator[str]:
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Fashion-MNIST is not installed")
-        pytest.skip("Fashion-MNIST is not installed")
+    require_fashion_mnist()
     index_dir = tmp_path_factory.mktemp("index")
     unreadable = tmp_path_factory.mktemp("unreadable")
     for i in range(3):

@@ -21,17 +21,11 @@ from models.dataset_registry import DatasetRegistry, FolderDataset
 from models.lenet import build_lenet
 from models.registry import get_spec
 from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]
 K = 9
-
-
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +35,13 @@ def dataset():
     try:
         ds.arrays()
     except FileNotFoundError as exc:
-        _require(False, f"Fashion-MNIST test split not installed: {exc}")
+        require(False, f"Fashion-MNIST test split not installed: {exc}")
     return ds
 
 
 @pytest.fixture(scope="module")
 def trained():
-    _require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
+    require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
     model = build_lenet()
     model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
     return frozen(model)
