@@ -39,6 +39,23 @@ def default_decode_budget_bytes() -> int:
     return int(memory_available_bytes() * DECODE_BUDGET_FRACTION)
 
 
+JOB_MEMORY_FRACTION = 0.25
+"""The default working-memory budget of one dataset-level job (server/budgets.py): this fraction
+of the container's memory (cgroup limit, else RAM)."""
+
+
+def default_job_bytes() -> int:
+    return int(memory_available_bytes() * JOB_MEMORY_FRACTION)
+
+
+def _gigamacs(text: str) -> int:
+    """A number of multiply-adds in units of 10^9 (decimals allowed)."""
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of giga multiply-adds, got {text!r}")
+    return int(value * 1e9)
+
+
 def _megabytes(text: str) -> int:
     """A size in MB (10^6 bytes; decimals allowed) -> bytes."""
     value = float(text)
@@ -89,6 +106,10 @@ class Limits:
     max_embedding_points: int = 70_000  # Embedding / PlaceImages map points (limit, or the dataset size)
     max_perplexity: float = 100.0  # Embedding t-SNE perplexity
     max_place_images: int = 256  # PlaceImages images per request
+    # One dataset-level job (BuildIndex, Embedding, PlaceImages, NearestNeighbors, TopActivations'
+    # projections, AttackDataset), estimated from its sizes before it starts (server/budgets.py).
+    max_job_bytes: int = field(default_factory=default_job_bytes)
+    max_job_macs: int = 50_000 * 10**9
 
 
 ZERO_MEANS_OFF = frozenset({"progress_events_per_s", "batch_delay_ms"})
@@ -305,6 +326,22 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "most points of an Embedding map",
     ),
     ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
+    (
+        "--max-job-mb",
+        "INTERP_MAX_JOB_MB",
+        "limits.max_job_bytes",
+        _megabytes,
+        "MB of working memory one dataset-level job (index, map, neighbours, robustness) may hold, estimated "
+        f"from its sizes before it starts (default {JOB_MEMORY_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
+    ),
+    (
+        "--max-job-gmacs",
+        "INTERP_MAX_JOB_GMACS",
+        "limits.max_job_macs",
+        _gigamacs,
+        "giga multiply-adds one dataset-level job may cost, estimated from its sizes before it starts "
+        "(default 50000: about 20 minutes on a 2-core CPU)",
+    ),
     (
         "--max-place-images",
         "INTERP_MAX_PLACE_IMAGES",
