@@ -28,7 +28,8 @@ import torch
 
 from benchmarks._metrics import neighbour_accuracy, trust
 from client import InterpClient, ProgressEvent
-from interp.embedding import EmbeddingParams, embed, fit_pca
+from interp.embedding import EmbeddingParams, embed
+from interp.pca import fit_pca
 from server.app import create_server
 from server.config import Limits, ServerConfig
 

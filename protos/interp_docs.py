@@ -173,6 +173,8 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.Limits.max_image_side': "iterative methods' image_size",
     'interp.v1.Limits.max_images_per_call': '`images` per Classify / Activations / Saliency / Attack call',
     'interp.v1.Limits.max_index_k': 'BuildIndex k and TopActivations / NearestNeighbors k',
+    'interp.v1.Limits.max_job_bytes': "One dataset-level job (BuildIndex, Embedding, PlaceImages, NearestNeighbors, TopActivations' projections, AttackDataset) is estimated from its sizes before it starts; over either budget it is refused with RESOURCE_EXHAUSTED naming the budget: working memory, in bytes ...",
+    'interp.v1.Limits.max_job_macs': "... and work, in multiply-adds (the model's conv and linear layers counted).",
     'interp.v1.Limits.max_layers': 'distinct layers per Activations request',
     'interp.v1.Limits.max_perplexity': 'Embedding t-SNE perplexity',
     'interp.v1.Limits.max_pixel_steps': "... and x optimization steps (time): VisualizeFilter's batch pixels x steps.",

@@ -7,6 +7,7 @@ limits in force, and docs/README list the same table (generated from ``OPTIONS``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import ipaddress
 import math
 import os
@@ -36,6 +37,23 @@ def memory_available_bytes() -> int:
 
 def default_decode_budget_bytes() -> int:
     return int(memory_available_bytes() * DECODE_BUDGET_FRACTION)
+
+
+JOB_MEMORY_FRACTION = 0.25
+"""The default working-memory budget of one dataset-level job (server/budgets.py): this fraction
+of the container's memory (cgroup limit, else RAM)."""
+
+
+def default_job_bytes() -> int:
+    return int(memory_available_bytes() * JOB_MEMORY_FRACTION)
+
+
+def _gigamacs(text: str) -> int:
+    """A number of multiply-adds in units of 10^9 (decimals allowed)."""
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of giga multiply-adds, got {text!r}")
+    return int(value * 1e9)
 
 
 def _megabytes(text: str) -> int:
@@ -88,6 +106,10 @@ class Limits:
     max_embedding_points: int = 70_000  # Embedding / PlaceImages map points (limit, or the dataset size)
     max_perplexity: float = 100.0  # Embedding t-SNE perplexity
     max_place_images: int = 256  # PlaceImages images per request
+    # One dataset-level job (BuildIndex, Embedding, PlaceImages, NearestNeighbors, TopActivations'
+    # projections, AttackDataset), estimated from its sizes before it starts (server/budgets.py).
+    max_job_bytes: int = field(default_factory=default_job_bytes)
+    max_job_macs: int = 50_000 * 10**9
 
 
 ZERO_MEANS_OFF = frozenset({"progress_events_per_s", "batch_delay_ms"})
@@ -305,6 +327,22 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ),
     ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
     (
+        "--max-job-mb",
+        "INTERP_MAX_JOB_MB",
+        "limits.max_job_bytes",
+        _megabytes,
+        "MB of working memory one dataset-level job (index, map, neighbours, robustness) may hold, estimated "
+        f"from its sizes before it starts (default {JOB_MEMORY_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
+    ),
+    (
+        "--max-job-gmacs",
+        "INTERP_MAX_JOB_GMACS",
+        "limits.max_job_macs",
+        _gigamacs,
+        "giga multiply-adds one dataset-level job may cost, estimated from its sizes before it starts "
+        "(default 50000: about 20 minutes on a 2-core CPU)",
+    ),
+    (
         "--max-place-images",
         "INTERP_MAX_PLACE_IMAGES",
         "limits.max_place_images",
@@ -428,9 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="interp-server",
         description="Serve cnn-interp (gRPC interp.v1). Every flag also reads its INTERP_* environment variable.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     for flag, env, dest, kind, text in OPTIONS:
         metavar = flag.removeprefix("--").upper().replace("-", "_")
-        text = f"{text} [env {env}]"
+        # argparse %-formats help texts: a literal "%" (as in "25% of RAM") must reach it doubled.
+        text = f"{text} [env {env}]".replace("%", "%%")
         if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
         else:

@@ -35,6 +35,10 @@ INDEXABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2
 """Layer types indexed by default (every conv, ReLU, pool and linear layer)."""
 
 
+class NothingIndexed(InvalidInput):
+    """The pass saw no image (every file of the dataset was unreadable, or the dataset is empty)."""
+
+
 @dataclass(frozen=True)
 class BuildIndexParams:
     """Parameters of an index build.
@@ -303,7 +307,7 @@ class IndexAccumulator:
     def result(self) -> dict[str, LayerIndex]:
         self._flush()
         if self._top is None:
-            raise InvalidInput("no image was indexed")
+            raise NothingIndexed("no image was indexed")
         top, slices, start = self._top, {}, 0
         for name in self._rows:
             slices[name] = slice(start, start + self._shapes[name][0])

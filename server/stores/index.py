@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from interp.dataset.index import IndexProgress, LayerIndex, build_index
+from interp.dataset.index import IndexProgress, LayerIndex, NothingIndexed, build_index
 from interp.errors import Cancelled
 from models.dataset_registry import Dataset, IdxDataset
+from models.errors import shown
 from models.registry import Preprocessing
 from server.errors import FailedPrecondition
 from server.stores.datasets import fast_path, iter_batches, preprocess_ids
@@ -209,23 +210,29 @@ class IndexStore:
             rss_before = rss_mb()
             started = time.perf_counter()
             size = dataset.size
-            if engine == "ray":
-                index, present = build_index_ray(
-                    module, dataset, spec, list(layers), k, batch_size, address=ray_address,
-                    counters=counters, on_batch=on_progress, should_stop=should_stop,
-                )  # fmt: skip
-            elif engine == "local":
-                index, present = build_index(
-                    module,
-                    iter_batches(dataset, spec, batch_size, device, counters),
-                    list(layers),
-                    k,
-                    size,
-                    on_batch=on_progress,
-                    should_stop=should_stop,
-                )
-            else:
-                raise ValueError(f"unknown engine {engine!r}; valid: local, ray")
+            try:
+                if engine == "ray":
+                    index, present = build_index_ray(
+                        module, dataset, spec, list(layers), k, batch_size, address=ray_address,
+                        counters=counters, on_batch=on_progress, should_stop=should_stop,
+                    )  # fmt: skip
+                elif engine == "local":
+                    index, present = build_index(
+                        module,
+                        iter_batches(dataset, spec, batch_size, device, counters),
+                        list(layers),
+                        k,
+                        size,
+                        on_batch=on_progress,
+                        should_stop=should_stop,
+                    )
+                else:
+                    raise ValueError(f"unknown engine {engine!r}; valid: local, ray")
+            except NothingIndexed:
+                raise NothingIndexed(
+                    f"dataset {shown(dataset.name)}: no image could be indexed; {counters['skipped']} of its "
+                    f"{size} files were skipped as unreadable or not convertible to {spec.channels} channel(s)"
+                ) from None
             seconds = time.perf_counter() - started
             figures = {
                 "seconds": seconds,

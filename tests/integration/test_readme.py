@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from tests.conftest import require
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # The pages whose examples run: the README and every page of the docs site.
@@ -173,10 +175,7 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
 def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> None:
-    if not INTERP.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"console script not installed at {INTERP} (pip install -e .)")
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     env = {**os.environ, "INTERP_SERVER": target, "COLUMNS": "200"}
     done = subprocess.run(
         [str(INTERP), *command.argv[1:]], cwd=workdir, env=env, capture_output=True, text=True, timeout=600

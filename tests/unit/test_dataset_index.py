@@ -26,6 +26,7 @@ from models.lenet import build_lenet
 from models.registry import get_spec
 from protos.interp_docs import FIELD_DOCS
 from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, full_key, images_by_id
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]
@@ -51,13 +52,6 @@ def batch_top(
     return top
 
 
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def dataset():
     registry = DatasetRegistry()
@@ -65,13 +59,13 @@ def dataset():
     try:
         ds.arrays()
     except FileNotFoundError as exc:
-        _require(False, f"Fashion-MNIST test split not installed: {exc}")
+        require(False, f"Fashion-MNIST test split not installed: {exc}")
     return ds
 
 
 @pytest.fixture(scope="module")
 def trained():
-    _require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
+    require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
     model = build_lenet()
     model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
     return frozen(model)

@@ -10,6 +10,7 @@ import torch
 from benchmarks._metrics import neighbour_accuracy
 from interp import embedding as emb
 from interp.errors import Cancelled, InvalidInput
+from interp.pca import fit_pca
 from tests.conftest import require_fashion_mnist
 
 SMALL = emb.EmbeddingParams(perplexity=20.0, iterations=40, early_iterations=30, seed=3)
@@ -40,7 +41,7 @@ def test_pca_equals_numpy_svd_and_sklearn_up_to_sign() -> None:
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + rng.normal(size=12)
-    pca = emb.fit_pca(x, 5)
+    pca = fit_pca(x, 5)
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     for k in range(5):
@@ -71,7 +72,7 @@ def test_tsne_is_opentsne_with_the_same_parameters(lenet_relu4) -> None:
     features, _, _ = lenet_relu4
     x = features[:400]
     m = emb.embed(x, "tsne", SMALL, threads=1)
-    reduced = emb.fit_pca(x, SMALL.pca_dims).project(x)
+    reduced = fit_pca(x, SMALL.pca_dims).project(x)
     direct = np.asarray(
         openTSNE.TSNE(
             perplexity=SMALL.perplexity,

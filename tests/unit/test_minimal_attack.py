@@ -6,7 +6,7 @@ for the minimal eps and the batched runs, foolbox 3.3.4's DeepFool attacks for D
 
 from __future__ import annotations
 
-import os
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -18,17 +18,14 @@ from interp.attacks.linf import AttackParams, attack
 from interp.attacks.minimal_epsilon import attack_at, minimal_epsilon, scan_levels
 from interp.attacks.minimal_params import MinimalAttackParams, attack_params, resolve
 from interp.errors import Cancelled, InvalidInput
+from tests.conftest import require, require_fashion_mnist
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-CI = os.environ.get("CI") == "true"
 
 
 @pytest.fixture(scope="module")
 def lenet():
-    if not WEIGHTS:
-        if CI:
-            pytest.fail("no trained LeNet checkpoint in models/weights")
-        pytest.skip("no trained LeNet checkpoint in models/weights")
+    require(WEIGHTS, "no trained LeNet checkpoint in models/weights")
     from models.lenet import build_lenet
 
     model = build_lenet()
@@ -38,14 +35,10 @@ def lenet():
 
 @pytest.fixture(scope="module")
 def test_set():
-    from models.datasets import DatasetNotFound, load_dataset
+    from models.datasets import load_dataset
 
-    try:
-        x, y = load_dataset("fashion-mnist", "test", download=False)
-    except DatasetNotFound:
-        if CI:
-            raise
-        pytest.skip("Fashion-MNIST is not installed")
+    require_fashion_mnist()
+    x, y = load_dataset("fashion-mnist", "test", download=False)
     return torch.from_numpy(x[:50].copy()).float().div(255).unsqueeze(1), torch.from_numpy(y[:50].copy())
 
 
@@ -207,7 +200,8 @@ def test_targeted_minimal_eps_reaches_the_target():
 
 
 def _foolbox_deepfool(model, x, labels, norm, candidates=10, overshoot=0.02, steps=50):
-    foolbox = pytest.importorskip("foolbox", reason="foolbox is the DeepFool oracle (dev extra)")
+    require(importlib.util.find_spec("foolbox"), "foolbox is the DeepFool oracle (dev extra)")
+    import foolbox
     attack_cls = foolbox.attacks.L2DeepFoolAttack if norm == "l2" else foolbox.attacks.LinfDeepFoolAttack
     fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
     raw, _, success = attack_cls(steps=steps, candidates=candidates, overshoot=overshoot)(
