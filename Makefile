@@ -1,6 +1,8 @@
 # Two commands on a fresh machine:  `make serve`  and  `make test`.
 # Both check for Fashion-MNIST first (installing the Debian package when allowed, see `datasets`),
 # then create .venv (Python 3.11) with the exact pins of requirements.lock on first use.
+# `make test` also installs the pinned checkers it runs: buf from the npm registry (`npm ci`,
+# package-lock.json) and the docs site's tools in .venv-docs (requirements-docs.lock).
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -10,13 +12,29 @@ FASHION_MNIST_PACKAGE := dataset-fashion-mnist
 # auto: install the package when we may (root, or passwordless sudo); no: only check.
 INSTALL_DATASETS ?= auto
 
-.PHONY: serve test lint typecheck protos bench datasets clean-venv
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+BUF := node_modules/.bin/buf
+BUF_BASELINE := protos/baseline.binpb
+
+.PHONY: serve test lint typecheck imports proto-check proto-baseline docs docs-serve protos bench datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# mkdocs, mkdocs-material and mkdocstrings: a venv of their own (see requirements-docs.lock's header).
+$(DOCS_STAMP): requirements-docs.lock
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-docs.lock
+	touch $(DOCS_STAMP)
+
+# buf, pinned in package-lock.json (the npm package carries the binary for this platform).
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(BUF)
 
 # Fashion-MNIST (the LeNet tests, training, and the class-name sets of InterpolateFeatures):
 # present -> nothing to do; missing -> `apt-get update` + install the Debian package when the user
@@ -43,9 +61,13 @@ datasets:
 serve: datasets $(STAMP)
 	$(VENV)/bin/interp-server $(ARGS)
 
-test: datasets $(STAMP)
+test: datasets $(STAMP) $(BUF) $(DOCS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(BUF) lint
+	$(BUF) breaking --against $(BUF_BASELINE)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
@@ -54,6 +76,28 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy interp/ models/ server/ client/
 
+# The import contracts of pyproject.toml ([tool.importlinter]).
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+# The wire contract: buf's lint rules (buf.yaml) and no breaking change against the baseline.
+proto-check: $(BUF)
+	$(BUF) lint
+	$(BUF) breaking --against $(BUF_BASELINE)
+
+# Move the baseline forward: only in the commit of a deliberate contract change.
+proto-baseline: $(BUF)
+	$(BUF) build -o $(BUF_BASELINE)
+
+# The docs site: `make docs` builds site/ (failing on any warning, as `make test` does; not
+# --quiet, which hides the warnings from the strict count);
+# `make docs-serve` serves it with live reload on http://127.0.0.1:8000.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
 protos: $(STAMP)
 	$(VENV)/bin/python -m protos.generate
 
@@ -61,4 +105,4 @@ bench: datasets $(STAMP)
 	$(VENV)/bin/python -m benchmarks.run_all
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DOCS_VENV) node_modules

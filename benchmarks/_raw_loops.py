@@ -3,7 +3,7 @@
 No hooks, no progress events, no cancellation checks, no service: a prefix ``nn.Sequential`` of
 the served module (its children up to the objective's layer, which is what a truncated forward
 computes), the same image parameterization and random transforms as
-:mod:`interp.feature_vis`, the same normalized ascent step as :mod:`interp.deepdream`, and the
+:mod:`interp.synthesis.feature_vis`, the same normalized ascent step as :mod:`interp.synthesis.deepdream`, and the
 same random draws in the same order, so that with the same seed they reproduce the service's
 images (checked by the benchmarks: the baseline must do the same work, not merely similar work).
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Constants of interp.feature_vis (Lucid's), restated so the baseline does not call interp.
+# Constants of interp.synthesis (Lucid's), restated so the baseline does not call interp.
 _COLOR = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
 _REFERENCE_SIZE = 128
 _SMALL = 64

@@ -167,7 +167,7 @@ def classify_breakdown(rounds: int) -> list[list[object]]:
 
         never = lambda: False  # noqa: E731
         logits = compute(x, [None], never)[0]
-        from server.servicer import Ctx
+        from server.context import Ctx
 
         stages: dict[str, Callable[[], object]] = {
             "SDK: build the request (numpy image -> message)": lambda: pb.ClassifyRequest(

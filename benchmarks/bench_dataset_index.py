@@ -41,13 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.dataset_index import build_index, default_layers
+from interp.dataset.index import build_index, default_layers
 from models.dataset_registry import DatasetRegistry
 from models.hub import ModelHub
 from models.weights import WeightsOptions
 from server.config import ServerConfig
-from server.dataset_index import IndexStore, default_batch, iter_batches
 from server.memory import keep_freed_memory
+from server.stores.datasets import iter_batches
+from server.stores.index import IndexStore, default_batch
 from server.threads import pin
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from interp.minimal import MinimalAttackParams, deepfool
+from interp.attacks.deepfool import deepfool
+from interp.attacks.minimal_params import MinimalAttackParams
 from models.datasets import load_dataset
 from models.imagenet import build_vgg16
 from models.lenet import build_lenet

@@ -51,10 +51,10 @@ from benchmarks import _raw_loops as raw
 from benchmarks._common import interleaved, load_report, ms, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, fashion_image
 from client import InterpClient
-from interp.deepdream import DeepDreamParams
-from interp.deepdream import deepdream as interp_deepdream
-from interp.feature_vis import FeatureVisParams
-from interp.feature_vis import visualize_filter as interp_visualize_filter
+from interp.synthesis.deepdream import DeepDreamParams
+from interp.synthesis.deepdream import deepdream as interp_deepdream
+from interp.synthesis.feature_vis import visualize_filter as interp_visualize_filter
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.hub import LoadedModel
 from server.threads import largest_activation, pin, threads_for
 

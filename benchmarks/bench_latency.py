@@ -28,7 +28,7 @@ variants alike; p50/p95 are over the rounds, the ratio is p50(service) / p50(raw
 ratio is the median of per-round ratios. Targets (issue 4): VGG16 ≤ 1.05, AlexNet ≤ 1.15,
 LeNet p50 ≤ 2 ms.
 
-Second table: activations of k layers through :func:`interp.activations.activations` (one
+Second table: activations of k layers through :func:`interp.single_pass.activations` (one
 forward that stops at the deepest requested layer) vs. a full forward and vs. k separate
 truncated forwards.
 
@@ -63,9 +63,9 @@ from client import InterpClient
 from client.images import image_message
 from client.results import SaliencyResult
 from interp import rendering
-from interp.activations import activations
+from interp.attribution.saliency import saliency
 from interp.hooks import run_until
-from interp.saliency import saliency
+from interp.single_pass import activations
 from protos import interp_pb2 as pb
 from server import convert
 from server.imaging import load_input

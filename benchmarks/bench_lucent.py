@@ -12,7 +12,7 @@ Rows:
 
 - **ours, SDK**: ``InterpClient.visualize_filter`` over loopback to an in-process server
   (progress events streamed, previews every 32 steps as in a default 512-step run).
-- **ours, raw interp**: :func:`interp.feature_vis.visualize_filter` called in-process, no
+- **ours, raw interp**: :func:`interp.synthesis.feature_vis.visualize_filter` called in-process, no
   callbacks: separates the service overhead from the method.
 - **lucent, fixed_image_size=128**: ``render_vis(..., fixed_image_size=128)``, the same 128 px
   image fed to the network: the like-for-like comparison (the target is judged on it).
@@ -50,7 +50,8 @@ import torch
 
 from benchmarks._common import interleaved, load_report, ms, running_server, table, verdict
 from client import InterpClient
-from interp.feature_vis import FeatureVisParams, visualize_filter
+from interp.synthesis.feature_vis import visualize_filter
+from interp.synthesis.feature_vis_params import FeatureVisParams
 
 LUCENT_DIR = Path(__file__).resolve().parent.parent / ".venv-bench" / "site"
 TARGET_SPEEDUP = 1.5

@@ -39,11 +39,11 @@ from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
 from client.images import add_image, image_message
 from client.results import ClassifyResult, SaliencyResult
-from interp.saliency import saliency as interp_saliency
+from interp.attribution.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
 from server import convert
+from server.handlers.models import fill_classify_answers
 from server.imaging import decode_cost, load_input, load_stack, stack_run
-from server.methods import fill_classify_answers
 
 BATCH = 256
 TARGET_IMAGES_PER_S = 5000.0

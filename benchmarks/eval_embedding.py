@@ -26,20 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._metrics import neighbour_accuracy, trust
 from client import InterpClient, ProgressEvent
-from interp.embedding import EmbeddingParams, embed, fit_pca, neighbour_accuracy
+from interp.embedding import EmbeddingParams, embed
+from interp.pca import fit_pca
 from server.app import create_server
 from server.config import Limits, ServerConfig
 
 DATASET = "fashion-mnist-test"
 FULL = "fashion-mnist-all"
-
-
-def trust(high: np.ndarray, low: np.ndarray, sample: int = 3000, seed: int = 0) -> float:
-    from sklearn.manifold import trustworthiness
-
-    rows = np.random.default_rng(seed).choice(len(high), size=min(sample, len(high)), replace=False)
-    return float(trustworthiness(high[rows].astype(np.float64), low[rows].astype(np.float64), n_neighbors=10))
 
 
 def serve(index_dir: Path, weights: Path | None = None) -> tuple[object, str]:
@@ -69,7 +64,7 @@ def main() -> None:
 
     from models.dataset_registry import DatasetRegistry
     from models.registry import get_spec
-    from server.dataset_index import IndexStore, base_key
+    from server.stores.index import IndexStore, base_key
 
     dataset = DatasetRegistry().get(DATASET)
     images, labels = dataset.arrays()

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from interp.deepdream import DeepDreamParams, deepdream
-from interp.deepdream import resolve as resolve_dream
-from interp.feature_vis import FeatureVisParams, visualize_filter
 from interp.hooks import run_until
-from interp.interpolation import DEFAULT_ALPHAS, attribute_vector, interpolate_features
-from interp.interpolation import resolve as resolve_dfi
+from interp.synthesis.deepdream import DeepDreamParams, deepdream
+from interp.synthesis.deepdream import resolve as resolve_dream
+from interp.synthesis.feature_interpolation import DEFAULT_ALPHAS, attribute_vector, interpolate_features
+from interp.synthesis.feature_interpolation import resolve as resolve_dfi
+from interp.synthesis.feature_vis import visualize_filter
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.datasets import load_dataset
 from models.errors import WeightsNotFound
 from models.lenet import FASHION_MNIST_CLASSES

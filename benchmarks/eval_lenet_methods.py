@@ -37,8 +37,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from interp.adversarial import AttackParams, attack
-from interp.saliency import METHODS, SaliencyParams, saliency
+from interp.attacks.linf import AttackParams, attack
+from interp.attribution.saliency import METHODS, SaliencyParams, saliency
 from models.datasets import load_dataset
 from models.errors import WeightsNotFound
 from models.registry import get_spec

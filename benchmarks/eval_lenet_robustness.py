@@ -3,9 +3,9 @@
 On the first ``--images`` Fashion-MNIST test images, true labels:
 
 1. Robust accuracy under FGSM and PGD (20 steps of 0.01, random start, seed 0) at each epsilon,
-   attacked at exactly that epsilon (``interp.adversarial.attack``, what the Attack RPC does;
+   attacked at exactly that epsilon (``interp.attacks.linf.attack``, what the Attack RPC does;
    success judged on the 8-bit image inside the ball).
-2. The same curves as AttackDataset computes them (``interp.minimal.robustness``): the 8-bit
+2. The same curves as AttackDataset computes them (``interp.attacks.robustness.robustness``): the 8-bit
    radius floor(255 eps)/255 per epsilon, read from the per-image minimal-eps search (PGD: the
    default 10 steps of eps/10), with the median minimal eps and the non-monotone count.
 3. DeepFool L2 and L-inf (10 candidates, overshoot 0.02, 50 steps): success and median norm over
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from interp.adversarial import AttackParams, attack
-from interp.minimal import AttackDatasetParams, deepfool, robustness
+from interp.attacks.deepfool import deepfool
+from interp.attacks.linf import AttackParams, attack
+from interp.attacks.robustness import AttackDatasetParams, robustness
 from models.datasets import load_dataset
 from models.lenet import build_lenet
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from interp.feature_vis import FeatureVisParams, FeatureVisResult, visualize_filter
+from interp.synthesis.feature_vis import FeatureVisResult, visualize_filter
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.datasets import load_dataset
 from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_lenet
 

@@ -2,7 +2,7 @@
 
 The lectures' "visualize embeddings" and the classic MNIST t-SNE picture (van der Maaten &
 Hinton 2008): every dataset image's feature vector at one layer (from the activation index, so
-the features are exactly those :mod:`interp.dataset_index` stores: linear layers as they are,
+the features are exactly those :mod:`interp.dataset.index` stores: linear layers as they are,
 conv layers mean-pooled) is mapped to a point in the plane.
 
 - ``pca``: the first two principal components (float64 covariance, eigen-decomposition; each
@@ -36,13 +36,12 @@ import cv2
 import numpy as np
 
 from interp.errors import Cancelled, InvalidInput
+from interp.pca import Pca, check_features, fit_pca
 from interp.progress import OnStep, ShouldStop, StepEvent
 
 METHODS = ("tsne", "pca")
 REPORT_EVERY = 10
 """t-SNE iterations between progress events (each carries the KL divergence; cancellation is checked there)."""
-EARLY_EXAGGERATION = 12.0
-"""openTSNE's early exaggeration factor (its ``"auto"`` for exaggeration 1)."""
 PLACE_NEIGHBORS = 10
 """Map points reported around each placed image."""
 
@@ -67,55 +66,6 @@ class EmbeddingParams:
 
 
 TSNE_PARAMS = tuple(f.name for f in dataclasses.fields(EmbeddingParams))
-
-
-@dataclass(frozen=True)
-class Pca:
-    """A fitted PCA: ``project(x) = (x - mean) @ components.T``.
-
-    Attributes:
-        mean: (F,) float64; components: (K, F) float64, unit rows, largest loading positive;
-        explained_variance_ratio: (K,) share of the total variance of each component.
-    """
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained_variance_ratio: np.ndarray
-
-    def project(self, x: np.ndarray) -> np.ndarray:
-        check_features(x, self.mean.shape[0])
-        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
-
-
-def check_features(x: np.ndarray, width: int | None = None) -> None:
-    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] < 1:
-        shape = getattr(x, "shape", type(x).__name__)
-        raise InvalidInput(f"expected (N, F) features with N >= 1, got {shape}")
-    if width is not None and x.shape[1] != width:
-        raise InvalidInput(f"expected features of width {width}, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise InvalidInput("features contain NaN or infinite values")
-
-
-def fit_pca(x: np.ndarray, dims: int) -> Pca:
-    """The top ``dims`` principal components of x (N, F), F >= 1 (fewer when F or N - 1 is smaller)."""
-    check_features(x)
-    if dims < 1:
-        raise InvalidInput(f"pca dims must be >= 1, got {dims}")
-    data = np.asarray(x, dtype=np.float64)
-    mean = data.mean(axis=0)
-    centred = data - mean
-    cov = centred.T @ centred / max(1, data.shape[0] - 1)
-    values, vectors = np.linalg.eigh(cov)  # ascending
-    order = np.argsort(values)[::-1]
-    keep = min(dims, data.shape[1], max(1, data.shape[0] - 1))
-    values, vectors = values[order][:keep], vectors[:, order][:, :keep]
-    components = vectors.T.copy()
-    signs = np.sign(components[np.arange(keep), np.abs(components).argmax(axis=1)])
-    components *= np.where(signs == 0, 1.0, signs)[:, None]
-    total = float(np.clip(np.linalg.eigvalsh(cov), 0, None).sum()) if cov.size else 0.0
-    ratio = np.clip(values, 0, None) / total if total > 0 else np.zeros(keep)
-    return Pca(mean=mean, components=components, explained_variance_ratio=ratio)
 
 
 def min_points(perplexity: float) -> int:
@@ -203,7 +153,7 @@ def embed(
     if method == "pca":
         if n < 2:
             raise InvalidInput(f"a PCA map needs at least 2 points, got {n}")
-        pca = fit_pca(features, 2)
+        pca = fit_pca(features, 2, should_stop=should_stop)
         coords = pca.project(features)
         if coords.shape[1] < 2:  # one feature only: the second axis is 0
             coords = np.concatenate([coords, np.zeros((n, 2 - coords.shape[1]))], axis=1)
@@ -221,7 +171,7 @@ def embed(
     check_tsne(n, params)
     import openTSNE  # imported on first use: the PCA-only path and the renderers do not need it
 
-    pca = fit_pca(features, params.pca_dims)
+    pca = fit_pca(features, params.pca_dims, should_stop=should_stop)
     reduced = pca.project(features)
     report(0, float(pca.explained_variance_ratio.sum()), "pca")
     check("after the PCA")
@@ -421,48 +371,15 @@ def sprite(thumbnails: np.ndarray, columns: int) -> np.ndarray:
     return out
 
 
-def neighbour_accuracy(coords: np.ndarray, labels: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> float:
-    """k-NN classification accuracy in the map, ``folds``-fold cross-validated (the issue's quality measure)."""
-    n = coords.shape[0]
-    order = np.random.default_rng(seed).permutation(n)
-    correct = 0
-    for f in range(folds):
-        test = order[f::folds]
-        train = np.setdiff1d(order, test)
-        ids, _ = _knn(coords[train], coords[test], k)
-        votes = labels[train][ids]
-        predicted = np.array([np.bincount(v[v >= 0], minlength=1).argmax() for v in votes])
-        correct += int((predicted == labels[test]).sum())
-    return correct / n
-
-
-def _knn(points: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    ids, dists = [], []
-    p = points.astype(np.float64)
-    pn = (p * p).sum(1)
-    for s in range(0, queries.shape[0], chunk):
-        q = queries[s : s + chunk].astype(np.float64)
-        d = (q * q).sum(1)[:, None] - 2 * q @ p.T + pn[None, :]
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        dd = np.take_along_axis(d, part, axis=1)
-        o = np.argsort(dd, axis=1, kind="stable")
-        ids.append(np.take_along_axis(part, o, axis=1))
-        dists.append(np.sqrt(np.clip(np.take_along_axis(dd, o, axis=1), 0, None)))
-    return np.concatenate(ids), np.concatenate(dists)
-
-
 __all__ = [
     "METHODS",
     "EmbeddingParams",
     "EmbeddingMap",
-    "Pca",
     "Placement",
     "atlas_image",
     "check_tsne",
     "embed",
-    "fit_pca",
     "nearest_points",
-    "neighbour_accuracy",
     "place",
     "scatter_image",
     "sprite",

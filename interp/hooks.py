@@ -11,13 +11,11 @@ attributions) run on a :func:`structural_copy` instead, which shares the weights
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import torch
 from torch import Tensor, nn
 
 from interp.errors import InvalidInput
@@ -201,22 +199,9 @@ def structural_copy(model: nn.Module) -> nn.Module:
     return copy_module(model)
 
 
-def check_batch(x: Tensor, channels: int | None = None) -> None:
-    """Validate a (B, C, H, W) float batch of pixels in [0, 1]; raise InvalidInput otherwise."""
-    if not isinstance(x, Tensor):
-        raise InvalidInput(f"expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise InvalidInput(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-    if channels is not None and x.shape[1] != channels:
-        raise InvalidInput(f"expected {channels} channels, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise InvalidInput(f"expected a floating-point batch, got {x.dtype}")
-    if x.numel() == 0:
-        raise InvalidInput(f"empty batch, shape {tuple(x.shape)}")
-    # One pass over the batch (aminmax) instead of three: NaN propagates into both results and
-    # an infinity shows up as the min or max, so a non-finite extreme means a non-finite input.
-    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InvalidInput("input contains NaN or infinite values")
-    if lo < 0.0 or hi > 1.0:
-        raise InvalidInput(f"pixels must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+def out_of_place_relus(view: nn.Module) -> nn.Module:
+    """Make the ReLUs of a structural copy out-of-place: GuidedBackprop's hooks need the input intact."""
+    for module in view.modules():
+        if isinstance(module, nn.ReLU) and module.inplace:
+            module.inplace = False
+    return view

@@ -52,8 +52,11 @@ def to_uint8_image(x: Tensor | np.ndarray) -> np.ndarray:
     return levels[0] if a.shape[0] == 1 else np.ascontiguousarray(levels.transpose(1, 2, 0))
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 image."""
+def encode_png(image: np.ndarray, *, compression: int | None = None) -> bytes:
+    """PNG bytes of an (H, W) grey or (H, W, 3) RGB uint8 image.
+
+    ``compression``: zlib level 0..9; None keeps OpenCV's default (3).
+    """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
         raise InvalidInput(f"expected a uint8 numpy image, got {kind}")
@@ -61,7 +64,8 @@ def encode_png(image: np.ndarray) -> bytes:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim != 2:
         raise InvalidInput(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
-    ok, buffer = cv2.imencode(".png", image)
+    flags = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    ok, buffer = cv2.imencode(".png", image, flags)
     if not ok:  # pragma: no cover - OpenCV fails only on empty images, which the checks exclude
         raise InvalidInput(f"OpenCV could not encode an image of shape {image.shape}")
     return buffer.tobytes()

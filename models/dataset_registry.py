@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from models.datasets import _find_files, _info, _search_dirs, class_names, load_dataset
+from models.errors import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 BUILT_IN: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -218,7 +219,7 @@ class DatasetRegistry:
             return self._datasets[name]
         except KeyError:
             raise UnknownDataset(
-                f"unknown dataset {name!r}; registered datasets: {', '.join(self._datasets)}"
+                f"unknown dataset {shown(name)}; registered datasets: {', '.join(self._datasets)}"
             ) from None
 
 

@@ -21,14 +21,10 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from models.lenet import FASHION_MNIST_CLASSES, MNIST_CLASSES
-
-DatasetName = Literal["fashion-mnist", "mnist"]
-Split = Literal["train", "test"]
 
 DATA_DIR_ENV = "INTERP_DATA_DIR"
 

@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import io
 import json
 import math
@@ -592,6 +593,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="interp-train",
         description="Train a served LeNet on Fashion-MNIST (or MNIST); write its checkpoint + metadata.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     p.add_argument(
         "--arch",
         choices=tuple(ARCHITECTURES),

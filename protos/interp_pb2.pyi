@@ -1302,7 +1302,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call", "progress_events_per_s", "decode_budget_bytes", "batch_max_size", "batch_delay_ms", "max_embedding_points", "max_perplexity", "max_place_images")
+    __slots__ = ("max_message_bytes", "max_image_pixels", "max_image_side", "max_steps", "max_octaves", "max_alphas", "max_set_size", "max_epsilons", "max_samples", "max_channels", "max_concurrent_heavy", "max_queued_heavy", "default_deadline_s", "max_layers", "max_restarts", "max_batch_pixels", "max_pixel_steps", "stream_stall_s", "max_concurrent_rpcs", "keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s", "max_connection_age_s", "max_connection_age_grace_s", "max_dataset_images", "max_index_k", "max_images_per_call", "progress_events_per_s", "decode_budget_bytes", "batch_max_size", "batch_delay_ms", "max_embedding_points", "max_perplexity", "max_place_images", "max_job_bytes", "max_job_macs")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -1337,6 +1337,8 @@ class Limits(_message.Message):
     MAX_EMBEDDING_POINTS_FIELD_NUMBER: _ClassVar[int]
     MAX_PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
     MAX_PLACE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOB_MACS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_pixels: int
     max_image_side: int
@@ -1371,7 +1373,9 @@ class Limits(_message.Message):
     max_embedding_points: int
     max_perplexity: float
     max_place_images: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., progress_events_per_s: _Optional[float] = ..., decode_budget_bytes: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_delay_ms: _Optional[float] = ..., max_embedding_points: _Optional[int] = ..., max_perplexity: _Optional[float] = ..., max_place_images: _Optional[int] = ...) -> None: ...
+    max_job_bytes: int
+    max_job_macs: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_image_side: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_octaves: _Optional[int] = ..., max_alphas: _Optional[int] = ..., max_set_size: _Optional[int] = ..., max_epsilons: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_channels: _Optional[int] = ..., max_concurrent_heavy: _Optional[int] = ..., max_queued_heavy: _Optional[int] = ..., default_deadline_s: _Optional[float] = ..., max_layers: _Optional[int] = ..., max_restarts: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ..., max_pixel_steps: _Optional[int] = ..., stream_stall_s: _Optional[float] = ..., max_concurrent_rpcs: _Optional[int] = ..., keepalive_time_s: _Optional[float] = ..., keepalive_timeout_s: _Optional[float] = ..., max_connection_idle_s: _Optional[float] = ..., max_connection_age_s: _Optional[float] = ..., max_connection_age_grace_s: _Optional[float] = ..., max_dataset_images: _Optional[int] = ..., max_index_k: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., progress_events_per_s: _Optional[float] = ..., decode_budget_bytes: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_delay_ms: _Optional[float] = ..., max_embedding_points: _Optional[int] = ..., max_perplexity: _Optional[float] = ..., max_place_images: _Optional[int] = ..., max_job_bytes: _Optional[int] = ..., max_job_macs: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "api_version", "device", "limits", "libraries", "models", "worker_threads", "auth_required", "tls", "implemented_rpcs", "running_heavy", "queued_heavy")

@@ -2,22 +2,27 @@
 
 Each :class:`Method` names the RPC, its request and reply messages (for a streamed RPC the reply
 is the final result carried by the stream's event message), where its parameters live, which
-request fields this server caps (and with which ``Limits`` field), the CLI subcommand and its
-positional arguments, and a one-line help. From it and the message descriptors:
+request fields this server caps (and with which ``Limits`` field), which are required, which
+string fields take fixed values (``choices``, with ``defaults`` for an empty one), which Params
+fields each ``method`` reads (``applies``), the CLI subcommand and its positional arguments, and
+a one-line help. From it and the message descriptors:
 
-- ``server/servicer.py`` builds every handler's shared path (model readiness, caps, params
-  resolution with defaults, error mapping, stamping, streaming with progress and cancellation);
-  what stays per RPC (``server/methods.py``) is the call into ``interp`` and the conversion of its
-  result;
-- ``client/sdk.py`` fills requests from keyword arguments by field name and wraps replies in the
-  result classes; its typed methods are checked against this table by the tests;
+- ``server/servicer.py`` builds every handler's shared path (model readiness, required fields,
+  choices and applies, caps, params resolution with defaults, error mapping, stamping,
+  streaming with progress and cancellation); what stays per RPC (``server/handlers/``, one
+  module per domain) is the call into ``interp`` and the conversion of its result;
+- ``client/calls.py`` fills requests from keyword arguments by field name (one message, or a
+  stream of them where ``request_streamed``) and ``client/results/`` builds the reply's result
+  from its descriptor; the typed methods of ``client/sdk.py`` are checked against this table;
 - ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
   the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
 
 Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
-handler in ``server/methods.py``, one result class in ``client/results.py`` and, where the CLI
-should print a table, one formatter in ``client/cli.py``. This module imports only protobuf
-(the SDK installs without torch).
+handler in the ``server/handlers/`` module of its domain and one typed method in ``client/sdk.py`` (for a streamed RPC
+its ``iter_`` form, with ``x = blocking(iter_x)``). Only where it adds something: a result class
+in ``client/results/`` (behaviour such as ``save`` names or properties; otherwise one is made from
+the reply) and a row in ``client/cli_commands.py`` (a formatter, ``-o``, extra options; otherwise
+the generic text). This module imports only protobuf (the SDK installs without torch).
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ class Method:
     positionals: tuple[str, ...] = ()  # CLI positional arguments, request field names in order
     sdk: str = ""  # the SDK method's name when it is not the RPC's in snake case
     required: tuple[str, ...] = ()  # request fields that must be given (the CLI makes them required options)
+    # The value an empty choice field means (``metric`` "" is "cosine"); an empty choice field
+    # without one is refused, naming the valid values.
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    # Which Params fields each value of the request's ``method`` field reads: a field the chosen
+    # method does not read is refused when set, and neither capped by its default nor echoed in
+    # ``resolved``. Empty: every field applies to every method.
+    applies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    request_streamed: bool = False  # the client sends a stream of requests (the SDK takes an iterable of values)
 
     @property
     def streamed(self) -> bool:
@@ -106,6 +119,28 @@ MINIMAL_ATTACK_METHODS = ("pgd", "fgsm", "bim", "deepfool_l2", "deepfool_linf")
 DATASET_ATTACK_METHODS = ("fgsm", "bim", "pgd", "deepfool_linf", "deepfool_l2")
 NEIGHBOR_METRICS = ("cosine", "l2")
 EMBEDDING_METHODS = ("tsne", "pca")
+SALIENCY_RENDERING = ("clip_percentile", "colormap")  # every method's picture
+SALIENCY_APPLIES = {
+    "gradient": SALIENCY_RENDERING,
+    "gradient_x_input": SALIENCY_RENDERING,
+    "smoothgrad": ("samples", "noise_level", "seed", "batch_size", *SALIENCY_RENDERING),
+    "integrated_gradients": ("steps", "batch_size", *SALIENCY_RENDERING),
+    "guided_backprop": SALIENCY_RENDERING,
+    "grad_cam": ("layer", *SALIENCY_RENDERING),
+}
+ATTACK_APPLIES = {
+    "fgsm": (),
+    "bim": ("step_size", "steps", "random_start", "seed"),  # seed: with random_start (pgd's start)
+    "pgd": ("step_size", "steps", "random_start", "seed"),
+}
+MINIMAL_ATTACK_APPLIES = {
+    "pgd": ("step_size", "steps", "random_start", "seed", "max_epsilon"),
+    "fgsm": ("max_epsilon",),
+    "bim": ("step_size", "steps", "random_start", "seed", "max_epsilon"),
+    "deepfool_l2": ("steps", "candidates", "overshoot"),
+    "deepfool_linf": ("steps", "candidates", "overshoot"),
+}
+EMBEDDING_APPLIES = {"tsne": tuple(f.name for f in pb.EmbeddingParams.DESCRIPTOR.fields), "pca": ()}
 EMBEDDING_CAPS = {
     "limit": Cap("max_embedding_points"),
     "params.perplexity": Cap("max_perplexity"),
@@ -170,6 +205,7 @@ METHODS: tuple[Method, ...] = (
             "images": Cap("max_images_per_call"),
         },
         choices={"method": SALIENCY_METHODS},
+        applies=SALIENCY_APPLIES,
         heavy=True,
         command="saliency",
         positionals=("model", "image"),
@@ -186,6 +222,7 @@ METHODS: tuple[Method, ...] = (
             "images": Cap("max_images_per_call"),
         },
         choices={"method": ATTACK_METHODS},
+        applies=ATTACK_APPLIES,
         required=("epsilons",),
         heavy=True,
         command="attack",
@@ -249,6 +286,7 @@ METHODS: tuple[Method, ...] = (
         params="params",
         caps={"params.steps": Cap("max_steps")},
         choices={"method": MINIMAL_ATTACK_METHODS},
+        applies=MINIMAL_ATTACK_APPLIES,
         heavy=True,
         command="minimal-attack",
         positionals=("model", "image"),
@@ -307,6 +345,7 @@ METHODS: tuple[Method, ...] = (
         "the dataset images nearest to an image in a layer's features (exact; needs an index)",
         caps={"k": Cap("max_index_k")},
         choices={"metric": NEIGHBOR_METRICS},
+        defaults={"metric": "cosine"},
         required=("layer", "dataset"),
         command="neighbors",
         positionals=("model", "image"),
@@ -320,6 +359,8 @@ METHODS: tuple[Method, ...] = (
         params="params",
         caps=EMBEDDING_CAPS,
         choices={"method": EMBEDDING_METHODS},
+        defaults={"method": "tsne"},
+        applies=EMBEDDING_APPLIES,
         required=("layer",),
         heavy=True,
         command="embed",
@@ -333,6 +374,8 @@ METHODS: tuple[Method, ...] = (
         params="params",
         caps={**EMBEDDING_CAPS, "images": Cap("max_place_images")},
         choices={"method": EMBEDDING_METHODS},
+        defaults={"method": "tsne"},
+        applies=EMBEDDING_APPLIES,
         required=("layer", "images"),
         heavy=True,
         command="place",
@@ -370,6 +413,8 @@ def check_table() -> list[str]:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
         if rpc.server_streaming != method.streamed:
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        if rpc.client_streaming != method.request_streamed:
+            problems.append(f"{method.rpc}: request_streamed is {rpc.client_streaming} in interp.proto")
         reply: Any = rpc.output_type
         if method.event is not None:
             if reply.full_name != method.event.DESCRIPTOR.full_name:
@@ -384,9 +429,20 @@ def check_table() -> list[str]:
                 problems.append(f"{method.rpc}: cap on {path} names unknown limit {cap.limit}")
             if _field(method, path) is None:
                 problems.append(f"{method.rpc}: cap on unknown field {path}")
-        for name in (*method.positionals, *method.choices, *method.required):
+        for name in (*method.positionals, *method.choices, *method.required, *method.defaults):
             if name not in method.request.DESCRIPTOR.fields_by_name:
                 problems.append(f"{method.rpc}: unknown request field {name}")
+        for name, value in method.defaults.items():
+            if value not in method.choices.get(name, ()):
+                problems.append(f"{method.rpc}: default {name}={value} is not one of its choices")
+        if method.applies:
+            params = method.params_message
+            known = set() if params is None else {f.name for f in params.DESCRIPTOR.fields}
+            if set(method.applies) != set(method.choices.get("method", ())):
+                problems.append(f"{method.rpc}: applies does not name exactly the choices of method")
+            for value, names in method.applies.items():
+                for name in set(names) - known:
+                    problems.append(f"{method.rpc}: applies[{value}] names unknown Params field {name}")
     return problems
 
 

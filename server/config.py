@@ -7,6 +7,7 @@ limits in force, and docs/README list the same table (generated from ``OPTIONS``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import ipaddress
 import math
 import os
@@ -15,27 +16,31 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from server.memory import MAX_KEEP_MB
+from server.memory import MAX_KEEP_MB, memory_available_bytes
 
 DECODE_BUDGET_FRACTION = 0.25
 """The default decode budget: this fraction of the container's memory (cgroup limit, else RAM)."""
 
 
-def memory_available_bytes() -> int:
-    """The memory this process may use: the cgroup (v2, then v1) limit if any, else physical RAM."""
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and 0 < int(text) < physical:  # "max" or a huge v1 number: no limit
-            return int(text)
-    return physical
-
-
 def default_decode_budget_bytes() -> int:
     return int(memory_available_bytes() * DECODE_BUDGET_FRACTION)
+
+
+JOB_MEMORY_FRACTION = 0.25
+"""The default working-memory budget of one dataset-level job (server/budgets.py): this fraction
+of the container's memory (cgroup limit, else RAM)."""
+
+
+def default_job_bytes() -> int:
+    return int(memory_available_bytes() * JOB_MEMORY_FRACTION)
+
+
+def _gigamacs(text: str) -> int:
+    """A number of multiply-adds in units of 10^9 (decimals allowed)."""
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of giga multiply-adds, got {text!r}")
+    return int(value * 1e9)
 
 
 def _megabytes(text: str) -> int:
@@ -88,6 +93,10 @@ class Limits:
     max_embedding_points: int = 70_000  # Embedding / PlaceImages map points (limit, or the dataset size)
     max_perplexity: float = 100.0  # Embedding t-SNE perplexity
     max_place_images: int = 256  # PlaceImages images per request
+    # One dataset-level job (BuildIndex, Embedding, PlaceImages, NearestNeighbors, TopActivations'
+    # projections, AttackDataset), estimated from its sizes before it starts (server/budgets.py).
+    max_job_bytes: int = field(default_factory=default_job_bytes)
+    max_job_macs: int = 50_000 * 10**9
 
 
 ZERO_MEANS_OFF = frozenset({"progress_events_per_s", "batch_delay_ms"})
@@ -188,28 +197,12 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
     ("--weights-dir", "INTERP_WEIGHTS_DIR", "weights_dir", Path, "directory of weights files, torchvision's names"),
     ("--hub-dir", "INTERP_HUB_DIR", "hub_dir", Path, "hub checkpoints dir (default torch.hub.get_dir()/checkpoints)"),
-    (
-        "--random-weights",
-        "INTERP_RANDOM_WEIGHTS",
-        "random_weights",
-        _bool,
-        "serve seeded random weights for models whose weights cannot be found (reported pretrained=false)",
-    ),
-    (
-        "--download-weights",
-        "INTERP_DOWNLOAD_WEIGHTS",
-        "download_weights",
-        _bool,
-        "download missing published weights (vgg16, alexnet) into the hub cache, checksum-verified, while the "
-        "other models serve (default on; --no-download or 0: off)",
-    ),
-    (
-        "--weights-url-base",
-        "INTERP_WEIGHTS_URL_BASE",
-        "weights_url_base",
-        _url_base,
-        "download weights from URL/<file name> (a mirror or object store) instead of the published URL",
-    ),
+    ("--random-weights", "INTERP_RANDOM_WEIGHTS", "random_weights", _bool,
+     "serve seeded random weights for models whose weights cannot be found (reported pretrained=false)"),
+    ("--download-weights", "INTERP_DOWNLOAD_WEIGHTS", "download_weights", _bool, "download missing published "
+     "weights into the hub cache, checksum-verified, while the others serve (default on; --no-download: off)"),
+    ("--weights-url-base", "INTERP_WEIGHTS_URL_BASE", "weights_url_base", _url_base,
+     "download weights from URL/<file name> (a mirror or object store) instead of the published URL"),
     ("--seed", "INTERP_SEED", "seed", int, "seed for --random-weights (default 0)"),
     ("--workers", "INTERP_WORKERS", "worker_threads", int, "gRPC worker threads (default 8)"),
     ("--torch-threads", "INTERP_TORCH_THREADS", "torch_threads", int, "torch intra-op threads (0: torch default)"),
@@ -316,6 +309,22 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "most points of an Embedding map",
     ),
     ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
+    (
+        "--max-job-mb",
+        "INTERP_MAX_JOB_MB",
+        "limits.max_job_bytes",
+        _megabytes,
+        "MB of working memory one dataset-level job (index, map, neighbours, robustness) may hold, estimated "
+        f"from its sizes before it starts (default {JOB_MEMORY_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
+    ),
+    (
+        "--max-job-gmacs",
+        "INTERP_MAX_JOB_GMACS",
+        "limits.max_job_macs",
+        _gigamacs,
+        "giga multiply-adds one dataset-level job may cost, estimated from its sizes before it starts "
+        "(default 50000: about 20 minutes on a 2-core CPU)",
+    ),
     (
         "--max-place-images",
         "INTERP_MAX_PLACE_IMAGES",
@@ -440,22 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="interp-server",
         description="Serve cnn-interp (gRPC interp.v1). Every flag also reads its INTERP_* environment variable.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     for flag, env, dest, kind, text in OPTIONS:
         metavar = flag.removeprefix("--").upper().replace("-", "_")
-        text = f"{text} [env {env}]".replace("%", "%%")  # argparse expands % in help
+        # argparse %-formats help texts: a literal "%" (as in "25% of RAM") must reach it doubled.
+        text = f"{text} [env {env}]".replace("%", "%%")
         if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
         else:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text)
-    parser.add_argument(
-        "--no-download", dest="download_weights", action="store_const", const=False,
-        help="never download weights (same as --download-weights 0) [env INTERP_DOWNLOAD_WEIGHTS=0]",
-    )  # fmt: skip
+    parser.add_argument("--no-download", dest="download_weights", action="store_const", const=False,
+                        help="never download weights (as --download-weights 0) [env INTERP_DOWNLOAD_WEIGHTS=0]")
     for flag, env, dest, kind, metavar, text in REPEATABLE:
-        parser.add_argument(
-            flag, dest=dest, type=kind, action="append", default=None, metavar=metavar,
-            help=f"{text} (repeatable) [env {env}, comma-separated]",
-        )  # fmt: skip
+        parser.add_argument(flag, dest=dest, type=kind, action="append", default=None, metavar=metavar,
+                            help=f"{text} (repeatable) [env {env}, comma-separated]")  # fmt: skip
     return parser
 
 
@@ -463,10 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
 REPEATABLE: tuple[tuple[str, str, str, Callable[[str], tuple[str, Any]], str, str], ...] = (
     ("--weights", "INTERP_WEIGHTS", "weights", _weights_pair, "NAME=PATH", "state_dict file for one model"),
     ("--dataset", "INTERP_DATASETS", "datasets", _weights_pair, "NAME=DIR", "an image folder to serve as dataset NAME"),
-    (
-        "--weights-sha256", "INTERP_WEIGHTS_SHA256", "weights_sha256", _sha256_pair, "NAME=HEX",
-        "the full sha256 model NAME's weights file must have (a stronger guard than the 8-hex prefix in its name)",
-    ),
+    ("--weights-sha256", "INTERP_WEIGHTS_SHA256", "weights_sha256", _sha256_pair, "NAME=HEX",
+     "the full sha256 model NAME's weights file must have (a stronger guard than the 8-hex prefix in its name)"),
 )  # fmt: skip
 
 

@@ -1,4 +1,11 @@
-"""One table from exceptions to gRPC status codes, applied to every RPC by one decorator.
+"""Exceptions that carry their gRPC status, and the one decorator that maps them for every RPC.
+
+An exception class says its status with a ``grpc_status_code`` class attribute (google
+api-core's way); :func:`status_for` walks the exception's class hierarchy (its MRO) and takes the
+first class that declares one, so a subclass inherits its parent's status or overrides it.
+Exceptions defined where ``grpc`` is not imported (``interp/``, ``models/``, ``protos/``) get
+theirs from :func:`register_status`, called for them by :mod:`server.foreign_errors`. This
+module imports nothing of the project.
 
 Expected errors carry their message to the client unchanged (it names the valid choices);
 anything else is INTERNAL with a request id, logged here with its stack trace, never sent.
@@ -18,14 +25,6 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from interp.errors import Cancelled, InvalidInput
-from models.datasets import DatasetNotFound
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
-from protos import interp_pb2 as pb
-from protos.codec import TensorCodecError
-from server.dataset_index import IndexUnavailable
-from server.embedding import MapUnavailable
-
 log = logging.getLogger("interp.server")
 
 
@@ -36,40 +35,40 @@ class BadRequest(ValueError):
     client as a ``google.rpc.BadRequest`` field violation.
     """
 
+    grpc_status_code = grpc.StatusCode.INVALID_ARGUMENT
+
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
 
 class Overloaded(RuntimeError):
-    """The server is at capacity for heavy work (queue full)."""
+    """The server is at capacity for heavy work (queue full), or an answer is above a budget."""
+
+    grpc_status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class NotImplementedYet(NotImplementedError):
-    """An RPC defined in the contract whose implementation has not landed."""
+class FailedPrecondition(RuntimeError):
+    """The request is well formed but the server's state does not allow it yet (build an index
+    first, make the map first)."""
+
+    grpc_status_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-# Order matters: the first matching class wins.
-STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (UnknownModel, grpc.StatusCode.NOT_FOUND),
-    (ModelUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-    (UnknownLayer, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (TensorCodecError, grpc.StatusCode.INVALID_ARGUMENT),
-    (WeightsError, grpc.StatusCode.FAILED_PRECONDITION),
-    (DatasetNotFound, grpc.StatusCode.FAILED_PRECONDITION),  # class-name sets need the training data
-    (IndexUnavailable, grpc.StatusCode.FAILED_PRECONDITION),  # no index yet, or the index dir is not writable
-    (MapUnavailable, grpc.StatusCode.FAILED_PRECONDITION),  # PlaceImages before its Embedding map exists
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Cancelled, grpc.StatusCode.CANCELLED),
-    (NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),
-)
+_REGISTERED: dict[type[BaseException], grpc.StatusCode] = {}
+
+
+def register_status(kind: type[BaseException], code: grpc.StatusCode) -> None:
+    """The status of an exception class that cannot carry ``grpc_status_code`` itself (it is
+    defined in a package that does not import grpc)."""
+    _REGISTERED[kind] = code
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
-    for kind, code in STATUS_TABLE:
-        if isinstance(exc, kind):
+    """The status of ``exc``: the first class of its MRO that declares or registered one; None: INTERNAL."""
+    for kind in type(exc).__mro__:
+        code = kind.__dict__.get("grpc_status_code") or _REGISTERED.get(kind)
+        if code is not None:
             return code
     return None
 
@@ -163,9 +162,10 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
 ITEM_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
-def item_error(exc: BaseException, field: str) -> pb.ItemError | None:
-    """The per-image error entry for ``exc`` raised while reading one image; None: not per image."""
+def item_error(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The (status, message) of ``exc`` raised while reading one image when it ends only that
+    image's answer (see ``ITEM_CODES``); None: the error is the request's own."""
     code = status_for(exc)
-    if code not in ITEM_CODES:
+    if code is None or code not in ITEM_CODES:
         return None
-    return pb.ItemError(code=code.value[0], code_name=code.name, message=_message(exc), field=field)
+    return code, _message(exc)

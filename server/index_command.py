@@ -1,6 +1,6 @@
 """``interp-index MODEL DATASET``: build an activation index offline, the same files the server serves.
 
-For datasets too big to index inside a request: the same pass (:mod:`server.dataset_index`) and
+For datasets too big to index inside a request: the same pass (:mod:`server.stores.index`) and
 the same key, written to the same index directory, so a server started with that ``--index-dir``
 (and the same weights and datasets) answers TopActivations / NearestNeighbors from it at once.
 Every server flag is accepted (``--index-dir``, ``--dataset NAME=DIR``, ``--weights``, ...).
@@ -14,6 +14,7 @@ driver), under ``--index-dir`` on this machine.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 import time
 from collections.abc import Sequence
@@ -25,12 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build an activation index (top-k inputs per unit, per-image features) for one model "
         "and dataset. Other arguments are the server's flags (see interp-server --help).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     parser.add_argument("model", help="a registered model, e.g. lenet")
     parser.add_argument("dataset", help="fashion-mnist-train, fashion-mnist-test or a --dataset NAME")
     parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv/ReLU/pool/linear)")
     parser.add_argument("--k", type=int, default=64, help="entries kept per channel (default 64)")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1024, fewer for large inputs)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward pass (default: 2048 for LeNet-size inputs, fewer for large ones)",
     )
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
@@ -39,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from interp.dataset_index import default_layers
+    from interp.dataset.index import default_layers
     from models.dataset_registry import DatasetRegistry, UnknownDataset
     from models.hub import ModelHub
     from server.app import weights_options
     from server.config import load_config
-    from server.dataset_index import IndexStore, default_batch
     from server.memory import keep_freed_memory
+    from server.stores.index import IndexStore, default_batch
 
     config = load_config(rest, environ=None)
     keep_freed_memory(config.keep_freed_mb)  # as the server does

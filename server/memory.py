@@ -23,6 +23,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +54,16 @@ def keep_freed_memory(keep_mb: int) -> bool:
     # mallopt answers 1 on success; musl's stub answers 0
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, keep_mb << 20))
     return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def memory_available_bytes() -> int:
+    """The memory this process may use: the cgroup (v2, then v1) limit if any, else physical RAM."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < physical:  # "max" or a huge v1 number: no limit
+            return int(text)
+    return physical

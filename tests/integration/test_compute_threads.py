@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import interp.deepdream
-import interp.feature_vis
 from client import InterpClient
 from server.app import create_server
+from server.handlers import attribution, synthesis
 from tests.integration.conftest import test_config
 
 
@@ -47,7 +46,7 @@ def _recording(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> li
 
 
 def test_small_steps_compute_on_one_thread_large_ones_on_the_servers(two_thread_server, monkeypatch) -> None:
-    seen = _recording(monkeypatch, interp.feature_vis, "visualize_filter")
+    seen = _recording(monkeypatch, synthesis, "compute_visualization")
     with InterpClient(two_thread_server) as client:
         client.visualize_filter("lenet", "conv2", [0], steps=2, restarts=1)
         client.visualize_filter("lenet", "conv2", list(range(16)), steps=2, restarts=2)  # 32 x 4,704 values
@@ -56,7 +55,7 @@ def test_small_steps_compute_on_one_thread_large_ones_on_the_servers(two_thread_
 
 
 def test_deepdream_on_a_small_image_computes_on_one_thread(two_thread_server, monkeypatch) -> None:
-    seen = _recording(monkeypatch, interp.deepdream, "deepdream")
+    seen = _recording(monkeypatch, synthesis, "deepdream")
     image = (np.arange(28 * 28, dtype=np.uint8).reshape(28, 28) * 7) % 255
     with InterpClient(two_thread_server) as client:
         client.dream(image, model="lenet", layers={"conv2": 1.0}, octaves=1, iterations=2)
@@ -66,9 +65,7 @@ def test_deepdream_on_a_small_image_computes_on_one_thread(two_thread_server, mo
 
 
 def test_saliency_counts_the_copies_of_the_input_one_pass_holds(two_thread_server, monkeypatch) -> None:
-    import interp.saliency
-
-    seen = _recording(monkeypatch, interp.saliency, "saliency")
+    seen = _recording(monkeypatch, attribution, "compute_saliency")
     image = np.full((28, 28), 128, dtype=np.uint8)
     with InterpClient(two_thread_server) as client:
         client.saliency(image, model="lenet", method="gradient")  # 1 image

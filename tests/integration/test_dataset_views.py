@@ -18,7 +18,9 @@ import pytest
 from client import InterpClient, ProgressEvent, errors
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
+from protos.interp_docs import FIELD_DOCS
 from server.app import create_server
+from tests.conftest import require_fashion_mnist
 from tests.integration.conftest import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +49,7 @@ def fashion_folder(tmp_path_factory) -> tuple[Path, list[int]]:
     and their test-split ids in the folder's id order (sorted paths: Bag/ before Sneaker/)."""
     from models.datasets import load_dataset
 
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST is not installed")  # views_server fails under CI first
+    require_fashion_mnist()
     images, labels = load_dataset("fashion-mnist", "test", download=False)
     root = tmp_path_factory.mktemp("fashion-folder")
     ids = []
@@ -62,12 +63,12 @@ def fashion_folder(tmp_path_factory) -> tuple[Path, list[int]]:
 
 @pytest.fixture(scope="module")
 def views_server(tmp_path_factory, folder, fashion_folder) -> Iterator[str]:
-    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Fashion-MNIST is not installed")
-        pytest.skip("Fashion-MNIST is not installed")
+    require_fashion_mnist()
     index_dir = tmp_path_factory.mktemp("index")
-    datasets = {"mine": folder, "fm-pngs": fashion_folder[0]}
+    unreadable = tmp_path_factory.mktemp("unreadable")
+    for i in range(3):
+        (unreadable / f"{i}.png").write_bytes(b"not a png")
+    datasets = {"mine": folder, "fm-pngs": fashion_folder[0], "unreadable": unreadable}
     config = test_config(models=("lenet",), index_dir=index_dir, datasets=datasets)
     srv, port = create_server(config)
     srv.start()
@@ -108,6 +109,10 @@ def test_build_streams_progress_then_reuses(client, built):
     assert first.images_per_s > 0 and first.model == "lenet" and first.weights_sha256
     again = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9, batch_size=500)
     assert again.reused and again.index_id == first.index_id
+    # The batch size is not part of the index; the default echoed is the one the contract documents.
+    default = client.build_index("lenet", DATASET, layers=["relu2", "relu4"], k=9)
+    assert default.reused and default.params == {"k": 9, "batch_size": 2048}
+    assert "default 2048 for 28-px inputs" in FIELD_DOCS["interp.v1.BuildIndexParams.batch_size"]
 
 
 def test_top_activations_sdk(client, built):
@@ -155,7 +160,7 @@ def _guided_backprop_oracle(module, x, layer: str, channel: int, y: int, x_: int
 def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built):
     import torch
 
-    from interp.dataset_index import Box, crop_field
+    from interp.dataset.crops import Box, crop_field
     from models.datasets import load_dataset
     from models.hub import ModelHub
     from models.weights import WeightsOptions
@@ -230,6 +235,12 @@ def test_bad_builds_and_neighbour_queries(client, built):
         client.nearest_neighbors(
             np.zeros((28, 28), np.uint8), model="lenet", dataset=DATASET, layer="relu4", metric="x"
         )
+
+
+def test_a_folder_with_no_readable_image_names_the_dataset_and_the_files_skipped(client):
+    expected = r"dataset 'unreadable': no image could be indexed; 3 of its 3 files"
+    with pytest.raises(errors.InvalidArgument, match=expected):
+        client.build_index("lenet", "unreadable", layers=["relu1"], k=2)
 
 
 def test_concurrent_builds_of_one_key_build_once_and_skip_unreadable_files(client):

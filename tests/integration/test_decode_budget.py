@@ -55,7 +55,7 @@ def served() -> Iterator[tuple[object, str]]:
     limits = Limits(max_concurrent_heavy=2, max_queued_heavy=8, default_deadline_s=120.0, decode_budget_bytes=BUDGET)
     srv, port = create_server(test_config(models=("lenet",), limits=limits, worker_threads=12))
     budget = srv.servicer.decode_budget
-    srv.servicer.decode_budget = Instrumented(budget.total, budget.clock)
+    srv.servicer.services.decode_budget = Instrumented(budget.total, budget.clock)
     srv.start()
     yield srv, f"127.0.0.1:{port}"
     srv.stop(None)

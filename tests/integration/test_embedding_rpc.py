@@ -158,7 +158,7 @@ def test_cancelled_embedding_caches_nothing(client):
     [
         ({"dataset": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "unknown dataset"),
         ({"layer": "conv9"}, grpc.StatusCode.INVALID_ARGUMENT, "conv9"),
-        ({"method": "umap"}, grpc.StatusCode.INVALID_ARGUMENT, "valid: tsne, pca"),
+        ({"method": "umap"}, grpc.StatusCode.INVALID_ARGUMENT, "valid methods: tsne, pca"),
         ({"params": pb.EmbeddingParams(perplexity=80)}, grpc.StatusCode.INVALID_ARGUMENT, "max_perplexity"),
         ({"params": pb.EmbeddingParams(perplexity=0.5)}, grpc.StatusCode.INVALID_ARGUMENT, "max_perplexity"),
         ({"limit": 90}, grpc.StatusCode.INVALID_ARGUMENT, "below N / 3"),

@@ -18,6 +18,7 @@ import pytest
 
 from client import InterpClient
 from models.registry import get_spec, list_models
+from tests.conftest import require
 
 MODELS = [name for name in list_models() if get_spec(name).training_dataset == "fashion-mnist"]
 # The activation after conv2 of each model: ReLU for the modern LeNet, sigmoid for the lecture's.
@@ -133,8 +134,7 @@ SLIDE = [
 
 
 def test_cli_layers_lenet_classic_prints_the_slide(target) -> None:
-    if not INTERP.exists():
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     done = subprocess.run(
         [str(INTERP), "--server", target, "layers", "lenet-classic"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,

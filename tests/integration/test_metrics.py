@@ -20,6 +20,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import ServerConfig
+from tests.conftest import skip_machine_specific
 from tests.integration.conftest import test_config
 
 TOKEN = (("authorization", "Bearer m3trics-token-0123"),)
@@ -175,7 +176,7 @@ def test_metrics_listen_on_loopback_only_by_default() -> None:
 
     address = non_loopback_address()
     if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to probe from")  # not a missing tool
+        skip_machine_specific("this machine has no non-loopback IPv4 address to probe from")
     srv, _port = create_server(test_config(models=("lenet",), metrics_port=0))
     try:
         assert ServerConfig().metrics_host == "127.0.0.1"

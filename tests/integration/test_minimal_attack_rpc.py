@@ -14,6 +14,7 @@ import pytest
 
 from client import InterpClient, ProgressEvent, errors
 from protos import interp_pb2 as pb
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERP = Path(sys.executable).parent / "interp"
@@ -221,8 +222,7 @@ def test_cancelling_mid_curve_returns_no_result(stub):
 
 
 def _interp(target: str, *args: str) -> subprocess.CompletedProcess:
-    if not INTERP.exists():
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     return subprocess.run([str(INTERP), "--server", target, *args], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)  # fmt: skip
 

@@ -1,14 +1,16 @@
-"""The README's examples run against the real in-process server, so they cannot drift.
+"""The examples of README.md and of every page under docs/ run against the real in-process server,
+so they cannot drift.
 
-Every fenced block in README.md whose language is python, console, shell, bash or sh is either
-run here or preceded by an explicit ``<!-- no-test: reason -->`` comment (e.g. docker, make):
+Every fenced block in README.md or docs/**/*.md whose language is python, console, shell, bash or
+sh is either run here or preceded by an explicit ``<!-- no-test: reason -->`` comment (e.g.
+docker, make):
 
 - ``python`` blocks run as a script in a scratch directory holding the images the README names
   (``cat.jpg``: scikit-image's cat photo; ``sneaker.png``: the first Fashion-MNIST test sneaker),
-  with the README's address ``localhost:50051`` replaced by the test server's;
+  with the examples' address ``localhost:50051`` replaced by the test server's;
 - ``console``/``shell`` blocks are transcripts: each ``$ interp ...`` line runs the installed
   ``interp`` console script (``INTERP_SERVER`` set to the test server), must exit 0, and its
-  output must have the README's shape: line for line the same words, where a word holding a
+  output must have the page's shape: line for line the same words, where a word holding a
   digit (a number, a hash, a request id) matches any word holding a digit, and a ``...`` line
   stands for any number of lines.
 """
@@ -26,8 +28,12 @@ from pathlib import Path
 import cv2
 import pytest
 
+from tests.conftest import require
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+# The pages whose examples run: the README and every page of the docs site.
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 INTERP = Path(sys.executable).parent / "interp"
 README_TARGET = "localhost:50051"
 CODE_LANGUAGES = {"python", "console", "shell", "bash", "sh"}
@@ -38,6 +44,7 @@ NO_TEST = re.compile(r"^<!--\s*no-test:\s*(\S.*?)\s*-->$")
 
 @dataclass(frozen=True)
 class Block:
+    page: Path
     language: str
     code: str
     line: int  # 1-based line of the opening fence
@@ -45,17 +52,17 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"README.md:{self.line}"
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
 
 
-def readme_blocks() -> list[Block]:
-    text = README.read_text()
+def page_blocks(page: Path) -> list[Block]:
+    text = page.read_text()
     blocks = []
     for match in FENCE.finditer(text):
         before = text[: match.start()].rstrip("\n").splitlines()
         marker = NO_TEST.match(before[-1].strip()) if before else None
         line = text.count("\n", 0, match.start()) + 1
-        blocks.append(Block(match.group(1).lower(), match.group(2), line, marker.group(1) if marker else None))
+        blocks.append(Block(page, match.group(1).lower(), match.group(2), line, marker.group(1) if marker else None))
     return blocks
 
 
@@ -85,7 +92,7 @@ def transcript_commands(block: Block) -> list[Command]:
     return commands
 
 
-BLOCKS = readme_blocks()
+BLOCKS = [block for page in PAGES for block in page_blocks(page)]
 PYTHON_BLOCKS = [b for b in BLOCKS if b.language == "python" and b.no_test is None]
 COMMANDS = [
     command
@@ -106,16 +113,24 @@ def test_every_code_block_is_run_or_says_why_not() -> None:
         if not commands or any(c.argv[0] != "interp" for c in commands):
             unrunnable.append(f"{block.name} ({block.language})")
     assert unrunnable == [], (
-        "README blocks the tests cannot run: make them `$ interp ...` transcripts or python, or put "
+        "README/docs blocks the tests cannot run: make them `$ interp ...` transcripts or python, or put "
         "<!-- no-test: reason --> on the line before the block"
     )
     assert PYTHON_BLOCKS and COMMANDS  # the harness found the examples it is meant to run
 
 
+def test_every_page_with_examples_is_read() -> None:
+    """The README and the docs pages that hold examples are all among the pages read (a moved
+    docs folder or a glob that matches nothing would otherwise run no example at all)."""
+    pages = {block.page for block in BLOCKS if block.language in CODE_LANGUAGES}
+    assert README in pages
+    assert {"cli.md", "sdk.md"} <= {page.name for page in pages}
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: bytes) -> Path:
-    """A scratch directory with the image files the README's examples name."""
-    directory = tmp_path_factory.mktemp("readme")
+    """A scratch directory with the image files the examples name."""
+    directory = tmp_path_factory.mktemp("examples")
     if not cv2.imwrite(str(directory / "cat.jpg"), cv2.cvtColor(cat_rgb, cv2.COLOR_RGB2BGR)):
         raise RuntimeError("could not write cat.jpg")
     (directory / "sneaker.png").write_bytes(sneaker_png)
@@ -160,10 +175,7 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
 def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> None:
-    if not INTERP.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"console script not installed at {INTERP} (pip install -e .)")
-        pytest.skip(f"console script not installed at {INTERP} (pip install -e .)")
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     env = {**os.environ, "INTERP_SERVER": target, "COLUMNS": "200"}
     done = subprocess.run(
         [str(INTERP), *command.argv[1:]], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
@@ -171,7 +183,7 @@ def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> No
     assert done.returncode == 0, f"{command.name} exited {done.returncode}:\n{done.stderr[-3000:]}"
     actual = [line for line in done.stdout.splitlines() if line.strip()]
     assert _matches(command.expected, actual), (
-        f"{command.name}: the output no longer has the README's shape.\nREADME:\n"
+        f"{command.name}: the output no longer has the page's shape.\nexpected:\n"
         + "\n".join(command.expected)
         + "\nactual:\n"
         + "\n".join(actual)

@@ -31,11 +31,12 @@ import torch
 
 from client import InterpClient
 from client.images import image_message
-from interp import deepdream as dd
-from interp import feature_vis as fv
-from interp import interpolation as dfi
-from interp.adversarial import AttackParams, attack
-from interp.saliency import METHOD_PARAMS, METHODS, SaliencyParams, saliency
+from interp.attacks.linf import AttackParams, attack
+from interp.attribution.saliency import METHOD_PARAMS, METHODS, SaliencyParams, saliency
+from interp.synthesis import deepdream as dd
+from interp.synthesis import feature_interpolation as dfi
+from interp.synthesis import feature_vis as fv
+from interp.synthesis import feature_vis_params as fvp
 from models.hub import LoadedModel, ModelHub
 from protos import interp_pb2 as pb
 from protos.codec import from_tensor
@@ -304,7 +305,7 @@ def check_visualize(
     sent = echoed(r, params)
     path = model.resolve_layer(layer)
     dense = len(next(info.output_shape for info in model.layers if info.name == path)) == 1
-    resolved = fv.resolve(fv.FeatureVisParams(**params), in_channels=in_channels, input_size=side, dense=dense)
+    resolved = fvp.resolve(fvp.FeatureVisParams(**params), in_channels=in_channels, input_size=side, dense=dense)
     assert sent == dataclasses.asdict(resolved)  # the echo is the complete resolution of the request
     local = fv.visualize_filter(
         model.require_ready(),
@@ -312,7 +313,7 @@ def check_visualize(
         channels,
         in_channels=in_channels,
         input_size=side,
-        params=fv.FeatureVisParams(**sent),
+        params=fvp.FeatureVisParams(**sent),
     )
     assert r.layer == model.resolve_layer(layer) and list(r.channels) == channels
     assert r.images is not None

@@ -292,3 +292,23 @@ def test_token_and_tls(secure_server, shirt_png):
 def test_dns_round_robin_target(target):
     with InterpClient(f"dns:///{target}") as c:
         assert {m.name for m in c.list_models()} >= {"lenet"}
+
+
+def test_a_grid_of_class_logits_is_labelled_with_class_names(client, monkeypatch) -> None:
+    from interp import rendering
+
+    drawn: list[list[str]] = []
+    grid = rendering.image_grid
+
+    def recording(images, labels=None):
+        drawn.append(list(labels or []))
+        return grid(images, labels=labels)
+
+    monkeypatch.setattr(rendering, "image_grid", recording)  # the server runs in this process
+    description = client.describe_model("lenet")
+    logits = description.layers[-1]
+    assert logits.output_shape == (len(description.labels),)
+    client.visualize_filter("lenet", logits.name, [0, 3], steps=1, restarts=1)
+    assert drawn[-1] == [description.labels[0], description.labels[3]]
+    client.visualize_filter("lenet", "conv2", [3], steps=1, restarts=1)
+    assert drawn[-1] == ["conv2:3"]

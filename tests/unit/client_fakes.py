@@ -24,6 +24,7 @@ import numpy as np
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
 from protos.codec import to_tensor
+from protos.methods import METHODS, Method
 
 # A valid 1x1 PNG (the client never decodes; any bytes would do, real ones are friendlier).
 PNG = bytes.fromhex(
@@ -310,6 +311,37 @@ class FakeInterp(pb_grpc.InterpServicer):
             )
 
         yield from self._stream(request, context, pb.InterpolateFeaturesEvent, result)
+
+
+def _generic(method: Method):
+    """A handler for an RPC the fake does not script: its empty reply, stamped (streamed: after two
+    progress events), so that every command of the method table runs against the fake."""
+
+    def answer(request: object) -> object:
+        reply = method.reply()
+        if "stamp" in method.reply.DESCRIPTOR.fields_by_name:
+            reply.stamp.CopyFrom(stamp(getattr(request, "model", "")))
+        return reply
+
+    if method.event is not None:
+        event = method.event
+
+        def streamed(self, request, context):
+            yield from self._stream(request, context, event, answer)
+
+        return streamed
+
+    def unary(self, request, context):
+        self._record(request, context)
+        self._maybe_abort(getattr(request, "model", ""), context)
+        return answer(request)
+
+    return unary
+
+
+for _method in METHODS:
+    if _method.rpc not in FakeInterp.__dict__:
+        setattr(FakeInterp, _method.rpc, _generic(_method))
 
 
 def start_fake(

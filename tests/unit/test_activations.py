@@ -6,10 +6,8 @@ import pytest
 import torch
 from tiny_models import images, random_lenet, tiny_net
 
-from interp.activations import activations
 from interp.errors import InvalidInput
-from interp.kernels import kernels
-from interp.predict import predict
+from interp.single_pass import activations, kernels, predict
 
 
 def full_forward_outputs(model, x, layers):

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_models import images, random_lenet, tiny_net
 
-from interp.adversarial import AttackParams, attack, quantize_in_ball, resolve_params
+from interp.attacks.linf import AttackParams, attack, resolve_params
+from interp.attacks.steps import quantize_in_ball
 from interp.errors import Cancelled, InvalidInput
 
 

@@ -50,6 +50,7 @@ class Recorder:
         self.holds: list[threading.Event] = []
         self.entered = threading.Semaphore(0)
         self.stop_asked: list[bool] = []
+        self.threads: list[threading.Thread] = []  # the thread that computed each batch
         self._lock = threading.Lock()
 
     def release(self, index: int) -> None:
@@ -63,6 +64,7 @@ class Recorder:
         with self._lock:
             self.batches.append(list(extras))
             self.holds.append(hold)
+            self.threads.append(threading.current_thread())
         self.entered.release()
         if not hold.wait(HANG_S):
             raise RuntimeError("never released")
@@ -184,14 +186,17 @@ def test_a_computing_call_that_is_cancelled_returns_and_the_batch_finishes_for_t
     calls = [Caller(batcher, n, compute, slot=slot) for n in (1, 2)]
     wait_for(lambda: batcher.pending(KEY) == 2)
     compute.release(0)
-    compute.entered.acquire(timeout=HANG_S)  # batch [1, 2] computes on call 1's thread
+    compute.entered.acquire(timeout=HANG_S)  # batch [1, 2] computes on one of the two calls' threads
     blocker.join()
-    calls[1].wanted = False  # the call whose batch computes on another thread
-    calls[1].join()  # returns while the batch still computes
-    assert isinstance(calls[1].error, Cancelled) and calls[0].thread.is_alive()
+    # Which call's thread computes is the scheduler's choice: ask the recorder, cancel the other.
+    computing = next(c for c in calls if c.thread is compute.threads[1])
+    other = next(c for c in calls if c is not computing)
+    other.wanted = False  # the call whose batch computes on another thread
+    other.join()  # returns while the batch still computes
+    assert isinstance(other.error, Cancelled) and computing.thread.is_alive()
     compute.release(1)
-    calls[0].join()
-    assert calls[0].error is None and int(calls[0].result.flatten()[0]) == 2
+    computing.join()
+    assert computing.error is None and int(computing.result.flatten()[0]) == 2 * computing.n
     assert gate.running == 0 and batcher.pending() == 0 and not batcher.computing(KEY)
 
 

@@ -192,3 +192,67 @@ def test_exit_codes_are_distinct_per_status():
     codes = {cli.exit_code_for(exception_for(c)("x", code=c)) for c in grpc.StatusCode if c != grpc.StatusCode.OK}
     assert len(codes) == len(grpc.StatusCode) - 1
     assert codes.isdisjoint({cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED})
+
+
+def _argv(method) -> list[str]:
+    """A command line for ``method``'s command: its positionals and required options, plus -o."""
+    from client.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices[method.command]  # noqa: SLF001
+    argv = [method.command]
+    for action in sub._actions:  # noqa: SLF001
+        if not action.option_strings and action.dest not in ("help",):
+            argv.append("img.png" if action.dest in ("image", "source") else "lenet" if action.dest == "model" else "x")
+        elif action.required and action.dest != "output":
+            value = "img.png" if action.dest == "place_images" else action.choices[0] if action.choices else "1"
+            argv += [action.option_strings[0], value]
+    if any(a.dest == "output" for a in sub._actions):  # noqa: SLF001
+        argv += ["-o", "out/"]
+    if method.command == "interpolate":
+        argv += ["--positive", "a", "--negative", "b"]
+    return argv
+
+
+@pytest.mark.parametrize("method", [m for m in cli.METHODS if m.command], ids=lambda m: m.command)
+def test_every_command_of_the_table_parses_and_runs(run, method):
+    status, out, err = run(*_argv(method))
+    assert status == 0, err
+    assert out.strip()
+    status, out, err = run("--json", *_argv(method))
+    assert status == 0, err
+    assert isinstance(json.loads(out), dict)
+
+
+def test_a_command_without_a_formatter_prints_its_fields(run, monkeypatch):
+    from client import cli_commands
+
+    monkeypatch.delitem(cli_commands.COMMANDS, "index")
+    status, out, _ = run("index", "lenet", "fashion-mnist-test")
+    assert status == 0
+    assert out.splitlines()[0].split() == ["model", "lenet"] and "index_id" in out
+    monkeypatch.delitem(cli_commands.COMMANDS, "kernels")  # its reply holds PNGs: -o is there, optional
+    status, out, _ = run("kernels", "vgg16", "conv1")
+    assert status == 0 and "grid_png" in out and "wrote" not in out
+    status, out, _ = run("kernels", "vgg16", "conv1", "-o", "k/")
+    assert status == 0 and "wrote k/kernels.png" in out
+    monkeypatch.delitem(cli_commands.COMMANDS, "datasets")
+    status, out, _ = run("datasets")
+    assert status == 0 and out.strip() == "(none)"
+
+
+@pytest.mark.parametrize(
+    ("command", "output", "written"),
+    [
+        (["visualize", "vgg16", "conv3_1", "--channel", "0,1"], "cls/", ["cls/grid.png", "cls/channel_0000.png"]),
+        (["visualize", "vgg16", "conv3_1", "--channel", "0"], "cls", ["cls/grid.png", "cls/channel_0000.png"]),
+        (["visualize", "vgg16", "conv3_1", "--channel", "0"], "v.png", ["v.png", "v_channel_0000.png"]),
+        (["attack", "lenet", "img.png", "--eps", "0.1"], "adv.png", ["adv.png", "adv_perturbation_eps0.1.png"]),
+        (["dream", "vgg16", "img.png", "--layer", "relu4_3"], "d/", ["d/dream.png", "d/input.png"]),
+    ],
+)
+def test_output_means_the_same_in_every_command(run, tmp_path, command, output, written):
+    status, out, err = run(*command, "-o", output)
+    assert status == 0, err
+    for name in written:
+        assert (tmp_path / name).is_file(), (name, out)
+    assert not (tmp_path / output.rstrip("/")).is_file() or output.endswith(".png")

@@ -15,23 +15,41 @@ import pytest
 import torch
 from tiny_models import frozen
 
-from interp import dataset_index as di
+from interp.dataset.crops import clip_box, crop_field, receptive_box
+from interp.dataset.index import IndexAccumulator, index_batch
+from interp.dataset.neighbours import nearest
+from interp.dataset.top_k import Candidates, TopK, unit_pass
+from interp.errors import Cancelled
 from models.catalogue import layer_catalogue
 from models.dataset_registry import DatasetRegistry, FolderDataset
 from models.lenet import build_lenet
 from models.registry import get_spec
-from server.dataset_index import IndexStore, IndexUnavailable, base_key, full_key, images_by_id
+from protos.interp_docs import FIELD_DOCS
+from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, full_key, images_by_id
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]
 K = 9
 
 
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+def batch_top(
+    output: torch.Tensor, ids: torch.Tensor, k: int, floor: torch.Tensor | None = None, strict: bool = False
+) -> TopK:
+    """One layer's top-k of a batch (B, C, H, W) or (B, F), merged alone: value descending, ties by smaller id.
+
+    ``ids`` (B,) increasing; ``floor`` (C,) or None filters as in :func:`unit_pass` (entries
+    below it are left out, not kept as -inf).
+    """
+    unit = unit_pass(output, k, floor, strict)
+    channels = int(output.shape[1])
+    top = TopK.empty(channels, k)
+    if unit.table is not None:
+        values, ys, xs = unit.table
+        top.merge_topk(TopK(values.T, ids.expand(channels, -1), ys.T, xs.T))
+    else:
+        top.merge_topk(Candidates(unit.channels, unit.values, ids[unit.positions], unit.ys, unit.xs).padded(channels))
+    return top
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +59,13 @@ def dataset():
     try:
         ds.arrays()
     except FileNotFoundError as exc:
-        _require(False, f"Fashion-MNIST test split not installed: {exc}")
+        require(False, f"Fashion-MNIST test split not installed: {exc}")
     return ds
 
 
 @pytest.fixture(scope="module")
 def trained():
-    _require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
+    require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
     model = build_lenet()
     model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
     return frozen(model)
@@ -133,9 +151,9 @@ def test_noise_outside_the_receptive_field_leaves_the_unit_unchanged(index, trai
         images = images_by_id(dataset, spec, ids.reshape(-1).tolist())
         noisy, inside_changed, where = [], [], []
         for n, (c, j) in enumerate(np.ndindex(*ids.shape)):
-            box = di.receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
-            inner = di.clip_box(box, 28, 28)
-            crop, _ = di.crop_field(images[n], box)
+            box = receptive_box(info.rf_size, info.rf_jump, info.rf_start, int(ys[c, j]), int(xs[c, j]))
+            inner = clip_box(box, 28, 28)
+            crop, _ = crop_field(images[n], box)
             assert crop.shape[1:] == (info.rf_size, info.rf_size)
             x = torch.rand(images[n].shape, generator=generator)
             x[:, inner.y0 : inner.y1, inner.x0 : inner.x1] = images[n][:, inner.y0 : inner.y1, inner.x0 : inner.x1]
@@ -186,7 +204,7 @@ def test_nearest_neighbours_equal_brute_force_and_share_the_class(index, trained
     reference = _oracle_maps(trained, pixels, "relu4").double().numpy()
     np.testing.assert_allclose(features.numpy(), reference, rtol=1e-5, atol=1e-5)
     for metric in ("l2", "cosine"):
-        ids, dist = di.nearest(features, features[queries], 11, metric)
+        ids, dist = nearest(features, features[queries], 11, metric)
         q = reference[queries]
         if metric == "l2":
             brute = np.sqrt(
@@ -202,11 +220,11 @@ def test_nearest_neighbours_equal_brute_force_and_share_the_class(index, trained
         gaps_ok = np.diff(expected, axis=1).min(axis=1) > 1e-4  # no near-tie: the ids must agree exactly
         brute_ids = np.argsort(brute, axis=1, kind="stable")[:, :11]
         np.testing.assert_array_equal(ids.numpy()[gaps_ok], brute_ids[gaps_ok])
-    ids, _ = di.nearest(features, features[queries], 11, "l2")
+    ids, _ = nearest(features, features[queries], 11, "l2")
     neighbours = [[i for i in row if i != query][:10] for row, query in zip(ids.tolist(), queries, strict=True)]
     agreement = float(np.mean([np.mean(labels[n] == labels[q]) for n, q in zip(neighbours, queries, strict=True)]))
     flat = pixels.flatten(1)
-    pixel_ids, _ = di.nearest(flat, flat[queries], 11, "l2")
+    pixel_ids, _ = nearest(flat, flat[queries], 11, "l2")
     pixel_neighbours = [[i for i in row if i != q][:10] for row, q in zip(pixel_ids.tolist(), queries, strict=True)]
     baseline = float(np.mean([np.mean(labels[n] == labels[q]) for n, q in zip(pixel_neighbours, queries, strict=True)]))
     with capsys.disabled():
@@ -237,7 +255,7 @@ def test_a_cancelled_build_leaves_nothing_to_serve(tmp_path, trained, dataset):
         calls.append(1)
         return len(calls) > 3
 
-    with pytest.raises(di.Cancelled):
+    with pytest.raises(Cancelled):
         store.build(
             trained, model_name="lenet", weights_sha256="x", spec=get_spec("lenet").preprocessing, dataset=dataset,
             layers=["relu1"], k=3, batch_size=100, should_stop=stop,
@@ -282,7 +300,7 @@ def test_merge_order_does_not_matter():
     values = torch.randint(0, 5, (3, 40), generator=g).float()  # many ties
     ids = torch.arange(40).expand(3, -1)
     zeros = torch.zeros_like(ids)
-    forward, backward = di.TopK.empty(3, 7), di.TopK.empty(3, 7)
+    forward, backward = TopK.empty(3, 7), TopK.empty(3, 7)
     for lo in range(0, 40, 8):
         forward.merge(values[:, lo : lo + 8], ids[:, lo : lo + 8], zeros[:, lo : lo + 8], zeros[:, lo : lo + 8])
     for lo in reversed(range(0, 40, 8)):
@@ -296,7 +314,7 @@ def test_batch_top_breaks_ties_by_image_id_and_finds_the_first_maximum():
     g = torch.Generator().manual_seed(1)
     maps = torch.randint(0, 3, (50, 4, 5, 5), generator=g).float()  # ties everywhere, many zeros
     ids = torch.arange(100, 150)
-    top = di.batch_top(maps, ids, 7)
+    top = batch_top(maps, ids, 7)
     per_image = maps.flatten(2).amax(2).numpy()  # (B, C)
     for c in range(4):
         order = np.lexsort((np.arange(50), -per_image[:, c]))[:7]
@@ -335,13 +353,13 @@ def test_floors_only_save_work(reverse: bool, layers: list[str], k: int) -> None
     maps = torch.randint(0, 4, (120, 5, 4, 4), generator=g).float()  # many ties, many zeros
     model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Flatten(), torch.nn.Identity())
     ids = torch.arange(120)
-    oracles = {"0": di.batch_top(maps, ids, k), "2": di.batch_top(maps.flatten(1), ids, k)}
-    acc = di.IndexAccumulator(layers, k, 120)
+    oracles = {"0": batch_top(maps, ids, k), "2": batch_top(maps.flatten(1), ids, k)}
+    acc = IndexAccumulator(layers, k, 120)
     starts = list(range(0, 120, 10))
     for lo in reversed(starts) if reverse else starts:
         chunk = ids[lo : lo + 10]
         strict = acc.max_id < int(chunk.min())
-        acc.add(di.index_batch(model, maps[lo : lo + 10], chunk, layers, k, acc.floor(), strict))
+        acc.add(index_batch(model, maps[lo : lo + 10], chunk, layers, k, acc.floor(), strict))
     result = acc.result()
     for layer, oracle in oracles.items():
         got = result[layer].top
@@ -362,11 +380,16 @@ def test_maxima_taken_from_a_tiling_pool_equal_the_maps_own(side: int, pool: int
     with torch.no_grad():
         relu = model[1](model[0](x))
         pooled = model[2](relu)
-    acc = di.IndexAccumulator(["1", "2"], 5, 40)
+    acc = IndexAccumulator(["1", "2"], 5, 40)
     for lo in range(0, 40, 8):
-        acc.add(di.index_batch(model, x[lo : lo + 8], ids[lo : lo + 8], ["1", "2"], 5, acc.floor(), lo > 0))
+        acc.add(index_batch(model, x[lo : lo + 8], ids[lo : lo + 8], ["1", "2"], 5, acc.floor(), lo > 0))
     result = acc.result()
     for layer, maps in (("1", relu), ("2", pooled)):
-        oracle = di.batch_top(maps, ids, 5)
+        oracle = batch_top(maps, ids, 5)
         for name in ("ids", "values", "ys", "xs"):
             assert torch.equal(getattr(result[layer].top, name), getattr(oracle, name)), (layer, name)
+
+
+def test_the_documented_default_batch_is_the_one_resolved() -> None:
+    doc = FIELD_DOCS["interp.v1.BuildIndexParams.batch_size"]
+    assert f"default {default_batch(28)} for 28-px inputs" in doc and f"{default_batch(224)} at 224 px" in doc

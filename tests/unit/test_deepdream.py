@@ -9,9 +9,9 @@ import torch
 from tiny_models import frozen, hook_count, images, random_lenet
 from torch import nn
 
-from interp.deepdream import DeepDreamParams, deepdream, resolve
 from interp.errors import Cancelled, InvalidInput
 from interp.progress import StepEvent
+from interp.synthesis.deepdream import DeepDreamParams, deepdream, resolve
 
 FAST = DeepDreamParams(iterations=3, preview_every=0)
 

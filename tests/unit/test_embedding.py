@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks._metrics import neighbour_accuracy
 from interp import embedding as emb
 from interp.errors import Cancelled, InvalidInput
+from interp.pca import fit_pca
 from tests.conftest import require_fashion_mnist
 
 SMALL = emb.EmbeddingParams(perplexity=20.0, iterations=40, early_iterations=30, seed=3)
@@ -18,11 +20,11 @@ SMALL = emb.EmbeddingParams(perplexity=20.0, iterations=40, early_iterations=30,
 def lenet_relu4() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The trained LeNet's relu4 features of the first 800 test images, through the index's own path."""
     require_fashion_mnist()
-    from interp.dataset_index import build_index
+    from interp.dataset.index import build_index
     from models.dataset_registry import DatasetRegistry
     from models.hub import ModelHub
     from models.weights import WeightsOptions
-    from server.dataset_index import iter_batches
+    from server.stores.datasets import iter_batches
 
     torch.set_num_threads(1)
     model = ModelHub(["lenet"], WeightsOptions()).get("lenet")
@@ -39,7 +41,7 @@ def test_pca_equals_numpy_svd_and_sklearn_up_to_sign() -> None:
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + rng.normal(size=12)
-    pca = emb.fit_pca(x, 5)
+    pca = fit_pca(x, 5)
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     for k in range(5):
@@ -70,7 +72,7 @@ def test_tsne_is_opentsne_with_the_same_parameters(lenet_relu4) -> None:
     features, _, _ = lenet_relu4
     x = features[:400]
     m = emb.embed(x, "tsne", SMALL, threads=1)
-    reduced = emb.fit_pca(x, SMALL.pca_dims).project(x)
+    reduced = fit_pca(x, SMALL.pca_dims).project(x)
     direct = np.asarray(
         openTSNE.TSNE(
             perplexity=SMALL.perplexity,
@@ -157,7 +159,7 @@ def test_neighbour_accuracy_matches_sklearn_knn() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, 400)
     coords = rng.normal(size=(400, 2)) + labels[:, None] * 1.5
-    ours = emb.neighbour_accuracy(coords, labels, k=10, folds=5, seed=0)
+    ours = neighbour_accuracy(coords, labels, k=10, folds=5, seed=0)
     order = np.random.default_rng(0).permutation(400)
     correct = 0
     for f in range(5):

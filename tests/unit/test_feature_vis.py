@@ -12,8 +12,9 @@ from tiny_models import frozen, hook_count, random_lenet
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.feature_vis import FeatureVisParams, resolve, visualize_filter
 from interp.progress import StepEvent
+from interp.synthesis.feature_vis import visualize_filter
+from interp.synthesis.feature_vis_params import FeatureVisParams, resolve
 
 FAST = FeatureVisParams(steps=6, preview_every=0, restarts=1)
 
@@ -286,12 +287,12 @@ def test_previews_come_every_n_steps_low_resolution():
 
 
 def test_transform_stack_is_scaled_to_the_image_size():
-    from interp.feature_vis import _TransformSpec
+    from interp.synthesis.transforms import TransformSpec
 
-    full = _TransformSpec.for_size(128)
+    full = TransformSpec.for_size(128)
     assert (full.pad, full.jitter, full.scale, full.angle_deg, full.jitter_after) == (12, 8, 0.1, 10.0, 4)
-    assert (_TransformSpec.for_size(224).pad, _TransformSpec.for_size(224).jitter) == (21, 14)
-    small = _TransformSpec.for_size(28)
+    assert (TransformSpec.for_size(224).pad, TransformSpec.for_size(224).jitter) == (21, 14)
+    small = TransformSpec.for_size(28)
     assert (small.pad, small.jitter, small.scale, small.angle_deg, small.jitter_after) == (3, 2, 0.0, 0.0, 1)
 
 
@@ -366,7 +367,7 @@ def test_visualize_filter_picks_the_preset_by_layer_kind():
 def test_gaussian_blur_matches_scipy():
     from scipy.ndimage import gaussian_filter
 
-    from interp.feature_vis import gaussian_blur
+    from interp.synthesis.regularizers import gaussian_blur
 
     x = torch.rand(2, 3, 20, 17, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for sigma in (1.0, 2.0):
@@ -377,28 +378,28 @@ def test_gaussian_blur_matches_scipy():
 
 @pytest.mark.parametrize(("kind", "channels"), [("pixel", 1), ("pixel", 3), ("fourier", 3), ("fourier", 1)])
 def test_write_back_inverts_the_parameterization(kind, channels):
-    from interp.feature_vis import _parameterize
+    from interp.synthesis.parameterization import parameterize
 
     gen = torch.Generator().manual_seed(0)
-    image = _parameterize(kind, 2, 1, channels, 18, gen, torch.device("cpu"), torch.float64)
+    image = parameterize(kind, 2, 1, channels, 18, gen, torch.device("cpu"), torch.float64)
     target = torch.rand(2, channels, 18, 18, generator=gen, dtype=torch.float64) * 0.98 + 0.01
     image.set_images(target)
     torch.testing.assert_close(image.images(), target)
 
 
 def _regularizers(**kw):
-    from interp.feature_vis import _Regularizers
+    from interp.synthesis.regularizers import Regularizers
 
     off = dict(l2_decay=0.0, blur_every=0, tv_weight=0.0, clip_norm_percentile=0.0, clip_contribution_percentile=0.0)
     p = resolve(FeatureVisParams(**{**off, **kw}, steps=10), in_channels=1, input_size=28, dense=False)
-    return _Regularizers(p, torch.full((1, 1, 1, 1), 0.25, dtype=torch.float64))
+    return Regularizers(p, torch.full((1, 1, 1, 1), 0.25, dtype=torch.float64))
 
 
 def test_each_regularizer_does_what_its_docstring_says():
     x = torch.rand(1, 1, 10, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(_regularizers(l2_decay=0.1)(x, 0, None), 0.25 + 0.9 * (x - 0.25))
     # Blur every 2nd step, width 2 -> 0 linearly over 10 steps: step index 1 blurs with 2 - 2/9 px.
-    from interp.feature_vis import gaussian_blur
+    from interp.synthesis.regularizers import gaussian_blur
 
     blur = _regularizers(blur_every=2, blur_sigma=2.0, blur_sigma_end=0.0)
     assert not blur.active(0) and blur.active(1) and not blur.active(9)  # the last width is 0
@@ -423,23 +424,24 @@ def test_each_regularizer_does_what_its_docstring_says():
 
 
 def test_size_preserving_transforms_keep_the_side_and_are_identity_when_off():
-    from interp.feature_vis import _random_transform, _TransformSpec
+    from interp.synthesis.feature_vis_params import transform_spec
+    from interp.synthesis.transforms import TransformSpec, random_transform
 
     p = resolve(FeatureVisParams(preset="naturalness"), in_channels=1, input_size=28, dense=True)
-    spec = _TransformSpec.from_params(p, keep_size=True, background=0.0)
+    spec = transform_spec(p, keep_size=True, background=0.0)
     x = torch.rand(3, 1, 28, 28)
     gen = torch.Generator().manual_seed(0)
-    assert all(_random_transform(x, spec, gen).shape == x.shape for _ in range(20))
-    identity = _TransformSpec.from_params(
+    assert all(random_transform(x, spec, gen).shape == x.shape for _ in range(20))
+    identity = transform_spec(
         replace(p, jitter=0, scale_range=0.0, rotate_degrees=0.0), keep_size=True, background=0.0
     )
-    torch.testing.assert_close(_random_transform(x, identity, gen), x)
+    torch.testing.assert_close(random_transform(x, identity, gen), x)
     # The historical stack at the default sizes is exactly Lucid's, scaled (preset "none").
     for size in range(16, 513):
         none = resolve(FeatureVisParams(image_size=size), in_channels=3, input_size=224, dense=False)
-        assert _TransformSpec.from_params(none, keep_size=False, background=0.5) == _TransformSpec.for_size(size)
+        assert transform_spec(none, keep_size=False, background=0.5) == TransformSpec.for_size(size)
     wider = resolve(FeatureVisParams(jitter=6, image_size=128), in_channels=3, input_size=224, dense=False)
-    spec = _TransformSpec.from_params(wider, keep_size=False, background=0.5)
+    spec = transform_spec(wider, keep_size=False, background=0.5)
     assert (spec.pad, spec.jitter, spec.jitter_after) == (9, 6, 3)
 
 

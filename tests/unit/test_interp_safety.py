@@ -12,11 +12,11 @@ import torch
 from tiny_models import Explode, frozen, hook_count, images, random_lenet
 from torch import nn
 
-from interp.activations import activations
-from interp.adversarial import AttackParams, attack
+from interp.attacks.linf import AttackParams, attack
+from interp.attribution.saliency import METHODS, SaliencyParams, saliency
 from interp.errors import InvalidInput
 from interp.hooks import capture, run_until, structural_copy
-from interp.saliency import METHODS, SaliencyParams, saliency
+from interp.single_pass import activations
 
 FAST = SaliencyParams(samples=6, steps=8, batch_size=4)
 

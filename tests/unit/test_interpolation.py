@@ -10,7 +10,8 @@ from tiny_models import frozen, hook_count, images, random_lenet
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.interpolation import (
+from interp.progress import StepEvent
+from interp.synthesis.feature_interpolation import (
     InterpolateFeaturesParams,
     attribute_vector,
     features,
@@ -18,7 +19,6 @@ from interp.interpolation import (
     resolve,
     total_variation,
 )
-from interp.progress import StepEvent
 
 LAYERS = ["relu1", "relu2"]
 FAST = InterpolateFeaturesParams(iterations=15, warm_iterations=5, preview_every=0)

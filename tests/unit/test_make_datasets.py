@@ -6,12 +6,13 @@ missing and not installable by this user -> one message naming the command, befo
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -21,11 +22,8 @@ FIX = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
 @pytest.fixture(scope="module")
 def make() -> str:
     path = shutil.which("make")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("make is not installed")
-        pytest.skip("make is not installed")
-    return path
+    require(path, "make is not installed")
+    return str(path)
 
 
 def run(make: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from server.config import load_config
 from server.memory import MAX_KEEP_MB, keep_freed_memory
+from tests.conftest import skip_machine_specific
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -46,8 +47,9 @@ def run_loop(keep_mb: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="the policy is glibc's mallopt; other C libraries keep their own")
 def test_a_pool_thread_reuses_freed_blocks_under_the_policy_and_refaults_them_without() -> None:
+    if not GLIBC:
+        skip_machine_specific("the policy is glibc's mallopt; other C libraries keep their own")
     kept = run_loop(256)
     default = run_loop(0)
     assert kept["took"] is True and default["took"] is False

@@ -22,7 +22,7 @@ def test_table_matches_the_service_descriptor() -> None:
 
 @pytest.mark.parametrize("method", WITH_PARAMS, ids=[m.rpc for m in WITH_PARAMS])
 def test_interp_params_dataclass_has_exactly_the_proto_params_fields(method) -> None:
-    from server.methods import HANDLERS
+    from server.handlers import HANDLERS
 
     dataclass = HANDLERS[method.rpc].params
     assert dataclass is not None, f"{method.rpc} has a Params message but its handler declares no dataclass"
@@ -35,7 +35,7 @@ def test_interp_params_dataclass_has_exactly_the_proto_params_fields(method) -> 
 
 
 def test_every_rpc_has_one_handler_and_the_servicer_serves_it() -> None:
-    from server.methods import HANDLERS
+    from server.handlers import HANDLERS
     from server.servicer import InterpServicer
 
     assert set(HANDLERS) == {m.rpc for m in METHODS}
@@ -46,7 +46,7 @@ def test_every_rpc_has_one_handler_and_the_servicer_serves_it() -> None:
 
 def test_params_from_proto_refuses_a_field_the_dataclass_lacks() -> None:
     from server.errors import BadRequest
-    from server.servicer import params_from_proto
+    from server.request_checks import params_from_proto
 
     @dataclasses.dataclass(frozen=True)
     class Older:
@@ -93,8 +93,8 @@ def test_cli_has_a_subcommand_per_method_with_every_params_field_as_an_option() 
 
 
 def test_choices_in_the_table_are_the_methods_interp_implements() -> None:
-    from interp.adversarial import METHODS as ATTACKS
-    from interp.saliency import METHODS as SALIENCY
+    from interp.attacks.linf import METHODS as ATTACKS
+    from interp.attribution.saliency import METHODS as SALIENCY
 
     assert tuple(by_rpc("Saliency").choices["method"]) == tuple(SALIENCY)
     assert tuple(by_rpc("Attack").choices["method"]) == tuple(ATTACKS)
@@ -146,3 +146,20 @@ def test_results_and_events_have_a_short_repr() -> None:
     )
     text = repr(result)
     assert len(text) < 600 and "shape=(224, 224, 3)" in text and "100,000 bytes" in text
+
+
+def test_the_tables_applies_agree_with_what_interp_reads() -> None:
+    """The server reads only the table; the interp modules keep their own lists for their own
+    checks. They must not drift apart."""
+    from interp.attacks.minimal_params import applies as minimal_applies
+    from interp.attribution.saliency import METHOD_PARAMS
+    from interp.embedding import TSNE_PARAMS
+    from protos.methods import SALIENCY_RENDERING
+
+    saliency = by_rpc("Saliency").applies
+    assert {m: tuple(n for n in names if n not in SALIENCY_RENDERING) for m, names in saliency.items()} == METHOD_PARAMS
+    assert all(set(SALIENCY_RENDERING) <= set(names) for names in saliency.values())
+    for name, names in by_rpc("MinimalAttack").applies.items():
+        assert set(names) == set(minimal_applies(name)), name
+    for rpc in ("Embedding", "PlaceImages"):
+        assert by_rpc(rpc).applies == {"tsne": TSNE_PARAMS, "pca": ()}

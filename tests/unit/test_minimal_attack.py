@@ -1,40 +1,31 @@
 """Minimal adversarial perturbations: exact minimal eps on the 8-bit grid and DeepFool.
 
-Oracles: ``interp.adversarial.attack`` run on each image alone (itself equal to torchattacks)
+Oracles: ``interp.attacks.linf.attack`` run on each image alone (itself equal to torchattacks)
 for the minimal eps and the batched runs, foolbox 3.3.4's DeepFool attacks for DeepFool.
 """
 
 from __future__ import annotations
 
-import os
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from tiny_models import frozen, images, random_lenet, tiny_net
 
-from interp.adversarial import AttackParams, attack
+from interp.attacks.deepfool import deepfool
+from interp.attacks.linf import AttackParams, attack
+from interp.attacks.minimal_epsilon import attack_at, minimal_epsilon, scan_levels
+from interp.attacks.minimal_params import MinimalAttackParams, attack_params, resolve
 from interp.errors import Cancelled, InvalidInput
-from interp.minimal import (
-    MinimalAttackParams,
-    attack_at,
-    attack_params,
-    deepfool,
-    minimal_epsilon,
-    resolve,
-    scan_levels,
-)
+from tests.conftest import require, require_fashion_mnist
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-CI = os.environ.get("CI") == "true"
 
 
 @pytest.fixture(scope="module")
 def lenet():
-    if not WEIGHTS:
-        if CI:
-            pytest.fail("no trained LeNet checkpoint in models/weights")
-        pytest.skip("no trained LeNet checkpoint in models/weights")
+    require(WEIGHTS, "no trained LeNet checkpoint in models/weights")
     from models.lenet import build_lenet
 
     model = build_lenet()
@@ -44,14 +35,10 @@ def lenet():
 
 @pytest.fixture(scope="module")
 def test_set():
-    from models.datasets import DatasetNotFound, load_dataset
+    from models.datasets import load_dataset
 
-    try:
-        x, y = load_dataset("fashion-mnist", "test", download=False)
-    except DatasetNotFound:
-        if CI:
-            raise
-        pytest.skip("Fashion-MNIST is not installed")
+    require_fashion_mnist()
+    x, y = load_dataset("fashion-mnist", "test", download=False)
     return torch.from_numpy(x[:50].copy()).float().div(255).unsqueeze(1), torch.from_numpy(y[:50].copy())
 
 
@@ -213,7 +200,8 @@ def test_targeted_minimal_eps_reaches_the_target():
 
 
 def _foolbox_deepfool(model, x, labels, norm, candidates=10, overshoot=0.02, steps=50):
-    foolbox = pytest.importorskip("foolbox", reason="foolbox is the DeepFool oracle (dev extra)")
+    require(importlib.util.find_spec("foolbox"), "foolbox is the DeepFool oracle (dev extra)")
+    import foolbox
     attack_cls = foolbox.attacks.L2DeepFoolAttack if norm == "l2" else foolbox.attacks.LinfDeepFoolAttack
     fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
     raw, _, success = attack_cls(steps=steps, candidates=candidates, overshoot=overshoot)(
@@ -289,7 +277,7 @@ def test_deepfool_bad_input():
 
 
 def test_dataset_curve_agrees_with_the_per_image_minimal_eps(lenet, test_set, searches):
-    from interp.minimal import AttackDatasetParams, curve_png, robustness
+    from interp.attacks.robustness import AttackDatasetParams, curve_png, robustness
 
     x, y = test_set
     epsilons = [0.0, 0.01, 0.03, 0.05, 0.1]
@@ -315,7 +303,7 @@ def test_dataset_curve_agrees_with_the_per_image_minimal_eps(lenet, test_set, se
 
 
 def test_dataset_deepfool_curve_reads_the_quantized_norms(lenet, test_set):
-    from interp.minimal import AttackDatasetParams, robustness
+    from interp.attacks.robustness import AttackDatasetParams, robustness
 
     x, y = test_set[0][:20], test_set[1][:20]
     result = robustness(lenet, x, y, methods=["deepfool_l2"], epsilons=[0.1, 0.5, 1.0], params=AttackDatasetParams())
@@ -328,7 +316,7 @@ def test_dataset_deepfool_curve_reads_the_quantized_norms(lenet, test_set):
 
 
 def test_dataset_bad_input():
-    from interp.minimal import AttackDatasetParams, robustness
+    from interp.attacks.robustness import AttackDatasetParams, robustness
 
     model, x = random_lenet(), images(4, 1, 28)
     with pytest.raises(InvalidInput, match="ask for it alone"):

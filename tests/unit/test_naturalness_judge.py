@@ -10,7 +10,6 @@ seeds, a sweep with each regularizer off in turn) come from benchmarks/eval_natu
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,17 @@ from benchmarks.eval_naturalness import (
     to_tensor,
     train_judge,
 )
-from interp.feature_vis import FeatureVisParams
+from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.datasets import DatasetNotFound, load_dataset
 from models.lenet import FASHION_MNIST_CLASSES, build_lenet
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 pytestmark = pytest.mark.slow
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"prerequisite missing under CI: {reason}")
-    pytest.skip(reason)
+    require(False, reason)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from server.servicer import ProgressThrottle
+from server.streaming import ProgressThrottle
 
 
 @dataclass(frozen=True)

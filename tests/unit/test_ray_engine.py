@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,11 @@ import torch
 from models.dataset_registry import DatasetRegistry
 from models.lenet import build_lenet
 from models.registry import get_spec
-from server.dataset_index import IndexStore
+from server.stores.index import IndexStore
+from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "pool2", "relu4"]
-
-
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +23,7 @@ def ray_local():
     try:
         import ray
     except ImportError:
-        _require(False, "ray is not installed (pip install 'cnn-interp[ray]')")
+        require(False, "ray is not installed (pip install 'cnn-interp[ray]')")
     root = str(Path(__file__).resolve().parents[2])
     ray.init(
         num_cpus=2,
@@ -44,12 +37,12 @@ def ray_local():
 
 
 def test_ray_engine_equals_local_engine(ray_local, tmp_path):
-    _require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
+    require(bool(WEIGHTS), "no trained LeNet checkpoint in models/weights")
     dataset = DatasetRegistry().get("fashion-mnist-test")
     try:
         dataset.arrays()
     except FileNotFoundError as exc:
-        _require(False, f"Fashion-MNIST test split not installed: {exc}")
+        require(False, f"Fashion-MNIST test split not installed: {exc}")
     model = build_lenet()
     model.load_state_dict(torch.load(WEIGHTS[-1], map_location="cpu", weights_only=True))
     model.eval().requires_grad_(False)

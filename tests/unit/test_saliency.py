@@ -9,8 +9,8 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from tiny_models import hook_count, images, random_lenet, tiny_net
 
+from interp.attribution.saliency import METHODS, SaliencyParams, default_gradcam_layer, saliency
 from interp.errors import InvalidInput
-from interp.saliency import METHODS, SaliencyParams, default_gradcam_layer, saliency
 
 FAST = SaliencyParams(samples=8, steps=16, batch_size=4)
 
@@ -201,7 +201,7 @@ def test_inputs_are_not_modified():
     ("kwargs", "message"),
     [
         ({"method": "deeplift"}, "valid methods: gradient, gradient_x_input, smoothgrad"),
-        ({"method": "gradient", "target": torch.tensor([5])}, r"target class must be in 0\.\.4, got \[5\]"),
+        ({"method": "gradient", "target": torch.tensor([5])}, r"target classes must be in 0\.\.4, got \[5\]"),
         ({"method": "smoothgrad", "target": torch.tensor([-1])}, r"0\.\.4"),
         ({"method": "gradient", "target": torch.tensor([0, 1])}, r"\(1,\) integer tensor"),
         ({"method": "gradient", "target": torch.tensor([0.0])}, r"\(1,\) integer tensor"),
@@ -228,7 +228,7 @@ def test_bad_parameters_name_the_valid_range(kwargs, message):
 
 
 def test_unit_guided_backprop_is_per_image_and_leaves_no_hook() -> None:
-    from interp.saliency import unit_guided_backprop
+    from interp.attribution.unit_projection import unit_guided_backprop
 
     model = random_lenet(3)
     x = images(3, 1, 28, seed=4)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {
-    *(".git", ".venv", ".venv-bench", "__pycache__"),
+    *(".git", ".venv", ".venv-bench", ".venv-docs", "node_modules", "site", "__pycache__"),
+    ".import_linter_cache",
     *(".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache"),
 }
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".yml", ".yaml", ".proto", ".pyi", ".cfg", ".txt", ".lock", ".json", ""}

@@ -11,8 +11,8 @@ import torchattacks
 from scipy.stats import spearmanr
 from tiny_models import frozen
 
-from interp.adversarial import attack
-from interp.saliency import saliency
+from interp.attacks.linf import attack
+from interp.attribution.saliency import saliency
 from models.datasets import load_dataset
 from models.lenet import build_lenet
 from tests.conftest import require

@@ -1,0 +1,194 @@
+"""Results of the dataset views: index builds, top activations, neighbours, embeddings and placements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.results._build import reply
+from client.results.base import _SavesImages, _ShortRepr, _Stamped
+from protos import interp_pb2 as pb
+
+
+@reply(pb.BuildIndexResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class IndexBuild(_Stamped, _ShortRepr):
+    """An index build (or reuse): which layers, how many images, how fast, how much memory."""
+
+    dataset: str
+    index_id: str
+    layers: tuple[str, ...]
+    images: int
+    skipped: int
+    reused: bool
+    seconds: float
+    images_per_s: float
+    peak_rss_growth_mb: float
+    params: dict[str, Any]
+
+
+@reply(pb.TopEntry)
+@dataclass(frozen=True, eq=False, repr=False)
+class TopEntry(_ShortRepr):
+    """One top-activating image of a unit: its value and location, the receptive-field crop (H, W, C)."""
+
+    image_id: int
+    label: int
+    label_name: str
+    value: float
+    y: int
+    x: int
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive) in the preprocessed input
+    padded: bool
+    crop: np.ndarray | None
+    crop_png: bytes
+    image_png: bytes
+    projection: np.ndarray | None  # (H, W, C) guided backprop of the unit over the crop, with projections=True
+
+
+@reply(pb.ChannelTop)
+@dataclass(frozen=True, eq=False, repr=False)
+class ChannelTop(_ShortRepr):
+    channel: int
+    entries: tuple[TopEntry, ...]
+
+
+@reply(pb.TopActivationsResponse)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class TopActivationsResult(_Stamped, _SavesImages):
+    """Per channel, the dataset images that excite it most (Zeiler & Fergus), best first."""
+
+    dataset: str
+    layer: str
+    index_id: str
+    spatial: bool
+    rf_size: int
+    channels: tuple[ChannelTop, ...]
+    grid_png: bytes
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        out = [("grid", self.grid_png)]
+        for ch in self.channels:
+            for rank, e in enumerate(ch.entries):
+                out.append((f"channel_{ch.channel:04d}_{rank:02d}_crop", e.crop_png))
+        return out
+
+
+@reply(pb.Neighbor)
+@dataclass(frozen=True, eq=False, repr=False)
+class Neighbor(_ShortRepr):
+    image_id: int
+    label: int
+    label_name: str
+    distance: float
+    image: np.ndarray | None
+    png: bytes
+
+
+@reply(pb.NearestNeighborsResponse)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class NeighborsResult(_Stamped, _SavesImages):
+    """The dataset images nearest to a query in one layer's features, nearest first."""
+
+    dataset: str
+    layer: str
+    metric: str
+    index_id: str
+    neighbors: tuple[Neighbor, ...]
+    grid_png: bytes
+    input: np.ndarray | None
+    input_png: bytes
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("grid", self.grid_png), ("input", self.input_png)] + [
+            (f"neighbor_{rank:02d}_{n.image_id}", n.png) for rank, n in enumerate(self.neighbors)
+        ]
+
+
+@reply(pb.EmbeddingResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class EmbeddingResult(_Stamped, _SavesImages):
+    """A t-SNE or PCA map of one layer's features over a dataset.
+
+    ``coordinates[i]`` is the map position of dataset image ``image_ids[i]`` with label
+    ``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
+    ``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
+    columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
+    interactive page.
+    """
+
+    dataset: str
+    layer: str
+    method: str
+    coordinates: np.ndarray  # (N, 2) float32
+    image_ids: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int32
+    classes: tuple[str, ...]
+    scatter_png: bytes
+    atlas_png: bytes
+    thumbnails_png: bytes
+    thumbnail_size: int
+    thumbnail_columns: int
+    thumbnail_count: int
+    kl_divergence: float
+    explained_variance: tuple[float, ...]
+    reused: bool
+    map_id: str
+    index_id: str
+    seconds: float
+    threads: int
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("scatter", self.scatter_png), ("atlas", self.atlas_png)]
+
+    def write_html(self, path: str | Path, *, title: str = "") -> Path:
+        """One self-contained HTML page (no network): scatter, legend toggles, zoom, hover thumbnails."""
+        from client.embedding_html import write_html
+
+        return write_html(self, path, title=title)
+
+    @staticmethod
+    def _fix(values: dict[str, Any]) -> dict[str, Any]:
+        if values["coordinates"] is None:  # an empty map
+            return {**values, "coordinates": np.zeros((0, 2), dtype=np.float32)}
+        return values
+
+
+@reply(pb.PlacedImage)
+@dataclass(frozen=True, eq=False, repr=False)
+class PlacedImage(_ShortRepr):
+    """Where one image falls on a map, and the nearest map points (dataset ids, labels, distances)."""
+
+    x: float
+    y: float
+    neighbor_ids: tuple[int, ...]
+    neighbor_labels: tuple[int, ...]
+    neighbor_distances: tuple[float, ...]
+    label: int  # the most common label among the neighbours (-1: none)
+    label_name: str
+    input: np.ndarray | None
+    input_png: bytes
+
+
+@reply(pb.PlaceImagesResponse)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class PlacementResult(_Stamped, _SavesImages):
+    """Images placed on a cached Embedding map, in request order; ``scatter_png`` marks them."""
+
+    dataset: str
+    layer: str
+    method: str
+    map_id: str
+    placed: tuple[PlacedImage, ...]
+    scatter_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("scatter", self.scatter_png)] + [(f"input_{i:02d}", p.input_png) for i, p in enumerate(self.placed)]
+
+
+#: For a many-image RPC, what builds the results of many answers at once (``from_items``), used by

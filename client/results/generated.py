@@ -1,0 +1,85 @@
+"""Result classes made from a reply's descriptor, for a reply no hand-written class is registered
+for (a new RPC works in the SDK and the CLI before, or without, a class of its own).
+
+The fields follow the rules of :mod:`client.results._build` (stamp flattened, ``resolved`` as
+``params``, tensors as arrays, PNG bytes kept, nested messages as generated classes); ``save``
+writes every non-empty ``*_png`` / ``png`` field, named after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+from client.results._build import _ENVELOPE, STAMP_FIELDS, make_classes_with, reply, result_class
+from client.results.base import _SavesImages
+
+__all__ = ["generated"]
+
+_SCALARS: dict[int, type] = {
+    FieldDescriptor.TYPE_BOOL: bool,
+    FieldDescriptor.TYPE_STRING: str,
+    FieldDescriptor.TYPE_BYTES: bytes,
+    FieldDescriptor.TYPE_FLOAT: float,
+    FieldDescriptor.TYPE_DOUBLE: float,
+}
+_STAMP_TYPES = (str, bool, str, str, float)
+
+
+class _Generated(_SavesImages):
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        out = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, bytes) and (f.name == "png" or f.name.endswith("_png")):
+                out.append((f.name.removesuffix("_png").removesuffix("png") or "image", value))
+        return out
+
+
+def generated(descriptor: Any) -> type:
+    """The result class of ``descriptor``: the registered one, or one made (and registered) now."""
+    message = GetMessageClass(descriptor)
+    known = result_class(message)
+    if known is not None:
+        return known
+    spec: list[tuple[str, Any]] = []
+    for field in descriptor.fields:
+        if field.name in _ENVELOPE:
+            continue
+        if field.name == "stamp":
+            spec += list(zip(STAMP_FIELDS, _STAMP_TYPES, strict=True))
+        elif field.name == "resolved":
+            spec.append(("params", dict[str, Any]))
+        elif field.message_type is not None and field.message_type.name == "PreprocessedInput":
+            spec += [(field.name, np.ndarray | None), (f"{field.name}_png", bytes)]
+        else:
+            spec.append((field.name.removeprefix("resolved_"), _annotation(field)))
+    cls = dataclasses.make_dataclass(
+        descriptor.name, spec, bases=(_Generated,), frozen=True, eq=False, repr=False, kw_only=True
+    )
+    cls.__module__ = __name__
+    return reply(message)(cls)
+
+
+def _annotation(field: FieldDescriptor) -> Any:
+    kind = field.message_type
+    if kind is not None and kind.GetOptions().map_entry:
+        return dict[str, Any]
+    if kind is not None and kind.name == "Tensor":
+        return np.ndarray | None
+    if field.enum_type is not None:
+        one: Any = str
+    elif kind is not None:
+        one = generated(kind)
+    else:
+        one = _SCALARS.get(field.type, int)
+    if field.is_repeated:
+        return tuple[one, ...]
+    return one | None if kind is not None else one
+
+
+make_classes_with(generated)

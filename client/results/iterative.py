@@ -1,0 +1,160 @@
+"""Results of the streamed methods: progress, filter visualization, DeepDream, interpolation, robustness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from client.results._build import reply
+from client.results.base import Result, _SavesImages, _ShortRepr, _Stamped, eps_name
+from client.results.models import Prediction
+from protos import interp_pb2 as pb
+
+
+@reply(pb.Progress)
+@dataclass(frozen=True, repr=False)
+class ProgressEvent(_ShortRepr):
+    """One progress report of a streaming method.
+
+    Attributes:
+        step: 1-based, counted over the whole run.
+        total_steps: steps the whole run will take.
+        objective: the value being optimized at this step (method-specific sign).
+        elapsed_s: seconds since the server started the run.
+        stage: e.g. ``"octave 2/4"`` or ``"alpha 0.5"`` (may be empty).
+        preview_png: the latest low-resolution preview since the previous event, or None.
+        queued_position: > 0 while the call waits in the server's queue (1 = next); 0 otherwise.
+        preview_step: the step ``preview_png`` shows (``step``, or an earlier step whose event the
+            server coalesced); 0 without a preview.
+    """
+
+    step: int
+    total_steps: int
+    objective: float
+    elapsed_s: float
+    stage: str
+    preview_png: bytes | None
+    queued_position: int = 0
+    preview_step: int = 0
+
+    @property
+    def queued(self) -> bool:
+        return self.queued_position > 0
+
+
+@reply(pb.VisualizeFilterResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class FilterVisualization(_Stamped, _SavesImages):
+    """Inputs that maximize channels of a layer: ``images`` (N, H, W, C) in [0, 1], one PNG per channel."""
+
+    layer: str
+    channels: tuple[int, ...]
+    images: np.ndarray | None
+    pngs: tuple[bytes, ...]
+    grid_png: bytes
+    activations: tuple[float, ...]  # final objective per channel
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("grid", self.grid_png)] + [
+            (f"channel_{channel:04d}", png) for channel, png in zip(self.channels, self.pngs, strict=False)
+        ]
+
+
+@reply(pb.LayerGain)
+@dataclass(frozen=True)
+class LayerGain(Result):
+    """L2 norm of a layer's activation on the input and on the dreamed image."""
+
+    layer: str
+    norm_before: float
+    norm_after: float
+
+    @property
+    def ratio(self) -> float:
+        return self.norm_after / self.norm_before if self.norm_before else float("inf")
+
+
+@reply(pb.DeepDreamResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class DreamResult(_Stamped, _SavesImages):
+    """A DeepDream image (H, W, C) in [0, 1] with its PNG and per-layer gains."""
+
+    image: np.ndarray | None
+    png: bytes
+    gains: tuple[LayerGain, ...]
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("dream", self.png), ("input", self.input_png)]
+
+
+@reply(pb.AlphaResult)
+@dataclass(frozen=True, eq=False, repr=False)
+class AlphaResult(_ShortRepr):
+    """The reconstruction at one alpha: image (H, W, C) in [0, 1], relative feature error, prediction."""
+
+    alpha: float
+    image: np.ndarray | None
+    png: bytes
+    feature_error: float
+    prediction: Prediction | None
+
+
+@reply(pb.InterpolateFeaturesResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class InterpolationResult(_Stamped, _SavesImages):
+    """Deep feature interpolation: one image per alpha, in request order."""
+
+    layers: tuple[str, ...]
+    results: tuple[AlphaResult, ...]
+    alphas: tuple[float, ...]
+    input: np.ndarray | None
+    input_png: bytes
+    params: dict[str, Any]
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [(f"alpha_{eps_name(r.alpha)}", r.png) for r in self.results] + [("input", self.input_png)]
+
+
+@reply(pb.MethodCurve)
+@dataclass(frozen=True, eq=False, repr=False)
+class MethodCurve(_ShortRepr):
+    """One method over the dataset: accuracy per epsilon and each image's minimal perturbation.
+
+    ``minimal`` (N,) float32: k*/255 (fgsm/bim/pgd) or DeepFool's 8-bit norm; 0 for a clean error,
+    inf where nothing was found. ``levels``: the 8-bit radius used per epsilon (L-inf attacks).
+    """
+
+    method: str
+    accuracy: tuple[float, ...]
+    levels: tuple[int, ...]
+    minimal: np.ndarray | None
+    median_minimal: float
+    non_monotone: int
+    runs: int
+    not_found: int
+
+
+@reply(pb.AttackDatasetResult)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class AttackDatasetResult(_Stamped, _SavesImages):
+    """Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method."""
+
+    dataset: str
+    images: int
+    clean_accuracy: float
+    epsilons: tuple[float, ...]
+    curves: tuple[MethodCurve, ...]
+    curve_png: bytes
+    true_labels: bool
+    norm: str  # "linf" or "l2": the epsilon axis
+    params: dict[str, Any]
+    skipped: int  # unreadable or unconvertible images among the first `limit`, not attacked
+
+    def _pngs(self) -> list[tuple[str, bytes]]:
+        return [("curve", self.curve_png)]

@@ -1,0 +1,26 @@
+"""The per-RPC code, one module per domain; importing the package registers every handler.
+
+- :mod:`.models`: ListModels, DescribeModel, GetServerInfo, Classify, Activations, Kernels
+- :mod:`.attribution`: Saliency
+- :mod:`.attacks`: Attack, MinimalAttack, AttackDataset
+- :mod:`.synthesis`: VisualizeFilter, DeepDream, InterpolateFeatures
+- :mod:`.dataset_views`: ListDatasets, BuildIndex, TopActivations, NearestNeighbors
+- :mod:`.embeddings`: Embedding, PlaceImages
+
+:mod:`.base` holds the registry and what the modules share.
+"""
+
+from server.handlers import attacks, attribution, dataset_views, embeddings, models, synthesis
+from server.handlers.base import HANDLERS, Handler, Streamed
+
+__all__ = [
+    "HANDLERS",
+    "Handler",
+    "Streamed",
+    "attacks",
+    "attribution",
+    "dataset_views",
+    "embeddings",
+    "models",
+    "synthesis",
+]

@@ -1,0 +1,354 @@
+"""Adversarial attacks: Attack (FGSM / BIM / PGD at given epsilons), MinimalAttack (the smallest
+perturbation that fools the model) and AttackDataset (robust accuracy over a dataset, streamed).
+Which parameters each method reads is the method table's ``applies``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp import rendering
+from interp.attacks.deepfool import deepfool
+from interp.attacks.linf import AttackParams, resolve_params
+from interp.attacks.linf import attack as compute_attack
+from interp.attacks.minimal_epsilon import minimal_epsilon
+from interp.attacks.minimal_params import DEEPFOOL_METHODS, MinimalAttackParams
+from interp.attacks.minimal_params import resolve as resolve_minimal
+from interp.attacks.robustness import AttackDatasetParams, curve_png, resolve_dataset_params, robustness
+from models.hub import LoadedModel
+from protos import interp_pb2 as pb
+from server import convert
+from server.context import Ctx
+from server.errors import BadRequest
+from server.handlers.base import Streamed, dataset_named, flag, handler, input_echo, per_image
+from server.stores.datasets import load_first
+
+
+def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.AttackRequest) -> AttackParams:
+    for i, epsilon in enumerate(request.epsilons):
+        if not (np.isfinite(epsilon) and 0 < epsilon <= 1):
+            raise BadRequest(f"epsilon must be in (0, 1] (pixel units), got {epsilon}", field=f"epsilons[{i}]")
+    return params
+
+
+@handler("Attack", params=AttackParams, resolve=_resolve_attack)
+def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.AttackResponse:
+    target = ctx.target_index(request.target)
+    label = _true_label(ctx, request, target)
+    include_input = flag(request, "include_input", True)
+    pngs = flag(request, "include_pngs", True)
+    epsilons = [float(e) for e in request.epsilons]
+    resolved = _resolved_attack(request.method, epsilons[-1], params)
+    # step_size is echoed per epsilon (in each outcome); bim reads its seed only with a random start
+    unused = {"step_size"} | ({"seed"} if request.method == "bim" and not resolved.random_start else set())
+    applies = tuple(name for name in ctx.applies or () if name not in unused)
+    resolved_message = convert.params_to_proto(resolved, pb.AttackParams, only=applies)
+    module = ctx.module
+
+    def classes(count: int, index: int | None, device: torch.device) -> torch.Tensor | None:
+        return None if index is None else torch.full((count,), index, dtype=torch.long, device=device)
+
+    def run(x: torch.Tensor, out: list[pb.AttackResponse], should_stop: Callable[[], bool]) -> None:
+        with torch.no_grad():
+            probs = torch.softmax(module(x), dim=1)
+        originals = probs.argmax(dim=1).tolist()
+        # An image the model already gets wrong (label given) is a robust-accuracy error: success
+        # without perturbation, no attack run on it.
+        clean = [label is not None and label != original for original in originals]
+        attacked = [i for i, is_clean in enumerate(clean) if not is_clean]
+        outcomes: list[list[pb.AttackOutcome]] = [[] for _ in originals]
+        for epsilon in epsilons:
+            if attacked:
+                result = compute_attack(
+                    module,
+                    x[attacked],
+                    method=request.method,
+                    epsilon=epsilon,
+                    labels=classes(len(attacked), label, x.device),
+                    target=classes(len(attacked), target, x.device),
+                    params=params,
+                    should_stop=ctx.should_stop,
+                    per_image=True,  # each image as it would be alone: equal to one call per image
+                )
+                for j, i in enumerate(attacked):
+                    adversarial = result.adversarial[j].detach().cpu()
+                    predicted = int(result.predictions[j])
+                    outcome = pb.AttackOutcome(
+                        epsilon=epsilon,
+                        adversarial=convert.tensor(adversarial),
+                        prediction=ctx.prediction(predicted, result.probabilities[j, predicted]),
+                        success=bool(result.success[j]),
+                        linf=float(result.linf[j]),
+                        l2=float(result.l2[j]),
+                        step_size=float(result.params.step_size or 0.0),
+                    )
+                    if pngs:
+                        outcome.adversarial_png = rendering.encode_png(rendering.to_uint8_image(adversarial))
+                        outcome.perturbation_png = rendering.encode_png(
+                            rendering.perturbation_image(adversarial - x[i].cpu(), epsilon)
+                        )
+                    outcomes[i].append(outcome)
+            for i, is_clean in enumerate(clean):
+                if is_clean:
+                    outcomes[i].append(_clean_outcome(ctx, request, x[i : i + 1], probs[i], epsilon, params, pngs))
+        for i, (reply, original) in enumerate(zip(out, originals, strict=True)):
+            reply.method = request.method
+            reply.original.CopyFrom(ctx.prediction(original, probs[i, original]))
+            reply.targeted = target is not None
+            reply.outcomes.extend(outcomes[i])
+            reply.resolved.CopyFrom(resolved_message)
+            if target is not None:
+                reply.target.CopyFrom(ctx.prediction(target, probs[i, target]))
+            if label is not None:
+                reply.label.CopyFrom(ctx.prediction(label, probs[i, label]))
+                reply.clean_misclassified = clean[i]
+            if include_input:
+                reply.input.CopyFrom(input_echo(x[i], png=pngs))
+
+    return per_image(ctx, request, pb.AttackResponse, run)
+
+
+def _true_label(ctx: Ctx, request: Any, target: int | None) -> int | None:
+    """The request's ``label`` (true class) as an index; None when unset. Refused with a target."""
+    if not request.HasField("label"):
+        return None
+    if target is not None:
+        raise BadRequest("label (untargeted: the true class) and target (targeted) exclude each other", field="label")
+    if request.label.WhichOneof("kind") is None:
+        raise BadRequest("label is set but names no class: give label.index or label.label", field="label")
+    return ctx.target_index(request.label, field="label")
+
+
+def _resolved_attack(method: str, epsilon: float, params: AttackParams) -> AttackParams:
+    return resolve_params(method, epsilon, params)
+
+
+def _clean_outcome(
+    ctx: Ctx,
+    request: pb.AttackRequest,
+    x: torch.Tensor,
+    probs: torch.Tensor,
+    epsilon: float,
+    params: AttackParams,
+    pngs: bool = True,
+) -> pb.AttackOutcome:
+    image = x[0].detach().cpu()
+    original = int(probs.argmax())
+    outcome = pb.AttackOutcome(
+        epsilon=epsilon,
+        adversarial=convert.tensor(image),
+        prediction=ctx.prediction(original, probs[original]),
+        success=True,
+        linf=0.0,
+        l2=0.0,
+        step_size=float(_resolved_attack(request.method, epsilon, params).step_size or 0.0),
+    )
+    if pngs:
+        outcome.adversarial_png = rendering.encode_png(rendering.to_uint8_image(image))
+        outcome.perturbation_png = rendering.encode_png(rendering.perturbation_image(image - image, epsilon))
+    return outcome
+
+
+# -- minimal perturbations ------------------------------------------------------------------------
+
+
+def _resolve_minimal(
+    params: MinimalAttackParams, model: LoadedModel, request: pb.MinimalAttackRequest
+) -> MinimalAttackParams:
+    return resolve_minimal(request.method, params, model.spec.num_classes)
+
+
+@handler("MinimalAttack", params=MinimalAttackParams, resolve=_resolve_minimal)
+def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAttackParams) -> pb.MinimalAttackResponse:
+    method = request.method
+    if request.HasField("target"):
+        if request.target.WhichOneof("kind") is None:
+            raise BadRequest("a targeted search needs a target class: set target.index or target.label", field="target")
+        if method in DEEPFOOL_METHODS:
+            raise BadRequest(f"{method} is untargeted; a targeted minimal search uses fgsm, bim or pgd", field="target")
+    target = ctx.target_index(request.target)
+    label = _true_label(ctx, request, target)
+    x = ctx.input(request.image)
+    with torch.no_grad():
+        probs = torch.softmax(ctx.module(x), dim=1)[0]
+    original = int(probs.argmax())
+    device = x.device
+    response = pb.MinimalAttackResponse(
+        input=ctx.input_message(x),
+        method=method,
+        original=ctx.prediction(original, probs[original]),
+        targeted=target is not None,
+    )
+    if method in DEEPFOOL_METHODS:
+        result = deepfool(
+            ctx.module,
+            x,
+            norm=method.removeprefix("deepfool_"),
+            labels=None if label is None else torch.tensor([label], device=device),
+            params=params,
+            should_stop=ctx.should_stop,
+        )
+        adversarial = result.adversarial[0].detach().cpu()
+        goal = int(result.labels[0])
+        response.found = bool(result.success[0])
+        response.clean_misclassified = bool(result.clean_success[0])
+        response.success_raw = bool(result.success_raw[0])
+        response.linf_raw = float(result.linf_raw[0])
+        response.l2_raw = float(result.l2_raw[0])
+        response.rounded_outward = bool(result.rounded_outward[0])
+        response.iterations = int(result.iterations[0])
+        response.level = -1
+        response.monotone = True
+        scale = max(float(result.linf[0]), 1 / 255)
+    else:
+        found = minimal_epsilon(
+            ctx.module,
+            x,
+            method=method,
+            labels=None if label is None else torch.tensor([label], device=device),
+            target=None if target is None else torch.tensor([target], device=device),
+            params=params,
+            should_stop=ctx.should_stop,
+        )
+        adversarial = found.adversarial[0].detach().cpu()
+        goal = int(found.labels[0])
+        level = int(found.levels[0])
+        response.found = bool(found.found[0])
+        response.clean_misclassified = bool(found.clean_success[0]) and target is None
+        response.level = level
+        response.epsilon = max(level, 0) / 255
+        response.runs = int(found.runs[0])
+        response.monotone = bool(found.monotone[0])
+        response.violations.extend(found.violations[0])
+        scale = max(level, 1) / 255
+    with torch.no_grad():
+        adv_probs = torch.softmax(ctx.module(adversarial[None].to(device)), dim=1)[0]
+    predicted = int(adv_probs.argmax())
+    delta = adversarial - x[0].cpu()
+    response.label.CopyFrom(ctx.prediction(goal, probs[goal]))
+    response.adversarial.CopyFrom(convert.tensor(adversarial))
+    response.adversarial_png = rendering.encode_png(rendering.to_uint8_image(adversarial))
+    response.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scale))
+    response.prediction.CopyFrom(ctx.prediction(predicted, adv_probs[predicted]))
+    response.success = predicted == goal if target is not None else predicted != goal
+    response.linf = float(delta.abs().max())
+    response.l2 = float(delta.norm())
+    response.resolved.CopyFrom(convert.params_to_proto(params, pb.MinimalAttackParams, only=ctx.applies))
+    return response
+
+
+# -- robustness over a dataset ------------------------------------------------------------------
+
+
+def _attack_images(ctx: Ctx, name: str, limit: int, true_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The first ``limit`` images of a registered dataset, preprocessed as the model's input.
+
+    Returns ``(x (N, C, H, W) in [0, 1], labels (N,) in the model's class indices or None, skipped)``:
+    images that cannot be read or converted are skipped and counted, never fatal. With true labels the
+    dataset must fit the model: its classes must all be classes of the model (matched by name, so an
+    image folder with ``Sneaker/``, ``Bag/`` sub-folders works for the Fashion-MNIST LeNets); a
+    dataset without class sub-folders has no true labels.
+    """
+    dataset = dataset_named(ctx, name)
+    spec = ctx.model.spec
+    label_map: np.ndarray | None = None
+    if true_labels:
+        model_labels = {label: i for i, label in enumerate(spec.labels)}
+        foreign = [c for c in dataset.classes if c not in model_labels]
+        if not dataset.classes or foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            why = (
+                "it has no class labels (no class sub-folders)"
+                if not dataset.classes
+                else f"its classes {shown} are not classes of the model"
+            )
+            raise BadRequest(
+                f"dataset {name} does not fit {spec.name}: {why}; with true labels AttackDataset needs a "
+                f"dataset labelled with {spec.name}'s classes (or true_labels=false to attack the predictions)",
+                field="dataset",
+            )
+        label_map = np.array([model_labels[c] for c in dataset.classes], dtype=np.int64)
+    ids, x, skipped = load_first(dataset, spec.preprocessing, limit)
+    if not ids:
+        raise BadRequest(
+            f"dataset {name} does not fit {spec.name}: none of its first {limit} images could be read and "
+            f"converted to the model's input",
+            field="dataset",
+        )
+    x = x.to(ctx.device)
+    if label_map is None:
+        return x, None, skipped
+    labels = label_map[dataset.labels()[np.asarray(ids, dtype=np.int64)]]
+    return x, torch.from_numpy(labels).to(x.device), skipped
+
+
+def _resolve_dataset(
+    params: AttackDatasetParams, model: LoadedModel, request: pb.AttackDatasetRequest
+) -> AttackDatasetParams:
+    methods = list(request.methods)
+    for i, epsilon in enumerate(request.epsilons):
+        l2 = methods == ["deepfool_l2"]
+        if not (np.isfinite(epsilon) and 0 <= epsilon and (l2 or epsilon <= 1)):
+            raise BadRequest(
+                f"epsilon must be in {'[0, inf)' if l2 else '[0, 1]'} (pixel units), got {epsilon}",
+                field=f"epsilons[{i}]",
+            )
+    return resolve_dataset_params(params, methods, model.spec.num_classes)
+
+
+@handler("AttackDataset", params=AttackDatasetParams, resolve=_resolve_dataset)
+def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
+    limit = request.limit if request.HasField("limit") else 1000
+    if limit > ctx.limits.max_dataset_images:
+        raise BadRequest(
+            f"the default limit ({limit}) is above this server's max_dataset_images={ctx.limits.max_dataset_images}",
+            field="limit",
+        )
+    true_labels = request.true_labels if request.HasField("true_labels") else True
+    methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
+    x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
+    attacked = len(x)
+
+    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+        return robustness(
+            ctx.module,
+            x,
+            y,
+            methods=methods,
+            epsilons=epsilons,
+            params=params,
+            should_stop=should_stop,
+            on_step=on_step,
+        )
+
+    def finish(result: Any) -> pb.AttackDatasetResult:
+        correct = result.clean_correct
+        return pb.AttackDatasetResult(
+            dataset=request.dataset,
+            images=attacked,
+            skipped=skipped,
+            clean_accuracy=float(correct.float().mean()),
+            epsilons=result.epsilons,
+            curves=[
+                pb.MethodCurve(
+                    method=curve.method,
+                    accuracy=curve.accuracy,
+                    levels=curve.levels,
+                    minimal=convert.tensor(curve.minimal.float()),
+                    median_minimal=curve.median_minimal(correct),
+                    non_monotone=curve.non_monotone,
+                    runs=curve.runs,
+                    not_found=curve.not_found,
+                )
+                for curve in result.curves
+            ],
+            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({attacked} images)"),
+            resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
+            true_labels=true_labels,
+            norm=result.norm,
+        )
+
+    return Streamed(run, finish)

@@ -1,0 +1,93 @@
+"""Results built from the reply descriptors: every reply field read, conversions by field type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client.results import RESULTS, EmbeddingResult, KernelsResult, TopActivationsResult, is_folder, save_pngs
+from client.results._build import _CLASSES, unread_fields
+from protos import interp_pb2 as pb
+from protos.codec import to_tensor
+from protos.methods import METHODS
+
+
+def test_every_rpc_has_a_converter_and_every_result_reads_every_reply_field() -> None:
+    assert set(RESULTS) == {m.rpc for m in METHODS}
+    for cls in set(_CLASSES.values()):
+        assert unread_fields(cls) == [], cls.__name__
+
+
+def test_conversions_follow_the_field_types() -> None:
+    entry = pb.TopEntry(image_id=3, box=pb.Box(y0=1, x0=2, y1=5, x1=6), crop=to_tensor(np.zeros((3, 4, 5), np.float32)))
+    reply = pb.TopActivationsResponse(
+        stamp=pb.ModelStamp(model="lenet", request_id="r", elapsed_ms=2.0),
+        channels=[pb.ChannelTop(channel=7, entries=[entry])],
+        grid_png=b"png",
+    )
+    result = RESULTS["TopActivations"](reply)
+    assert isinstance(result, TopActivationsResult) and result.model == "lenet" and result.request_id == "r"
+    top = result.channels[0].entries[0]
+    assert result.channels[0].channel == 7 and top.box == (1, 2, 5, 6)
+    assert top.crop.shape == (4, 5, 3)  # an image tensor, channels last
+    assert top.projection is None and top.crop_png == b""  # unset tensor, empty bytes kept as bytes
+    kernels = RESULTS["Kernels"](pb.KernelsResponse(weights=to_tensor(np.ones((2, 1, 3, 3), np.float32))))
+    assert isinstance(kernels, KernelsResult) and kernels.weights.shape == (2, 1, 3, 3) and kernels.bias is None
+    embedding = RESULTS["Embedding"](
+        pb.EmbeddingResult(image_ids=[5, 6], labels=[1, -1], resolved=pb.EmbeddingParams(seed=3))
+    )
+    assert isinstance(embedding, EmbeddingResult) and embedding.coordinates.shape == (0, 2)
+    assert embedding.image_ids.dtype == np.int64 and embedding.labels.dtype == np.int32
+    assert embedding.params == {"seed": 3}
+    info = RESULTS["GetServerInfo"](pb.ServerInfo(limits=pb.Limits(max_steps=9), libraries={"b": "2", "a": "1"}))
+    assert info.limits["max_steps"] == 9 and info.limits["max_channels"] == 0 and list(info.libraries) == ["a", "b"]
+    event = RESULTS["VisualizeFilter"]  # the stream's result; its progress events are ProgressEvent
+    assert event(pb.VisualizeFilterResult(channels=[1, 2])).channels == (1, 2)
+
+
+def test_list_replies_are_lists_of_their_item_class() -> None:
+    datasets = RESULTS["ListDatasets"](pb.ListDatasetsResponse(datasets=[pb.DatasetInfo(name="d", classes=["a"])]))
+    assert isinstance(datasets, list) and datasets[0].name == "d" and datasets[0].classes == ("a",)
+    models = RESULTS["ListModels"](pb.ListModelsResponse(models=[pb.ModelInfo(name="m", status=pb.ModelInfo.READY)]))
+    assert isinstance(models, list) and models[0].ready
+
+
+@pytest.mark.parametrize(
+    ("dest", "folder"),
+    [("cls/", True), ("out/attack", True), ("out/dream.png", False), ("out/x.jpeg", False)],
+)
+def test_output_paths_read_the_same_everywhere(tmp_path, dest, folder) -> None:
+    assert is_folder(dest) is folder
+    paths = save_pngs(
+        [("main", b"1"), ("other", b"2")], tmp_path / dest if not dest.endswith("/") else f"{tmp_path}/{dest}"
+    )
+    if folder:
+        assert [p.name for p in paths] == ["main.png", "other.png"] and paths[0].parent.is_dir()
+    else:
+        stem, suffix = dest.rsplit("/", 1)[1].rsplit(".", 1)
+        assert [p.name for p in paths] == [f"{stem}.{suffix}", f"{stem}_other.{suffix}"]
+    existing = tmp_path / "existing.dir"
+    existing.mkdir()
+    assert is_folder(existing)
+
+
+def test_a_reply_without_a_class_of_its_own_gets_one_from_its_descriptor(monkeypatch, tmp_path) -> None:
+    from client import cli_text
+    from client.results import _build, converter
+    from protos.methods import by_rpc
+
+    reply = pb.NearestNeighborsResponse(
+        stamp=pb.ModelStamp(model="lenet", request_id="r"),
+        input=pb.PreprocessedInput(tensor=to_tensor(np.zeros((1, 6, 5), np.float32)), png=b"in"),
+        neighbors=[pb.Neighbor(image_id=4, distance=0.5, image=to_tensor(np.zeros((1, 6, 5), np.float32)))],
+        grid_png=b"grid",
+    )
+    known = {k: v for k, v in _build._CLASSES.items() if "Neighbor" not in k}  # as if NearestNeighbors were new
+    monkeypatch.setattr(_build, "_CLASSES", known)
+    result = converter(by_rpc("NearestNeighbors"))(reply)
+    assert type(result).__name__ == "NearestNeighborsResponse" and type(result).__module__ == "client.results.generated"
+    assert result.model == "lenet" and result.request_id == "r" and result.input.shape == (6, 5, 1)
+    assert result.neighbors[0].image_id == 4 and result.neighbors[0].image.shape == (6, 5, 1)
+    assert [p.name for p in result.save(tmp_path / "nn/")] == ["input.png", "grid.png"]
+    assert "neighbors" in cli_text.generic_text(result) and "1 Neighbor" in cli_text.generic_text(result)
+    assert _build.unread_fields(type(result)) == []

@@ -1,0 +1,46 @@
+"""Exceptions carry their gRPC status; the lookup walks the class's MRO; foreign classes (defined
+where grpc is not imported) are registered by the server."""
+
+from __future__ import annotations
+
+import grpc
+
+from interp.errors import Cancelled, InvalidInput
+from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsNotFound
+from server import foreign_errors
+from server.errors import BadRequest, FailedPrecondition, Overloaded, status_for
+from server.stores.index import IndexUnavailable
+from server.stores.maps import MapUnavailable
+
+
+def test_the_servers_exceptions_carry_their_status() -> None:
+    assert status_for(BadRequest("x", field="f")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(Overloaded("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_for(IndexUnavailable("x")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(MapUnavailable("x")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_subclass_inherits_its_parents_status_or_declares_its_own() -> None:
+    class Busy(FailedPrecondition):
+        pass
+
+    class Gone(FailedPrecondition):
+        grpc_status_code = grpc.StatusCode.NOT_FOUND
+
+    assert status_for(Busy()) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(Gone()) == grpc.StatusCode.NOT_FOUND
+
+
+def test_foreign_exceptions_get_their_registered_status() -> None:
+    assert UnknownModel in foreign_errors.FOREIGN_STATUS
+    assert status_for(UnknownModel("x")) == grpc.StatusCode.NOT_FOUND
+    assert status_for(ModelUnavailable("x")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(UnknownLayer("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(InvalidInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(WeightsNotFound("x")) == grpc.StatusCode.FAILED_PRECONDITION  # a WeightsError
+    assert status_for(Cancelled("x")) == grpc.StatusCode.CANCELLED
+
+
+def test_anything_else_has_no_status_and_becomes_internal() -> None:
+    assert status_for(ValueError("x")) is None
+    assert status_for(KeyError("x")) is None
