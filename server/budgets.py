@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from interp.pca import pca_cost
+from models.catalogue import LayerInfo
 from models.hub import LoadedModel
 from server.config import Limits
 from server.errors import Overloaded
@@ -68,17 +69,27 @@ def activation_values(model: LoadedModel) -> int:
     return sum(math.prod(layer.output_shape) for layer in model.layers)
 
 
+def feature_width(layer: LayerInfo) -> int:
+    """Width of a layer's per-image features in the index: channels (spatial maps are mean-pooled)."""
+    return layer.channels
+
+
+def then(first: JobCost, second: JobCost) -> JobCost:
+    """Two phases of one job run one after the other: the larger memory, the work added up."""
+    return JobCost(max(first.bytes, second.bytes), first.macs + second.macs, f"{first.sizes}, then {second.sizes}")
+
+
 def check(limits: Limits, what: str, cost: JobCost, advice: str) -> None:
     """Refuse ``cost`` when it is above either budget (RESOURCE_EXHAUSTED naming the budget)."""
     if cost.bytes > limits.max_job_bytes:
         raise Overloaded(
-            f"{what}: {cost.sizes} would hold about {cost.bytes / 1e6:,.0f} MB, above this server's budget "
-            f"max_job_bytes={limits.max_job_bytes / 1e6:,.0f} MB (--max-job-mb); {advice}"
+            f"{what}: {cost.sizes} would hold about {cost.bytes:,} bytes, above this server's budget "
+            f"max_job_bytes={limits.max_job_bytes:,} (--max-job-mb); {advice}"
         )
     if cost.macs > limits.max_job_macs:
         raise Overloaded(
-            f"{what}: {cost.sizes} is about {cost.macs:.2g} multiply-adds, above this server's budget "
-            f"max_job_macs={limits.max_job_macs:.2g} (--max-job-gmacs); {advice}"
+            f"{what}: {cost.sizes} is about {cost.macs:,} multiply-adds, above this server's budget "
+            f"max_job_macs={limits.max_job_macs:,} (--max-job-gmacs); {advice}"
         )
 
 
@@ -115,6 +126,15 @@ def neighbours_cost(points: int, width: int, queries: int) -> JobCost:
     )
 
 
+def place_cost(model: LoadedModel, images: int, points: int) -> JobCost:
+    """PlaceImages: one forward per image, then each image against the map's points."""
+    return JobCost(
+        images * (activation_values(model) * FLOAT + points * 8 * 3),
+        images * (forward_macs(model) + points * TSNE_WORK_PER_POINT),
+        f"{images:,} image(s) placed on a map of {points:,} points",
+    )
+
+
 def projections_cost(model: LoadedModel, crops: int) -> JobCost:
     """TopActivations' projections: one guided backward (about two forwards) per crop."""
     return JobCost(
@@ -148,6 +168,9 @@ __all__ = [
     "activation_values",
     "attack_dataset_cost",
     "check",
+    "feature_width",
+    "place_cost",
+    "then",
     "forward_macs",
     "index_cost",
     "map_cost",
