@@ -65,7 +65,7 @@ def forward_macs(model: LoadedModel) -> int:
 
 
 def activation_values(model: LoadedModel) -> int:
-    """Values one forward pass of one image writes (every layer's output)."""
+    """Values one forward pass of one image writes (every layer's output): what a backward pass keeps."""
     return sum(math.prod(layer.output_shape) for layer in model.layers)
 
 
@@ -77,6 +77,13 @@ def feature_width(layer: LayerInfo) -> int:
 def then(first: JobCost, second: JobCost) -> JobCost:
     """Two phases of one job run one after the other: the larger memory, the work added up."""
     return JobCost(max(first.bytes, second.bytes), first.macs + second.macs, f"{first.sizes}, then {second.sizes}")
+
+
+def forward_peak_values(model: LoadedModel) -> int:
+    """Values alive at once in a forward pass without gradients, per image: a layer's input and
+    output (the largest pair bounds it; the index pass reduces each output in its hook and frees it)."""
+    sizes = [math.prod(layer.output_shape) for layer in model.layers]
+    return 2 * max(sizes, default=0)
 
 
 def check(limits: Limits, what: str, cost: JobCost, advice: str) -> None:
@@ -98,9 +105,9 @@ def index_cost(model: LoadedModel, images: int, widths: Sequence[int], units: in
     features of the layers (``widths``), top-k tables of ``units`` units, one batch's activations."""
     features = images * sum(widths) * FLOAT
     tables = units * k * 4 * FLOAT
-    batch_values = min(batch, images) * activation_values(model) * FLOAT
+    batch_values = min(batch, images) * forward_peak_values(model) * FLOAT
     return JobCost(
-        features + tables + 2 * batch_values,
+        features + tables + batch_values,
         images * forward_macs(model),
         f"indexing {images:,} images ({sum(widths):,} feature values each, {units:,} units x k={k})",
     )
@@ -129,7 +136,7 @@ def neighbours_cost(points: int, width: int, queries: int) -> JobCost:
 def place_cost(model: LoadedModel, images: int, points: int) -> JobCost:
     """PlaceImages: one forward per image, then each image against the map's points."""
     return JobCost(
-        images * (activation_values(model) * FLOAT + points * 8 * 3),
+        images * (forward_peak_values(model) * FLOAT + points * 8 * 3),
         images * (forward_macs(model) + points * TSNE_WORK_PER_POINT),
         f"{images:,} image(s) placed on a map of {points:,} points",
     )
@@ -172,6 +179,7 @@ __all__ = [
     "place_cost",
     "then",
     "forward_macs",
+    "forward_peak_values",
     "index_cost",
     "map_cost",
     "neighbours_cost",
