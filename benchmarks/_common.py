@@ -23,13 +23,14 @@ from server.config import Limits, ServerConfig
 
 
 @contextmanager
-def running_server(models: Sequence[str]) -> Iterator[tuple[Server, str]]:
+def running_server(models: Sequence[str], **config: object) -> Iterator[tuple[Server, str]]:
     """An in-process server on 127.0.0.1:<free port> serving ``models``.
 
     vgg16/alexnet get seeded random weights (ImageNet weights cannot be downloaded here; timing
     does not depend on the values); lenet serves its trained checkpoint when one is bundled in
     models/weights/, else random weights too. ``torch_threads=0`` leaves torch's thread count
-    as the benchmark process set it, so raw and service runs share it.
+    as the benchmark process set it, so raw and service runs share it. ``config``: further
+    ``ServerConfig`` fields (``datasets={"name": folder}``).
     """
     config = ServerConfig(
         host="127.0.0.1",
@@ -40,6 +41,7 @@ def running_server(models: Sequence[str]) -> Iterator[tuple[Server, str]]:
         reflection=False,
         log_level="WARNING",
         limits=Limits(default_deadline_s=3600.0),
+        **config,  # type: ignore[arg-type]
     )
     server, port = create_server(config)
     server.start()

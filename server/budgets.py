@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from interp.pca import pca_cost
+from models.catalogue import LayerInfo
 from models.hub import LoadedModel
 from server.config import Limits
 from server.errors import Overloaded
@@ -64,21 +65,38 @@ def forward_macs(model: LoadedModel) -> int:
 
 
 def activation_values(model: LoadedModel) -> int:
-    """Values one forward pass of one image writes (every layer's output)."""
+    """Values one forward pass of one image writes (every layer's output): what a backward pass keeps."""
     return sum(math.prod(layer.output_shape) for layer in model.layers)
+
+
+def feature_width(layer: LayerInfo) -> int:
+    """Width of a layer's per-image features in the index: channels (spatial maps are mean-pooled)."""
+    return layer.channels
+
+
+def then(first: JobCost, second: JobCost) -> JobCost:
+    """Two phases of one job run one after the other: the larger memory, the work added up."""
+    return JobCost(max(first.bytes, second.bytes), first.macs + second.macs, f"{first.sizes}, then {second.sizes}")
+
+
+def forward_peak_values(model: LoadedModel) -> int:
+    """Values alive at once in a forward pass without gradients, per image: a layer's input and
+    output (the largest pair bounds it; the index pass reduces each output in its hook and frees it)."""
+    sizes = [math.prod(layer.output_shape) for layer in model.layers]
+    return 2 * max(sizes, default=0)
 
 
 def check(limits: Limits, what: str, cost: JobCost, advice: str) -> None:
     """Refuse ``cost`` when it is above either budget (RESOURCE_EXHAUSTED naming the budget)."""
     if cost.bytes > limits.max_job_bytes:
         raise Overloaded(
-            f"{what}: {cost.sizes} would hold about {cost.bytes / 1e6:,.0f} MB, above this server's budget "
-            f"max_job_bytes={limits.max_job_bytes / 1e6:,.0f} MB (--max-job-mb); {advice}"
+            f"{what}: {cost.sizes} would hold about {cost.bytes:,} bytes, above this server's budget "
+            f"max_job_bytes={limits.max_job_bytes:,} (--max-job-mb); {advice}"
         )
     if cost.macs > limits.max_job_macs:
         raise Overloaded(
-            f"{what}: {cost.sizes} is about {cost.macs:.2g} multiply-adds, above this server's budget "
-            f"max_job_macs={limits.max_job_macs:.2g} (--max-job-gmacs); {advice}"
+            f"{what}: {cost.sizes} is about {cost.macs:,} multiply-adds, above this server's budget "
+            f"max_job_macs={limits.max_job_macs:,} (--max-job-gmacs); {advice}"
         )
 
 
@@ -87,9 +105,9 @@ def index_cost(model: LoadedModel, images: int, widths: Sequence[int], units: in
     features of the layers (``widths``), top-k tables of ``units`` units, one batch's activations."""
     features = images * sum(widths) * FLOAT
     tables = units * k * 4 * FLOAT
-    batch_values = min(batch, images) * activation_values(model) * FLOAT
+    batch_values = min(batch, images) * forward_peak_values(model) * FLOAT
     return JobCost(
-        features + tables + 2 * batch_values,
+        features + tables + batch_values,
         images * forward_macs(model),
         f"indexing {images:,} images ({sum(widths):,} feature values each, {units:,} units x k={k})",
     )
@@ -112,6 +130,15 @@ def neighbours_cost(points: int, width: int, queries: int) -> JobCost:
         points * width * FLOAT * 2 + points * queries * 8,
         points * width * queries,
         f"{queries:,} queries against {points:,} images of width {width:,}",
+    )
+
+
+def place_cost(model: LoadedModel, images: int, points: int) -> JobCost:
+    """PlaceImages: one forward per image, then each image against the map's points."""
+    return JobCost(
+        images * (forward_peak_values(model) * FLOAT + points * 8 * 3),
+        images * (forward_macs(model) + points * TSNE_WORK_PER_POINT),
+        f"{images:,} image(s) placed on a map of {points:,} points",
     )
 
 
@@ -148,7 +175,11 @@ __all__ = [
     "activation_values",
     "attack_dataset_cost",
     "check",
+    "feature_width",
+    "place_cost",
+    "then",
     "forward_macs",
+    "forward_peak_values",
     "index_cost",
     "map_cost",
     "neighbours_cost",

@@ -17,11 +17,12 @@ import torch
 
 from interp import rendering
 from interp.errors import Cancelled
+from models.catalogue import LayerInfo
 from models.dataset_registry import DatasetRegistry
 from models.errors import UnknownLayer, shown
 from models.hub import LoadedModel, ModelHub, suggest
 from protos import interp_pb2 as pb
-from server import convert
+from server import budgets, convert
 from server import foreign_errors as _foreign_errors  # noqa: F401 - registers the status of interp/models errors
 from server.batcher import Batcher, Compute
 from server.capacity import CapacityGate, DecodeBudget
@@ -325,6 +326,13 @@ class Ctx:
                 f"{what}: the answer would hold about {answer_bytes:,} bytes, above this server's message "
                 f"budget max_message_bytes={budget:,}; ask for fewer layers or include_tensors=false"
             )
+
+    def check_job(self, what: str, cost: budgets.JobCost, advice: str) -> None:
+        """A dataset-level job's estimate against this server's job budgets (server/budgets.py)."""
+        budgets.check(self.limits, what, cost, advice)
+
+    def layer_info(self, path: str) -> LayerInfo:
+        return next(i for i in self.model.layers if i.name == path)
 
     def check_work(self, what: str, *, batch: int, side: int, steps: int) -> None:
         """The combined budgets: batch x side^2 (memory) and that x steps (time)."""

@@ -77,9 +77,25 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+MESSAGE_LIMIT = 900
+"""Characters of an error message that reach a status or a log line; a longer one is elided in the
+middle. Request values are shown shortened where messages are made (``models.errors.shown``); this
+bound holds for every message, whatever made it, so a status never outgrows gRPC's metadata limit."""
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)}
+
+
 def _message(exc: BaseException) -> str:
     # KeyError-derived exceptions repr their argument; use the plain text.
-    return str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return bounded(str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc))
+
+
+def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` on one line (control characters escaped), at most about ``limit`` characters."""
+    message = message.translate(_CONTROL)
+    if len(message) <= limit:
+        return message
+    head = limit * 2 // 3
+    return f"{message[:head]} ...[{len(message) - limit:,} characters elided]... {message[-(limit - head):]}"
 
 
 def rich_status(code: grpc.StatusCode, message: str, request_id: str, field: str | None = None) -> grpc.Status:

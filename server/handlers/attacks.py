@@ -20,11 +20,13 @@ from interp.attacks.minimal_params import resolve as resolve_minimal
 from interp.attacks.robustness import AttackDatasetParams, curve_png, resolve_dataset_params, robustness
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
-from server import convert
+from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, flag, handler, input_echo, per_image
 from server.stores.datasets import load_first
+
+DEFAULT_STEPS, DEFAULT_BATCH = 10, 100  # BIM/PGD steps and images attacked together when unset (interp's)
 
 
 def _resolve_attack(params: AttackParams, model: LoadedModel, request: pb.AttackRequest) -> AttackParams:
@@ -309,6 +311,10 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
         )
     true_labels = request.true_labels if request.HasField("true_labels") else True
     methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
+    images = min(limit, dataset_named(ctx, request.dataset).size)
+    steps, batch = params.steps or DEFAULT_STEPS, params.batch_size or DEFAULT_BATCH  # interp's defaults
+    cost = budgets.attack_dataset_cost(ctx.model, images, methods, len(epsilons), steps, batch)
+    ctx.check_job("AttackDataset", cost, "attack fewer images (limit), with fewer epsilons, methods or steps")
     x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
     attacked = len(x)
 

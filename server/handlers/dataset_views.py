@@ -20,7 +20,7 @@ from interp.progress import StepEvent
 from models.datasets import DatasetError, DatasetNotFound
 from models.hub import LoadedModel
 from protos import interp_pb2 as pb
-from server import convert
+from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, handler
@@ -74,6 +74,10 @@ def build_index(ctx: Ctx, request: pb.BuildIndexRequest, params: BuildIndexParam
     layers = _index_layers(ctx, request.layers)
     model = ctx.model
     store = ctx.services.index_store
+    infos = [ctx.layer_info(path) for path in layers]
+    widths = [budgets.feature_width(i) for i in infos]
+    cost = budgets.index_cost(model, dataset.size, widths, sum(i.channels for i in infos), params.k, params.batch_size)
+    ctx.check_job("BuildIndex", cost, "index fewer layers, a smaller k, or a smaller dataset")
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
         def progress(p: Any) -> None:
@@ -146,6 +150,9 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
             raise BadRequest(
                 f"channel {c} out of range for {path}: valid 0..{info.channels - 1}", field=f"channels[{i}]"
             )
+    if projections:
+        cost = budgets.projections_cost(ctx.model, len(channels) * k)
+        ctx.check_job("TopActivations", cost, "ask for fewer channels or a smaller k with projections")
     stored = _stored_index(ctx, dataset, path, k, request.layer)
     values, ids, ys, xs = stored.top(path)
     spatial = info.rf_size is not None and len(info.output_shape) == 3
@@ -249,6 +256,8 @@ def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: Non
     path = ctx.layer(request.layer, field="layer")
     metric = ctx.choice("metric")
     k = request.k if request.HasField("k") else 10
+    width = budgets.feature_width(ctx.layer_info(path))
+    ctx.check_job("NearestNeighbors", budgets.neighbours_cost(dataset.size, width, 1), "query a narrower layer")
     x = ctx.input(request.image)
     stored = _stored_index(ctx, dataset, path, 1, request.layer)
     features = torch.from_numpy(stored.features(path))

@@ -16,7 +16,7 @@ from interp.dataset import neighbours as di
 from interp.embedding import EmbeddingParams, embed, min_points, place, scatter_image
 from interp.progress import StepEvent
 from protos import interp_pb2 as pb
-from server import convert
+from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, handler
@@ -78,6 +78,18 @@ def _map_request(ctx: Ctx, request: Any, params: Any) -> _MapRequest:
     return _MapRequest(dataset, path, method, points, params if method == "tsne" else None, key)
 
 
+def _map_cost(ctx: Ctx, req: _MapRequest, params: EmbeddingParams, batch_size: int) -> budgets.JobCost:
+    """The map's PCA and t-SNE, after the index pass that gives its features when none is stored."""
+    model, info = ctx.model, ctx.layer_info(req.path)
+    width, iterations = budgets.feature_width(info), params.early_iterations + params.iterations
+    cost = budgets.map_cost(req.points, width, req.method, params.pca_dims, iterations, params.perplexity)
+    base = base_key(model.weights.sha256, req.dataset.manifest(), model.spec.preprocessing)
+    if ctx.services.index_store.find(base, req.path, 1) is not None:
+        return cost
+    index = budgets.index_cost(model, req.dataset.size, [width], info.channels, DEFAULT_K, batch_size)
+    return budgets.then(index, cost)
+
+
 @handler("Embedding", params=EmbeddingParams)
 def embedding(ctx: Ctx, request: pb.EmbeddingRequest, params: EmbeddingParams) -> Streamed:
     req = _map_request(ctx, request, params)
@@ -85,6 +97,7 @@ def embedding(ctx: Ctx, request: pb.EmbeddingRequest, params: EmbeddingParams) -
     store = ctx.services.index_store
     side = model.spec.input_shape[1]
     batch_size = default_batch(side)
+    ctx.check_job("Embedding", _map_cost(ctx, req, params, batch_size), "use fewer points (limit) or iterations")
     threads = torch.get_num_threads()
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
@@ -186,6 +199,8 @@ def place_images(ctx: Ctx, request: pb.PlaceImagesRequest, params: EmbeddingPara
             f"is cached on this server; make it first with the same request: Embedding (CLI: interp embed "
             f"{model.spec.name} {req.dataset.name} --layer {request.layer}{method}{limit} -o map.png)"
         )
+    cost = budgets.place_cost(ctx.model, len(request.images), len(cached.ids))
+    ctx.check_job("PlaceImages", cost, "place fewer images")
     inputs = [ctx.input(image, f"images[{i}]") for i, image in enumerate(request.images)]
     x = torch.cat(inputs)
     features = di.query_features(ctx.module, x, req.path).cpu().numpy()

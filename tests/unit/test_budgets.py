@@ -40,9 +40,11 @@ def test_forward_macs_of_lenet_by_hand(hub: ModelHub) -> None:
 def test_a_job_over_either_budget_is_refused_naming_it() -> None:
     limits = dataclasses.replace(Limits(), max_job_bytes=1000, max_job_macs=10**6)
     budgets.check(limits, "BuildIndex", budgets.JobCost(1000, 10**6, "sizes"), "use fewer images")
-    with pytest.raises(Overloaded, match=r"BuildIndex: sizes would hold .* max_job_bytes=0 MB \(--max-job-mb\); use"):
+    bytes_refusal = r"BuildIndex: sizes would hold about 1,001 bytes, .* max_job_bytes=1,000 \(--max-job-mb\); use"
+    with pytest.raises(Overloaded, match=bytes_refusal):
         budgets.check(limits, "BuildIndex", budgets.JobCost(1001, 1, "sizes"), "use fewer images")
-    with pytest.raises(Overloaded, match=r"max_job_macs=1e\+06 \(--max-job-gmacs\)"):
+    work_refusal = r"about 1,000,001 multiply-adds, .* max_job_macs=1,000,000 \(--max-job-gmacs\)"
+    with pytest.raises(Overloaded, match=work_refusal):
         budgets.check(limits, "BuildIndex", budgets.JobCost(1, 10**6 + 1, "sizes"), "use fewer images")
 
 

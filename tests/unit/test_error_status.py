@@ -44,3 +44,13 @@ def test_foreign_exceptions_get_their_registered_status() -> None:
 def test_anything_else_has_no_status_and_becomes_internal() -> None:
     assert status_for(ValueError("x")) is None
     assert status_for(KeyError("x")) is None
+
+
+def test_every_message_is_bounded_and_on_one_line() -> None:
+    from server.errors import MESSAGE_LIMIT, bounded
+
+    assert bounded("short\nline\x00") == "short\\x0aline\\x00"
+    long = "start " + "x" * 10**6 + " end"
+    out = bounded(long)
+    assert len(out) < MESSAGE_LIMIT + 60 and out.startswith("start xx") and out.endswith("xx end")
+    assert "characters elided" in out
