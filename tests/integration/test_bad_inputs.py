@@ -519,6 +519,8 @@ SMALL_LIMITS = Limits(
     max_embedding_points=2000,
     max_perplexity=40.0,
     max_place_images=3,
+    max_job_bytes=4 * 10**9,
+    max_job_macs=10**13,
 )
 
 
