@@ -108,7 +108,8 @@ def test_html_page_hover_at_the_mapped_position_is_point_i(result, tmp_path):
     except ImportError:
         require(False, "selenium is not installed (pip install selenium)")
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    require(chromium and Path(driver_path).exists(), "needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+    missing = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+    require(chromium and Path(driver_path).exists(), missing)
     page = result.write_html(tmp_path / "map.html")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
