@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.eval_naturalness import JUDGE_BAR, accuracy, class_images, judge_images, logit_percentiles, to_tensor
-from benchmarks.eval_naturalness import train_judge
+from benchmarks.eval_naturalness import (
+    JUDGE_BAR,
+    accuracy,
+    class_images,
+    judge_images,
+    logit_percentiles,
+    to_tensor,
+    train_judge,
+)
 from interp.feature_vis import FeatureVisParams
 from models.datasets import DatasetNotFound, load_dataset
 from models.lenet import build_lenet
@@ -55,9 +62,9 @@ def recognized(setting) -> dict[str, list[int]]:
     lenet, judge, p99 = setting
     preset = FeatureVisParams()
     out: dict[str, list[int]] = {"naturalness": [], "no L2 decay": []}
+    control = replace(preset, preset="naturalness", l2_decay=0.0)
     for seed in SEEDS:
-        for name, params in (("naturalness", replace(preset, seed=seed)),
-                             ("no L2 decay", replace(preset, preset="naturalness", l2_decay=0.0, seed=seed))):  # fmt: skip
+        for name, params in (("naturalness", replace(preset, seed=seed)), ("no L2 decay", replace(control, seed=seed))):
             result = class_images(lenet, params, mean_image=None)
             verdict = judge_images(result.images, lenet, judge)
             out[name].append(verdict.recognized)
