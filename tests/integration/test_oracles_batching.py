@@ -56,7 +56,9 @@ def pngs() -> list[bytes]:
 
 
 def independent_input(png: bytes) -> torch.Tensor:
-    bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).astype(np.float32) / 255.0
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    bgr = decoded.astype(np.float32) / 255.0
     luma = 0.114 * bgr[..., 0] + 0.587 * bgr[..., 1] + 0.299 * bgr[..., 2]
     small = cv2.resize(luma, (28, 28), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(np.clip(small, 0, 1))[None, None]

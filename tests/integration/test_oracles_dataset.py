@@ -82,6 +82,7 @@ def _field_probe(model: nn.Sequential, layer: str, y: int, x: int) -> tuple[int,
             break
     x_in = torch.ones(1, 1, 28, 28, requires_grad=True)
     nn.Sequential(*probe)(x_in)[0, 0, y, x].backward()
+    assert x_in.grad is not None
     rows, cols = np.nonzero(x_in.grad[0, 0].numpy())
     return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
 

@@ -77,7 +77,9 @@ def hand_grad_cam(model: nn.Sequential, x: torch.Tensor, layer: str, target: int
     finally:
         handle.remove()
     logits[0, target].backward()
-    a, g = kept["a"][0].detach(), kept["a"].grad[0]
+    grad = kept["a"].grad
+    assert grad is not None
+    a, g = kept["a"][0].detach(), grad[0]
     alpha = g.mean(dim=(1, 2))
     return torch.relu((alpha[:, None, None] * a).sum(0))
 

@@ -10,8 +10,8 @@ in a size x size square less a margin, one scale for both axes, y pointing up.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,7 +45,7 @@ def _decode(png: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory) -> Iterator[object]:
+def result(tmp_path_factory) -> Any:
     """A PCA map of 9 Fashion-MNIST test images, one per class folder (labels 0..8 = tab10 colours)."""
     from models.datasets import load_dataset
 
@@ -59,8 +59,8 @@ def result(tmp_path_factory) -> Iterator[object]:
     srv, port = create_server(config)
     srv.start()
     try:
-        with InterpClient(f"127.0.0.1:{port}", timeout=300) as c:
-            r = c.embedding("lenet", dataset=DATASET, layer="relu3", method="pca")
+        with InterpClient(f"127.0.0.1:{port}", timeout=300) as client:
+            r = client.embedding("lenet", dataset=DATASET, layer="relu3", method="pca")
     finally:
         srv.stop(grace=None)
     assert list(r.labels) == list(range(9)) and list(r.image_ids) == list(range(9))
@@ -112,7 +112,7 @@ def test_html_page_hover_at_the_mapped_position_is_point_i(result, tmp_path):
     require(chromium and Path(driver_path).exists(), missing)
     page = result.write_html(tmp_path / "map.html")
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = str(chromium)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1000"):  # fmt: skip

@@ -69,7 +69,7 @@ def recognized(setting) -> dict[str, list[int]]:
             verdict = judge_images(result.images, lenet, judge)
             out[name].append(verdict.recognized)
             if name == "naturalness":
-                assert result.params.preset == "naturalness" and result.params.l2_decay > 0
+                assert result.params.preset == "naturalness" and (result.params.l2_decay or 0.0) > 0
                 assert bool(torch.all(verdict.lenet_logit > p99)), (seed, verdict.lenet_logit.tolist(), p99.tolist())
                 assert torch.equal(verdict.lenet_top1, torch.arange(10))
     print("\njudge recognized, per seed:", out)
