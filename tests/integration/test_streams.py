@@ -183,15 +183,23 @@ def test_deadline_stops_deepdream_mid_run(served, stub) -> None:
 
 
 def test_server_default_deadline_stops_a_stream_without_a_client_deadline(served, stub) -> None:
-    srv, _ = served
+    srv, target = served
+    # A preview every step and a client that stops reading after the first event: flow control
+    # (no BDP growth of the window) holds the server's loop, so the run cannot finish before the
+    # server's default deadline on any machine; the test waits for the worker to end, then reads.
+    request = visualize(2048, 64)
+    request.params.preview_every = 1
+    request.every_step = True
     start = time.perf_counter()
-    with counting_steps(srv) as steps:
-        with pytest.raises(grpc.RpcError) as info:
-            for _event in stub.VisualizeFilter(visualize(2048, SLOW_SIZE)):  # no client deadline: the server's
-                pass
+    with counting_steps(srv) as steps, grpc.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as slow:
+        stream = interp_pb2_grpc.InterpStub(slow).VisualizeFilter(request)  # no client deadline: the server's
+        assert next(stream).progress.step >= 1
+        wait_until(lambda: idle(srv))  # the server's signal: the worker ended (the deadline cut it)
         elapsed = time.perf_counter() - start
-        wait_until(lambda: idle(srv))
         done = steps[0]
+        with pytest.raises(grpc.RpcError) as info:
+            for _event in stream:  # the events in flight, then the deadline
+                pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "default deadline" in info.value.details() and "of 2048 steps" in info.value.details()
     assert done < 2048  # cut by the deadline, not finished
