@@ -202,7 +202,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.MinimalAttackRequest.target': 'fgsm/bim/pgd: smallest eps reaching this class (targeted)',
     'interp.v1.MinimalAttackResponse.adversarial': '(C, H, W) float32 on the 8-bit grid',
     'interp.v1.MinimalAttackResponse.clean_misclassified': '`label` given and the clean prediction differs (level 0)',
-    'interp.v1.MinimalAttackResponse.epsilon': 'fgsm/bim/pgd: k*/255',
+    'interp.v1.MinimalAttackResponse.epsilon': 'fgsm/bim/pgd: k*/255; not found: the largest eps tried',
     'interp.v1.MinimalAttackResponse.found': 'a successful perturbation within max_epsilon / steps',
     'interp.v1.MinimalAttackResponse.iterations': 'deepfool iterations that moved the image',
     'interp.v1.MinimalAttackResponse.label': 'the class attacked away from, or the target',

@@ -221,7 +221,8 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
         response.found = bool(found.found[0])
         response.clean_misclassified = bool(found.clean_success[0]) and target is None
         response.level = level
-        response.epsilon = max(level, 0) / 255
+        # found: the minimal radius; not found: the largest radius tried (max_epsilon on the 8-bit grid)
+        response.epsilon = (max(level, 0) if response.found else found.k_max) / 255
         response.runs = int(found.runs[0])
         response.monotone = bool(found.monotone[0])
         response.violations.extend(found.violations[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import grpc
@@ -29,11 +30,9 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def batching() -> Iterator[tuple[object, str]]:
-    # A long delay: a batch whose companions are still decoding waits for them (a slow 2-core
-    # machine cannot split a burst of calls into batches of one by being slow).
-    limits = Limits(
-        max_concurrent_heavy=2, max_queued_heavy=8, default_deadline_s=120.0, batch_max_size=N, batch_delay_ms=2000.0
-    )
+    # Calls meet in a batch because the test holds the first one's forward until the batcher
+    # reports the others queued (its counters), not because they arrive within a delay.
+    limits = Limits(max_concurrent_heavy=2, max_queued_heavy=8, default_deadline_s=120.0, batch_max_size=N)
     srv, port = create_server(test_config(models=("lenet",), limits=limits, worker_threads=N + 2))
     srv.start()
     yield srv, f"127.0.0.1:{port}"
@@ -74,6 +73,49 @@ def _tensor(message: pb.Tensor) -> np.ndarray:
     return from_tensor(message)
 
 
+def _future(stub, rpc: str, image: bytes):  # noqa: ANN001, ANN202
+    if rpc == "Classify":
+        return stub.Classify.future(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=image)), timeout=120)
+    request = pb.SaliencyRequest(model="lenet", image=pb.Image(encoded=image), method="gradient")
+    return stub.Saliency.future(request, timeout=120)
+
+
+class _Release:
+    def __init__(self) -> None:
+        self.hold, self.reached = threading.Event(), threading.Event()
+
+    def entered(self) -> None:
+        assert self.reached.wait(120), "the first call's forward never started"
+
+
+@contextmanager
+def _held_first_batch(srv) -> Iterator[_Release]:  # noqa: ANN001
+    """The first forward of the served LeNet waits inside a pre-hook until the block is left."""
+    gate = _Release()
+
+    def block(*_: object) -> None:
+        if not gate.hold.is_set():
+            gate.reached.set()
+            gate.hold.wait(120)
+
+    handle = _lenet(srv).get_submodule("conv1").register_forward_pre_hook(block)
+    try:
+        yield gate
+    finally:
+        gate.hold.set()
+        handle.remove()
+
+
+def _until(condition) -> None:  # noqa: ANN001
+    """Wait for a batcher counter (polled; the bound only guards against a hang)."""
+    tick = threading.Event()
+    for _ in range(12000):
+        if condition():
+            return
+        tick.wait(0.01)
+    raise AssertionError("the calls never queued")
+
+
 @pytest.mark.parametrize("rpc", ["Classify", "Saliency"])
 def test_concurrent_calls_share_batches_and_answer_as_serial_ones(batching, images, rpc) -> None:
     srv, target = batching
@@ -82,19 +124,21 @@ def test_concurrent_calls_share_batches_and_answer_as_serial_ones(batching, imag
         stub = interp_pb2_grpc.InterpStub(channel)
 
         def call(image: bytes):  # noqa: ANN202
-            if rpc == "Classify":
-                return stub.Classify(pb.ClassifyRequest(model="lenet", image=pb.Image(encoded=image)), timeout=120)
-            request = pb.SaliencyRequest(model="lenet", image=pb.Image(encoded=image), method="gradient")
-            return stub.Saliency(request, timeout=120)
+            return _future(stub, rpc, image).result()
 
         before = batcher.stats.batches
         serial = [call(image) for image in images]
         assert batcher.stats.batches - before == N  # one at a time: batches of one, no waiting
         before_calls, before_batches = batcher.stats.calls, batcher.stats.batches
-        together = _concurrently([lambda image=image: call(image) for image in images])
+        with _held_first_batch(srv) as release:
+            futures = [_future(stub, rpc, images[0])]
+            release.entered()  # the first call computes alone, held in its forward
+            futures += [_future(stub, rpc, image) for image in images[1:]]
+            _until(lambda: batcher.pending() == N - 1)  # every other call queued behind it
+        together = [f.result() for f in futures]
         batches = batcher.stats.batches - before_batches
-        assert batcher.stats.calls - before_calls == N and batches < N  # some calls shared a batch
-        print(f"\n{rpc}: {N} concurrent calls in {batches} batches, sizes {batcher.stats.sizes[-batches:]}")
+        assert batcher.stats.calls - before_calls == N and batches == 2  # the N - 1 others shared one batch
+        assert batcher.stats.sizes[-2:] == [1, N - 1]
     for alone, batched in zip(serial, together, strict=True):
         if rpc == "Classify":
             np.testing.assert_allclose(_tensor(batched.logits), _tensor(alone.logits), rtol=0, atol=TOL)

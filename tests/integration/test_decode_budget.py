@@ -11,6 +11,7 @@ a short deadline answer RESOURCE_EXHAUSTED naming the budget.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,11 +39,13 @@ class Instrumented(DecodeBudget):
     def __init__(self, total: int, clock) -> None:  # noqa: ANN001
         super().__init__(total, clock)
         self.reservations: list[int] = []
+        self.give_up: list[float] = []  # each reserve's wait_until (when a waiting call gives up)
         self.most_held = 0
         self._record = threading.Lock()
 
     @contextmanager
     def reserve(self, nbytes, what, still_wanted, wait_until) -> Iterator[None]:  # noqa: ANN001
+        self.give_up.append(wait_until)
         with super().reserve(nbytes, what, still_wanted, wait_until):
             with self._record:
                 self.reservations.append(nbytes)
@@ -140,15 +143,37 @@ def test_a_call_waiting_for_the_budget_that_is_cancelled_leaves(served, stub) ->
     assert stub.Classify(_classify(_png16(1000, 1000, 4)), timeout=WAIT_S).predictions  # the budget is free
 
 
+def _jump_when_waiting(budget: DecodeBudget, waiters: int) -> None:
+    """Once ``waiters`` calls wait for the budget, its clock jumps far ahead (a fake clock): each
+    waiting call reaches its give-up time at once, whatever its deadline and the machine's load.
+    The caller restores ``budget.clock``."""
+    real = budget.clock
+    _wait_for(lambda: budget.waiting == waiters)
+    budget.clock = lambda: real() + 1e9
+
+
 def test_a_call_that_cannot_get_the_budget_before_its_deadline_is_resource_exhausted(served, stub) -> None:
     srv, _ = served
     budget = srv.servicer.decode_budget
-    with _filled(budget):
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Classify(_classify(_png16(1000, 1000, 5)), timeout=5.0)  # gives up at 4.5 s
+    real = budget.clock
+    try:
+        with _filled(budget):
+            # a client deadline far away: the budget's own clock decides when the call gives up
+            request = _classify(_png16(1000, 1000, 5))
+            sent = time.perf_counter()
+            waiting = stub.Classify.future(request, timeout=WAIT_S)
+            _jump_when_waiting(budget, 1)
+            with pytest.raises(grpc.RpcError) as info:
+                waiting.result()
+    finally:
+        budget.clock = real
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
     assert "decode_budget_bytes" in info.value.details() and "deadline" in info.value.details()
     assert budget.waiting == 0 and budget.used == 0
+    # the server gives up a margin (1 s of a 120 s deadline) before the client's deadline, so its
+    # RESOURCE_EXHAUSTED arrives first: a bound on the recorded give-up time, no window crossed
+    # (0.1 s of it allowed for the deadline's travel: gRPC sends it as a rounded timeout)
+    assert budget.give_up[-1] <= sent + WAIT_S - 0.9
 
 
 def _arrays(count: int) -> list[pb.Image]:
@@ -171,8 +196,14 @@ def test_arrays_decoded_together_reserve_their_summed_cost_once(served, stub) ->
 def test_arrays_that_cannot_get_the_budget_in_time_get_their_own_errors(served, stub) -> None:
     srv, _ = served
     budget = srv.servicer.decode_budget
-    with _filled(budget):
-        reply = stub.Classify(pb.ClassifyRequest(model="lenet", images=_arrays(3)), timeout=3.0)
+    real = budget.clock
+    try:
+        with _filled(budget):
+            pending = stub.Classify.future(pb.ClassifyRequest(model="lenet", images=_arrays(3)), timeout=WAIT_S)
+            _jump_when_waiting(budget, 1)  # the three arrays wait as one reservation
+            reply = pending.result()
+    finally:
+        budget.clock = real
     assert [item.error.code_name for item in reply.items] == ["RESOURCE_EXHAUSTED"] * 3
     assert [item.error.field for item in reply.items] == ["images[0]", "images[1]", "images[2]"]
     assert all("decode_budget_bytes" in item.error.message for item in reply.items)

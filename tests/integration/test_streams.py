@@ -6,7 +6,8 @@ request counter of its Prometheus registry, the stream's worker thread ("interp-
 a step counter (a forward hook on the served LeNet's conv1: one forward per optimization step).
 
 No wall-clock windows: the tests wait for events (a gauge, a counter, a thread ending) and bound the
-work by steps. The waits have generous timeouts that only a hang reaches; whether the server
+work by steps; a run that must outlast a client deadline is held at one step until the client has
+seen the deadline pass. The waits have generous timeouts that only a hang reaches; whether the server
 stopped *early* is told by the step counter (it stopped short of the requested steps), not by how
 fast it stopped. Runs that must outlast a deadline or a cancel are made expensive per step
 (``image_size``) so that even a fast machine cannot finish them first.
@@ -90,6 +91,27 @@ def counting_steps(srv) -> Iterator[list[int]]:
         handle.remove()
 
 
+@contextmanager
+def held_at_step(srv, step: int) -> Iterator[threading.Event]:
+    """The served LeNet's ``step``-th conv1 forward (counted from entry) waits until the yielded
+    event is set, so a run cannot finish before the test has seen what it waits for, however
+    fast the machine; left, the block releases it."""
+    conv1 = srv.servicer.hub.get("lenet").require_ready().get_submodule("conv1")
+    release, count = threading.Event(), [0]
+
+    def hold(*_args) -> None:
+        count[0] += 1
+        if count[0] == step:
+            release.wait(WAIT_S)
+
+    handle = conv1.register_forward_pre_hook(hold)
+    try:
+        yield release
+    finally:
+        release.set()
+        handle.remove()
+
+
 def idle(srv) -> bool:
     return sample(srv, "interp_heavy_running") == 0 and sample(srv, "interp_heavy_queued") == 0 and not workers()
 
@@ -140,13 +162,15 @@ def test_client_cancel_stops_the_visualize_filter_loop(served, stub) -> None:
 def test_deadline_stops_deepdream_mid_run(served, stub) -> None:
     srv, _ = served
     expired_before = sample(srv, "interp_requests_total", method="DeepDream", code="DEADLINE_EXCEEDED")
-    total = 8 * 1000  # 8 octaves of 1000 iterations (the most DeepDream allows): far beyond 1.5 s of work
+    total = 8 * 1000  # 8 octaves of 1000 iterations (the most DeepDream allows)
     progress: list[int] = []
-    with counting_steps(srv) as steps:
+    with counting_steps(srv) as steps, held_at_step(srv, 20) as release:
         with pytest.raises(grpc.RpcError) as info:
+            # step 20 waits until the client has seen its deadline pass: the run cannot finish first
             for event in stub.DeepDream(dream(octaves=8, iterations=1000, octave_scale=1.05), timeout=1.5):
                 progress.append(event.progress.step)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        release.set()
         wait_until(lambda: idle(srv))
         done = steps[0]
     print(f"\ndeadline after {len(progress)} progress events: the server stopped after {done}/{total} steps")
@@ -159,15 +183,23 @@ def test_deadline_stops_deepdream_mid_run(served, stub) -> None:
 
 
 def test_server_default_deadline_stops_a_stream_without_a_client_deadline(served, stub) -> None:
-    srv, _ = served
+    srv, target = served
+    # A preview every step and a client that stops reading after the first event: flow control
+    # (no BDP growth of the window) holds the server's loop, so the run cannot finish before the
+    # server's default deadline on any machine; the test waits for the worker to end, then reads.
+    request = visualize(2048, 64)
+    request.params.preview_every = 1
+    request.every_step = True
     start = time.perf_counter()
-    with counting_steps(srv) as steps:
-        with pytest.raises(grpc.RpcError) as info:
-            for _event in stub.VisualizeFilter(visualize(2048, SLOW_SIZE)):  # no client deadline: the server's
-                pass
+    with counting_steps(srv) as steps, grpc.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as slow:
+        stream = interp_pb2_grpc.InterpStub(slow).VisualizeFilter(request)  # no client deadline: the server's
+        assert next(stream).progress.step >= 1
+        wait_until(lambda: idle(srv))  # the server's signal: the worker ended (the deadline cut it)
         elapsed = time.perf_counter() - start
-        wait_until(lambda: idle(srv))
         done = steps[0]
+        with pytest.raises(grpc.RpcError) as info:
+            for _event in stream:  # the events in flight, then the deadline
+                pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "default deadline" in info.value.details() and "of 2048 steps" in info.value.details()
     assert done < 2048  # cut by the deadline, not finished
@@ -217,7 +249,9 @@ def test_sdk_progress_callback_that_raises_cancels_the_server_work(served) -> No
         assert seen == [1, 2, 3, 4, 5] and steps[0] < 4000  # the server's loop stopped too
         result = client.dream(IMAGE.encoded, model="lenet", layers="conv2", octaves=1, iterations=2)
         assert result.image.shape == (28, 28, 1)
-    with InterpClient(target) as client, counting_steps(srv) as steps, pytest.raises(errors.DeadlineExceeded):
-        client.visualize_filter("lenet", "conv2", 0, steps=2048, image_size=SLOW_SIZE, timeout=0.5)
-    wait_until(lambda: idle(srv))
-    assert steps[0] < 2048
+    with InterpClient(target) as client, counting_steps(srv) as steps, held_at_step(srv, 5) as release:
+        with pytest.raises(errors.DeadlineExceeded):  # step 5 waits until the client has seen its deadline pass
+            client.visualize_filter("lenet", "conv2", 0, steps=2048, timeout=0.5)
+        release.set()
+        wait_until(lambda: idle(srv))
+    assert 5 <= steps[0] < 2048
