@@ -149,7 +149,7 @@ class RpcClient:
         *,
         params: Mapping[str, Any] | None = None,
     ) -> list[Any]:
-        """A many-image RPC (Classify, Activations, Saliency, Attack) over any number of images.
+        """A many-image RPC (Classify, Activations, Saliency, Attack, MinimalAttack) over any number of images.
 
         The images (a list, tuple, iterator or (N, H, W[, C]) array; an iterator is read lazily)
         are sent in calls of at most the server's ``max_images_per_call`` images (asked once per

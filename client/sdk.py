@@ -242,7 +242,7 @@ class InterpClient(RpcClient):
 
     def minimal_attack(
         self,
-        image: ImageLike,
+        image: ImageLike | Images,
         *,
         model: str,
         method: str = "pgd",
@@ -250,20 +250,26 @@ class InterpClient(RpcClient):
         target: int | str | None = None,
         timeout: float | None = _UNSET,
         **params: Any,
-    ) -> MinimalAttackResult:
+    ) -> MinimalAttackResult | list[MinimalAttackResult | InterpError]:
         """The closest image on which the model fails: the smallest 8-bit L-inf eps, or DeepFool.
 
         Args:
+            image: one image (-> :class:`MinimalAttackResult`) or several (-> a list, see
+                :meth:`classify`); the images of a call are searched together, each as it would
+                be alone.
             method: fgsm | bim | pgd (smallest eps = k/255 by bisection, exact on the 8-bit grid)
                 | deepfool_l2 | deepfool_linf.
             label: the true class (index or label); None: the model's prediction. A clean
                 misclassification is a success at level 0.
-            target: fgsm/bim/pgd: the smallest eps reaching this class instead.
+            target: fgsm/bim/pgd: the smallest eps reaching this class instead. Target and label
+                apply to every image.
             **params: step_size, steps, random_start, seed, max_epsilon (fgsm/bim/pgd);
                 steps, candidates, overshoot (DeepFool).
         """
-        values = {"model": model, "image": image, "method": method, "label": label, "target": target}
-        return self.call("MinimalAttack", {k: v for k, v in values.items() if v is not None}, timeout, params=params)
+        values = {"model": model, "method": method, "label": label, "target": target}
+        return self._one_or_many(
+            "MinimalAttack", image, {k: v for k, v in values.items() if v is not None}, timeout, params
+        )
 
     # -- iterative methods (streaming) -----------------------------------------------------------
     # Each is declared once, as its iter_ form: an EventStream of ProgressEvent objects, then the

@@ -516,23 +516,25 @@ class MinimalAttackParams(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., max_epsilon: _Optional[float] = ..., candidates: _Optional[int] = ..., overshoot: _Optional[float] = ...) -> None: ...
 
 class MinimalAttackRequest(_message.Message):
-    __slots__ = ("model", "image", "method", "label", "target", "params")
+    __slots__ = ("model", "image", "method", "label", "target", "params", "images")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     method: str
     label: Target
     target: Target
     params: MinimalAttackParams
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[MinimalAttackParams, _Mapping]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[MinimalAttackParams, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class MinimalAttackResponse(_message.Message):
-    __slots__ = ("stamp", "input", "method", "original", "label", "targeted", "found", "clean_misclassified", "level", "epsilon", "runs", "monotone", "violations", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "success_raw", "linf_raw", "l2_raw", "rounded_outward", "iterations", "resolved")
+    __slots__ = ("stamp", "input", "method", "original", "label", "targeted", "found", "clean_misclassified", "level", "epsilon", "runs", "monotone", "violations", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "success_raw", "linf_raw", "l2_raw", "rounded_outward", "iterations", "resolved", "items", "error")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -559,6 +561,8 @@ class MinimalAttackResponse(_message.Message):
     ROUNDED_OUTWARD_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     input: PreprocessedInput
     method: str
@@ -585,7 +589,9 @@ class MinimalAttackResponse(_message.Message):
     rounded_outward: bool
     iterations: int
     resolved: MinimalAttackParams
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., found: _Optional[bool] = ..., clean_misclassified: _Optional[bool] = ..., level: _Optional[int] = ..., epsilon: _Optional[float] = ..., runs: _Optional[int] = ..., monotone: _Optional[bool] = ..., violations: _Optional[_Iterable[int]] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., success_raw: _Optional[bool] = ..., linf_raw: _Optional[float] = ..., l2_raw: _Optional[float] = ..., rounded_outward: _Optional[bool] = ..., iterations: _Optional[int] = ..., resolved: _Optional[_Union[MinimalAttackParams, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[MinimalAttackResponse]
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., input: _Optional[_Union[PreprocessedInput, _Mapping]] = ..., method: _Optional[str] = ..., original: _Optional[_Union[Prediction, _Mapping]] = ..., label: _Optional[_Union[Prediction, _Mapping]] = ..., targeted: _Optional[bool] = ..., found: _Optional[bool] = ..., clean_misclassified: _Optional[bool] = ..., level: _Optional[int] = ..., epsilon: _Optional[float] = ..., runs: _Optional[int] = ..., monotone: _Optional[bool] = ..., violations: _Optional[_Iterable[int]] = ..., adversarial: _Optional[_Union[Tensor, _Mapping]] = ..., adversarial_png: _Optional[bytes] = ..., perturbation_png: _Optional[bytes] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., success: _Optional[bool] = ..., linf: _Optional[float] = ..., l2: _Optional[float] = ..., success_raw: _Optional[bool] = ..., linf_raw: _Optional[float] = ..., l2_raw: _Optional[float] = ..., rounded_outward: _Optional[bool] = ..., iterations: _Optional[int] = ..., resolved: _Optional[_Union[MinimalAttackParams, _Mapping]] = ..., items: _Optional[_Iterable[_Union[MinimalAttackResponse, _Mapping]]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class AttackDatasetParams(_message.Message):
     __slots__ = ("step_size", "steps", "random_start", "seed", "candidates", "overshoot", "batch_size")

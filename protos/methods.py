@@ -284,7 +284,7 @@ METHODS: tuple[Method, ...] = (
         pb.MinimalAttackResponse,
         "the smallest perturbation that fools the model: minimal eps (fgsm/bim/pgd) or DeepFool",
         params="params",
-        caps={"params.steps": Cap("max_steps")},
+        caps={"params.steps": Cap("max_steps"), "images": Cap("max_images_per_call")},
         choices={"method": MINIMAL_ATTACK_METHODS},
         applies=MINIMAL_ATTACK_APPLIES,
         heavy=True,

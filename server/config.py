@@ -84,7 +84,7 @@ class Limits:
     max_connection_age_grace_s: float = 660.0  # ... its RPCs in flight get this long to finish, then are cut
     max_dataset_images: int = 10_000  # AttackDataset images per request
     max_index_k: int = 256  # BuildIndex k and TopActivations / NearestNeighbors k
-    max_images_per_call: int = 256  # `images` per Classify / Activations / Saliency / Attack call
+    max_images_per_call: int = 256  # `images` per Classify / Activations / Saliency / Attack / MinimalAttack call
     progress_events_per_s: float = 20.0  # streamed calls: Progress events per second (+ first, last); 0: every step
     # Bytes decoding and preprocessing of request images may hold at once (judged from headers).
     decode_budget_bytes: int = field(default_factory=default_decode_budget_bytes)
@@ -269,7 +269,7 @@ OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "INTERP_MAX_IMAGES_PER_CALL",
         "limits.max_images_per_call",
         int,
-        "most images per Classify / Activations / Saliency / Attack call",
+        "most images per Classify / Activations / Saliency / Attack / MinimalAttack call",
     ),
     (
         "--progress-events-per-s",

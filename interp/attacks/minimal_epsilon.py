@@ -171,7 +171,10 @@ def minimal_epsilon(
     k_max = int(math.floor(float(resolved.max_epsilon or 1.0) * GRID + 1e-9))
 
     evaluated: list[dict[int, bool]] = [{} for _ in range(batch)]
-    adversarial: list[dict[int, Tensor]] = [{} for _ in range(batch)]
+    # Per image, the adversarial image at its smallest successful level so far: k* is the smallest
+    # success of the scan and the bisection (which only tries levels below it), so one is kept,
+    # not one per level tried (17 images per image for a 255-level search).
+    adversarial: list[tuple[int, Tensor] | None] = [None] * batch
     runs = [0] * batch
     scan = scan_levels(k_max, extra_levels)
     active = [i for i in range(batch) if not bool(clean_success[i])]
@@ -196,7 +199,9 @@ def minimal_epsilon(
         )
         for j, (i, k) in enumerate(pairs):
             evaluated[i][k] = bool(success[j])
-            adversarial[i][k] = adv[j]
+            kept = adversarial[i]
+            if bool(success[j]) and (kept is None or k < kept[0]):
+                adversarial[i] = (k, adv[j].clone())  # not a view holding the whole batch
             runs[i] += 1
         done_runs += 1
         if on_run is not None:
@@ -235,7 +240,10 @@ def minimal_epsilon(
             continue
         k_star = brackets[i][1]
         found[i], levels_out[i] = True, k_star
-        adv_out[i] = adversarial[i][k_star]
+        kept = adversarial[i]
+        if kept is None or kept[0] != k_star:  # not reachable: k* is a level that succeeded
+            raise RuntimeError(f"minimal epsilon: no adversarial image kept at level {k_star}")
+        adv_out[i] = kept[1]
         violations[i] = sorted(k for k, ok in evaluated[i].items() if not ok and k > k_star)
         monotone[i] = not violations[i]
     with torch.no_grad():

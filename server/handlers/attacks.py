@@ -50,9 +50,6 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
     resolved_message = convert.params_to_proto(resolved, pb.AttackParams, only=applies)
     module = ctx.module
 
-    def classes(count: int, index: int | None, device: torch.device) -> torch.Tensor | None:
-        return None if index is None else torch.full((count,), index, dtype=torch.long, device=device)
-
     def run(x: torch.Tensor, out: list[pb.AttackResponse], should_stop: Callable[[], bool]) -> None:
         with torch.no_grad():
             probs = torch.softmax(module(x), dim=1)
@@ -69,8 +66,8 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
                     x[attacked],
                     method=request.method,
                     epsilon=epsilon,
-                    labels=classes(len(attacked), label, x.device),
-                    target=classes(len(attacked), target, x.device),
+                    labels=_classes(len(attacked), label, x.device),
+                    target=_classes(len(attacked), target, x.device),
                     params=params,
                     should_stop=ctx.should_stop,
                     per_image=True,  # each image as it would be alone: equal to one call per image
@@ -111,6 +108,11 @@ def attack(ctx: Ctx, request: pb.AttackRequest, params: AttackParams) -> pb.Atta
                 reply.input.CopyFrom(input_echo(x[i], png=pngs))
 
     return per_image(ctx, request, pb.AttackResponse, run)
+
+
+def _classes(count: int, index: int | None, device: torch.device) -> torch.Tensor | None:
+    """(count,) copies of one class index for a batch; None when the index is None."""
+    return None if index is None else torch.full((count,), index, dtype=torch.long, device=device)
 
 
 def _true_label(ctx: Ctx, request: Any, target: int | None) -> int | None:
@@ -173,74 +175,79 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
             raise BadRequest(f"{method} is untargeted; a targeted minimal search uses fgsm, bim or pgd", field="target")
     target = ctx.target_index(request.target)
     label = _true_label(ctx, request, target)
-    x = ctx.input(request.image)
-    with torch.no_grad():
-        probs = torch.softmax(ctx.module(x), dim=1)[0]
-    original = int(probs.argmax())
-    device = x.device
-    response = pb.MinimalAttackResponse(
-        input=ctx.input_message(x),
-        method=method,
-        original=ctx.prediction(original, probs[original]),
-        targeted=target is not None,
-    )
-    if method in DEEPFOOL_METHODS:
-        result = deepfool(
-            ctx.module,
-            x,
-            norm=method.removeprefix("deepfool_"),
-            labels=None if label is None else torch.tensor([label], device=device),
-            params=params,
-            should_stop=ctx.should_stop,
-        )
-        adversarial = result.adversarial[0].detach().cpu()
-        goal = int(result.labels[0])
-        response.found = bool(result.success[0])
-        response.clean_misclassified = bool(result.clean_success[0])
-        response.success_raw = bool(result.success_raw[0])
-        response.linf_raw = float(result.linf_raw[0])
-        response.l2_raw = float(result.l2_raw[0])
-        response.rounded_outward = bool(result.rounded_outward[0])
-        response.iterations = int(result.iterations[0])
-        response.level = -1
-        response.monotone = True
-        scale = max(float(result.linf[0]), 1 / 255)
-    else:
-        found = minimal_epsilon(
-            ctx.module,
-            x,
-            method=method,
-            labels=None if label is None else torch.tensor([label], device=device),
-            target=None if target is None else torch.tensor([target], device=device),
-            params=params,
-            should_stop=ctx.should_stop,
-        )
-        adversarial = found.adversarial[0].detach().cpu()
-        goal = int(found.labels[0])
-        level = int(found.levels[0])
-        response.found = bool(found.found[0])
-        response.clean_misclassified = bool(found.clean_success[0]) and target is None
-        response.level = level
-        # found: the minimal radius; not found: the largest radius tried (max_epsilon on the 8-bit grid)
-        response.epsilon = (max(level, 0) if response.found else found.k_max) / 255
-        response.runs = int(found.runs[0])
-        response.monotone = bool(found.monotone[0])
-        response.violations.extend(found.violations[0])
-        scale = max(level, 1) / 255
-    with torch.no_grad():
-        adv_probs = torch.softmax(ctx.module(adversarial[None].to(device)), dim=1)[0]
-    predicted = int(adv_probs.argmax())
-    delta = adversarial - x[0].cpu()
-    response.label.CopyFrom(ctx.prediction(goal, probs[goal]))
-    response.adversarial.CopyFrom(convert.tensor(adversarial))
-    response.adversarial_png = rendering.encode_png(rendering.to_uint8_image(adversarial))
-    response.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scale))
-    response.prediction.CopyFrom(ctx.prediction(predicted, adv_probs[predicted]))
-    response.success = predicted == goal if target is not None else predicted != goal
-    response.linf = float(delta.abs().max())
-    response.l2 = float(delta.norm())
-    response.resolved.CopyFrom(convert.params_to_proto(params, pb.MinimalAttackParams, only=ctx.applies))
-    return response
+    resolved = convert.params_to_proto(params, pb.MinimalAttackParams, only=ctx.applies)
+    module = ctx.module
+
+    def run(x: torch.Tensor, out: list[pb.MinimalAttackResponse], should_stop: Callable[[], bool]) -> None:
+        # The images are searched together (one batch per search level or DeepFool iteration);
+        # the interp functions attack each image of a batch as it would be attacked alone.
+        with torch.no_grad():
+            probs = torch.softmax(module(x), dim=1)
+        count, device = x.shape[0], x.device
+        if method in DEEPFOOL_METHODS:
+            result = deepfool(
+                module,
+                x,
+                norm=method.removeprefix("deepfool_"),
+                labels=_classes(count, label, device),
+                params=params,
+                should_stop=should_stop,
+            )
+            adversarial, goals = result.adversarial.detach(), result.labels
+            for i, reply in enumerate(out):
+                reply.found = bool(result.success[i])
+                reply.clean_misclassified = bool(result.clean_success[i])
+                reply.success_raw = bool(result.success_raw[i])
+                reply.linf_raw = float(result.linf_raw[i])
+                reply.l2_raw = float(result.l2_raw[i])
+                reply.rounded_outward = bool(result.rounded_outward[i])
+                reply.iterations = int(result.iterations[i])
+                reply.level = -1
+                reply.monotone = True
+            scales = [max(float(linf), 1 / 255) for linf in result.linf.tolist()]
+        else:
+            found = minimal_epsilon(
+                module,
+                x,
+                method=method,
+                labels=_classes(count, label, device),
+                target=_classes(count, target, device),
+                params=params,
+                should_stop=should_stop,
+            )
+            adversarial, goals = found.adversarial.detach(), found.labels
+            for i, reply in enumerate(out):
+                level = int(found.levels[i])
+                reply.found = bool(found.found[i])
+                reply.clean_misclassified = bool(found.clean_success[i]) and target is None
+                reply.level = level
+                # found: the minimal radius; not found: the largest radius tried (max_epsilon on the 8-bit grid)
+                reply.epsilon = (max(level, 0) if reply.found else found.k_max) / 255
+                reply.runs = int(found.runs[i])
+                reply.monotone = bool(found.monotone[i])
+                reply.violations.extend(found.violations[i])
+            scales = [max(int(level), 1) / 255 for level in found.levels.tolist()]
+        with torch.no_grad():
+            adv_probs = torch.softmax(module(adversarial), dim=1)
+        for i, reply in enumerate(out):
+            original, goal, predicted = int(probs[i].argmax()), int(goals[i]), int(adv_probs[i].argmax())
+            image, clean = adversarial[i].cpu(), x[i].cpu()
+            delta = image - clean
+            reply.input.CopyFrom(input_echo(x[i], png=True))
+            reply.method = method
+            reply.original.CopyFrom(ctx.prediction(original, probs[i, original]))
+            reply.targeted = target is not None
+            reply.label.CopyFrom(ctx.prediction(goal, probs[i, goal]))
+            reply.adversarial.CopyFrom(convert.tensor(image))
+            reply.adversarial_png = rendering.encode_png(rendering.to_uint8_image(image))
+            reply.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scales[i]))
+            reply.prediction.CopyFrom(ctx.prediction(predicted, adv_probs[i, predicted]))
+            reply.success = predicted == goal if target is not None else predicted != goal
+            reply.linf = float(delta.abs().max())
+            reply.l2 = float(delta.norm())
+            reply.resolved.CopyFrom(resolved)
+
+    return per_image(ctx, request, pb.MinimalAttackResponse, run)
 
 
 # -- robustness over a dataset ------------------------------------------------------------------
