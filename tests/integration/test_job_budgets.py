@@ -94,6 +94,10 @@ def test_a_cancelled_pca_stops_at_its_next_block(served, monkeypatch: pytest.Mon
     def paused_gram(a: np.ndarray, should_stop: Callable[[], bool] | None) -> np.ndarray:
         started.set()
         proceed.wait(HANG_S)
+        # The client's cancel reaches the server over the network: go on once the server has seen it.
+        deadline = time.monotonic() + HANG_S
+        while should_stop is not None and not should_stop() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
         def counted() -> bool:
             blocks.append(1)
