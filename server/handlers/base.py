@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from interp import rendering
@@ -87,8 +88,23 @@ def flag(request: Any, name: str, default: bool) -> bool:
 def input_echo(x: torch.Tensor, png: bool) -> pb.PreprocessedInput:
     """One preprocessed input (C, H, W) as sent back: the tensor, and its PNG when ``png``."""
     image = x.detach().cpu()
-    encoded = rendering.encode_png(rendering.to_uint8_image(image)) if png else b""
+    encoded = png_of(image) if png else b""
     return pb.PreprocessedInput(tensor=convert.tensor(image), png=encoded)
+
+
+def png_of(image: torch.Tensor | np.ndarray) -> bytes:
+    """The PNG of one image (C, H, W) in [0, 1]."""
+    return rendering.encode_png(rendering.to_uint8_image(image))
+
+
+def label_fields(classes: Sequence[str], label: int) -> dict[str, Any]:
+    """``label`` and ``label_name`` of a reply entry ("" for -1, unlabelled, or a label past ``classes``)."""
+    return {"label": label, "label_name": classes[label] if 0 <= label < len(classes) else ""}
+
+
+def labelled(dataset: Dataset, image_id: int) -> dict[str, Any]:
+    """:func:`label_fields` of a dataset image."""
+    return label_fields(dataset.classes, int(dataset.labels()[image_id]))
 
 
 Fill = Callable[[torch.Tensor, list[Any], Callable[[], bool]], None]

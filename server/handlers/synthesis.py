@@ -30,7 +30,7 @@ from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, handler
+from server.handlers.base import Streamed, handler, png_of
 
 # -- iterative methods (streamed) ---------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             layer=path,
             channels=channels,
             images=convert.tensor(images),
-            pngs=[rendering.encode_png(rendering.to_uint8_image(image)) for image in images],
+            pngs=[png_of(image) for image in images],
             grid_png=rendering.encode_png(rendering.image_grid(images, labels=names)),
             activations=[float(a) for a in result.activations],
             resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
@@ -120,7 +120,7 @@ def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) 
         return pb.DeepDreamResult(
             input=ctx.input_message(x),
             image=convert.tensor(image),
-            png=rendering.encode_png(rendering.to_uint8_image(image)),
+            png=png_of(image),
             gains=[
                 pb.LayerGain(layer=name, norm_before=result.norms_before[name], norm_after=result.norms_after[name])
                 for name in layers
@@ -210,7 +210,7 @@ def interpolate_features(
                 pb.AlphaResult(
                     alpha=float(item.alpha),
                     image=convert.tensor(pixels),
-                    png=rendering.encode_png(rendering.to_uint8_image(pixels)),
+                    png=png_of(pixels),
                     feature_error=float(item.feature_error[0]),
                     prediction=ctx.prediction(best, prob[best]),
                 )
