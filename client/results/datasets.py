@@ -78,14 +78,8 @@ class TopActivationsResult(_Stamped, _SavesImages):
         return out
 
 
-#: One neighbour: ``image_id``, ``label``, ``label_name``, ``distance``, ``image`` (H, W, C), ``png``.
-Neighbor: Any = generated(pb.Neighbor.DESCRIPTOR, doc="One dataset image near the query, with its distance.")
-#: ``dataset``, ``layer``, ``metric``, ``index_id``, ``neighbors``, ``grid_png``, ``input`` and the stamp.
-NeighborsResult: Any = generated(
-    pb.NearestNeighborsResponse.DESCRIPTOR,
-    name="NeighborsResult",
-    doc="The dataset images nearest to a query in one layer's features, nearest first.",
-)
+Neighbor: Any = generated(pb.Neighbor.DESCRIPTOR)
+NeighborsResult: Any = generated(pb.NearestNeighborsResponse.DESCRIPTOR, name="NeighborsResult")
 
 
 @reply(pb.EmbeddingResult)

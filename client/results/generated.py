@@ -20,6 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from client.results._build import _ENVELOPE, STAMP_FIELDS, make_classes_with, reply, result_class
 from client.results.base import _SavesImages
+from protos.methods import METHODS
 
 __all__ = ["generated"]
 
@@ -61,7 +62,8 @@ def generated(descriptor: Any, *, name: str | None = None, doc: str | None = Non
     """The result class of ``descriptor``: the registered one, or one made (and registered) now.
 
     Args:
-        name, doc: the made class's name and docstring (default: the message's name, none).
+        name, doc: the made class's name and docstring (default: the message's name; the help of
+            the method table's row whose reply it is).
     """
     message = GetMessageClass(descriptor)
     known = result_class(message)
@@ -82,7 +84,8 @@ def generated(descriptor: Any, *, name: str | None = None, doc: str | None = Non
     cls = dataclasses.make_dataclass(
         name or descriptor.name, spec, bases=(_Generated,), frozen=True, eq=False, repr=False, kw_only=True
     )
-    cls.__module__, cls.__doc__ = __name__, doc or cls.__doc__
+    helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
+    cls.__module__, cls.__doc__ = __name__, doc or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
     return reply(message)(cls)
 
 
