@@ -24,7 +24,7 @@ from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, handler, labelled, png_of
-from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id
+from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id, served_model
 
 
 @handler("ListDatasets", model="none")
@@ -85,9 +85,7 @@ def build_index(ctx: Ctx, request: pb.BuildIndexRequest, params: BuildIndexParam
 
         return store.build(
             ctx.module,
-            model_name=model.spec.name,
-            weights_sha256=model.weights.sha256,
-            spec=model.spec.preprocessing,
+            **served_model(model),
             dataset=dataset,
             layers=layers,
             k=params.k,
