@@ -34,18 +34,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmarks._common import (
-    interleaved,
-    load_report,
-    ms,
-    p50,
-    p95,
-    paired_ratio,
-    running_server,
-    saliency_reply_stages,
-    table,
-    verdict,
-)
+from benchmarks import _common
+from benchmarks._common import interleaved, load_report, ms, p50, p95, paired_ratio, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
 from client.images import add_image, image_message
@@ -226,7 +216,7 @@ def saliency_stages(server, client: InterpClient, model: str, image: object, rou
         ).SerializeToString(),
         "server: decode + preprocess": lambda: load_input(request.image, preprocessing, max_pixels),
         "server: saliency (interp, captum)": lambda: interp_saliency(module, x, None, method="gradient"),
-        **saliency_reply_stages(result, x, response, "server: "),
+        **_common.saliency_reply_stages(result, x, response, "server: "),
     }
     call = {"SDK call (whole)": lambda: client.saliency(image, model=model, method="gradient", include_pngs=False)}
     t = {k: p50(v) for k, v in interleaved({**call, **stages}, rounds).items()}
