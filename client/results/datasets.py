@@ -79,7 +79,9 @@ class TopActivationsResult(_Stamped, _SavesImages):
 
 
 Neighbor: Any = generated(pb.Neighbor.DESCRIPTOR)
+"""One dataset image near the query: image_id, label, label_name, distance, image (H, W, C), png."""
 NeighborsResult: Any = generated(pb.NearestNeighborsResponse.DESCRIPTOR, name="NeighborsResult")
+"""Nearest first: neighbors, grid_png, input (H, W, C), input_png, dataset, layer, metric, index_id, stamp."""
 
 
 @reply(pb.EmbeddingResult)
