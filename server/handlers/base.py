@@ -32,9 +32,13 @@ Resolver = Callable[[Any, LoadedModel, Any], Any]
 
 @dataclass(frozen=True)
 class Streamed:
-    """A streamed handler's work: ``run(on_step, should_stop)`` on a worker, then ``finish(result)``."""
+    """A streamed handler's work: ``run(on_step=, should_stop=)`` on a worker, then ``finish(result)``.
 
-    run: Callable[[Callable[..., None], Callable[[], bool]], object]
+    ``run`` is called with those two keywords, so an interp function that takes them is its own
+    ``run`` once its other arguments are bound (``functools.partial``).
+    """
+
+    run: Callable[..., object]
     finish: Callable[[Any], Any]
     # The largest activation one step computes, all its images (Ctx.elements): below torch's
     # grain size the loop runs on one torch thread (server.threads); 0: the server's threads.

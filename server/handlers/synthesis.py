@@ -4,6 +4,7 @@ feature interpolation), all streamed."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -70,18 +71,10 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
     if params.start_from_mean:
         mean_image = ctx.services.training_sets.mean_image(model, size)
 
-    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
-        return compute_visualization(
-            ctx.module,
-            path,
-            channels,
-            in_channels=in_channels,
-            input_size=side,
-            params=params,
-            mean_image=mean_image,
-            on_step=on_step,
-            should_stop=should_stop,
-        )
+    run = partial(
+        compute_visualization, ctx.module, path, channels, in_channels=in_channels, input_size=side, params=params,
+        mean_image=mean_image,
+    )  # fmt: skip
 
     def finish(result: Any) -> pb.VisualizeFilterResult:
         images = result.images.detach().cpu()
