@@ -8,12 +8,14 @@ on a shared 2-core box) hits both alike.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +42,7 @@ def running_server(models: Sequence[str], **config: object) -> Iterator[tuple[Se
         download_weights=False,  # random weights are what is measured; never the network
         reflection=False,
         log_level="WARNING",
-        limits=Limits(default_deadline_s=3600.0),
-        **config,  # type: ignore[arg-type]
+        **{"limits": Limits(default_deadline_s=3600.0), **config},  # type: ignore[arg-type]
     )
     server, port = create_server(config)
     server.start()
@@ -49,6 +50,40 @@ def running_server(models: Sequence[str], **config: object) -> Iterator[tuple[Se
         yield server, f"127.0.0.1:{port}"
     finally:
         server.stop(None)
+
+
+def parse_bench_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, models: str
+) -> tuple[argparse.Namespace, list[str]]:
+    """Add ``--models`` (default ``models``, comma-separated) and ``--threads`` to ``parser``, parse
+    ``argv`` and set torch's thread count; the arguments and the model names."""
+    parser.add_argument("--models", default=models)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, [m.strip() for m in args.models.split(",") if m.strip()]
+
+
+def saliency_reply_stages(
+    result: Any, x: torch.Tensor, response: Any, prefix: str = ""
+) -> dict[str, Callable[[], object]]:
+    """The stages after a gradient saliency is computed, as bench_latency and bench_throughput time
+    them: its tensors encoded (``prefix`` names the side), the reply serialized, parsed by the SDK."""
+    from client.results import SaliencyResult
+    from protos import interp_pb2 as pb
+    from server import convert
+
+    data = response.SerializeToString()
+    return {
+        f"{prefix}3 tensors (map, attribution, input)": lambda: [
+            convert.tensor(result.map[0]),
+            convert.tensor(result.attribution[0]),
+            convert.tensor(x[0]),
+        ],
+        "serialize the response": response.SerializeToString,
+        "SDK: parse the response, to numpy": lambda: SaliencyResult.from_proto(pb.SaliencyResponse.FromString(data)),
+    }
 
 
 def timed(fn: Callable[[], object]) -> float:

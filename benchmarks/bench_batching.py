@@ -31,8 +31,8 @@ import argparse
 import contextlib
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +40,18 @@ import numpy as np
 import torch
 
 from benchmarks._clients import Clients
-from benchmarks._common import interleaved, load_report, ms, p50, p95, table
-from server.app import Server, create_server
-from server.config import Limits, ServerConfig
+from benchmarks._common import interleaved, load_report, ms, p50, p95, parse_bench_args, running_server, table
+from server.app import Server
+from server.config import Limits
 
 CLIENTS = 8
 TARGETS = {"alexnet": 2.0, "lenet": 1.5}
 P95_OVER_P50 = 3.0
 
 
-@contextmanager
-def serving(models: tuple[str, ...], batching: bool) -> Iterator[tuple[Server, str]]:
+def serving(models: tuple[str, ...], batching: bool) -> AbstractContextManager[tuple[Server, str]]:
     limits = Limits(default_deadline_s=3600.0, batch_delay_ms=2.0 if batching else 0.0)
-    config = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        models=models,
-        random_weights=True,
-        download_weights=False,  # random weights are what is measured; never the network
-        reflection=False,
-        log_level="WARNING",
-        worker_threads=CLIENTS + 2,
-        limits=limits,
-    )
-    server, port = create_server(config)
-    server.start()
-    try:
-        yield server, f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+    return running_server(models, worker_threads=CLIENTS + 2, limits=limits)
 
 
 def _image(model: str) -> np.ndarray:
@@ -215,12 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls-lenet", type=int, default=100, help="calls per client process and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of serial / off / on")
     parser.add_argument("--rounds-breakdown", type=int, default=300)
-    parser.add_argument("--models", default="alexnet,lenet")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args, models = parse_bench_args(parser, argv, models="alexnet,lenet")
     print(f"before: {load_report()}")
     rows: list[list[object]] = []
     if "alexnet" in models:

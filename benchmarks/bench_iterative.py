@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from benchmarks import _raw_loops as raw
-from benchmarks._common import interleaved, load_report, ms, running_server, table, verdict
+from benchmarks._common import interleaved, load_report, ms, parse_bench_args, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, fashion_image
 from client import InterpClient
 from interp.synthesis.deepdream import DeepDreamParams
@@ -246,13 +246,8 @@ def _row(label: str, t: dict[str, list[float]], steps: tuple[int, int], check: f
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="vgg16,lenet")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args, models = parse_bench_args(parser, argv, models="vgg16,lenet")
     print(f"before: {load_report()}")
     rows: list[list[object]] = []
     with running_server(models) as (server, target), InterpClient(target, timeout=3600) as client:

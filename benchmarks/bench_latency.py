@@ -55,7 +55,9 @@ from benchmarks._common import (
     p50,
     p95,
     paired_ratio,
+    parse_bench_args,
     running_server,
+    saliency_reply_stages,
     table,
     verdict,
 )
@@ -67,7 +69,6 @@ from interp.attribution.saliency import saliency
 from interp.hooks import run_until
 from interp.single_pass import activations
 from protos import interp_pb2 as pb
-from server import convert
 from server.imaging import load_input
 
 TARGETS = {"vgg16": 1.05, "alexnet": 1.15}
@@ -204,13 +205,7 @@ def breakdown(server, client: InterpClient, name: str, image: object, rounds: in
             rendering.encode_png(rendering.overlay(x[0], heat)),
             rendering.encode_png(rendering.to_uint8_image(x[0])),
         ],
-        "3 tensors (map, attribution, input)": lambda: [
-            convert.tensor(result.map[0]),
-            convert.tensor(result.attribution[0]),
-            convert.tensor(x[0]),
-        ],
-        "serialize the response": response.SerializeToString,
-        "SDK: parse the response, to numpy": lambda: SaliencyResult.from_proto(pb.SaliencyResponse.FromString(data)),
+        **saliency_reply_stages(result, x, response),
     }
     runs = {"SDK call (whole)": lambda: client.saliency(image, model=name, method="gradient"), **stages}
     t = {k: p50(v) for k, v in interleaved(runs, rounds).items()}
@@ -257,16 +252,11 @@ def bench_activations(module: nn.Module, model_aliases: dict[str, str], rounds: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="vgg16,alexnet,lenet")
     parser.add_argument("--rounds-vgg", type=int, default=40)
     parser.add_argument("--rounds-alexnet", type=int, default=150)
     parser.add_argument("--rounds-lenet", type=int, default=1000)
     parser.add_argument("--rounds-activations", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args, models = parse_bench_args(parser, argv, models="vgg16,alexnet,lenet")
     rounds = {"vgg16": args.rounds_vgg, "alexnet": args.rounds_alexnet, "lenet": args.rounds_lenet}
 
     print(f"before: {load_report()}")

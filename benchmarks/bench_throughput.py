@@ -34,14 +34,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmarks import _common
 from benchmarks._common import interleaved, load_report, ms, p50, p95, paired_ratio, running_server, table, verdict
 from benchmarks.bench_latency import cat_crop, raw_saliency
 from client import InterpClient
 from client.images import add_image, image_message
-from client.results import ClassifyResult, SaliencyResult
+from client.results import ClassifyResult
 from interp.attribution.saliency import saliency as interp_saliency
 from protos import interp_pb2 as pb
-from server import convert
 from server.handlers.models import fill_classify_answers
 from server.imaging import decode_cost, load_input, load_stack, stack_run
 
@@ -207,7 +207,6 @@ def saliency_stages(server, client: InterpClient, model: str, image: object, rou
     module = loaded.require_ready()
     request = pb.SaliencyRequest(model=model, image=image_message(image), method="gradient", include_pngs=False)
     response = client._stub.Saliency(request)
-    data = response.SerializeToString()
     preprocessing, max_pixels = loaded.spec.preprocessing, server.servicer.limits.max_image_pixels
     x = load_input(request.image, preprocessing, max_pixels)
     result = interp_saliency(module, x, None, method="gradient")
@@ -217,13 +216,7 @@ def saliency_stages(server, client: InterpClient, model: str, image: object, rou
         ).SerializeToString(),
         "server: decode + preprocess": lambda: load_input(request.image, preprocessing, max_pixels),
         "server: saliency (interp, captum)": lambda: interp_saliency(module, x, None, method="gradient"),
-        "server: 3 tensors (map, attribution, input)": lambda: [
-            convert.tensor(result.map[0]),
-            convert.tensor(result.attribution[0]),
-            convert.tensor(x[0]),
-        ],
-        "serialize the response": response.SerializeToString,
-        "SDK: parse the response, to numpy": lambda: SaliencyResult.from_proto(pb.SaliencyResponse.FromString(data)),
+        **_common.saliency_reply_stages(result, x, response, "server: "),
     }
     call = {"SDK call (whole)": lambda: client.saliency(image, model=model, method="gradient", include_pngs=False)}
     t = {k: p50(v) for k, v in interleaved({**call, **stages}, rounds).items()}

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks._lenet import lenet_checkpoint, load_lenet
 from interp.attacks.deepfool import deepfool
 from interp.attacks.linf import AttackParams, attack
 from interp.attacks.robustness import AttackDatasetParams, robustness
 from models.datasets import load_dataset
-from models.lenet import build_lenet
 
-REPO = Path(__file__).resolve().parent.parent
 EPSILONS = (0.01, 0.03, 0.05, 0.1)
 
 
@@ -39,14 +37,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    weights = sorted((REPO / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-    if not weights:
-        raise SystemExit("no models/weights/lenet5_fashion*mnist*.pt: train LeNet first (interp-train)")
-    model = build_lenet()
-    model.load_state_dict(torch.load(weights[-1], map_location="cpu", weights_only=True))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    weights = [lenet_checkpoint()]
+    model = load_lenet(weights[-1])
     images, labels = load_dataset("fashion-mnist", "test", download=False)
     x = torch.from_numpy(images[: args.images].copy()).float().div(255).unsqueeze(1)
     y = torch.from_numpy(labels[: args.images].copy()).long()

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from benchmarks._lenet import load_lenet
 from interp.synthesis.feature_vis import FeatureVisResult, visualize_filter
 from interp.synthesis.feature_vis_params import FeatureVisParams
 from models.datasets import load_dataset
-from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_lenet
+from models.lenet import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
-REPO = Path(__file__).resolve().parent.parent
 JUDGE_BAR = 0.88
 
 # One regularizer switched off per row (the preset's other values unchanged).
@@ -114,18 +114,6 @@ def logit_percentiles(model: nn.Module, x: Tensor, y: Tensor, q: float = 99.0) -
     with torch.no_grad():
         logits = model(x)
     return torch.stack([torch.quantile(logits[y == c, c], q / 100.0) for c in range(10)])
-
-
-def load_lenet() -> nn.Module:
-    found = sorted((REPO / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
-    if not found:
-        raise SystemExit("no models/weights/lenet5_fashion*mnist*.pt: train LeNet first (interp-train)")
-    model = build_lenet()
-    model.load_state_dict(torch.load(found[-1], map_location="cpu", weights_only=True))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 @dataclass(frozen=True)

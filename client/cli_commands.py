@@ -145,7 +145,6 @@ COMMANDS: dict[str, Command] = {
     "datasets": Command(t.text_datasets),
     "index": Command(t.text_index),
     "top": Command(t.text_top, "the grid, then each entry's receptive-field crop"),
-    "neighbors": Command(t.text_neighbors, "the grid, input, each neighbour"),
     "embed": Command(t.text_embed, "the scatter, atlas", _html_option, files=_embed_files),
     "place": Command(t.text_place, "the map with the images marked, each input", _place_option, _place_values),
 }

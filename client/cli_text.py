@@ -284,16 +284,6 @@ def text_top(r: Any, args: argparse.Namespace) -> str:
     return head + "\n" + table(["CHANNEL", "RANK", "IMAGE", "LABEL", "VALUE", "AT"], rows, "rrrlrl")
 
 
-def text_neighbors(r: Any, args: argparse.Namespace) -> str:
-    rows = [
-        (str(i + 1), str(n.image_id), n.label_name or str(n.label), f"{n.distance:.4g}")
-        for i, n in enumerate(r.neighbors)
-    ]
-    return f"{r.layer} on {r.model}, {r.dataset}, {r.metric}\n" + table(
-        ["RANK", "IMAGE", "LABEL", "DISTANCE"], rows, "rrlr"
-    )
-
-
 def text_embed(r: Any, args: argparse.Namespace) -> str:
     how = "reused from the server's cache" if r.reused else f"made in {r.seconds:.1f} s"
     head = f"{r.method} map of {r.layer} on {r.model}, {r.dataset}: {len(r.labels):,} points, {how}"
@@ -323,14 +313,21 @@ def text_place(r: Any, args: argparse.Namespace) -> str:
 
 def generic_text(result: Any, args: argparse.Namespace | None = None) -> str:
     """Any result without a formatter: a list as a table of its items' plain fields, one result as
-    ``field  value`` lines (arrays as their shape, PNG bytes as their size, nested results counted)."""
+    ``field  value`` lines (arrays as their shape, PNG bytes as their size, nested results counted),
+    then a table of each list of nested results (``RANK`` first, in the server's order)."""
     if isinstance(result, list | tuple):
         if not result:
             return "(none)"
         names = [f.name for f in dataclasses.fields(result[0]) if _plain(getattr(result[0], f.name))]
-        cells = [[_cell(getattr(item, name)) for name in names] for item in result]
-        return table([name.upper() for name in names], cells)
-    return _key_values([(f.name, _cell(getattr(result, f.name))) for f in dataclasses.fields(result)])
+        cells = [[str(rank), *(_cell(getattr(item, name)) for name in names)] for rank, item in enumerate(result, 1)]
+        return table(["RANK", *(name.upper() for name in names)], cells)
+    values = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
+    nested = [f"{name}:\n{generic_text(value)}" for name, value in values if _results(value)]
+    return "\n".join([_key_values([(name, _cell(value)) for name, value in values]), *nested])
+
+
+def _results(value: Any) -> bool:
+    return isinstance(value, tuple) and bool(value) and dataclasses.is_dataclass(value[0])
 
 
 def _plain(value: Any) -> bool:
@@ -346,7 +343,7 @@ def _cell(value: Any) -> str:
         return shape_text(value.shape)
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+    if _results(value):
         return f"{len(value)} {type(value[0]).__name__}"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value) or "-"

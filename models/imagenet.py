@@ -86,19 +86,9 @@ def vgg_aliases(model: nn.Sequential) -> dict[str, str]:
 
 def alexnet_aliases(model: nn.Sequential) -> dict[str, str]:
     """Caffe names for a served AlexNet: conv1..5, relu1..5, pool1/2/5 (numbered by the conv before)."""
-    aliases: dict[str, str] = {}
-    conv = 0
-    for name, module in _sequential(model, "features").named_children():
-        path = f"features.{name}"
-        if isinstance(module, nn.Conv2d):
-            conv += 1
-            aliases[f"conv{conv}"] = path
-        elif isinstance(module, nn.ReLU):
-            aliases[f"relu{conv}"] = path
-        elif isinstance(module, nn.MaxPool2d):
-            aliases[f"pool{conv}"] = path
-    aliases.update(_classifier_aliases(_sequential(model, "classifier")))
-    return aliases
+    return _numbered(_sequential(model, "features"), "features", nn.Conv2d, "conv", 0) | _classifier_aliases(
+        _sequential(model, "classifier")
+    )
 
 
 def _sequential(model: nn.Module, name: str) -> nn.Sequential:
@@ -111,13 +101,21 @@ def _sequential(model: nn.Module, name: str) -> nn.Sequential:
 
 def _classifier_aliases(classifier: nn.Sequential) -> dict[str, str]:
     """fc6, fc7, fc8 for the classifier's linears and relu6, relu7 for the ReLUs after them."""
+    return _numbered(classifier, "classifier", nn.Linear, "fc", 5)
+
+
+def _numbered(seq: nn.Sequential, prefix: str, counted: type[nn.Module], stem: str, start: int) -> dict[str, str]:
+    """``<stem>N`` for the N-th ``counted`` child (N from ``start + 1``), ``reluN`` and ``poolN`` for
+    the ReLUs and max-pools after it (paths ``<prefix>.<child>``)."""
     aliases: dict[str, str] = {}
-    fc = 5
-    for name, module in classifier.named_children():
-        path = f"classifier.{name}"
-        if isinstance(module, nn.Linear):
-            fc += 1
-            aliases[f"fc{fc}"] = path
+    n = start
+    for name, module in seq.named_children():
+        path = f"{prefix}.{name}"
+        if isinstance(module, counted):
+            n += 1
+            aliases[f"{stem}{n}"] = path
         elif isinstance(module, nn.ReLU):
-            aliases[f"relu{fc}"] = path
+            aliases[f"relu{n}"] = path
+        elif isinstance(module, nn.MaxPool2d):
+            aliases[f"pool{n}"] = path
     return aliases

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,19 +63,33 @@ def _meta_aliases(
         return aliases_of(build())
 
 
-@register_model
-def vgg16_spec() -> ModelSpec:
+def _torchvision_imagenet(
+    name: str, paper: str, build: Callable[[], nn.Sequential], url: str, weights_enum: str, **spec: Any
+) -> ModelSpec:
+    """A torchvision ImageNet-1k classifier with its IMAGENET1K_V1 weights (``spec``: the rest)."""
     return ModelSpec(
-        name="vgg16",
+        name=name,
         task="image-classification",
         dataset="ImageNet-1k",
-        description="VGG16 (Simonyan & Zisserman 2014), torchvision IMAGENET1K_V1 weights",
+        description=f"{paper}, torchvision IMAGENET1K_V1 weights",
         input_shape=(3, 224, 224),
         num_classes=1000,
         labels=imagenet_labels(),
         preprocessing=IMAGENET_PREPROCESSING,
-        build=build_vgg16,
-        weights=WeightsRecord.from_url(VGG16_WEIGHTS.url, origin="torchvision VGG16_Weights.IMAGENET1K_V1"),
+        build=build,
+        weights=WeightsRecord.from_url(url, origin=f"torchvision {weights_enum}.IMAGENET1K_V1"),
+        **spec,
+    )
+
+
+@register_model
+def vgg16_spec() -> ModelSpec:
+    return _torchvision_imagenet(
+        "vgg16",
+        "VGG16 (Simonyan & Zisserman 2014)",
+        build_vgg16,
+        VGG16_WEIGHTS.url,
+        "VGG16_Weights",
         aliases=_meta_aliases(build_vgg16, vgg_aliases),
         default_gradcam_layer="features.28",  # conv5_3, the last conv (Selvaraju et al. 2017)
         # relu3_1, relu4_1, relu5_1: Upchurch et al. 2017's feature layers.
@@ -84,19 +99,12 @@ def vgg16_spec() -> ModelSpec:
 
 @register_model
 def alexnet_spec() -> ModelSpec:
-    return ModelSpec(
-        name="alexnet",
-        task="image-classification",
-        dataset="ImageNet-1k",
-        description="AlexNet (Krizhevsky et al. 2012), torchvision IMAGENET1K_V1 weights",
-        input_shape=(3, 224, 224),
-        num_classes=1000,
-        labels=imagenet_labels(),
-        preprocessing=IMAGENET_PREPROCESSING,
-        build=build_alexnet,
-        weights=WeightsRecord.from_url(
-            ALEXNET_WEIGHTS.url, origin="torchvision AlexNet_Weights.IMAGENET1K_V1"
-        ),
+    return _torchvision_imagenet(
+        "alexnet",
+        "AlexNet (Krizhevsky et al. 2012)",
+        build_alexnet,
+        ALEXNET_WEIGHTS.url,
+        "AlexNet_Weights",
         aliases=_meta_aliases(build_alexnet, alexnet_aliases),
         default_gradcam_layer="features.10",  # conv5, the last conv
         # relu2 (27x27, 1/8 of the input), relu3 and relu5 (13x13, 1/16): one layer per scale as
@@ -105,54 +113,51 @@ def alexnet_spec() -> ModelSpec:
     )
 
 
-@register_model
-def lenet_spec() -> ModelSpec:
+def _fashion_mnist_lenet(
+    name: str, description: str, build: Callable[..., nn.Module], metadata: Path, how_to_make: str, **spec: Any
+) -> ModelSpec:
+    """A LeNet trained in this repo on Fashion-MNIST (``spec``: the rest)."""
     return ModelSpec(
-        name="lenet",
+        name=name,
         task="image-classification",
         dataset="Fashion-MNIST",
-        description="LeNet-5 with batch norm (LeCun et al. 1998), trained in this repo on Fashion-MNIST",
+        description=description,
         input_shape=(1, 28, 28),
         num_classes=len(FASHION_MNIST_CLASSES),
         labels=FASHION_MNIST_CLASSES,
         preprocessing=FASHION_MNIST_PREPROCESSING,
-        build=build_lenet,
+        build=build,
         weights=WeightsRecord(
-            bundled_metadata=LENET_METADATA,
-            origin="trained in this repo on Fashion-MNIST",
-            how_to_make="train them with `interp-train` (writes models/weights/, about 6 minutes on 2 cores)",
+            bundled_metadata=metadata, origin="trained in this repo on Fashion-MNIST", how_to_make=how_to_make
         ),
-        # Module paths are already the names users address (conv1, relu1, ..., fc3).
-        aliases={},
+        aliases={},  # module paths are already the names users address (conv1, relu1 or sig1, ..., fc3)
         default_gradcam_layer="conv2",
-        default_dfi_layers=("relu1", "relu2"),
         training_dataset="fashion-mnist",
+        **spec,
+    )
+
+
+@register_model
+def lenet_spec() -> ModelSpec:
+    return _fashion_mnist_lenet(
+        "lenet",
+        "LeNet-5 with batch norm (LeCun et al. 1998), trained in this repo on Fashion-MNIST",
+        build_lenet,
+        LENET_METADATA,
+        "train them with `interp-train` (writes models/weights/, about 6 minutes on 2 cores)",
+        default_dfi_layers=("relu1", "relu2"),
     )
 
 
 @register_model
 def lenet_classic_spec() -> ModelSpec:
-    return ModelSpec(
-        name="lenet-classic",
-        task="image-classification",
-        dataset="Fashion-MNIST",
-        description="the lecture's LeNet (sigmoid, average pooling; Dive into Deep Learning), trained in this "
-        "repo on Fashion-MNIST",
-        input_shape=(1, 28, 28),
-        num_classes=len(FASHION_MNIST_CLASSES),
-        labels=FASHION_MNIST_CLASSES,
-        preprocessing=FASHION_MNIST_PREPROCESSING,
-        build=build_lenet_classic,
-        weights=WeightsRecord(
-            bundled_metadata=LENET_CLASSIC_METADATA,
-            origin="trained in this repo on Fashion-MNIST",
-            how_to_make="train them with `interp-train --arch classic` (writes models/weights/, a few minutes "
-            "on one free core)",
-        ),
-        # Module paths are already the names users address (conv1, sig1, pool1, ..., fc3).
-        aliases={},
-        default_gradcam_layer="conv2",
+    return _fashion_mnist_lenet(
+        "lenet-classic",
+        "the lecture's LeNet (sigmoid, average pooling; Dive into Deep Learning), trained in this repo on "
+        "Fashion-MNIST",
+        build_lenet_classic,
+        LENET_CLASSIC_METADATA,
+        "train them with `interp-train --arch classic` (writes models/weights/, a few minutes on one free core)",
         # The post-activation maps of both conv stages, as for lenet (relu1, relu2).
         default_dfi_layers=("sig1", "sig2"),
-        training_dataset="fashion-mnist",
     )

@@ -17,12 +17,16 @@ a one-line help. From it and the message descriptors:
 - ``client/cli.py`` derives each subcommand's options from the request and Params fields, with
   the ``.proto`` comments (``protos/interp_docs.py``, generated) as help.
 
-Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
-handler in the ``server/handlers/`` module of its domain and one typed method in ``client/sdk.py`` (for a streamed RPC
-its ``iter_`` form, with ``x = blocking(iter_x)``). Only where it adds something: a result class
-in ``client/results/`` (behaviour such as ``save`` names or properties; otherwise one is made from
-the reply) and a row in ``client/cli_commands.py`` (a formatter, ``-o``, extra options; otherwise
-the generic text). This module imports only protobuf (the SDK installs without torch).
+Adding an RPC: define it in ``protos/interp.proto`` (``make protos``) and its algorithm in
+``interp/``; add one :class:`Method` here, one handler (``@handler("<Rpc>")``) in
+``server/handlers/<domain>.py`` (the module of its domain, listed in ``server/handlers/__init__.py``;
+a dataset-level job also states its cost in ``server/budgets.py``) and one typed method in
+``client/sdk.py`` (for a streamed RPC its ``iter_`` form, with ``x = blocking(iter_x)``). Only where
+it adds something: a result class in ``client/results/`` (behaviour such as properties; otherwise
+one is made from the reply by ``client/results/generated.py``, ``save`` included) and a row in
+``client/cli_commands.py`` (``-o``, extra options, a formatter in ``client/cli_text.py``;
+otherwise the generic text). A test of the method table keeps this recipe true.
+This module imports only protobuf (the SDK installs without torch).
 """
 
 from __future__ import annotations

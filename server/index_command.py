@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.app import weights_options
     from server.config import load_config
     from server.memory import keep_freed_memory
-    from server.stores.index import IndexStore, default_batch
+    from server.stores.index import IndexStore, default_batch, served_model
 
     config = load_config(rest, environ=None)
     keep_freed_memory(config.keep_freed_mb)  # as the server does
@@ -76,9 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stored, reused, figures = store.build(
         module,
-        model_name=model.spec.name,
-        weights_sha256=model.weights.sha256,
-        spec=model.spec.preprocessing,
+        **served_model(model),
         dataset=dataset,
         layers=layers,
         k=args.k,

@@ -33,7 +33,23 @@ def _wrap(handler: grpc.RpcMethodHandler, wrap: Callable) -> grpc.RpcMethodHandl
     )
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class _ServiceInterceptor(grpc.ServerInterceptor):
+    """An interceptor of the service's own RPCs: an unknown method and the health service pass as
+    they are; :meth:`_intercept` sees every other call's handler."""
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler
+        return self._intercept(handler, handler_call_details)
+
+    def _intercept(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        raise NotImplementedError
+
+
+class AuthInterceptor(_ServiceInterceptor):
     """Require ``authorization: Bearer <token>`` matching one of ``tokens`` (constant-time compare)."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
@@ -54,9 +70,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             matched |= hmac.compare_digest(presented, token)
         return matched and bool(presented)
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
+    def _intercept(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         # grpc calls intercept_service when a call's headers arrive, before any request message is
         # read: the metadata is all there is to look at, and all that is needed. What runs on a
         # refusal is the handler returned here. Returning the method's own handler with a refusing
@@ -66,9 +80,6 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # iterator: grpc sends UNAUTHENTICATED and resets the stream without parsing a byte of the
         # message, and receives no more of it than HTTP/2 flow control had already let in.
         # (Cardinality is not on the wire: a unary client gets its status all the same.)
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
-            return handler
         if self._allowed(handler_call_details.invocation_metadata):
             return handler
         return grpc.stream_stream_rpc_method_handler(refuse_unauthenticated)
@@ -113,18 +124,14 @@ class Metrics:
         return int(sum(sample.value for metric in self.in_flight.collect() for sample in metric.samples))
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(_ServiceInterceptor):
+    # Health is left alone: wrapping it would also turn its non-blocking Watch into a blocking
+    # generator that holds a worker thread per watcher (N unauthenticated watchers = no workers).
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        # Health is left alone: wrapping it would also turn its non-blocking Watch into a blocking
-        # generator that holds a worker thread per watcher (N unauthenticated watchers = no workers).
-        if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
-            return handler
+    def _intercept(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 

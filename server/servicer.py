@@ -233,7 +233,7 @@ class InterpServicer(pb_grpc.InterpServicer):
             idle_name, thread.name = thread.name, f"interp-{call.request_id}"  # who is busy, for operators
             try:
                 with self.gate.slot(lambda: not call.should_stop(), on_queued=queued), threads_for(work.elements):
-                    outcome["result"] = work.run(on_step, call.should_stop)
+                    outcome["result"] = work.run(on_step=on_step, should_stop=call.should_stop)
                     last = throttle.flush()  # a loop that ended early: its last step still reported
                     if last is not None:
                         send(*last)

@@ -10,6 +10,7 @@ import numpy as np
 
 from client.results._build import reply
 from client.results.base import _SavesImages, _ShortRepr, _Stamped
+from client.results.generated import generated
 from protos import interp_pb2 as pb
 
 
@@ -77,35 +78,10 @@ class TopActivationsResult(_Stamped, _SavesImages):
         return out
 
 
-@reply(pb.Neighbor)
-@dataclass(frozen=True, eq=False, repr=False)
-class Neighbor(_ShortRepr):
-    image_id: int
-    label: int
-    label_name: str
-    distance: float
-    image: np.ndarray | None
-    png: bytes
-
-
-@reply(pb.NearestNeighborsResponse)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class NeighborsResult(_Stamped, _SavesImages):
-    """The dataset images nearest to a query in one layer's features, nearest first."""
-
-    dataset: str
-    layer: str
-    metric: str
-    index_id: str
-    neighbors: tuple[Neighbor, ...]
-    grid_png: bytes
-    input: np.ndarray | None
-    input_png: bytes
-
-    def _pngs(self) -> list[tuple[str, bytes]]:
-        return [("grid", self.grid_png), ("input", self.input_png)] + [
-            (f"neighbor_{rank:02d}_{n.image_id}", n.png) for rank, n in enumerate(self.neighbors)
-        ]
+Neighbor: Any = generated(pb.Neighbor.DESCRIPTOR)
+"""One dataset image near the query: image_id, label, label_name, distance, image (H, W, C), png."""
+NeighborsResult: Any = generated(pb.NearestNeighborsResponse.DESCRIPTOR, name="NeighborsResult")
+"""Nearest first: neighbors, grid_png, input (H, W, C), input_png, dataset, layer, metric, index_id, stamp."""
 
 
 @reply(pb.EmbeddingResult)

@@ -3,7 +3,10 @@ for (a new RPC works in the SDK and the CLI before, or without, a class of its o
 
 The fields follow the rules of :mod:`client.results._build` (stamp flattened, ``resolved`` as
 ``params``, tensors as arrays, PNG bytes kept, nested messages as generated classes); ``save``
-writes every non-empty ``*_png`` / ``png`` field, named after it.
+writes every non-empty ``*_png`` / ``png`` field, named after it (``grid_png``, the picture of the
+whole answer, first), then those of each item of a repeated field as
+``<field singular>_<rank>[_<image_id>][_<name>]`` (``neighbor_00_4``). A reply whose class needs
+nothing more is served by a made class under its own public name (``NeighborsResult``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from client.results._build import _ENVELOPE, STAMP_FIELDS, make_classes_with, reply, result_class
 from client.results.base import _SavesImages
+from protos.methods import METHODS
 
 __all__ = ["generated"]
 
@@ -32,16 +36,35 @@ _STAMP_TYPES = (str, bool, str, str, float)
 
 class _Generated(_SavesImages):
     def _pngs(self) -> list[tuple[str, bytes]]:
-        out = []
+        out, items = _own_pngs(self), []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if isinstance(value, bytes) and (f.name == "png" or f.name.endswith("_png")):
-                out.append((f.name.removesuffix("_png").removesuffix("png") or "image", value))
-        return out
+            if isinstance(value, tuple) and value and isinstance(value[0], _Generated):
+                for rank, item in enumerate(value):
+                    stem = f"{f.name.removesuffix('s')}_{rank:02d}" + (
+                        f"_{item.image_id}" if hasattr(item, "image_id") else ""
+                    )
+                    items += [(stem if name == "image" else f"{stem}_{name}", png) for name, png in _own_pngs(item)]
+        return sorted(out, key=lambda named: named[0] != "grid") + items
 
 
-def generated(descriptor: Any) -> type:
-    """The result class of ``descriptor``: the registered one, or one made (and registered) now."""
+def _own_pngs(result: Any) -> list[tuple[str, bytes]]:
+    """The ``*_png`` / ``png`` fields of one result, named after them (``png``: ``image``)."""
+    out = []
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, bytes) and (f.name == "png" or f.name.endswith("_png")):
+            out.append((f.name.removesuffix("_png").removesuffix("png") or "image", value))
+    return out
+
+
+def generated(descriptor: Any, *, name: str | None = None, doc: str | None = None) -> type:
+    """The result class of ``descriptor``: the registered one, or one made (and registered) now.
+
+    Args:
+        name, doc: the made class's name and docstring (default: the message's name; the help of
+            the method table's row whose reply it is).
+    """
     message = GetMessageClass(descriptor)
     known = result_class(message)
     if known is not None:
@@ -59,9 +82,10 @@ def generated(descriptor: Any) -> type:
         else:
             spec.append((field.name.removeprefix("resolved_"), _annotation(field)))
     cls = dataclasses.make_dataclass(
-        descriptor.name, spec, bases=(_Generated,), frozen=True, eq=False, repr=False, kw_only=True
+        name or descriptor.name, spec, bases=(_Generated,), frozen=True, eq=False, repr=False, kw_only=True
     )
-    cls.__module__ = __name__
+    helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
+    cls.__module__, cls.__doc__ = __name__, doc or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
     return reply(message)(cls)
 
 

@@ -54,17 +54,6 @@ METHODS = (
     "grad_cam",
 )
 
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "gradient": (),
-    "gradient_x_input": (),
-    "smoothgrad": ("samples", "noise_level", "seed", "batch_size"),
-    "integrated_gradients": ("steps", "batch_size"),
-    "guided_backprop": (),
-    "grad_cam": ("layer",),
-}
-"""The :class:`SaliencyParams` fields each method reads; the others are ignored by it (the
-rendering fields ``clip_percentile`` and ``colormap`` apply to every method's picture)."""
-
 MAX_SAMPLES = 1000
 MAX_STEPS = 1000
 MAX_BATCH_SIZE = 1024
@@ -144,7 +133,8 @@ def saliency(
         x: (B, C, H, W) batch of pixels in [0, 1]; not modified.
         target: (B,) integer class per image; None explains the predicted class.
         method: one of :data:`METHODS`.
-        params: see :class:`SaliencyParams`; each method reads only its :data:`METHOD_PARAMS`.
+        params: see :class:`SaliencyParams`; each method reads only some of them
+            (the method table's ``applies`` in ``protos/methods.py`` lists which).
         should_stop: asked before every forward pass of the many-sample methods (smoothgrad,
             integrated_gradients); when it answers true the call raises
             :class:`interp.errors.Cancelled` (a request that is cancelled or past its deadline

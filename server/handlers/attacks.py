@@ -5,6 +5,7 @@ Which parameters each method reads is the method table's ``applies``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -326,17 +327,7 @@ def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDat
     x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
     attacked = len(x)
 
-    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
-        return robustness(
-            ctx.module,
-            x,
-            y,
-            methods=methods,
-            epsilons=epsilons,
-            params=params,
-            should_stop=should_stop,
-            on_step=on_step,
-        )
+    run = partial(robustness, ctx.module, x, y, methods=methods, epsilons=epsilons, params=params)
 
     def finish(result: Any) -> pb.AttackDatasetResult:
         correct = result.clean_correct

@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from interp import rendering
@@ -31,9 +32,13 @@ Resolver = Callable[[Any, LoadedModel, Any], Any]
 
 @dataclass(frozen=True)
 class Streamed:
-    """A streamed handler's work: ``run(on_step, should_stop)`` on a worker, then ``finish(result)``."""
+    """A streamed handler's work: ``run(on_step=, should_stop=)`` on a worker, then ``finish(result)``.
 
-    run: Callable[[Callable[..., None], Callable[[], bool]], object]
+    ``run`` is called with those two keywords, so an interp function that takes them is its own
+    ``run`` once its other arguments are bound (``functools.partial``).
+    """
+
+    run: Callable[..., object]
     finish: Callable[[Any], Any]
     # The largest activation one step computes, all its images (Ctx.elements): below torch's
     # grain size the loop runs on one torch thread (server.threads); 0: the server's threads.
@@ -87,8 +92,23 @@ def flag(request: Any, name: str, default: bool) -> bool:
 def input_echo(x: torch.Tensor, png: bool) -> pb.PreprocessedInput:
     """One preprocessed input (C, H, W) as sent back: the tensor, and its PNG when ``png``."""
     image = x.detach().cpu()
-    encoded = rendering.encode_png(rendering.to_uint8_image(image)) if png else b""
+    encoded = png_of(image) if png else b""
     return pb.PreprocessedInput(tensor=convert.tensor(image), png=encoded)
+
+
+def png_of(image: torch.Tensor | np.ndarray) -> bytes:
+    """The PNG of one image (C, H, W) in [0, 1]."""
+    return rendering.encode_png(rendering.to_uint8_image(image))
+
+
+def label_fields(classes: Sequence[str], label: int) -> dict[str, Any]:
+    """``label`` and ``label_name`` of a reply entry ("" for -1, unlabelled, or a label past ``classes``)."""
+    return {"label": label, "label_name": classes[label] if 0 <= label < len(classes) else ""}
+
+
+def labelled(dataset: Dataset, image_id: int) -> dict[str, Any]:
+    """:func:`label_fields` of a dataset image."""
+    return label_fields(dataset.classes, int(dataset.labels()[image_id]))
 
 
 Fill = Callable[[torch.Tensor, list[Any], Callable[[], bool]], None]

@@ -23,8 +23,8 @@ from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, dataset_named, handler
-from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id
+from server.handlers.base import Streamed, dataset_named, handler, labelled, png_of
+from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id, served_model
 
 
 @handler("ListDatasets", model="none")
@@ -85,9 +85,7 @@ def build_index(ctx: Ctx, request: pb.BuildIndexRequest, params: BuildIndexParam
 
         return store.build(
             ctx.module,
-            model_name=model.spec.name,
-            weights_sha256=model.weights.sha256,
-            spec=model.spec.preprocessing,
+            **served_model(model),
             dataset=dataset,
             layers=layers,
             k=params.k,
@@ -130,12 +128,6 @@ def _stored_index(ctx: Ctx, dataset: Any, layer: str, k: int, requested_layer: s
     return stored
 
 
-def _label(ctx: Ctx, dataset: Any, image_id: int) -> tuple[int, str]:
-    labels = dataset.labels()
-    label = int(labels[image_id])
-    return label, (dataset.classes[label] if 0 <= label < len(dataset.classes) else "")
-
-
 @handler("TopActivations")
 def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -> pb.TopActivationsResponse:
     dataset = dataset_named(ctx, request.dataset)
@@ -174,7 +166,6 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
         rgb = np.zeros((h_ + 2 * pad, w_ + 2 * pad, 3), dtype=np.uint8)
         rgb[pad : pad + h_, pad : pad + w_] = _rgb(rendering.to_uint8_image(pixels))
         padded[image_id] = (wide, rgb)
-    labels = dataset.labels()
     for c in channels:
         entries, cells = [], []
         for j in range(k):
@@ -195,12 +186,10 @@ def top_activations(ctx: Ctx, request: pb.TopActivationsRequest, params: None) -
             if is_padded:
                 big = di.mark_padding(big, box, h, w, cell_scale)
             cells.append(big)
-            label = int(labels[image_id])
             entries.append(
                 pb.TopEntry(
                     image_id=image_id,
-                    label=label,
-                    label_name=dataset.classes[label] if 0 <= label < len(dataset.classes) else "",
+                    **labelled(dataset, image_id),
                     value=float(values[c, j]),
                     y=int(ys[c, j]),
                     x=int(xs[c, j]),
@@ -252,40 +241,22 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 @handler("NearestNeighbors")
 def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: None) -> pb.NearestNeighborsResponse:
-    dataset = dataset_named(ctx, request.dataset)
-    path = ctx.layer(request.layer, field="layer")
-    metric = ctx.choice("metric")
-    k = request.k if request.HasField("k") else 10
-    width = budgets.feature_width(ctx.layer_info(path))
-    ctx.check_job("NearestNeighbors", budgets.neighbours_cost(dataset.size, width, 1), "query a narrower layer")
-    x = ctx.input(request.image)
-    stored = _stored_index(ctx, dataset, path, 1, request.layer)
-    features = torch.from_numpy(stored.features(path))
+    dataset, path, metric = dataset_named(ctx, request.dataset), ctx.layer(request.layer), ctx.choice("metric")
+    cost = budgets.neighbours_cost(dataset.size, budgets.feature_width(ctx.layer_info(path)), 1)
+    ctx.check_job("NearestNeighbors", cost, "query a narrower layer")
+    x, stored = ctx.input(request.image), _stored_index(ctx, dataset, path, 1, request.layer)
     query = neighbours.query_features(ctx.module, x, path).cpu()
-    order, dist = neighbours.nearest(features, query, k, metric, valid=torch.from_numpy(stored.present))
-    ids = [int(i) for i, d in zip(order[0], dist[0], strict=True) if np.isfinite(float(d))]
-    images = images_by_id(dataset, ctx.model.spec.preprocessing, ids)
-    neighbors = []
-    for image_id, d, image in zip(ids, dist[0].tolist(), images, strict=False):
-        label, label_name = _label(ctx, dataset, image_id)
-        neighbors.append(
-            pb.Neighbor(
-                image_id=image_id,
-                label=label,
-                label_name=label_name,
-                distance=float(d),
-                image=convert.tensor(image),
-                png=rendering.encode_png(rendering.to_uint8_image(image)),
-            )
-        )
-    grid_images = torch.stack([x[0].cpu(), *images]) if images else x.cpu()
+    k, valid = request.k if request.HasField("k") else 10, torch.from_numpy(stored.present)
+    order, dist = neighbours.nearest(torch.from_numpy(stored.features(path)), query, k, metric, valid=valid)
+    found = [(int(i), float(d)) for i, d in zip(order[0], dist[0].tolist(), strict=True) if np.isfinite(d)]
+    images = images_by_id(dataset, ctx.model.spec.preprocessing, [i for i, _ in found])
+    neighbors = [
+        pb.Neighbor(image_id=i, distance=d, **labelled(dataset, i), image=convert.tensor(image), png=png_of(image))
+        for (i, d), image in zip(found, images, strict=False)
+    ]
     labels = ["query"] + [f"{n.label_name or n.image_id} {n.distance:.3g}" for n in neighbors]
+    grid = rendering.image_grid(torch.stack([x[0].cpu(), *images]), labels=labels)
     return pb.NearestNeighborsResponse(
-        input=ctx.input_message(x),
-        dataset=dataset.name,
-        layer=path,
-        metric=metric,
-        index_id=stored.folder,
-        neighbors=neighbors,
-        grid_png=rendering.encode_png(rendering.image_grid(grid_images, labels=labels)),
-    )
+        input=ctx.input_message(x), dataset=dataset.name, layer=path, metric=metric, index_id=stored.folder,
+        neighbors=neighbors, grid_png=rendering.encode_png(grid),
+    )  # fmt: skip

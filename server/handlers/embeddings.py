@@ -19,7 +19,7 @@ from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, dataset_named, handler
+from server.handlers.base import Streamed, dataset_named, handler, label_fields
 from server.stores.index import DEFAULT_K, base_key, default_batch
 from server.stores.maps import MAX_THUMBNAILS, CachedMap, MapUnavailable, map_key, render, thumbnails_of
 
@@ -218,8 +218,7 @@ def place_images(ctx: Ctx, request: pb.PlaceImagesRequest, params: EmbeddingPara
                 neighbor_ids=cached.ids[rows].tolist(),
                 neighbor_labels=labels.tolist(),
                 neighbor_distances=placement.neighbor_distances[i].tolist(),
-                label=label,
-                label_name=cached.classes[label] if 0 <= label < len(cached.classes) else "",
+                **label_fields(cached.classes, label),
                 input=ctx.input_message(inputs[i]),
             )
         )

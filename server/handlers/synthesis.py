@@ -4,6 +4,7 @@ feature interpolation), all streamed."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, handler
+from server.handlers.base import Streamed, handler, png_of
 
 # -- iterative methods (streamed) ---------------------------------------------------------------
 
@@ -70,18 +71,10 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
     if params.start_from_mean:
         mean_image = ctx.services.training_sets.mean_image(model, size)
 
-    def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
-        return compute_visualization(
-            ctx.module,
-            path,
-            channels,
-            in_channels=in_channels,
-            input_size=side,
-            params=params,
-            mean_image=mean_image,
-            on_step=on_step,
-            should_stop=should_stop,
-        )
+    run = partial(
+        compute_visualization, ctx.module, path, channels, in_channels=in_channels, input_size=side, params=params,
+        mean_image=mean_image,
+    )  # fmt: skip
 
     def finish(result: Any) -> pb.VisualizeFilterResult:
         images = result.images.detach().cpu()
@@ -89,7 +82,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             layer=path,
             channels=channels,
             images=convert.tensor(images),
-            pngs=[rendering.encode_png(rendering.to_uint8_image(image)) for image in images],
+            pngs=[png_of(image) for image in images],
             grid_png=rendering.encode_png(rendering.image_grid(images, labels=names)),
             activations=[float(a) for a in result.activations],
             resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
@@ -120,7 +113,7 @@ def deep_dream(ctx: Ctx, request: pb.DeepDreamRequest, params: DeepDreamParams) 
         return pb.DeepDreamResult(
             input=ctx.input_message(x),
             image=convert.tensor(image),
-            png=rendering.encode_png(rendering.to_uint8_image(image)),
+            png=png_of(image),
             gains=[
                 pb.LayerGain(layer=name, norm_before=result.norms_before[name], norm_after=result.norms_after[name])
                 for name in layers
@@ -210,7 +203,7 @@ def interpolate_features(
                 pb.AlphaResult(
                     alpha=float(item.alpha),
                     image=convert.tensor(pixels),
-                    png=rendering.encode_png(rendering.to_uint8_image(pixels)),
+                    png=png_of(pixels),
                     feature_error=float(item.feature_error[0]),
                     prediction=ctx.prediction(best, prob[best]),
                 )

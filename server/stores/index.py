@@ -39,6 +39,7 @@ from interp.dataset.index import IndexProgress, LayerIndex, NothingIndexed, buil
 from interp.errors import Cancelled
 from models.dataset_registry import Dataset, IdxDataset
 from models.errors import shown
+from models.hub import LoadedModel
 from models.registry import Preprocessing
 from server.errors import FailedPrecondition
 from server.stores.datasets import fast_path, iter_batches, preprocess_ids
@@ -115,6 +116,11 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+def served_model(model: LoadedModel) -> dict[str, Any]:
+    """The ``model_name``, ``weights_sha256`` and ``spec`` of :meth:`IndexStore.build` for a served model."""
+    return {"model_name": model.spec.name, "weights_sha256": model.weights.sha256, "spec": model.spec.preprocessing}
 
 
 class IndexStore:

@@ -32,7 +32,7 @@ import torch
 from client import InterpClient
 from client.images import image_message
 from interp.attacks.linf import AttackParams, attack
-from interp.attribution.saliency import METHOD_PARAMS, METHODS, SaliencyParams, saliency
+from interp.attribution.saliency import METHODS, SaliencyParams, saliency
 from interp.synthesis import deepdream as dd
 from interp.synthesis import feature_interpolation as dfi
 from interp.synthesis import feature_vis as fv
@@ -40,6 +40,7 @@ from interp.synthesis import feature_vis_params as fvp
 from models.hub import LoadedModel, ModelHub
 from protos import interp_pb2 as pb
 from protos.codec import from_tensor
+from protos.methods import by_rpc
 from server.app import weights_options
 from server.imaging import load_input
 from tests.integration.conftest import test_config
@@ -155,7 +156,7 @@ SALIENCY_PARAMS: dict[str, dict[str, Any]] = {
 def test_the_saliency_cases_cover_every_method() -> None:
     assert set(SALIENCY_PARAMS) == set(METHODS)
     for method, params in SALIENCY_PARAMS.items():
-        assert set(params) <= set(METHOD_PARAMS[method]), method
+        assert set(params) <= set(by_rpc("Saliency").applies[method]), method
 
 
 def check_saliency(
@@ -168,7 +169,7 @@ def check_saliency(
     sent = echoed(r, params)
     # The echo holds the fields this method reads (and the rendering ones), nothing else, each
     # the value sent or the documented default; grad_cam's layer resolved to a module path.
-    assert set(sent) == set(METHOD_PARAMS[method]) | {"clip_percentile", "colormap"}
+    assert set(sent) == set(by_rpc("Saliency").applies[method])  # the rendering fields included
     expected = {name: value for name, value in dataclasses.asdict(SaliencyParams(**params)).items() if name in sent}
     if method == "grad_cam":
         expected["layer"] = model.resolve_layer(params.get("layer") or model.spec.default_gradcam_layer)

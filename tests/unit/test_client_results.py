@@ -79,7 +79,7 @@ def test_a_reply_without_a_class_of_its_own_gets_one_from_its_descriptor(monkeyp
     reply = pb.NearestNeighborsResponse(
         stamp=pb.ModelStamp(model="lenet", request_id="r"),
         input=pb.PreprocessedInput(tensor=to_tensor(np.zeros((1, 6, 5), np.float32)), png=b"in"),
-        neighbors=[pb.Neighbor(image_id=4, distance=0.5, image=to_tensor(np.zeros((1, 6, 5), np.float32)))],
+        neighbors=[pb.Neighbor(image_id=4, distance=0.5, image=to_tensor(np.zeros((1, 6, 5), np.float32)), png=b"n")],
         grid_png=b"grid",
     )
     known = {k: v for k, v in _build._CLASSES.items() if "Neighbor" not in k}  # as if NearestNeighbors were new
@@ -88,6 +88,6 @@ def test_a_reply_without_a_class_of_its_own_gets_one_from_its_descriptor(monkeyp
     assert type(result).__name__ == "NearestNeighborsResponse" and type(result).__module__ == "client.results.generated"
     assert result.model == "lenet" and result.request_id == "r" and result.input.shape == (6, 5, 1)
     assert result.neighbors[0].image_id == 4 and result.neighbors[0].image.shape == (6, 5, 1)
-    assert [p.name for p in result.save(tmp_path / "nn/")] == ["input.png", "grid.png"]
+    assert [p.name for p in result.save(tmp_path / "nn/")] == ["grid.png", "input.png", "neighbor_00_4.png"]
     assert "neighbors" in cli_text.generic_text(result) and "1 Neighbor" in cli_text.generic_text(result)
     assert _build.unread_fields(type(result)) == []

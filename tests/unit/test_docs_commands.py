@@ -19,10 +19,14 @@ FLAG = re.compile(r"(?<!\S)(--[a-z][a-z0-9-]*)")
 
 
 def script_flags(module: str) -> set[str]:
-    """The option strings of every ``add_argument`` call in the module's source."""
+    """The option strings of every ``add_argument`` call in the module's source, and in the
+    functions of benchmarks/_common.py it calls (``parse_bench_args``: --models, --threads)."""
     tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    common = ast.parse((ROOT / "benchmarks" / "_common.py").read_text())
+    shared = [f for f in common.body if isinstance(f, ast.FunctionDef) and f.name in called]
     flags = set()
-    for node in ast.walk(tree):
+    for node in [n for t in (tree, *shared) for n in ast.walk(t)]:
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
             flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
     return flags

@@ -149,17 +149,51 @@ def test_results_and_events_have_a_short_repr() -> None:
 
 
 def test_the_tables_applies_agree_with_what_interp_reads() -> None:
-    """The server reads only the table; the interp modules keep their own lists for their own
-    checks. They must not drift apart."""
+    """The server reads only the table; the interp modules that keep their own lists for their own
+    checks must not drift from it (saliency keeps none: the table is its one source)."""
     from interp.attacks.minimal_params import applies as minimal_applies
-    from interp.attribution.saliency import METHOD_PARAMS
     from interp.embedding import TSNE_PARAMS
     from protos.methods import SALIENCY_RENDERING
 
     saliency = by_rpc("Saliency").applies
-    assert {m: tuple(n for n in names if n not in SALIENCY_RENDERING) for m, names in saliency.items()} == METHOD_PARAMS
     assert all(set(SALIENCY_RENDERING) <= set(names) for names in saliency.values())
     for name, names in by_rpc("MinimalAttack").applies.items():
         assert set(names) == set(minimal_applies(name)), name
     for rpc in ("Embedding", "PlaceImages"):
         assert by_rpc(rpc).applies == {"tsne": TSNE_PARAMS, "pca": ()}
+
+
+def test_the_adding_an_rpc_recipe_names_what_a_contributor_touches() -> None:
+    """The recipe in protos/methods.py names files that exist, and says where every RPC's code is:
+    a handler registered from ``server/handlers/<domain>.py`` (listed with its RPCs in the package's
+    docstring) and a typed SDK method. A recipe naming a moved file, or an RPC served from elsewhere,
+    fails here."""
+    import re
+    from pathlib import Path
+
+    import protos.methods
+    import server.handlers
+    from client import InterpClient
+    from server.handlers import HANDLERS
+
+    root = Path(protos.methods.__file__).resolve().parents[1]
+    doc = protos.methods.__doc__ or ""
+    recipe = doc[doc.index("Adding an RPC") :]
+    named = set(re.findall(r"``([\w.<>/-]*/[\w.<>/-]*)``", doc))
+    assert {"protos/interp.proto", "server/handlers/<domain>.py", "client/sdk.py", "client/results/"} <= named
+    for path in sorted(named):
+        found = list(root.glob(path.replace("<domain>", "*"))) if "<domain>" in path else [root / path]
+        assert found and all(p.exists() for p in found), f"the recipe names {path}, which does not exist"
+    assert "server/handlers/<domain>.py" in recipe and "client/sdk.py" in recipe
+    listing = {
+        line.split("`")[1].lstrip("."): line.split(":", 2)[2]
+        for line in (server.handlers.__doc__ or "").splitlines()
+        if line.startswith("- :mod:")
+    }
+    for method in METHODS:
+        module = HANDLERS[method.rpc].fn.__module__
+        domain = module.removeprefix("server.handlers.")
+        assert module.startswith("server.handlers.") and domain != "base", (method.rpc, module)
+        assert (root / "server" / "handlers" / f"{domain}.py").exists(), module
+        assert method.rpc in re.findall(r"\w+", listing.get(domain, "")), f"{method.rpc} not listed under {domain}"
+        assert callable(getattr(InterpClient, method.sdk_name, None)), method.sdk_name

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import datasets, train_lenet
+from models import datasets, lenet_training, train_lenet
 from models.lenet import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
@@ -24,7 +24,8 @@ from models.lenet import (
     build_lenet,
     build_lenet_classic,
 )
-from models.train_lenet import augment, main
+from models.lenet_training import augment
+from models.train_lenet import main
 from tests.conftest import require_fashion_mnist
 from tests.unit.test_datasets import synthetic, write_split
 
@@ -224,7 +225,7 @@ def test_training_layout_is_undone_even_when_training_raises() -> None:
     model = build_lenet_classic()
     layout = train_lenet.ARCHITECTURES["classic"].channels_last
     assert layout is not None
-    with pytest.raises(RuntimeError, match="boom"), train_lenet._training_layout(model, layout):
+    with pytest.raises(RuntimeError, match="boom"), lenet_training._training_layout(model, layout):
         assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
         x = torch.rand(4, 1, 28, 28, requires_grad=True)
         F.cross_entropy(model(x), torch.arange(4)).backward()
@@ -241,7 +242,7 @@ def test_training_layout_gives_the_nchw_gradients() -> None:
     laid.load_state_dict(plain.state_dict())
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
     F.cross_entropy(plain(x), y).backward()
-    with train_lenet._training_layout(laid, train_lenet.ARCHITECTURES["classic"].channels_last):
+    with lenet_training._training_layout(laid, train_lenet.ARCHITECTURES["classic"].channels_last):
         F.cross_entropy(laid(x), y).backward()
     for (name, a), b in zip(plain.named_parameters(), laid.parameters(), strict=True):
         assert b.grad is not None and a.grad is not None
