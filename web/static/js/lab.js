@@ -1,0 +1,156 @@
+// "/lab": an uploaded image (the URL holds its sha256 and the view's settings): top classes,
+// every layer's activation maps (click one: its unit page), saliency as an overlay, and an
+// adversarial example with an epsilon slider.
+import { app, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
+
+const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
+const ATTACKS = ["fgsm", "bim", "pgd"];
+
+const state = { models: [] };
+
+function section(id, heading) {
+  const body = h("div", { id });
+  return [h("h2", {}, heading), body];
+}
+
+async function upload(file, status) {
+  status.replaceChildren(`uploading ${file.name}…`);
+  try {
+    const { image } = await postJSON("/api/lab/upload", file, file.type || "application/octet-stream");
+    setQuery({ image });
+    status.replaceChildren("");
+    await analyse();
+  } catch (err) {
+    status.replaceChildren(errorBox(err));
+  }
+}
+
+function chooser() {
+  const status = h("div", { id: "upload-status" });
+  const input = h("input", { type: "file", id: "file", accept: "image/*", onchange: () => input.files[0] && upload(input.files[0], status) });
+  const drop = h("div", { id: "drop" }, "Drop an image here, or ", input);
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (file) upload(file, status);
+  });
+  const select = h("select", { id: "model", onchange: () => { setQuery({ model: select.value }); analyse(); } },
+    state.models.map((m) => h("option", { value: m.name, selected: m.name === currentModel() }, m.name)));
+  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, status);
+}
+
+function currentModel() {
+  const wanted = query().get("model");
+  if (wanted) return wanted;
+  const ready = state.models.find((m) => m.status === "READY");
+  return ready ? ready.name : (state.models[0] || {}).name;
+}
+
+async function analyse() {
+  const image = query().get("image");
+  const model = currentModel();
+  const results = document.getElementById("results");
+  if (!image) {
+    results.replaceChildren(h("p", { class: "muted" }, "Choose an image to start."));
+    return;
+  }
+  setQuery({ model });
+  const [classesH, classes] = section("classes", "Top classes");
+  const [satH, sal] = section("saliency", "Saliency");
+  const [advH, adv] = section("adversarial", "Adversarial example");
+  const [mapsH, maps] = section("maps", "Activation maps (click a map: its unit page)");
+  results.replaceChildren(classesH, classes, satH, sal, advH, adv, mapsH, maps);
+  classes.replaceChildren(h("p", { class: "muted" }, "classifying…"));
+  let d;
+  try {
+    d = await getJSON(`/api/lab/${enc(image)}/analysis?model=${enc(model)}`);
+  } catch (err) {
+    classes.replaceChildren(errorBox(err));
+    return;
+  }
+  const inputUrl = `/api/lab/images/${enc(image)}`;
+  classes.replaceChildren(h("div", { class: "row" },
+    h("div", { class: "panel" }, h("img", { class: "big", id: "input", src: d.input, alt: "the model's input" }),
+      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png"))),
+    h("ol", { id: "predictions" }, d.predictions.map((p, i) => h("li", { class: i === 0 ? "pred" : "" },
+      `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(d.python));
+  maps.replaceChildren(...d.layers.map((l) => h("div", {},
+    h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
+      h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
+    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}`, title: `unit ${m.unit}` },
+      h("img", { src: m.png, alt: `${l.layer} unit ${m.unit}`, class: "map", "data-unit": m.unit })))))),
+    pythonBlock(d.python_activations));
+  saliencyView(sal, image, d.model);
+  attackView(adv, image, d.model);
+}
+
+function saliencyView(where, image, model) {
+  const picker = h("select", { id: "method" }, METHODS.map((m) => h("option", { value: m, selected: m === (query().get("method") || "gradient") }, m)));
+  const out = h("div", {});
+  async function run() {
+    setQuery({ method: picker.value });
+    out.replaceChildren(h("p", { class: "muted" }, "computing…"));
+    try {
+      const s = await getJSON(`/api/lab/${enc(image)}/saliency?model=${enc(model)}&method=${enc(picker.value)}`);
+      out.replaceChildren(h("div", { class: "row" },
+        h("div", { class: "panel" }, h("img", { class: "big", id: "overlay", src: s.overlay, alt: "saliency overlay" }),
+          h("div", { class: "tools" }, downloadLink(s.overlay, `saliency_${s.method}.png`))),
+        h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python));
+    } catch (err) {
+      out.replaceChildren(errorBox(err));
+    }
+  }
+  picker.addEventListener("change", run);
+  where.replaceChildren(h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
+  run();
+}
+
+function attackView(where, image, model) {
+  const params = query();
+  const slider = h("input", { type: "range", id: "eps", min: "0.005", max: "0.5", step: "0.005", value: params.get("eps") || "0.01" });
+  const method = h("select", { id: "attack" }, ATTACKS.map((m) => h("option", { value: m, selected: m === (params.get("attack") || "fgsm") }, m)));
+  const label = h("span", { id: "eps-value" }, slider.value);
+  const out = h("div", {});
+  let pending = 0;
+  async function run() {
+    const ticket = ++pending;
+    label.textContent = `ε = ${Number(slider.value).toFixed(3)}`;
+    setQuery({ eps: slider.value, attack: method.value });
+    try {
+      const a = await getJSON(`/api/lab/${enc(image)}/attack?model=${enc(model)}&eps=${enc(slider.value)}&method=${enc(method.value)}`);
+      if (ticket !== pending) return; // a newer slider position is on its way
+      out.replaceChildren(h("div", { class: "row" },
+        h("div", { class: "panel" }, h("div", {}, "original"), h("img", { class: "big", src: `/api/lab/images/${enc(image)}`, alt: "original" }),
+          h("div", { class: "pred", id: "original-pred" }, `${a.original.label} ${(100 * a.original.probability).toFixed(1)}%`)),
+        h("div", { class: "panel" }, h("div", {}, `adversarial (${a.method}, ε ${a.epsilon.toFixed(3)})`),
+          h("img", { class: "big", id: "adversarial-img", src: a.adversarial_png, alt: "adversarial" }),
+          h("div", { class: "pred", id: "adversarial-pred" }, `${a.adversarial.label} ${(100 * a.adversarial.probability).toFixed(1)}%`),
+          h("div", { class: "tools" }, downloadLink(a.adversarial_png, `adversarial_eps${a.epsilon}.png`))),
+        h("div", { class: "panel" }, h("div", {}, "perturbation"), h("img", { class: "big", src: a.perturbation_png, alt: "perturbation" }))),
+      pythonBlock(a.python));
+    } catch (err) {
+      if (ticket === pending) out.replaceChildren(errorBox(err));
+    }
+  }
+  slider.addEventListener("change", run);
+  slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
+  method.addEventListener("change", run);
+  where.replaceChildren(h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method), out);
+  run();
+}
+
+async function main() {
+  try {
+    state.models = (await getJSON("/api/models")).models;
+  } catch (err) {
+    app().replaceChildren(title("Lab"), errorBox(err));
+    return;
+  }
+  app().replaceChildren(title("Lab"), chooser(), h("div", { id: "results" }));
+  await analyse();
+}
+
+main();
