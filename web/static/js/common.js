@@ -89,8 +89,13 @@ export function errorBox(err) {
     err.field ? h("span", { class: "muted" }, ` (field: ${err.field})`) : null);
 }
 
+// Replace an element's children, leaving out the null/false of optional parts.
+export function show(where, ...children) {
+  where.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 export function showError(where, err) {
-  where.replaceChildren(errorBox(err));
+  show(where, errorBox(err));
 }
 
 // "copy as Python": the exact SDK call, and a button that copies it.

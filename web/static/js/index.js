@@ -1,5 +1,5 @@
 // "/": the served models with their status, weights provenance, input and classes.
-import { app, enc, fmtShape, getJSON, h, pythonBlock, showError, title } from "./common.js";
+import { app, show, enc, fmtShape, getJSON, h, pythonBlock, showError, title } from "./common.js";
 
 async function main() {
   try {
@@ -16,7 +16,7 @@ async function main() {
     const table = h("table", { id: "models" },
       h("thead", {}, h("tr", {}, ...["model", "status", "weights", "provenance", "input", "classes", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows));
-    app().replaceChildren(title("Models"), table, pythonBlock(python));
+    show(app(), title("Models"), table, pythonBlock(python));
   } catch (err) {
     showError(app(), err);
   }

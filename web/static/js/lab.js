@@ -1,7 +1,7 @@
 // "/lab": an uploaded image (the URL holds its sha256 and the view's settings): top classes,
 // every layer's activation maps (click one: its unit page), saliency as an overlay, and an
 // adversarial example with an epsilon slider.
-import { app, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
+import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
@@ -14,14 +14,14 @@ function section(id, heading) {
 }
 
 async function upload(file, status) {
-  status.replaceChildren(`uploading ${file.name}…`);
+  show(status, `uploading ${file.name}…`);
   try {
     const { image } = await postJSON("/api/lab/upload", file, file.type || "application/octet-stream");
     setQuery({ image });
-    status.replaceChildren("");
+    show(status, "");
     await analyse();
   } catch (err) {
-    status.replaceChildren(errorBox(err));
+    show(status, errorBox(err));
   }
 }
 
@@ -54,7 +54,7 @@ async function analyse() {
   const model = currentModel();
   const results = document.getElementById("results");
   if (!image) {
-    results.replaceChildren(h("p", { class: "muted" }, "Choose an image to start."));
+    show(results, h("p", { class: "muted" }, "Choose an image to start."));
     return;
   }
   setQuery({ model });
@@ -62,22 +62,22 @@ async function analyse() {
   const [satH, sal] = section("saliency", "Saliency");
   const [advH, adv] = section("adversarial", "Adversarial example");
   const [mapsH, maps] = section("maps", "Activation maps (click a map: its unit page)");
-  results.replaceChildren(classesH, classes, satH, sal, advH, adv, mapsH, maps);
-  classes.replaceChildren(h("p", { class: "muted" }, "classifying…"));
+  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps);
+  show(classes, h("p", { class: "muted" }, "classifying…"));
   let d;
   try {
     d = await getJSON(`/api/lab/${enc(image)}/analysis?model=${enc(model)}`);
   } catch (err) {
-    classes.replaceChildren(errorBox(err));
+    show(classes, errorBox(err));
     return;
   }
   const inputUrl = `/api/lab/images/${enc(image)}`;
-  classes.replaceChildren(h("div", { class: "row" },
+  show(classes, h("div", { class: "row" },
     h("div", { class: "panel" }, h("img", { class: "big", id: "input", src: d.input, alt: "the model's input" }),
       h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png"))),
     h("ol", { id: "predictions" }, d.predictions.map((p, i) => h("li", { class: i === 0 ? "pred" : "" },
       `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(d.python));
-  maps.replaceChildren(...d.layers.map((l) => h("div", {},
+  show(maps, ...d.layers.map((l) => h("div", {},
     h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
       h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
     h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}`, title: `unit ${m.unit}` },
@@ -92,19 +92,19 @@ function saliencyView(where, image, model) {
   const out = h("div", {});
   async function run() {
     setQuery({ method: picker.value });
-    out.replaceChildren(h("p", { class: "muted" }, "computing…"));
+    show(out, h("p", { class: "muted" }, "computing…"));
     try {
       const s = await getJSON(`/api/lab/${enc(image)}/saliency?model=${enc(model)}&method=${enc(picker.value)}`);
-      out.replaceChildren(h("div", { class: "row" },
+      show(out, h("div", { class: "row" },
         h("div", { class: "panel" }, h("img", { class: "big", id: "overlay", src: s.overlay, alt: "saliency overlay" }),
           h("div", { class: "tools" }, downloadLink(s.overlay, `saliency_${s.method}.png`))),
         h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python));
     } catch (err) {
-      out.replaceChildren(errorBox(err));
+      show(out, errorBox(err));
     }
   }
   picker.addEventListener("change", run);
-  where.replaceChildren(h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
+  show(where, h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
   run();
 }
 
@@ -122,7 +122,7 @@ function attackView(where, image, model) {
     try {
       const a = await getJSON(`/api/lab/${enc(image)}/attack?model=${enc(model)}&eps=${enc(slider.value)}&method=${enc(method.value)}`);
       if (ticket !== pending) return; // a newer slider position is on its way
-      out.replaceChildren(h("div", { class: "row" },
+      show(out, h("div", { class: "row" },
         h("div", { class: "panel" }, h("div", {}, "original"), h("img", { class: "big", src: `/api/lab/images/${enc(image)}`, alt: "original" }),
           h("div", { class: "pred", id: "original-pred" }, `${a.original.label} ${(100 * a.original.probability).toFixed(1)}%`)),
         h("div", { class: "panel" }, h("div", {}, `adversarial (${a.method}, ε ${a.epsilon.toFixed(3)})`),
@@ -132,13 +132,13 @@ function attackView(where, image, model) {
         h("div", { class: "panel" }, h("div", {}, "perturbation"), h("img", { class: "big", src: a.perturbation_png, alt: "perturbation" }))),
       pythonBlock(a.python));
     } catch (err) {
-      if (ticket === pending) out.replaceChildren(errorBox(err));
+      if (ticket === pending) show(out, errorBox(err));
     }
   }
   slider.addEventListener("change", run);
   slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
   method.addEventListener("change", run);
-  where.replaceChildren(h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method), out);
+  show(where, h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method), out);
   run();
 }
 
@@ -146,10 +146,10 @@ async function main() {
   try {
     state.models = (await getJSON("/api/models")).models;
   } catch (err) {
-    app().replaceChildren(title("Lab"), errorBox(err));
+    show(app(), title("Lab"), errorBox(err));
     return;
   }
-  app().replaceChildren(title("Lab"), chooser(), h("div", { id: "results" }));
+  show(app(), title("Lab"), chooser(), h("div", { id: "results" }));
   await analyse();
 }
 

@@ -1,5 +1,5 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
-import { app, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
+import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 async function main() {
@@ -25,7 +25,7 @@ async function main() {
       h("span", {}, `page ${d.page + 1} of ${d.pages}`),
       d.page + 1 < d.pages ? h("a", { href: pageUrl(d.page + 1) }, "next →") : null);
     const out = h("div", { id: "python" });
-    app().replaceChildren(
+    show(app(),
       title(`${d.layer.name} · ${model}`),
       h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
         d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
@@ -36,9 +36,9 @@ async function main() {
     try {
       const last = await vis.run(d.units.map((u) => u.unit));
       for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
-      out.replaceChildren(pythonBlock(last.python));
+      show(out, pythonBlock(last.python));
     } catch (err) {
-      out.replaceChildren(errorBox(err));
+      show(out, errorBox(err));
     }
   } catch (err) {
     showError(app(), err);

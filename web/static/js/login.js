@@ -1,5 +1,5 @@
 // "/login": the explorer's access token once; the answer sets an HttpOnly session cookie.
-import { app, errorBox, h, postJSON, query, title } from "./common.js";
+import { app, show, errorBox, h, postJSON, query, title } from "./common.js";
 
 const input = h("input", { type: "password", id: "token", autocomplete: "current-password", size: 40 });
 const message = h("div", {});
@@ -10,7 +10,7 @@ const form = h("form", { onsubmit: async (event) => {
     const next = query().get("next") || "/";
     location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
   } catch (err) {
-    message.replaceChildren(errorBox(err));
+    show(message, errorBox(err));
   }
 } }, h("label", { for: "token" }, "Access token "), input, " ", h("button", { type: "submit" }, "Log in"));
-app().replaceChildren(title("Log in"), form, message);
+show(app(), title("Log in"), form, message);

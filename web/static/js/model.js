@@ -1,5 +1,5 @@
 // "/models/{model}": the layers as a strip (shape, receptive field, parameters) and the first layer's kernels.
-import { app, downloadLink, enc, fmtShape, getJSON, h, pathParts, pythonBlock, showError, title } from "./common.js";
+import { app, show, downloadLink, enc, fmtShape, getJSON, h, pathParts, pythonBlock, showError, title } from "./common.js";
 
 async function main() {
   const [, model] = pathParts();
@@ -27,7 +27,7 @@ async function main() {
         pythonBlock(d.kernels.python));
     }
     parts.push(h("p", {}, h("a", { href: `/lab?model=${enc(name)}` }, "Open the lab with this model")));
-    app().replaceChildren(...parts.filter(Boolean));
+    show(app(), ...parts.filter(Boolean));
   } catch (err) {
     showError(app(), err);
   }

@@ -1,6 +1,6 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
-import { app, downloadLink, enc, errorBox, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
+import { app, show, downloadLink, enc, errorBox, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 async function main() {
@@ -16,7 +16,7 @@ async function main() {
       h("img", { class: "pixel", src: e.crop, alt: `crop ${rank + 1}` }),
       e.projection ? h("img", { class: "pixel", src: e.projection, alt: `projection ${rank + 1}` }) : null,
       h("div", {}, `${e.label} · ${e.value.toFixed(2)}`), h("div", { class: "muted" }, `image ${e.image_id}`)));
-    app().replaceChildren(
+    show(app(),
       title(`${d.layer.name} unit ${d.unit} · ${model}`),
       h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
       h("h2", {}, "Feature visualization"),
@@ -31,10 +31,10 @@ async function main() {
       const png = last.units[String(d.unit)];
       img.src = png;
       vis.preview.hidden = true;
-      visTools.replaceChildren(downloadLink(png, `${model}_${d.layer.name}_unit${d.unit}.png`));
-      visCode.replaceChildren(pythonBlock(last.python));
+      show(visTools, downloadLink(png, `${model}_${d.layer.name}_unit${d.unit}.png`));
+      show(visCode, pythonBlock(last.python));
     } catch (err) {
-      visCode.replaceChildren(errorBox(err));
+      show(visCode, errorBox(err));
     }
   } catch (err) {
     showError(app(), err);
