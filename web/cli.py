@@ -24,7 +24,9 @@ MIN_TOKEN_CHARS = 16
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interp-web", description="The explorer: a web page over an interp.v1 service.")
-    env = os.environ.get
+    def env(name: str, default: str | None = None) -> str | None:
+        return os.environ.get(name) or default  # compose sets unused variables to ""
+
     p.add_argument(
         "--server",
         default=env("INTERP_SERVER", "localhost:50051"),
@@ -36,13 +38,13 @@ def parser() -> argparse.ArgumentParser:
         help="bearer token for the service (env INTERP_TOKEN); kept by this process, never sent to browsers",
     )
     p.add_argument("--tls", action="store_true", help="reach the service over TLS")
-    p.add_argument("--ca-file", help="CA bundle for the service's certificate (implies --tls)")
+    p.add_argument("--ca-file", default=env("INTERP_CA_FILE"), help="CA bundle of the service (implies --tls)")
     p.add_argument(
         "--host",
         default=env("INTERP_WEB_HOST", "127.0.0.1"),
         help="address to listen on (env INTERP_WEB_HOST; default 127.0.0.1, loopback only)",
     )
-    p.add_argument("--port", type=int, default=int(env("INTERP_WEB_PORT", "8080")), help="port (default 8080)")
+    p.add_argument("--port", type=int, default=int(env("INTERP_WEB_PORT", "8080") or 8080), help="port (default 8080)")
     p.add_argument(
         "--access-token-file",
         type=Path,
