@@ -15,6 +15,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from web.settings import WebSettings, is_loopback
@@ -22,8 +23,16 @@ from web.settings import WebSettings, is_loopback
 MIN_TOKEN_CHARS = 16
 
 
+def package_version() -> str:
+    try:
+        return metadata.version("cnn-interp")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interp-web", description="The explorer: a web page over an interp.v1 service.")
+
     def env(name: str, default: str | None = None) -> str | None:
         return os.environ.get(name) or default  # compose sets unused variables to ""
 
@@ -44,7 +53,12 @@ def parser() -> argparse.ArgumentParser:
         default=env("INTERP_WEB_HOST", "127.0.0.1"),
         help="address to listen on (env INTERP_WEB_HOST; default 127.0.0.1, loopback only)",
     )
-    p.add_argument("--port", type=int, default=int(env("INTERP_WEB_PORT", "8080") or 8080), help="port (default 8080)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("INTERP_WEB_PORT", "8080") or 8080),
+        help="port (env INTERP_WEB_PORT; default 8080)",
+    )
     p.add_argument(
         "--access-token-file",
         type=Path,
@@ -61,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--certfile", default=env("INTERP_WEB_CERTFILE"), help="TLS certificate (PEM) for the web port")
     p.add_argument("--keyfile", default=env("INTERP_WEB_KEYFILE"), help="its private key (PEM)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest image upload in MB (default 8)")
+    p.add_argument("--version", action="version", version=f"interp-web {package_version()}")
     return p  # fmt: skip
 
 

@@ -231,3 +231,29 @@ def test_interp_web_refuses_a_public_address_without_a_token(tmp_path) -> None:
     with pytest.raises(SystemExit, match="at least 16"):
         settings_from(parser().parse_args(["--host", "10.0.0.1", "--access-token-file", str(token)]))
     assert settings_from(parser().parse_args(["--host", "::1"])).server == "localhost:50051"
+
+
+def test_interp_web_process_serves_the_pages(service) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the process to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "web.cli", "--server", service, "--port", str(port)]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = request(f"http://127.0.0.1:{port}/api/models")
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    process.stderr.read() if process.stderr else ""
+                )
+                time.sleep(0.1)
+        assert reply.status == 200 and reply.json()["models"][0]["name"] == "lenet"
+        assert f"{service}" in reply.json()["python"]  # the snippet names the service, not the web port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
