@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
 from client.errors import InterpError
-from web.api import lab, layers, models
+from web.api import jobs, lab, layers, models
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
 from web.security import Guard, Session
@@ -64,6 +64,7 @@ ROUTES = [
             Route("/models/{model}/layers/{layer}", layers.units),
             Route("/models/{model}/layers/{layer}/units/{unit:int}", layers.unit),
             Route("/models/{model}/layers/{layer}/visualize", layers.visualize, methods=["POST"]),
+            Route("/models/{model}/layers/{layer}/index", jobs.build_index, methods=["POST"]),
             Route("/lab/upload", lab.upload, methods=["POST"]),
             Route("/lab/images/{digest}", lab.image),
             Route("/lab/{digest}/analysis", lab.analysis),

@@ -257,3 +257,23 @@ def test_interp_web_process_serves_the_pages(service) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_layer_without_an_index_offers_to_build_one(web) -> None:
+    before = request(web + "/api/models/lenet/layers/relu4?per_page=2").json()
+    assert "BuildIndex" in before["notice"] and before["index_dataset"] == "fashion-mnist-test"  # the smallest
+    assert all(unit["top"] is None for unit in before["units"])
+    url = web + "/api/models/lenet/layers/relu4/index"
+    missing = request(url, method="POST", data=b"{}", headers=CSRF)
+    assert missing.status == 400 and missing.json()["field"] == "dataset"
+    body = json.dumps({"dataset": "fashion-mnist-test"}).encode()
+    assert request(url, method="POST", data=body).status == 403  # state-changing: the CSRF header is required
+    events = _events(request(url, method="POST", data=body, headers=CSRF).body)
+    assert events[-1]["type"] == "result" and events[-1]["images"] == 10_000
+    assert "c.build_index('lenet', 'fashion-mnist-test', layers=['relu4']" in events[-1]["python"]
+    after = request(web + "/api/models/lenet/layers/relu4?per_page=2").json()
+    assert after["notice"] == "" and after["dataset"] == "fashion-mnist-test"
+    assert all(unit["top"]["crop"].startswith("data:image/png") for unit in after["units"])
+    unknown = _events(request(url, method="POST", data=b'{"dataset": "nope"}', headers=CSRF).body)
+    assert len(unknown) == 1 and unknown[0]["type"] == "error" and unknown[0]["code"] == "INVALID_ARGUMENT"
+    assert unknown[0]["field"] == "dataset" and "fashion-mnist-test" in unknown[0]["message"]  # readable, on the page

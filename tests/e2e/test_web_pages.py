@@ -177,6 +177,21 @@ def test_lab_upload_classes_maps_saliency_and_epsilon(driver, site, shots, tmp_p
     check_page(driver, site, shots, "unit-from-lab")
 
 
+def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/conv1?steps=16")
+    notice = wait(driver, lambda d: d.find_element(By.ID, "notice"))
+    assert "BuildIndex" in notice.text and not driver.find_elements(By.CSS_SELECTOR, "img.top")
+    driver.save_screenshot(str(shots / "layer-without-index.png"))
+    driver.find_element(By.ID, "index-build").click()
+    # the page reloads when the build is done, now with a top crop per unit
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "img.top")) == 6)
+    assert not driver.find_elements(By.ID, "notice")
+    wait(driver, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "true")
+    check_page(driver, site, shots, "layer-indexed")
+
+
 def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
     from selenium.webdriver.common.by import By
 

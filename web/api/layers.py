@@ -62,6 +62,12 @@ def page_channels(layer: LayerInfo, page: int, per_page: int) -> list[int]:
     return list(range(start, min(start + per_page, layer.channels)))
 
 
+def fitting_datasets(explorer: Explorer, model: str) -> list[str]:
+    """Served datasets whose images fit ``model``'s input (the ones an index can be built on), smallest first."""
+    fitting = [d for d in explorer.client.list_datasets() if model.lower() in (m.lower() for m in d.fits_models)]
+    return [d.name for d in sorted(fitting, key=lambda d: d.size)]
+
+
 def top_crops(
     explorer: Explorer, model: str, layer: str, channels: list[int], k: int, projections: bool
 ) -> tuple[TopActivationsResult | None, str]:
@@ -70,7 +76,7 @@ def top_crops(
     The notice names what to do: BuildIndex (and its CLI form) when a dataset fits the model, the
     server's ``--dataset NAME=DIR`` when none does.
     """
-    fitting = [d.name for d in explorer.client.list_datasets() if model.lower() in (m.lower() for m in d.fits_models)]
+    fitting = fitting_datasets(explorer, model)
     if not fitting:
         return None, (
             f"no served dataset fits {model}'s input, so there are no dataset examples: an operator adds "
@@ -132,8 +138,10 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
         for ch in channels
     ]
     pages = max(1, -(-layer.channels // per_page))
+    index_on = fitting_datasets(explorer, model)[:1] if notice else []  # the dataset a "build" button indexes
     return {"layer": layer_json(layer), "page": page, "pages": pages, "per_page": per_page, "units": units,
-            "dataset": tops.dataset if tops else "", "notice": notice, "params": params}  # fmt: skip
+            "dataset": tops.dataset if tops else "", "notice": notice, "params": params,
+            "index_dataset": index_on[0] if index_on else ""}  # fmt: skip
 
 
 async def units(request: Request) -> JSONResponse:

@@ -43,10 +43,10 @@ export async function getJSON(url) {
 }
 
 // State-changing calls carry X-Interp-Web: 1 (the server refuses them otherwise: CSRF guard).
-export async function post(url, body, contentType = "application/json") {
+export async function post(url, body, contentType = "application/json", signal = undefined) {
   const data = contentType === "application/json" ? JSON.stringify(body) : body;
   const response = await fetch(url, {
-    method: "POST", body: data, credentials: "same-origin",
+    method: "POST", body: data, credentials: "same-origin", signal,
     headers: { "Content-Type": contentType, "X-Interp-Web": "1", Accept: "application/json" },
   });
   return response;
@@ -57,8 +57,9 @@ export async function postJSON(url, body, contentType) {
 }
 
 // A POST answered with server-sent events: calls onEvent(event) for each; resolves with the last.
-export async function streamEvents(url, body, onEvent) {
-  const response = await post(url, body);
+// Aborting ``signal`` closes the stream, which cancels the call on the service.
+export async function streamEvents(url, body, onEvent, signal = undefined) {
+  const response = await post(url, body, "application/json", signal);
   if (!response.ok) await parse(response);
   const reader = response.body.getReader();
   const decoder = new TextDecoder();

@@ -1,5 +1,5 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
-import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
+import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, streamEvents, title } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 async function main() {
@@ -30,7 +30,7 @@ async function main() {
       h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
         d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
         " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
-      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : null,
+      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
       h("div", { class: "tools" }, vis.bar, vis.status),
       nav, h("div", { class: "grid", id: "units" }, cards), out);
     try {
@@ -43,6 +43,34 @@ async function main() {
   } catch (err) {
     showError(app(), err);
   }
+}
+
+// "Build the index": BuildIndex of this layer on the dataset the server offers, with progress and cancel.
+function indexButton(model, d) {
+  if (!d.index_dataset) return null;
+  const bar = h("progress", { id: "index-progress", max: 1, value: 0 });
+  const status = h("span", { class: "muted", id: "index-status" });
+  const controller = new AbortController();
+  const cancel = h("button", { type: "button", id: "index-cancel", onclick: () => controller.abort() }, "cancel");
+  const box = h("div", { class: "tools" });
+  const start = h("button", { type: "button", id: "index-build", onclick: async () => {
+    show(box, bar, status, cancel);
+    const url = `/api/models/${enc(model)}/layers/${enc(d.layer.name)}/index`;
+    try {
+      const last = await streamEvents(url, { dataset: d.index_dataset }, (event) => {
+        if (event.type !== "progress") return;
+        bar.max = event.total;
+        bar.value = event.step;
+        status.textContent = event.queued ? `queued (${event.queued})` : `${event.step}/${event.total} ${event.stage || ""}`;
+      }, controller.signal);
+      show(box, `indexed ${last.images} images in ${last.seconds.toFixed(1)} s — reloading`, pythonBlock(last.python));
+      location.reload();
+    } catch (err) {
+      show(box, err.name === "AbortError" ? h("span", {}, "cancelled") : errorBox(err));
+    }
+  } }, `Build the index of ${d.layer.name} on ${d.index_dataset}`);
+  show(box, start);
+  return box;
 }
 
 function pageUrl(page) {

@@ -1,0 +1,56 @@
+"""Jobs a page starts on the service and watches: index builds (BuildIndex), streamed and cancellable.
+
+The page reads the events; closing the stream (the page's "cancel", or leaving the page)
+cancels the SDK call, and the service stops at its next step.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from client.results import IndexBuild, ProgressEvent
+from web.errors import WebError
+from web.explorer import Explorer, explorer_of
+from web.streaming import Events, event_stream
+
+
+def index_events(explorer: Explorer, model: str, dataset: str, layer: str, stop: threading.Event) -> Events:
+    """BuildIndex progress, then ``{"type": "result", images, seconds, reused, python}``."""
+    result: IndexBuild | None = None
+    with explorer.client.iter_build_index(model, dataset, layers=[layer]) as stream:
+        for event in stream:
+            if stop.is_set():
+                return  # leaving the with block cancels the build
+            if isinstance(event, ProgressEvent):
+                yield {"type": "progress", "step": event.step, "total": event.total_steps, "stage": event.stage,
+                       "queued": event.queued_position}  # fmt: skip
+            else:
+                result = event
+    if result is None:
+        raise WebError("INTERNAL", "the index build ended without a result")
+    params: dict[str, Any] = {"layers": [layer], **result.params}
+    yield {
+        "type": "result",
+        "images": result.images,
+        "seconds": result.seconds,
+        "reused": result.reused,
+        "python": explorer.code("build_index", (model, dataset), params),
+    }
+
+
+async def build_index(request: Request) -> StreamingResponse:
+    """POST ``{"dataset": NAME}`` -> a stream of the index build of this layer on that dataset."""
+    explorer = explorer_of(request)
+    model, layer = request.path_params["model"], request.path_params["layer"]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise WebError("INVALID_ARGUMENT", "the body must be JSON", field="body") from None
+    dataset = body.get("dataset") if isinstance(body, dict) else None
+    if not isinstance(dataset, str) or not dataset:
+        raise WebError("INVALID_ARGUMENT", "name the dataset to index (a served dataset's name)", field="dataset")
+    return event_stream(lambda stop: index_events(explorer, model, dataset, layer, stop))
