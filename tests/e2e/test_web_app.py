@@ -277,3 +277,28 @@ def test_a_layer_without_an_index_offers_to_build_one(web) -> None:
     unknown = _events(request(url, method="POST", data=b'{"dataset": "nope"}', headers=CSRF).body)
     assert len(unknown) == 1 and unknown[0]["type"] == "error" and unknown[0]["code"] == "INVALID_ARGUMENT"
     assert unknown[0]["field"] == "dataset" and "fashion-mnist-test" in unknown[0]["message"]  # readable, on the page
+
+
+def test_leaving_a_streamed_job_cancels_it_on_the_service(web, service) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    from client import InterpClient
+
+    host = urlsplit(web)
+    connection = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    body = json.dumps({"dataset": "fashion-mnist-all"})  # 70,000 images: seconds of work
+    connection.request("POST", "/api/models/lenet/layers/relu1/index", body=body, headers=CSRF)
+    reply = connection.getresponse()
+    assert reply.status == 200
+    first = reply.readline()
+    assert first.startswith(b"data: ") and json.loads(first[6:])["type"] == "progress"
+    with InterpClient(service) as client:
+        assert client.server_info().running_heavy == 1  # the build is computing
+        connection.close()  # the page went away
+        deadline = time.monotonic() + 10
+        while client.server_info().running_heavy:
+            assert time.monotonic() < deadline, "the index build kept running after the browser left"
+            time.sleep(0.1)
+    page = request(web + "/api/models/lenet/layers/relu1?per_page=1").json()
+    assert "BuildIndex" in page["notice"]  # nothing was indexed
