@@ -70,6 +70,8 @@ ROUTES = [
             Route("/lab/{digest}/analysis", lab.analysis),
             Route("/lab/{digest}/saliency", lab.saliency),
             Route("/lab/{digest}/attack", lab.attack),
+            Route("/lab/{digest}/closest-failure", lab.closest_failure),
+            Route("/lab/{digest}/unit", lab.unit_map),
         ],
     ),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -153,6 +153,14 @@ def test_lab_classifies_maps_and_attacks_a_sneaker(web) -> None:
     large = request(web + f"/api/lab/{digest}/attack?model=lenet&eps=0.3").json()
     assert small["adversarial"]["label"] == "Sneaker" and large["adversarial"]["label"] != "Sneaker"
     assert request(web + f"/api/lab/{digest}/attack?model=lenet&eps=2").json()["field"] == "eps"
+    closest = request(web + f"/api/lab/{digest}/closest-failure?model=lenet").json()
+    assert closest["found"] and closest["adversarial"]["label"] != "Sneaker"
+    assert closest["epsilon"] == closest["level"] / 255 and "c.minimal_attack(" in closest["python"]
+    unit = request(web + f"/api/lab/{digest}/unit?model=lenet&layer=relu2&unit=3").json()
+    assert _png(unit["map"]).startswith(b"\x89PNG") and unit["max"] >= unit["mean"] >= 0
+    assert layers["relu2"]["maps"][0]["unit"] in range(16)
+    bad_unit = request(web + f"/api/lab/{digest}/unit?model=lenet&layer=relu2&unit=16")
+    assert bad_unit.status == 400 and bad_unit.json()["field"] == "unit"
     bad = request(web + f"/api/lab/{digest}/saliency?model=lenet&method=bogus")
     assert bad.status == 400 and bad.json()["field"] == "method" and "grad_cam" in bad.json()["message"]
 

@@ -169,11 +169,16 @@ def test_lab_upload_classes_maps_saliency_and_epsilon(driver, site, shots, tmp_p
     wait(driver, lambda d: "eps=0.5" in d.current_url)
     wait(driver, lambda d: not d.find_element(By.ID, "adversarial-pred").text.startswith("Sneaker"))
     wait(driver, lambda d: d.find_element(By.ID, "adversarial-img").get_attribute("src").startswith("data:"))
+    driver.find_element(By.ID, "closest-failure").click()
+    closest = wait(driver, lambda d: d.find_element(By.ID, "closest-pred").text)
+    assert not closest.startswith("Sneaker") and "/255" in driver.find_element(By.ID, "closest").text
     check_page(driver, site, shots, "lab")
     link = driver.find_element(By.CSS_SELECTOR, "img.map[alt='relu2 unit 3']")
     link.click()
-    wait(driver, lambda d: d.current_url == site + "/models/lenet/layers/relu2/units/3")
+    wait(driver, lambda d: d.current_url.startswith(site + "/models/lenet/layers/relu2/units/3?image="))
     wait(driver, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "true")
+    unit_map = wait(driver, lambda d: d.find_element(By.ID, "unit-map"))
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", unit_map) > 0)
     check_page(driver, site, shots, "unit-from-lab")
 
 

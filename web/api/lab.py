@@ -11,7 +11,14 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from client.results import ActivationsResult, AttackResult, ClassifyResult, Prediction, SaliencyResult
+from client.results import (
+    ActivationsResult,
+    AttackResult,
+    ClassifyResult,
+    MinimalAttackResult,
+    Prediction,
+    SaliencyResult,
+)
 from web.errors import WebError, query_float, query_int
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url, encode_png, normalized
@@ -173,3 +180,54 @@ async def attack(request: Request) -> JSONResponse:
     explorer = explorer_of(request)
     return JSONResponse(await explorer.call(_attack, explorer, request))
 
+
+
+def _closest_failure(explorer: Explorer, request: Request) -> dict[str, Any]:
+    """MinimalAttack: the smallest 8-bit L-inf epsilon at which the model fails on the image."""
+    digest, model = digest_of(request), model_of(request)
+    method = request.query_params.get("method") or "pgd"
+    answer = explorer.client.minimal_attack(explorer.upload(digest), model=model, method=method)
+    result = single(answer, MinimalAttackResult)
+    kwargs = {"model": model, "method": method, **result.params}
+    return {
+        "method": result.method,
+        "found": result.found,
+        "epsilon": result.epsilon,
+        "level": result.level,
+        "original": prediction_json(result.original),
+        "adversarial": prediction_json(result.prediction),
+        "adversarial_png": data_url(result.adversarial_png),
+        "params": result.params,
+        "python": explorer.code("minimal_attack", ("image.png",), kwargs, image_note=_note(digest)),
+    }
+
+
+async def closest_failure(request: Request) -> JSONResponse:
+    explorer = explorer_of(request)
+    return JSONResponse(await explorer.call(_closest_failure, explorer, request))
+
+
+def _unit_map(explorer: Explorer, request: Request) -> dict[str, Any]:
+    """One unit's activation map on the image (the unit page, when the lab holds an image)."""
+    digest, model = digest_of(request), model_of(request)
+    layer = request.query_params.get("layer") or ""
+    unit = query_int(request, "unit", 0)
+    answer = explorer.client.activations(explorer.upload(digest), model=model, layers=[layer], include_pngs=False)
+    result = single(answer, ActivationsResult)
+    activation = result.layers[0].activation
+    if activation is None or activation.ndim != 3 or unit >= activation.shape[0]:
+        raise WebError("INVALID_ARGUMENT", f"{layer} has no spatial map for unit {unit}", field="unit")
+    channel = activation[unit]
+    return {
+        "input": data_url(result.input_png),
+        "map": data_url(encode_png(normalized(channel))),
+        "max": float(channel.max()),
+        "mean": float(channel.mean()),
+        "python": explorer.code("activations", ("image.png",), {"model": model, "layers": [layer]},
+                                image_note=_note(digest)),  # fmt: skip
+    }
+
+
+async def unit_map(request: Request) -> JSONResponse:
+    explorer = explorer_of(request)
+    return JSONResponse(await explorer.call(_unit_map, explorer, request))

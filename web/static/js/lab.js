@@ -80,7 +80,7 @@ async function analyse() {
   show(maps, ...d.layers.map((l) => h("div", {},
     h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
       h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
-    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}`, title: `unit ${m.unit}` },
+    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}?image=${enc(image)}`, title: `unit ${m.unit}` },
       h("img", { src: m.png, alt: `${l.layer} unit ${m.unit}`, class: "map", "data-unit": m.unit })))))),
     pythonBlock(d.python_activations));
   saliencyView(sal, image, d.model);
@@ -135,10 +135,27 @@ function attackView(where, image, model) {
       if (ticket === pending) show(out, errorBox(err));
     }
   }
+  const closest = h("div", { id: "closest" });
+  const find = h("button", { type: "button", id: "closest-failure", onclick: async () => {
+    show(closest, h("p", { class: "muted" }, "searching the smallest ε on the 8-bit grid…"));
+    try {
+      const c = await getJSON(`/api/lab/${enc(image)}/closest-failure?model=${enc(model)}`);
+      show(closest, c.found
+        ? h("div", { class: "row" }, h("div", { class: "panel" },
+            h("div", {}, `closest failing image (${c.method}): ε = ${c.level}/255 = ${c.epsilon.toFixed(4)}`),
+            h("img", { class: "big", id: "closest-img", src: c.adversarial_png, alt: "closest failing image" }),
+            h("div", { class: "pred", id: "closest-pred" }, `${c.adversarial.label} ${(100 * c.adversarial.probability).toFixed(1)}%`),
+            h("div", { class: "tools" }, downloadLink(c.adversarial_png, "closest_failure.png"))))
+        : h("p", {}, `no failing image up to ε = ${c.params.max_epsilon}`),
+      pythonBlock(c.python));
+    } catch (err) {
+      show(closest, errorBox(err));
+    }
+  } }, "closest failing image");
   slider.addEventListener("change", run);
   slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
   method.addEventListener("change", run);
-  show(where, h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method), out);
+  show(where, h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method, find), out, closest);
   run();
 }
 

@@ -22,6 +22,7 @@ async function main() {
       h("h2", {}, "Feature visualization"),
       h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
       h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
+      onImage(model, d),
       h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
       d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid", id: "top" }, tops),
       pythonBlock(d.python, "copy as Python (top activations)"));
@@ -39,6 +40,22 @@ async function main() {
   } catch (err) {
     showError(app(), err);
   }
+}
+
+// With ?image=SHA256 (a link from the lab): this unit's activation map on that image.
+function onImage(model, d) {
+  const image = query().get("image");
+  if (!image) return null;
+  const box = h("div", { id: "on-image" }, h("p", { class: "muted" }, "computing the map…"));
+  const url = `/api/lab/${enc(image)}/unit?model=${enc(model)}&layer=${enc(d.layer.name)}&unit=${d.unit}`;
+  getJSON(url).then((m) => show(box, h("div", { class: "row" },
+    h("div", { class: "panel" }, h("div", {}, "input"), h("img", { class: "big", src: m.input, alt: "the lab's image" })),
+    h("div", { class: "panel" }, h("div", {}, `unit ${d.unit}: max ${m.max.toFixed(2)}, mean ${m.mean.toFixed(2)}`),
+      h("img", { class: "big", id: "unit-map", src: m.map, alt: "activation map on the lab's image" }),
+      h("div", { class: "tools" }, downloadLink(m.map, `${model}_${d.layer.name}_unit${d.unit}_map.png`)))),
+    h("p", {}, h("a", { href: `/lab?image=${enc(image)}&model=${enc(model)}` }, "back to the lab")), pythonBlock(m.python)),
+  (err) => show(box, errorBox(err)));
+  return [h("h2", {}, "On the lab's image"), box];
 }
 
 main();
