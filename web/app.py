@@ -97,7 +97,7 @@ def create_app(settings: WebSettings, *, client: InterpClient | None = None, sec
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(Guard, session=session)],
+        middleware=[Middleware(Guard, session=session, hosts=settings.hosts())],
         exception_handlers={InterpError: handle_error, WebError: handle_error},
         lifespan=lifespan,
     )

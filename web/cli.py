@@ -102,6 +102,9 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
         tls=bool(args.tls or args.ca_file),
         ca_file=args.ca_file,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        # loopback without a token: loopback Host names only (no DNS rebinding); a public address
+        # without a token was asked for explicitly, and its names are not known here
+        allowed_hosts=("*",) if access is None and not is_loopback(args.host) else None,
     )
 
 

@@ -68,9 +68,10 @@ class Session:
 class Guard:
     """Wraps the app: headers on every response, login and cross-site checks before any route."""
 
-    def __init__(self, app: ASGIApp, *, session: Session) -> None:
+    def __init__(self, app: ASGIApp, *, session: Session, hosts: tuple[str, ...] = ("*",)) -> None:
         self.app = app
         self.session = session
+        self.hosts = frozenset(h.lower() for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +99,11 @@ class Guard:
 
     def _refusal(self, request: Request) -> tuple[int, dict[str, object], str] | None:
         """(status, JSON body, redirect location) when the request may not go on, else None."""
+        host = host_name(request.headers.get("host", ""))
+        if "*" not in self.hosts and host not in self.hosts:
+            # a page of another site whose name now resolves to this address (DNS rebinding)
+            message = f"this explorer answers {', '.join(sorted(self.hosts))}, not {host!r}"
+            return 421, {"code": "PERMISSION_DENIED", "message": message, "field": None}, ""
         if request.method not in SAFE_METHODS:
             reason = cross_site_reason(request)
             if reason:
@@ -110,6 +116,13 @@ class Guard:
             return 401, body, ""
         target = path + (f"?{request.url.query}" if request.url.query else "")
         return 303, body, f"/login?next={quote(target, safe='')}"
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header without its port: ``[::1]:8080`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
 
 
 def cross_site_reason(request: Request) -> str:

@@ -21,6 +21,8 @@ class WebSettings:
         upload_cache: uploads kept (least recently used evicted); visual_cache: feature
             visualizations kept, keyed by weights sha256, layer, unit and parameters.
         timeout: seconds for one unary SDK call.
+        allowed_hosts: Host header names the explorer answers; None: loopback names only without
+            an access token (a DNS-rebinding page cannot reach it), any with one; ``("*",)``: any.
     """
 
     server: str
@@ -32,6 +34,13 @@ class WebSettings:
     upload_cache: int = 64
     visual_cache: int = 4096
     timeout: float = 120.0
+    allowed_hosts: tuple[str, ...] | None = None
+
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names answered (``("*",)``: any), ``allowed_hosts`` resolved."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return ("*",) if self.access_token else tuple(sorted(LOOPBACK_NAMES))
 
 
 def is_loopback(host: str) -> bool:

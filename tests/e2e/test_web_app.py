@@ -97,6 +97,15 @@ def test_pages_load_nothing_from_elsewhere() -> None:
             assert "innerHTML" not in text and "<script>" not in text and "style=" not in text, path
 
 
+def test_without_a_token_only_loopback_host_names_are_answered(web) -> None:
+    # a DNS-rebinding page reaches 127.0.0.1 under its own name: its Host header gives it away
+    rebound = request(web + "/api/models", headers={"Host": "attacker.example"})
+    assert rebound.status == 421 and "attacker.example" in rebound.json()["message"]
+    port = web.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        assert request(web + "/api/models", headers={"Host": host}).status == 200, host
+
+
 def test_service_errors_are_readable_json(web) -> None:
     reply = request(web + "/api/models/nope")
     assert reply.status == 404
@@ -230,7 +239,9 @@ def test_interp_web_refuses_a_public_address_without_a_token(tmp_path) -> None:
 
     with pytest.raises(SystemExit, match="refusing to listen on 0.0.0.0"):
         settings_from(parser().parse_args(["--server", "x:1", "--host", "0.0.0.0"]))
-    assert settings_from(parser().parse_args(["--host", "0.0.0.0", "--allow-unauthenticated"])).access_token is None
+    public = settings_from(parser().parse_args(["--host", "0.0.0.0", "--allow-unauthenticated"]))
+    assert public.access_token is None and public.hosts() == ("*",)
+    assert settings_from(parser().parse_args([])).hosts() == ("127.0.0.1", "::1", "localhost")
     token = tmp_path / "token"
     token.write_text("0123456789abcdef0123\n")
     settings = settings_from(parser().parse_args(["--host", "0.0.0.0", "--access-token-file", str(token)]))
