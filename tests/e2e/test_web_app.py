@@ -167,6 +167,7 @@ def test_lab_classifies_maps_and_attacks_a_sneaker(web) -> None:
     assert closest["epsilon"] == closest["level"] / 255 and "c.minimal_attack(" in closest["python"]
     unit = request(web + f"/api/lab/{digest}/unit?model=lenet&layer=relu2&unit=3").json()
     assert _png(unit["map"]).startswith(b"\x89PNG") and unit["max"] >= unit["mean"] >= 0
+    assert _png(unit["input"]).startswith(b"\x89PNG")
     assert layers["relu2"]["maps"][0]["unit"] in range(16)
     bad_unit = request(web + f"/api/lab/{digest}/unit?model=lenet&layer=relu2&unit=16")
     assert bad_unit.status == 400 and bad_unit.json()["field"] == "unit"

@@ -212,7 +212,7 @@ def _unit_map(explorer: Explorer, request: Request) -> dict[str, Any]:
     digest, model = digest_of(request), model_of(request)
     layer = request.query_params.get("layer") or ""
     unit = query_int(request, "unit", 0)
-    answer = explorer.client.activations(explorer.upload(digest), model=model, layers=[layer], include_pngs=False)
+    answer = explorer.client.activations(explorer.upload(digest), model=model, layers=[layer], include_input=True)
     result = single(answer, ActivationsResult)
     activation = result.layers[0].activation
     if activation is None or activation.ndim != 3 or unit >= activation.shape[0]:
