@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
 from client.errors import InterpError
-from web.api import jobs, lab, layers, models
+from web.api import jobs, lab, lab_more, layers, models
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
 from web.security import Guard, Session
@@ -72,6 +72,8 @@ ROUTES = [
             Route("/lab/{digest}/attack", lab.attack),
             Route("/lab/{digest}/closest-failure", lab.closest_failure),
             Route("/lab/{digest}/unit", lab.unit_map),
+            Route("/lab/{digest}/neighbors", lab_more.neighbors),
+            Route("/lab/{digest}/dream", lab_more.dream, methods=["POST"]),
         ],
     ),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -88,3 +88,37 @@ def query_float(request: Request, name: str, default: float, *, low: float, high
     if not low <= value <= high:
         raise WebError("INVALID_ARGUMENT", f"{name} must be in [{low}, {high}], got {value}", field=name)
     return value
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; INVALID_ARGUMENT otherwise."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise WebError("INVALID_ARGUMENT", "the body must be a JSON object", field="body")
+    return body
+
+
+def typed_params(raw: Any, kinds: dict[str, type]) -> dict[str, Any]:
+    """Method parameters from a page, checked by name and type (the service checks their ranges).
+
+    Empty values are left out, so the service's defaults apply (and are echoed back resolved).
+    """
+    if not isinstance(raw, dict):
+        raise WebError("INVALID_ARGUMENT", "params must be an object", field="params")
+    params: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = kinds.get(name)
+        if kind is None:
+            known = ", ".join(kinds)
+            raise WebError("INVALID_ARGUMENT", f"unknown parameter {name!r}; known: {known}", field=f"params.{name}")
+        if value is None or value == "":
+            continue
+        try:
+            params[name] = kind(value)
+        except (TypeError, ValueError):
+            message = f"{name} must be {kind.__name__}, got {value!r}"
+            raise WebError("INVALID_ARGUMENT", message, field=f"params.{name}") from None
+    return params

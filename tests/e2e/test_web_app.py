@@ -322,3 +322,23 @@ def test_leaving_a_streamed_job_cancels_it_on_the_service(web, service) -> None:
             time.sleep(0.1)
     page = request(web + "/api/models/lenet/layers/relu1?per_page=1").json()
     assert "BuildIndex" in page["notice"]  # nothing was indexed
+
+
+def test_lab_neighbours_and_a_streamed_dream(web) -> None:
+    digest = request(web + "/api/lab/upload", method="POST", data=sneaker_png(), headers=CSRF).json()["image"]
+    missing = request(web + f"/api/lab/{digest}/neighbors?model=lenet&layer=pool1").json()
+    assert "BuildIndex" in missing["notice"] and missing["neighbors"] == []
+    url = web + "/api/models/lenet/layers/relu2/index"
+    request(url, method="POST", data=json.dumps({"dataset": "fashion-mnist-test"}).encode(), headers=CSRF)
+    near = request(web + f"/api/lab/{digest}/neighbors?model=lenet&layer=relu2&k=4").json()
+    assert near["notice"] == "" and len(near["neighbors"]) == 4 and near["dataset"] == "fashion-mnist-test"
+    assert [n["label"] for n in near["neighbors"]].count("Sneaker") >= 3  # a sneaker's neighbours are sneakers
+    body = json.dumps({"model": "lenet", "layer": "relu2", "params": {"iterations": 4, "octaves": 2}}).encode()
+    events = _events(request(web + f"/api/lab/{digest}/dream", method="POST", data=body, headers=CSRF).body)
+    result = events[-1]
+    assert result["type"] == "result" and _png(result["png"]).startswith(b"\x89PNG") and result["gains"][0]["ratio"] > 1
+    assert result["params"]["iterations"] == 4 and "c.dream(" in result["python"]
+    assert any(e["type"] == "progress" for e in events)
+    bad_body = json.dumps({"model": "lenet", "layer": "relu2", "params": {"octaves": "x"}}).encode()
+    wrong = request(web + f"/api/lab/{digest}/dream", method="POST", data=bad_body, headers=CSRF)
+    assert wrong.status == 400 and wrong.json()["field"] == "params.octaves"

@@ -201,6 +201,29 @@ def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) ->
     check_page(driver, site, shots, "layer-indexed")
 
 
+def test_lab_drawing_neighbours_and_dream(driver, site, shots) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(site + "/lab?model=lenet")
+    pad = wait(driver, lambda d: d.find_element(By.ID, "pad"))
+    driver.find_element(By.CSS_SELECTOR, "details.panel summary").click()
+    strokes = ActionChains(driver).move_to_element_with_offset(pad, -100, -60).click_and_hold()
+    for dx, dy in ((200, 0), (0, 120), (-200, 0), (0, -120)):  # a box outline: something like a bag
+        strokes = strokes.move_by_offset(dx, dy)
+    strokes.release().perform()
+    driver.find_element(By.ID, "use-drawing").click()
+    predictions = wait(driver, lambda d: d.find_element(By.ID, "predictions").text)
+    assert len(predictions.splitlines()) == 5  # a drawn image is classified like an upload
+    Select(wait(driver, lambda d: d.find_element(By.ID, "neighbors-layer"))).select_by_value("relu2")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbors img")) == 8)
+    driver.find_element(By.ID, "dream-start").click()
+    wait(driver, lambda d: d.find_element(By.ID, "dream-progress").get_attribute("data-done") == "true")
+    assert "dlayer=" in driver.current_url and "nlayer=relu2" in driver.current_url
+    check_page(driver, site, shots, "lab-drawing")
+
+
 def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
     from selenium.webdriver.common.by import By
 

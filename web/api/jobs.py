@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from client.results import IndexBuild, ProgressEvent
-from web.errors import WebError
+from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
 from web.streaming import Events, event_stream
 
@@ -46,11 +46,7 @@ async def build_index(request: Request) -> StreamingResponse:
     """POST ``{"dataset": NAME}`` -> a stream of the index build of this layer on that dataset."""
     explorer = explorer_of(request)
     model, layer = request.path_params["model"], request.path_params["layer"]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise WebError("INVALID_ARGUMENT", "the body must be JSON", field="body") from None
-    dataset = body.get("dataset") if isinstance(body, dict) else None
+    dataset = (await json_body(request)).get("dataset")
     if not isinstance(dataset, str) or not dataset:
         raise WebError("INVALID_ARGUMENT", "name the dataset to index (a served dataset's name)", field="dataset")
     return event_stream(lambda stop: index_events(explorer, model, dataset, layer, stop))

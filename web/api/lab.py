@@ -54,7 +54,7 @@ def prediction_json(p: Prediction | None) -> dict[str, Any] | None:
     return None if p is None else {"index": p.index, "label": p.label, "probability": p.probability}
 
 
-def _note(digest: str) -> str:
+def note(digest: str) -> str:
     return f"the image uploaded to the lab (sha256 {digest[:16]}…): 'download PNG' under the input"
 
 
@@ -120,10 +120,10 @@ def _analysis(explorer: Explorer, request: Request) -> dict[str, Any]:
         "input": data_url(classified.input_png),
         "predictions": [prediction_json(p) for p in classified.predictions],
         "layers": _maps(activations),
-        "python": explorer.code("classify", ("image.png",), {"model": model, "top_k": top_k}, image_note=_note(digest)),
+        "python": explorer.code("classify", ("image.png",), {"model": model, "top_k": top_k}, image_note=note(digest)),
         "python_activations": explorer.code(
             "activations", ("image.png",), {"model": model, "layers": spatial},
-            image_note=_note(digest),
+            image_note=note(digest),
         ),  # fmt: skip
     }
 
@@ -145,7 +145,7 @@ def _saliency(explorer: Explorer, request: Request) -> dict[str, Any]:
         "overlay": data_url(result.overlay_png),
         "heatmap": data_url(result.heatmap_png),
         "params": result.params,
-        "python": explorer.code("saliency", ("image.png",), kwargs, image_note=_note(digest)),
+        "python": explorer.code("saliency", ("image.png",), kwargs, image_note=note(digest)),
     }
 
 
@@ -172,7 +172,7 @@ def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
         "adversarial_png": data_url(outcome.adversarial_png),
         "perturbation_png": data_url(outcome.perturbation_png),
         "params": result.params,
-        "python": explorer.code("attack", ("image.png",), kwargs, image_note=_note(digest)),
+        "python": explorer.code("attack", ("image.png",), kwargs, image_note=note(digest)),
     }
 
 
@@ -198,7 +198,7 @@ def _closest_failure(explorer: Explorer, request: Request) -> dict[str, Any]:
         "adversarial": prediction_json(result.prediction),
         "adversarial_png": data_url(result.adversarial_png),
         "params": result.params,
-        "python": explorer.code("minimal_attack", ("image.png",), kwargs, image_note=_note(digest)),
+        "python": explorer.code("minimal_attack", ("image.png",), kwargs, image_note=note(digest)),
     }
 
 
@@ -224,7 +224,7 @@ def _unit_map(explorer: Explorer, request: Request) -> dict[str, Any]:
         "max": float(channel.max()),
         "mean": float(channel.mean()),
         "python": explorer.code("activations", ("image.png",), {"model": model, "layers": [layer]},
-                                image_note=_note(digest)),  # fmt: skip
+                                image_note=note(digest)),  # fmt: skip
     }
 
 

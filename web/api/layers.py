@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -17,10 +18,12 @@ from starlette.responses import JSONResponse, StreamingResponse
 from client.errors import FailedPrecondition
 from client.results import FilterVisualization, LayerInfo, ProgressEvent, TopActivationsResult
 from web.api.models import layer_json
-from web.errors import WebError, query_int
+from web.errors import WebError, json_body, query_int, typed_params
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url, encode_png, normalized
 from web.streaming import Events, event_stream
+
+R = TypeVar("R")
 
 # Visualization parameters a page may set (its query holds them), with their types.
 VISUAL_PARAMS: dict[str, type] = {
@@ -37,22 +40,7 @@ MAX_PER_PAGE = 64  # the service's default max_channels per VisualizeFilter call
 
 def visual_params(raw: Any) -> dict[str, Any]:
     """The page's visualization parameters, checked by name and type (the service checks ranges)."""
-    if not isinstance(raw, dict):
-        raise WebError("INVALID_ARGUMENT", "params must be an object", field="params")
-    params: dict[str, Any] = {}
-    for name, value in raw.items():
-        kind = VISUAL_PARAMS.get(name)
-        if kind is None:
-            raise WebError("INVALID_ARGUMENT", f"unknown parameter {name!r}; known: {', '.join(VISUAL_PARAMS)}",
-                           field=f"params.{name}")  # fmt: skip
-        if value is None or value == "":
-            continue
-        try:
-            params[name] = kind(value)
-        except (TypeError, ValueError):
-            raise WebError("INVALID_ARGUMENT", f"{name} must be {kind.__name__}, got {value!r}",
-                           field=f"params.{name}") from None  # fmt: skip
-    return params
+    return typed_params(raw, VISUAL_PARAMS)
 
 
 def page_channels(layer: LayerInfo, page: int, per_page: int) -> list[int]:
@@ -68,10 +56,8 @@ def fitting_datasets(explorer: Explorer, model: str) -> list[str]:
     return [d.name for d in sorted(fitting, key=lambda d: d.size)]
 
 
-def top_crops(
-    explorer: Explorer, model: str, layer: str, channels: list[int], k: int, projections: bool
-) -> tuple[TopActivationsResult | None, str]:
-    """The top-k crops from the first served dataset with an index of ``layer``, or a notice why none.
+def on_indexed_dataset(explorer: Explorer, model: str, query: Callable[[str], R]) -> tuple[R | None, str]:
+    """``query(dataset)`` on the first served dataset (smallest first) with a fitting index, or a notice why none.
 
     The notice names what to do: BuildIndex (and its CLI form) when a dataset fits the model, the
     server's ``--dataset NAME=DIR`` when none does.
@@ -85,13 +71,23 @@ def top_crops(
     notice = ""
     for dataset in fitting:
         try:
-            result = explorer.client.top_activations(
-                model, dataset=dataset, layer=layer, channels=channels, k=k, entry_pngs=True, projections=projections
-            )
-            return result, ""
+            return query(dataset), ""
         except FailedPrecondition as exc:
             notice = notice or exc.message
-    return None, notice or f"no index of {layer}: build one with BuildIndex"
+    return None, notice or "no index of this layer: build one with BuildIndex"
+
+
+def top_crops(
+    explorer: Explorer, model: str, layer: str, channels: list[int], k: int, projections: bool
+) -> tuple[TopActivationsResult | None, str]:
+    """The top-k crops from the first served dataset with an index of ``layer``, or a notice why none."""
+    return on_indexed_dataset(
+        explorer,
+        model,
+        lambda dataset: explorer.client.top_activations(
+            model, dataset=dataset, layer=layer, channels=channels, k=k, entry_pngs=True, projections=projections
+        ),
+    )
 
 
 def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
@@ -213,11 +209,8 @@ async def visualize(request: Request) -> StreamingResponse:
     """POST ``{"channels": [...], "params": {...}}`` -> a stream of progress events, then the images."""
     explorer = explorer_of(request)
     model, layer = request.path_params["model"], request.path_params["layer"]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise WebError("INVALID_ARGUMENT", "the body must be JSON", field="body") from None
-    channels = body.get("channels") if isinstance(body, dict) else None
+    body = await json_body(request)
+    channels = body.get("channels")
     if not isinstance(channels, list) or not channels or not all(isinstance(c, int) and c >= 0 for c in channels):
         raise WebError("INVALID_ARGUMENT", "channels must be a non-empty list of unit indices", field="channels")
     if len(channels) > MAX_PER_PAGE:

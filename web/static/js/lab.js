@@ -1,6 +1,7 @@
 // "/lab": an uploaded image (the URL holds its sha256 and the view's settings): top classes,
 // every layer's activation maps (click one: its unit page), saliency as an overlay, and an
 // adversarial example with an epsilon slider.
+import { dreamView, drawPad, neighborsView } from "./lab_more.js";
 import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
@@ -39,7 +40,9 @@ function chooser() {
   });
   const select = h("select", { id: "model", onchange: () => { setQuery({ model: select.value }); analyse(); } },
     state.models.map((m) => h("option", { value: m.name, selected: m.name === currentModel() }, m.name)));
-  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, status);
+  const info = state.models.find((m) => m.name === currentModel());
+  const pad = drawPad(info ? info.input_shape : [1, 28, 28], (file) => upload(file, status));
+  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, status);
 }
 
 function currentModel() {
@@ -62,7 +65,9 @@ async function analyse() {
   const [satH, sal] = section("saliency", "Saliency");
   const [advH, adv] = section("adversarial", "Adversarial example");
   const [mapsH, maps] = section("maps", "Activation maps (click a map: its unit page)");
-  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps);
+  const [nearH, near] = section("nearest", "Nearest dataset images");
+  const [dreamH, dream] = section("dream", "DeepDream");
+  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps, nearH, near, dreamH, dream);
   show(classes, h("p", { class: "muted" }, "classifying…"));
   let d;
   try {
@@ -84,6 +89,9 @@ async function analyse() {
       h("img", { src: m.png, alt: `${l.layer} unit ${m.unit}`, class: "map", "data-unit": m.unit })))))),
     pythonBlock(d.python_activations));
   saliencyView(sal, image, d.model);
+  const layerNames = d.layers.map((l) => l.layer);
+  neighborsView(near, image, d.model, layerNames);
+  dreamView(dream, image, d.model, layerNames);
   attackView(adv, image, d.model);
 }
 
