@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
 from client.errors import InterpError
-from web.api import jobs, lab, lab_more, layers, models
+from web.api import jobs, lab, lab_more, layers, models, robustness
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
 from web.security import Guard, Session
@@ -52,6 +52,7 @@ ROUTES = [
     Route("/", _page("index.html")),
     Route("/login", _page("login.html")),
     Route("/lab", _page("lab.html")),
+    Route("/robustness", _page("robustness.html")),
     Route("/models/{model}", _page("model.html")),
     Route("/models/{model}/layers/{layer}", _page("layer.html")),
     Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("unit.html")),
@@ -60,6 +61,8 @@ ROUTES = [
         routes=[
             Route("/login", login, methods=["POST"]),
             Route("/models", models.list_models),
+            Route("/datasets", robustness.datasets),
+            Route("/robustness", robustness.run, methods=["POST"]),
             Route("/models/{model}", models.describe),
             Route("/models/{model}/layers/{layer}", layers.units),
             Route("/models/{model}/layers/{layer}/units/{unit:int}", layers.unit),

@@ -342,3 +342,25 @@ def test_lab_neighbours_and_a_streamed_dream(web) -> None:
     bad_body = json.dumps({"model": "lenet", "layer": "relu2", "params": {"octaves": "x"}}).encode()
     wrong = request(web + f"/api/lab/{digest}/dream", method="POST", data=bad_body, headers=CSRF)
     assert wrong.status == 400 and wrong.json()["field"] == "params.octaves"
+
+
+def test_robustness_curves_flips_and_the_call_that_reproduces_them(web) -> None:
+    body = {"model": "lenet", "dataset": "fashion-mnist-test", "methods": ["fgsm", "pgd"], "epsilons": [0.05, 0.2],
+            "limit": 40}  # fmt: skip
+    events = _events(request(web + "/api/robustness", method="POST", data=json.dumps(body).encode(), headers=CSRF).body)
+    result = events[-1]
+    assert result["type"] == "result" and result["images"] == 40 and result["epsilons"] == [0.05, 0.2]
+    fgsm, pgd = result["curves"]
+    assert fgsm["method"] == "fgsm" and pgd["accuracy"][1] <= pgd["accuracy"][0] <= result["clean_accuracy"]
+    for curve in (fgsm, pgd):  # each image that flips is listed at the first point where it does
+        assert sum(point["count"] for point in curve["flips"]) <= 40
+        assert all(len(point["images"]) == point["count"] for point in curve["flips"])
+    assert _png(result["curve_png"]).startswith(b"\x89PNG")
+    namespace: dict = {}
+    exec(result["python"], {}, namespace)
+    assert [c.accuracy for c in namespace["result"].curves] == [tuple(c["accuracy"]) for c in result["curves"]]
+    refused = request(web + "/api/robustness", method="POST", data=json.dumps({**body, "methods": []}).encode(),
+                      headers=CSRF)  # fmt: skip
+    assert refused.status == 400 and refused.json()["field"] == "methods"
+    datasets = request(web + "/api/datasets").json()["datasets"]
+    assert {d["name"] for d in datasets} >= {"fashion-mnist-test"} and all("/" not in d["name"] for d in datasets)

@@ -43,8 +43,16 @@ def driver(tmp_path_factory) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1000"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)  # fmt: skip
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
@@ -222,6 +230,27 @@ def test_lab_drawing_neighbours_and_dream(driver, site, shots) -> None:
     wait(driver, lambda d: d.find_element(By.ID, "dream-progress").get_attribute("data-done") == "true")
     assert "dlayer=" in driver.current_url and "nlayer=relu2" in driver.current_url
     check_page(driver, site, shots, "lab-drawing")
+
+
+def test_robustness_page_runs_lists_flips_and_cancels(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/robustness?model=lenet&dataset=fashion-mnist-test&methods=fgsm,pgd&eps=0.05,0.2&limit=40&run=1")
+    wait(driver, lambda d: d.find_element(By.ID, "robustness-progress").get_attribute("data-done") == "true")
+    curve = driver.find_element(By.ID, "curve")
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", curve) > 0)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#accuracy tr")) == 3  # a header and two methods
+    driver.find_elements(By.CSS_SELECTOR, "a.flip")[-1].click()
+    assert "first fail at ε 0.2" in wait(driver, lambda d: d.find_element(By.ID, "flips").text)
+    check_page(driver, site, shots, "robustness")
+    limit = driver.find_element(By.ID, "limit")
+    limit.clear()
+    limit.send_keys("5000")
+    driver.find_element(By.ID, "run").click()
+    wait(driver, lambda d: "/" in d.find_element(By.CSS_SELECTOR, "#robustness-progress + span").text)
+    driver.find_element(By.ID, "cancel").click()
+    wait(driver, lambda d: d.find_element(By.ID, "cancelled"))
+    driver.get_log("browser")  # an aborted fetch is logged by Chromium; that is the point here
 
 
 def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
