@@ -33,7 +33,9 @@ class Explorer:
         self.client = client or InterpClient(
             settings.server, timeout=settings.timeout, token=settings.token, tls=settings.tls, ca_file=settings.ca_file
         )
-        self.uploads: LruCache[str, bytes] = LruCache(settings.upload_cache)
+        self.uploads: LruCache[str, bytes] = LruCache(
+            settings.upload_cache, max_bytes=settings.upload_cache_bytes, size=len
+        )
         self.visuals: LruCache[VisualKey, Visual] = LruCache(settings.visual_cache)
 
     def close(self) -> None:

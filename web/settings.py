@@ -18,7 +18,8 @@ class WebSettings:
         access_token: the web port's own token (login page, then an HttpOnly cookie); None: no login.
         tls: whether the service is reached over TLS; ca_file its CA bundle.
         max_upload_bytes: largest image the lab accepts (the service's decode budget still applies).
-        upload_cache: uploads kept (least recently used evicted); visual_cache: feature
+        upload_cache: uploads kept (least recently used evicted), at most upload_cache_bytes in
+            all; visual_cache: feature
             visualizations kept, keyed by weights sha256, layer, unit and parameters.
         timeout: seconds for one unary SDK call.
         allowed_hosts: Host header names the explorer answers; None: loopback names only without
@@ -32,6 +33,7 @@ class WebSettings:
     ca_file: str | None = None
     max_upload_bytes: int = 8 * 1024 * 1024
     upload_cache: int = 64
+    upload_cache_bytes: int = 64 * 1024 * 1024
     visual_cache: int = 4096
     timeout: float = 120.0
     allowed_hosts: tuple[str, ...] | None = None
