@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
 from client.errors import InterpError
-from web.api import jobs, lab, lab_more, layers, models, robustness
+from web.api import embedding, jobs, lab, lab_more, layers, models, robustness
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
 from web.security import Guard, Session
@@ -53,6 +53,7 @@ ROUTES = [
     Route("/login", _page("login.html")),
     Route("/lab", _page("lab.html")),
     Route("/robustness", _page("robustness.html")),
+    Route("/embedding", _page("embedding.html")),
     Route("/models/{model}", _page("model.html")),
     Route("/models/{model}/layers/{layer}", _page("layer.html")),
     Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("unit.html")),
@@ -63,6 +64,7 @@ ROUTES = [
             Route("/models", models.list_models),
             Route("/datasets", robustness.datasets),
             Route("/robustness", robustness.run, methods=["POST"]),
+            Route("/embedding", embedding.run, methods=["POST"]),
             Route("/models/{model}", models.describe),
             Route("/models/{model}/layers/{layer}", layers.units),
             Route("/models/{model}/layers/{layer}/units/{unit:int}", layers.unit),

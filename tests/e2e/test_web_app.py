@@ -364,3 +364,20 @@ def test_robustness_curves_flips_and_the_call_that_reproduces_them(web) -> None:
     assert refused.status == 400 and refused.json()["field"] == "methods"
     datasets = request(web + "/api/datasets").json()["datasets"]
     assert {d["name"] for d in datasets} >= {"fashion-mnist-test"} and all("/" not in d["name"] for d in datasets)
+
+
+def test_embedding_map_with_the_lab_image_placed_on_it(web) -> None:
+    digest = request(web + "/api/lab/upload", method="POST", data=sneaker_png(), headers=CSRF).json()["image"]
+    body = {"model": "lenet", "dataset": "fashion-mnist-test", "layer": "relu4", "method": "pca", "limit": 500,
+            "image": digest}  # fmt: skip
+    events = _events(request(web + "/api/embedding", method="POST", data=json.dumps(body).encode(), headers=CSRF).body)
+    result = events[-1]
+    assert result["type"] == "result" and result["points"] == 500 and result["method"] == "pca"
+    assert _png(result["scatter"]).startswith(b"\x89PNG") and _png(result["atlas"]).startswith(b"\x89PNG")
+    assert result["placed"]["label"] == "Sneaker" and len(result["placed"]["neighbors"]) == 8
+    assert "c.embedding(" in result["python"] and "c.place_images(" in result["placed"]["python"]
+    again = _events(request(web + "/api/embedding", method="POST", data=json.dumps(body).encode(), headers=CSRF).body)
+    assert again[-1]["reused"]  # the server's cache
+    bad = request(web + "/api/embedding", method="POST", data=json.dumps({**body, "layer": "../x"}).encode(),
+                  headers=CSRF)  # fmt: skip
+    assert bad.status == 400 and bad.json()["field"] == "layer"

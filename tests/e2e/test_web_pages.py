@@ -253,6 +253,30 @@ def test_robustness_page_runs_lists_flips_and_cancels(driver, site, shots) -> No
     driver.get_log("browser")  # an aborted fetch is logged by Chromium; that is the point here
 
 
+def test_embedding_page_places_the_lab_image(driver, site, shots, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    image = tmp_path / "sneaker.png"
+    image.write_bytes(sneaker_png())
+    driver.get(site + "/lab?model=lenet")
+    wait(driver, lambda d: d.find_element(By.ID, "file")).send_keys(str(image))
+    wait(driver, lambda d: d.find_element(By.ID, "to-embedding")).click()
+    wait(driver, lambda d: "/embedding?" in d.current_url and "image=" in d.current_url)
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#layer option")) > 5)
+    Select(driver.find_element(By.ID, "layer")).select_by_value("relu4")
+    limit = driver.find_element(By.ID, "limit")
+    limit.clear()
+    limit.send_keys("500")
+    driver.find_element(By.ID, "run").click()
+    wait(driver, lambda d: d.find_element(By.ID, "embedding-progress").get_attribute("data-done") == "true")
+    for name in ("scatter", "atlas", "placed"):
+        element = driver.find_element(By.ID, name)
+        wait(driver, lambda d, e=element: d.execute_script("return arguments[0].naturalWidth", e) > 0)
+    assert "Sneaker" in driver.find_element(By.ID, "embedding").text
+    check_page(driver, site, shots, "embedding")
+
+
 def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
     from selenium.webdriver.common.by import By
 

@@ -79,7 +79,8 @@ async function analyse() {
   const inputUrl = `/api/lab/images/${enc(image)}`;
   show(classes, h("div", { class: "row" },
     h("div", { class: "panel" }, h("img", { class: "big", id: "input", src: d.input, alt: "the model's input" }),
-      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png"))),
+      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png")),
+      h("a", { id: "to-embedding", href: `/embedding?model=${enc(d.model)}&image=${enc(image)}` }, "place it on an embedding map")),
     h("ol", { id: "predictions" }, d.predictions.map((p, i) => h("li", { class: i === 0 ? "pred" : "" },
       `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(d.python));
   show(maps, ...d.layers.map((l) => h("div", {},
