@@ -10,30 +10,23 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from client.results import EmbeddingResult, ProgressEvent
+from client.results import EmbeddingResult
 from web.api.lab import DIGEST, note
 from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url
-from web.streaming import Events, event_stream
+from web.streaming import Events, event_stream, relay
 
 METHODS = ("tsne", "pca")
 NAME = re.compile(r"^[\w.\-]{1,200}$")
 
 
 def embedding_events(explorer: Explorer, values: dict[str, Any], digest: str, stop: threading.Event) -> Events:
-    result: EmbeddingResult | None = None
-    with explorer.client.iter_embedding(**values) as stream:
-        for event in stream:
-            if stop.is_set():
-                return  # leaving the with block cancels the job
-            if isinstance(event, ProgressEvent):
-                yield {"type": "progress", "step": event.step, "total": event.total_steps, "stage": event.stage,
-                       "queued": event.queued_position}  # fmt: skip
-            else:
-                result = event
-    if result is None:
-        raise WebError("INTERNAL", "the embedding stream ended without a result")
+    found: list[EmbeddingResult] = []
+    yield from relay(explorer.client.iter_embedding(**values), stop, found)
+    if not found:
+        return  # the page went away: the call is cancelled
+    result = found[0]
     model = values["model"]
     kwargs = {k: v for k, v in values.items() if k != "model"} | result.params
     body: dict[str, Any] = {

@@ -12,26 +12,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from client.results import IndexBuild, ProgressEvent
+from client.results import IndexBuild
 from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
-from web.streaming import Events, event_stream
+from web.streaming import Events, event_stream, relay
 
 
 def index_events(explorer: Explorer, model: str, dataset: str, layer: str, stop: threading.Event) -> Events:
     """BuildIndex progress, then ``{"type": "result", images, seconds, reused, python}``."""
-    result: IndexBuild | None = None
-    with explorer.client.iter_build_index(model, dataset, layers=[layer]) as stream:
-        for event in stream:
-            if stop.is_set():
-                return  # leaving the with block cancels the build
-            if isinstance(event, ProgressEvent):
-                yield {"type": "progress", "step": event.step, "total": event.total_steps, "stage": event.stage,
-                       "queued": event.queued_position}  # fmt: skip
-            else:
-                result = event
-    if result is None:
-        raise WebError("INTERNAL", "the index build ended without a result")
+    found: list[IndexBuild] = []
+    yield from relay(explorer.client.iter_build_index(model, dataset, layers=[layer]), stop, found)
+    if not found:
+        return  # the page went away: the call is cancelled
+    result = found[0]
     params: dict[str, Any] = {"layers": [layer], **result.params}
     yield {
         "type": "result",

@@ -9,13 +9,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from client.results import DreamResult, ProgressEvent
+from client.results import DreamResult
 from web.api.lab import digest_of, model_of, note
 from web.api.layers import on_indexed_dataset
 from web.errors import WebError, json_body, query_int, typed_params
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url
-from web.streaming import Events, event_stream
+from web.streaming import Events, event_stream, relay
 
 DREAM_PARAMS: dict[str, type] = {"octaves": int, "iterations": int, "step_size": float, "seed": int}
 
@@ -53,18 +53,12 @@ def dream_events(explorer: Explorer, digest: str, model: str, layer: str, params
                  stop: threading.Event) -> Events:  # fmt: skip
     """DeepDream progress with previews, then ``{"type": "result", png, gains, python}``."""
     data = explorer.upload(digest)
-    result: DreamResult | None = None
-    with explorer.client.iter_dream(data, model=model, layers={layer: 1.0}, **params) as stream:
-        for event in stream:
-            if stop.is_set():
-                return  # leaving the with block cancels the call
-            if isinstance(event, ProgressEvent):
-                yield {"type": "progress", "step": event.step, "total": event.total_steps, "stage": event.stage,
-                       "queued": event.queued_position, "preview": data_url(event.preview_png)}  # fmt: skip
-            else:
-                result = event
-    if result is None:
-        raise WebError("INTERNAL", "the DeepDream stream ended without a result")
+    found: list[DreamResult] = []
+    stream = explorer.client.iter_dream(data, model=model, layers={layer: 1.0}, **params)
+    yield from relay(stream, stop, found, previews=True)
+    if not found:
+        return  # the page went away: the call is cancelled
+    result = found[0]
     kwargs = {"model": model, "layers": {layer: 1.0}, **result.params}
     yield {
         "type": "result",

@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from client.errors import FailedPrecondition
-from client.results import FilterVisualization, LayerInfo, ProgressEvent, TopActivationsResult
+from client.results import FilterVisualization, LayerInfo, TopActivationsResult
 from web.api.models import layer_json
 from web.errors import WebError, json_body, query_int, typed_params
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url, encode_png, normalized
-from web.streaming import Events, event_stream
+from web.streaming import Events, event_stream, relay
 
 R = TypeVar("R")
 
@@ -183,19 +183,12 @@ def visualize_events(
     found = {ch: explorer.visuals.get((sha, layer, ch, key)) for ch in channels}
     missing = [ch for ch, hit in found.items() if hit is None]
     if missing:
-        result: FilterVisualization | None = None
-        with explorer.client.iter_visualize_filter(model, layer, missing, **params) as stream:
-            for event in stream:
-                if stop.is_set():
-                    return  # leaving the with block cancels the call
-                if isinstance(event, ProgressEvent):
-                    yield {"type": "progress", "step": event.step, "total": event.total_steps,
-                           "stage": event.stage, "queued": event.queued_position,
-                           "preview": data_url(event.preview_png)}  # fmt: skip
-                else:
-                    result = event
-        if result is None:
-            raise WebError("INTERNAL", "the visualization stream ended without a result")
+        done: list[FilterVisualization] = []
+        stream = explorer.client.iter_visualize_filter(model, layer, missing, **params)
+        yield from relay(stream, stop, done, previews=True)
+        if not done:
+            return  # the page went away: the call is cancelled
+        result = done[0]
         for ch, png in zip(result.channels, result.pngs, strict=True):
             found[ch] = (png, result.params)
             explorer.visuals.put((sha, layer, ch, key), (png, result.params))

@@ -11,11 +11,11 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from client.results import AttackDatasetResult, MethodCurve, ProgressEvent
+from client.results import AttackDatasetResult, MethodCurve
 from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url
-from web.streaming import Events, event_stream
+from web.streaming import Events, event_stream, relay
 
 FLIPS_LISTED = 100  # image indices listed per curve point
 
@@ -56,18 +56,11 @@ def curve_json(curve: MethodCurve, epsilons: tuple[float, ...]) -> dict[str, Any
 
 
 def robustness_events(explorer: Explorer, values: dict[str, Any], stop: threading.Event) -> Events:
-    result: AttackDatasetResult | None = None
-    with explorer.client.iter_attack_dataset(**values) as stream:
-        for event in stream:
-            if stop.is_set():
-                return  # leaving the with block cancels the job
-            if isinstance(event, ProgressEvent):
-                yield {"type": "progress", "step": event.step, "total": event.total_steps, "stage": event.stage,
-                       "queued": event.queued_position}  # fmt: skip
-            else:
-                result = event
-    if result is None:
-        raise WebError("INTERNAL", "the robustness stream ended without a result")
+    found: list[AttackDatasetResult] = []
+    yield from relay(explorer.client.iter_attack_dataset(**values), stop, found)
+    if not found:
+        return  # the page went away: the call is cancelled
+    result = found[0]
     model = values["model"]
     kwargs = {k: v for k, v in values.items() if k != "model"} | result.params
     yield {
