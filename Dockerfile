@@ -22,7 +22,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
  && grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)' requirements.lock \
-    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx)' \
+    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx|selenium|trio|outcome|wsproto|websocket-client|PySocks)' \
     > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
@@ -32,11 +32,12 @@ COPY models ./models
 COPY interp ./interp
 COPY server ./server
 COPY client ./client
-RUN pip install --no-deps --no-build-isolation ".[server]" \
+COPY web ./web
+RUN pip install --no-deps --no-build-isolation ".[server,web]" \
  && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" --weights-url-base "$WEIGHTS_URL_BASE" \
  && chown -R interp /opt/interp
 
 USER interp
-EXPOSE 50051 9100
+EXPOSE 50051 9100 8080
 HEALTHCHECK --interval=15s --timeout=6s --start-period=60s --retries=3 CMD ["python", "-m", "server.healthcheck"]
 CMD ["interp-server"]

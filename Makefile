@@ -17,7 +17,7 @@ DOCS_STAMP := $(DOCS_VENV)/.installed
 BUF := node_modules/.bin/buf
 BUF_BASELINE := protos/baseline.binpb
 
-.PHONY: serve test lint typecheck imports proto-check proto-baseline docs docs-serve protos bench datasets clean-venv
+.PHONY: serve test lint typecheck imports proto-check proto-baseline docs docs-serve protos bench screenshots datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -103,6 +103,11 @@ protos: $(STAMP)
 
 bench: datasets $(STAMP)
 	$(VENV)/bin/python -m benchmarks.run_all
+
+# The docs' pictures of the explorer: the browser tests' screenshots (headless Chromium, Debian's
+# chromium + chromium-driver), written into docs/images/explorer/.
+screenshots: datasets $(STAMP)
+	EXPLORER_SCREENSHOTS=docs/images/explorer $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e/test_web_pages.py
 
 clean-venv:
 	rm -rf $(VENV) $(DOCS_VENV) node_modules

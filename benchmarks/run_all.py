@@ -8,6 +8,8 @@
   saliency with PNGs skipped, answer sizes)
 - benchmarks.bench_batching  (micro-batching, 8 client processes vs serial; LeNet
   Classify per-stage cost)
+- benchmarks.bench_web (issue 25: the explorer's overhead on a JSON call, unit and layer
+  pages cold and warm, the web process's memory)
 - benchmarks.bench_decode_budget (16 concurrent 40-Mpx PNGs against a 1 GB decode
   budget: server RSS growth, outcomes, light-call p95; holds about 1 GB more while it runs)
 
@@ -40,6 +42,7 @@ RUNS = (
     ("bench_throughput", ("--threads", "1")),
     ("bench_batching", ()),
     ("bench_decode_budget", ()),
+    ("bench_web", ()),
 )
 QUICK_ARGS = {
     "bench_latency": [
@@ -51,6 +54,7 @@ QUICK_ARGS = {
     "bench_lucent": ["--rounds", "1", "--steps", "8", "2", "--steps-lucent-224", "4", "2"],
     "bench_batching": ["--rounds", "1", "--calls-alexnet", "2", "--calls-lenet", "20", "--rounds-breakdown", "20"],
     "bench_decode_budget": ["--calls", "4"],
+    "bench_web": ["--repeats", "30", "--cold", "1"],
 }
 
 

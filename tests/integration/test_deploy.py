@@ -29,6 +29,7 @@ from tests.integration.conftest import test_config
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 HEALTHCHECK = ROOT / "server" / "healthcheck.py"
+WEB_CLI = ROOT / "web" / "cli.py"
 ENV_KEY = re.compile(r"^\s+(INTERP_[A-Z0-9_]+):\s*(.*?)\s*(?:#.*)?$")
 INTERPOLATION = re.compile(r"\$\{[A-Z0-9_]+:?-([^}]*)\}")
 
@@ -55,6 +56,11 @@ def compose_keys() -> set[str]:
 def healthcheck_variables() -> set[str]:
     """INTERP_* variables the healthcheck command (run by the compose healthcheck) reads."""
     return set(re.findall(r"environ\.get\(\s*[\"'](INTERP_[A-Z0-9_]+)", HEALTHCHECK.read_text()))
+
+
+def web_variables() -> set[str]:
+    """INTERP_* variables interp-web (the compose ``web`` service) reads."""
+    return set(re.findall(r"[\"'](INTERP_[A-Z0-9_]+)[\"']", WEB_CLI.read_text()))
 
 
 def clean_env() -> dict[str, str]:
@@ -151,8 +157,22 @@ def test_only_the_local_profile_serves_without_auth_and_only_on_loopback(docker_
     assert profiles and profiles.group(1) == '"local-unauthenticated"'  # never started by a plain `up`
 
 
+def test_compose_web_service_fails_closed_without_an_access_token(docker_compose, monkeypatch) -> None:
+    from web.cli import parser, settings_from
+
+    web = resolved_services(docker_compose)["web"]
+    assert web["ports"] == ["127.0.0.1:8080:8080/tcp"]
+    for key, value in web["environment"].items():  # type: ignore[union-attr]
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit, match="refusing to listen on 0.0.0.0"):
+        settings_from(parser().parse_args([]))
+    monkeypatch.setenv("INTERP_WEB_ACCESS_TOKEN", "compose-web-token-8c1d0e")
+    settings = settings_from(parser().parse_args([]))
+    assert settings.server == "interp:50051" and settings.access_token == "compose-web-token-8c1d0e"
+
+
 def test_every_variable_compose_sets_is_one_the_server_reads() -> None:
-    read = set(env_vars()) | healthcheck_variables()
+    read = set(env_vars()) | healthcheck_variables() | web_variables()
     unknown = sorted(compose_keys() - read)
     assert not unknown, f"docker-compose.yml sets variables nothing reads: {unknown}"
 

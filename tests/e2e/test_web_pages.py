@@ -1,0 +1,287 @@
+"""Every explorer page in headless Chromium (Debian's chromium + chromium-driver) over a real LeNet
+server: no console error, no request outside the origin, every image decodes, the main
+interaction works. Screenshots of each page go to a temporary folder (printed with -s)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.e2e.web_harness import WebServer, sneaker_png, start_service
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WAIT_S = 180
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[str]:
+    require(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "chromium and chromium-driver (apt)")
+    server, target = start_service(tmp_path_factory.mktemp("index"))
+    from client import InterpClient
+    from web import WebSettings, create_app
+
+    with InterpClient(target, timeout=300) as client:  # an index of relu2: the unit page's top-9
+        client.build_index("lenet", "fashion-mnist-test", layers=["relu2"], k=9)
+    web = WebServer(create_app(WebSettings(server=target)))
+    yield web.url
+    web.stop()
+    server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Iterator[Any]:
+    require(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "chromium and chromium-driver (apt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)  # fmt: skip
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    browser.set_script_timeout(WAIT_S)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """A temporary folder, or EXPLORER_SCREENSHOTS (`make screenshots`: the docs' pictures)."""
+    chosen = os.environ.get("EXPLORER_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots: {folder}")
+    return folder
+
+
+def wait(driver: Any, condition: Any) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # a page replaces its elements as answers arrive: a stale one is looked up again
+    ignored = (StaleElementReferenceException,)
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
+
+
+def requested_urls(driver: Any) -> list[str]:
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def check_page(driver: Any, site: str, shots: Path, name: str) -> None:
+    """No SEVERE console entry, nothing fetched outside the origin, every image decoded; a screenshot."""
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    network = [u for u in requested_urls(driver) if u.startswith(("http:", "https:", "ws:", "wss:", "//"))]
+    outside = [u for u in network if not u.startswith(site + "/")]  # chrome:// (the browser's own tab) is not network
+    assert not outside, outside
+    broken = driver.execute_script(
+        "return [...document.images].filter(i => !i.hidden && !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.alt || i.src.slice(0, 60))"
+    )
+    assert not broken, broken
+    driver.save_screenshot(str(shots / f"{name}.png"))
+
+
+def test_models_page(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/")
+    table = wait(driver, lambda d: d.find_element(By.ID, "models"))
+    assert "lenet" in table.text and "READY" in table.text and "pretrained" in table.text
+    check_page(driver, site, shots, "models")
+    driver.find_element(By.LINK_TEXT, "lenet").click()
+    wait(driver, lambda d: d.current_url == site + "/models/lenet")
+
+
+def test_model_page_strip_and_kernels(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet")
+    kernels = wait(driver, lambda d: d.find_element(By.ID, "kernels"))
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", kernels) > 0)
+    strip = driver.find_element(By.ID, "strip")
+    assert "conv2" in strip.text and "16×10×10" in strip.text and "RF 14px" in strip.text
+    check_page(driver, site, shots, "model")
+    strip.find_element(By.LINK_TEXT, "relu2").click()
+    wait(driver, lambda d: d.current_url == site + "/models/lenet/layers/relu2")
+
+
+def test_layer_page_visualizes_every_unit_with_progress(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/relu2?steps=48")
+    bar = wait(driver, lambda d: d.find_element(By.ID, "progress"))
+    wait(driver, lambda d: bar.get_attribute("data-done") == "true")
+    visuals = driver.find_elements(By.CSS_SELECTOR, "img.visual")
+    assert len(visuals) == 16
+    wait(driver, lambda d: all(d.execute_script("return arguments[0].naturalWidth", v) > 0 for v in visuals))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "img.top")) == 16  # relu2 is indexed: a top crop each
+    check_page(driver, site, shots, "layer")
+    driver.refresh()  # the second visit comes from the explorer's cache
+    bar = wait(driver, lambda d: d.find_element(By.ID, "progress"))
+    wait(driver, lambda d: bar.get_attribute("data-done") == "true")
+    assert driver.find_element(By.ID, "progress-status").text == "from the explorer's cache"
+
+
+def test_unit_page_streams_its_visualization_and_shows_the_top_nine(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/relu2/units/5?steps=64")
+    bar = wait(driver, lambda d: d.find_element(By.ID, "progress"))
+    wait(driver, lambda d: bar.get_attribute("data-done") == "true")
+    visual = driver.find_element(By.ID, "visual")
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", visual) > 0)
+    top = driver.find_element(By.ID, "top")
+    assert len(top.find_elements(By.CSS_SELECTOR, "img")) == 18  # nine crops and their projections
+    assert driver.find_elements(By.LINK_TEXT, "download PNG")
+    check_page(driver, site, shots, "unit")
+
+
+def test_lab_upload_classes_maps_saliency_and_epsilon(driver, site, shots, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    image = tmp_path / "sneaker.png"
+    image.write_bytes(sneaker_png())
+    driver.get(site + "/lab?model=lenet")
+    wait(driver, lambda d: d.find_element(By.ID, "file")).send_keys(str(image))
+    predictions = wait(driver, lambda d: d.find_element(By.ID, "predictions").text)
+    assert predictions.splitlines()[0].startswith("Sneaker")
+    assert "image=" in driver.current_url  # the URL holds the upload's hash: the view is linkable
+    wait(driver, lambda d: d.find_element(By.ID, "overlay"))
+    original = wait(driver, lambda d: d.find_element(By.ID, "adversarial-pred").text)
+    assert original.startswith("Sneaker")  # eps 0.01 does not flip it
+    slider = driver.find_element(By.ID, "eps")
+    slider.send_keys(Keys.END)  # the largest epsilon
+    wait(driver, lambda d: "eps=0.5" in d.current_url)
+    wait(driver, lambda d: not d.find_element(By.ID, "adversarial-pred").text.startswith("Sneaker"))
+    wait(driver, lambda d: d.find_element(By.ID, "adversarial-img").get_attribute("src").startswith("data:"))
+    driver.find_element(By.ID, "closest-failure").click()
+    closest = wait(driver, lambda d: d.find_element(By.ID, "closest-pred").text)
+    assert not closest.startswith("Sneaker") and "/255" in driver.find_element(By.ID, "closest").text
+    check_page(driver, site, shots, "lab")
+    link = driver.find_element(By.CSS_SELECTOR, "img.map[alt='relu2 unit 3']")
+    link.click()
+    wait(driver, lambda d: d.current_url.startswith(site + "/models/lenet/layers/relu2/units/3?image="))
+    wait(driver, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "true")
+    unit_map = wait(driver, lambda d: d.find_element(By.ID, "unit-map"))
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", unit_map) > 0)
+    check_page(driver, site, shots, "unit-from-lab")
+
+
+def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/conv1?steps=16")
+    notice = wait(driver, lambda d: d.find_element(By.ID, "notice"))
+    assert "BuildIndex" in notice.text and not driver.find_elements(By.CSS_SELECTOR, "img.top")
+    driver.save_screenshot(str(shots / "layer-without-index.png"))
+    driver.find_element(By.ID, "index-build").click()
+    # the page reloads when the build is done, now with a top crop per unit
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "img.top")) == 6)
+    assert not driver.find_elements(By.ID, "notice")
+    wait(driver, lambda d: d.find_element(By.ID, "progress").get_attribute("data-done") == "true")
+    check_page(driver, site, shots, "layer-indexed")
+
+
+def test_lab_drawing_neighbours_and_dream(driver, site, shots) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(site + "/lab?model=lenet")
+    pad = wait(driver, lambda d: d.find_element(By.ID, "pad"))
+    driver.find_element(By.CSS_SELECTOR, "details.panel summary").click()
+    strokes = ActionChains(driver).move_to_element_with_offset(pad, -100, -60).click_and_hold()
+    for dx, dy in ((200, 0), (0, 120), (-200, 0), (0, -120)):  # a box outline: something like a bag
+        strokes = strokes.move_by_offset(dx, dy)
+    strokes.release().perform()
+    driver.find_element(By.ID, "use-drawing").click()
+    predictions = wait(driver, lambda d: d.find_element(By.ID, "predictions").text)
+    assert len(predictions.splitlines()) == 5  # a drawn image is classified like an upload
+    Select(wait(driver, lambda d: d.find_element(By.ID, "neighbors-layer"))).select_by_value("relu2")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbors img")) == 8)
+    driver.find_element(By.ID, "dream-start").click()
+    wait(driver, lambda d: d.find_element(By.ID, "dream-progress").get_attribute("data-done") == "true")
+    assert "dlayer=" in driver.current_url and "nlayer=relu2" in driver.current_url
+    check_page(driver, site, shots, "lab-drawing")
+
+
+def test_robustness_page_runs_lists_flips_and_cancels(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/robustness?model=lenet&dataset=fashion-mnist-test&methods=fgsm,pgd&eps=0.05,0.2&limit=40&run=1")
+    wait(driver, lambda d: d.find_element(By.ID, "robustness-progress").get_attribute("data-done") == "true")
+    curve = driver.find_element(By.ID, "curve")
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", curve) > 0)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#accuracy tr")) == 3  # a header and two methods
+    driver.find_elements(By.CSS_SELECTOR, "a.flip")[-1].click()
+    assert "first fail at ε 0.2" in wait(driver, lambda d: d.find_element(By.ID, "flips").text)
+    check_page(driver, site, shots, "robustness")
+    limit = driver.find_element(By.ID, "limit")
+    limit.clear()
+    limit.send_keys("5000")
+    driver.find_element(By.ID, "run").click()
+    wait(driver, lambda d: "/" in d.find_element(By.CSS_SELECTOR, "#robustness-progress + span").text)
+    driver.find_element(By.ID, "cancel").click()
+    wait(driver, lambda d: d.find_element(By.ID, "cancelled"))
+    driver.get_log("browser")  # an aborted fetch is logged by Chromium; that is the point here
+
+
+def test_embedding_page_places_the_lab_image(driver, site, shots, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    image = tmp_path / "sneaker.png"
+    image.write_bytes(sneaker_png())
+    driver.get(site + "/lab?model=lenet")
+    wait(driver, lambda d: d.find_element(By.ID, "file")).send_keys(str(image))
+    wait(driver, lambda d: d.find_element(By.ID, "to-embedding")).click()
+    wait(driver, lambda d: "/embedding?" in d.current_url and "image=" in d.current_url)
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#layer option")) > 5)
+    Select(driver.find_element(By.ID, "layer")).select_by_value("relu4")
+    limit = driver.find_element(By.ID, "limit")
+    limit.clear()
+    limit.send_keys("500")
+    driver.find_element(By.ID, "run").click()
+    wait(driver, lambda d: d.find_element(By.ID, "embedding-progress").get_attribute("data-done") == "true")
+    for name in ("scatter", "atlas", "placed"):
+        element = driver.find_element(By.ID, name)
+        wait(driver, lambda d, e=element: d.execute_script("return arguments[0].naturalWidth", e) > 0)
+    assert "Sneaker" in driver.find_element(By.ID, "embedding").text
+    check_page(driver, site, shots, "embedding")
+
+
+def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/nope")
+    alert = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".error"))
+    assert "NOT_FOUND" in alert.text and "relu2" in alert.text and "layer" in alert.text
+    driver.get_log("browser")  # the 404 the page read is logged by Chromium; that is the point here
+    driver.save_screenshot(str(shots / "error.png"))

@@ -1,0 +1,1 @@
+"""One module per page: each returns the JSON (or event stream) its page renders."""

@@ -1,0 +1,212 @@
+"""JSON of a layer's page (units, paged, Microscope style) and the feature visualizations it streams.
+
+A page's missing visualizations are computed in ONE VisualizeFilter call (the channels batched)
+and kept in the explorer's cache under (weights sha256, layer, unit, parameters), so a second
+visit, or the unit page after the layer page, is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from client.errors import FailedPrecondition
+from client.results import FilterVisualization, LayerInfo, TopActivationsResult
+from web.api.models import layer_json
+from web.errors import WebError, json_body, query_int, typed_params
+from web.explorer import Explorer, explorer_of
+from web.pngs import data_url, encode_png, normalized
+from web.streaming import Events, event_stream, relay
+
+R = TypeVar("R")
+
+# Visualization parameters a page may set (its query holds them), with their types.
+VISUAL_PARAMS: dict[str, type] = {
+    "steps": int,
+    "seed": int,
+    "image_size": int,
+    "restarts": int,
+    "preset": str,
+    "parameterization": str,
+    "objective": str,
+}
+MAX_PER_PAGE = 64  # the service's default max_channels per VisualizeFilter call
+
+
+def visual_params(raw: Any) -> dict[str, Any]:
+    """The page's visualization parameters, checked by name and type (the service checks ranges)."""
+    return typed_params(raw, VISUAL_PARAMS)
+
+
+def page_channels(layer: LayerInfo, page: int, per_page: int) -> list[int]:
+    start = page * per_page
+    if layer.channels and start >= layer.channels:
+        raise WebError("OUT_OF_RANGE", f"page {page} is past the last of {layer.channels} units", field="page")
+    return list(range(start, min(start + per_page, layer.channels)))
+
+
+def fitting_datasets(explorer: Explorer, model: str) -> list[str]:
+    """Served datasets whose images fit ``model``'s input (the ones an index can be built on), smallest first."""
+    fitting = [d for d in explorer.client.list_datasets() if model.lower() in (m.lower() for m in d.fits_models)]
+    return [d.name for d in sorted(fitting, key=lambda d: d.size)]
+
+
+def on_indexed_dataset(explorer: Explorer, model: str, query: Callable[[str], R]) -> tuple[R | None, str]:
+    """``query(dataset)`` on the first served dataset (smallest first) with a fitting index, or a notice why none.
+
+    The notice names what to do: BuildIndex (and its CLI form) when a dataset fits the model, the
+    server's ``--dataset NAME=DIR`` when none does.
+    """
+    fitting = fitting_datasets(explorer, model)
+    if not fitting:
+        return None, (
+            f"no served dataset fits {model}'s input, so there are no dataset examples: an operator adds "
+            "an image folder with interp-server --dataset NAME=DIR (or INTERP_DATASETS)"
+        )
+    notice = ""
+    for dataset in fitting:
+        try:
+            return query(dataset), ""
+        except FailedPrecondition as exc:
+            notice = notice or exc.message
+    return None, notice or "no index of this layer: build one with BuildIndex"
+
+
+def top_crops(
+    explorer: Explorer, model: str, layer: str, channels: list[int], k: int, projections: bool
+) -> tuple[TopActivationsResult | None, str]:
+    """The top-k crops from the first served dataset with an index of ``layer``, or a notice why none."""
+    return on_indexed_dataset(
+        explorer,
+        model,
+        lambda dataset: explorer.client.top_activations(
+            model, dataset=dataset, layer=layer, channels=channels, k=k, entry_pngs=True, projections=projections
+        ),
+    )
+
+
+def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
+    return {
+        "image_id": entry.image_id,
+        "label": entry.label_name,
+        "value": entry.value,
+        "box": list(entry.box),
+        "crop": data_url(entry.crop_png),
+        "image": data_url(entry.image_png),
+        "projection": data_url(projection_png),
+    }
+
+
+def _layer_of(explorer: Explorer, model: str, name: str) -> LayerInfo:
+    description = explorer.client.describe_model(model)
+    try:
+        return description.layer(name)
+    except KeyError as exc:
+        raise WebError("NOT_FOUND", str(exc.args[0]), field="layer") from None
+
+
+def cached_visual(explorer: Explorer, sha: str, layer: str, unit: int, params: dict[str, Any]) -> dict[str, Any] | None:
+    hit = explorer.visuals.get((sha, layer, unit, json.dumps(params, sort_keys=True)))
+    return None if hit is None else {"png": data_url(hit[0]), "params": hit[1]}
+
+
+def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
+    model, name = request.path_params["model"], request.path_params["layer"]
+    layer = _layer_of(explorer, model, name)
+    per_page = query_int(request, "per_page", 16, low=1, high=MAX_PER_PAGE)
+    page = query_int(request, "page", 0)
+    channels = page_channels(layer, page, per_page)
+    params = visual_params({k: v for k, v in request.query_params.items() if k in VISUAL_PARAMS})
+    sha = explorer.weights_sha256(model)
+    tops, notice = top_crops(explorer, model, layer.name, channels, 1, False) if channels else (None, "")
+    best = {top.channel: top.entries[0] for top in tops.channels if top.entries} if tops else {}
+    units = [
+        {
+            "unit": ch,
+            "visual": cached_visual(explorer, sha, layer.name, ch, params),
+            "top": entry_json(best[ch]) if ch in best else None,
+        }
+        for ch in channels
+    ]
+    pages = max(1, -(-layer.channels // per_page))
+    index_on = fitting_datasets(explorer, model)[:1] if notice else []  # the dataset a "build" button indexes
+    return {"layer": layer_json(layer), "page": page, "pages": pages, "per_page": per_page, "units": units,
+            "dataset": tops.dataset if tops else "", "notice": notice, "params": params,
+            "index_dataset": index_on[0] if index_on else ""}  # fmt: skip
+
+
+async def units(request: Request) -> JSONResponse:
+    explorer = explorer_of(request)
+    return JSONResponse(await explorer.call(_units, explorer, request))
+
+
+def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
+    model, name = request.path_params["model"], request.path_params["layer"]
+    layer = _layer_of(explorer, model, name)
+    unit = int(request.path_params["unit"])
+    if not 0 <= unit < max(layer.channels, 1):
+        raise WebError("OUT_OF_RANGE", f"{layer.name} has units 0..{layer.channels - 1}, not {unit}", field="unit")
+    params = visual_params({k: v for k, v in request.query_params.items() if k in VISUAL_PARAMS})
+    k = query_int(request, "k", 9, low=1, high=64)
+    tops, notice = top_crops(explorer, model, layer.name, [unit], k, True)
+    entries: list[dict[str, Any]] = []
+    python = ""
+    if tops is not None:
+        for entry in tops.channels[0].entries if tops.channels else ():
+            projection = encode_png(normalized(entry.projection)) if entry.projection is not None else b""
+            entries.append(entry_json(entry, projection))
+        kwargs = {"dataset": tops.dataset, "layer": layer.name, "channels": [unit], "k": k, "entry_pngs": True,
+                  "projections": True}  # fmt: skip
+        python = explorer.code("top_activations", (model,), kwargs)
+    sha = explorer.weights_sha256(model)
+    return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
+            "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
+            "params": params}  # fmt: skip
+
+
+async def unit(request: Request) -> JSONResponse:
+    explorer = explorer_of(request)
+    return JSONResponse(await explorer.call(_unit, explorer, request))
+
+
+def visualize_events(
+    explorer: Explorer, model: str, layer: str, channels: list[int], params: dict[str, Any], stop: threading.Event
+) -> Events:
+    """Progress events (with the service's previews), then ``{"type": "result", units: {unit: png}}``."""
+    sha = explorer.weights_sha256(model)
+    key = json.dumps(params, sort_keys=True)
+    found = {ch: explorer.visuals.get((sha, layer, ch, key)) for ch in channels}
+    missing = [ch for ch, hit in found.items() if hit is None]
+    if missing:
+        done: list[FilterVisualization] = []
+        stream = explorer.client.iter_visualize_filter(model, layer, missing, **params)
+        yield from relay(stream, stop, done, previews=True)
+        if not done:
+            return  # the page went away: the call is cancelled
+        result = done[0]
+        for ch, png in zip(result.channels, result.pngs, strict=True):
+            found[ch] = (png, result.params)
+            explorer.visuals.put((sha, layer, ch, key), (png, result.params))
+    resolved = next(hit[1] for hit in found.values() if hit is not None)
+    units = {str(ch): data_url(hit[0]) for ch, hit in found.items() if hit is not None}
+    python = explorer.code("visualize_filter", (model, layer, channels), resolved)
+    yield {"type": "result", "units": units, "params": resolved, "computed": missing, "python": python}
+
+
+async def visualize(request: Request) -> StreamingResponse:
+    """POST ``{"channels": [...], "params": {...}}`` -> a stream of progress events, then the images."""
+    explorer = explorer_of(request)
+    model, layer = request.path_params["model"], request.path_params["layer"]
+    body = await json_body(request)
+    channels = body.get("channels")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, int) and c >= 0 for c in channels):
+        raise WebError("INVALID_ARGUMENT", "channels must be a non-empty list of unit indices", field="channels")
+    if len(channels) > MAX_PER_PAGE:
+        raise WebError("INVALID_ARGUMENT", f"at most {MAX_PER_PAGE} channels per call", field="channels")
+    params = visual_params(body.get("params", {}))
+    return event_stream(lambda stop: visualize_events(explorer, model, layer, channels, params, stop))

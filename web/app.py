@@ -1,0 +1,113 @@
+"""The ASGI application: the route table (pages, their JSON APIs, static files) and its guard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from client import InterpClient
+from client.errors import InterpError
+from web.api import embedding, jobs, lab, lab_more, layers, models, robustness
+from web.errors import WebError, handle_error
+from web.explorer import Explorer
+from web.security import Guard, Session
+from web.settings import WebSettings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def html(name: str) -> FileResponse:
+    return FileResponse(STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return html(name)
+
+    return endpoint
+
+
+async def login(request: Request) -> JSONResponse:
+    """POST ``{"token": ...}``: the access token once, then the HttpOnly session cookie."""
+    session: Session = request.app.state.session
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not session.check_login(token):
+        raise WebError("UNAUTHENTICATED", "wrong access token", field="token", status=401)
+    return JSONResponse({"ok": True}, headers={"Set-Cookie": session.cookie_header()})
+
+
+ROUTES = [
+    Route("/", _page("index.html")),
+    Route("/login", _page("login.html")),
+    Route("/lab", _page("lab.html")),
+    Route("/robustness", _page("robustness.html")),
+    Route("/embedding", _page("embedding.html")),
+    Route("/models/{model}", _page("model.html")),
+    Route("/models/{model}/layers/{layer}", _page("layer.html")),
+    Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("unit.html")),
+    Mount(
+        "/api",
+        routes=[
+            Route("/login", login, methods=["POST"]),
+            Route("/models", models.list_models),
+            Route("/datasets", robustness.datasets),
+            Route("/robustness", robustness.run, methods=["POST"]),
+            Route("/embedding", embedding.run, methods=["POST"]),
+            Route("/models/{model}", models.describe),
+            Route("/models/{model}/layers/{layer}", layers.units),
+            Route("/models/{model}/layers/{layer}/units/{unit:int}", layers.unit),
+            Route("/models/{model}/layers/{layer}/visualize", layers.visualize, methods=["POST"]),
+            Route("/models/{model}/layers/{layer}/index", jobs.build_index, methods=["POST"]),
+            Route("/lab/upload", lab.upload, methods=["POST"]),
+            Route("/lab/images/{digest}", lab.image),
+            Route("/lab/{digest}/analysis", lab.analysis),
+            Route("/lab/{digest}/saliency", lab.saliency),
+            Route("/lab/{digest}/attack", lab.attack),
+            Route("/lab/{digest}/closest-failure", lab.closest_failure),
+            Route("/lab/{digest}/unit", lab.unit_map),
+            Route("/lab/{digest}/neighbors", lab_more.neighbors),
+            Route("/lab/{digest}/dream", lab_more.dream, methods=["POST"]),
+        ],
+    ),
+    Mount("/static", StaticFiles(directory=STATIC), name="static"),
+]
+
+
+def create_app(settings: WebSettings, *, client: InterpClient | None = None, secure_cookie: bool = False) -> Starlette:
+    """The explorer over the service ``settings.server`` (one SDK client for the process's life).
+
+    Args:
+        client: an SDK client to use instead of one made from ``settings`` (tests).
+        secure_cookie: the port is served over TLS: the session cookie gets ``Secure``.
+    """
+    explorer = Explorer(settings, client)
+    session = Session(settings.access_token, secure_cookie=secure_cookie)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            explorer.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(Guard, session=session, hosts=settings.hosts())],
+        exception_handlers={InterpError: handle_error, WebError: handle_error},
+        lifespan=lifespan,
+    )
+    app.state.explorer = explorer
+    app.state.session = session
+    return app

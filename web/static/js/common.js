@@ -1,0 +1,144 @@
+// Shared helpers of the explorer's pages: elements, JSON calls, event streams, errors, snippets.
+
+export class ApiError extends Error {
+  constructor(body) {
+    super(body.message || "request failed");
+    this.code = body.code || "UNKNOWN";
+    this.field = body.field || null;
+  }
+}
+
+// h("a", {href: "/x", class: "y"}, "text", child...) -> an element; text is always a text node, never parsed as HTML.
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export const app = () => document.getElementById("app");
+export const enc = encodeURIComponent;
+
+async function parse(response) {
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    body = { code: `HTTP_${response.status}`, message: response.statusText || "no readable answer" };
+  }
+  if (!response.ok) throw new ApiError(body);
+  return body;
+}
+
+export async function getJSON(url) {
+  return parse(await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" }));
+}
+
+// State-changing calls carry X-Interp-Web: 1 (the server refuses them otherwise: CSRF guard).
+export async function post(url, body, contentType = "application/json", signal = undefined) {
+  const data = contentType === "application/json" ? JSON.stringify(body) : body;
+  const response = await fetch(url, {
+    method: "POST", body: data, credentials: "same-origin", signal,
+    headers: { "Content-Type": contentType, "X-Interp-Web": "1", Accept: "application/json" },
+  });
+  return response;
+}
+
+export async function postJSON(url, body, contentType) {
+  return parse(await post(url, body, contentType));
+}
+
+// A POST answered with server-sent events: calls onEvent(event) for each; resolves with the last.
+// Aborting ``signal`` closes the stream, which cancels the call on the service.
+export async function streamEvents(url, body, onEvent, signal = undefined) {
+  const response = await post(url, body, "application/json", signal);
+  if (!response.ok) await parse(response);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let last = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const chunk = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      if (!chunk.startsWith("data: ")) continue;
+      last = JSON.parse(chunk.slice(6));
+      if (last.type === "error") throw new ApiError(last);
+      onEvent(last);
+    }
+  }
+  return last;
+}
+
+// The readable form of any failure: status name, message and the field at fault.
+export function errorBox(err) {
+  const code = err.code || "ERROR";
+  return h("div", { class: "error", role: "alert" },
+    h("span", { class: "code" }, code), err.message || String(err),
+    err.field ? h("span", { class: "muted" }, ` (field: ${err.field})`) : null);
+}
+
+// Replace an element's children, leaving out the null/false of optional parts.
+export function show(where, ...children) {
+  where.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+export function showError(where, err) {
+  show(where, errorBox(err));
+}
+
+// "copy as Python": the exact SDK call, and a button that copies it.
+export function pythonBlock(code, label = "copy as Python") {
+  if (!code) return null;
+  const pre = h("pre", { class: "mono" }, code);
+  const button = h("button", { type: "button", onclick: async () => {
+    try { await navigator.clipboard.writeText(code); button.textContent = "copied"; }
+    catch { button.textContent = "select the text to copy"; }
+  } }, "copy");
+  return h("details", { class: "code" }, h("summary", {}, label), button, pre);
+}
+
+export function downloadLink(href, name) {
+  if (!href) return null;
+  return h("a", { href, download: name, class: "download" }, "download PNG");
+}
+
+// The view's state lives in the URL's query: read with query(), change with setQuery().
+export function query() {
+  return new URLSearchParams(location.search);
+}
+
+export function setQuery(changes) {
+  const params = query();
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined || value === "") params.delete(key);
+    else params.set(key, value);
+  }
+  const search = params.toString();
+  history.replaceState(null, "", location.pathname + (search ? `?${search}` : ""));
+}
+
+export function pathParts() {
+  return location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+}
+
+export function fmtShape(shape) {
+  return shape && shape.length ? shape.join("×") : "–";
+}
+
+export function title(text) {
+  document.title = `${text} · interp explorer`;
+  return h("h1", {}, text);
+}

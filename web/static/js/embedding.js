@@ -1,0 +1,84 @@
+// "/embedding": a t-SNE or PCA map of a layer over a served dataset (Embedding, streamed, cancellable,
+// cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map.
+import { app, downloadLink, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
+
+function field(label, input) {
+  return h("label", {}, `${label} `, input);
+}
+
+async function main() {
+  const params = query();
+  let models, datasets;
+  try {
+    [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
+  } catch (err) {
+    show(app(), title("Embedding"), errorBox(err));
+    return;
+  }
+  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
+  const dataset = h("select", { id: "dataset" });
+  const layer = h("select", { id: "layer" });
+  const fill = async () => {
+    const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);
+    show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
+      : h("option", { value: "" }, "no served dataset fits this model"));
+    try {
+      const d = await getJSON(`/api/models/${encodeURIComponent(model.value)}`);
+      const names = d.layers.map((l) => l.name);
+      const wanted = params.get("layer") || names[names.length - 2];
+      show(layer, names.map((n) => h("option", { value: n, selected: n === wanted }, n)));
+    } catch (err) {
+      show(out, errorBox(err));
+    }
+  };
+  model.addEventListener("change", fill);
+  const method = h("select", { id: "method" }, ["pca", "tsne"].map((m) => h("option", { value: m, selected: m === (params.get("method") || "pca") }, m)));
+  const limit = h("input", { id: "limit", type: "number", min: 1, value: params.get("limit") || "1000" });
+  const bar = h("progress", { id: "embedding-progress", max: 1, value: 0 });
+  const status = h("span", { class: "muted", id: "embedding-status" });
+  const out = h("div", { id: "embedding" });
+  const image = params.get("image");
+  let controller = null;
+  const cancel = h("button", { type: "button", id: "cancel", onclick: () => controller && controller.abort() }, "cancel");
+  const run = h("button", { type: "button", id: "run", onclick: async () => {
+    setQuery({ model: model.value, dataset: dataset.value, layer: layer.value, method: method.value, limit: limit.value });
+    controller = new AbortController();
+    bar.value = 0;
+    delete bar.dataset.done;
+    show(out);
+    try {
+      const r = await streamEvents("/api/embedding", { model: model.value, dataset: dataset.value, layer: layer.value,
+        method: method.value, limit: Number(limit.value), image }, (event) => {
+        if (event.type !== "progress") return;
+        bar.max = event.total;
+        bar.value = event.step;
+        status.textContent = event.queued ? `queued (${event.queued})` : `${event.stage || ""} ${event.step}/${event.total}`;
+      }, controller.signal);
+      bar.value = bar.max;
+      bar.dataset.done = "true";
+      status.textContent = r.reused ? "from the server's cache" : `computed in ${r.seconds.toFixed(1)} s`;
+      const placed = r.placed ? [h("h2", {}, "The lab's image on the map"),
+        h("p", {}, `placed among ${r.placed.label} images (nearest: ${r.placed.neighbors.join(", ")})`),
+        h("div", { class: "panel" }, h("img", { id: "placed", class: "map-plot", src: r.placed.scatter, alt: "the image on the map" })),
+        pythonBlock(r.placed.python)] : [];
+      show(out, h("p", {}, `${r.points} images of ${r.dataset}, ${r.layer}, ${r.method}`),
+        h("div", { class: "row" },
+          h("div", { class: "panel" }, h("img", { id: "scatter", class: "map-plot", src: r.scatter, alt: "the map, coloured by class" }),
+            h("div", { class: "tools" }, downloadLink(r.scatter, `${r.layer}_${r.method}_scatter.png`))),
+          h("div", { class: "panel" }, h("img", { id: "atlas", class: "map-plot", src: r.atlas, alt: "the map's images" }),
+            h("div", { class: "tools" }, downloadLink(r.atlas, `${r.layer}_${r.method}_atlas.png`)))),
+        pythonBlock(r.python), placed);
+    } catch (err) {
+      status.textContent = "";
+      show(out, err.name === "AbortError" ? h("p", { id: "cancelled" }, "cancelled") : errorBox(err));
+    }
+  } }, "build the map");
+  show(app(), title("Embedding"),
+    image ? h("p", {}, "The lab's image will be placed on the map.") : null,
+    h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset), field("layer", layer), field("method", method), field("images", limit)),
+    h("div", { class: "tools" }, run, cancel, bar, status), out);
+  await fill();
+  if (params.get("run") === "1") run.click();
+}
+
+main();

@@ -1,0 +1,182 @@
+// "/lab": an uploaded image (the URL holds its sha256 and the view's settings): top classes,
+// every layer's activation maps (click one: its unit page), saliency as an overlay, and an
+// adversarial example with an epsilon slider.
+import { dreamView, drawPad, neighborsView } from "./lab_more.js";
+import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
+
+const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
+const ATTACKS = ["fgsm", "bim", "pgd"];
+
+const state = { models: [] };
+
+function section(id, heading) {
+  const body = h("div", { id });
+  return [h("h2", {}, heading), body];
+}
+
+async function upload(file, status) {
+  show(status, `uploading ${file.name}…`);
+  try {
+    const { image } = await postJSON("/api/lab/upload", file, file.type || "application/octet-stream");
+    setQuery({ image });
+    show(status, "");
+    await analyse();
+  } catch (err) {
+    show(status, errorBox(err));
+  }
+}
+
+function chooser() {
+  const status = h("div", { id: "upload-status" });
+  const input = h("input", { type: "file", id: "file", accept: "image/*", onchange: () => input.files[0] && upload(input.files[0], status) });
+  const drop = h("div", { id: "drop" }, "Drop an image here, or ", input);
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (file) upload(file, status);
+  });
+  const select = h("select", { id: "model", onchange: () => { setQuery({ model: select.value }); analyse(); } },
+    state.models.map((m) => h("option", { value: m.name, selected: m.name === currentModel() }, m.name)));
+  const info = state.models.find((m) => m.name === currentModel());
+  const pad = drawPad(info ? info.input_shape : [1, 28, 28], (file) => upload(file, status));
+  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, status);
+}
+
+function currentModel() {
+  const wanted = query().get("model");
+  if (wanted) return wanted;
+  const ready = state.models.find((m) => m.status === "READY");
+  return ready ? ready.name : (state.models[0] || {}).name;
+}
+
+async function analyse() {
+  const image = query().get("image");
+  const model = currentModel();
+  const results = document.getElementById("results");
+  if (!image) {
+    show(results, h("p", { class: "muted" }, "Choose an image to start."));
+    return;
+  }
+  setQuery({ model });
+  const [classesH, classes] = section("classes", "Top classes");
+  const [satH, sal] = section("saliency", "Saliency");
+  const [advH, adv] = section("adversarial", "Adversarial example");
+  const [mapsH, maps] = section("maps", "Activation maps (click a map: its unit page)");
+  const [nearH, near] = section("nearest", "Nearest dataset images");
+  const [dreamH, dream] = section("dream", "DeepDream");
+  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps, nearH, near, dreamH, dream);
+  show(classes, h("p", { class: "muted" }, "classifying…"));
+  let d;
+  try {
+    d = await getJSON(`/api/lab/${enc(image)}/analysis?model=${enc(model)}`);
+  } catch (err) {
+    show(classes, errorBox(err));
+    return;
+  }
+  const inputUrl = `/api/lab/images/${enc(image)}`;
+  show(classes, h("div", { class: "row" },
+    h("div", { class: "panel" }, h("img", { class: "big", id: "input", src: d.input, alt: "the model's input" }),
+      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png")),
+      h("a", { id: "to-embedding", href: `/embedding?model=${enc(d.model)}&image=${enc(image)}` }, "place it on an embedding map")),
+    h("ol", { id: "predictions" }, d.predictions.map((p, i) => h("li", { class: i === 0 ? "pred" : "" },
+      `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(d.python));
+  show(maps, ...d.layers.map((l) => h("div", {},
+    h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
+      h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
+    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}?image=${enc(image)}`, title: `unit ${m.unit}` },
+      h("img", { src: m.png, alt: `${l.layer} unit ${m.unit}`, class: "map", "data-unit": m.unit })))))),
+    pythonBlock(d.python_activations));
+  saliencyView(sal, image, d.model);
+  const layerNames = d.layers.map((l) => l.layer);
+  neighborsView(near, image, d.model, layerNames);
+  dreamView(dream, image, d.model, layerNames);
+  attackView(adv, image, d.model);
+}
+
+function saliencyView(where, image, model) {
+  const picker = h("select", { id: "method" }, METHODS.map((m) => h("option", { value: m, selected: m === (query().get("method") || "gradient") }, m)));
+  const out = h("div", {});
+  async function run() {
+    setQuery({ method: picker.value });
+    show(out, h("p", { class: "muted" }, "computing…"));
+    try {
+      const s = await getJSON(`/api/lab/${enc(image)}/saliency?model=${enc(model)}&method=${enc(picker.value)}`);
+      show(out, h("div", { class: "row" },
+        h("div", { class: "panel" }, h("img", { class: "big", id: "overlay", src: s.overlay, alt: "saliency overlay" }),
+          h("div", { class: "tools" }, downloadLink(s.overlay, `saliency_${s.method}.png`))),
+        h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python));
+    } catch (err) {
+      show(out, errorBox(err));
+    }
+  }
+  picker.addEventListener("change", run);
+  show(where, h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
+  run();
+}
+
+function attackView(where, image, model) {
+  const params = query();
+  const slider = h("input", { type: "range", id: "eps", min: "0.005", max: "0.5", step: "0.005", value: params.get("eps") || "0.01" });
+  const method = h("select", { id: "attack" }, ATTACKS.map((m) => h("option", { value: m, selected: m === (params.get("attack") || "fgsm") }, m)));
+  const label = h("span", { id: "eps-value" }, slider.value);
+  const out = h("div", {});
+  let pending = 0;
+  async function run() {
+    const ticket = ++pending;
+    label.textContent = `ε = ${Number(slider.value).toFixed(3)}`;
+    setQuery({ eps: slider.value, attack: method.value });
+    try {
+      const a = await getJSON(`/api/lab/${enc(image)}/attack?model=${enc(model)}&eps=${enc(slider.value)}&method=${enc(method.value)}`);
+      if (ticket !== pending) return; // a newer slider position is on its way
+      show(out, h("div", { class: "row" },
+        h("div", { class: "panel" }, h("div", {}, "original"), h("img", { class: "big", src: `/api/lab/images/${enc(image)}`, alt: "original" }),
+          h("div", { class: "pred", id: "original-pred" }, `${a.original.label} ${(100 * a.original.probability).toFixed(1)}%`)),
+        h("div", { class: "panel" }, h("div", {}, `adversarial (${a.method}, ε ${a.epsilon.toFixed(3)})`),
+          h("img", { class: "big", id: "adversarial-img", src: a.adversarial_png, alt: "adversarial" }),
+          h("div", { class: "pred", id: "adversarial-pred" }, `${a.adversarial.label} ${(100 * a.adversarial.probability).toFixed(1)}%`),
+          h("div", { class: "tools" }, downloadLink(a.adversarial_png, `adversarial_eps${a.epsilon}.png`))),
+        h("div", { class: "panel" }, h("div", {}, "perturbation"), h("img", { class: "big", src: a.perturbation_png, alt: "perturbation" }))),
+      pythonBlock(a.python));
+    } catch (err) {
+      if (ticket === pending) show(out, errorBox(err));
+    }
+  }
+  const closest = h("div", { id: "closest" });
+  const find = h("button", { type: "button", id: "closest-failure", onclick: async () => {
+    show(closest, h("p", { class: "muted" }, "searching the smallest ε on the 8-bit grid…"));
+    try {
+      const c = await getJSON(`/api/lab/${enc(image)}/closest-failure?model=${enc(model)}`);
+      show(closest, c.found
+        ? h("div", { class: "row" }, h("div", { class: "panel" },
+            h("div", {}, `closest failing image (${c.method}): ε = ${c.level}/255 = ${c.epsilon.toFixed(4)}`),
+            h("img", { class: "big", id: "closest-img", src: c.adversarial_png, alt: "closest failing image" }),
+            h("div", { class: "pred", id: "closest-pred" }, `${c.adversarial.label} ${(100 * c.adversarial.probability).toFixed(1)}%`),
+            h("div", { class: "tools" }, downloadLink(c.adversarial_png, "closest_failure.png"))))
+        : h("p", {}, `no failing image up to ε = ${c.params.max_epsilon}`),
+      pythonBlock(c.python));
+    } catch (err) {
+      show(closest, errorBox(err));
+    }
+  } }, "closest failing image");
+  slider.addEventListener("change", run);
+  slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
+  method.addEventListener("change", run);
+  show(where, h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method, find), out, closest);
+  run();
+}
+
+async function main() {
+  try {
+    state.models = (await getJSON("/api/models")).models;
+  } catch (err) {
+    show(app(), title("Lab"), errorBox(err));
+    return;
+  }
+  show(app(), title("Lab"), chooser(), h("div", { id: "results" }));
+  await analyse();
+}
+
+main();

@@ -1,0 +1,97 @@
+// The lab's further views: a drawing pad, the nearest dataset images in a layer, DeepDream (streamed).
+import { downloadLink, enc, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
+
+function layerPicker(id, layers, wanted) {
+  return h("select", { id }, layers.map((l) => h("option", { value: l, selected: l === wanted }, l)));
+}
+
+// A canvas to draw on (white on black, as Fashion-MNIST); "use the drawing" hands a PNG of the
+// model's input size to onImage(blob).
+export function drawPad(inputShape, onImage) {
+  const [, height, width] = inputShape.length === 3 ? inputShape : [1, 28, 28];
+  const canvas = h("canvas", { id: "pad", width: 280, height: 280, class: "pad" });
+  const ctx = canvas.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  clear();
+  let drawing = false;
+  const at = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+  };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...at(e)); });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    ctx.lineTo(...at(e));
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 22;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.stroke();
+  });
+  for (const name of ["pointerup", "pointerleave"]) canvas.addEventListener(name, () => { drawing = false; });
+  const use = h("button", { type: "button", id: "use-drawing", onclick: () => {
+    const small = h("canvas", { width, height });
+    const sctx = small.getContext("2d");
+    sctx.imageSmoothingQuality = "high";
+    sctx.drawImage(canvas, 0, 0, width, height);
+    small.toBlob((blob) => onImage(new File([blob], "drawing.png", { type: "image/png" })), "image/png");
+  } }, `use the drawing (${width}×${height})`);
+  return h("details", { class: "panel" }, h("summary", {}, "or draw one"), canvas,
+    h("div", { class: "tools" }, use, h("button", { type: "button", onclick: clear }, "clear")));
+}
+
+export function neighborsView(where, image, model, layers) {
+  const picker = layerPicker("neighbors-layer", layers, query().get("nlayer") || layers[layers.length - 1]);
+  const out = h("div", {});
+  async function run() {
+    setQuery({ nlayer: picker.value });
+    show(out, h("p", { class: "muted" }, "searching…"));
+    try {
+      const n = await getJSON(`/api/lab/${enc(image)}/neighbors?model=${enc(model)}&layer=${enc(picker.value)}`);
+      if (n.notice) { show(out, h("div", { class: "notice" }, n.notice)); return; }
+      show(out, h("p", { class: "muted" }, `${n.dataset}, ${n.metric} distance`),
+        h("div", { class: "grid", id: "neighbors" }, n.neighbors.map((e) => h("div", { class: "unit-card" },
+          h("img", { class: "pixel", src: e.png, alt: `neighbour ${e.image_id}` }),
+          h("div", {}, `${e.label} · ${e.distance.toFixed(3)}`), h("div", { class: "muted" }, `image ${e.image_id}`)))),
+        pythonBlock(n.python));
+    } catch (err) {
+      show(out, errorBox(err));
+    }
+  }
+  picker.addEventListener("change", run);
+  show(where, h("div", { class: "tools" }, h("label", { for: "neighbors-layer" }, "layer"), picker), out);
+  run();
+}
+
+export function dreamView(where, image, model, layers) {
+  const picker = layerPicker("dream-layer", layers, query().get("dlayer") || layers[Math.floor(layers.length / 2)]);
+  const bar = h("progress", { id: "dream-progress", max: 1, value: 0 });
+  const preview = h("img", { class: "big", id: "dream-img", alt: "DeepDream" });
+  preview.hidden = true;
+  const out = h("div", {});
+  const start = h("button", { type: "button", id: "dream-start", onclick: async () => {
+    setQuery({ dlayer: picker.value });
+    start.disabled = true;
+    bar.value = 0;
+    try {
+      const last = await streamEvents(`/api/lab/${enc(image)}/dream`, { model, layer: picker.value, params: {} }, (event) => {
+        if (event.type !== "progress") return;
+        bar.max = event.total;
+        bar.value = event.step;
+        if (event.preview) { preview.src = event.preview; preview.hidden = false; }
+      });
+      bar.value = bar.max;
+      bar.dataset.done = "true";
+      preview.src = last.png;
+      preview.hidden = false;
+      show(out, h("p", {}, last.gains.map((g) => `${g.layer} ×${g.ratio.toFixed(2)}`).join(", ")),
+        h("div", { class: "tools" }, downloadLink(last.png, `dream_${picker.value}.png`)), pythonBlock(last.python));
+    } catch (err) {
+      show(out, errorBox(err));
+    } finally {
+      start.disabled = false;
+    }
+  } }, "dream");
+  show(where, h("div", { class: "tools" }, h("label", { for: "dream-layer" }, "layer"), picker, start, bar),
+    h("div", { class: "panel" }, preview), out);
+}

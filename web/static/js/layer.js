@@ -1,0 +1,82 @@
+// "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
+import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, streamEvents, title } from "./common.js";
+import { visualParams, visualizer } from "./visualize.js";
+
+async function main() {
+  const [, model, , layer] = pathParts();
+  const params = query();
+  try {
+    const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}?${params.toString()}`);
+    const base = `/models/${enc(model)}/layers/${enc(d.layer.name)}`;
+    const keep = new URLSearchParams(params);
+    keep.delete("page");
+    const suffix = keep.toString() ? `?${keep}` : "";
+    const images = {};
+    const cards = d.units.map((u) => {
+      const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit });
+      if (u.visual) img.src = u.visual.png;
+      images[u.unit] = img;
+      const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
+      return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top);
+    });
+    const vis = visualizer(model, d.layer.name, visualParams(params));
+    const nav = h("div", { class: "pager" },
+      d.page > 0 ? h("a", { href: pageUrl(d.page - 1) }, "← previous") : null,
+      h("span", {}, `page ${d.page + 1} of ${d.pages}`),
+      d.page + 1 < d.pages ? h("a", { href: pageUrl(d.page + 1) }, "next →") : null);
+    const out = h("div", { id: "python" });
+    show(app(),
+      title(`${d.layer.name} · ${model}`),
+      h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
+        d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
+        " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
+      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
+      h("div", { class: "tools" }, vis.bar, vis.status),
+      nav, h("div", { class: "grid", id: "units" }, cards), out);
+    try {
+      const last = await vis.run(d.units.map((u) => u.unit));
+      for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
+      show(out, pythonBlock(last.python));
+    } catch (err) {
+      show(out, errorBox(err));
+    }
+  } catch (err) {
+    showError(app(), err);
+  }
+}
+
+// "Build the index": BuildIndex of this layer on the dataset the server offers, with progress and cancel.
+function indexButton(model, d) {
+  if (!d.index_dataset) return null;
+  const bar = h("progress", { id: "index-progress", max: 1, value: 0 });
+  const status = h("span", { class: "muted", id: "index-status" });
+  const controller = new AbortController();
+  const cancel = h("button", { type: "button", id: "index-cancel", onclick: () => controller.abort() }, "cancel");
+  const box = h("div", { class: "tools" });
+  const start = h("button", { type: "button", id: "index-build", onclick: async () => {
+    show(box, bar, status, cancel);
+    const url = `/api/models/${enc(model)}/layers/${enc(d.layer.name)}/index`;
+    try {
+      const last = await streamEvents(url, { dataset: d.index_dataset }, (event) => {
+        if (event.type !== "progress") return;
+        bar.max = event.total;
+        bar.value = event.step;
+        status.textContent = event.queued ? `queued (${event.queued})` : `${event.step}/${event.total} ${event.stage || ""}`;
+      }, controller.signal);
+      show(box, `indexed ${last.images} images in ${last.seconds.toFixed(1)} s — reloading`, pythonBlock(last.python));
+      location.reload();
+    } catch (err) {
+      show(box, err.name === "AbortError" ? h("span", {}, "cancelled") : errorBox(err));
+    }
+  } }, `Build the index of ${d.layer.name} on ${d.index_dataset}`);
+  show(box, start);
+  return box;
+}
+
+function pageUrl(page) {
+  const params = query();
+  params.set("page", page);
+  return `${location.pathname}?${params}`;
+}
+
+main();

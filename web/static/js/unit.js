@@ -1,0 +1,61 @@
+// "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
+// and its top-9 dataset crops with their projections (Zeiler & Fergus).
+import { app, show, downloadLink, enc, errorBox, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
+import { visualParams, visualizer } from "./visualize.js";
+
+async function main() {
+  const [, model, , layer, , unit] = pathParts();
+  const params = query();
+  try {
+    const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}/units/${enc(unit)}?${params}`);
+    const vis = visualizer(model, d.layer.name, visualParams(params));
+    const img = h("img", { class: "big", id: "visual", alt: `feature visualization of unit ${d.unit}` });
+    const visTools = h("div", { class: "tools" });
+    const visCode = h("div", {});
+    const tops = d.top.map((e, rank) => h("div", { class: "unit-card" },
+      h("img", { class: "pixel", src: e.crop, alt: `crop ${rank + 1}` }),
+      e.projection ? h("img", { class: "pixel", src: e.projection, alt: `projection ${rank + 1}` }) : null,
+      h("div", {}, `${e.label} · ${e.value.toFixed(2)}`), h("div", { class: "muted" }, `image ${e.image_id}`)));
+    show(app(),
+      title(`${d.layer.name} unit ${d.unit} · ${model}`),
+      h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
+      h("h2", {}, "Feature visualization"),
+      h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
+      h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
+      onImage(model, d),
+      h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
+      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid", id: "top" }, tops),
+      pythonBlock(d.python, "copy as Python (top activations)"));
+    if (d.visual) img.src = d.visual.png;
+    try {
+      const last = await vis.run([d.unit]);
+      const png = last.units[String(d.unit)];
+      img.src = png;
+      vis.preview.hidden = true;
+      show(visTools, downloadLink(png, `${model}_${d.layer.name}_unit${d.unit}.png`));
+      show(visCode, pythonBlock(last.python));
+    } catch (err) {
+      show(visCode, errorBox(err));
+    }
+  } catch (err) {
+    showError(app(), err);
+  }
+}
+
+// With ?image=SHA256 (a link from the lab): this unit's activation map on that image.
+function onImage(model, d) {
+  const image = query().get("image");
+  if (!image) return null;
+  const box = h("div", { id: "on-image" }, h("p", { class: "muted" }, "computing the map…"));
+  const url = `/api/lab/${enc(image)}/unit?model=${enc(model)}&layer=${enc(d.layer.name)}&unit=${d.unit}`;
+  getJSON(url).then((m) => show(box, h("div", { class: "row" },
+    h("div", { class: "panel" }, h("div", {}, "input"), h("img", { class: "big", src: m.input, alt: "the lab's image" })),
+    h("div", { class: "panel" }, h("div", {}, `unit ${d.unit}: max ${m.max.toFixed(2)}, mean ${m.mean.toFixed(2)}`),
+      h("img", { class: "big", id: "unit-map", src: m.map, alt: "activation map on the lab's image" }),
+      h("div", { class: "tools" }, downloadLink(m.map, `${model}_${d.layer.name}_unit${d.unit}_map.png`)))),
+    h("p", {}, h("a", { href: `/lab?image=${enc(image)}&model=${enc(model)}` }, "back to the lab")), pythonBlock(m.python)),
+  (err) => show(box, errorBox(err)));
+  return [h("h2", {}, "On the lab's image"), box];
+}
+
+main();
