@@ -17,7 +17,7 @@ DOCS_STAMP := $(DOCS_VENV)/.installed
 BUF := node_modules/.bin/buf
 BUF_BASELINE := protos/baseline.binpb
 
-.PHONY: serve test lint typecheck imports proto-check proto-baseline docs docs-serve protos bench datasets clean-venv
+.PHONY: serve test test-fast lint typecheck imports proto-check proto-baseline docs docs-serve protos bench datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,14 @@ test: datasets $(STAMP) $(BUF) $(DOCS_STAMP)
 	$(BUF) breaking --against $(BUF_BASELINE)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+# The fast tier (tests/conftest.py states the rule): the unit tests of each package and the
+# repository-wide checks, in parallel; no server, no subprocess server, no browser. `make test` runs
+# every tier.
+FAST_TESTS := tests/interp tests/models tests/server tests/client tests/contract
+XDIST ?= -n 2
+test-fast: datasets $(STAMP)
+	$(VENV)/bin/python -m pytest -q $(XDIST) $(FAST_TESTS) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

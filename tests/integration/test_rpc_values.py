@@ -42,7 +42,7 @@ from protos import interp_pb2 as pb
 from protos.codec import from_tensor
 from server.app import weights_options
 from server.imaging import load_input
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TOL = 1e-5  # absolute and relative
 
