@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import FULL_TIER, TESTS, tier_of
 
 ROOT = TESTS.parent
-FOLDERS = sorted(p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+FOLDERS = sorted(p.name for p in TESTS.iterdir() if (p / "__init__.py").is_file())
 # A fast-tier file may not start a server of this project: not in process, not as a process.
 _STARTS_A_SERVER = re.compile(r"create_server\(|tests\.support\.servers|Popen\(")
 
