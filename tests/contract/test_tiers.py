@@ -53,3 +53,12 @@ def test_the_tier_of_a_path() -> None:
     assert tier_of(TESTS / "e2e" / "test_sigterm.py") == "full"
     assert tier_of(TESTS / "interp" / "test_pca.py") == "fast"
     assert tier_of(TESTS / "conftest.py") == "fast"
+
+
+def test_slow_tests_lie_in_the_full_tier() -> None:
+    slow = [
+        str(path.relative_to(ROOT))
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if "mark.slow" in path.read_text() and tier_of(path) == "fast" and path != Path(__file__).resolve()
+    ]
+    assert not slow, f"tests marked slow in the fast tier (move them to tests/integration): {slow}"
