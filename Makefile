@@ -17,7 +17,7 @@ DOCS_STAMP := $(DOCS_VENV)/.installed
 BUF := node_modules/.bin/buf
 BUF_BASELINE := protos/baseline.binpb
 
-.PHONY: serve test lint typecheck imports proto-check proto-baseline docs docs-serve protos bench screenshots datasets clean-venv
+.PHONY: serve test test-fast lint typecheck imports proto-check proto-baseline docs docs-serve protos bench screenshots datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,15 @@ test: datasets $(STAMP) $(BUF) $(DOCS_STAMP)
 	$(BUF) breaking --against $(BUF_BASELINE)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+# The fast tier (tests/conftest.py states the rule): the unit tests of each package and the
+# repository-wide checks, on two pytest-xdist workers, a file per worker at a time; no server, no
+# subprocess server, no browser. One torch thread per worker: two workers of two threads each on two
+# cores spin against each other (measured: 4x the wall time). `make test` runs every tier.
+FAST_TESTS := tests/interp tests/models tests/server tests/client tests/contract
+XDIST ?= -n 2 --dist loadfile
+test-fast: datasets $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q $(XDIST) $(FAST_TESTS) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

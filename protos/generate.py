@@ -2,7 +2,7 @@
 
 Run from anywhere: ``python -m protos.generate`` (or ``make protos``). The generator version is
 pinned (requirements.lock) and checked here, so the committed stubs are reproducible;
-tests/unit/test_protos.py regenerates into a temporary directory and diffs.
+tests/contract/test_protos.py regenerates into a temporary directory and diffs.
 """
 
 from __future__ import annotations

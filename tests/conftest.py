@@ -1,5 +1,21 @@
 """Shared fixtures and helpers: real images (scikit-image's photos, Fashion-MNIST test images),
-``require`` for prerequisites, test-made TLS certificates.
+``require`` for prerequisites, test-made TLS certificates, the shared real in-process server.
+
+The tests mirror the packages, in two tiers; a test's folder decides its tier:
+
+- fast tier (``make test-fast``, in parallel under pytest-xdist): ``tests/interp``,
+  ``tests/models``, ``tests/server``, ``tests/client`` (against the scripted servicer of
+  ``tests/support/client_fakes.py``) and ``tests/contract`` (method table, protos, imports, docs,
+  packaging, self-containment). These never start the project's server (neither in process nor as
+  a process), run no console script or browser, and keep to seconds per file.
+- full tier (only ``make test``, which runs every tier): ``tests/integration`` (every RPC through a
+  real in-process gRPC server on port 0, and the long checks of the trained models on the full test
+  set) and ``tests/e2e`` (real processes: console scripts, the CLI as a subprocess, the browser,
+  deployment files, SIGTERM, the docs examples).
+
+``tests/support`` holds helpers, not tests. tests/contract/test_tiers.py checks the rule: every test
+folder is in one tier, ``make test-fast`` lists exactly the fast one, and no fast-tier test builds
+the server (the ``server`` fixture refuses to start for one).
 """
 
 from __future__ import annotations
@@ -17,6 +33,9 @@ import numpy as np
 import pytest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+TESTS = Path(__file__).resolve().parent
+FULL_TIER = ("integration", "e2e")
+"""The folders under tests/ that only ``make test`` runs; every other test folder is the fast tier."""
 
 
 def under_ci() -> bool:
@@ -164,3 +183,56 @@ def sneaker_png(fashion_test_images) -> bytes:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
+
+
+# -- the shared real in-process server (full tier only) -------------------------------------------
+
+
+def tier_of(path: Path) -> str:
+    """ "full" for a file under one of FULL_TIER's folders, "fast" for any other file under tests/."""
+    parts = path.resolve().relative_to(TESTS).parts
+    return "full" if len(parts) > 1 and parts[0] in FULL_TIER else "fast"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A fast-tier test that asks for the shared server is a collection error, not a slow fast tier."""
+    wrong = [
+        item.nodeid for item in items if "server" in getattr(item, "fixturenames", ()) and tier_of(item.path) == "fast"
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            "fast-tier tests may not start the server; move them to tests/integration or tests/e2e: " + ", ".join(wrong)
+        )
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[tuple[object, str]]:
+    """The real server of ``tests.support.servers.test_config()`` on port 0, shared by the session."""
+    from server.app import create_server
+    from tests.support.servers import test_config
+
+    srv, port = create_server(test_config())
+    srv.start()
+    yield srv, f"127.0.0.1:{port}"
+    srv.stop(grace=None)
+
+
+@pytest.fixture(scope="session")
+def target(server) -> str:
+    """ "127.0.0.1:PORT" of the shared real server."""
+    return server[1]
+
+
+@pytest.fixture(scope="session")
+def channel(target) -> Iterator[object]:
+    import grpc
+
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel):
+    from protos import interp_pb2_grpc
+
+    return interp_pb2_grpc.InterpStub(channel)

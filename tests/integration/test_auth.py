@@ -24,7 +24,7 @@ from server.app import create_server
 from server.config import load_config
 from server.interceptors import AuthInterceptor
 from tests.conftest import MutualTLS, mutual_tls_certificates, require, self_signed_certificate
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERP = Path(sys.executable).parent / "interp"

@@ -17,7 +17,7 @@ import torch
 from client import InterpClient
 from server.app import create_server
 from server.handlers import attribution, synthesis
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 WAIT_S = 120.0
 

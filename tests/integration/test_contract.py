@@ -18,7 +18,7 @@ from client.results import ProgressEvent
 from protos import interp_pb2 as pb
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from protos import interp_pb2_grpc
 from protos.interp_docs import FIELD_DOCS
 from server.app import create_server
 from tests.conftest import require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"

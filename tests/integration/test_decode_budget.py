@@ -27,7 +27,7 @@ from server.app import create_server
 from server.capacity import DecodeBudget
 from server.config import Limits
 from server.imaging import decode_cost
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 BUDGET = 40_000_000  # bytes; a 2000 x 1000 16-bit RGB PNG costs about 24 MB of it (decoded twice over)
 WAIT_S = 120.0

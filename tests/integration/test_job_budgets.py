@@ -20,7 +20,7 @@ import pytest
 from client import InterpClient, errors
 from server.app import create_server
 from tests.conftest import require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 DATASET = "fashion-mnist-test"
 HANG_S = 120.0  # a bound only a hang reaches

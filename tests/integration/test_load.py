@@ -21,7 +21,7 @@ import pytest
 from client import InterpClient, errors
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 CLIENTS = 16
 ROUNDS = 5

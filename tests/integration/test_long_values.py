@@ -24,7 +24,7 @@ from protos import interp_pb2_grpc
 from protos.methods import METHODS, Method
 from server.app import create_server
 from tests.conftest import require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 LONG = "a\x00b\n" + "x" * (1 << 20) + "\n\x00z"
 SERVER_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}

@@ -29,7 +29,7 @@ from protos.codec import from_tensor
 from server.app import create_server
 from server.config import Limits
 from tests.conftest import require
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TOL = 1e-5
 INTERP = Path(sys.executable).parent / "interp"

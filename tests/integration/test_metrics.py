@@ -21,7 +21,7 @@ from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import ServerConfig
 from tests.conftest import skip_machine_specific
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TOKEN = (("authorization", "Bearer m3trics-token-0123"),)
 IMAGE = pb.Image(encoded=cv2.imencode(".png", np.full((28, 28), 90, np.uint8))[1].tobytes())

@@ -31,7 +31,7 @@ from server.app import create_server
 from server.config import Limits
 from server.handlers import attacks
 from tests.conftest import require
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TOL = 1e-5
 INTERP = Path(sys.executable).parent / "interp"

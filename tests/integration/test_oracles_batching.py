@@ -24,7 +24,7 @@ from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import Limits
 from tests.conftest import require, require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 6

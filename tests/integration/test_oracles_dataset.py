@@ -24,7 +24,7 @@ from client import InterpClient
 from models.lenet import build_lenet
 from server.app import create_server
 from tests.conftest import FASHION_MNIST_DIR, require, require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SPATIAL = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2"]

@@ -19,7 +19,7 @@ from client import InterpClient
 from models.lenet import build_lenet, build_lenet_classic
 from server.app import create_server
 from tests.conftest import FASHION_MNIST_DIR, require, require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = {"lenet": ("lenet5_fashion_mnist-*.pt", build_lenet),

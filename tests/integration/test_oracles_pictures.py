@@ -20,7 +20,7 @@ import pytest
 from client import InterpClient
 from server.app import create_server
 from tests.conftest import require, require_fashion_mnist
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TAB10 = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

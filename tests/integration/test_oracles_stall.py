@@ -19,7 +19,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 STEPS = 2048  # the server's default max_steps
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]

@@ -20,7 +20,7 @@ from protos import interp_pb2_grpc
 from protos.methods import METHODS, STREAM_OPTION, by_command
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 STEPS = 12
 

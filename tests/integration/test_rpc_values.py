@@ -43,7 +43,7 @@ from protos.codec import from_tensor
 from protos.methods import by_rpc
 from server.app import weights_options
 from server.imaging import load_input
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 TOL = 1e-5  # absolute and relative
 

@@ -21,7 +21,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 DEFAULT_DEADLINE_S = 3.0
 SAMPLES = 256

@@ -264,7 +264,7 @@ def secure_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A lenet-only server with TLS (test-made certificate) and token auth."""
     from server.app import create_server
     from tests.conftest import self_signed_certificate
-    from tests.integration.conftest import test_config
+    from tests.support.servers import test_config
 
     key, cert = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     srv, port = create_server(

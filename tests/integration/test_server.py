@@ -15,7 +15,7 @@ from models.registry import get_spec
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 
 def test_health_reports_serving(channel) -> None:

@@ -13,7 +13,7 @@ from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
 from server.config import Limits
 from server.servicer import InterpServicer
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 
 class Client:

@@ -31,7 +31,7 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc
 from server.app import create_server
 from server.config import Limits
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 DEFAULT_DEADLINE_S = 4.0
 WAIT_S = 120.0  # how long an event may take before the test calls it a hang (a busy 2-core machine)

@@ -25,7 +25,14 @@ from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc
 from server.app import Server, create_server
 from server.config import load_config
-from tests.weights_mirror import TINY, ConnectSpy, closed_port_url, mirror_serving, register_tiny, tiny_file_bytes
+from tests.support.weights_mirror import (
+    TINY,
+    ConnectSpy,
+    closed_port_url,
+    mirror_serving,
+    register_tiny,
+    tiny_file_bytes,
+)
 
 DATA = tiny_file_bytes(seed=0)
 VGG16_FILE, ALEXNET_FILE = "vgg16-397923af.pth", "alexnet-owt-7be5be79.pth"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import frozen, images, random_lenet, tiny_net
 
 from interp.attacks.deepfool import deepfool
 from interp.attacks.linf import AttackParams, attack
@@ -19,6 +18,7 @@ from interp.attacks.minimal_epsilon import attack_at, minimal_epsilon, scan_leve
 from interp.attacks.minimal_params import MinimalAttackParams, attack_params, resolve
 from interp.errors import Cancelled, InvalidInput
 from tests.conftest import require, require_fashion_mnist
+from tests.support.tiny_models import frozen, images, random_lenet, tiny_net
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 

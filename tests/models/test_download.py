@@ -1,7 +1,7 @@
 """Downloading weights (models/download.py through the hub): a mirror on 127.0.0.1, never the network.
 
 The test model ``tiny-weights`` is registered with a weights record naming the file the mirror
-serves (tests/weights_mirror.py). An unreachable mirror is a closed local port; a slow name lookup
+serves (tests/support/weights_mirror.py). An unreachable mirror is a closed local port; a slow name lookup
 is a stand-in getaddrinfo; what the tests check is the bound the code passes down.
 """
 
@@ -22,7 +22,7 @@ from models.download import DownloadFailed, NetworkBounds, download_file
 from models.errors import WeightsError
 from models.hub import LOADING, READY, UNAVAILABLE, ModelHub
 from models.weights import WeightsOptions
-from tests.weights_mirror import (
+from tests.support.weights_mirror import (
     TINY,
     ConnectSpy,
     Mirror,

@@ -11,10 +11,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from tiny_models import Explode, frozen, hook_count, images, random_lenet
 from torch import nn
 
 from interp.hooks import capture, reduce_until, run_until
+from tests.support.tiny_models import Explode, frozen, hook_count, images, random_lenet
 
 
 def nested_net() -> nn.Sequential:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import images, random_lenet, tiny_net
 
 from interp.errors import InvalidInput
 from interp.single_pass import activations, kernels, predict
+from tests.support.tiny_models import images, random_lenet, tiny_net
 
 
 def full_forward_outputs(model, x, layers):

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from tiny_models import Explode, frozen, hook_count, images, random_lenet
 from torch import nn
 
 from interp.attacks.linf import AttackParams, attack
@@ -17,6 +16,7 @@ from interp.attribution.saliency import METHODS, SaliencyParams, saliency
 from interp.errors import InvalidInput
 from interp.hooks import capture, run_until, structural_copy
 from interp.single_pass import activations
+from tests.support.tiny_models import Explode, frozen, hook_count, images, random_lenet
 
 FAST = SaliencyParams(samples=6, steps=8, batch_size=4)
 

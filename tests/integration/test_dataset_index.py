@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import frozen
 
 from interp.dataset.crops import clip_box, crop_field, receptive_box
 from interp.dataset.index import IndexAccumulator, index_batch
@@ -27,6 +26,7 @@ from models.registry import get_spec
 from protos.interp_docs import FIELD_DOCS
 from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, full_key, images_by_id
 from tests.conftest import require
+from tests.support.tiny_models import frozen
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "relu2", "relu3", "relu4"]

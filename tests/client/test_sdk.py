@@ -6,16 +6,12 @@ how it decodes results (arrays, PNG bytes, resolved parameters, stamps, save()).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_fakes import PNG, start_fake  # noqa: E402
-
-from client import (  # noqa: E402
+from client import (
     ActivationsResult,
     AttackResult,
     DreamResult,
@@ -25,7 +21,8 @@ from client import (  # noqa: E402
     ProgressEvent,
     SaliencyResult,
 )
-from protos import interp_pb2 as pb  # noqa: E402
+from protos import interp_pb2 as pb
+from tests.support.client_fakes import PNG, start_fake
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from tiny_models import frozen, hook_count, images, random_lenet
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
@@ -19,6 +18,7 @@ from interp.synthesis.feature_interpolation import (
     resolve,
     total_variation,
 )
+from tests.support.tiny_models import frozen, hook_count, images, random_lenet
 
 LAYERS = ["relu1", "relu2"]
 FAST = InterpolateFeaturesParams(iterations=15, warm_iterations=5, preview_every=0)

@@ -27,7 +27,7 @@ from models.lenet import (
 from models.lenet_training import augment
 from models.train_lenet import main
 from tests.conftest import require_fashion_mnist
-from tests.unit.test_datasets import synthetic, write_split
+from tests.models.test_datasets import synthetic, write_split
 
 # The metadata contract with the registry, written out here rather than imported from the module.
 REQUIRED_KEYS = {

@@ -6,12 +6,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from tiny_models import frozen, hook_count, images, random_lenet
 from torch import nn
 
 from interp.errors import Cancelled, InvalidInput
 from interp.progress import StepEvent
 from interp.synthesis.deepdream import DeepDreamParams, deepdream, resolve
+from tests.support.tiny_models import frozen, hook_count, images, random_lenet
 
 FAST = DeepDreamParams(iterations=3, preview_every=0)
 

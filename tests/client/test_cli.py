@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_fakes import PNG, start_fake  # noqa: E402
-
-from client import cli  # noqa: E402
+from client import cli
+from tests.support.client_fakes import PNG, start_fake
 
 
 @pytest.fixture(scope="module")

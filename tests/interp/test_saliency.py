@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
-from tiny_models import hook_count, images, random_lenet, tiny_net
 
 from interp.attribution.saliency import METHODS, SaliencyParams, default_gradcam_layer, saliency
 from interp.errors import InvalidInput
+from tests.support.tiny_models import hook_count, images, random_lenet, tiny_net
 
 FAST = SaliencyParams(samples=8, steps=16, batch_size=4)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchattacks
 from scipy.stats import spearmanr
-from tiny_models import frozen
 
 from interp.attacks.linf import attack
 from interp.attribution.saliency import saliency
 from models.datasets import load_dataset
 from models.lenet import build_lenet
 from tests.conftest import require
+from tests.support.tiny_models import frozen
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 pytestmark = pytest.mark.slow

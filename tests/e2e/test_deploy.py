@@ -24,7 +24,7 @@ from protos import interp_pb2 as pb
 from server.app import create_server
 from server.config import ServerConfig, auth_tokens, env_vars, load_config
 from tests.conftest import mutual_tls_certificates, require, self_signed_certificate
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tiny_models import frozen, hook_count, random_lenet
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
 from interp.progress import StepEvent
 from interp.synthesis.feature_vis import visualize_filter
 from interp.synthesis.feature_vis_params import FeatureVisParams, resolve
+from tests.support.tiny_models import frozen, hook_count, random_lenet
 
 FAST = FeatureVisParams(steps=6, preview_every=0, restarts=1)
 

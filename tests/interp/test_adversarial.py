@@ -8,11 +8,11 @@ import torch.nn.functional as F
 import torchattacks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_models import images, random_lenet, tiny_net
 
 from interp.attacks.linf import AttackParams, attack, resolve_params
 from interp.attacks.steps import quantize_in_ball
 from interp.errors import Cancelled, InvalidInput
+from tests.support.tiny_models import images, random_lenet, tiny_net
 
 
 def predictions(model, x):

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import gc
 import socket
-import sys
-from pathlib import Path
 
 import grpc
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_fakes import ABORT_MESSAGE, PNG, FakeInterp, start_fake  # noqa: E402
-
-from client import InterpClient, ProgressEvent, errors  # noqa: E402
-from client.sdk import channel_options, is_loopback_target  # noqa: E402
-from tests.conftest import self_signed_certificate  # noqa: E402
+from client import InterpClient, ProgressEvent, errors
+from client.sdk import channel_options, is_loopback_target
+from tests.conftest import self_signed_certificate
+from tests.support.client_fakes import ABORT_MESSAGE, PNG, FakeInterp, start_fake
 
 MAPPED = [
     (grpc.StatusCode.CANCELLED, errors.Cancelled),
