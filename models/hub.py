@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -82,7 +83,9 @@ class LoadedModel:
 
     @property
     def pretrained(self) -> bool:
-        """True when the weights came from a file (not random, not missing)."""
+        """What the model card states; else True when the weights came from a file (not random, not missing)."""
+        if self.spec.pretrained is not None and self.weights.source != "random":
+            return self.spec.pretrained
         return self.weights.pretrained
 
     def resolve_layer(self, name: str) -> str:
@@ -183,16 +186,29 @@ class ModelHub:
         names: models to serve, in order; None serves every registered model.
         options: where weights may come from.
         device: torch device of the served modules ("cpu").
+        own: name -> (``--model`` source, card file or None) of models served from configuration
+            (``models.own``), after the registered ones; each READY or UNAVAILABLE with its reason.
 
     Raises:
         UnknownModel: a name in ``names``, ``options.files`` or ``options.sha256`` is not registered.
+        ValueError: a name in ``own`` is a registered model's.
     """
 
-    def __init__(self, names: Sequence[str] | None, options: WeightsOptions, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        names: Sequence[str] | None,
+        options: WeightsOptions,
+        device: str = "cpu",
+        own: Mapping[str, tuple[str, Path | None]] | None = None,
+    ) -> None:
+        own = dict(own or {})
+        clash = sorted(set(own) & set(list_models()))
+        if clash:
+            raise ValueError(f"--model {', '.join(clash)}: the name of a built-in model; choose another name")
         wanted = list_models() if names is None else list(dict.fromkeys(names))
         specs = [get_spec(name) for name in wanted]
         for flag, named in (("--weights", options.files), ("--weights-sha256", options.sha256)):
-            for name in named:
+            for name in [name for name in named if name not in own]:
                 get_spec(name)
                 if name not in wanted:
                     served = ", ".join(wanted)
@@ -215,6 +231,11 @@ class ModelHub:
                 self._models[spec.name] = model
             else:
                 self._models[spec.name] = load_model(spec, options, device)
+        if own:
+            from models.own import load_own_model  # torchvision's and torch.export's machinery, only when asked
+
+            for name, (source, card) in own.items():
+                self._models[name] = load_own_model(name, source, card, options, device)
         for thread in self._threads:  # after every local model is in place
             thread.start()
 
