@@ -78,14 +78,18 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _torchvision_net(arch: str, weights: str, num_classes: int, name: str, options: WeightsOptions) -> tuple[nn.Module, WeightsInfo]:
+def _torchvision_net(
+    arch: str, weights: str, num_classes: int, name: str, options: WeightsOptions
+) -> tuple[nn.Module, WeightsInfo]:
     import torchvision.models
 
     known = torchvision_architectures()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=5, cutoff=0.5)
         hint = f"; close names: {', '.join(close)}" if close else ""
-        raise OwnModelError(f"unknown torchvision architecture {arch!r}{hint} (all: `torchvision.models.list_models()`)")
+        raise OwnModelError(
+            f"unknown torchvision architecture {arch!r}{hint} (all: `torchvision.models.list_models()`)"
+        )
     build = partial(torchvision.models.get_model, arch, weights=None, num_classes=num_classes)
     files: dict[str, Path] = {}
     record = WeightsRecord(origin=f"torchvision {arch}")
@@ -143,7 +147,9 @@ def _torchscript_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
     try:
         scripted = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # any unreadable file: say what it is not
-        raise OwnModelError(f"{str(path)!r} is not a TorchScript file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise OwnModelError(
+            f"{str(path)!r} is not a TorchScript file ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     return _script_tree(scripted), info
 
 

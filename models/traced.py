@@ -40,7 +40,9 @@ class _Tracer:
     def __init__(self, root_input: Tensor) -> None:
         self.alive: list[Tensor] = [root_input]
         self.fields: dict[int, _Field | None] = {id(root_input): _Field(size=1, jump=1, start=0.0)}
-        self.by_size: list[tuple[tuple[int, ...], _Field]] = [(tuple(root_input.shape[2:]), self.fields[id(root_input)])]
+        self.by_size: list[tuple[tuple[int, ...], _Field]] = [
+            (tuple(root_input.shape[2:]), self.fields[id(root_input)])
+        ]
 
     def field_of(self, tensor: Tensor) -> _Field | None:
         if id(tensor) in self.fields:
