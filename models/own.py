@@ -94,7 +94,7 @@ def _torchvision_net(
     files: dict[str, Path] = {}
     record = WeightsRecord(origin=f"torchvision {arch}")
     if _is_path(weights):
-        files[name] = Path(weights).expanduser()
+        files[arch] = Path(weights).expanduser()
     else:
         enum = torchvision.models.get_model_weights(arch)
         try:
@@ -106,10 +106,18 @@ def _torchvision_net(
             ) from None
         record = WeightsRecord.from_url(published.url, origin=f"torchvision {arch} {published.name}")
     inner = ModelSpec(
-        name=name, task="", dataset="", description="", input_shape=(3, 1, 1), num_classes=num_classes,
+        name=arch, task="", dataset="", description="", input_shape=(3, 1, 1), num_classes=num_classes,
         labels=(), preprocessing=_IDENTITY, build=build, weights=record,
     )  # fmt: skip
-    state, info = resolve_weights(inner, WeightsOptions(**{**vars(options), "files": files}))
+    pins = {arch: options.sha256[name]} if name in options.sha256 else {}
+    try:
+        state, info = resolve_weights(inner, WeightsOptions(**{**vars(options), "files": files, "sha256": pins}))
+    except WeightsNotFound:
+        raise
+    except WeightsError as exc:
+        if "shape mismatches" not in str(exc):
+            raise
+        raise WeightsError(f"{exc}; {arch} is built with {num_classes} classes, one per label of the card") from None
     with torch.random.fork_rng(devices=[]):
         net = build()
     net.load_state_dict(state, strict=True)

@@ -38,22 +38,24 @@ class _Tracer:
     """Fields of the tensors seen during one forward, by identity (the tensors are kept alive)."""
 
     def __init__(self, root_input: Tensor) -> None:
+        first = _Field(size=1, jump=1, start=0.0)
         self.alive: list[Tensor] = [root_input]
-        self.fields: dict[int, _Field | None] = {id(root_input): _Field(size=1, jump=1, start=0.0)}
-        self.by_size: list[tuple[tuple[int, ...], _Field]] = [
-            (tuple(root_input.shape[2:]), self.fields[id(root_input)])
-        ]
+        self.fields: dict[int, _Field | None] = {id(root_input): first}
+        self.by_size: list[tuple[tuple[int, ...], _Field | None]] = [(tuple(root_input.shape[2:]), first)]
 
     def field_of(self, tensor: Tensor) -> _Field | None:
+        """A tensor's field if it was seen; else the largest of its spatial size (None if any is unknown)."""
         if id(tensor) in self.fields:
             return self.fields[id(tensor)]
         same = [field for size, field in self.by_size if size == tuple(tensor.shape[2:])]
-        return max(same, key=lambda f: f.size) if same and tensor.dim() == 4 else None
+        if tensor.dim() != 4 or not same or any(field is None for field in same):
+            return None
+        return max((field for field in same if field is not None), key=lambda f: f.size)
 
     def record(self, tensor: Tensor, field: _Field | None) -> None:
         self.alive.append(tensor)
         self.fields[id(tensor)] = field
-        if field is not None and tensor.dim() == 4:
+        if tensor.dim() == 4:
             self.by_size.append((tuple(tensor.shape[2:]), field))
 
 
@@ -88,7 +90,12 @@ def traced_catalogue(
         Exception: whatever the forward raises (e.g. the input shape does not fit).
     """
     names = {id(sub): path for path, sub in module.named_modules() if path}
-    leaves = {path for path, sub in module.named_modules() if path and not any(True for _ in sub.children())}
+    # A leaf: no child that takes hooks (a TorchScript leaf's wrapper counts as one).
+    leaves = {
+        path
+        for path, sub in module.named_modules()
+        if path and all(isinstance(child, torch.jit.ScriptModule) for child in sub.children())
+    }
     x = torch.zeros((1, *input_shape))
     tracer = _Tracer(x)
     records: dict[str, _Record] = {}
@@ -120,7 +127,9 @@ def traced_catalogue(
         counter[0] += 1
         records[path] = _Record(counter[0], tuple(int(d) for d in out.shape[1:]), field, known)
 
-    handles = [sub.register_forward_hook(hook) for path, sub in module.named_modules() if path]
+    # TorchScript modules take no Python hooks (models.own wraps each scripted leaf in one that does).
+    hookable = [sub for path, sub in module.named_modules() if path and not isinstance(sub, torch.jit.ScriptModule)]
+    handles = [sub.register_forward_hook(hook) for sub in hookable]
     try:
         with torch.no_grad():
             output = module(x)
