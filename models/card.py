@@ -115,7 +115,7 @@ def _card(data: dict, path: Path, default: ModelCard) -> ModelCard:
     if pretrained is not None and not isinstance(pretrained, bool):
         raise ValueError(f"pretrained must be true or false, got {pretrained!r}")
     return ModelCard(
-        input_shape=shape,  # type: ignore[arg-type]
+        input_shape=shape,
         resize_shorter=int(data.get("resize_shorter", resize)),
         crop=int(data.get("crop", crop)),
         mean=tuple(float(v) for v in data["mean"]) if "mean" in data else default.mean,

@@ -100,7 +100,7 @@ def _torchvision_net(
         try:
             published = enum[weights or "DEFAULT"]
         except KeyError:
-            choices = ", ".join(member.name for member in enum)
+            choices = ", ".join([member.name for member in enum] + ["DEFAULT"])
             raise OwnModelError(
                 f"{arch} has no published weights {weights!r} (choices: {choices}, or a state_dict path)"
             ) from None
@@ -112,8 +112,15 @@ def _torchvision_net(
     pins = {arch: options.sha256[name]} if name in options.sha256 else {}
     try:
         state, info = resolve_weights(inner, WeightsOptions(**{**vars(options), "files": files, "sha256": pins}))
-    except WeightsNotFound:
-        raise
+    except WeightsNotFound as exc:
+        if files:
+            raise
+        where = f"--weights-dir or the hub cache {options.checkpoints_dir()}"
+        fetched = "downloads are off (--no-download)" if not options.download else str(exc).splitlines()[-1]
+        raise WeightsNotFound(
+            f"torchvision's {record.origin.removeprefix('torchvision ')} weights ({record.canonical_name}) are not in "
+            f"{where}, and {fetched}; or give a state_dict: --model {name}=torchvision:{arch}:PATH"
+        ) from None
     except WeightsError as exc:
         if "shape mismatches" not in str(exc):
             raise
@@ -137,8 +144,10 @@ def _file_info(path: Path) -> WeightsInfo:
     return WeightsInfo(source="file", path=str(path), sha256=file_sha256(path), canonical_name="")
 
 
-def _script_tree(module: torch.jit.ScriptModule) -> nn.Module:
+def _script_tree(module: nn.Module) -> nn.Module:
     """A scripted Sequential as a Python Sequential of hookable leaves (recursively); else one leaf."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        raise OwnModelError(f"expected a TorchScript module, got {type(module).__name__}")
     if module.original_name == "Sequential":
         return nn.Sequential(OrderedDict((name, _script_tree(child)) for name, child in module.named_children()))
     return ScriptLeaf(module)
