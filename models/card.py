@@ -7,8 +7,9 @@ for ``torchvision``; none for ``torchscript`` and ``export``, which need at leas
      "resize_shorter": 73, "crop": 64,    # shorter side resized, then centre crop (0: plain resize)
      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],  # normalization inside the model
      "labels": ["cat", "dog"],            # or "labels_file": "labels.txt" (one a line, beside the card)
-     "default_gradcam_layer": "layer4",
-     "pretrained": true, "description": "...", "dataset": "...", "convention": "..."}
+     "default_gradcam_layer": "layer4", "default_dfi_layers": ["layer2", "layer3", "layer4"],
+     "pretrained": true, "description": "...", "dataset": "...", "convention": "...",
+     "training_dataset": "fashion-mnist"}  # a dataset the server can sample (class-name sets)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 KINDS = ("torchvision", "torchscript", "export")
 CARD_KEYS = frozenset({
     "input_shape", "resize_shorter", "crop", "mean", "std", "labels", "labels_file", "default_gradcam_layer",
-    "pretrained", "description", "dataset", "convention",
+    "pretrained", "description", "dataset", "convention", "training_dataset", "default_dfi_layers",
 })  # fmt: skip
 
 
@@ -43,6 +44,8 @@ class ModelCard:
     description: str = ""
     dataset: str = ""
     convention: str = ""
+    training_dataset: str = ""
+    default_dfi_layers: tuple[str, ...] = ()
 
 
 def parse_source(source: str) -> tuple[str, str, str]:
@@ -126,4 +129,6 @@ def _card(data: dict, path: Path, default: ModelCard) -> ModelCard:
         description=str(data.get("description", default.description)),
         dataset=str(data.get("dataset", default.dataset)),
         convention=str(data.get("convention", default.convention)),
+        training_dataset=str(data.get("training_dataset", default.training_dataset)),
+        default_dfi_layers=tuple(str(name) for name in data.get("default_dfi_layers", ())),
     )

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from models.card import ModelCard, OwnModelError, card_for, parse_source
 from models.catalogue import LayerInfo
-from models.errors import WeightsError, WeightsNotFound
+from models.errors import FixedInputSize, WeightsError, WeightsNotFound
 from models.hub import READY, UNAVAILABLE, LoadedModel
 from models.lenet import Normalize
 from models.registry import ModelSpec, Preprocessing, WeightsRecord
@@ -49,14 +49,27 @@ NET = "net"  # the user's module inside Served; its paths are aliased without th
 
 
 class Served(nn.Module):
-    """The served form of a user's module: (B, C, H, W) pixels in [0, 1] -> normalize -> ``net``."""
+    """The served form of a user's module: (B, C, H, W) pixels in [0, 1] -> normalize -> ``net``.
 
-    def __init__(self, normalize: Normalize, net: nn.Module) -> None:
+    ``fixed_size`` (H, W): the only input size ``net`` takes (an exported program with static
+    height and width); another size raises :class:`FixedInputSize` instead of the program's error.
+    """
+
+    def __init__(self, normalize: Normalize, net: nn.Module, name: str = "") -> None:
         super().__init__()
         self.normalize = normalize
         self.net = net
+        self.name = name
+        self.fixed_size: tuple[int, int] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fixed_size is not None and tuple(x.shape[-2:]) != self.fixed_size:
+            height, width = self.fixed_size
+            raise FixedInputSize(
+                f"model {self.name} is an exported program that takes {height}x{width} inputs only, and this "
+                f"method gives it {x.shape[-2]}x{x.shape[-1]} (e.g. a feature visualization's jitter or a larger "
+                "image_size): use the input size (jitter 0), or export with dynamic height and width"
+            )
         return self.net(self.normalize(x))
 
 
@@ -239,9 +252,11 @@ def _load(
     std = card.std or (1.0,) * channels
     if len(mean) != channels or len(std) != channels:
         raise OwnModelError(f"card: mean {mean} and std {std} need {channels} values (input_shape {card.input_shape})")
-    module = Served(Normalize(mean, std), net).eval().requires_grad_(False)
+    module = Served(Normalize(mean, std), net, name).eval().requires_grad_(False)
     aliases = {path: f"{NET}.{path}" for path, _ in net.named_modules() if path}
     layers, output = _catalogue(module, card.input_shape, aliases, type_names)
+    if kind == "export" and not _takes_other_sizes(module, card.input_shape):
+        module.fixed_size = (card.input_shape[1], card.input_shape[2])
     if output.dim() != 2 or output.shape[0] != 1:
         raise OwnModelError(f"a blank input {tuple(card.input_shape)} gives output shape {tuple(output.shape)}, "
                             "not (1, classes)")  # fmt: skip
@@ -255,6 +270,35 @@ def _load(
     log.info("%s: READY, %s model from %s (sha256 %s, pretrained=%s)", name, kind, info.path or info.source,
              info.sha256[:12], pretrained)  # fmt: skip
     return LoadedModel(spec, READY, "", module, info, layers)
+
+
+def _dfi_layers(card: ModelCard, aliases: Mapping[str, str], layers: list[LayerInfo]) -> tuple[str, ...]:
+    """The card's deep feature interpolation layers (module paths); else the last layer of each of
+    the three deepest spatial resolutions (one layer per scale, as VGG's relu3_1..relu5_1)."""
+    if card.default_dfi_layers:
+        paths = {layer.name for layer in layers}
+        resolved = tuple(aliases.get(name, name) for name in card.default_dfi_layers)
+        unknown = [name for name, path in zip(card.default_dfi_layers, resolved, strict=True) if path not in paths]
+        if unknown:
+            raise OwnModelError(f"the card's default_dfi_layers {unknown} are not layers of the model")
+        return resolved
+    last_of: dict[tuple[int, ...], str] = {}
+    for layer in layers[1:]:  # after the normalization
+        if len(layer.output_shape) == 3:
+            last_of.pop(layer.output_shape[1:], None)
+            last_of[layer.output_shape[1:]] = layer.name
+    return tuple(last_of.values())[-3:]
+
+
+def _takes_other_sizes(module: nn.Module, input_shape: tuple[int, int, int]) -> bool:
+    """Whether a forward at one pixel more each way runs (an exported program may fix H and W)."""
+    channels, height, width = input_shape
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, channels, height + 1, width + 1))
+    except Exception:  # the program's own shape guard, whatever it raises
+        return False
+    return True
 
 
 def _catalogue(
@@ -315,6 +359,8 @@ def _spec(
         weights=WeightsRecord(origin=source),
         aliases=aliases,
         default_gradcam_layer=gradcam,
+        default_dfi_layers=_dfi_layers(card, aliases, layers),
+        training_dataset=card.training_dataset or None,
         source=kind,
         pretrained=card.pretrained,
     )

@@ -51,7 +51,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "input_shape": [3, SIZE, SIZE], "labels": LABELS, "default_gradcam_layer": "layer4", "pretrained": True,
     }))  # fmt: skip
     (root / "r18-wrong-classes.json").write_text(json.dumps({"input_shape": [3, SIZE, SIZE], "labels": ["a", "b"]}))
-    (root / "lenet.json").write_text(json.dumps({"input_shape": [1, 28, 28], "labels": list(get_spec("lenet").labels)}))
+    labels = list(get_spec("lenet").labels)
+    (root / "lenet.json").write_text(json.dumps({
+        "input_shape": [1, 28, 28], "labels": labels, "training_dataset": "fashion-mnist",
+        "default_dfi_layers": ["relu1", "relu2"],
+    }))  # fmt: skip
     (root / "lenet-wrong-classes.json").write_text(json.dumps({"input_shape": [1, 28, 28], "labels": ["a", "b"]}))
     (root / "lenet-wrong-shape.json").write_text(json.dumps({"input_shape": [3, 32, 32]}))
     lenet = _lenet()
@@ -201,3 +205,30 @@ def test_describe_lists_aliases_and_unknown_receptive_fields(client) -> None:
     ts = {layer.name: layer for layer in client.describe_model("lenet-ts").layers}
     assert ts["net.conv1"].type == "Conv2d" and ts["net.conv1"].receptive_field_unknown
     assert ts["net.fc3"].output_shape == (10,) and not ts["net.fc3"].receptive_field_unknown
+
+
+@pytest.mark.parametrize("name", ["lenet-ts", "lenet-ep"])
+def test_iterative_methods_answer_or_say_why(client, fashion_test_images, name) -> None:
+    image = fashion_test_images[0][0]
+    dream = client.dream(image, model=name, layers={"relu2": 1.0}, octaves=1, iterations=2)
+    assert dream.image.shape == (28, 28, 1)
+    attack = client.attack(image, model=name, method="pgd", epsilon=[0.2], steps=3, seed=1)
+    assert len(attack.outcomes) == 1
+    r = client.interpolate(image, model=name, positive="Sneaker", negative="Ankle boot", alphas=[0, 1],
+                           iterations=2, warm_iterations=1, set_size=2)  # fmt: skip
+    assert r.layers == ("net.relu1", "net.relu2") and len(r.results) == 2
+    with pytest.raises(InterpError, match="compiled code"):
+        client.kernels(name, "conv2")
+    if name == "lenet-ts":
+        assert client.visualize_filter(name, "relu2", [0], steps=3, seed=0).images.shape == (1, 28, 28, 1)
+    else:  # exported with a static height and width: a jittered input is refused, saying why
+        with pytest.raises(InterpError, match="takes 28x28 inputs only"):
+            client.visualize_filter(name, "relu2", [0], steps=3, seed=0)
+
+
+def test_resnet_iterative_methods(client, photo) -> None:
+    vis = client.visualize_filter("r18", "layer3", [0], steps=3, seed=0)
+    assert vis.images.shape == (1, SIZE, SIZE, 3)
+    assert client.kernels("r18", "conv1").weights.shape == (64, 3, 7, 7)
+    attack = client.attack(photo, model="r18", method="fgsm", epsilon=[0.05])
+    assert len(attack.outcomes) == 1
