@@ -82,12 +82,28 @@ SPECS = {
 
 
 @pytest.fixture(scope="module")
-def client(files) -> Iterator[InterpClient]:
+def fashion_folder(tmp_path_factory, fashion_test_images) -> Path:
+    """The first 24 Fashion-MNIST test images as PNGs in class sub-folders: a small folder dataset."""
+    import cv2
+
+    images, labels = fashion_test_images
+    root = tmp_path_factory.mktemp("fm")
+    for i in range(24):
+        (root / str(labels[i])).mkdir(exist_ok=True)
+        cv2.imwrite(str(root / str(labels[i]) / f"{i:03d}.png"), images[i])
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(files, fashion_folder, tmp_path_factory) -> Iterator[InterpClient]:
     named = {key.replace(".", "_"): str(path) for key, path in files.items()}
     specs = {name: source.replace(".", "_").format(**named) if "{" in source else source
              for name, (source, _card) in SPECS.items()}  # fmt: skip
     cards = {name: files[card] for name, (_source, card) in SPECS.items()}
-    config = test_config(models=("lenet",), model_specs=specs, model_cards=cards)
+    config = test_config(
+        models=("lenet",), model_specs=specs, model_cards=cards, datasets={"fm": fashion_folder},
+        index_dir=tmp_path_factory.mktemp("index"),
+    )  # fmt: skip
     server, port = create_server(config)
     server.start()
     try:
@@ -232,3 +248,19 @@ def test_resnet_iterative_methods(client, photo) -> None:
     assert client.kernels("r18", "conv1").weights.shape == (64, 3, 7, 7)
     attack = client.attack(photo, model="r18", method="fgsm", epsilon=[0.05])
     assert len(attack.outcomes) == 1
+
+
+def test_index_top_activations_and_neighbours_equal_the_builtin(client, fashion_test_images) -> None:
+    answers = {}
+    for name in ("lenet", "lenet-ts", "lenet-ep"):
+        built = client.build_index(name, "fm", layers=["relu2", "fc2"], k=3)
+        assert built.images == 24, name
+        top = client.top_activations(name, dataset="fm", layer="fc2", channels=[0, 5], k=3)
+        spatial = client.top_activations(name, dataset="fm", layer="relu2", channels=[1], k=3)
+        near = client.nearest_neighbors(fashion_test_images[0][30], model=name, dataset="fm", layer="fc2", k=4)
+        answers[name] = (
+            [[(e.image_id, round(e.value, 4)) for e in ch.entries] for ch in top.channels],
+            [[(e.image_id, round(e.value, 4), e.y, e.x) for e in ch.entries] for ch in spatial.channels],
+            [(n.image_id, round(n.distance, 4)) for n in near.neighbors],
+        )
+    assert answers["lenet-ts"] == answers["lenet"] and answers["lenet-ep"] == answers["lenet"]
