@@ -228,6 +228,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.ModelInfo.source': '"builtin", or a --model\'s kind: "torchvision", "torchscript", "export"',
     'interp.v1.ModelInfo.task': 'e.g. "imagenet-classification"',
     'interp.v1.ModelStamp.elapsed_ms': 'server-side wall time for the computation',
+    'interp.v1.ModelStamp.model_source': '"builtin", or a --model\'s kind: "torchvision", "torchscript", "export"',
     'interp.v1.NearestNeighborsRequest.k': 'default 10',
     'interp.v1.NearestNeighborsRequest.metric': '"cosine" (default) | "l2"',
     'interp.v1.NearestNeighborsResponse.grid_png': 'the query, then the neighbours',

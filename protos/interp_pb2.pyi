@@ -50,18 +50,20 @@ class PreprocessedInput(_message.Message):
     def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
 
 class ModelStamp(_message.Message):
-    __slots__ = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms")
+    __slots__ = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms", "model_source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     pretrained: bool
     weights_sha256: str
     request_id: str
     elapsed_ms: float
-    def __init__(self, model: _Optional[str] = ..., pretrained: _Optional[bool] = ..., weights_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    model_source: str
+    def __init__(self, model: _Optional[str] = ..., pretrained: _Optional[bool] = ..., weights_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ..., model_source: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("index", "label")

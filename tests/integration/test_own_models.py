@@ -173,6 +173,7 @@ def test_resnet_classify_equals_torchvision(client, resnet, photo) -> None:
     with torch.no_grad():
         logits = resnet(normalized(r.input))[0].numpy()
     np.testing.assert_allclose(r.logits, logits, rtol=1e-4, atol=1e-5)
+    assert r.model_source == "torchvision" and r.pretrained is True
     assert r.predictions[0].index == int(np.argmax(logits)) and r.predictions[0].label == LABELS[r.predictions[0].index]
 
 
@@ -199,10 +200,12 @@ def test_lenet_script_and_export_answer_as_the_builtin(client, fashion_test_imag
     images, _labels = fashion_test_images
     image = images[0]
     base = client.classify(image, model="lenet", top_k=10)
+    assert base.model_source == "builtin"
     acts = client.activations(image, model="lenet", layers=["conv1", "relu2", "fc2"])
     sal = client.saliency(image, model="lenet", method="gradient", target=9)
     for name in ("lenet-ts", "lenet-ep"):
         r = client.classify(image, model=name, top_k=10)
+        assert r.model_source == {"lenet-ts": "torchscript", "lenet-ep": "export"}[name]
         np.testing.assert_allclose(r.logits, base.logits, rtol=1e-4, atol=1e-5)
         assert [p.label for p in r.predictions] == [p.label for p in base.predictions]
         own = client.activations(image, model=name, layers=["conv1", "relu2", "fc2"])
