@@ -76,6 +76,12 @@ class LoadedModel:
         self.module, self.weights, self.reason = module, weights, reason
         self.status = status
 
+    def adopt(self, loaded: LoadedModel) -> None:
+        """A LOADING model from configuration takes the outcome of its load (spec and catalogue too)."""
+        self.spec, self.layers = loaded.spec, loaded.layers
+        self._names = dict(loaded._names)
+        self.settle(loaded.status, loaded.reason, loaded.module, loaded.weights)
+
     def report(self, reason: str) -> None:
         """Progress of a LOADING model (its reason), e.g. "downloading, 42 % (...)"."""
         if self.status == LOADING:
@@ -133,6 +139,9 @@ def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") ->
 def _layers(spec: ModelSpec) -> list[LayerInfo]:
     with torch.device("meta"):
         return layer_catalogue(spec.build(), spec.input_shape, spec.aliases)
+
+
+_NONE = WeightsInfo(source="", path="", sha256="", canonical_name="")
 
 
 def _no_weights(spec: ModelSpec) -> WeightsInfo:
@@ -232,10 +241,23 @@ class ModelHub:
             else:
                 self._models[spec.name] = load_model(spec, options, device)
         if own:
-            from models.own import load_own_model  # torchvision's and torch.export's machinery, only when asked
+            from models.own import load_own_model, own_needs_download, placeholder_spec  # only when asked
 
             for name, (source, card) in own.items():
-                self._models[name] = load_own_model(name, source, card, options, device)
+                if own_needs_download(source, card, options):
+                    starting = "downloading, 0 % (starting)"
+                    model = LoadedModel(placeholder_spec(name, source), LOADING, starting, None, _NONE, [])
+                    self._models[name] = model
+                    self._threads.append(
+                        threading.Thread(
+                            target=self._load_own_in_background,
+                            args=(model, source, card, load_own_model),
+                            name=f"interp-weights-{name}",
+                            daemon=True,
+                        )
+                    )
+                else:
+                    self._models[name] = load_own_model(name, source, card, options, device)
         for thread in self._threads:  # after every local model is in place
             thread.start()
 
@@ -247,6 +269,24 @@ class ModelHub:
             outcome = (UNAVAILABLE, f"loading failed: {exc!r}", None, _no_weights(model.spec))
         with self._lock:
             model.settle(*outcome)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(model)
+
+    def _load_own_in_background(
+        self, model: LoadedModel, source: str, card: Path | None, load: Callable[..., LoadedModel]
+    ) -> None:
+        from models.own import Progress
+
+        try:
+            loaded = load(
+                model.spec.name, source, card, self.options, self.device, Progress(model.report, self._cancel)
+            )
+        except Exception as exc:  # a thread must leave its model settled, whatever went wrong
+            log.exception("%s: loading failed", model.spec.name)
+            loaded = LoadedModel(model.spec, UNAVAILABLE, f"loading failed: {exc!r}", None, _NONE, [])
+        with self._lock:
+            model.adopt(loaded)
             listeners = list(self._listeners)
         for listener in listeners:
             listener(model)

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from models.hub import READY, UNAVAILABLE, LoadedModel
 from models.lenet import Normalize
 from models.registry import ModelSpec, Preprocessing, WeightsRecord
 from models.traced import traced_catalogue
-from models.weights import WeightsInfo, WeightsOptions, file_sha256, resolve_weights
+from models.weights import WeightsInfo, WeightsOptions, file_sha256, needs_download, resolve_weights
 
 log = logging.getLogger(__name__)
 NET = "net"  # the user's module inside Served; its paths are aliased without this prefix
@@ -91,9 +93,8 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _torchvision_net(
-    arch: str, weights: str, num_classes: int, name: str, options: WeightsOptions
-) -> tuple[nn.Module, WeightsInfo]:
+def _inner_spec(arch: str, weights: str, num_classes: int) -> tuple[ModelSpec, dict[str, Path]]:
+    """The registry-style spec of torchvision's ``arch`` (named ``arch``) and the explicit file, if any."""
     import torchvision.models
 
     known = torchvision_architectures()
@@ -122,9 +123,31 @@ def _torchvision_net(
         name=arch, task="", dataset="", description="", input_shape=(3, 1, 1), num_classes=num_classes,
         labels=(), preprocessing=_IDENTITY, build=build, weights=record,
     )  # fmt: skip
+    return inner, files
+
+
+def own_needs_download(source: str, card_path: Path | None, options: WeightsOptions) -> bool:
+    """True when loading ``--model NAME=SOURCE`` would download torchvision's published weights."""
+    try:
+        kind, arch, weights = parse_source(source)
+        if kind != "torchvision" or _is_path(weights):
+            return False
+        labels = card_for(kind, card_path).labels or ()
+        inner, _files = _inner_spec(arch, weights, len(labels))
+    except (OwnModelError, WeightsError):
+        return False  # load_own_model reports it
+    return needs_download(inner, WeightsOptions(**{**vars(options), "files": {}}))
+
+
+def _torchvision_net(
+    arch: str, weights: str, num_classes: int, name: str, options: WeightsOptions, progress: Progress
+) -> tuple[nn.Module, WeightsInfo]:
+    inner, files = _inner_spec(arch, weights, num_classes)
+    build, record = inner.build, inner.weights
     pins = {arch: options.sha256[name]} if name in options.sha256 else {}
     try:
-        state, info = resolve_weights(inner, WeightsOptions(**{**vars(options), "files": files, "sha256": pins}))
+        allowed = WeightsOptions(**{**vars(options), "files": files, "sha256": pins})
+        state, info = resolve_weights(inner, allowed, report=progress.report, cancel=progress.cancel)
     except WeightsNotFound as exc:
         if files:
             raise
@@ -201,8 +224,21 @@ def _first_line(exc: BaseException) -> str:
 _IDENTITY = Preprocessing(channels=3, input_size=1, resize_shorter=0, crop=0, mean=(0.0,), std=(1.0,), convention="")
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A download's progress reports (``"downloading, N % (...)"``) and its cancel event."""
+
+    report: Callable[[str], None] | None = None
+    cancel: threading.Event | None = None
+
+
 def load_own_model(
-    name: str, source: str, card_path: Path | None, options: WeightsOptions, device: str = "cpu"
+    name: str,
+    source: str,
+    card_path: Path | None,
+    options: WeightsOptions,
+    device: str = "cpu",
+    progress: Progress | None = None,
 ) -> LoadedModel:
     """Build, load and check the model ``--model NAME=SOURCE`` (card ``card_path``); never raises.
 
@@ -213,18 +249,19 @@ def load_own_model(
     try:
         kind, target, weights = parse_source(source)
         card = card_for(kind, card_path)
-        return _load(name, kind, target, weights, card, options, device)
+        return _load(name, kind, target, weights, card, options, device, progress or Progress())
     except (OwnModelError, WeightsError) as exc:
         missing = isinstance(exc, WeightsNotFound)
         log.error("model %s (--model %s=%s): UNAVAILABLE: %s", name, name, source, exc)
         reason = f"model {name} ({source}): {'' if missing else 'refused: '}{exc}"
-        return LoadedModel(_placeholder(name, source), UNAVAILABLE, reason, None, _NONE, [])
+        return LoadedModel(placeholder_spec(name, source), UNAVAILABLE, reason, None, _NONE, [])
 
 
 _NONE = WeightsInfo(source="", path="", sha256="", canonical_name="")
 
 
-def _placeholder(name: str, source: str) -> ModelSpec:
+def placeholder_spec(name: str, source: str) -> ModelSpec:
+    """The spec a model has until it loads (or when it cannot): its name, source and kind."""
     return ModelSpec(
         name=name, task="image-classification", dataset="", description=f"--model {name}={source}",
         input_shape=(3, 1, 1), num_classes=0, labels=(), preprocessing=_IDENTITY, build=nn.Identity,
@@ -233,13 +270,20 @@ def _placeholder(name: str, source: str) -> ModelSpec:
 
 
 def _load(
-    name: str, kind: str, target: str, weights: str, card: ModelCard, options: WeightsOptions, device: str
+    name: str,
+    kind: str,
+    target: str,
+    weights: str,
+    card: ModelCard,
+    options: WeightsOptions,
+    device: str,
+    progress: Progress,
 ) -> LoadedModel:
     type_names: dict[str, str] = {}
     if kind == "torchvision":
         if card.input_shape is None or card.labels is None:
             raise OwnModelError("internal: torchvision card without input shape or labels")
-        net, info = _torchvision_net(target, weights, len(card.labels), name, options)
+        net, info = _torchvision_net(target, weights, len(card.labels), name, options, progress)
     elif kind == "torchscript":
         net, info = _torchscript_net(Path(target).expanduser())
         type_names = _script_types(net)

@@ -145,3 +145,19 @@ def test_hub_serves_own_models_after_the_builtin_ones(resnet_files) -> None:
     assert hub.get("lenet").spec.source == "builtin"
     with pytest.raises(ValueError, match="--model lenet: the name of a built-in model"):
         ModelHub(["lenet"], WeightsOptions(), own={"lenet": (f"torchvision:resnet18:{weights}", card)})
+
+
+def test_published_weights_download_in_the_background(tmp_path) -> None:
+    """A --model with torchvision's published weights not on this machine is LOADING while they
+    download (here from a mirror that serves a file with the wrong checksum), then UNAVAILABLE."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    torch.save({"not": torch.zeros(1)}, mirror / "resnet18-f37072fd.pth")
+    options = WeightsOptions(download=True, url_base=mirror.as_uri() + "/", hub_dir=tmp_path / "hub")
+    hub = ModelHub(["lenet"], options, own={"r18": ("torchvision:resnet18", None)})
+    assert hub.get("lenet").status == READY and hub.get("r18").status in ("LOADING", UNAVAILABLE)
+    assert hub.get("r18").spec.source == "torchvision"
+    assert hub.wait(120)
+    model = hub.get("r18")
+    assert model.status == UNAVAILABLE and model.reason.startswith("model r18 (torchvision:resnet18)"), model.reason
+    assert "sha256" in model.reason and not (tmp_path / "hub" / "resnet18-f37072fd.pth").exists()
