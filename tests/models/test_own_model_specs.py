@@ -161,3 +161,29 @@ def test_published_weights_download_in_the_background(tmp_path) -> None:
     model = hub.get("r18")
     assert model.status == UNAVAILABLE and model.reason.startswith("model r18 (torchvision:resnet18)"), model.reason
     assert "sha256" in model.reason and not (tmp_path / "hub" / "resnet18-f37072fd.pth").exists()
+
+
+class _Upsampling(nn.Module):
+    """conv -> functional upsampling (no arithmetic) -> conv, and a residual sum at the input size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 5, padding=2)
+        self.conv3 = nn.Conv2d(2, 2, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv1(x) + self.conv2(self.conv1(x)))  # residual: the longest path (3 + 4 = 7)
+        up = nn.functional.interpolate(y, scale_factor=2.0)  # between modules, a size no module made
+        return self.conv3(up).flatten(1)
+
+
+def test_traced_fields_take_the_longest_path_and_are_unknown_after_unknown_functions() -> None:
+    layers, output = traced_catalogue(_Upsampling(), (1, 8, 8), {})
+    by_name = {layer.name: layer for layer in layers}
+    assert output.shape == (1, 2 * 16 * 16)
+    assert by_name["conv1"].rf_size == 3 and by_name["conv2"].rf_size == 7
+    assert by_name["act"].rf_size == 7 and by_name["act"].rf_known  # the sum takes the larger field
+    assert by_name["conv3"].rf_size is None and not by_name["conv3"].rf_known
+    assert by_name["conv3"].output_shape == (2, 16, 16)
