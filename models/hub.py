@@ -267,11 +267,7 @@ class ModelHub:
         except Exception as exc:  # a thread must leave its model settled, whatever went wrong
             log.exception("%s: loading failed", model.spec.name)
             outcome = (UNAVAILABLE, f"loading failed: {exc!r}", None, _no_weights(model.spec))
-        with self._lock:
-            model.settle(*outcome)
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener(model)
+        self._announce(model, lambda: model.settle(*outcome))
 
     def _load_own_in_background(
         self, model: LoadedModel, source: str, card: Path | None, load: Callable[..., LoadedModel]
@@ -285,8 +281,12 @@ class ModelHub:
         except Exception as exc:  # a thread must leave its model settled, whatever went wrong
             log.exception("%s: loading failed", model.spec.name)
             loaded = LoadedModel(model.spec, UNAVAILABLE, f"loading failed: {exc!r}", None, _NONE, [])
+        self._announce(model, lambda: model.adopt(loaded))
+
+    def _announce(self, model: LoadedModel, settle: Callable[[], None]) -> None:
+        """Settle a LOADING model under the lock, then tell the listeners."""
         with self._lock:
-            model.adopt(loaded)
+            settle()
             listeners = list(self._listeners)
         for listener in listeners:
             listener(model)
