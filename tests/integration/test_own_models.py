@@ -267,3 +267,16 @@ def test_index_top_activations_and_neighbours_equal_the_builtin(client, fashion_
             [(n.image_id, round(n.distance, 4)) for n in near.neighbors],
         )
     assert answers["lenet-ts"] == answers["lenet"] and answers["lenet-ep"] == answers["lenet"]
+
+
+def test_cli_lists_the_kind_and_unknown_fields(client) -> None:
+    import argparse
+
+    from client.cli_text import text_layers, text_models
+
+    listing = text_models(client.list_models(), argparse.Namespace())
+    row = next(line for line in listing.splitlines() if line.startswith("lenet-ep "))
+    assert "READY" in row and "export file" in row
+    layers = text_layers(client.describe_model("lenet-ts"), argparse.Namespace())
+    conv = next(line for line in layers.splitlines() if line.startswith("net.conv1 "))
+    assert "unknown" in conv
