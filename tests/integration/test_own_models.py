@@ -253,20 +253,28 @@ def test_resnet_iterative_methods(client, photo) -> None:
     assert len(attack.outcomes) == 1
 
 
-def test_index_top_activations_and_neighbours_equal_the_builtin(client, fashion_test_images) -> None:
-    answers = {}
+def test_index_top_activations_neighbours_and_embedding_equal_the_builtin(client, fashion_test_images) -> None:
+    ids: dict[str, list] = {}
+    values: dict[str, np.ndarray] = {}
     for name in ("lenet", "lenet-ts", "lenet-ep"):
         built = client.build_index(name, "fm", layers=["relu2", "fc2"], k=3)
         assert built.images == 24, name
         top = client.top_activations(name, dataset="fm", layer="fc2", channels=[0, 5], k=3)
         spatial = client.top_activations(name, dataset="fm", layer="relu2", channels=[1], k=3)
         near = client.nearest_neighbors(fashion_test_images[0][30], model=name, dataset="fm", layer="fc2", k=4)
-        answers[name] = (
-            [[(e.image_id, round(e.value, 4)) for e in ch.entries] for ch in top.channels],
-            [[(e.image_id, round(e.value, 4), e.y, e.x) for e in ch.entries] for ch in spatial.channels],
-            [(n.image_id, round(n.distance, 4)) for n in near.neighbors],
-        )
-    assert answers["lenet-ts"] == answers["lenet"] and answers["lenet-ep"] == answers["lenet"]
+        pca = client.embedding(name, dataset="fm", layer="fc2", method="pca")
+        entries = [e for ch in (*top.channels, *spatial.channels) for e in ch.entries]
+        ids[name] = [
+            [(e.image_id, e.y, e.x) for e in entries],
+            [n.image_id for n in near.neighbors],
+            pca.image_ids.tolist(),
+        ]
+        values[name] = np.concatenate([
+            [e.value for e in entries], [n.distance for n in near.neighbors], np.abs(pca.coordinates).ravel()
+        ])  # fmt: skip
+    for name in ("lenet-ts", "lenet-ep"):
+        assert ids[name] == ids["lenet"], name
+        np.testing.assert_allclose(values[name], values["lenet"], rtol=1e-4, atol=1e-5)
 
 
 def test_cli_lists_the_kind_and_unknown_fields(client) -> None:
