@@ -47,9 +47,10 @@ def _layer_label(requested: str, path: str) -> str:
 
 
 def _weights_cell(m: ModelInfo) -> str:
+    kind = m.source if m.source not in ("", "builtin") else ""  # a --model's torchvision/torchscript/export
     if not m.weights.source and not m.weights.sha256:
-        return "-"
-    return " ".join(x for x in (m.weights.source or "?", m.weights.sha256[:12]) if x)
+        return kind or "-"
+    return " ".join(x for x in (kind, m.weights.source or "?", m.weights.sha256[:12]) if x)
 
 
 def text_models(models: Any, args: argparse.Namespace) -> str:
@@ -85,7 +86,7 @@ def text_layers(r: Any, args: argparse.Namespace) -> str:
                 ",".join(layer.aliases) or "-",
                 layer.type,
                 shape_text(layer.output_shape),
-                rf.size if rf else "-",
+                rf.size if rf else ("unknown" if layer.receptive_field_unknown else "-"),
                 rf.jump if rf else "-",
                 f"{rf.start:g}" if rf else "-",
                 f"{layer.parameters:,}",

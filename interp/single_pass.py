@@ -34,9 +34,7 @@ class LayerActivations:
     top_channels: Tensor
 
 
-def activations(
-    model: nn.Module, x: Tensor, layers: Sequence[str], *, top_k: int = 0
-) -> dict[str, LayerActivations]:
+def activations(model: nn.Module, x: Tensor, layers: Sequence[str], *, top_k: int = 0) -> dict[str, LayerActivations]:
     """Outputs of ``layers`` (module paths) for the batch ``x``, in the order requested.
 
     One forward pass serves all layers and stops once the deepest requested layer has run
@@ -134,9 +132,13 @@ def kernels(model: nn.Module, layer: str) -> KernelWeights:
     module = get_layer(model, layer)
     if not isinstance(module, nn.Conv2d):
         convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        raise InvalidInput(
-            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers: {', '.join(convs)}"
+        listing = (
+            f"conv layers: {', '.join(convs)}"
+            if convs
+            else "this model has no nn.Conv2d whose weights can be read (a TorchScript or exported model's "
+            "layers are compiled code)"
         )
+        raise InvalidInput(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; {listing}")
     weights = module.weight.detach().float().clone()
     bias = None if module.bias is None else module.bias.detach().float().clone()
     return KernelWeights(layer=layer, weights=weights, bias=bias)

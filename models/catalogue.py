@@ -69,6 +69,8 @@ class LayerInfo:
             at i); None idem.
         parameters: number of parameters of this module (trainable or not).
         has_kernels: it has convolution kernels (a Conv layer).
+        rf_known: False when the layer has a spatial layout but its receptive field is unknown
+            (conv/pool arithmetic does not apply: ``models.traced``); the rf_* are then None.
     """
 
     name: str
@@ -81,6 +83,7 @@ class LayerInfo:
     rf_start: float | None
     parameters: int
     has_kernels: bool
+    rf_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,8 @@ class WeightsNotFound(WeightsError):
     problem; catch this one first where "missing" and "refused" must be told apart (only
     missing weights may be replaced by ``--random-weights``).
     """
+
+
+class FixedInputSize(ValueError):
+    """A served model takes one input size only (an exported program without dynamic height and
+    width) and a method asked for another. The message names the size and how to lift it."""

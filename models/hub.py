@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -75,6 +76,12 @@ class LoadedModel:
         self.module, self.weights, self.reason = module, weights, reason
         self.status = status
 
+    def adopt(self, loaded: LoadedModel) -> None:
+        """A LOADING model from configuration takes the outcome of its load (spec and catalogue too)."""
+        self.spec, self.layers = loaded.spec, loaded.layers
+        self._names = dict(loaded._names)
+        self.settle(loaded.status, loaded.reason, loaded.module, loaded.weights)
+
     def report(self, reason: str) -> None:
         """Progress of a LOADING model (its reason), e.g. "downloading, 42 % (...)"."""
         if self.status == LOADING:
@@ -82,7 +89,9 @@ class LoadedModel:
 
     @property
     def pretrained(self) -> bool:
-        """True when the weights came from a file (not random, not missing)."""
+        """What the model card states; else True when the weights came from a file (not random, not missing)."""
+        if self.spec.pretrained is not None and self.weights.source != "random":
+            return self.spec.pretrained
         return self.weights.pretrained
 
     def resolve_layer(self, name: str) -> str:
@@ -130,6 +139,9 @@ def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") ->
 def _layers(spec: ModelSpec) -> list[LayerInfo]:
     with torch.device("meta"):
         return layer_catalogue(spec.build(), spec.input_shape, spec.aliases)
+
+
+_NONE = WeightsInfo(source="", path="", sha256="", canonical_name="")
 
 
 def _no_weights(spec: ModelSpec) -> WeightsInfo:
@@ -183,16 +195,29 @@ class ModelHub:
         names: models to serve, in order; None serves every registered model.
         options: where weights may come from.
         device: torch device of the served modules ("cpu").
+        own: name -> (``--model`` source, card file or None) of models served from configuration
+            (``models.own``), after the registered ones; each READY or UNAVAILABLE with its reason.
 
     Raises:
         UnknownModel: a name in ``names``, ``options.files`` or ``options.sha256`` is not registered.
+        ValueError: a name in ``own`` is a registered model's.
     """
 
-    def __init__(self, names: Sequence[str] | None, options: WeightsOptions, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        names: Sequence[str] | None,
+        options: WeightsOptions,
+        device: str = "cpu",
+        own: Mapping[str, tuple[str, Path | None]] | None = None,
+    ) -> None:
+        own = dict(own or {})
+        clash = sorted(set(own) & set(list_models()))
+        if clash:
+            raise ValueError(f"--model {', '.join(clash)}: the name of a built-in model; choose another name")
         wanted = list_models() if names is None else list(dict.fromkeys(names))
         specs = [get_spec(name) for name in wanted]
         for flag, named in (("--weights", options.files), ("--weights-sha256", options.sha256)):
-            for name in named:
+            for name in [name for name in named if name not in own]:
                 get_spec(name)
                 if name not in wanted:
                     served = ", ".join(wanted)
@@ -215,6 +240,24 @@ class ModelHub:
                 self._models[spec.name] = model
             else:
                 self._models[spec.name] = load_model(spec, options, device)
+        if own:
+            from models.own import load_own_model, own_needs_download, placeholder_spec  # only when asked
+
+            for name, (source, card) in own.items():
+                if own_needs_download(source, card, options):
+                    starting = "downloading, 0 % (starting)"
+                    model = LoadedModel(placeholder_spec(name, source), LOADING, starting, None, _NONE, [])
+                    self._models[name] = model
+                    self._threads.append(
+                        threading.Thread(
+                            target=self._load_own_in_background,
+                            args=(model, source, card, load_own_model),
+                            name=f"interp-weights-{name}",
+                            daemon=True,
+                        )
+                    )
+                else:
+                    self._models[name] = load_own_model(name, source, card, options, device)
         for thread in self._threads:  # after every local model is in place
             thread.start()
 
@@ -224,8 +267,26 @@ class ModelHub:
         except Exception as exc:  # a thread must leave its model settled, whatever went wrong
             log.exception("%s: loading failed", model.spec.name)
             outcome = (UNAVAILABLE, f"loading failed: {exc!r}", None, _no_weights(model.spec))
+        self._announce(model, lambda: model.settle(*outcome))
+
+    def _load_own_in_background(
+        self, model: LoadedModel, source: str, card: Path | None, load: Callable[..., LoadedModel]
+    ) -> None:
+        from models.own import Progress
+
+        try:
+            loaded = load(
+                model.spec.name, source, card, self.options, self.device, Progress(model.report, self._cancel)
+            )
+        except Exception as exc:  # a thread must leave its model settled, whatever went wrong
+            log.exception("%s: loading failed", model.spec.name)
+            loaded = LoadedModel(model.spec, UNAVAILABLE, f"loading failed: {exc!r}", None, _NONE, [])
+        self._announce(model, lambda: model.adopt(loaded))
+
+    def _announce(self, model: LoadedModel, settle: Callable[[], None]) -> None:
+        """Settle a LOADING model under the lock, then tell the listeners."""
         with self._lock:
-            model.settle(*outcome)
+            settle()
             listeners = list(self._listeners)
         for listener in listeners:
             listener(model)

@@ -103,6 +103,9 @@ class ModelSpec:
         default_gradcam_layer: module path Grad-CAM uses when a request names none.
         default_dfi_layers: module paths of the deep feature interpolation features.
         training_dataset: the dataset the service can sample for this model, if any.
+        source: "builtin" (registered here), or the kind of a model served from configuration:
+            "torchvision", "torchscript", "export" (``models.own``).
+        pretrained: what the model card states; None: whether weights came from a file.
     """
 
     name: str
@@ -119,6 +122,8 @@ class ModelSpec:
     default_gradcam_layer: str = ""
     default_dfi_layers: tuple[str, ...] = ()
     training_dataset: str | None = None
+    source: str = "builtin"
+    pretrained: bool | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

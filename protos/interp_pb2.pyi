@@ -50,18 +50,20 @@ class PreprocessedInput(_message.Message):
     def __init__(self, tensor: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
 
 class ModelStamp(_message.Message):
-    __slots__ = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms")
+    __slots__ = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms", "model_source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRETRAINED_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     pretrained: bool
     weights_sha256: str
     request_id: str
     elapsed_ms: float
-    def __init__(self, model: _Optional[str] = ..., pretrained: _Optional[bool] = ..., weights_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    model_source: str
+    def __init__(self, model: _Optional[str] = ..., pretrained: _Optional[bool] = ..., weights_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., elapsed_ms: _Optional[float] = ..., model_source: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("index", "label")
@@ -136,7 +138,7 @@ class WeightsInfo(_message.Message):
     def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., sha256: _Optional[str] = ..., canonical_name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "task", "input_shape", "num_classes", "pretrained", "weights", "status", "reason", "description", "dataset")
+    __slots__ = ("name", "task", "input_shape", "num_classes", "pretrained", "weights", "status", "reason", "description", "dataset", "source")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ModelInfo.Status]
@@ -157,6 +159,7 @@ class ModelInfo(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -167,7 +170,8 @@ class ModelInfo(_message.Message):
     reason: str
     description: str
     dataset: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., status: _Optional[_Union[ModelInfo.Status, str]] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ..., dataset: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., status: _Optional[_Union[ModelInfo.Status, str]] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ..., dataset: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -186,7 +190,7 @@ class ReceptiveField(_message.Message):
     def __init__(self, size: _Optional[int] = ..., jump: _Optional[int] = ..., start: _Optional[float] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("name", "aliases", "type", "output_shape", "channels", "receptive_field", "parameters", "has_kernels")
+    __slots__ = ("name", "aliases", "type", "output_shape", "channels", "receptive_field", "parameters", "has_kernels", "receptive_field_unknown")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +199,7 @@ class Layer(_message.Message):
     RECEPTIVE_FIELD_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     HAS_KERNELS_FIELD_NUMBER: _ClassVar[int]
+    RECEPTIVE_FIELD_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     type: str
@@ -203,7 +208,8 @@ class Layer(_message.Message):
     receptive_field: ReceptiveField
     parameters: int
     has_kernels: bool
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., parameters: _Optional[int] = ..., has_kernels: _Optional[bool] = ...) -> None: ...
+    receptive_field_unknown: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., channels: _Optional[int] = ..., receptive_field: _Optional[_Union[ReceptiveField, _Mapping]] = ..., parameters: _Optional[int] = ..., has_kernels: _Optional[bool] = ..., receptive_field_unknown: _Optional[bool] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("channels", "resize_shorter", "crop", "mean", "std", "convention")

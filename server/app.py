@@ -160,7 +160,10 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
     if keep_freed_memory(config.keep_freed_mb):
         log.info("malloc keeps up to %d MB of freed memory for reuse (--keep-freed-mb)", config.keep_freed_mb)
     if hub is None:
-        hub = ModelHub(config.models or None, weights_options(config), device=config.device)
+        own = {name: (spec, config.model_cards.get(name)) for name, spec in config.model_specs.items()}
+        for name in sorted(set(config.model_cards) - set(config.model_specs)):
+            log.warning("--model-card %s=... given but there is no --model %s=...", name, name)
+        hub = ModelHub(config.models or None, weights_options(config), device=config.device, own=own)
     metrics = Metrics()
 
     def announce(model: LoadedModel) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from server.config_pairs import REPEATABLE
 from server.memory import MAX_KEEP_MB, memory_available_bytes
 
 DECODE_BUDGET_FRACTION = 0.25
@@ -133,6 +134,8 @@ class ServerConfig:
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None: off, 0: a free port
     metrics_host: str = "127.0.0.1"
     datasets: Mapping[str, Path] = field(default_factory=dict)  # --dataset NAME=DIR (image folders)
+    model_specs: Mapping[str, str] = field(default_factory=dict)  # --model NAME=SPEC (models.own)
+    model_cards: Mapping[str, Path] = field(default_factory=dict)  # --model-card NAME=card.json
     index_dir: Path | None = None  # activation indexes; default $XDG_CACHE_HOME/cnn-interp/index
     limits: Limits = field(default_factory=Limits)
 
@@ -149,21 +152,6 @@ def _bool(text: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
-
-
-def _weights_pair(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name.strip(), Path(path).expanduser()
-
-
-def _sha256_pair(text: str) -> tuple[str, str]:
-    name, sep, digest = text.partition("=")
-    digest = digest.strip().lower()
-    if not sep or not name.strip() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise argparse.ArgumentTypeError(f"expected NAME=HEX (a model name and 64 hex digits), got {text!r}")
-    return name.strip(), digest
 
 
 def _url_base(text: str) -> str:
@@ -464,15 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, dest=dest, type=kind, action="append", default=None, metavar=metavar,
                             help=f"{text} (repeatable) [env {env}, comma-separated]")  # fmt: skip
     return parser
-
-
-# flag, env var (comma-separated), dest, type, metavar, help: NAME=VALUE options given once per name.
-REPEATABLE: tuple[tuple[str, str, str, Callable[[str], tuple[str, Any]], str, str], ...] = (
-    ("--weights", "INTERP_WEIGHTS", "weights", _weights_pair, "NAME=PATH", "state_dict file for one model"),
-    ("--dataset", "INTERP_DATASETS", "datasets", _weights_pair, "NAME=DIR", "an image folder to serve as dataset NAME"),
-    ("--weights-sha256", "INTERP_WEIGHTS_SHA256", "weights_sha256", _sha256_pair, "NAME=HEX",
-     "the full sha256 model NAME's weights file must have (a stronger guard than the 8-hex prefix in its name)"),
-)  # fmt: skip
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:

@@ -60,6 +60,7 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
         reason=model.reason,
         description=spec.description,
         dataset=spec.dataset,
+        source=spec.source,
     )
 
 
@@ -72,6 +73,7 @@ def layer(info: LayerInfo) -> pb.Layer:
         channels=info.channels,
         parameters=info.parameters,
         has_kernels=info.has_kernels,
+        receptive_field_unknown=not info.rf_known,
     )
     if info.rf_size is not None:
         message.receptive_field.CopyFrom(pb.ReceptiveField(size=info.rf_size, jump=info.rf_jump, start=info.rf_start))

@@ -11,7 +11,7 @@ import grpc
 
 from interp.errors import Cancelled, InvalidInput
 from models.datasets import DatasetNotFound
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
+from models.errors import FixedInputSize, ModelUnavailable, UnknownLayer, UnknownModel, WeightsError
 from protos.codec import TensorCodecError
 from server.errors import register_status
 
@@ -19,6 +19,7 @@ FOREIGN_STATUS: dict[type[BaseException], grpc.StatusCode] = {
     UnknownModel: grpc.StatusCode.NOT_FOUND,
     ModelUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     UnknownLayer: grpc.StatusCode.INVALID_ARGUMENT,
+    FixedInputSize: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     TensorCodecError: grpc.StatusCode.INVALID_ARGUMENT,
     WeightsError: grpc.StatusCode.FAILED_PRECONDITION,

@@ -175,6 +175,7 @@ class InterpServicer(pb_grpc.InterpServicer):
                 weights_sha256=model.weights.sha256,
                 request_id=ctx.call.request_id,
                 elapsed_ms=ctx.call.elapsed_ms(),
+                model_source=model.spec.source,
             )
         )
 

@@ -1,7 +1,8 @@
 """Result dataclasses returned by :class:`client.InterpClient`: numpy arrays and PNG bytes.
 
 Every result of a computation carries the stamp of the model that produced it (``model``,
-``pretrained``, ``weights_sha256``, ``request_id``, ``elapsed_ms`` server-side milliseconds) and,
+``pretrained``, ``weights_sha256``, ``request_id``, ``elapsed_ms`` server-side milliseconds,
+``model_source``: "builtin" or a ``--model``'s kind) and,
 where the method has parameters, ``params``: every parameter the server actually used, defaults
 and seed included, so that the call can be reproduced. Arrays are decoded from the wire's raw
 little-endian tensors; image arrays (inputs, adversarial, dreamed, visualized and interpolated

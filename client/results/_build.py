@@ -4,7 +4,7 @@ A result class is a dataclass registered for a reply message with :func:`reply`.
 fields is filled from the message field of the same name, converted by the field's type:
 
 - ``stamp`` (ModelStamp): flattened into ``model``, ``pretrained``, ``weights_sha256``,
-  ``request_id``, ``elapsed_ms``;
+  ``request_id``, ``elapsed_ms``, ``model_source``;
 - ``resolved`` (a Params message): ``params``, the fields the server set (seeds stay ints);
   ``resolved_<x>`` scalars: ``<x>``;
 - a PreprocessedInput ``<x>``: ``<x>`` (the image, channels last) and ``<x>_png``;
@@ -38,7 +38,7 @@ __all__ = ["IMAGE_TENSORS", "STAMP_FIELDS", "reply", "build", "result_class", "u
 
 #: Tensor fields that hold images: decoded channels last, like every method's image input.
 IMAGE_TENSORS = frozenset({"image", "images", "adversarial", "crop", "projection", "tensor"})
-STAMP_FIELDS = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms")
+STAMP_FIELDS = ("model", "pretrained", "weights_sha256", "request_id", "elapsed_ms", "model_source")
 _ENVELOPE = frozenset({"items", "error"})  # the many-image envelope, read by the SDK
 
 T = TypeVar("T")

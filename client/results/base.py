@@ -126,3 +126,4 @@ class _Stamped:
     weights_sha256: str
     request_id: str
     elapsed_ms: float
+    model_source: str = ""  # "builtin", or a --model's kind: "torchvision", "torchscript", "export"

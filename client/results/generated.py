@@ -31,7 +31,7 @@ _SCALARS: dict[int, type] = {
     FieldDescriptor.TYPE_FLOAT: float,
     FieldDescriptor.TYPE_DOUBLE: float,
 }
-_STAMP_TYPES = (str, bool, str, str, float)
+_STAMP_TYPES = (str, bool, str, str, float, str)
 
 
 class _Generated(_SavesImages):

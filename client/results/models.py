@@ -37,6 +37,7 @@ class ModelInfo(Result):
     reason: str
     description: str
     dataset: str
+    source: str = ""  # "builtin", or a --model's kind: "torchvision", "torchscript", "export"
 
     @property
     def ready(self) -> bool:
@@ -66,6 +67,7 @@ class LayerInfo(Result):
     receptive_field: ReceptiveField | None  # None for non-spatial layers
     parameters: int
     has_kernels: bool
+    receptive_field_unknown: bool = False  # spatial, but conv/pool arithmetic does not apply
 
 
 @reply(pb.Preprocessing)
