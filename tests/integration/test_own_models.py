@@ -24,7 +24,7 @@ from client import InterpClient
 from client.errors import InterpError
 from models.registry import get_spec
 from server.app import create_server
-from tests.integration.conftest import test_config
+from tests.support.servers import test_config
 
 LABELS = [f"class {i}" for i in range(10)]
 SIZE = 64
