@@ -74,6 +74,9 @@ class Method:
     # ``resolved``. Empty: every field applies to every method.
     applies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     request_streamed: bool = False  # the client sends a stream of requests (the SDK takes an iterable of values)
+    # Bidirectional and live (with request_streamed): each request message may carry a frame and
+    # each answer (``reply``, no event wrapper) is one processed frame; latest frame wins.
+    live: bool = False
 
     @property
     def streamed(self) -> bool:
@@ -381,6 +384,16 @@ METHODS: tuple[Method, ...] = (
         command="place",
         positionals=("model", "dataset"),
     ),
+    # The CLI's `watch` (video in, video out) lives in client/video.py, behind the `video` extra.
+    Method(
+        "Watch",
+        pb.WatchRequest,
+        pb.WatchResponse,
+        "a layer's activation maps at frame rate from a stream of frames (latest frame wins)",
+        heavy=True,
+        request_streamed=True,
+        live=True,
+    ),
 )
 
 _BY_RPC = {m.rpc: m for m in METHODS}
@@ -411,8 +424,10 @@ def check_table() -> list[str]:
             continue
         if rpc.input_type.full_name != method.request.DESCRIPTOR.full_name:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
-        if rpc.server_streaming != method.streamed:
+        if rpc.server_streaming != (method.streamed or method.live):
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        if method.live and (method.streamed or not method.request_streamed):
+            problems.append(f"{method.rpc}: a live method streams requests and answers without an event message")
         if rpc.client_streaming != method.request_streamed:
             problems.append(f"{method.rpc}: request_streamed is {rpc.client_streaming} in interp.proto")
         reply: Any = rpc.output_type
