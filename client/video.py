@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -95,7 +96,7 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
         source = args.video if args.video is not None else f"camera {args.camera}"
         raise ValueError(f"cannot open {source} with OpenCV")
     source_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), source_fps, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(args.output, cv2.VideoWriter.fourcc(*"mp4v"), source_fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
         capture.release()
         raise ValueError(f"cannot write {args.output} with OpenCV (mp4v)")
@@ -153,5 +154,8 @@ def _show(picture: np.ndarray) -> bool:
         cv2.waitKey(1)
         return True
     except cv2.error:
-        print("--show: this OpenCV build has no GUI (opencv-python-headless); install opencv-python to see the frames")
+        print(
+            "--show: this OpenCV build has no GUI (opencv-python-headless); install opencv-python to see the frames",
+            file=sys.stderr,
+        )
         return False
