@@ -23,6 +23,7 @@ from server.errors import BadRequest, item_error
 from server.handlers.base import handler
 
 DEFAULT_TOP_K = 5
+_SETTINGS = ("layer", "unit", "top_k", "float16")  # a message with none of them (nor model) only brings a frame
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class WatchSession:
         if has_frame:
             sequence, self.frames = self.frames, self.frames + 1
         try:
-            self.settings = self._merge(self.settings, message)
+            if any(message.HasField(name) for name in _SETTINGS) or message.model:
+                self.settings = self._merge(self.settings, message)
         except BadRequest as exc:
             code = exc.grpc_status_code
             error = pb.ItemError(code=code.value[0], code_name=code.name, message=str(exc), field=exc.field or "")

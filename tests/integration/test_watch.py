@@ -220,17 +220,51 @@ def test_first_message_without_model_or_layer_gets_a_clear_status(served) -> Non
     assert srv.servicer.gate.running == 0
 
 
-def test_an_idle_stream_ends_and_frees_its_slot(frames) -> None:
+@pytest.fixture(scope="module")
+def impatient() -> Iterator[tuple[object, str]]:
+    """A server that ends a stream after 0.3 s without a message or without a read."""
     limits = Limits(max_concurrent_heavy=1, max_queued_heavy=1, default_deadline_s=60.0, stream_stall_s=0.3)
     srv, port = create_server(test_config(models=("lenet",), limits=limits))
     srv.start()
-    try:
-        with InterpClient(f"127.0.0.1:{port}") as c, c.watch_session(model="lenet", layer="relu2") as session:
-            answers = iter(session)
-            session.send(frames[0])
-            assert next(answers).error is None
-            with pytest.raises(DeadlineExceeded, match="no message for"):
-                next(answers)  # nothing sent since: the server ends the stream
-            _until(lambda: srv.servicer.gate.running == 0, "the slot freed after the idle timeout")
-    finally:
-        srv.stop(None)
+    yield srv, f"127.0.0.1:{port}"
+    srv.stop(None)
+
+
+def test_an_idle_stream_ends_and_frees_its_slot(impatient, frames) -> None:
+    srv, target = impatient
+    with InterpClient(target) as c, c.watch_session(model="lenet", layer="relu2") as session:
+        answers = iter(session)
+        session.send(frames[0])
+        assert next(answers).error is None
+        with pytest.raises(DeadlineExceeded, match="no message for"):
+            next(answers)  # nothing sent since: the server ends the stream
+        _until(lambda: srv.servicer.gate.running == 0, "the slot freed after the idle timeout")
+
+
+def test_frames_sent_with_no_reader_end_in_the_stall_watch(impatient, frames) -> None:
+    srv, target = impatient
+    stalls, gate = srv.servicer.stalls, srv.servicer.gate
+    before = stalls.cancelled
+    first = pb.WatchRequest(model="lenet", layer="conv1", top_k=0)  # 4.7 KB answers: the window fills
+    first.frame.encoded = cv2_png(frames[0])
+
+    def requests() -> Iterator[pb.WatchRequest]:
+        yield first
+        for _ in range(10_000):
+            yield pb.WatchRequest(frame=first.frame)
+
+    with grpc.insecure_channel(target) as channel:
+        call = interp_pb2_grpc.InterpStub(channel).Watch(requests(), timeout=120)  # never read
+        _until(lambda: stalls.cancelled > before, "the stall watch cancelled the stream")
+        _until(lambda: gate.running == 0, "the slot freed")
+        with pytest.raises(grpc.RpcError) as info:
+            list(call)
+        assert info.value.code() == grpc.StatusCode.CANCELLED
+    with InterpClient(target) as c:  # the server serves others throughout
+        assert c.classify(frames[1], model="lenet").top is not None
+
+
+def cv2_png(image: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", image)[1].tobytes()
