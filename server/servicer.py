@@ -192,12 +192,16 @@ class InterpServicer(pb_grpc.InterpServicer):
             else:
                 waiting.put(*accepted)
 
+        failed: list[BaseException] = []
+
         def read() -> None:
             try:
                 for message in requests:
                     feed(message)
-            except Exception as exc:  # noqa: BLE001 - a cancelled call ends its request iterator so
+            except grpc.RpcError as exc:  # a cancelled call ends its request iterator so
                 log.debug("request %s: %s request stream ended: %s", call.request_id, method.rpc, exc)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the stream's thread
+                failed.append(exc)
             finally:
                 waiting.close()
 
@@ -208,6 +212,8 @@ class InterpServicer(pb_grpc.InterpServicer):
                 taken = waiting.take(timeout=0.1)
                 if taken is None:
                     if waiting.closed:
+                        if failed:
+                            raise failed[0]
                         return
                     if time.monotonic() - waiting.last_put > idle_s:
                         raise IdleStream(
