@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         x = load_input(pixels, loaded.spec.preprocessing, 1 << 30)
         from interp.hooks import run_until
 
-        act = run_until(module, x, [args.layer])[args.layer][0].float().numpy()
+        path = loaded.resolve_layer(args.layer)  # an alias (relu1) -> its module path
+        act = run_until(module, x, [path])[path][0].float().numpy()
         answer_bytes = pb.WatchResponse(maps=quantize(act)).ByteSize()
         echo_server, echo_port = _echo_server(answer_bytes)
         try:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             measured = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
             echo_server.stop(None)
-        raw = raw_fps(module, x, args.layer)
+        raw = raw_fps(module, x, path)
     floor = min(raw, measured["echo_fps"])
     print(f"Watch {args.model} {args.layer}, top_k=0, {args.frames} frames, answer {measured['answer_bytes']:,} bytes")
     print(f"  raw truncated forward (1 thread)     {raw:10,.0f} frames/s")
