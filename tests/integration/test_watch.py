@@ -198,6 +198,13 @@ def test_a_bad_frame_gets_its_own_error_and_the_stream_goes_on(served, frames) -
         refused = next(answers)
         session.send(frames[1])
         again = next(answers)
+        colour = np.stack([frames[2], frames[2] // 2, frames[2]], axis=2).repeat(2, axis=0).repeat(2, axis=1)
+        session.send(colour)  # 56 x 56 RGB: preprocessed to the model's input as in every RPC
+        resized = next(answers)
+    want = c.activations(colour, model="lenet", layers=["relu2"]).layers[0].activation
+    steps = np.asarray(resized.raw.maps.scale, dtype=np.float32)[:, None, None]
+    assert resized.error is None and resized.sequence == 3
+    assert np.all(np.abs(resized.maps - want) <= steps * 0.5 + 1e-5)
     assert ok.error is None and again.error is None and again.sequence == 2
     assert isinstance(bad.error, InvalidArgument) and bad.sequence == 1 and bad.maps is None
     assert isinstance(refused.error, InvalidArgument) and refused.sequence == -1 and "unit" in str(refused.error)
@@ -222,8 +229,8 @@ def test_first_message_without_model_or_layer_gets_a_clear_status(served) -> Non
 
 @pytest.fixture(scope="module")
 def impatient() -> Iterator[tuple[object, str]]:
-    """A server that ends a stream after 0.3 s without a message or without a read."""
-    limits = Limits(max_concurrent_heavy=1, max_queued_heavy=1, default_deadline_s=60.0, stream_stall_s=0.3)
+    """A server that ends a stream after 1 s without a message or without a read."""
+    limits = Limits(max_concurrent_heavy=1, max_queued_heavy=1, default_deadline_s=60.0, stream_stall_s=1.0)
     srv, port = create_server(test_config(models=("lenet",), limits=limits))
     srv.start()
     yield srv, f"127.0.0.1:{port}"
@@ -245,18 +252,22 @@ def test_frames_sent_with_no_reader_end_in_the_stall_watch(impatient, frames) ->
     srv, target = impatient
     stalls, gate = srv.servicer.stalls, srv.servicer.gate
     before = stalls.cancelled
-    first = pb.WatchRequest(model="lenet", layer="conv1", top_k=0)  # 4.7 KB answers: the window fills
+    first = pb.WatchRequest(model="lenet", layer="conv1", top_k=0, float16=True)  # 9.4 KB answers
     first.frame.encoded = cv2_png(frames[0])
+    stop = threading.Event()
 
     def requests() -> Iterator[pb.WatchRequest]:
         yield first
-        for _ in range(10_000):
+        while not stop.is_set():  # frames keep coming until the stream is gone: answers pile up unread
             yield pb.WatchRequest(frame=first.frame)
 
     with grpc.insecure_channel(target) as channel:
         call = interp_pb2_grpc.InterpStub(channel).Watch(requests(), timeout=120)  # never read
-        _until(lambda: stalls.cancelled > before, "the stall watch cancelled the stream")
-        _until(lambda: gate.running == 0, "the slot freed")
+        try:
+            _until(lambda: stalls.cancelled > before, "the stall watch cancelled the stream")
+            _until(lambda: gate.running == 0, "the slot freed")
+        finally:
+            stop.set()
         with pytest.raises(grpc.RpcError) as info:
             list(call)
         assert info.value.code() == grpc.StatusCode.CANCELLED
