@@ -19,7 +19,9 @@ a one-line help. From it and the message descriptors:
 
 Adding an RPC: define it in ``interp.proto`` (``make protos``), add one :class:`Method` here, one
 handler in the ``server/handlers/`` module of its domain and one typed method in ``client/sdk.py`` (for a streamed RPC
-its ``iter_`` form, with ``x = blocking(iter_x)``). Only where it adds something: a result class
+its ``iter_`` form, with ``x = blocking(iter_x)``). A live RPC (``live``: frames in, one answer per processed frame out,
+bidirectional) has its handler return a session (``server.handlers.Live``) that the servicer's
+``live`` path feeds, latest frame winning. Only where it adds something: a result class
 in ``client/results/`` (behaviour such as ``save`` names or properties; otherwise one is made from
 the reply) and a row in ``client/cli_commands.py`` (a formatter, ``-o``, extra options; otherwise
 the generic text). This module imports only protobuf (the SDK installs without torch).
