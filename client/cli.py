@@ -194,6 +194,11 @@ def _add_watch(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames read")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="the video written (.mp4, mp4v)")
     p.add_argument("--show", action="store_true", help="also show the frames in a window (needs a GUI OpenCV)")
+    p.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="answer every frame (each sent once the previous is answered) instead of the newest one",
+    )
     p.set_defaults(handler=cmd_watch)
 
 

@@ -2,7 +2,8 @@
 
 Each processed frame becomes one output frame: the input frame, the grid of the layer's channels,
 the selected unit enlarged, the top-5 classes and the frames per second. Frames are sent as fast as
-they are read; the server computes the newest and skips the others (counted). This is the one client
+they are read; the server computes the newest and skips the others (counted); ``--every-frame``
+sends each frame once the previous one is answered, so none is skipped (a file, offline). This is the one client
 module that imports OpenCV (the ``video`` extra, opencv-python-headless); the SDK stays free of it.
 """
 
@@ -106,13 +107,9 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
     processed = skipped = errors = 0
     started = time.perf_counter()
     try:
-        answers = c.watch(
-            _frames(capture, args.max_frames, kept, read),
-            model=args.model,
-            layer=args.layer,
-            unit=args.unit,
-            top_k=args.top_k,
-        )
+        source = _frames(capture, args.max_frames, kept, read)
+        settings = {"model": args.model, "layer": args.layer, "unit": args.unit, "top_k": args.top_k}
+        answers = _one_at_a_time(c, source, settings) if args.every_frame else c.watch(source, **settings)
         for answer in answers:
             if answer.sequence < 0:  # a refused settings change: nothing to draw
                 continue
@@ -145,6 +142,15 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
         f"({skipped} skipped, {errors} errors), {fps:.1f} fps"
     )
     return text, document
+
+
+def _one_at_a_time(c: InterpClient, frames: Iterator[np.ndarray], settings: dict[str, Any]) -> Iterator[WatchFrame]:
+    """Every frame answered (``--every-frame``): each is sent once the previous one's answer came."""
+    with c.watch_session(**settings) as session:
+        answers = iter(session)
+        for frame in frames:
+            session.send(frame)
+            yield next(answers)
 
 
 def _show(picture: np.ndarray) -> bool:

@@ -72,3 +72,20 @@ def test_watch_writes_one_dvt_frame_per_processed_frame(target, clip, tmp_path) 
     assert len(written) == document["processed"]
     assert written[0].shape == (HEIGHT, WIDTH, 3)
     assert written[0][: HEIGHT // 2, WIDTH // 3 : 2 * WIDTH // 3].std() > 10  # the channel grid is drawn
+
+
+def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> None:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    out = tmp_path / "all.mp4"
+    args = ["--server", target, "--json", "watch", "lenet", "--video", str(clip), "--layer", "conv1"]
+    done = subprocess.run(
+        [str(INTERP), *args, "--every-frame", "--top-k", "0", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["sent"], document["processed"], document["skipped"]) == (FRAMES, FRAMES, 0)
+    assert len(_frames(out)) == FRAMES
