@@ -574,5 +574,10 @@ class InterpClient(RpcClient):
         source. ``top_k=0`` stops the forward at the layer (no classes). Leaving the loop ends the
         stream. A frame the server cannot read gets ``WatchFrame.error`` and the stream goes on.
         """
-        session = self.watch_session(model=model, layer=layer, unit=unit, top_k=top_k, float16=float16, timeout=timeout)
-        return watch_frames(session, frames)
+
+        def open_session() -> WatchSession:
+            return self.watch_session(
+                model=model, layer=layer, unit=unit, top_k=top_k, float16=float16, timeout=timeout
+            )
+
+        return watch_frames(open_session, frames)

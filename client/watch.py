@@ -200,8 +200,10 @@ class WatchSession:
         self.cancel()
 
 
-def watch_frames(session: WatchSession, frames: Iterable[ImageLike]) -> Iterator[WatchFrame]:
-    """Send ``frames`` from a sender thread and yield the answers; leaving the loop cancels."""
+def watch_frames(open_session: Callable[[], WatchSession], frames: Iterable[ImageLike]) -> Iterator[WatchFrame]:
+    """Open the stream on the first ``next``, send ``frames`` from a sender thread and yield the
+    answers; leaving the loop cancels."""
+    session = open_session()
 
     def feed() -> None:
         try:

@@ -279,3 +279,15 @@ def cv2_png(image: np.ndarray) -> bytes:
     import cv2
 
     return cv2.imencode(".png", image)[1].tobytes()
+
+
+def test_watch_over_an_iterable_answers_in_order_and_accounts_for_every_frame(served, frames) -> None:
+    _, c = served
+    sent = frames * 4  # 32 frames as fast as the sender thread reads them
+    answers = list(c.watch(iter(sent), model="lenet", layer="relu2", top_k=1))
+    sequences = [a.sequence for a in answers]
+    assert sequences == sorted(set(sequences)) and sequences[-1] == len(sent) - 1  # the last frame is answered
+    assert len(answers) + sum(a.skipped for a in answers) == len(sent)
+    for a in answers:  # each answer's skipped counts exactly the frames between it and the previous one
+        assert a.error is None and len(a.predictions) == 1
+    assert [a.skipped for a in answers] == [s - p - 1 for p, s in zip([-1, *sequences], sequences, strict=False)]
