@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -69,11 +71,9 @@ def client(target: str, echo_target: str, model: str, layer: str, count: int, an
     frame_bytes = image_message(frames[0]).SerializeToString()
     with grpc.insecure_channel(echo_target) as channel:
         call = channel.stream_stream(ECHO)
-        import queue
-
         outgoing: queue.Queue[bytes | None] = queue.Queue()
 
-        def requests():  # type: ignore[no-untyped-def]
+        def requests() -> Iterator[bytes]:
             while (item := outgoing.get()) is not None:
                 yield item
 
@@ -90,7 +90,7 @@ def client(target: str, echo_target: str, model: str, layer: str, count: int, an
 def _echo_server(answer_bytes: int) -> tuple[grpc.Server, int]:
     payload = b"\x01" * answer_bytes
 
-    def stream(requests, context):  # type: ignore[no-untyped-def]
+    def stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         for _ in requests:
             yield payload
 
