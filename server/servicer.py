@@ -173,16 +173,14 @@ class InterpServicer(pb_grpc.InterpServicer):
         message to the handler's :class:`Live` session, which keeps at most one frame waiting
         (:class:`LatestWins`). Ends when the client closes its side (after answering what waits),
         cancels, stops reading (stall watch) or sends nothing for ``stream_stall_s`` (idle)."""
-        first = next(requests, None)
-        if first is None:
-            raise BadRequest(f"{method.rpc}: the stream closed before its first message")
+        idle_s = self.limits.stream_stall_s
+        first = _first_message(requests, idle_s, method.rpc)
         if not getattr(first, "model", "x"):
             raise BadRequest(f"the first {method.rpc} message must name the model; see ListModels", field="model")
         ctx, params = self.prepare(method, handler, first, call)
         ctx.rpc = method.rpc
         session: Live = handler.fn(ctx, first, params)
         waiting = LatestWins()
-        idle_s = self.limits.stream_stall_s
         key = id(call)
 
         def feed(message: Message) -> None:
@@ -337,6 +335,29 @@ class IdleStream(RuntimeError):
     """A live stream whose client sent nothing for too long."""
 
     grpc_status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _first_message(requests: Iterator[Message], idle_s: float, rpc: str) -> Message:
+    """The first message of a request stream, waited for at most ``idle_s`` (a client that opens a
+    stream and sends nothing must not hold a gRPC worker until it goes away)."""
+    box: queue.Queue[tuple[Message | None, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            box.put((next(requests, None), None))
+        except Exception as exc:  # noqa: BLE001 - handed to the stream's thread
+            box.put((None, exc))
+
+    threading.Thread(target=read, name=f"interp-first-{rpc}", daemon=True).start()
+    try:
+        first, error = box.get(timeout=idle_s)
+    except queue.Empty:
+        raise IdleStream(f"{rpc}: no first message within {idle_s:g} s (this server's stream_stall_s)") from None
+    if error is not None:
+        raise error
+    if first is None:
+        raise BadRequest(f"{rpc}: the stream closed before its first message")
+    return first
 
 
 def _rpc_handler(method: Method) -> Callable[..., Any]:

@@ -248,6 +248,25 @@ def test_an_idle_stream_ends_and_frees_its_slot(impatient, frames) -> None:
         _until(lambda: srv.servicer.gate.running == 0, "the slot freed after the idle timeout")
 
 
+def test_a_stream_without_a_first_message_ends(impatient) -> None:
+    srv, target = impatient
+    never = threading.Event()
+
+    def requests() -> Iterator[pb.WatchRequest]:
+        never.wait(60)  # opened, nothing sent
+        yield from ()
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            with pytest.raises(grpc.RpcError) as info:
+                list(interp_pb2_grpc.InterpStub(channel).Watch(requests(), timeout=60))
+        finally:
+            never.set()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no first message within 1 s" in info.value.details()
+    assert srv.servicer.gate.running == 0
+
+
 def test_frames_sent_with_no_reader_end_in_the_stall_watch(impatient, frames) -> None:
     srv, target = impatient
     stalls, gate = srv.servicer.stalls, srv.servicer.gate
