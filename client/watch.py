@@ -124,6 +124,7 @@ class WatchSession:
         self._first: dict[str, Any] | None = _settings(model, layer, -1 if unit is None else unit, top_k, float16)
         self._closed = False  # no more frames
         self._cancelled = False
+        self._ended = False  # the server ended the stream (answers all read, or an error)
         self._lock = threading.Lock()
         self._call = open_stream(self._requests())
 
@@ -165,6 +166,8 @@ class WatchSession:
     def _put(self, item: Any) -> None:
         """Queue a message, waiting while ``max_pending`` are unsent, but never past a cancel."""
         while not self._cancelled:
+            if self._ended:
+                raise RuntimeError("this Watch stream has ended (its last answer or error says why)")
             try:
                 self._outgoing.put(item, timeout=0.1)
                 return
@@ -192,6 +195,8 @@ class WatchSession:
             if error.code() == grpc.StatusCode.CANCELLED and self._cancelled:
                 return
             raise from_rpc_error(error) from error
+        finally:
+            self._ended = True
 
     def __enter__(self) -> WatchSession:
         return self
@@ -205,14 +210,20 @@ def watch_frames(open_session: Callable[[], WatchSession], frames: Iterable[Imag
     answers; leaving the loop cancels."""
     session = open_session()
 
+    failed: list[BaseException] = []
+
     def feed() -> None:
         try:
             for frame in frames:
                 if session._cancelled:
                     return
                 session.send(frame)
-        finally:
             session.close()
+        except RuntimeError:  # the stream ended (its error reaches the reader of the answers)
+            return
+        except Exception as exc:  # noqa: BLE001 - the source or a frame failed: raised to the reader
+            failed.append(exc)
+            session.cancel()
 
     sender = threading.Thread(target=feed, name="interp-watch-sender", daemon=True)
     sender.start()
@@ -220,3 +231,5 @@ def watch_frames(open_session: Callable[[], WatchSession], frames: Iterable[Imag
         yield from session
     finally:
         session.cancel()
+    if failed:
+        raise failed[0]

@@ -310,3 +310,11 @@ def test_watch_over_an_iterable_answers_in_order_and_accounts_for_every_frame(se
     for a in answers:  # each answer's skipped counts exactly the frames between it and the previous one
         assert a.error is None and len(a.predictions) == 1
     assert [a.skipped for a in answers] == [s - p - 1 for p, s in zip([-1, *sequences], sequences, strict=False)]
+
+
+def test_a_frame_the_sdk_cannot_send_is_raised_to_the_reader(served, frames) -> None:
+    srv, c = served
+    bad = np.zeros((5, 28, 28, 7), np.uint8)  # no image shape: refused by the SDK before sending
+    with pytest.raises(ValueError, match="image array"):
+        list(c.watch([frames[0], bad, frames[1]], model="lenet", layer="relu2"))
+    _until(lambda: srv.servicer.gate.running == 0, "the slot freed")
