@@ -55,7 +55,7 @@ from interp.synthesis.deepdream import DeepDreamParams
 from interp.synthesis.deepdream import deepdream as interp_deepdream
 from interp.synthesis.feature_vis import visualize_filter as interp_visualize_filter
 from interp.synthesis.feature_vis_params import FeatureVisParams
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from server.threads import largest_activation, pin, threads_for
 
 TARGET = 1.10

@@ -170,6 +170,38 @@ def cmd_labels(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     return table(["CLASS", "LABEL"], list(enumerate(labels)), "rl"), {"model": args.model, "labels": list(labels)}
 
 
+def cmd_watch(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
+    """`interp watch`: the video code is client/video.py, behind the `video` extra (OpenCV)."""
+    try:
+        from client import video
+    except ImportError as error:
+        raise UsageError(
+            f"interp watch needs OpenCV: pip install 'cnn-interp[video]' (opencv-python-headless) ({error})"
+        ) from None
+    return video.run(c, args)
+
+
+def _add_watch(sub: Any, common: argparse.ArgumentParser) -> None:
+    help_text = "a layer's channels at frame rate from a video or camera, written as a video (DVT layout)"
+    p = sub.add_parser("watch", parents=[common], help=help_text, description=help_text)
+    p.add_argument("model", help="model name (see `interp models`)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", metavar="FILE", help="read frames from a video file")
+    source.add_argument("--camera", type=int, metavar="N", help="read frames from camera N (OpenCV index)")
+    p.add_argument("--layer", required=True, help="layer whose channels are shown (module path or alias)")
+    p.add_argument("--unit", type=int, default=None, help="channel shown enlarged (default: the most active one)")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown (0: the forward stops at the layer)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames read")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the video written (.mp4, mp4v)")
+    p.add_argument("--show", action="store_true", help="also show the frames in a window (needs a GUI OpenCV)")
+    p.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="answer every frame (each sent once the previous is answered) instead of the newest one",
+    )
+    p.set_defaults(handler=cmd_watch)
+
+
 def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -> Outcome:
     """Any command of the method table: request from the options, the call, files, text."""
     method: Method = args.method_spec
@@ -381,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
             labels = sub.add_parser("labels", parents=[common], help="a model's class labels in index order")
             labels.add_argument("model")
             labels.set_defaults(handler=cmd_labels)
+    _add_watch(sub, common)
     return parser
 
 

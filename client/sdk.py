@@ -20,7 +20,7 @@ values actually used in ``result.params``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from client.calls import UNSET as _UNSET
@@ -51,6 +51,7 @@ from client.results import (
     TopActivationsResult,
 )
 from client.streams import EventStream, ProgressCallback, blocking
+from client.watch import WatchFrame, WatchSession, watch_frames
 from protos import interp_pb2 as pb
 
 __all__ = [
@@ -527,3 +528,56 @@ class InterpClient(RpcClient):
             "images": images,
         }
         return self.call("PlaceImages", values, timeout, params=params)
+
+    # -- live view -------------------------------------------------------------------------------
+
+    def watch_session(
+        self,
+        *,
+        model: str,
+        layer: str,
+        unit: int | None = None,
+        top_k: int | None = 5,
+        float16: bool | None = None,
+        timeout: float | None = None,
+    ) -> WatchSession:
+        """Open a Watch stream: ``send`` frames, ``change`` layer or unit mid-stream, iterate answers.
+
+        ``timeout`` is the whole stream's deadline (default none: the server ends a stream that
+        sends nothing for its ``stream_stall_s``).
+        """
+        stub = self._stub.Watch
+        return WatchSession(
+            lambda requests: stub(requests, timeout=timeout, metadata=self._metadata),
+            model=model,
+            layer=layer,
+            unit=unit,
+            top_k=top_k,
+            float16=float16,
+        )
+
+    def watch(
+        self,
+        frames: Iterable[ImageLike],
+        *,
+        model: str,
+        layer: str,
+        unit: int | None = None,
+        top_k: int | None = 5,
+        float16: bool | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[WatchFrame]:
+        """A layer's activation maps for each processed frame of ``frames`` (arrays, paths or bytes).
+
+        Frames are sent from a thread of their own; the server computes the newest frame it has
+        and skips the older ones waiting (``WatchFrame.skipped``), so the answers keep up with the
+        source. ``top_k=0`` stops the forward at the layer (no classes). Leaving the loop ends the
+        stream. A frame the server cannot read gets ``WatchFrame.error`` and the stream goes on.
+        """
+
+        def open_session() -> WatchSession:
+            return self.watch_session(
+                model=model, layer=layer, unit=unit, top_k=top_k, float16=float16, timeout=timeout
+            )
+
+        return watch_frames(open_session, frames)

@@ -5,7 +5,8 @@ Importing the package registers the served models (``models.zoo``). Never import
 
 from models import zoo as _zoo  # noqa: F401  (registers vgg16, alexnet, lenet)
 from models.catalogue import LayerInfo, layer_catalogue
-from models.hub import LOADING, READY, UNAVAILABLE, LoadedModel, ModelHub
+from models.hub import ModelHub
+from models.loaded import LOADING, READY, UNAVAILABLE, LoadedModel
 from models.registry import ModelSpec, Preprocessing, WeightsRecord, get_spec, list_models, register_model
 from models.weights import WeightsInfo, WeightsOptions, resolve_weights
 

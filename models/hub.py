@@ -18,117 +18,12 @@ import torch
 from torch import nn
 
 from models.catalogue import LayerInfo, layer_catalogue
-from models.errors import ModelUnavailable, UnknownLayer, UnknownModel, WeightsError, WeightsNotFound, shown
+from models.errors import UnknownModel, WeightsError, WeightsNotFound, shown
+from models.loaded import LOADING, READY, UNAVAILABLE, LoadedModel, suggest
 from models.registry import ModelSpec, get_spec, list_models
 from models.weights import WeightsInfo, WeightsOptions, needs_download, resolve_weights
 
-READY = "READY"
-LOADING = "LOADING"
-UNAVAILABLE = "UNAVAILABLE"
 log = logging.getLogger(__name__)
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or "" when none is close."""
-    import difflib
-
-    if len(name) > 100:
-        return ""
-    lowered = {choice.lower(): choice for choice in choices}
-    found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean {lowered[found[0]]!r}?)" if found else ""
-
-
-class LoadedModel:
-    """One served model and everything known about it.
-
-    Attributes:
-        spec: the registry entry.
-        status: READY, LOADING (weights downloading) or UNAVAILABLE.
-        reason: why it is UNAVAILABLE, or the download's progress while LOADING ("" when READY).
-        module: the served module (eval mode, parameters with requires_grad=False, on the hub's
-            device), or None when not READY. Shared between requests: never mutate it.
-        weights: where the weights came from (source "" when there are none).
-        layers: the layer catalogue at ``spec.input_shape``, also when UNAVAILABLE.
-    """
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        status: str,
-        reason: str,
-        module: nn.Module | None,
-        weights: WeightsInfo,
-        layers: list[LayerInfo],
-    ) -> None:
-        self.spec = spec
-        self.status = status
-        self.reason = reason
-        self.module = module
-        self.weights = weights
-        self.layers = layers
-        paths = {layer.name for layer in layers}
-        self._names = {alias: path for alias, path in spec.aliases.items() if path in paths}
-        self._names.update({path: path for path in paths})
-
-    def settle(self, status: str, reason: str, module: nn.Module | None, weights: WeightsInfo) -> None:
-        """A LOADING model's outcome; the module and weights are in place before the status says READY."""
-        self.module, self.weights, self.reason = module, weights, reason
-        self.status = status
-
-    def adopt(self, loaded: LoadedModel) -> None:
-        """A LOADING model from configuration takes the outcome of its load (spec and catalogue too)."""
-        self.spec, self.layers = loaded.spec, loaded.layers
-        self._names = dict(loaded._names)
-        self.settle(loaded.status, loaded.reason, loaded.module, loaded.weights)
-
-    def report(self, reason: str) -> None:
-        """Progress of a LOADING model (its reason), e.g. "downloading, 42 % (...)"."""
-        if self.status == LOADING:
-            self.reason = reason
-
-    @property
-    def pretrained(self) -> bool:
-        """What the model card states; else True when the weights came from a file (not random, not missing)."""
-        if self.spec.pretrained is not None and self.weights.source != "random":
-            return self.spec.pretrained
-        return self.weights.pretrained
-
-    def resolve_layer(self, name: str) -> str:
-        """Module path of a layer given by alias ("conv3_1") or module path ("features.10").
-
-        Raises:
-            UnknownLayer: neither; the message lists the aliases and module paths.
-        """
-        try:
-            return self._names[name]
-        except KeyError:
-            folded = {alias.lower(): path for alias, path in self._names.items()}
-            if name.lower() in folded:  # names are case-insensitive, like labels
-                return folded[name.lower()]
-            aliases = ", ".join(a for a in self.spec.aliases if a in self._names)
-            paths = ", ".join(layer.name for layer in self.layers)
-            listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
-            hint = suggest(name, list(self._names))
-            raise UnknownLayer(f"{self.spec.name} has no layer {shown(name)}{hint}; {listing}") from None
-
-    def require_ready(self) -> nn.Module:
-        """The served module.
-
-        Raises:
-            ModelUnavailable: the model is UNAVAILABLE; the message is the reason.
-        """
-        module = self.module
-        if self.status == LOADING:
-            raise ModelUnavailable(
-                f"model {self.spec.name} is loading: {self.reason}; it serves once `interp models` shows it READY"
-            )
-        if self.status != READY or module is None:
-            raise ModelUnavailable(f"model {self.spec.name} is unavailable: {self.reason}")
-        return module
-
-    def __repr__(self) -> str:
-        return f"LoadedModel({self.spec.name!r}, {self.status}, source={self.weights.source!r})"
 
 
 def load_model(spec: ModelSpec, options: WeightsOptions, device: str = "cpu") -> LoadedModel:

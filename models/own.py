@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from models.card import ModelCard, OwnModelError, card_for, parse_source
 from models.catalogue import LayerInfo
 from models.errors import FixedInputSize, WeightsError, WeightsNotFound
-from models.hub import READY, UNAVAILABLE, LoadedModel
 from models.lenet import Normalize
+from models.loaded import READY, UNAVAILABLE, LoadedModel
 from models.registry import ModelSpec, Preprocessing, WeightsRecord
 from models.traced import traced_catalogue
 from models.weights import WeightsInfo, WeightsOptions, file_sha256, needs_download, resolve_weights

@@ -1423,3 +1423,59 @@ class ServerInfo(_message.Message):
     running_heavy: int
     queued_heavy: int
     def __init__(self, version: _Optional[str] = ..., api_version: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., libraries: _Optional[_Mapping[str, str]] = ..., models: _Optional[_Iterable[str]] = ..., worker_threads: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., implemented_rpcs: _Optional[_Iterable[str]] = ..., running_heavy: _Optional[int] = ..., queued_heavy: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("model", "layer", "unit", "top_k", "float16", "frame")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FLOAT16_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    unit: int
+    top_k: int
+    float16: bool
+    frame: Image
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., unit: _Optional[int] = ..., top_k: _Optional[int] = ..., float16: _Optional[bool] = ..., frame: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class QuantizedMaps(_message.Message):
+    __slots__ = ("shape", "dtype", "data", "scale", "offset", "float16")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FLOAT16_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: Tensor.DType
+    data: bytes
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    offset: _containers.RepeatedScalarFieldContainer[float]
+    float16: bool
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Tensor.DType, str]] = ..., data: _Optional[bytes] = ..., scale: _Optional[_Iterable[float]] = ..., offset: _Optional[_Iterable[float]] = ..., float16: _Optional[bool] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("stamp", "sequence", "skipped", "layer", "unit", "maps", "unit_map", "predictions", "compute_ms", "error")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_MAP_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    sequence: int
+    skipped: int
+    layer: str
+    unit: int
+    maps: QuantizedMaps
+    unit_map: Tensor
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    compute_ms: float
+    error: ItemError
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., sequence: _Optional[int] = ..., skipped: _Optional[int] = ..., layer: _Optional[str] = ..., unit: _Optional[int] = ..., maps: _Optional[_Union[QuantizedMaps, _Mapping]] = ..., unit_map: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...

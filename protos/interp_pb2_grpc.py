@@ -129,6 +129,11 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.PlaceImagesResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.stream_stream(
+                '/interp.v1.Interp/Watch',
+                request_serializer=protos_dot_interp__pb2.WatchRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class InterpServicer:
@@ -248,6 +253,12 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InterpServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +356,11 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.PlaceImages,
                     request_deserializer=protos_dot_interp__pb2.PlaceImagesRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.PlaceImagesResponse.SerializeToString,
+            ),
+            'Watch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=protos_dot_interp__pb2.WatchRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -860,6 +876,33 @@ class Interp:
             '/interp.v1.Interp/PlaceImages',
             protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
             protos_dot_interp__pb2.PlaceImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/interp.v1.Interp/Watch',
+            protos_dot_interp__pb2.WatchRequest.SerializeToString,
+            protos_dot_interp__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

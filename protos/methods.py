@@ -25,7 +25,9 @@ a dataset-level job also states its cost in ``server/budgets.py``) and one typed
 it adds something: a result class in ``client/results/`` (behaviour such as properties; otherwise
 one is made from the reply by ``client/results/generated.py``, ``save`` included) and a row in
 ``client/cli_commands.py`` (``-o``, extra options, a formatter in ``client/cli_text.py``;
-otherwise the generic text). A test of the method table keeps this recipe true.
+otherwise the generic text). A live RPC (``live``: frames in, one answer per processed frame out,
+bidirectional) has its handler return a session (``server.handlers.Live``) that the servicer's
+``live`` path feeds, latest frame winning. A test of the method table keeps this recipe true.
 This module imports only protobuf (the SDK installs without torch).
 """
 
@@ -78,6 +80,9 @@ class Method:
     # ``resolved``. Empty: every field applies to every method.
     applies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     request_streamed: bool = False  # the client sends a stream of requests (the SDK takes an iterable of values)
+    # Bidirectional and live (with request_streamed): each request message may carry a frame and
+    # each answer (``reply``, no event wrapper) is one processed frame; latest frame wins.
+    live: bool = False
 
     @property
     def streamed(self) -> bool:
@@ -385,6 +390,16 @@ METHODS: tuple[Method, ...] = (
         command="place",
         positionals=("model", "dataset"),
     ),
+    # The CLI's `watch` (video in, video out) lives in client/video.py, behind the `video` extra.
+    Method(
+        "Watch",
+        pb.WatchRequest,
+        pb.WatchResponse,
+        "a layer's activation maps at frame rate from a stream of frames (latest frame wins)",
+        heavy=True,
+        request_streamed=True,
+        live=True,
+    ),
 )
 
 _BY_RPC = {m.rpc: m for m in METHODS}
@@ -415,8 +430,10 @@ def check_table() -> list[str]:
             continue
         if rpc.input_type.full_name != method.request.DESCRIPTOR.full_name:
             problems.append(f"{method.rpc}: request is {rpc.input_type.full_name}")
-        if rpc.server_streaming != method.streamed:
+        if rpc.server_streaming != (method.streamed or method.live):
             problems.append(f"{method.rpc}: streamed is {rpc.server_streaming} in interp.proto")
+        if method.live and (method.streamed or not method.request_streamed):
+            problems.append(f"{method.rpc}: a live method streams requests and answers without an event message")
         if rpc.client_streaming != method.request_streamed:
             problems.append(f"{method.rpc}: request_streamed is {rpc.client_streaming} in interp.proto")
         reply: Any = rpc.output_type

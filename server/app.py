@@ -16,7 +16,8 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from models.hub import LOADING, READY, LoadedModel, ModelHub
+from models.hub import ModelHub
+from models.loaded import LOADING, READY, LoadedModel
 from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
 from protos import interp_pb2_grpc as pb_grpc

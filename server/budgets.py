@@ -26,7 +26,7 @@ from torch import nn
 
 from interp.pca import pca_cost
 from models.catalogue import LayerInfo
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from server.config import Limits
 from server.errors import Overloaded
 

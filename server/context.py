@@ -20,7 +20,8 @@ from interp.errors import Cancelled
 from models.catalogue import LayerInfo
 from models.dataset_registry import DatasetRegistry
 from models.errors import UnknownLayer, shown
-from models.hub import LoadedModel, ModelHub, suggest
+from models.hub import ModelHub
+from models.loaded import LoadedModel, suggest
 from protos import interp_pb2 as pb
 from server import budgets, convert
 from server import foreign_errors as _foreign_errors  # noqa: F401 - registers the status of interp/models errors

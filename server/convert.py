@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from models.catalogue import LayerInfo
 from models.errors import shown
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from protos.codec import to_tensor
 

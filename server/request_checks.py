@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from models.errors import shown
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos.interp_docs import FIELD_DOCS
 from protos.methods import Method
 from server.errors import BadRequest

@@ -10,7 +10,9 @@ For each :class:`protos.methods.Method` the servicer gets one generated handler 
    default above an operator's cap is refused saying so);
 4. calls the per-RPC code of ``server/handlers/`` through a :class:`Ctx`, inside a capacity
    slot for heavy methods; streamed methods run on a worker thread and stream Progress events
-   (a "queued" event first when the call must wait), then one result;
+   (a "queued" event first when the call must wait), then one result; live methods
+   (``Method.live``, bidirectional) hold one slot for the stream and answer its frames, the latest
+   frame winning (:meth:`InterpServicer.live`);
 5. stamps the reply with the model, its weights, the request id and the elapsed time.
 Errors carry their status code (``server/errors.py``) and are mapped by one decorator.
 """
@@ -18,8 +20,10 @@ Errors carry their status code (``server/errors.py``) and are mapped by one deco
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,10 +41,10 @@ from protos.methods import METHODS, Method
 from server.config import ServerConfig
 from server.context import Call, Ctx, Services, check_cap
 from server.errors import BadRequest, grpc_errors
-from server.handlers import HANDLERS, Handler, Streamed
+from server.handlers import HANDLERS, Handler, Live, Streamed
 from server.interceptors import Metrics
 from server.request_checks import check_fields, field_value, params_from_proto, refuse_unknown_fields
-from server.streaming import ProgressThrottle
+from server.streaming import LatestWins, ProgressThrottle
 from server.threads import pin, threads_for
 
 log = logging.getLogger("interp.server")
@@ -163,6 +167,65 @@ class InterpServicer(pb_grpc.InterpServicer):
             finally:
                 self.stalls.resumed(key)
 
+    def live(self, method: Method, handler: Handler, requests: Iterator[Message], call: Call) -> Iterator[Message]:
+        """A bidirectional live stream: the first message is checked as any request (model,
+        fields), then the stream holds one capacity slot while a reader thread hands every
+        message to the handler's :class:`Live` session, which keeps at most one frame waiting
+        (:class:`LatestWins`). Ends when the client closes its side (after answering what waits),
+        cancels, stops reading (stall watch) or sends nothing for ``stream_stall_s`` (idle)."""
+        idle_s = self.limits.stream_stall_s
+        first = _first_message(requests, idle_s, method.rpc)
+        if not getattr(first, "model", "x"):
+            raise BadRequest(f"the first {method.rpc} message must name the model; see ListModels", field="model")
+        ctx, params = self.prepare(method, handler, first, call)
+        ctx.rpc = method.rpc
+        session: Live = handler.fn(ctx, first, params)
+        waiting = LatestWins()
+        key = id(call)
+
+        def feed(message: Message) -> None:
+            accepted = session.accept(message)
+            if accepted is None:
+                waiting.touch()
+            else:
+                waiting.put(*accepted)
+
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for message in requests:
+                    feed(message)
+            except grpc.RpcError as exc:  # a cancelled call ends its request iterator so
+                log.debug("request %s: %s request stream ended: %s", call.request_id, method.rpc, exc)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the stream's thread
+                failed.append(exc)
+            finally:
+                waiting.close()
+
+        with self.gate.slot(lambda: not call.should_stop()):
+            feed(first)
+            threading.Thread(target=read, name=f"interp-read-{call.request_id}", daemon=True).start()
+            while not call.should_stop():
+                taken = waiting.take(timeout=0.1)
+                if taken is None:
+                    if waiting.closed:
+                        if failed:
+                            raise failed[0]
+                        return
+                    if time.monotonic() - waiting.last_put > idle_s:
+                        raise IdleStream(
+                            f"{method.rpc}: no message for {idle_s:g} s (this server's stream_stall_s); stream ended"
+                        )
+                    continue
+                reply = session.answer(*taken)
+                self._stamp(reply, ctx)
+                self.stalls.waiting(key, call)  # the client must read: the stall watch cancels otherwise
+                try:
+                    yield reply
+                finally:
+                    self.stalls.resumed(key)
+
     @staticmethod
     def _stamp(reply: Message, ctx: Ctx) -> None:
         if "stamp" not in reply.DESCRIPTOR.fields_by_name or ctx._model is None:
@@ -269,17 +332,54 @@ class InterpServicer(pb_grpc.InterpServicer):
             yield work.finish(outcome["result"])
 
 
+class IdleStream(RuntimeError):
+    """A live stream whose client sent nothing for too long."""
+
+    grpc_status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _first_message(requests: Iterator[Message], idle_s: float, rpc: str) -> Message:
+    """The first message of a request stream, waited for at most ``idle_s`` (a client that opens a
+    stream and sends nothing must not hold a gRPC worker until it goes away)."""
+    box: queue.Queue[tuple[Message | None, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            box.put((next(requests, None), None))
+        except Exception as exc:  # noqa: BLE001 - handed to the stream's thread
+            box.put((None, exc))
+
+    threading.Thread(target=read, name=f"interp-first-{rpc}", daemon=True).start()
+    try:
+        first, error = box.get(timeout=idle_s)
+    except queue.Empty:
+        raise IdleStream(f"{rpc}: no first message within {idle_s:g} s (this server's stream_stall_s)") from None
+    if error is not None:
+        raise error
+    if first is None:
+        raise BadRequest(f"{rpc}: the stream closed before its first message")
+    return first
+
+
 def _rpc_handler(method: Method) -> Callable[..., Any]:
     """The servicer method for one table entry: unary or streaming, errors mapped by grpc_errors."""
     handler = HANDLERS[method.rpc]
 
-    if method.streamed:
+    if method.live:
+
+        def live(self: InterpServicer, requests: Iterator[Message], context: grpc.ServicerContext, *, request_id: str):  # type: ignore[no-untyped-def]
+            # A live stream lasts as long as the client wants (or its own deadline): no default deadline.
+            call = Call(context, request_id, math.inf)
+            yield from self.live(method, handler, requests, call)
+
+        fn: Callable[..., Any] = live
+    elif method.streamed:
 
         def streamed(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str):  # type: ignore[no-untyped-def]
             call = Call(context, request_id, self.limits.default_deadline_s)
             yield from self.stream(method, handler, request, call)
 
-        fn: Callable[..., Any] = streamed
+        fn = streamed
     else:
 
         def unary(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str) -> Message:

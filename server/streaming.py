@@ -112,3 +112,66 @@ class ProgressThrottle:
     def _take(self, step: Any) -> tuple[Any, int, torch.Tensor | None]:
         preview, self._preview = self._preview, None
         return (step, 0, None) if preview is None else (step, preview[0], preview[1])
+
+
+class LatestWins:
+    """What a live stream has to answer, in arrival order, with at most one frame waiting.
+
+    ``put(item, frame=True)`` adds a frame: a frame still waiting is replaced (never computed)
+    and counted in ``skipped``. ``frame=False`` adds a notice (an answer without a computation,
+    such as a refused settings change); at most ``max_notices`` wait, the oldest dropped. ``take``
+    waits for the next item and returns it with the frames skipped since the previous take;
+    ``close`` ends the stream once what waits is taken. Nothing grows without bound.
+    """
+
+    def __init__(self, max_notices: int = 8) -> None:
+        self._cond = threading.Condition()
+        self._items: list[tuple[Any, bool]] = []
+        self._max_notices = max_notices
+        self._closed = False
+        self.skipped = 0  # since the last take
+        self.skipped_total = 0
+        self.last_put = time.monotonic()
+
+    def put(self, item: Any, frame: bool = True) -> None:
+        with self._cond:
+            self.last_put = time.monotonic()
+            if frame:
+                for i, (_, waiting_frame) in enumerate(self._items):
+                    if waiting_frame:
+                        del self._items[i]
+                        self.skipped += 1
+                        self.skipped_total += 1
+                        break
+            elif sum(1 for _, f in self._items if not f) >= self._max_notices:
+                first = next(i for i, (_, f) in enumerate(self._items) if not f)
+                del self._items[first]
+            self._items.append((item, frame))
+            self._cond.notify_all()
+
+    def touch(self) -> None:
+        """A message arrived that asks for no answer: the stream is not idle."""
+        with self._cond:
+            self.last_put = time.monotonic()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> tuple[Any, int] | None:
+        """The next item and the frames skipped before it; None after ``timeout`` s without one
+        or once closed and empty (``closed`` tells which)."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item, _ = self._items.pop(0)
+            skipped, self.skipped = self.skipped, 0
+            return item, skipped
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed and not self._items

@@ -6,21 +6,24 @@
 - :mod:`.synthesis`: VisualizeFilter, DeepDream, InterpolateFeatures
 - :mod:`.dataset_views`: ListDatasets, BuildIndex, TopActivations, NearestNeighbors
 - :mod:`.embeddings`: Embedding, PlaceImages
+- :mod:`.live`: Watch (bidirectional: a layer's maps per frame)
 
 :mod:`.base` holds the registry and what the modules share.
 """
 
-from server.handlers import attacks, attribution, dataset_views, embeddings, models, synthesis
-from server.handlers.base import HANDLERS, Handler, Streamed
+from server.handlers import attacks, attribution, dataset_views, embeddings, live, models, synthesis
+from server.handlers.base import HANDLERS, Handler, Live, Streamed
 
 __all__ = [
     "HANDLERS",
     "Handler",
+    "Live",
     "Streamed",
     "attacks",
     "attribution",
     "dataset_views",
     "embeddings",
+    "live",
     "models",
     "synthesis",
 ]

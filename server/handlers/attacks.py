@@ -19,7 +19,7 @@ from interp.attacks.minimal_epsilon import minimal_epsilon
 from interp.attacks.minimal_params import DEEPFOOL_METHODS, MinimalAttackParams
 from interp.attacks.minimal_params import resolve as resolve_minimal
 from interp.attacks.robustness import AttackDatasetParams, curve_png, resolve_dataset_params, robustness
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx

@@ -13,7 +13,7 @@ from interp import rendering
 from interp.attribution.saliency import SaliencyParams
 from interp.attribution.saliency import saliency as compute_saliency
 from interp.errors import InvalidInput
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from interp import rendering
 from models.dataset_registry import Dataset, UnknownDataset
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx
@@ -43,6 +43,20 @@ class Streamed:
     # The largest activation one step computes, all its images (Ctx.elements): below torch's
     # grain size the loop runs on one torch thread (server.threads); 0: the server's threads.
     elements: int = 0
+
+
+class Live(Protocol):
+    """A live handler's session (``Method.live``), made from the stream's first message.
+
+    ``accept(message)`` runs on the reader thread for every message in order (the first
+    included): it applies the message's settings and returns ``(item, is_frame)`` to answer, or
+    None when nothing is to be answered; it never raises (a refused message becomes an item whose
+    answer carries the error). ``answer(item, skipped)`` computes one answer on the stream's thread.
+    """
+
+    def accept(self, message: Any) -> tuple[Any, bool] | None: ...
+
+    def answer(self, item: Any, skipped: int) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from interp.dataset import neighbours
 from interp.dataset.index import BuildIndexParams, default_layers
 from interp.progress import StepEvent
 from models.datasets import DatasetError, DatasetNotFound
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx

@@ -12,7 +12,7 @@ import torch
 from interp import rendering
 from interp.single_pass import activations as compute_activations
 from interp.single_pass import kernels as compute_kernels
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import __version__, convert
 from server.context import Ctx

@@ -26,7 +26,7 @@ from interp.synthesis.feature_vis import visualize_filter as compute_visualizati
 from interp.synthesis.feature_vis_params import FeatureVisParams
 from interp.synthesis.feature_vis_params import resolve as resolve_feature_vis
 from models.errors import UnknownLayer
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
 from server.context import Ctx

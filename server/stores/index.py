@@ -39,7 +39,7 @@ from interp.dataset.index import IndexProgress, LayerIndex, NothingIndexed, buil
 from interp.errors import Cancelled
 from models.dataset_registry import Dataset, IdxDataset
 from models.errors import shown
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 from models.registry import Preprocessing
 from server.errors import FailedPrecondition
 from server.stores.datasets import fast_path, iter_batches, preprocess_ids

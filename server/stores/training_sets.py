@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from models.datasets import load_dataset
-from models.hub import LoadedModel
+from models.loaded import LoadedModel
 
 
 class TrainingSets:

@@ -13,7 +13,14 @@ from protos import interp_pb2 as pb
 from protos.methods import METHODS, by_rpc
 
 #: SDK argument names that are not request fields of the same name (argument -> field).
-ALIASES = {"epsilon": "epsilons", "method": "methods", "name": "model", "positive": "sets", "negative": "sets"}
+ALIASES = {
+    "epsilon": "epsilons",
+    "method": "methods",
+    "name": "model",
+    "positive": "sets",
+    "negative": "sets",
+    "frames": "frame",
+}
 NOT_FIELDS = {"self", "timeout", "progress", "params"}
 
 

@@ -41,7 +41,9 @@ def test_every_rpc_has_one_handler_and_the_servicer_serves_it() -> None:
     assert set(HANDLERS) == {m.rpc for m in METHODS}
     for method in METHODS:
         assert callable(getattr(InterpServicer, method.rpc)), method.rpc
-        assert inspect.isgeneratorfunction(getattr(InterpServicer, method.rpc).__wrapped__) == method.streamed
+        assert inspect.isgeneratorfunction(getattr(InterpServicer, method.rpc).__wrapped__) == (
+            method.streamed or method.live
+        )
 
 
 def test_params_from_proto_refuses_a_field_the_dataclass_lacks() -> None:

@@ -43,8 +43,9 @@ def test_contract_defines_every_rpc() -> None:
         "NearestNeighbors",
         "Embedding",
         "PlaceImages",
+        "Watch",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}
     assert streaming == {
-        "VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset", "BuildIndex", "Embedding"
+        "VisualizeFilter", "DeepDream", "InterpolateFeatures", "AttackDataset", "BuildIndex", "Embedding", "Watch"
     }  # fmt: skip

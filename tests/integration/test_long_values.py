@@ -132,8 +132,8 @@ def test_a_1mb_value_gets_a_short_status_from_the_server(
     call = getattr(stub, method.rpc)
     caplog.set_level(logging.INFO)
     with pytest.raises(grpc.RpcError) as info:
-        answer = call(request, timeout=120)
-        if method.streamed:
+        answer = call(iter([request]) if method.request_streamed else request, timeout=120)
+        if method.streamed or method.live:
             for _ in answer:
                 pass
     error = info.value

@@ -37,7 +37,8 @@ from interp.synthesis import deepdream as dd
 from interp.synthesis import feature_interpolation as dfi
 from interp.synthesis import feature_vis as fv
 from interp.synthesis import feature_vis_params as fvp
-from models.hub import LoadedModel, ModelHub
+from models.hub import ModelHub
+from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from protos.codec import from_tensor
 from protos.methods import by_rpc

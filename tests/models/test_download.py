@@ -20,7 +20,8 @@ import pytest
 from models import download
 from models.download import DownloadFailed, NetworkBounds, download_file
 from models.errors import WeightsError
-from models.hub import LOADING, READY, UNAVAILABLE, ModelHub
+from models.hub import ModelHub
+from models.loaded import LOADING, READY, UNAVAILABLE
 from models.weights import WeightsOptions
 from tests.support.weights_mirror import (
     TINY,

@@ -12,7 +12,8 @@ from torch import nn
 
 from models.card import OwnModelError, card_for, parse_source
 from models.catalogue import LayerInfo, layer_catalogue
-from models.hub import READY, UNAVAILABLE, ModelHub
+from models.hub import ModelHub
+from models.loaded import READY, UNAVAILABLE
 from models.own import load_own_model
 from models.registry import get_spec
 from models.traced import traced_catalogue

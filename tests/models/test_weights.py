@@ -26,7 +26,8 @@ from models.errors import (
     WeightsNotFound,
     shown,
 )
-from models.hub import READY, UNAVAILABLE, ModelHub
+from models.hub import ModelHub
+from models.loaded import READY, UNAVAILABLE
 from models.registry import ModelSpec, get_spec
 from models.weights import WeightsOptions, random_weights, resolve_weights, state_dict_sha256
 from models.zoo import LENET_METADATA

@@ -1,0 +1,167 @@
+"""``interp watch``: a video or a camera through Watch, written as a Deep Visualization Toolbox video.
+
+Each processed frame becomes one output frame: the input frame, the grid of the layer's channels,
+the selected unit enlarged, the top-5 classes and the frames per second. Frames are sent as fast as
+they are read; the server computes the newest and skips the others (counted); ``--every-frame``
+sends each frame once the previous one is answered, so none is skipped (a file, offline). This is the one client
+module that imports OpenCV (the ``video`` extra, opencv-python-headless); the SDK stays free of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+
+from client.sdk import InterpClient
+from client.watch import WatchFrame
+
+__all__ = ["channel_grid", "dvt_frame", "run"]
+
+PANEL = 256  # side of each of the three panels
+TEXT_HEIGHT = 128  # the strip under them: classes, fps, counters
+WIDTH, HEIGHT = 3 * PANEL, PANEL + TEXT_HEIGHT
+
+
+def _frames(capture: Any, limit: int | None, kept: dict[int, np.ndarray], count: list[int]) -> Iterator[np.ndarray]:
+    """RGB frames from ``capture``; each is also kept by its sequence number until answered."""
+    while limit is None or count[0] < limit:
+        ok, bgr = capture.read()
+        if not ok:
+            return
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        kept[count[0]] = rgb
+        count[0] += 1
+        yield rgb
+
+
+def channel_grid(maps: np.ndarray, side: int = PANEL) -> np.ndarray:
+    """(C, H, W) or (F,) maps -> a side x side uint8 grid, each channel scaled to its own range."""
+    if maps.ndim == 1:
+        maps = maps[:, None, None]
+    channels = maps.shape[0]
+    columns = math.ceil(math.sqrt(channels))
+    rows = math.ceil(channels / columns)
+    flat = maps.reshape(channels, -1)
+    low, high = flat.min(axis=1)[:, None, None], flat.max(axis=1)[:, None, None]
+    scaled = ((maps - low) / np.where(high > low, high - low, 1.0) * 255.0).astype(np.uint8)
+    h, w = maps.shape[1:]
+    grid = np.zeros((rows * (h + 1), columns * (w + 1)), np.uint8)
+    for c in range(channels):
+        r, q = divmod(c, columns)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = scaled[c]
+    return cv2.resize(grid, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def _panel(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.resize(image, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST)
+
+
+def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> np.ndarray:
+    """The output frame (BGR, HEIGHT x WIDTH) for one answer."""
+    canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    if frame_rgb is not None:
+        canvas[:PANEL, :PANEL] = _panel(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
+    lines = []
+    if answer.error is not None:
+        lines.append(f"frame {answer.sequence}: {answer.error}"[:90])
+    elif answer.maps is not None:
+        canvas[:PANEL, PANEL : 2 * PANEL] = _panel(channel_grid(answer.maps))
+        unit = answer.unit
+        if answer.unit_map is not None and answer.unit_map.ndim == 2:
+            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(answer.unit_map[None]))
+        elif answer.maps.ndim == 3:
+            unit = int(answer.maps.reshape(answer.maps.shape[0], -1).mean(axis=1).argmax())
+            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(answer.maps[unit][None]))
+        lines.append(f"{answer.layer}  unit {unit}")
+        lines.extend(f"{p:5.1%}  {label}" for _, label, p in answer.predictions[:5])
+    for i, line in enumerate(lines[:6]):
+        cv2.putText(canvas, line, (8, PANEL + 18 + 17 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    status = f"{fps:5.1f} fps  frame {answer.sequence}  skipped {answer.skipped}  {answer.compute_ms:.1f} ms"
+    cv2.putText(canvas, status, (2 * PANEL + 8, PANEL + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1)
+    return canvas
+
+
+def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Read the source, stream it through Watch, write (and optionally show) the DVT video."""
+    capture = cv2.VideoCapture(args.video if args.video is not None else args.camera)
+    if not capture.isOpened():
+        source = args.video if args.video is not None else f"camera {args.camera}"
+        raise ValueError(f"cannot open {source} with OpenCV")
+    source_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = cv2.VideoWriter(args.output, cv2.VideoWriter.fourcc(*"mp4v"), source_fps, (WIDTH, HEIGHT))
+    if not writer.isOpened():
+        capture.release()
+        raise ValueError(f"cannot write {args.output} with OpenCV (mp4v)")
+    show = args.show
+    kept: dict[int, np.ndarray] = {}
+    read = [0]
+    processed = skipped = errors = 0
+    started = time.perf_counter()
+    try:
+        source = _frames(capture, args.max_frames, kept, read)
+        settings = {"model": args.model, "layer": args.layer, "unit": args.unit, "top_k": args.top_k}
+        answers = _one_at_a_time(c, source, settings) if args.every_frame else c.watch(source, **settings)
+        for answer in answers:
+            if answer.sequence < 0:  # a refused settings change: nothing to draw
+                continue
+            processed += 1
+            skipped += answer.skipped
+            errors += answer.error is not None
+            fps = processed / max(time.perf_counter() - started, 1e-9)
+            frame = kept.get(answer.sequence)
+            for sequence in [s for s in kept if s <= answer.sequence]:
+                del kept[sequence]  # only frames not yet answered stay
+            picture = dvt_frame(frame, answer, fps)
+            writer.write(picture)
+            if show:
+                show = _show(picture)
+    finally:
+        writer.release()
+        capture.release()
+    elapsed = time.perf_counter() - started
+    fps = processed / elapsed if elapsed > 0 else 0.0
+    document = {
+        "output": args.output,
+        "sent": read[0],
+        "processed": processed,
+        "skipped": skipped,
+        "errors": errors,
+        "fps": round(fps, 2),
+    }
+    text = (
+        f"{args.output}: {processed} frames processed of {read[0]} read "
+        f"({skipped} skipped, {errors} errors), {fps:.1f} fps"
+    )
+    return text, document
+
+
+def _one_at_a_time(c: InterpClient, frames: Iterator[np.ndarray], settings: dict[str, Any]) -> Iterator[WatchFrame]:
+    """Every frame answered (``--every-frame``): each is sent once the previous one's answer came."""
+    with c.watch_session(**settings) as session:
+        answers = iter(session)
+        for frame in frames:
+            session.send(frame)
+            yield next(answers)
+
+
+def _show(picture: np.ndarray) -> bool:
+    """Show one frame; False (and a note) when this OpenCV has no GUI (opencv-python-headless)."""
+    try:
+        cv2.imshow("interp watch", picture)
+        cv2.waitKey(1)
+        return True
+    except cv2.error:
+        print(
+            "--show: this OpenCV build has no GUI (opencv-python-headless); install opencv-python to see the frames",
+            file=sys.stderr,
+        )
+        return False

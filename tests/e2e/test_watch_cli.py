@@ -1,0 +1,91 @@
+"""`interp watch`: a short video made here from Fashion-MNIST images, streamed through Watch by the
+console script against the real in-process server, written as a DVT video read back with OpenCV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from client.video import HEIGHT, WIDTH
+from tests.conftest import require, require_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERP = Path(sys.executable).parent / "interp"
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    from models.datasets import load_dataset
+
+    require_fashion_mnist()
+    images, _ = load_dataset("fashion-mnist", "test", download=False)
+    path = tmp_path_factory.mktemp("video") / "fashion.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (56, 56))
+    assert writer.isOpened()
+    for i in range(FRAMES):
+        gray = cv2.resize(images[i], (56, 56), interpolation=cv2.INTER_NEAREST)
+        writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    capture.release()
+    return path
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"{path} does not open with VideoCapture"
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def test_watch_writes_one_dvt_frame_per_processed_frame(target, clip, tmp_path) -> None:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    out = tmp_path / "out.mp4"
+    args = ["--server", target, "--json", "watch", "lenet", "--video", str(clip), "--layer", "relu2"]
+    done = subprocess.run(
+        [str(INTERP), *args, "--unit", "3", "-o", str(out), "--show"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["sent"] == FRAMES and document["errors"] == 0
+    assert document["processed"] >= 1 and document["processed"] + document["skipped"] == FRAMES
+    assert "--show: this OpenCV build has no GUI" in done.stderr  # opencv-python-headless here
+    written = _frames(out)
+    assert len(written) == document["processed"]
+    assert written[0].shape == (HEIGHT, WIDTH, 3)
+    assert written[0][: HEIGHT // 2, WIDTH // 3 : 2 * WIDTH // 3].std() > 10  # the channel grid is drawn
+
+
+def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> None:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    out = tmp_path / "all.mp4"
+    args = ["--server", target, "--json", "watch", "lenet", "--video", str(clip), "--layer", "conv1"]
+    done = subprocess.run(
+        [str(INTERP), *args, "--every-frame", "--top-k", "0", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["sent"], document["processed"], document["skipped"]) == (FRAMES, FRAMES, 0)
+    assert len(_frames(out)) == FRAMES
