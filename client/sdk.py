@@ -540,11 +540,14 @@ class InterpClient(RpcClient):
         top_k: int | None = 5,
         float16: bool | None = None,
         timeout: float | None = None,
+        max_in_flight: int | None = 2,
     ) -> WatchSession:
         """Open a Watch stream: ``send`` frames, ``change`` layer or unit mid-stream, iterate answers.
 
         ``timeout`` is the whole stream's deadline (default none: the server ends a stream that
-        sends nothing for its ``stream_stall_s``).
+        sends nothing for its ``stream_stall_s``). ``max_in_flight`` bounds the frames sent and not
+        yet answered (the next one waits for an answer; ``None``: no bound, the server's
+        latest-frame-wins alone keeps up).
         """
         stub = self._stub.Watch
         return WatchSession(
@@ -554,6 +557,7 @@ class InterpClient(RpcClient):
             unit=unit,
             top_k=top_k,
             float16=float16,
+            max_in_flight=max_in_flight,
         )
 
     def watch(
@@ -571,7 +575,8 @@ class InterpClient(RpcClient):
 
         Frames are sent from a thread of their own; the server computes the newest frame it has
         and skips the older ones waiting (``WatchFrame.skipped``), so the answers keep up with the
-        source. ``top_k=0`` stops the forward at the layer (no classes). Leaving the loop ends the
+        source; at most two frames are unanswered at a time (the sender waits for an answer).
+        ``top_k=0`` stops the forward at the layer (no classes). Leaving the loop ends the
         stream. A frame the server cannot read gets ``WatchFrame.error`` and the stream goes on.
         """
 

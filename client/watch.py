@@ -4,7 +4,10 @@
 float16 without reopening, iterate the answers (:class:`WatchFrame`). A sender thread turns
 frames into messages, so the caller's source (a camera loop) never waits on the consumer of the
 answers; the server keeps at most one frame waiting (latest frame wins) and says in each answer
-how many it skipped. ``InterpClient.watch(frames, ...)`` is the simple form over an iterable.
+how many it skipped. The session keeps at most ``max_in_flight`` frames sent but not yet answered
+(default 2: one computing, one waiting): a sender flooding the stream would otherwise fill the
+server's reader and the transport with frames that are only skipped, and those threads take the
+cores the forward needs. ``InterpClient.watch(frames, ...)`` is the simple form over an iterable.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ class WatchSession:
     """One open Watch stream (use as a context manager; ``cancel`` or leaving the block ends it).
 
     ``send(frame)`` queues a frame (numpy array, path or encoded bytes) for the sender thread and
-    waits only while ``max_pending`` messages are still unsent; ``change(layer=..., unit=...)``
+    waits only while ``max_pending`` messages are still unsent (they leave once fewer than
+    ``max_in_flight`` sent frames are unanswered; ``None``: no bound); ``change(layer=..., unit=...)``
     changes the settings for the frames sent after it; ``close()`` says no more frames will come
     (the answers to those sent still arrive); iterating yields :class:`WatchFrame` answers in order.
     """
@@ -119,7 +123,15 @@ class WatchSession:
         top_k: int | None = 5,
         float16: bool | None = None,
         max_pending: int = 2,
+        max_in_flight: int | None = 2,
     ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1 (or None), not {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self.frames_sent = 0  # frames handed to the transport
+        self.frames_answered = 0  # frames answered or skipped by the server (the last answer's sequence + 1)
+        self._window = threading.Condition()
+        self.window_full = threading.Event()  # set while a frame waits for an answer to free the window
         self._outgoing: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_pending))
         self._first: dict[str, Any] | None = _settings(model, layer, -1 if unit is None else unit, top_k, float16)
         self._closed = False  # no more frames
@@ -134,7 +146,29 @@ class WatchSession:
             item = self._outgoing.get()
             if item is _CLOSE:
                 return
+            if item.HasField("frame"):
+                if not self._wait_for_window():
+                    return
             yield item
+
+    def _wait_for_window(self) -> bool:
+        """Wait until fewer than ``max_in_flight`` frames are unanswered, then count one more sent;
+        False when the stream ended or was cancelled meanwhile."""
+        with self._window:
+            while self.max_in_flight is not None and self.frames_sent - self.frames_answered >= self.max_in_flight:
+                if self._cancelled or self._ended:
+                    return False
+                self.window_full.set()
+                self._window.wait(timeout=0.1)
+            self.window_full.clear()
+            self.frames_sent += 1
+            return True
+
+    def _answered(self, sequence: int, *, ended: bool = False) -> None:
+        with self._window:
+            self.frames_answered = max(self.frames_answered, sequence + 1)
+            self._ended = self._ended or ended
+            self._window.notify_all()
 
     def _message(self, frame: ImageLike | None, settings: dict[str, Any]) -> pb.WatchRequest:
         with self._lock:
@@ -186,17 +220,19 @@ class WatchSession:
         """End the stream now (the server frees its slot)."""
         self._cancelled = self._closed = True
         self._call.cancel()
+        self._answered(-1)  # wakes a frame waiting for the window
 
     def __iter__(self) -> Iterator[WatchFrame]:
         try:
             for reply in self._call:
+                self._answered(reply.sequence)
                 yield WatchFrame.from_message(reply)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.CANCELLED and self._cancelled:
                 return
             raise from_rpc_error(error) from error
         finally:
-            self._ended = True
+            self._answered(-1, ended=True)
 
     def __enter__(self) -> WatchSession:
         return self

@@ -135,7 +135,8 @@ def test_each_answer_equals_an_activations_call(served, frames) -> None:
 
 def test_latest_frame_wins_and_every_frame_is_answered_or_counted(served, frames, received) -> None:
     srv, c = served
-    with Gate(srv) as gate, c.watch_session(model="lenet", layer="relu2", top_k=0) as session:
+    # no window in the SDK: the server alone must keep the newest frame
+    with Gate(srv) as gate, c.watch_session(model="lenet", layer="relu2", top_k=0, max_in_flight=None) as session:
         answers = iter(session)
         session.send(frames[0])
         assert gate.entered.acquire(timeout=60)  # frame 0 computes and waits
