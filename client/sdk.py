@@ -570,6 +570,7 @@ class InterpClient(RpcClient):
         top_k: int | None = 5,
         float16: bool | None = None,
         timeout: float | None = None,
+        max_in_flight: int | None = 2,
     ) -> Iterator[WatchFrame]:
         """A layer's activation maps for each processed frame of ``frames`` (arrays, paths or bytes).
 
@@ -582,7 +583,13 @@ class InterpClient(RpcClient):
 
         def open_session() -> WatchSession:
             return self.watch_session(
-                model=model, layer=layer, unit=unit, top_k=top_k, float16=float16, timeout=timeout
+                model=model,
+                layer=layer,
+                unit=unit,
+                top_k=top_k,
+                float16=float16,
+                timeout=timeout,
+                max_in_flight=max_in_flight,
             )
 
         return watch_frames(open_session, frames)

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
@@ -18,6 +18,7 @@ from client.errors import InterpError
 from web.api import embedding, jobs, lab, lab_more, layers, models, robustness
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
+from web.live import live_socket
 from web.security import Guard, Session
 from web.settings import WebSettings
 
@@ -54,6 +55,7 @@ ROUTES = [
     Route("/lab", _page("lab.html")),
     Route("/robustness", _page("robustness.html")),
     Route("/embedding", _page("embedding.html")),
+    Route("/live", _page("live.html")),
     Route("/models/{model}", _page("model.html")),
     Route("/models/{model}/layers/{layer}", _page("layer.html")),
     Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("unit.html")),
@@ -61,6 +63,7 @@ ROUTES = [
         "/api",
         routes=[
             Route("/login", login, methods=["POST"]),
+            WebSocketRoute("/live", live_socket),
             Route("/models", models.list_models),
             Route("/datasets", robustness.datasets),
             Route("/robustness", robustness.run, methods=["POST"]),

@@ -20,7 +20,7 @@ import secrets
 from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import MutableHeaders
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
@@ -54,7 +54,7 @@ class Session:
         self.secure_cookie = secure_cookie
         self.value = session_value(secrets.token_bytes(32), access_token) if access_token else ""
 
-    def logged_in(self, request: Request) -> bool:
+    def logged_in(self, request: HTTPConnection) -> bool:
         return not self.access_token or hmac.compare_digest(request.cookies.get(COOKIE, ""), self.value)
 
     def check_login(self, token: str) -> bool:

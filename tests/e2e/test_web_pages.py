@@ -4,8 +4,6 @@ interaction works. Screenshots of each page go to a temporary folder (printed wi
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,98 +11,36 @@ from typing import Any
 import pytest
 
 from tests.conftest import require
-from tests.e2e.web_harness import WebServer, sneaker_png, start_service
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-WAIT_S = 180
+from tests.e2e.web_harness import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    check_page,
+    chromium,
+    lenet_site,
+    screenshots_folder,
+    sneaker_png,
+    wait,
+)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[str]:
     require(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "chromium and chromium-driver (apt)")
-    server, target = start_service(tmp_path_factory.mktemp("index"))
-    from client import InterpClient
-    from web import WebSettings, create_app
-
-    with InterpClient(target, timeout=300) as client:  # an index of relu2: the unit page's top-9
-        client.build_index("lenet", "fashion-mnist-test", layers=["relu2"], k=9)
-    web = WebServer(create_app(WebSettings(server=target)))
-    yield web.url
-    web.stop()
-    server.stop(grace=None)
+    with lenet_site(tmp_path_factory.mktemp("index")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory) -> Iterator[Any]:
     require(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "chromium and chromium-driver (apt)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(flag)  # fmt: skip
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    browser.set_script_timeout(WAIT_S)
+    browser = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield browser
     browser.quit()
 
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    """A temporary folder, or EXPLORER_SCREENSHOTS (`make screenshots`: the docs' pictures)."""
-    chosen = os.environ.get("EXPLORER_SCREENSHOTS")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"screenshots: {folder}")
-    return folder
-
-
-def wait(driver: Any, condition: Any) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # a page replaces its elements as answers arrive: a stale one is looked up again
-    ignored = (StaleElementReferenceException,)
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
-
-
-def requested_urls(driver: Any) -> list[str]:
-    import json
-
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
-def check_page(driver: Any, site: str, shots: Path, name: str) -> None:
-    """No SEVERE console entry, nothing fetched outside the origin, every image decoded; a screenshot."""
-    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    assert not severe, severe
-    network = [u for u in requested_urls(driver) if u.startswith(("http:", "https:", "ws:", "wss:", "//"))]
-    outside = [u for u in network if not u.startswith(site + "/")]  # chrome:// (the browser's own tab) is not network
-    assert not outside, outside
-    broken = driver.execute_script(
-        "return [...document.images].filter(i => !i.hidden && !(i.complete && i.naturalWidth > 0))"
-        ".map(i => i.alt || i.src.slice(0, 60))"
-    )
-    assert not broken, broken
-    driver.save_screenshot(str(shots / f"{name}.png"))
+    return screenshots_folder(tmp_path_factory)
 
 
 def test_models_page(driver, site, shots) -> None:
