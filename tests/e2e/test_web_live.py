@@ -172,3 +172,5 @@ def test_live_page_streams_the_camera_and_selects_a_unit(camera, tmp_path_factor
     visual = driver.find_element(By.ID, "visual")
     assert driver.execute_script("return arguments[0].naturalWidth", visual) > 0
     check_page(driver, site, shots, "live")
+    driver.execute_script("document.getElementById('top').scrollIntoView()")
+    driver.save_screenshot(str(shots / "live-unit.png"))
