@@ -84,10 +84,10 @@ def plain_site(tmp_path_factory) -> Iterator[str]:
     server.stop(grace=None)
 
 
-def _connect(url: str, **headers: str) -> Any:
+def _connect(url: str, layer: str = "relu2", **headers: str) -> Any:
     from websockets.sync.client import connect
 
-    return connect(url.replace("http:", "ws:") + "/api/live?model=lenet&layer=relu2", additional_headers=headers)
+    return connect(url.replace("http:", "ws:") + f"/api/live?model=lenet&layer={layer}", additional_headers=headers)
 
 
 def test_the_socket_needs_this_origin_and_the_login(plain_site) -> None:
@@ -124,6 +124,10 @@ def test_the_socket_needs_this_origin_and_the_login(plain_site) -> None:
         assert answer["sequence"] == 2 and answer["error"]["code"] == "INVALID_ARGUMENT"
         socket.send(sneaker_png())
         assert json.loads(socket.recv(timeout=120))["sequence"] == 3
+    with _connect(plain_site, "nope", Origin=plain_site, Cookie=cookie) as socket:  # the stream's own error
+        socket.send(sneaker_png())
+        error = json.loads(socket.recv(timeout=120))
+        assert error["type"] == "error" and error["code"] == "INVALID_ARGUMENT" and "nope" in error["message"]
 
 
 @pytest.fixture(scope="module")
