@@ -1,8 +1,9 @@
 """The web port's guard (pure ASGI middleware): security headers, the login cookie, cross-site checks.
 
 - Every response carries a strict Content-Security-Policy: scripts, styles, fetches and images
-  from this origin only (images also as ``data:`` URLs inside its own JSON), no frames, no
-  plugins. The pages load nothing from elsewhere, so they work offline.
+  from this origin only (images also as ``data:`` URLs inside its own JSON), video only from
+  ``blob:`` URLs (the live page's file, read by the browser itself), no frames, no plugins.
+  The pages load nothing from elsewhere, so they work offline.
 - With an access token, every path but the login page needs the session cookie (HttpOnly,
   SameSite=Strict, Secure under TLS); its value is an HMAC of the token under a per-process key,
   so the token itself is never stored in the browser.
@@ -24,7 +25,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src blob:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'; "
     "object-src 'none'"
 )

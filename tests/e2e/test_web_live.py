@@ -178,3 +178,29 @@ def test_live_page_streams_the_camera_and_selects_a_unit(camera, tmp_path_factor
     check_page(driver, site, shots, "live")
     driver.execute_script("document.getElementById('top').scrollIntoView()")
     driver.save_screenshot(str(shots / "live-unit.png"))
+
+
+def test_live_page_streams_a_video_file_chosen_by_the_user(camera, tmp_path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    from selenium.webdriver.common.by import By
+
+    driver, site = camera
+    clip = tmp_path / "fashion.webm"  # VP8: a codec every Chromium build plays
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), 10, (SIDE, SIDE))
+    for image in fashion_frames(8):
+        for _ in range(3):
+            writer.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    driver.get(site + "/live?model=lenet&layer=conv1&unit=2")
+    wait(driver, lambda d: d.find_element(By.ID, "video-file")).send_keys(str(clip))
+    counters = driver.find_element(By.ID, "counters")
+    wait(driver, lambda d: int(counters.get_attribute("data-processed") or 0) >= 3)
+    grid = driver.find_element(By.ID, "grid")
+    assert driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", grid) == [
+        3 * 29 - 1,
+        2 * 29 - 1,
+    ]  # conv1: 6 channels of 28x28 in 3 columns, 1 pixel apart
+    unit_map = driver.find_element(By.ID, "unit-map")  # unit 2 from the URL: its live map
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", unit_map) == 28)
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
