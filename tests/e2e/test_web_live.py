@@ -181,12 +181,12 @@ def test_live_page_streams_the_camera_and_selects_a_unit(camera, tmp_path_factor
 
 
 def test_live_page_streams_a_video_file_chosen_by_the_user(camera, tmp_path) -> None:
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # the video extra (a dev dependency)
     from selenium.webdriver.common.by import By
 
     driver, site = camera
     clip = tmp_path / "fashion.webm"  # VP8: a codec every Chromium build plays
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), 10, (SIDE, SIDE))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"VP80"), 10, (SIDE, SIDE))
     for image in fashion_frames(8):
         for _ in range(3):
             writer.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
