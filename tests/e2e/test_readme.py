@@ -136,6 +136,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: byte
         raise RuntimeError("could not write cat.jpg")
     (directory / "sneaker.png").write_bytes(sneaker_png)
     sneaker = cv2.imdecode(np.frombuffer(sneaker_png, np.uint8), cv2.IMREAD_COLOR)
+    if sneaker is None:
+        raise RuntimeError("could not decode the sneaker PNG")
     video = cv2.VideoWriter(str(directory / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 24, (56, 56))
     for _ in range(120):  # interp watch's example clip: 120 frames
         video.write(cv2.resize(sneaker, (56, 56)))
