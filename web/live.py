@@ -133,9 +133,12 @@ async def live_socket(websocket: WebSocket) -> None:
         loop.call_soon_threadsafe(outbox.put_nowait, None)
 
     async def relay() -> None:
-        while (message := await outbox.get()) is not None:
-            await websocket.send_json(message)
-        await websocket.close()
+        try:
+            while (message := await outbox.get()) is not None:
+                await websocket.send_json(message)
+            await websocket.close()
+        except (RuntimeError, OSError, WebSocketDisconnect):  # the page went away first
+            return
 
     reader = threading.Thread(target=read_answers, name="interp-web-live", daemon=True)
     reader.start()

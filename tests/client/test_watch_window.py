@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,6 +43,18 @@ class FakeStream:
             yield reply
 
 
+def open_fake(**options: Any) -> tuple[WatchSession, FakeStream]:
+    """A session over a FakeStream (frames of LeNet's model and layer)."""
+    streams: list[FakeStream] = []
+
+    def open_stream(requests: Iterator[pb.WatchRequest]) -> FakeStream:
+        streams.append(FakeStream(requests))
+        return streams[0]
+
+    session = WatchSession(open_stream, model="lenet", layer="relu2", **options)
+    return session, streams[0]
+
+
 def frames_read(stream: FakeStream) -> int:
     return sum(m.HasField("frame") for m in stream.read)
 
@@ -52,15 +65,8 @@ def _arrive(stream: FakeStream, count: int) -> None:
 
 
 def test_at_most_two_frames_are_unanswered_and_each_answer_lets_one_more_go() -> None:
-    streams: list[FakeStream] = []
-
-    def open_stream(requests: Iterator[pb.WatchRequest]) -> FakeStream:
-        streams.append(FakeStream(requests))
-        return streams[0]
-
     frame = np.zeros((28, 28), np.uint8)
-    session = WatchSession(open_stream, model="lenet", layer="relu2", max_pending=8)
-    stream = streams[0]
+    session, stream = open_fake(max_pending=8)
     answers = iter(session)
     for _ in range(6):
         session.send(frame)  # never waits: eight messages may wait unsent
@@ -89,17 +95,11 @@ def test_at_most_two_frames_are_unanswered_and_each_answer_lets_one_more_go() ->
 
 
 def test_without_a_bound_every_frame_goes_at_once() -> None:
-    streams: list[FakeStream] = []
-
-    def open_stream(requests: Iterator[pb.WatchRequest]) -> FakeStream:
-        streams.append(FakeStream(requests))
-        return streams[0]
-
-    session = WatchSession(open_stream, model="lenet", layer="relu2", max_pending=8, max_in_flight=None)
+    session, stream = open_fake(max_pending=8, max_in_flight=None)
     for _ in range(6):
         session.send(np.zeros((28, 28), np.uint8))
-    _arrive(streams[0], 6)
-    assert frames_read(streams[0]) == 6 and not session.window_full.is_set()
+    _arrive(stream, 6)
+    assert frames_read(stream) == 6 and not session.window_full.is_set()
     session.cancel()
 
 
