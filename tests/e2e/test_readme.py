@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from tests.conftest import require
@@ -134,6 +135,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: byte
     if not cv2.imwrite(str(directory / "cat.jpg"), cv2.cvtColor(cat_rgb, cv2.COLOR_RGB2BGR)):
         raise RuntimeError("could not write cat.jpg")
     (directory / "sneaker.png").write_bytes(sneaker_png)
+    # clip.mp4: 120 frames of the sneaker, brightening, for the live-view examples (interp watch, c.watch)
+    sneaker = cv2.resize(cv2.imdecode(np.frombuffer(sneaker_png, np.uint8), cv2.IMREAD_COLOR), (56, 56))
+    writer = cv2.VideoWriter(str(directory / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 24.0, (56, 56))
+    for i in range(120):
+        writer.write(cv2.convertScaleAbs(sneaker, alpha=0.5 + i / 240))
+    writer.release()
     return directory
 
 
