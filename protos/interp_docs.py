@@ -328,6 +328,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.VisualizeFilterRequest.channels': 'optimized together as one batch',
     'interp.v1.VisualizeFilterRequest.every_step': "true: one Progress event per step; default false: at most the server's progress_events_per_s",
     'interp.v1.VisualizeFilterResult.activations': 'final objective per channel (untransformed image)',
+    'interp.v1.VisualizeFilterResult.from_atlas': 'answered from the precomputed atlas (interp-atlas), not computed now',
     'interp.v1.VisualizeFilterResult.images': '(N, C, H, W) float32 in [0, 1]',
     'interp.v1.VisualizeFilterResult.pngs': 'one per channel',
     'interp.v1.WatchRequest.float16': 'maps as float16 instead of 8 bits per channel',

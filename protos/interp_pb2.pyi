@@ -752,7 +752,7 @@ class VisualizeFilterRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterResult(_message.Message):
-    __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved")
+    __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved", "from_atlas")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -761,6 +761,7 @@ class VisualizeFilterResult(_message.Message):
     GRID_PNG_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    FROM_ATLAS_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
@@ -769,7 +770,8 @@ class VisualizeFilterResult(_message.Message):
     grid_png: bytes
     activations: _containers.RepeatedScalarFieldContainer[float]
     resolved: VisualizeFilterParams
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., grid_png: _Optional[bytes] = ..., activations: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ...) -> None: ...
+    from_atlas: bool
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., grid_png: _Optional[bytes] = ..., activations: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., from_atlas: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -57,3 +57,11 @@ def index() -> int:
     from server.index_command import main
 
     return main()
+
+
+def atlas() -> int:
+    """``interp-atlas``: see ``server.atlas_command.main``."""
+    require_server_extra("interp-atlas")
+    from server.atlas_command import main
+
+    return main()
