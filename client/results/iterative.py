@@ -56,6 +56,7 @@ class FilterVisualization(_Stamped, _SavesImages):
     grid_png: bytes
     activations: tuple[float, ...]  # final objective per channel
     params: dict[str, Any]
+    from_atlas: bool = False  # answered from the server's precomputed atlas (interp-atlas), not computed now
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("grid", self.grid_png)] + [
