@@ -29,6 +29,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.AttackDatasetResult.curves': 'one per method, in request order',
     'interp.v1.AttackDatasetResult.images': 'images attacked (the first `limit`, minus the skipped ones)',
     'interp.v1.AttackDatasetResult.norm': '"linf" or "l2": the epsilon axis',
+    'interp.v1.AttackDatasetResult.precomputed': 'answered from a result interp-robustness stored, not computed now',
     'interp.v1.AttackDatasetResult.skipped': 'images among the first `limit` that could not be read or converted',
     'interp.v1.AttackOutcome.adversarial': '(C, H, W) float32, 8-bit quantized (k/255)',
     'interp.v1.AttackOutcome.linf': 'after quantization, pixel units',

@@ -658,7 +658,7 @@ class MethodCurve(_message.Message):
     def __init__(self, method: _Optional[str] = ..., accuracy: _Optional[_Iterable[float]] = ..., levels: _Optional[_Iterable[int]] = ..., minimal: _Optional[_Union[Tensor, _Mapping]] = ..., median_minimal: _Optional[float] = ..., non_monotone: _Optional[int] = ..., runs: _Optional[int] = ..., not_found: _Optional[int] = ...) -> None: ...
 
 class AttackDatasetResult(_message.Message):
-    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm", "skipped")
+    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm", "skipped", "precomputed")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -670,6 +670,7 @@ class AttackDatasetResult(_message.Message):
     TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
     NORM_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PRECOMPUTED_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     dataset: str
     images: int
@@ -681,7 +682,8 @@ class AttackDatasetResult(_message.Message):
     true_labels: bool
     norm: str
     skipped: int
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ..., skipped: _Optional[int] = ...) -> None: ...
+    precomputed: bool
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ..., skipped: _Optional[int] = ..., precomputed: _Optional[bool] = ...) -> None: ...
 
 class AttackDatasetEvent(_message.Message):
     __slots__ = ("progress", "result")

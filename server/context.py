@@ -34,6 +34,7 @@ from server.interceptors import Metrics
 from server.stores.atlas import AtlasStore, atlas_dir
 from server.stores.index import IndexStore
 from server.stores.maps import MapStore
+from server.stores.results import ResultsStore, results_dir
 from server.stores.training_sets import TrainingSets
 from server.streaming import StallWatch
 from server.threads import largest_activation, threads_for
@@ -80,6 +81,7 @@ class Services:
     index_store: IndexStore  # activation indexes on disk
     maps: MapStore  # embedding maps in memory
     atlas: AtlasStore | None = None  # precomputed units (interp-atlas), beside the index
+    results: ResultsStore | None = None  # offline robustness results (interp-robustness), beside the index
     auth_required: bool = False
     _datasets: DatasetRegistry | None = field(default=None, repr=False)
     _datasets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -114,6 +116,7 @@ class Services:
             index_store=index_store,
             maps=MapStore(),
             atlas=AtlasStore(atlas_dir(index_store.root)),
+            results=ResultsStore(results_dir(index_store.root)),
             auth_required=auth_required,
         )
 

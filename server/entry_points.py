@@ -65,3 +65,11 @@ def atlas() -> int:
     from server.atlas_command import main
 
     return main()
+
+
+def robustness() -> int:
+    """``interp-robustness``: see ``server.robustness_command.main``."""
+    require_server_extra("interp-robustness")
+    from server.robustness_command import main
+
+    return main()
