@@ -13,6 +13,7 @@ from models.lenet import build_lenet
 from models.registry import get_spec
 from server.stores.index import IndexStore
 from tests.conftest import require
+from tests.support.ray_local import local_ray
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "pool2", "relu4"]
@@ -20,20 +21,7 @@ LAYERS = ["relu1", "pool2", "relu4"]
 
 @pytest.fixture(scope="module")
 def ray_local():
-    try:
-        import ray
-    except ImportError:
-        require(False, "ray is not installed (pip install 'cnn-interp[ray]')")
-    root = str(Path(__file__).resolve().parents[2])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": root}},
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
+    yield from local_ray()
 
 
 def test_ray_engine_equals_local_engine(ray_local, tmp_path):
