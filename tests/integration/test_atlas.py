@@ -16,7 +16,6 @@ from server.app import weights_options
 from server.atlas_command import run_atlas
 from server.stores.atlas import AtlasStore, atlas_dir
 from tests.conftest import require_fashion_mnist
-from tests.support.ray_local import local_ray
 from tests.support.servers import test_config
 
 LAYER = "relu2"  # 16 channels
@@ -35,11 +34,6 @@ def lenet():
 def dataset():
     require_fashion_mnist()
     return DatasetRegistry().get("fashion-mnist-test")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from local_ray()
 
 
 def _atlas(index_dir: Path) -> dict[int, tuple[np.ndarray, ...]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from models.dataset_registry import DatasetRegistry
@@ -13,15 +12,9 @@ from models.lenet import build_lenet
 from models.registry import get_spec
 from server.stores.index import IndexStore
 from tests.conftest import require
-from tests.support.ray_local import local_ray
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "pool2", "relu4"]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from local_ray()
 
 
 def test_ray_engine_equals_local_engine(ray_local, tmp_path):

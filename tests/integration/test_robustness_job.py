@@ -15,7 +15,6 @@ from server.handlers.attacks import attack_images
 from server.robustness_command import run_and_store
 from server.robustness_job import run_robustness
 from tests.conftest import require_fashion_mnist
-from tests.support.ray_local import local_ray
 from tests.support.servers import test_config
 
 METHODS, EPSILONS, LIMIT = ["pgd"], [0.02, 0.05, 0.1], 48
@@ -33,11 +32,6 @@ def lenet():
 def dataset():
     require_fashion_mnist()
     return DatasetRegistry().get("fashion-mnist-test")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    yield from local_ray()
 
 
 def test_robustness_on_ray_equals_attack_dataset_in_process(ray_local, lenet, dataset):
