@@ -658,7 +658,7 @@ class MethodCurve(_message.Message):
     def __init__(self, method: _Optional[str] = ..., accuracy: _Optional[_Iterable[float]] = ..., levels: _Optional[_Iterable[int]] = ..., minimal: _Optional[_Union[Tensor, _Mapping]] = ..., median_minimal: _Optional[float] = ..., non_monotone: _Optional[int] = ..., runs: _Optional[int] = ..., not_found: _Optional[int] = ...) -> None: ...
 
 class AttackDatasetResult(_message.Message):
-    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm", "skipped")
+    __slots__ = ("stamp", "dataset", "images", "clean_accuracy", "epsilons", "curves", "curve_png", "resolved", "true_labels", "norm", "skipped", "precomputed")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -670,6 +670,7 @@ class AttackDatasetResult(_message.Message):
     TRUE_LABELS_FIELD_NUMBER: _ClassVar[int]
     NORM_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PRECOMPUTED_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     dataset: str
     images: int
@@ -681,7 +682,8 @@ class AttackDatasetResult(_message.Message):
     true_labels: bool
     norm: str
     skipped: int
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ..., skipped: _Optional[int] = ...) -> None: ...
+    precomputed: bool
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., epsilons: _Optional[_Iterable[float]] = ..., curves: _Optional[_Iterable[_Union[MethodCurve, _Mapping]]] = ..., curve_png: _Optional[bytes] = ..., resolved: _Optional[_Union[AttackDatasetParams, _Mapping]] = ..., true_labels: _Optional[bool] = ..., norm: _Optional[str] = ..., skipped: _Optional[int] = ..., precomputed: _Optional[bool] = ...) -> None: ...
 
 class AttackDatasetEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -752,7 +754,7 @@ class VisualizeFilterRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., every_step: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterResult(_message.Message):
-    __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved")
+    __slots__ = ("stamp", "layer", "channels", "images", "pngs", "grid_png", "activations", "resolved", "from_atlas")
     STAMP_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -761,6 +763,7 @@ class VisualizeFilterResult(_message.Message):
     GRID_PNG_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    FROM_ATLAS_FIELD_NUMBER: _ClassVar[int]
     stamp: ModelStamp
     layer: str
     channels: _containers.RepeatedScalarFieldContainer[int]
@@ -769,7 +772,8 @@ class VisualizeFilterResult(_message.Message):
     grid_png: bytes
     activations: _containers.RepeatedScalarFieldContainer[float]
     resolved: VisualizeFilterParams
-    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., grid_png: _Optional[bytes] = ..., activations: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ...) -> None: ...
+    from_atlas: bool
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., grid_png: _Optional[bytes] = ..., activations: _Optional[_Iterable[float]] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., from_atlas: _Optional[bool] = ...) -> None: ...
 
 class VisualizeFilterEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -31,8 +31,10 @@ from server.config import Limits, ServerConfig
 from server.errors import BadRequest, Overloaded, item_error
 from server.imaging import decode_cost, load_input, load_stack, stack_run
 from server.interceptors import Metrics
+from server.stores.atlas import AtlasStore, atlas_dir
 from server.stores.index import IndexStore
 from server.stores.maps import MapStore
+from server.stores.results import ResultsStore, results_dir
 from server.stores.training_sets import TrainingSets
 from server.streaming import StallWatch
 from server.threads import largest_activation, threads_for
@@ -78,6 +80,8 @@ class Services:
     training_sets: TrainingSets  # in-repo models' training sets, read once
     index_store: IndexStore  # activation indexes on disk
     maps: MapStore  # embedding maps in memory
+    atlas: AtlasStore | None = None  # precomputed units (interp-atlas), beside the index
+    results: ResultsStore | None = None  # offline robustness results (interp-robustness), beside the index
     auth_required: bool = False
     _datasets: DatasetRegistry | None = field(default=None, repr=False)
     _datasets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -100,6 +104,7 @@ class Services:
         cls, config: ServerConfig, hub: ModelHub, *, metrics: Metrics | None = None, auth_required: bool = False
     ) -> Services:
         limits = config.limits
+        index_store = IndexStore(getattr(config, "index_dir", None))
         return cls(
             config=config,
             hub=hub,
@@ -108,8 +113,10 @@ class Services:
             decode_budget=DecodeBudget(limits.decode_budget_bytes, clock=time.perf_counter),
             stalls=StallWatch(limits.stream_stall_s),
             training_sets=TrainingSets(),
-            index_store=IndexStore(getattr(config, "index_dir", None)),
+            index_store=index_store,
             maps=MapStore(),
+            atlas=AtlasStore(atlas_dir(index_store.root)),
+            results=ResultsStore(results_dir(index_store.root)),
             auth_required=auth_required,
         )
 

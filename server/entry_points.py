@@ -57,3 +57,19 @@ def index() -> int:
     from server.index_command import main
 
     return main()
+
+
+def atlas() -> int:
+    """``interp-atlas``: see ``server.atlas_command.main``."""
+    require_server_extra("interp-atlas")
+    from server.atlas_command import main
+
+    return main()
+
+
+def robustness() -> int:
+    """``interp-robustness``: see ``server.robustness_command.main``."""
+    require_server_extra("interp-robustness")
+    from server.robustness_command import main
+
+    return main()

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -236,3 +237,11 @@ def stub(channel):
     from protos import interp_pb2_grpc
 
     return interp_pb2_grpc.InterpStub(channel)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """One local Ray instance (2 CPUs) shared by the Ray engine's tests: starting one costs seconds."""
+    from tests.support.ray_local import local_ray
+
+    yield from local_ray()

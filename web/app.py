@@ -9,7 +9,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -25,13 +25,15 @@ from web.settings import WebSettings
 STATIC = Path(__file__).parent / "static"
 
 
-def html(name: str) -> FileResponse:
-    return FileResponse(STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+SHELL = (STATIC / "page.html").read_text()
+"""Every page is this shell (header, navigation, an empty ``main``) and its ES module, which fills it."""
 
 
-def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
+def _page(title: str, script: str) -> Callable[[Request], Awaitable[Response]]:
+    body = SHELL.replace("{title}", title).replace("{script}", script)
+
     async def endpoint(request: Request) -> Response:
-        return html(name)
+        return HTMLResponse(body, headers={"Cache-Control": "no-cache"})
 
     return endpoint
 
@@ -50,15 +52,15 @@ async def login(request: Request) -> JSONResponse:
 
 
 ROUTES = [
-    Route("/", _page("index.html")),
-    Route("/login", _page("login.html")),
-    Route("/lab", _page("lab.html")),
-    Route("/robustness", _page("robustness.html")),
-    Route("/embedding", _page("embedding.html")),
-    Route("/live", _page("live.html")),
-    Route("/models/{model}", _page("model.html")),
-    Route("/models/{model}/layers/{layer}", _page("layer.html")),
-    Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("unit.html")),
+    Route("/", _page("Models", "index")),
+    Route("/login", _page("Login", "login")),
+    Route("/lab", _page("Lab", "lab")),
+    Route("/robustness", _page("Robustness", "robustness")),
+    Route("/embedding", _page("Embedding", "embedding")),
+    Route("/live", _page("Live", "live")),
+    Route("/models/{model}", _page("Model", "model")),
+    Route("/models/{model}/layers/{layer}", _page("Layer", "layer")),
+    Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("Unit", "unit")),
     Mount(
         "/api",
         routes=[

@@ -56,6 +56,7 @@ class FilterVisualization(_Stamped, _SavesImages):
     grid_png: bytes
     activations: tuple[float, ...]  # final objective per channel
     params: dict[str, Any]
+    from_atlas: bool = False  # answered from the server's precomputed atlas (interp-atlas), not computed now
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("grid", self.grid_png)] + [
@@ -155,6 +156,7 @@ class AttackDatasetResult(_Stamped, _SavesImages):
     norm: str  # "linf" or "l2": the epsilon axis
     params: dict[str, Any]
     skipped: int  # unreadable or unconvertible images among the first `limit`, not attacked
+    precomputed: bool = False  # answered from a result interp-robustness stored offline
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("curve", self.curve_png)]

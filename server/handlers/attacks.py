@@ -18,14 +18,23 @@ from interp.attacks.linf import attack as compute_attack
 from interp.attacks.minimal_epsilon import minimal_epsilon
 from interp.attacks.minimal_params import DEEPFOOL_METHODS, MinimalAttackParams
 from interp.attacks.minimal_params import resolve as resolve_minimal
-from interp.attacks.robustness import AttackDatasetParams, curve_png, resolve_dataset_params, robustness
+from interp.attacks.robustness import (
+    AttackDatasetParams,
+    RobustnessResult,
+    curve_png,
+    resolve_dataset_params,
+    robustness,
+)
+from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
+from models.registry import ModelSpec
 from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, flag, handler, input_echo, per_image
 from server.stores.datasets import load_first
+from server.stores.results import robustness_key
 
 DEFAULT_STEPS, DEFAULT_BATCH = 10, 100  # BIM/PGD steps and images attacked together when unset (interp's)
 
@@ -254,7 +263,9 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
 # -- robustness over a dataset ------------------------------------------------------------------
 
 
-def _attack_images(ctx: Ctx, name: str, limit: int, true_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def attack_images(
+    dataset: Dataset, spec: ModelSpec, limit: int, true_labels: bool, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """The first ``limit`` images of a registered dataset, preprocessed as the model's input.
 
     Returns ``(x (N, C, H, W) in [0, 1], labels (N,) in the model's class indices or None, skipped)``:
@@ -263,8 +274,7 @@ def _attack_images(ctx: Ctx, name: str, limit: int, true_labels: bool) -> tuple[
     image folder with ``Sneaker/``, ``Bag/`` sub-folders works for the Fashion-MNIST LeNets); a
     dataset without class sub-folders has no true labels.
     """
-    dataset = dataset_named(ctx, name)
-    spec = ctx.model.spec
+    name = dataset.name
     label_map: np.ndarray | None = None
     if true_labels:
         model_labels = {label: i for i, label in enumerate(spec.labels)}
@@ -289,7 +299,7 @@ def _attack_images(ctx: Ctx, name: str, limit: int, true_labels: bool) -> tuple[
             f"converted to the model's input",
             field="dataset",
         )
-    x = x.to(ctx.device)
+    x = x.to(device)
     if label_map is None:
         return x, None, skipped
     labels = label_map[dataset.labels()[np.asarray(ids, dtype=np.int64)]]
@@ -313,47 +323,77 @@ def _resolve_dataset(
 @handler("AttackDataset", params=AttackDatasetParams, resolve=_resolve_dataset)
 def attack_dataset(ctx: Ctx, request: pb.AttackDatasetRequest, params: AttackDatasetParams) -> Streamed:
     limit = request.limit if request.HasField("limit") else 1000
+    true_labels = request.true_labels if request.HasField("true_labels") else True
+    methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
+    stored = _stored_robustness(ctx, request.dataset, methods, epsilons, params, limit, true_labels)
+    if stored is not None:  # computed offline by interp-robustness: answered now
+        return Streamed(lambda on_step, should_stop: stored, lambda reply: reply)
     if limit > ctx.limits.max_dataset_images:
         raise BadRequest(
             f"the default limit ({limit}) is above this server's max_dataset_images={ctx.limits.max_dataset_images}",
             field="limit",
         )
-    true_labels = request.true_labels if request.HasField("true_labels") else True
-    methods, epsilons = list(request.methods), [float(e) for e in request.epsilons]
     images = min(limit, dataset_named(ctx, request.dataset).size)
     steps, batch = params.steps or DEFAULT_STEPS, params.batch_size or DEFAULT_BATCH  # interp's defaults
     cost = budgets.attack_dataset_cost(ctx.model, images, methods, len(epsilons), steps, batch)
     ctx.check_job("AttackDataset", cost, "attack fewer images (limit), with fewer epsilons, methods or steps")
-    x, y, skipped = _attack_images(ctx, request.dataset, limit, true_labels)
+    x, y, skipped = attack_images(dataset_named(ctx, request.dataset), ctx.model.spec, limit, true_labels, ctx.device)
     attacked = len(x)
-
+    title = f"{ctx.model.spec.name} on {request.dataset} ({attacked} images)"
     run = partial(robustness, ctx.module, x, y, methods=methods, epsilons=epsilons, params=params)
 
     def finish(result: Any) -> pb.AttackDatasetResult:
-        correct = result.clean_correct
-        return pb.AttackDatasetResult(
-            dataset=request.dataset,
-            images=attacked,
-            skipped=skipped,
-            clean_accuracy=float(correct.float().mean()),
-            epsilons=result.epsilons,
-            curves=[
-                pb.MethodCurve(
-                    method=curve.method,
-                    accuracy=curve.accuracy,
-                    levels=curve.levels,
-                    minimal=convert.tensor(curve.minimal.float()),
-                    median_minimal=curve.median_minimal(correct),
-                    non_monotone=curve.non_monotone,
-                    runs=curve.runs,
-                    not_found=curve.not_found,
-                )
-                for curve in result.curves
-            ],
-            curve_png=curve_png(result, f"{ctx.model.spec.name} on {request.dataset} ({attacked} images)"),
-            resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
-            true_labels=true_labels,
-            norm=result.norm,
-        )
+        return robustness_reply(result, request.dataset, attacked, skipped, title, true_labels)
 
     return Streamed(run, finish)
+
+
+def robustness_reply(
+    result: RobustnessResult, dataset: str, attacked: int, skipped: int, title: str, true_labels: bool
+) -> pb.AttackDatasetResult:
+    """The AttackDatasetResult of a robustness result (the server's and interp-robustness's)."""
+    correct = result.clean_correct
+    return pb.AttackDatasetResult(
+        dataset=dataset,
+        images=attacked,
+        skipped=skipped,
+        clean_accuracy=float(correct.float().mean()),
+        epsilons=result.epsilons,
+        curves=[
+            pb.MethodCurve(
+                method=curve.method,
+                accuracy=curve.accuracy,
+                levels=curve.levels,
+                minimal=convert.tensor(curve.minimal.float()),
+                median_minimal=curve.median_minimal(correct),
+                non_monotone=curve.non_monotone,
+                runs=curve.runs,
+                not_found=curve.not_found,
+            )
+            for curve in result.curves
+        ],
+        curve_png=curve_png(result, title),
+        resolved=convert.params_to_proto(result.params, pb.AttackDatasetParams),
+        true_labels=true_labels,
+        norm=result.norm,
+    )
+
+
+def _stored_robustness(
+    ctx: Ctx, name: str, methods: list[str], epsilons: list[float], params: AttackDatasetParams, limit: int,
+    true_labels: bool,
+) -> pb.AttackDatasetResult | None:  # fmt: skip
+    """The answer interp-robustness stored for exactly this request, or None."""
+    store = ctx.services.results
+    if store is None or not store.root.is_dir():
+        return None
+    model = ctx.model
+    dataset = dataset_named(ctx, name)
+    key = robustness_key(model.weights.sha256, dataset.manifest(), model.spec.preprocessing, methods, epsilons,
+                         params, limit, true_labels)  # fmt: skip
+    body = store.find(key)
+    if body is None:
+        return None
+    reply = pb.AttackDatasetResult.FromString(body)
+    reply.precomputed = True
+    return reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -71,10 +72,21 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
     if params.start_from_mean:
         mean_image = ctx.services.training_sets.mean_image(model, size)
 
-    run = partial(
-        compute_visualization, ctx.module, path, channels, in_channels=in_channels, input_size=side, params=params,
-        mean_image=mean_image,
+    stored = None if ctx.services.atlas is None else ctx.services.atlas.lookup(
+        model.weights.sha256, path, params, channels
     )  # fmt: skip
+    if stored is not None:  # precomputed by interp-atlas: the same images, now
+        atlas = SimpleNamespace(images=torch.from_numpy(np.stack([u.image for u in stored])),
+                                activations=[u.activation for u in stored], params=params)  # fmt: skip
+
+        def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:
+            return atlas
+
+    else:
+        run = partial(
+            compute_visualization, ctx.module, path, channels, in_channels=in_channels, input_size=side,
+            params=params, mean_image=mean_image,
+        )  # fmt: skip
 
     def finish(result: Any) -> pb.VisualizeFilterResult:
         images = result.images.detach().cpu()
@@ -86,6 +98,7 @@ def visualize_filter(ctx: Ctx, request: pb.VisualizeFilterRequest, params: Featu
             grid_png=rendering.encode_png(rendering.image_grid(images, labels=names)),
             activations=[float(a) for a in result.activations],
             resolved=convert.params_to_proto(result.params, pb.VisualizeFilterParams),
+            from_atlas=stored is not None,
         )
 
     return Streamed(run, finish, elements=ctx.elements(batch, size))

@@ -27,7 +27,15 @@ def _run(script: str, flag: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_table_of_scripts_is_what_we_ship() -> None:
-    assert SCRIPTS == ["interp", "interp-index", "interp-server", "interp-train", "interp-web"]
+    assert SCRIPTS == [
+        "interp",
+        "interp-atlas",
+        "interp-index",
+        "interp-robustness",
+        "interp-server",
+        "interp-train",
+        "interp-web",
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -135,13 +135,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: byte
     if not cv2.imwrite(str(directory / "cat.jpg"), cv2.cvtColor(cat_rgb, cv2.COLOR_RGB2BGR)):
         raise RuntimeError("could not write cat.jpg")
     (directory / "sneaker.png").write_bytes(sneaker_png)
-    sneaker = cv2.imdecode(np.frombuffer(sneaker_png, np.uint8), cv2.IMREAD_COLOR)
-    if sneaker is None:
-        raise RuntimeError("could not decode the sneaker PNG")
-    video = cv2.VideoWriter(str(directory / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 24, (56, 56))
-    for _ in range(120):  # interp watch's example clip: 120 frames
-        video.write(cv2.resize(sneaker, (56, 56)))
-    video.release()
+    # clip.mp4: 120 frames of the sneaker, brightening, for the live-view examples (interp watch, c.watch)
+    sneaker = cv2.resize(cv2.imdecode(np.frombuffer(sneaker_png, np.uint8), cv2.IMREAD_COLOR), (56, 56))
+    writer = cv2.VideoWriter(str(directory / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 24.0, (56, 56))
+    for i in range(120):
+        writer.write(cv2.convertScaleAbs(sneaker, alpha=0.5 + i / 240))
+    writer.release()
     return directory
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from models.dataset_registry import DatasetRegistry
@@ -16,24 +15,6 @@ from tests.conftest import require
 
 WEIGHTS = sorted((Path(__file__).resolve().parents[2] / "models" / "weights").glob("lenet5_fashion*mnist*.pt"))
 LAYERS = ["relu1", "pool2", "relu4"]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    try:
-        import ray
-    except ImportError:
-        require(False, "ray is not installed (pip install 'cnn-interp[ray]')")
-    root = str(Path(__file__).resolve().parents[2])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": root}},
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_engine_equals_local_engine(ray_local, tmp_path):

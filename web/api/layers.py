@@ -2,7 +2,9 @@
 
 A page's missing visualizations are computed in ONE VisualizeFilter call (the channels batched)
 and kept in the explorer's cache under (weights sha256, layer, unit, parameters), so a second
-visit, or the unit page after the layer page, is instant.
+visit, or the unit page after the layer page, is instant. When the server holds an atlas of the
+layer (``interp-atlas``, 16 units per batch as here), the first visit is instant too: the call is
+answered from it (``from_atlas`` in the result event).
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def visualize_events(
     key = json.dumps(params, sort_keys=True)
     found = {ch: explorer.visuals.get((sha, layer, ch, key)) for ch in channels}
     missing = [ch for ch, hit in found.items() if hit is None]
+    from_atlas = False
     if missing:
         done: list[FilterVisualization] = []
         stream = explorer.client.iter_visualize_filter(model, layer, missing, **params)
@@ -189,13 +192,15 @@ def visualize_events(
         if not done:
             return  # the page went away: the call is cancelled
         result = done[0]
+        from_atlas = result.from_atlas
         for ch, png in zip(result.channels, result.pngs, strict=True):
             found[ch] = (png, result.params)
             explorer.visuals.put((sha, layer, ch, key), (png, result.params))
     resolved = next(hit[1] for hit in found.values() if hit is not None)
     units = {str(ch): data_url(hit[0]) for ch, hit in found.items() if hit is not None}
     python = explorer.code("visualize_filter", (model, layer, channels), resolved)
-    yield {"type": "result", "units": units, "params": resolved, "computed": missing, "python": python}
+    yield {"type": "result", "units": units, "params": resolved, "computed": missing, "python": python,
+           "from_atlas": from_atlas}  # fmt: skip
 
 
 async def visualize(request: Request) -> StreamingResponse:

@@ -74,6 +74,7 @@ def robustness_events(explorer: Explorer, values: dict[str, Any], stop: threadin
         "curves": [curve_json(c, result.epsilons) for c in result.curves],
         "curve_png": data_url(result.curve_png),
         "params": result.params,
+        "precomputed": result.precomputed,  # stored by interp-robustness, answered at once
         "python": explorer.code("attack_dataset", (model,), kwargs),
     }
 
