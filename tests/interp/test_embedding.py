@@ -228,3 +228,14 @@ def test_pixel_mapping_and_atlas_equal_a_written_out_oracle() -> None:
         emb.atlas_image(coords, np.concatenate([gray, gray[:1]]))
     with pytest.raises(InvalidInput, match="expected at most 4 thumbnails and at least one, got 0"):
         emb.atlas_image(coords, gray[:0])
+
+
+def test_sprite_tiles_rgb_thumbnails_row_major_in_as_many_rows_as_needed() -> None:
+    rgb = np.random.default_rng(6).integers(1, 255, (5, 4, 3, 3), dtype=np.uint8)
+    tiles = emb.sprite(rgb, 2)
+    assert tiles.shape == (3 * 4, 2 * 3, 3)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        np.testing.assert_array_equal(tiles[r * 4 : r * 4 + 4, c * 3 : c * 3 + 3], rgb[i])
+    np.testing.assert_array_equal(tiles[8:12, 3:6], 0)
+    assert emb.sprite(rgb[:3, ..., 0], 3).shape == (4, 9)  # one row when the thumbnails fit in one
