@@ -338,7 +338,11 @@ def test_minimal_eps_under_a_cap_no_eps_fools_reports_not_found(lenet, test_set)
     trying exactly levels 1 and 2; without a cap the grid ends at 255."""
     x, y = test_set
     capped = MinimalAttackParams(max_epsilon=2 / 255)
-    result = minimal_epsilon(lenet, x[:20], method="fgsm", labels=y[:20], params=capped)
+    calls: list[tuple[int, int]] = []
+    result = minimal_epsilon(
+        lenet, x[:20], method="fgsm", labels=y[:20], params=capped, on_run=lambda *c: calls.append(c)
+    )
+    assert calls == [(1, 4), (2, 4)]  # planned: 2 scan levels + ceil(log2(2 + 1)) bisection steps
     assert result.k_max == 2
     clean = lenet(x[:20]).argmax(1) != y[:20]
     assert torch.equal(result.clean_success, clean)
@@ -351,7 +355,13 @@ def test_minimal_eps_under_a_cap_no_eps_fools_reports_not_found(lenet, test_set)
             assert torch.equal(result.adversarial[i], x[i])
         else:
             assert int(result.levels[i]) in (1, 2) and result.evaluated[i][int(result.levels[i])]
-    assert minimal_epsilon(lenet, x[:1], method="fgsm", labels=y[:1]).k_max == 255
+    calls.clear()
+    assert minimal_epsilon(lenet, x[:1], method="fgsm", labels=y[:1], on_run=lambda *c: calls.append(c)).k_max == 255
+    assert calls == [(n, 9 + 8) for n in range(1, len(calls) + 1)]  # 9 scan levels + log2(256) steps
+    calls.clear()
+    one = MinimalAttackParams(max_epsilon=1 / 255)
+    minimal_epsilon(lenet, x[:1], method="fgsm", labels=y[:1], params=one, on_run=lambda *c: calls.append(c))
+    assert calls == [(1, 2)]
     with pytest.raises(InvalidInput, match=r"minimal epsilon searches fgsm, bim, pgd; got 'deepfool-l2'"):
         minimal_epsilon(lenet, x[:1], method="deepfool-l2", labels=y[:1])
 
