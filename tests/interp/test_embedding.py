@@ -213,10 +213,10 @@ def test_pixel_mapping_and_atlas_equal_a_written_out_oracle() -> None:
         for i, (row, col) in enumerate(cells):
             expected[row * 10 : row * 10 + 10, col * 10 : col * 10 + 10] = tiles[i]
         np.testing.assert_array_equal(emb.atlas_image(coords, thumbnails, size=200), expected)
-    # Two points in one cell: the one nearer the cell's centre is shown (A at pixel (104, 104), B at
-    # (109, 109), cell centre (105, 105)); the corners land in the last column and the last row.
-    shared = np.array([[0.0, 0.0], [10.0, 10.0], [5 + 4 / 18, 5 - 4 / 18], [5.5, 4.5]])
-    np.testing.assert_array_equal(emb._to_pixels(shared, 200, 10), [[10, 190], [190, 10], [104, 104], [109, 109]])
+    # Two points in one cell: the one nearer the cell's centre (105, 105) is shown: A at pixel
+    # (101, 106), not B at (100, 105); the corners land in the last column and the last row.
+    shared = np.array([[0.0, 0.0], [10.0, 10.0], [5 + 1 / 18, 5 - 6 / 18], [5.0, 5 - 5 / 18]])
+    np.testing.assert_array_equal(emb._to_pixels(shared, 200, 10), [[10, 190], [190, 10], [101, 106], [100, 105]])
     expected = np.full((200, 200, 3), 255, dtype=np.uint8)
     for i, (row, col) in enumerate([(19, 1), (1, 19), (10, 10)]):
         expected[row * 10 : row * 10 + 10, col * 10 : col * 10 + 10] = rgb[i]
