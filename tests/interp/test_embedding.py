@@ -223,6 +223,7 @@ def test_pixel_mapping_and_atlas_equal_a_written_out_oracle() -> None:
     np.testing.assert_array_equal(emb.atlas_image(shared, rgb, size=200), expected)
     one = emb.atlas_image(coords[:1], gray[:1])  # the default size; a single thumbnail is a picture
     assert one.shape == (1600, 1600, 3)
+    assert emb.atlas_image(coords[:1], gray[:1, :1, :1]).shape == (1600, 1600, 3)  # 1-pixel cells: the size itself
     np.testing.assert_array_equal(one[800:810, 800:810, 0], gray[0])  # one point: the centre cell
     with pytest.raises(InvalidInput, match="expected at most 4 thumbnails and at least one, got 5"):
         emb.atlas_image(coords, np.concatenate([gray, gray[:1]]))
