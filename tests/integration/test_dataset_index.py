@@ -346,6 +346,10 @@ def test_nearest_skips_invalid_rows_and_equals_brute_force_over_the_rest() -> No
         np.testing.assert_array_equal(ids.numpy(), order)
         np.testing.assert_allclose(dist.numpy(), np.take_along_axis(full, order, 1), atol=1e-5)
     np.testing.assert_allclose(distances(features, query, "cosine")[:, 4].numpy(), 1.0, atol=1e-6)
+    dup = torch.randint(0, 3, (200, 1), generator=g).float()  # exact ties everywhere: by smaller id
+    ids, _ = nearest(dup, dup[:4], 50, "l2")
+    ties = np.abs(dup[:4].numpy() - dup.numpy().T)
+    np.testing.assert_array_equal(ids.numpy(), np.argsort(ties, axis=1, kind="stable")[:, :50])
     ids, _ = nearest(features, query, 100, "l2")  # k past N: every row, once
     assert ids.shape == (5, 30) and all(sorted(row) == list(range(30)) for row in ids.tolist())
     with pytest.raises(InvalidInput, match="unknown metric 'cos'; valid: cosine, l2"):
