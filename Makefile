@@ -17,7 +17,7 @@ DOCS_STAMP := $(DOCS_VENV)/.installed
 BUF := node_modules/.bin/buf
 BUF_BASELINE := protos/baseline.binpb
 
-.PHONY: serve test test-fast lint typecheck imports proto-check proto-baseline docs docs-serve protos bench screenshots datasets clean-venv
+.PHONY: serve test test-fast lint typecheck imports proto-check proto-baseline docs docs-serve protos bench screenshots mutate datasets clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,21 @@ bench: datasets $(STAMP)
 # chromium + chromium-driver), written into docs/images/explorer/.
 screenshots: datasets $(STAMP)
 	EXPLORER_SCREENSHOTS=docs/images/explorer $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e/test_web_pages.py tests/e2e/test_web_live.py
+
+# Mutation testing (mutmut, pinned in requirements.lock; not part of `make test` or CI): the bounded
+# set of functions below, module by module. [tool.mutmut] in pyproject.toml names the oracle test
+# files; each mutant runs only the tests that covered its function. Results: docs/testing.md.
+MUTATE_CROPS := interp.dataset.crops.x_receptive_box__* interp.dataset.crops.x_clip_box__* interp.dataset.crops.x_crop_field__*
+MUTATE_TOPK := interp.dataset.top_k.xǁTopKǁmerge_topk__* interp.dataset.top_k.x_unit_pass__* interp.dataset.top_k.xǁCandidatesǁ*
+MUTATE_NEIGHBOURS := interp.dataset.neighbours.x_distances__* interp.dataset.neighbours.x_nearest__*
+MUTATE_PICTURES := interp.embedding.x__to_pixels__* interp.embedding.x_scatter_image__* interp.embedding.x_atlas_image__* interp.embedding.x_sprite__*
+MUTATE_EPSILON := interp.attacks.minimal_epsilon.x_scan_levels__* interp.attacks.minimal_epsilon.x_minimal_epsilon__*
+MUTATE_FUNCTIONS := $(MUTATE_CROPS) $(MUTATE_TOPK) $(MUTATE_NEIGHBOURS) $(MUTATE_PICTURES) $(MUTATE_EPSILON)
+
+# One mutmut run over all modules: its stats and clean passes (about 3 min here) are paid once.
+mutate: datasets $(STAMP)
+	@set -f; start=$$(date +%s); $(VENV)/bin/mutmut run --max-children 2 $(MUTATE_FUNCTIONS) || exit 1; \
+	$(VENV)/bin/mutmut results; echo "mutate: $$(( $$(date +%s) - start )) s, load average $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 clean-venv:
 	rm -rf $(VENV) $(DOCS_VENV) node_modules

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from interp.dataset.crops import clip_box, crop_field, receptive_box
+from interp.dataset.crops import Box, clip_box, crop_field, receptive_box
 from interp.dataset.index import IndexAccumulator, index_batch
-from interp.dataset.neighbours import nearest
+from interp.dataset.neighbours import distances, nearest
 from interp.dataset.top_k import Candidates, TopK, unit_pass
-from interp.errors import Cancelled
+from interp.errors import Cancelled, InvalidInput
 from models.catalogue import layer_catalogue
 from models.dataset_registry import DatasetRegistry, FolderDataset
 from models.lenet import build_lenet
@@ -308,6 +308,58 @@ def test_merge_order_does_not_matter():
     assert torch.equal(forward.ids, backward.ids) and torch.equal(forward.values, backward.values)
     expected = np.stack([np.lexsort((np.arange(40), -values[c].numpy()))[:7] for c in range(3)])
     np.testing.assert_array_equal(forward.ids.numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
+def test_crop_field_is_the_image_cut_from_a_zero_padded_copy(dtype: torch.dtype) -> None:
+    """Oracle: numpy pads the image with zeros on every side and slices the box, in the image's dtype."""
+    image = torch.arange(1, 3 * 6 * 7 + 1).reshape(3, 6, 7).to(dtype)
+    pad = 10
+    padded = np.pad(image.numpy(), ((0, 0), (pad, pad), (pad, pad)))
+    boxes = [Box(1, 2, 4, 5), Box(-2, -3, 3, 2), Box(4, 5, 9, 10), Box(-4, 1, -1, 4), Box(0, 0, 6, 7), Box(2, 8, 5, 11)]
+    for box in boxes:
+        crop, padding = crop_field(image, box)
+        assert crop.dtype == dtype, box
+        expected = padded[:, box.y0 + pad : box.y1 + pad, box.x0 + pad : box.x1 + pad]
+        np.testing.assert_array_equal(crop.numpy(), expected, err_msg=str(box))
+        inside = 0 <= box.y0 and 0 <= box.x0 and box.y1 <= 6 and box.x1 <= 7
+        assert padding is (not inside), box
+
+
+def test_nearest_skips_invalid_rows_and_equals_brute_force_over_the_rest() -> None:
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(30, 5, generator=g, dtype=torch.float64).float()
+    features[4] = 0.0  # a zero vector: cosine distance 1 from everything
+    query = torch.cat([features[:3], torch.randn(2, 5, generator=g)])
+    valid = torch.ones(30, dtype=torch.bool)
+    valid[[0, 7, 11, 12, 29]] = False
+    f, q = features.double().numpy(), query.double().numpy()
+    brute = {
+        "l2": np.sqrt(((q[:, None, :] - f[None, :, :]) ** 2).sum(2)),
+        "cosine": 1 - (q @ f.T) / np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(f, axis=1).clip(1e-12)),
+    }
+    for metric, full in brute.items():
+        np.testing.assert_allclose(distances(features, query, metric).numpy(), full, atol=1e-5)
+        ids, dist = nearest(features, query, 6, metric, valid)
+        keep = np.flatnonzero(valid.numpy())
+        order = keep[np.argsort(full[:, keep], axis=1, kind="stable")[:, :6]]
+        np.testing.assert_array_equal(ids.numpy(), order)
+        np.testing.assert_allclose(dist.numpy(), np.take_along_axis(full, order, 1), atol=1e-5)
+    np.testing.assert_allclose(distances(features, query, "cosine")[:, 4].numpy(), 1.0, atol=1e-6)
+    dup = torch.randint(0, 3, (200, 1), generator=g).float()  # exact ties everywhere: by smaller id
+    ids, _ = nearest(dup, dup[:4], 50, "l2")
+    ties = np.abs(dup[:4].numpy() - dup.numpy().T)
+    np.testing.assert_array_equal(ids.numpy(), np.argsort(ties, axis=1, kind="stable")[:, :50])
+    ids, _ = nearest(features, query, 100, "l2")  # k past N: every row, once
+    assert ids.shape == (5, 30) and all(sorted(row) == list(range(30)) for row in ids.tolist())
+    with pytest.raises(InvalidInput, match="unknown metric 'cos'; valid: cosine, l2"):
+        distances(features, query, "cos")
+    with pytest.raises(InvalidInput, match=r"expected \(N, F\) and \(Q, F\), got \(30, 5\) and \(5, 4\)"):
+        distances(features, query[:, :4], "l2")
+    with pytest.raises(InvalidInput, match=r"got \(30, 5\) and \(5,\)"):
+        distances(features, query[:, 0], "l2")
+    with pytest.raises(InvalidInput, match=r"got \(150,\) and \(5, 5\)"):
+        distances(features.flatten(), query, "l2")
 
 
 def test_batch_top_breaks_ties_by_image_id_and_finds_the_first_maximum():

@@ -186,3 +186,57 @@ def test_pictures(lenet_relu4) -> None:
     assert tiles.shape == (3 * 28, 3 * 28)
     np.testing.assert_array_equal(tiles[28:56, 0:28], images[3])  # thumbnail i at row i // 3, column i % 3
     np.testing.assert_array_equal(tiles[56:84, 28:56], 0)  # past the last thumbnail: empty
+
+
+def _mapped(coords: np.ndarray, size: int, margin: int) -> np.ndarray:
+    """The pictures' stated mapping, written out: the bounding box centred in the square less the
+    margin, one scale for both axes, y up. Returns rounded (x, y) pixel positions."""
+    lo, hi = coords.min(0), coords.max(0)
+    span = float(max(hi - lo)) or 1.0
+    xy = (coords - (lo + hi) / 2) * (size - 2 * margin) / span + size / 2
+    xy[:, 1] = size - xy[:, 1]
+    return np.round(xy)
+
+
+def test_pixel_mapping_and_atlas_equal_a_written_out_oracle() -> None:
+    # Off-centre coordinates whose y extent (8) is the larger one: the span is hi - lo of y.
+    coords = np.array([[10.0, 50.0], [11.0, 58.0], [10.5, 54.0], [12.0, 51.0]])
+    px = emb._to_pixels(coords, 200, 10)
+    assert px.dtype.kind == "i"  # integer pixel positions
+    np.testing.assert_array_equal(px, _mapped(coords, 200, 10))
+    rgb = np.random.default_rng(5).integers(0, 255, (4, 10, 10, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    cells = [(int(y // 10), int(x // 10)) for x, y in _mapped(coords, 200, 10)]  # margin = thumbnail side
+    assert len(set(cells)) == 4
+    for thumbnails, tiles in ((rgb, rgb), (gray, np.repeat(gray[..., None], 3, axis=3))):
+        expected = np.full((200, 200, 3), 255, dtype=np.uint8)  # white, thumbnail i in its cell, nothing else
+        for i, (row, col) in enumerate(cells):
+            expected[row * 10 : row * 10 + 10, col * 10 : col * 10 + 10] = tiles[i]
+        np.testing.assert_array_equal(emb.atlas_image(coords, thumbnails, size=200), expected)
+    # Two points in one cell: the one nearer the cell's centre (105, 105) is shown: A at pixel
+    # (101, 106), not B at (100, 105); the corners land in the last column and the last row.
+    shared = np.array([[0.0, 0.0], [10.0, 10.0], [5 + 1 / 18, 5 - 6 / 18], [5.0, 5 - 5 / 18]])
+    np.testing.assert_array_equal(emb._to_pixels(shared, 200, 10), [[10, 190], [190, 10], [101, 106], [100, 105]])
+    expected = np.full((200, 200, 3), 255, dtype=np.uint8)
+    for i, (row, col) in enumerate([(19, 1), (1, 19), (10, 10)]):
+        expected[row * 10 : row * 10 + 10, col * 10 : col * 10 + 10] = rgb[i]
+    np.testing.assert_array_equal(emb.atlas_image(shared, rgb, size=200), expected)
+    one = emb.atlas_image(coords[:1], gray[:1])  # the default size; a single thumbnail is a picture
+    assert one.shape == (1600, 1600, 3)
+    assert emb.atlas_image(coords[:1], gray[:1, :1, :1]).shape == (1600, 1600, 3)  # 1-pixel cells: the size itself
+    np.testing.assert_array_equal(one[800:810, 800:810, 0], gray[0])  # one point: the centre cell
+    with pytest.raises(InvalidInput, match="expected at most 4 thumbnails and at least one, got 5"):
+        emb.atlas_image(coords, np.concatenate([gray, gray[:1]]))
+    with pytest.raises(InvalidInput, match="expected at most 4 thumbnails and at least one, got 0"):
+        emb.atlas_image(coords, gray[:0])
+
+
+def test_sprite_tiles_rgb_thumbnails_row_major_in_as_many_rows_as_needed() -> None:
+    rgb = np.random.default_rng(6).integers(1, 255, (5, 4, 3, 3), dtype=np.uint8)
+    tiles = emb.sprite(rgb, 2)
+    assert tiles.shape == (3 * 4, 2 * 3, 3)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        np.testing.assert_array_equal(tiles[r * 4 : r * 4 + 4, c * 3 : c * 3 + 3], rgb[i])
+    np.testing.assert_array_equal(tiles[8:12, 3:6], 0)
+    assert emb.sprite(rgb[:3, ..., 0], 3).shape == (4, 9)  # one row when the thumbnails fit in one

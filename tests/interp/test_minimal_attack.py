@@ -331,3 +331,46 @@ def test_dataset_bad_input():
         robustness(model, x, None, methods=["fgsm"], epsilons=[0.1], params=AttackDatasetParams(batch_size=0))
     with pytest.raises(Cancelled):
         robustness(model, x, None, methods=["pgd"], epsilons=[0.1], should_stop=lambda: True)
+
+
+def test_minimal_eps_under_a_cap_no_eps_fools_reports_not_found(lenet, test_set):
+    """Up to max_epsilon = 2/255 FGSM fools few images: the others are found=false, level -1, after
+    trying exactly levels 1 and 2; without a cap the grid ends at 255."""
+    x, y = test_set
+    capped = MinimalAttackParams(max_epsilon=2 / 255)
+    calls: list[tuple[int, int]] = []
+    result = minimal_epsilon(
+        lenet, x[:20], method="fgsm", labels=y[:20], params=capped, on_run=lambda *c: calls.append(c)
+    )
+    assert calls == [(1, 4), (2, 4)]  # planned: 2 scan levels + ceil(log2(2 + 1)) bisection steps
+    assert result.k_max == 2
+    clean = lenet(x[:20]).argmax(1) != y[:20]
+    assert torch.equal(result.clean_success, clean)
+    assert (~result.found).sum() >= 10
+    for i in range(20):
+        if clean[i]:
+            assert bool(result.found[i]) and int(result.levels[i]) == 0
+        elif not result.found[i]:
+            assert int(result.levels[i]) == -1 and result.evaluated[i] == {1: False, 2: False}
+            assert torch.equal(result.adversarial[i], x[i])
+        else:
+            assert int(result.levels[i]) in (1, 2) and result.evaluated[i][int(result.levels[i])]
+    calls.clear()
+    assert minimal_epsilon(lenet, x[:1], method="fgsm", labels=y[:1], on_run=lambda *c: calls.append(c)).k_max == 255
+    assert calls == [(n, 9 + 8) for n in range(1, len(calls) + 1)]  # 9 scan levels + log2(256) steps
+    calls.clear()
+    one = MinimalAttackParams(max_epsilon=1 / 255)
+    minimal_epsilon(lenet, x[:1], method="fgsm", labels=y[:1], params=one, on_run=lambda *c: calls.append(c))
+    assert calls == [(1, 2)]
+    with pytest.raises(InvalidInput, match=r"minimal epsilon searches fgsm, bim, pgd; got 'deepfool-l2'"):
+        minimal_epsilon(lenet, x[:1], method="deepfool-l2", labels=y[:1])
+
+
+def test_targeted_search_counts_an_image_already_at_the_target(lenet, test_set):
+    """A target the model already predicts is reached at eps 0, without a search."""
+    x, _ = test_set
+    pred = lenet(x[:2]).argmax(1)
+    result = minimal_epsilon(lenet, x[:2], method="fgsm", target=pred)
+    assert bool(result.clean_success.all()) and bool(result.found.all())
+    assert result.levels.tolist() == [0, 0] and result.runs.tolist() == [0, 0]
+    assert torch.equal(result.predictions, pred)
