@@ -17,7 +17,6 @@ Every server flag is accepted (``--index-dir``, ``--dataset NAME=DIR``, ``--weig
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from interp.synthesis.feature_vis_params import resolve as resolve_feature_vis
 from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
 from server.atlas_job import DEFAULT_ACTORS, AtlasLayerJob, AtlasProgress, run_layer
+from server.offline_jobs import add_engine_options, job_parser, served, throttled
 from server.stores.atlas import ATLAS_K, AtlasKey, AtlasStore, atlas_dir, params_json
 from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, served_model
 
@@ -38,14 +38,11 @@ ATLAS_TYPES = ("Conv2d", "Linear")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="interp-atlas",
-        description="Precompute a model atlas: every unit's feature visualization and top-9 dataset entries. "
-        "Other arguments are the server's flags (see interp-server --help).",
+    parser = job_parser(
+        "interp-atlas",
+        "Precompute a model atlas: every unit's feature visualization and top-9 dataset entries.",
+        "the dataset of the top-9 entries (its index is built when missing)",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
-    parser.add_argument("model", help="a registered model, e.g. lenet")
-    parser.add_argument("dataset", help="the dataset of the top-9 entries (its index is built when missing)")
     parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv and linear layer)")
     parser.add_argument("--units", default="", help="units of each layer, e.g. 0-15,32 (default: all)")
     parser.add_argument(
@@ -55,9 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=None, help="image side (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="the fixed seed (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (local engine; Ray actors use 1)")
-    parser.add_argument("--actors", type=int, default=DEFAULT_ACTORS, help="Ray actors (default 2)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
+    add_engine_options(parser, actors=DEFAULT_ACTORS)
     return parser
 
 
@@ -141,32 +136,18 @@ def run_atlas(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from models.dataset_registry import DatasetRegistry, UnknownDataset
-    from models.hub import ModelHub
-    from server.app import weights_options
-    from server.config import load_config
     from server.stores.index import default_index_dir
 
-    config = load_config(rest, environ=None)
     if args.batch < 1 or (args.steps is not None and args.steps < 1):
         sys.exit("interp-atlas: --batch and --steps must be >= 1")
-    hub = ModelHub([args.model], weights_options(config), device=config.device)
-    hub.wait()
-    model = hub.ready(args.model)
-    try:
-        dataset = DatasetRegistry(config.datasets).get(args.dataset)
-    except UnknownDataset as exc:
-        sys.exit(f"interp-atlas: {exc.args[0]}")
+    config, model, dataset = served("interp-atlas", args.model, args.dataset, rest)
     names = [model.resolve_layer(name) for name in args.layers.split(",") if name]
     layers = names or [i.name for i in model.layers if i.type in ATLAS_TYPES]
-    last = [0.0]
 
-    def progress(layer: str, p: AtlasProgress) -> None:
-        now = time.monotonic()
-        if now - last[0] > 0.5 or p.units_done == p.total:
-            last[0] = now
-            print(f"\r{layer}: {p.units_done}/{p.total} units, {p.units_per_s:.2f}/s, ETA {p.eta_s:.0f} s",
-                  end="", file=sys.stderr)  # fmt: skip
+    def report(layer: str, p: AtlasProgress) -> str:
+        return f"{layer}: {p.units_done}/{p.total} units, {p.units_per_s:.2f}/s, ETA {p.eta_s:.0f} s"
+
+    progress = throttled(report)
 
     base = FeatureVisParams(seed=args.seed, steps=args.steps, image_size=args.image_size)
     started = time.perf_counter()

@@ -14,21 +14,18 @@ driver), under ``--index-dir`` on this machine.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
-import time
 from collections.abc import Sequence
+
+from server.offline_jobs import add_engine_options, job_parser, served, throttled
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="interp-index",
-        description="Build an activation index (top-k inputs per unit, per-image features) for one model "
-        "and dataset. Other arguments are the server's flags (see interp-server --help).",
+    parser = job_parser(
+        "interp-index",
+        "Build an activation index (top-k inputs per unit, per-image features) for one model and dataset.",
+        "fashion-mnist-train, fashion-mnist-test or a --dataset NAME",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
-    parser.add_argument("model", help="a registered model, e.g. lenet")
-    parser.add_argument("dataset", help="fashion-mnist-train, fashion-mnist-test or a --dataset NAME")
     parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv/ReLU/pool/linear)")
     parser.add_argument("--k", type=int, default=64, help="entries kept per channel (default 64)")
     parser.add_argument(
@@ -37,42 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="images per forward pass (default: 2048 for LeNet-size inputs, fewer for large ones)",
     )
-    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
+    add_engine_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     from interp.dataset.index import default_layers
-    from models.dataset_registry import DatasetRegistry, UnknownDataset
-    from models.hub import ModelHub
-    from server.app import weights_options
-    from server.config import load_config
-    from server.memory import keep_freed_memory
     from server.stores.index import IndexStore, default_batch, served_model
 
-    config = load_config(rest, environ=None)
-    keep_freed_memory(config.keep_freed_mb)  # as the server does
     if args.k < 1 or (args.batch_size is not None and args.batch_size < 1):
         sys.exit("interp-index: --k and --batch-size must be >= 1")
-    hub = ModelHub([args.model], weights_options(config), device=config.device)
-    hub.wait()  # a model whose weights download is LOADING until then
-    model = hub.ready(args.model)
+    config, model, dataset = served("interp-index", args.model, args.dataset, rest)
     module = model.require_ready()
-    try:
-        dataset = DatasetRegistry(config.datasets).get(args.dataset)
-    except UnknownDataset as exc:
-        sys.exit(f"interp-index: {exc.args[0]}")
     layers = [model.resolve_layer(name) for name in args.layers.split(",") if name] or default_layers(module)
     store = IndexStore(config.index_dir)
-    last = [0.0]
-
-    def progress(p: object) -> None:
-        now = time.monotonic()
-        if now - last[0] > 0.5 or p.images_done == p.total:  # type: ignore[attr-defined]
-            last[0] = now
-            print(f"\r{p.images_done:,}/{p.total:,} images, {p.images_per_s:,.0f}/s", end="", file=sys.stderr)  # type: ignore[attr-defined]
+    progress = throttled(lambda p: f"{p.images_done:,}/{p.total:,} images, {p.images_per_s:,.0f}/s")
 
     stored, reused, figures = store.build(
         module,

@@ -13,7 +13,6 @@ the server's ``max_dataset_images`` does not apply to this command.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,19 +23,18 @@ from interp.attacks.robustness import AttackDatasetParams, resolve_dataset_param
 from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
 from server.handlers.attacks import attack_images, robustness_reply
+from server.offline_jobs import add_engine_options, job_parser, served, throttled
 from server.robustness_job import DEFAULT_ACTORS, RobustnessProgress, run_robustness
 from server.stores.results import ResultsStore, results_dir, robustness_key
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="interp-robustness",
-        description="Robust accuracy vs epsilon over a dataset (AttackDataset offline), stored where the server "
-        "answers AttackDataset from it. Other arguments are the server's flags (see interp-server --help).",
+    parser = job_parser(
+        "interp-robustness",
+        "Robust accuracy vs epsilon over a dataset (AttackDataset offline), stored where the server "
+        "answers AttackDataset from it.",
+        "fashion-mnist-test or a --dataset NAME",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
-    parser.add_argument("model", help="a registered model, e.g. lenet")
-    parser.add_argument("dataset", help="fashion-mnist-test or a --dataset NAME")
     parser.add_argument("--method", default="pgd", help="comma-separated: fgsm, bim, pgd, deepfool_linf; deepfool_l2")
     parser.add_argument("--eps", required=True, help="comma-separated epsilons in pixel units, e.g. 0.01,0.03")
     parser.add_argument("--limit", type=int, default=1000, help="the first N images (default 1000)")
@@ -44,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random start seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per block (default 100)")
     parser.add_argument("--predicted-labels", action="store_true", help="attack the predictions, not true labels")
-    parser.add_argument("--actors", type=int, default=DEFAULT_ACTORS, help="Ray actors (default 2)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (auto, ray://HOST:PORT)")
+    add_engine_options(parser, actors=DEFAULT_ACTORS)
     return parser
 
 
@@ -89,35 +85,21 @@ def run_and_store(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from models.dataset_registry import DatasetRegistry, UnknownDataset
-    from models.hub import ModelHub
-    from server.app import weights_options
-    from server.config import load_config
     from server.stores.index import default_index_dir
 
-    config = load_config(rest, environ=None)
     try:
         epsilons = [float(e) for e in args.eps.split(",") if e]
     except ValueError:
         sys.exit(f"interp-robustness: --eps {args.eps!r} is not a comma-separated list of numbers")
     if args.limit < 1:
         sys.exit("interp-robustness: --limit must be >= 1")
-    hub = ModelHub([args.model], weights_options(config), device=config.device)
-    hub.wait()
-    model = hub.ready(args.model)
-    try:
-        dataset = DatasetRegistry(config.datasets).get(args.dataset)
-    except UnknownDataset as exc:
-        sys.exit(f"interp-robustness: {exc.args[0]}")
+    config, model, dataset = served("interp-robustness", args.model, args.dataset, rest)
     params = AttackDatasetParams(steps=args.steps, seed=args.seed, batch_size=args.batch_size)
-    last = [0.0]
 
-    def progress(p: RobustnessProgress) -> None:
-        now = time.monotonic()
-        if now - last[0] > 0.5 or p.images_done == p.total:
-            last[0] = now
-            print(f"\r{p.images_done:,}/{p.total:,} images, {p.images_per_s:.1f}/s, ETA {p.eta_s:.0f} s",
-                  end="", file=sys.stderr)  # fmt: skip
+    def report(p: RobustnessProgress) -> str:
+        return f"{p.images_done:,}/{p.total:,} images, {p.images_per_s:.1f}/s, ETA {p.eta_s:.0f} s"
+
+    progress = throttled(report)
 
     started = time.perf_counter()
     try:

@@ -7,12 +7,15 @@ way to show any failure and never leaves a blank area.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from client.errors import InterpError
+
+N = TypeVar("N", int, float)
 
 # gRPC status name -> HTTP status. The web process's own credentials failing is the gateway's
 # problem (502), not the browser's (401/403 would send it to a login it cannot fix).
@@ -64,27 +67,22 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
 
 def query_int(request: Request, name: str, default: int, *, low: int = 0, high: int = 1 << 30) -> int:
     """An integer query parameter in [low, high]; INVALID_ARGUMENT naming it otherwise."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise WebError("INVALID_ARGUMENT", f"{name} must be an integer, got {raw!r}", field=name) from None
-    if not low <= value <= high:
-        raise WebError("INVALID_ARGUMENT", f"{name} must be in [{low}, {high}], got {value}", field=name)
-    return value
+    return _query_number(request, name, default, int, "an integer", low, high)
 
 
 def query_float(request: Request, name: str, default: float, *, low: float, high: float) -> float:
     """A float query parameter in [low, high]; INVALID_ARGUMENT naming it otherwise."""
+    return _query_number(request, name, default, float, "a number", low, high)
+
+
+def _query_number(request: Request, name: str, default: N, kind: Callable[[str], N], what: str, low: N, high: N) -> N:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise WebError("INVALID_ARGUMENT", f"{name} must be a number, got {raw!r}", field=name) from None
+        raise WebError("INVALID_ARGUMENT", f"{name} must be {what}, got {raw!r}", field=name) from None
     if not low <= value <= high:
         raise WebError("INVALID_ARGUMENT", f"{name} must be in [{low}, {high}], got {value}", field=name)
     return value

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from client import InterpClient
 from web.cache import LruCache
@@ -76,3 +77,14 @@ class Explorer:
 def explorer_of(request: Request) -> Explorer:
     explorer: Explorer = request.app.state.explorer
     return explorer
+
+
+def json_endpoint(work: Callable[[Explorer, Request], Any]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """The endpoint answering ``work(explorer, request)``'s JSON; the work (blocking SDK calls) runs off the loop."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        explorer = explorer_of(request)
+        return JSONResponse(await explorer.call(work, explorer, request))
+
+    endpoint.__name__ = endpoint.__qualname__ = work.__name__.lstrip("_")
+    return endpoint

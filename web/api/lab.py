@@ -20,7 +20,7 @@ from client.results import (
     SaliencyResult,
 )
 from web.errors import WebError, query_float, query_int
-from web.explorer import Explorer, explorer_of
+from web.explorer import Explorer, explorer_of, json_endpoint
 from web.pngs import data_url, encode_png, normalized
 
 R = TypeVar("R")
@@ -128,9 +128,7 @@ def _analysis(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def analysis(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_analysis, explorer, request))
+analysis = json_endpoint(_analysis)
 
 
 def _saliency(explorer: Explorer, request: Request) -> dict[str, Any]:
@@ -149,9 +147,7 @@ def _saliency(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def saliency(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_saliency, explorer, request))
+saliency = json_endpoint(_saliency)
 
 
 def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
@@ -176,9 +172,7 @@ def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def attack(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_attack, explorer, request))
+attack = json_endpoint(_attack)
 
 
 
@@ -202,9 +196,7 @@ def _closest_failure(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def closest_failure(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_closest_failure, explorer, request))
+closest_failure = json_endpoint(_closest_failure)
 
 
 def _unit_map(explorer: Explorer, request: Request) -> dict[str, Any]:
@@ -228,6 +220,4 @@ def _unit_map(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def unit_map(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_unit_map, explorer, request))
+unit_map = json_endpoint(_unit_map)

@@ -7,13 +7,13 @@ import threading
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import StreamingResponse
 
 from client.results import DreamResult
 from web.api.lab import digest_of, model_of, note
 from web.api.layers import on_indexed_dataset
 from web.errors import WebError, json_body, query_int, typed_params
-from web.explorer import Explorer, explorer_of
+from web.explorer import Explorer, explorer_of, json_endpoint
 from web.pngs import data_url
 from web.streaming import Events, event_stream, relay
 
@@ -44,9 +44,7 @@ def _neighbors(explorer: Explorer, request: Request) -> dict[str, Any]:
     }
 
 
-async def neighbors(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_neighbors, explorer, request))
+neighbors = json_endpoint(_neighbors)
 
 
 def dream_events(explorer: Explorer, digest: str, model: str, layer: str, params: dict[str, Any],

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import StreamingResponse
 
 from client.errors import FailedPrecondition
 from client.results import FilterVisualization, LayerInfo, TopActivationsResult
 from web.api.models import layer_json
 from web.errors import WebError, json_body, query_int, typed_params
-from web.explorer import Explorer, explorer_of
+from web.explorer import Explorer, explorer_of, json_endpoint
 from web.pngs import data_url, encode_png, normalized
 from web.streaming import Events, event_stream, relay
 
@@ -142,9 +142,7 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
             "index_dataset": index_on[0] if index_on else ""}  # fmt: skip
 
 
-async def units(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_units, explorer, request))
+units = json_endpoint(_units)
 
 
 def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
@@ -171,9 +169,7 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
             "params": params}  # fmt: skip
 
 
-async def unit(request: Request) -> JSONResponse:
-    explorer = explorer_of(request)
-    return JSONResponse(await explorer.call(_unit, explorer, request))
+unit = json_endpoint(_unit)
 
 
 def visualize_events(
