@@ -215,6 +215,8 @@ def _convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    if array.shape[:2] == (height, width):
+        return array  # already the model's size (what the SDK sends): nothing to interpolate
     shrinking = width < array.shape[1] or height < array.shape[0]
     out = cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return out[:, :, None] if out.ndim == 2 else out
