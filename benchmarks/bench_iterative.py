@@ -61,6 +61,7 @@ from server.threads import largest_activation, pin, threads_for
 
 TARGET = 1.10
 
+
 class Case(NamedTuple):
     """One model's benchmark: layer (alias) and module path, input channels and image size, (N, M)
     steps for feature vis and DeepDream, feature-vis learning rate, DeepDream step size / jitter /

@@ -13,7 +13,6 @@ from client.results.base import _SavesImages, _ShortRepr, _Stamped
 from client.results.generated import generated
 from protos import interp_pb2 as pb
 
-
 IndexBuild: Any = generated(pb.BuildIndexResult.DESCRIPTOR, name="IndexBuild")
 """An index build (or reuse): dataset, index_id, layers, images, skipped, reused, seconds,
 images_per_s, peak_rss_growth_mb, params and the stamp."""
@@ -78,9 +77,11 @@ class _Embedding(_SavesImages):
     coordinates: np.ndarray  # (N, 2) float32
     image_ids: np.ndarray  # (N,) int64
     labels: np.ndarray  # (N,) int32
+    scatter_png: bytes
+    atlas_png: bytes
 
     def _pngs(self) -> list[tuple[str, bytes]]:
-        return [("scatter", self.scatter_png), ("atlas", self.atlas_png)]  # type: ignore[attr-defined]
+        return [("scatter", self.scatter_png), ("atlas", self.atlas_png)]
 
     def write_html(self, path: str | Path, *, title: str = "") -> Path:
         """One self-contained HTML page (no network): scatter, legend toggles, zoom, hover thumbnails."""

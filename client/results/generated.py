@@ -89,8 +89,10 @@ def generated(
     )
     helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
     cls.__module__ = base.__module__ if base is not None else __name__
-    cls.__doc__ = doc or (base.__doc__ if base is not None else None) or (
-        helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__
+    cls.__doc__ = (
+        doc
+        or (base.__doc__ if base is not None else None)
+        or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
     )
     return reply(message)(cls)
 

@@ -83,8 +83,11 @@ class _Dream(_SavesImages):
     """A DeepDream image (H, W, C) in [0, 1] with its ``png``, per-layer ``gains``, the ``input`` echo
     and the resolved ``params``."""
 
+    png: bytes
+    input_png: bytes
+
     def _pngs(self) -> list[tuple[str, bytes]]:
-        return [("dream", self.png), ("input", self.input_png)]  # type: ignore[attr-defined]
+        return [("dream", self.png), ("input", self.input_png)]
 
 
 DreamResult: Any = generated(pb.DeepDreamResult.DESCRIPTOR, name="DreamResult", base=_Dream)
@@ -146,10 +149,11 @@ class _AttackDataset(_SavesImages):
     a result interp-robustness stored offline), ``params``.
     """
 
+    curve_png: bytes
     precomputed: bool = False
 
     def _pngs(self) -> list[tuple[str, bytes]]:
-        return [("curve", self.curve_png)]  # type: ignore[attr-defined]
+        return [("curve", self.curve_png)]
 
 
 AttackDatasetResult: Any = generated(pb.AttackDatasetResult.DESCRIPTOR, base=_AttackDataset)

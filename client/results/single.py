@@ -177,8 +177,18 @@ class _MinimalAttack(_SavesImages):
     of MinimalAttackResponse, the stamp flattened and the resolved parameters as ``params``.
     """
 
+    # the fields are made from the reply's descriptor; those the methods read are named for typing
+
+    adversarial_png: bytes
+    perturbation_png: bytes
+    input_png: bytes
+
     def _pngs(self) -> list[tuple[str, bytes]]:
-        return [("adversarial", self.adversarial_png), ("perturbation", self.perturbation_png), ("input", self.input_png)]  # type: ignore[attr-defined]
+        return [
+            ("adversarial", self.adversarial_png),
+            ("perturbation", self.perturbation_png),
+            ("input", self.input_png),
+        ]
 
 
 MinimalAttackResult: Any = generated(
