@@ -19,15 +19,16 @@ images_per_s, peak_rss_growth_mb, params and the stamp."""
 
 
 class _TopEntry(_ShortRepr):
-    """One top-activating image of a unit: ``image_id``, ``label``, ``label_name``, ``value`` at
-    (``y``, ``x``), ``box`` (y0, x0, y1, x1, exclusive, in the preprocessed input), ``padded``, the
-    receptive-field ``crop`` (H, W, C) with ``crop_png``, ``image_png``, and ``projection`` (H, W, C),
-    the unit's guided backprop over the crop (with projections=True)."""
+    """What TopEntry adds to the fields of its message: the box as a tuple."""
 
     box: tuple[int, int, int, int]
 
 
 TopEntry: Any = generated(pb.TopEntry.DESCRIPTOR, base=_TopEntry)
+"""One top-activating image of a unit: ``image_id``, ``label``, ``label_name``, ``value`` at
+(``y``, ``x``), ``box`` (y0, x0, y1, x1, exclusive, in the preprocessed input), ``padded``, the
+receptive-field ``crop`` (H, W, C) with ``crop_png``, ``image_png``, and ``projection`` (H, W, C),
+the unit's guided backprop over the crop (with projections=True)."""
 
 
 @reply(pb.ChannelTop)
@@ -65,14 +66,7 @@ NeighborsResult: Any = generated(pb.NearestNeighborsResponse.DESCRIPTOR, name="N
 
 
 class _Embedding(_SavesImages):
-    """A t-SNE or PCA map of one layer's features over a dataset.
-
-    ``coordinates[i]`` (N, 2) is the map position of dataset image ``image_ids[i]`` with label
-    ``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
-    ``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
-    columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
-    interactive page.
-    """
+    """What EmbeddingResult adds to the fields of its reply: arrays never None, PNG names, the HTML page."""
 
     coordinates: np.ndarray  # (N, 2) float32
     image_ids: np.ndarray  # (N,) int64
@@ -97,6 +91,14 @@ class _Embedding(_SavesImages):
 
 
 EmbeddingResult: Any = generated(pb.EmbeddingResult.DESCRIPTOR, base=_Embedding)
+"""A t-SNE or PCA map of one layer's features over a dataset.
+
+``coordinates[i]`` (N, 2) is the map position of dataset image ``image_ids[i]`` with label
+``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
+``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
+columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
+interactive page.
+"""
 
 
 @reply(pb.PlacedImage)

@@ -66,7 +66,7 @@ def generated(
 
     Args:
         name, doc: the made class's name and docstring (default: the message's name; the help of
-            the method table's row whose reply it is, else the docstring of ``base``).
+            the method table's row whose reply it is).
         base: what a result adds to its fields (``_pngs``, properties, ``_fix``): a class first in
             the made class's bases, whose own annotations replace the derived ones of those
             fields (``box: tuple[int, int, int, int]``: the Box as a tuple) and whose class
@@ -89,11 +89,7 @@ def generated(
     )
     helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
     cls.__module__ = base.__module__ if base is not None else __name__
-    cls.__doc__ = (
-        doc
-        or (base.__doc__ if base is not None else None)
-        or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
-    )
+    cls.__doc__ = doc or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
     return reply(message)(cls)
 
 

@@ -80,8 +80,7 @@ class LayerGain(Result):
 
 
 class _Dream(_SavesImages):
-    """A DeepDream image (H, W, C) in [0, 1] with its ``png``, per-layer ``gains``, the ``input`` echo
-    and the resolved ``params``."""
+    """What DreamResult adds to the fields of its reply: the names of its PNGs."""
 
     png: bytes
     input_png: bytes
@@ -91,6 +90,8 @@ class _Dream(_SavesImages):
 
 
 DreamResult: Any = generated(pb.DeepDreamResult.DESCRIPTOR, name="DreamResult", base=_Dream)
+"""A DeepDream image (H, W, C) in [0, 1] with its ``png``, per-layer ``gains``, the ``input`` echo
+and the resolved ``params``."""
 
 
 @reply(pb.AlphaResult)
@@ -141,13 +142,7 @@ class MethodCurve(_ShortRepr):
 
 
 class _AttackDataset(_SavesImages):
-    """Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method.
-
-    ``clean_accuracy``, ``epsilons``, ``curves`` (one :class:`MethodCurve` per method), ``curve_png``,
-    ``true_labels``, ``norm`` ("linf" or "l2": the epsilon axis), ``skipped`` (unreadable or
-    unconvertible images among the first ``limit``, not attacked), ``precomputed`` (answered from
-    a result interp-robustness stored offline), ``params``.
-    """
+    """What AttackDatasetResult adds to the fields of its reply: ``precomputed``'s default, its PNG's name."""
 
     curve_png: bytes
     precomputed: bool = False
@@ -157,3 +152,10 @@ class _AttackDataset(_SavesImages):
 
 
 AttackDatasetResult: Any = generated(pb.AttackDatasetResult.DESCRIPTOR, base=_AttackDataset)
+"""Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method.
+
+``clean_accuracy``, ``epsilons``, ``curves`` (one :class:`MethodCurve` per method), ``curve_png``,
+``true_labels``, ``norm`` ("linf" or "l2": the epsilon axis), ``skipped`` (unreadable or
+unconvertible images among the first ``limit``, not attacked), ``precomputed`` (answered from
+a result interp-robustness stored offline), ``params``.
+"""

@@ -166,16 +166,7 @@ class AttackResult(_Stamped, _SavesImages):
 
 
 class _MinimalAttack(_SavesImages):
-    """The smallest perturbation found: minimal eps = level/255 (fgsm/bim/pgd) or DeepFool's.
-
-    ``adversarial`` (H, W, C) is on the 8-bit grid, as its PNG; ``success``, ``linf`` and ``l2``
-    are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed at
-    ``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
-    nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
-    failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would
-    (``success_raw``, ``linf_raw``, ``l2_raw``, ``rounded_outward``, ``iterations``). Every field
-    of MinimalAttackResponse, the stamp flattened and the resolved parameters as ``params``.
-    """
+    """What MinimalAttackResult adds to the fields of its reply: the names of its PNGs."""
 
     # the fields are made from the reply's descriptor; those the methods read are named for typing
 
@@ -194,6 +185,16 @@ class _MinimalAttack(_SavesImages):
 MinimalAttackResult: Any = generated(
     pb.MinimalAttackResponse.DESCRIPTOR, name="MinimalAttackResult", base=_MinimalAttack
 )
+"""The smallest perturbation found: minimal eps = level/255 (fgsm/bim/pgd) or DeepFool's.
+
+``adversarial`` (H, W, C) is on the 8-bit grid, as its PNG; ``success``, ``linf`` and ``l2``
+are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed at
+``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
+nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
+failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would
+(``success_raw``, ``linf_raw``, ``l2_raw``, ``rounded_outward``, ``iterations``). Every field
+of MinimalAttackResponse, the stamp flattened and the resolved parameters as ``params``.
+"""
 
 
 def check_fillable(cls: type) -> None:
