@@ -23,7 +23,7 @@ from interp.attacks.robustness import AttackDatasetParams, resolve_dataset_param
 from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
 from server.handlers.attacks import attack_images, robustness_reply
-from server.offline_jobs import add_engine_options, job_parser, served, throttled
+from server.offline_jobs import add_engine_options, at_least_one, job_parser, served, throttled
 from server.robustness_job import DEFAULT_ACTORS, RobustnessProgress, run_robustness
 from server.stores.results import ResultsStore, results_dir, robustness_key
 
@@ -91,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epsilons = [float(e) for e in args.eps.split(",") if e]
     except ValueError:
         sys.exit(f"interp-robustness: --eps {args.eps!r} is not a comma-separated list of numbers")
-    if args.limit < 1:
-        sys.exit("interp-robustness: --limit must be >= 1")
+    at_least_one("interp-robustness", args, "limit")
     config, model, dataset = served("interp-robustness", args.model, args.dataset, rest)
     params = AttackDatasetParams(steps=args.steps, seed=args.seed, batch_size=args.batch_size)
 
