@@ -479,17 +479,9 @@ class InterpClient(RpcClient):
         values = {"model": model, "dataset": dataset, "layer": layer, "image": image, "k": k, "metric": metric}
         return self.call("NearestNeighbors", values, timeout)
 
-    def dataset_images(
-        self,
-        model: str,
-        *,
-        dataset: str,
-        positions: int | Sequence[int] | None = None,
-        label: int | None = None,
-        offset: int | None = None,
-        limit: int | None = None,
-        timeout: float | None = _UNSET,
-    ) -> Any:
+    def dataset_images(self, model: str, *, dataset: str, positions: int | Sequence[int] | None = None,
+                       label: int | None = None, offset: int | None = None, limit: int | None = None,
+                       timeout: float | None = _UNSET) -> Any:  # fmt: skip
         """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
         of every image or of class ``label``'s; each with its position, label, class name, array and PNG."""
         values = {"model": model, "dataset": dataset, "positions": positions, "label": label, "offset": offset}
