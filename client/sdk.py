@@ -440,6 +440,14 @@ class InterpClient(RpcClient):
         """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2)."""
         return self.call("NearestNeighbors", _request(locals()), timeout)
 
+    def dataset_images(self, model: str, *, dataset: str, positions: int | Sequence[int] | None = None,
+                       label: int | None = None, offset: int | None = None, limit: int | None = None,
+                       timeout: float | None = _UNSET) -> Any:  # fmt: skip
+        """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
+        of every image or of class ``label``'s; each with its position, label, class name, array and PNG."""
+        values = {"model": model, "dataset": dataset, "positions": positions, "label": label, "offset": offset}
+        return self.call("DatasetImages", {**values, "limit": limit}, timeout)
+
     def iter_embedding(
         self,
         model: str,

@@ -1313,6 +1313,50 @@ class PlaceImagesResponse(_message.Message):
     resolved: EmbeddingParams
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., map_id: _Optional[str] = ..., placed: _Optional[_Iterable[_Union[PlacedImage, _Mapping]]] = ..., scatter_png: _Optional[bytes] = ..., resolved: _Optional[_Union[EmbeddingParams, _Mapping]] = ...) -> None: ...
 
+class DatasetImagesRequest(_message.Message):
+    __slots__ = ("model", "dataset", "positions", "label", "offset", "limit")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    label: int
+    offset: int
+    limit: int
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., positions: _Optional[_Iterable[int]] = ..., label: _Optional[int] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DatasetImage(_message.Message):
+    __slots__ = ("position", "label", "label_name", "image", "png")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    label: int
+    label_name: str
+    image: Tensor
+    png: bytes
+    def __init__(self, position: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class DatasetImagesResponse(_message.Message):
+    __slots__ = ("stamp", "dataset", "images", "total", "classes")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    images: _containers.RepeatedCompositeFieldContainer[DatasetImage]
+    total: int
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[_Iterable[_Union[DatasetImage, _Mapping]]] = ..., total: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

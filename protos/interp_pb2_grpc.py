@@ -129,6 +129,11 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.PlaceImagesResponse.FromString,
                 _registered_method=True)
+        self.DatasetImages = channel.unary_unary(
+                '/interp.v1.Interp/DatasetImages',
+                request_serializer=protos_dot_interp__pb2.DatasetImagesRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.DatasetImagesResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.stream_stream(
                 '/interp.v1.Interp/Watch',
                 request_serializer=protos_dot_interp__pb2.WatchRequest.SerializeToString,
@@ -253,6 +258,12 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DatasetImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -356,6 +367,11 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.PlaceImages,
                     request_deserializer=protos_dot_interp__pb2.PlaceImagesRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.PlaceImagesResponse.SerializeToString,
+            ),
+            'DatasetImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.DatasetImages,
+                    request_deserializer=protos_dot_interp__pb2.DatasetImagesRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.DatasetImagesResponse.SerializeToString,
             ),
             'Watch': grpc.stream_stream_rpc_method_handler(
                     servicer.Watch,
@@ -876,6 +892,33 @@ class Interp:
             '/interp.v1.Interp/PlaceImages',
             protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
             protos_dot_interp__pb2.PlaceImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DatasetImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/DatasetImages',
+            protos_dot_interp__pb2.DatasetImagesRequest.SerializeToString,
+            protos_dot_interp__pb2.DatasetImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -390,6 +390,15 @@ METHODS: tuple[Method, ...] = (
         command="place",
         positionals=("model", "dataset"),
     ),
+    Method(
+        "DatasetImages",
+        pb.DatasetImagesRequest,
+        pb.DatasetImagesResponse,
+        "dataset images by position, or a page of one class's images, as the model's input",
+        caps={"positions": Cap("max_images_per_call"), "limit": Cap("max_images_per_call")},
+        command="dataset-images",
+        positionals=("model", "dataset"),
+    ),
     # The CLI's `watch` (video in, video out) lives in client/video.py, behind the `video` extra.
     Method(
         "Watch",

@@ -1,5 +1,5 @@
 """Dataset-level views: ListDatasets, BuildIndex (the activation index, streamed), TopActivations
-and NearestNeighbors (both read an index)."""
+and NearestNeighbors (both read an index), DatasetImages (images by position or class)."""
 
 from __future__ import annotations
 
@@ -260,3 +260,31 @@ def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: Non
         input=ctx.input_message(x), dataset=dataset.name, layer=path, metric=metric, index_id=stored.folder,
         neighbors=neighbors, grid_png=rendering.encode_png(grid),
     )  # fmt: skip
+
+
+@handler("DatasetImages")
+def dataset_images(ctx: Ctx, request: pb.DatasetImagesRequest, params: None) -> pb.DatasetImagesResponse:
+    dataset = dataset_named(ctx, request.dataset)
+    ids = [int(p) for p in request.positions]
+    for i, position in enumerate(ids):
+        if not 0 <= position < dataset.size:
+            raise BadRequest(f"position {position} is out of range for {dataset.name}: valid 0..{dataset.size - 1}",
+                             field=f"positions[{i}]")  # fmt: skip
+    if ids and (request.HasField("label") or request.HasField("limit") or request.offset):
+        raise BadRequest("give positions, or a page (label, offset, limit), not both", field="positions")
+    total = len(ids)
+    if not ids:
+        matching = np.arange(dataset.size)
+        if request.HasField("label"):
+            if not 0 <= request.label < len(dataset.classes):
+                raise BadRequest(f"label {request.label} is not a class of {dataset.name}: valid "
+                                 f"0..{len(dataset.classes) - 1}", field="label")  # fmt: skip
+            matching = np.flatnonzero(dataset.labels() == request.label)
+        if request.offset < 0:
+            raise BadRequest(f"offset must be >= 0, got {request.offset}", field="offset")
+        limit = request.limit if request.HasField("limit") else min(24, ctx.limits.max_images_per_call)
+        ids, total = [int(i) for i in matching[request.offset : request.offset + limit]], len(matching)
+    images = images_by_id(dataset, ctx.model.spec.preprocessing, ids)
+    out = [pb.DatasetImage(position=i, **labelled(dataset, i), image=convert.tensor(image), png=png_of(image))
+           for i, image in zip(ids, images, strict=True)]  # fmt: skip
+    return pb.DatasetImagesResponse(dataset=dataset.name, images=out, total=total, classes=list(dataset.classes))

@@ -43,6 +43,7 @@ def test_contract_defines_every_rpc() -> None:
         "NearestNeighbors",
         "Embedding",
         "PlaceImages",
+        "DatasetImages",
         "Watch",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}

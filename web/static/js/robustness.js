@@ -18,7 +18,8 @@ function resultView(r) {
       const point = c.flips[i];
       show(flipsBox, h("p", {}, `${c.method}: ${point.count} image(s) first fail at ε ${point.epsilon}`,
         point.images.length ? ` (dataset positions${point.count > point.images.length ? ", the first " + point.images.length : ""}): ` : "",
-        point.images.join(", ")));
+        point.images.flatMap((p, j) => [j ? ", " : "", h("a", { class: "to-lab", title: "open it in the lab",
+          href: `/lab?model=${enc(query().get("model"))}&dataset=${enc(r.dataset)}&position=${p}&attack=${enc(c.method)}&eps=${point.epsilon}` }, String(p))])));
     } }, a.toFixed(3)))),
     h("td", {}, c.median_minimal === null ? "–" : c.median_minimal.toFixed(4)), h("td", {}, c.not_found)));
   const histograms = r.curves.map((c) => h("div", { class: "panel" }, h("div", {}, `${c.method}: minimal ε per image`),
