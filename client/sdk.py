@@ -46,6 +46,7 @@ from client.results import (
     ModelInfo,
     NeighborsResult,
     PlacementResult,
+    PrecomputedResult,
     SaliencyResult,
     ServerInfo,
     TopActivationsResult,
@@ -409,6 +410,18 @@ class InterpClient(RpcClient):
         return self.call_stream("AttackDataset", values, timeout, params, progress)
 
     attack_dataset = blocking(iter_attack_dataset)
+
+    def list_precomputed(
+        self, model: str, *, layer: str = "", dataset: str = "", timeout: float | None = _UNSET
+    ) -> PrecomputedResult:
+        """What the offline jobs stored for ``model`` beside the server's index directory.
+
+        Args:
+            layer: "" for every layer's atlas (``interp-atlas``); a layer for its atlas with the
+                stored channel batches (a ``visualize_filter`` of one of them is answered from it).
+            dataset: "" for the robustness results (``interp-robustness``) on every dataset.
+        """
+        return self.call("ListPrecomputed", {"model": model, "layer": layer, "dataset": dataset}, timeout)
 
     # -- dataset-level views ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from client.results._build import reply
 from client.results.base import Result, _SavesImages, _ShortRepr, _Stamped, eps_name
+from client.results.generated import generated
 from client.results.models import Prediction
 from protos import interp_pb2 as pb
 
@@ -160,3 +161,12 @@ class AttackDatasetResult(_Stamped, _SavesImages):
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("curve", self.curve_png)]
+
+
+AtlasLayer: Any = generated(pb.AtlasLayer.DESCRIPTOR)
+"""A layer's stored atlas: layer, params (interp-atlas's resolved VisualizeFilter parameters), batch,
+dataset, units stored, batches (each an ``AtlasBatch`` of channels; only when the call named the layer)."""
+StoredRobustness: Any = generated(pb.StoredRobustness.DESCRIPTOR)
+"""One interp-robustness result: result (an :class:`AttackDatasetResult`, precomputed), limit, engine."""
+PrecomputedResult: Any = generated(pb.ListPrecomputedResponse.DESCRIPTOR, name="PrecomputedResult")
+"""What the offline jobs stored for a model: atlas (AtlasLayer per layer), robustness (StoredRobustness), stamp."""
