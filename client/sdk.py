@@ -46,6 +46,7 @@ from client.results import (
     ModelInfo,
     NeighborsResult,
     PlacementResult,
+    PrecomputedResult,
     SaliencyResult,
     ServerInfo,
     TopActivationsResult,
@@ -376,6 +377,18 @@ class InterpClient(RpcClient):
 
     attack_dataset = blocking(iter_attack_dataset)
 
+    def list_precomputed(
+        self, model: str, *, layer: str = "", dataset: str = "", timeout: float | None = _UNSET
+    ) -> PrecomputedResult:
+        """What the offline jobs stored for ``model`` beside the server's index directory.
+
+        Args:
+            layer: "" for every layer's atlas (``interp-atlas``); a layer for its atlas with the
+                stored channel batches (a ``visualize_filter`` of one of them is answered from it).
+            dataset: "" for the robustness results (``interp-robustness``) on every dataset.
+        """
+        return self.call("ListPrecomputed", _request(locals()), timeout)
+
     # -- dataset-level views ---------------------------------------------------------------------
 
     def list_datasets(self, *, timeout: float | None = _UNSET) -> list[DatasetInfo]:
@@ -445,8 +458,7 @@ class InterpClient(RpcClient):
                        timeout: float | None = _UNSET) -> Any:  # fmt: skip
         """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
         of every image or of class ``label``'s; each with its position, label, class name, array and PNG."""
-        values = {"model": model, "dataset": dataset, "positions": positions, "label": label, "offset": offset}
-        return self.call("DatasetImages", {**values, "limit": limit}, timeout)
+        return self.call("DatasetImages", _request(locals()), timeout)
 
     def iter_embedding(
         self,

@@ -693,6 +693,58 @@ class AttackDatasetEvent(_message.Message):
     result: AttackDatasetResult
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[AttackDatasetResult, _Mapping]] = ...) -> None: ...
 
+class ListPrecomputedRequest(_message.Message):
+    __slots__ = ("model", "layer", "dataset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    dataset: str
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class AtlasBatch(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, channels: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AtlasLayer(_message.Message):
+    __slots__ = ("layer", "resolved", "batch", "dataset", "units", "batches")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    resolved: VisualizeFilterParams
+    batch: int
+    dataset: str
+    units: int
+    batches: _containers.RepeatedCompositeFieldContainer[AtlasBatch]
+    def __init__(self, layer: _Optional[str] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., batch: _Optional[int] = ..., dataset: _Optional[str] = ..., units: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[AtlasBatch, _Mapping]]] = ...) -> None: ...
+
+class StoredRobustness(_message.Message):
+    __slots__ = ("result", "limit", "engine")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    result: AttackDatasetResult
+    limit: int
+    engine: str
+    def __init__(self, result: _Optional[_Union[AttackDatasetResult, _Mapping]] = ..., limit: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ListPrecomputedResponse(_message.Message):
+    __slots__ = ("stamp", "atlas", "robustness")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    ATLAS_FIELD_NUMBER: _ClassVar[int]
+    ROBUSTNESS_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    atlas: _containers.RepeatedCompositeFieldContainer[AtlasLayer]
+    robustness: _containers.RepeatedCompositeFieldContainer[StoredRobustness]
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., atlas: _Optional[_Iterable[_Union[AtlasLayer, _Mapping]]] = ..., robustness: _Optional[_Iterable[_Union[StoredRobustness, _Mapping]]] = ...) -> None: ...
+
 class VisualizeFilterParams(_message.Message):
     __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts", "preset", "l2_decay", "blur_every", "blur_sigma", "blur_sigma_end", "jitter", "scale_range", "rotate_degrees", "tv_weight", "clip_norm_percentile", "clip_contribution_percentile", "start_from_mean")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]

@@ -94,6 +94,11 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.AttackDatasetRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.AttackDatasetEvent.FromString,
                 _registered_method=True)
+        self.ListPrecomputed = channel.unary_unary(
+                '/interp.v1.Interp/ListPrecomputed',
+                request_serializer=protos_dot_interp__pb2.ListPrecomputedRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.ListPrecomputedResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/interp.v1.Interp/GetServerInfo',
                 request_serializer=protos_dot_interp__pb2.GetServerInfoRequest.SerializeToString,
@@ -216,6 +221,12 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPrecomputed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -332,6 +343,11 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.AttackDataset,
                     request_deserializer=protos_dot_interp__pb2.AttackDatasetRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.AttackDatasetEvent.SerializeToString,
+            ),
+            'ListPrecomputed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrecomputed,
+                    request_deserializer=protos_dot_interp__pb2.ListPrecomputedRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.ListPrecomputedResponse.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -703,6 +719,33 @@ class Interp:
             '/interp.v1.Interp/AttackDataset',
             protos_dot_interp__pb2.AttackDatasetRequest.SerializeToString,
             protos_dot_interp__pb2.AttackDatasetEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrecomputed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/ListPrecomputed',
+            protos_dot_interp__pb2.ListPrecomputedRequest.SerializeToString,
+            protos_dot_interp__pb2.ListPrecomputedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -319,6 +319,14 @@ METHODS: tuple[Method, ...] = (
         positionals=("model", "dataset"),
     ),
     Method(
+        "ListPrecomputed",
+        pb.ListPrecomputedRequest,
+        pb.ListPrecomputedResponse,
+        "what the offline jobs stored for a model: its atlas layers (interp-atlas), its robustness results",
+        command="precomputed",
+        positionals=("model",),
+    ),
+    Method(
         "ListDatasets",
         pb.ListDatasetsRequest,
         pb.ListDatasetsResponse,

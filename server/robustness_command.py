@@ -76,6 +76,7 @@ def run_and_store(
                          resolved, limit, true_labels)  # fmt: skip
     minimal = {curve.method: curve.minimal.numpy() for curve in result.curves}
     meta = {"model": model.spec.name, "weights_sha256": model.weights.sha256, "dataset": dataset.name,
+            "manifest": dataset.manifest(),
             "methods": methods, "epsilons": epsilons, "limit": limit, "true_labels": true_labels, "engine": engine,
             "images": len(x), "accuracy": {c.method: c.accuracy for c in result.curves}}  # fmt: skip
     store = ResultsStore(results_dir(index_dir))

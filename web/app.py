@@ -69,6 +69,7 @@ ROUTES = [
             Route("/models", models.list_models),
             Route("/datasets", robustness.datasets),
             Route("/robustness", robustness.run, methods=["POST"]),
+            Route("/robustness/stored", robustness.stored),
             Route("/embedding", embedding.run, methods=["POST"]),
             Route("/models/{model}", models.describe),
             Route("/models/{model}/layers/{layer}", layers.units),

@@ -159,3 +159,10 @@ AttackDatasetResult: Any = generated(pb.AttackDatasetResult.DESCRIPTOR, base=_At
 unconvertible images among the first ``limit``, not attacked), ``precomputed`` (answered from
 a result interp-robustness stored offline), ``params``.
 """
+AtlasLayer: Any = generated(pb.AtlasLayer.DESCRIPTOR)
+"""A layer's stored atlas: layer, params (interp-atlas's resolved VisualizeFilter parameters), batch,
+dataset, units stored, batches (each an ``AtlasBatch`` of channels; only when the call named the layer)."""
+StoredRobustness: Any = generated(pb.StoredRobustness.DESCRIPTOR)
+"""One interp-robustness result: result (an :class:`AttackDatasetResult`, precomputed), limit, engine."""
+PrecomputedResult: Any = generated(pb.ListPrecomputedResponse.DESCRIPTOR, name="PrecomputedResult")
+"""What the offline jobs stored for a model: atlas (AtlasLayer per layer), robustness (StoredRobustness), stamp."""

@@ -37,6 +37,7 @@ def test_contract_defines_every_rpc() -> None:
         "GetServerInfo",
         "MinimalAttack",
         "AttackDataset",
+        "ListPrecomputed",
         "ListDatasets",
         "BuildIndex",
         "TopActivations",

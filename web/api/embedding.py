@@ -12,12 +12,11 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from client.results import EmbeddingResult
 from web.api.lab import DIGEST, note
 from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url
-from web.streaming import Events, event_stream, relay
+from web.streaming import Events, call_kwargs, event_stream, relayed
 
 METHODS = ("tsne", "pca")
 SCATTER_SIDE, SCATTER_MARGIN = 800, 12  # the service's scatter square (interp.embedding.scatter_image)
@@ -35,13 +34,9 @@ NAME = re.compile(r"^[\w.\-]{1,200}$")
 
 
 def embedding_events(explorer: Explorer, values: dict[str, Any], digest: str, stop: threading.Event) -> Events:
-    found: list[EmbeddingResult] = []
-    yield from relay(explorer.client.iter_embedding(**values), stop, found)
-    if not found:
+    result = yield from relayed(explorer.client.iter_embedding(**values), stop)
+    if result is None:
         return  # the page went away: the call is cancelled
-    result = found[0]
-    model = values["model"]
-    kwargs = {k: v for k, v in values.items() if k != "model"} | result.params
     body: dict[str, Any] = {
         "type": "result",
         "dataset": result.dataset,
@@ -55,7 +50,7 @@ def embedding_events(explorer: Explorer, values: dict[str, Any], digest: str, st
         "atlas": data_url(result.atlas_png),
         "points_px": scatter_points(result.coordinates, result.image_ids),
         "params": result.params,
-        "python": explorer.code("embedding", (model,), kwargs),
+        "python": explorer.code("embedding", (values["model"],), call_kwargs(values, result.params)),
         "placed": None,
     }
     if digest:

@@ -1,11 +1,7 @@
 // "/embedding": a t-SNE or PCA map of a layer over a served dataset (Embedding, streamed, cancellable,
 // cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map; a click on
 // a point of the scatter opens its image in the lab.
-import { app, downloadLink, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
-
-function field(label, input) {
-  return h("label", {}, `${label} `, input);
-}
+import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
 
 // The point nearest the click on the scatter (within 8 pixels of the picture): its image in the lab.
 function openPoint(event, r, model) {
@@ -22,20 +18,11 @@ function openPoint(event, r, model) {
 
 async function main() {
   const params = query();
-  let models, datasets;
-  try {
-    [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
-  } catch (err) {
-    show(app(), title("Embedding"), errorBox(err));
-    return;
-  }
-  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
-  const dataset = h("select", { id: "dataset" });
+  const picks = await modelAndDataset(params, "Embedding");
+  if (!picks) return;
+  const { model, dataset } = picks;
   const layer = h("select", { id: "layer" });
   const fill = async () => {
-    const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);
-    show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
-      : h("option", { value: "" }, "no served dataset fits this model"));
     try {
       const d = await getJSON(`/api/models/${encodeURIComponent(model.value)}`);
       const names = d.layers.map((l) => l.name);
