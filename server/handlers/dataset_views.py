@@ -1,5 +1,6 @@
 """Dataset-level views: ListDatasets, BuildIndex (the activation index, streamed), TopActivations
-and NearestNeighbors (both read an index), DatasetImages (images by position or class) and ListPrecomputed (what the offline jobs stored)."""
+and NearestNeighbors (both read an index), DatasetImages (images by position or class) and
+ListPrecomputed (what the offline jobs stored)."""
 
 from __future__ import annotations
 
