@@ -169,18 +169,18 @@ def _adversarial(
     }
 
 
+def _adversarial_json(outcome: Any, **fields: Any) -> dict[str, Any]:
+    """``fields`` and the adversarial image of an attack outcome or a closest failure, with its prediction."""
+    image = {"adversarial": prediction_json(outcome.prediction), "adversarial_png": data_url(outcome.adversarial_png)}
+    return fields | image
+
+
 def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
     epsilon = query_float(request, "eps", 0.05, low=1e-6, high=1.0)
     result, shared = _adversarial(explorer, request, "fgsm", "attack", AttackResult, epsilon=epsilon)
     outcome = result.outcomes[0]
-    return shared | {
-        "epsilon": outcome.epsilon,
-        "adversarial": prediction_json(outcome.prediction),
-        "success": outcome.success,
-        "linf": outcome.linf,
-        "adversarial_png": data_url(outcome.adversarial_png),
-        "perturbation_png": data_url(outcome.perturbation_png),
-    }
+    extra = {"success": outcome.success, "linf": outcome.linf, "perturbation_png": data_url(outcome.perturbation_png)}
+    return shared | _adversarial_json(outcome, epsilon=outcome.epsilon, **extra)
 
 
 attack = json_endpoint(_attack)
@@ -189,13 +189,7 @@ attack = json_endpoint(_attack)
 def _closest_failure(explorer: Explorer, request: Request) -> dict[str, Any]:
     """MinimalAttack: the smallest 8-bit L-inf epsilon at which the model fails on the image."""
     result, shared = _adversarial(explorer, request, "pgd", "minimal_attack", MinimalAttackResult)
-    return shared | {
-        "found": result.found,
-        "epsilon": result.epsilon,
-        "level": result.level,
-        "adversarial": prediction_json(result.prediction),
-        "adversarial_png": data_url(result.adversarial_png),
-    }
+    return shared | _adversarial_json(result, found=result.found, epsilon=result.epsilon, level=result.level)
 
 
 closest_failure = json_endpoint(_closest_failure)
