@@ -33,7 +33,8 @@ forward that stops at the deepest requested layer) vs. a full forward and vs. k 
 truncated forwards.
 
 Usage: ``.venv/bin/python -m benchmarks.bench_latency [--rounds-vgg 40] [--rounds-alexnet 150]
-[--rounds-lenet 1000] [--models vgg16,alexnet,lenet]``. Takes ~2-3 minutes on 2 idle cores.
+[--rounds-lenet 1000] [--models vgg16,alexnet,lenet] [--no-pngs]`` (``--no-pngs``: the saliency rows
+only, answers without PNGs). Takes ~2-3 minutes on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ def raw_saliency_separate_forward(module: nn.Module, x: Tensor) -> tuple[Tensor,
     return attribution.amax(dim=1), target, float(probs[target])
 
 
-def bench_saliency(client: InterpClient, module: nn.Module, model: str, image: object, rounds: int) -> dict:
+def bench_saliency(
+    client: InterpClient, module: nn.Module, model: str, image: object, rounds: int, pngs: bool = True
+) -> dict:
     first = client.saliency(image, model=model, method="gradient")
     x = torch.from_numpy(np.ascontiguousarray(first.input.transpose(2, 0, 1))).unsqueeze(0)  # results are channels last
     # The baseline must compute what the service computed.
@@ -145,7 +148,7 @@ def bench_saliency(client: InterpClient, module: nn.Module, model: str, image: o
     if raw_target != first.target.index or not np.allclose(raw_map[0].numpy(), first.map, rtol=1e-4, atol=1e-6):
         raise SystemExit(f"{model}: raw baseline and service disagree; the benchmark would compare different work")
     runs: dict[str, Callable[[], object]] = {
-        "service": lambda: client.saliency(image, model=model, method="gradient"),
+        "service": lambda: client.saliency(image, model=model, method="gradient", include_pngs=pngs),
         "raw": lambda: raw_saliency(module, x),
         "raw_separate": lambda: raw_saliency_separate_forward(module, x),
     }
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds-alexnet", type=int, default=150)
     parser.add_argument("--rounds-lenet", type=int, default=1000)
     parser.add_argument("--rounds-activations", type=int, default=30)
+    parser.add_argument("--no-pngs", action="store_true", help="saliency rows only, include_pngs=false")
     args, models = parse_bench_args(parser, argv, models="vgg16,alexnet,lenet")
     rounds = {"vgg16": args.rounds_vgg, "alexnet": args.rounds_alexnet, "lenet": args.rounds_lenet}
 
@@ -270,8 +274,12 @@ def main(argv: list[str] | None = None) -> None:
             module = loaded.require_ready()
             weights = "trained" if loaded.pretrained else "random"
             image = fashion_image() if name == "lenet" else cat_crop()
-            times = bench_saliency(client, module, name, image, rounds[name])
-            rows += saliency_rows(name, f"{name} ({weights} weights, {torch.get_num_threads()} threads)", times)
+            times = bench_saliency(client, module, name, image, rounds[name], pngs=not args.no_pngs)
+            pngs_note = ", no PNGs" if args.no_pngs else ""
+            label = f"{name} ({weights} weights, {torch.get_num_threads()} threads{pngs_note})"
+            rows += saliency_rows(name, label, times)
+            if args.no_pngs:
+                continue
             if name == "alexnet":
                 png_rounds = max(10, rounds[name] // 3)
                 times = bench_saliency(client, module, name, cat_png(), png_rounds)
