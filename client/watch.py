@@ -12,6 +12,7 @@ cores the forward needs. ``InterpClient.watch(frames, ...)`` is the simple form 
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +40,9 @@ class WatchFrame:
             settings change the server refused (``error`` says why).
         skipped: frames the server replaced by newer ones (never computed) since the previous answer.
         layer: the module path the maps are of; unit: the selected unit (-1: none).
-        maps: (C, H, W) or (F,) float32, the quantization undone (within half a step per channel).
+        maps: (C, H, W) or (F,) float32, the quantization undone (within half a step per channel);
+            decoded on first use, so a consumer that reads only the unit map or the classes does
+            not pay for it (None when the answer has no maps).
         unit_map: the selected unit's map at full precision (None without a unit).
         predictions: (index, label, probability) of the top_k classes, best first.
         compute_ms: the server's time for this frame; error: this frame's own failure (not raised).
@@ -49,12 +52,15 @@ class WatchFrame:
     skipped: int
     layer: str
     unit: int
-    maps: np.ndarray | None
     unit_map: np.ndarray | None
     predictions: list[tuple[int, str, float]]
     compute_ms: float
     error: InterpError | None = None
     raw: pb.WatchResponse = field(default_factory=pb.WatchResponse, repr=False)
+
+    @functools.cached_property
+    def maps(self) -> np.ndarray | None:
+        return dequantize(self.raw.maps) if self.raw.HasField("maps") else None
 
     @classmethod
     def from_message(cls, reply: pb.WatchResponse) -> WatchFrame:
@@ -70,7 +76,6 @@ class WatchFrame:
             skipped=reply.skipped,
             layer=reply.layer,
             unit=reply.unit,
-            maps=dequantize(reply.maps) if reply.HasField("maps") else None,
             unit_map=unit_map,
             predictions=[(p.index, p.label, p.probability) for p in reply.predictions],
             compute_ms=reply.compute_ms,
