@@ -43,6 +43,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -60,53 +61,49 @@ from server.threads import largest_activation, pin, threads_for
 
 TARGET = 1.10
 
-# model -> layer (alias), module path, image size, (N, M) steps for feature vis and DeepDream,
-# feature-vis learning rate and preview rate of a default-length run (steps // 16), DeepDream
-# step size / jitter / preview rate (octaves * iterations // 16) as the service's defaults.
+
+class Case(NamedTuple):
+    """One model's benchmark: layer (alias) and module path, input channels and image size, (N, M)
+    steps for feature vis and DeepDream, feature-vis learning rate, DeepDream step size / jitter /
+    preview rate (octaves * iterations // 16) as the service's defaults."""
+
+    layer: str
+    path: str
+    in_channels: int
+    size: int
+    fv_steps: tuple[int, int]
+    dd_steps: tuple[int, int]
+    lr: float
+    dd_step: float
+    dd_jitter: int
+    dd_preview: int
+
+
+FV_PREVIEW = 512 // 16  # feature vis' preview rate of a default-length run (steps // 16)
 CASES = {
-    "vgg16": dict(
-        layer="conv3_1",
-        path="features.10",
-        in_channels=3,
-        size=128,
-        fv_steps=(40, 10),
-        dd_steps=(24, 4),
-        lr=0.05,
-        fv_preview=512 // 16,
-        dd_step=0.006,
-        dd_jitter=32,
-        dd_preview=max(1, 4 * 10 // 16),
-    ),
-    "lenet": dict(
-        layer="conv2",
-        path="conv2",
-        in_channels=1,
-        size=28,
-        fv_steps=(400, 100),
-        dd_steps=(400, 100),
-        lr=0.2,
-        fv_preview=512 // 16,
-        dd_step=0.05,
-        dd_jitter=2,
-        dd_preview=max(1, 3 * 20 // 16),
-    ),
+    "vgg16": Case("conv3_1", "features.10", 3, 128, (40, 10), (24, 4), 0.05, 0.006, 32, max(1, 4 * 10 // 16)),
+    "lenet": Case("conv2", "conv2", 1, 28, (400, 100), (400, 100), 0.2, 0.05, 2, max(1, 3 * 20 // 16)),
 }
 CHANNEL = 0
 SEED = 0
 
 
-def on_worker(pool: ThreadPoolExecutor, elements: int, fn: Callable[[], object]) -> Callable[[], None]:
-    """``fn`` run as the service runs a stream's loop: on a long-lived pool thread started with the
-    server's torch threads, under the server's thread choice for the work (server.threads)."""
+def on_worker(pool: ThreadPoolExecutor, elements: int) -> Callable[[Callable[[], object]], Callable[[], None]]:
+    """A wrapper that runs ``fn`` as the service runs a stream's loop: on a long-lived pool thread
+    started with the server's torch threads, under the server's thread choice for the work
+    (server.threads)."""
 
-    def run() -> None:
-        def work() -> None:
-            with threads_for(elements):
-                fn()
+    def wrap(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            def work() -> None:
+                with threads_for(elements):
+                    fn()
 
-        pool.submit(work).result()
+            pool.submit(work).result()
 
-    return run
+        return run
+
+    return wrap
 
 
 def in_thread(fn: Callable[[], object]) -> Callable[[], None]:
@@ -120,6 +117,28 @@ def in_thread(fn: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def ways(
+    service: Callable[[int], object],
+    raw_loop: Callable[[int], object],
+    interp_call: Callable[[int], object],
+    steps: tuple[int, int],
+    worker: Callable[[Callable[[], object]], Callable[[], None]],
+) -> dict[str, Callable[[], object]]:
+    """The eight timed runs of a case: through the service, the raw loop (here and on a thread of
+    its own) and the interp call on a pinned worker, each at N and at M steps."""
+    n, m = steps
+    return {
+        "svc_n": lambda: service(n),
+        "svc_m": lambda: service(m),
+        "raw_n": lambda: raw_loop(n),
+        "raw_m": lambda: raw_loop(m),
+        "thread_n": in_thread(lambda: raw_loop(n)),
+        "thread_m": in_thread(lambda: raw_loop(m)),
+        "worker_n": worker(lambda: interp_call(n)),
+        "worker_m": worker(lambda: interp_call(m)),
+    }
+
+
 def per_step(t: dict[str, list[float]], long: str, short: str, steps: tuple[int, int]) -> list[float]:
     n, m = steps
     return [(a - b) / (n - m) for a, b in zip(t[long], t[short], strict=True)]
@@ -128,7 +147,7 @@ def per_step(t: dict[str, list[float]], long: str, short: str, steps: tuple[int,
 def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int) -> list[list[object]]:
     c = CASES[model]
     module = loaded.require_ready()
-    trunk = raw.prefix(module, c["path"])
+    trunk = raw.prefix(module, c.path)
     pool = ThreadPoolExecutor(1, initializer=pin(torch.get_num_threads()))
     shapes, native = [info.output_shape for info in loaded.layers], loaded.spec.input_shape[1]
     image = fashion_image() if model == "lenet" else cat_crop()
@@ -137,85 +156,65 @@ def run_case(client: InterpClient, loaded: LoadedModel, model: str, rounds: int)
 
     # -- VisualizeFilter ----------------------------------------------------------------------
     # the same parameters for the service and for the interp call its handler makes
-    fv_params = dict(image_size=c["size"], seed=SEED, learning_rate=c["lr"], preview_every=c["fv_preview"], restarts=1)
+    fv_params = dict(image_size=c.size, seed=SEED, learning_rate=c.lr, preview_every=FV_PREVIEW, restarts=1)
 
     def fv_service(steps: int):
-        return client.visualize_filter(model, c["layer"], [CHANNEL], steps=steps, **fv_params)
+        return client.visualize_filter(model, c.layer, [CHANNEL], steps=steps, **fv_params)
 
     def fv_raw(steps: int):
         return raw.feature_vis(
             trunk,
             CHANNEL,
-            in_channels=c["in_channels"],
-            size=c["size"],
+            in_channels=c.in_channels,
+            size=c.size,
             steps=steps,
-            learning_rate=c["lr"],
+            learning_rate=c.lr,
             seed=SEED,
         )
 
     def fv_interp(steps: int):  # the call the service's handler makes, without the service
         params = FeatureVisParams(steps=steps, **fv_params)
         return interp_visualize_filter(
-            module, c["path"], [CHANNEL], in_channels=c["in_channels"], input_size=native, params=params,
+            module, c.path, [CHANNEL], in_channels=c.in_channels, input_size=native, params=params,
             on_step=lambda event: None, should_stop=lambda: False,
         )  # fmt: skip
 
-    n, m = c["fv_steps"]
+    n, m = c.fv_steps
     check = float(
         np.abs(fv_service(m).images[0].transpose(2, 0, 1) - fv_raw(m)[0].numpy()).max()
     )  # results are channels last
     check = max(check, float((fv_interp(m).images[0] - fv_raw(m)[0]).abs().max()))
-    fv_elements = largest_activation(shapes, native, c["size"], 1)
-    runs: dict[str, Callable[[], object]] = {
-        "svc_n": lambda: fv_service(n),
-        "svc_m": lambda: fv_service(m),
-        "raw_n": lambda: fv_raw(n),
-        "raw_m": lambda: fv_raw(m),
-        "thread_n": in_thread(lambda: fv_raw(n)),
-        "thread_m": in_thread(lambda: fv_raw(m)),
-        "worker_n": on_worker(pool, fv_elements, lambda: fv_interp(n)),
-        "worker_m": on_worker(pool, fv_elements, lambda: fv_interp(m)),
-    }
-    t = interleaved(runs, rounds, warmup=1)
-    rows.append(_row(f"{model} VisualizeFilter {c['layer']} {c['size']} px{threads}", t, (n, m), check))
+    fv_elements = largest_activation(shapes, native, c.size, 1)
+    t = interleaved(ways(fv_service, fv_raw, fv_interp, (n, m), on_worker(pool, fv_elements)), rounds, warmup=1)
+    rows.append(_row(f"{model} VisualizeFilter {c.layer} {c.size} px{threads}", t, (n, m), check))
 
     # -- DeepDream ----------------------------------------------------------------------------
-    dd_params = dict(octaves=1, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED, preview_every=c["dd_preview"])
+    dd_params = dict(octaves=1, step_size=c.dd_step, jitter=c.dd_jitter, seed=SEED, preview_every=c.dd_preview)
 
     def dd_service(iterations: int):
-        return client.dream(image, model=model, layers={c["layer"]: 1.0}, iterations=iterations, **dd_params)
+        return client.dream(image, model=model, layers={c.layer: 1.0}, iterations=iterations, **dd_params)
 
     first = dd_service(2)
     x = torch.from_numpy(np.ascontiguousarray(first.input.transpose(2, 0, 1))).unsqueeze(0)  # results are channels last
 
     def dd_raw(iterations: int):
-        return raw.deepdream(trunk, x, iterations=iterations, step_size=c["dd_step"], jitter=c["dd_jitter"], seed=SEED)
+        return raw.deepdream(trunk, x, iterations=iterations, step_size=c.dd_step, jitter=c.dd_jitter, seed=SEED)
 
     def dd_interp(iterations: int):
         params = DeepDreamParams(iterations=iterations, **dd_params)
         return interp_deepdream(
-            module, x, {c["path"]: 1.0}, params=params, on_step=lambda event: None, should_stop=lambda: False
+            module, x, {c.path: 1.0}, params=params, on_step=lambda event: None, should_stop=lambda: False
         )
 
-    n, m = c["dd_steps"]
+    n, m = c.dd_steps
     check = float(
         np.abs(dd_service(m).image.transpose(2, 0, 1) - dd_raw(m)[0].numpy()).max()
     )  # results are channels last
     check = max(check, float((dd_interp(m).image - dd_raw(m)).abs().max()))
     dd_elements = largest_activation(shapes, native, max(x.shape[-2:]), 1)
-    runs = {
-        "svc_n": lambda: dd_service(n),
-        "svc_m": lambda: dd_service(m),
-        "raw_n": lambda: dd_raw(n),
-        "raw_m": lambda: dd_raw(m),
-        "thread_n": in_thread(lambda: dd_raw(n)),
-        "thread_m": in_thread(lambda: dd_raw(m)),
-        "worker_n": on_worker(pool, dd_elements, lambda: dd_interp(n)),
-        "worker_m": on_worker(pool, dd_elements, lambda: dd_interp(m)),
-    }
-    t = interleaved(runs, rounds, warmup=1)
+    t = interleaved(ways(dd_service, dd_raw, dd_interp, (n, m), on_worker(pool, dd_elements)), rounds, warmup=1)
     side = x.shape[-1]
-    rows.append(_row(f"{model} DeepDream {c['layer']} {side} px, 1 octave{threads}", t, (n, m), check))
+    rows.append(_row(f"{model} DeepDream {c.layer} {side} px, 1 octave{threads}", t, (n, m), check))
     return rows
 
 

@@ -330,50 +330,24 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
         return argparse.SUPPRESS if suppress else text
 
     group = parser.add_argument_group("connection and output")
-    group.add_argument(
-        "--server",
-        default=default(os.environ.get("INTERP_SERVER") or DEFAULT_TARGET),
-        help=shown("host:port or dns:///host:port (env INTERP_SERVER; default %(default)s)"),
-    )
-    group.add_argument(
-        "--token",
-        default=default(os.environ.get("INTERP_TOKEN") or None),
-        help=shown("bearer token (env INTERP_TOKEN)"),
-    )
-    group.add_argument(
-        "--ca-file",
-        default=default(os.environ.get("INTERP_CA_FILE") or None),
-        help=shown("PEM root certificate(s); connect with TLS (env INTERP_CA_FILE)"),
-    )
-    group.add_argument(
-        "--tls",
-        action="store_true",
-        default=default(False),
-        help=shown("connect with TLS using the system's root certificates"),
-    )
-    group.add_argument(
-        "--tls-server-name",
-        default=default(None),
-        help=shown("certificate name to expect when it differs from the server host"),
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=default(None),
-        help=shown("deadline per call in seconds (default: 60 for quick calls, none for streaming ones)"),
-    )
-    group.add_argument(
-        "--json",
-        action="store_true",
-        default=default(False),
-        help=shown("print one JSON document on stdout (no progress bar)"),
-    )
-    group.add_argument(
-        "--no-progress",
-        action="store_true",
-        default=default(False),
-        help=shown("no progress bar for streaming commands"),
-    )
+    env = os.environ.get
+    for flag, value, text, extra in (
+        ("--server", env("INTERP_SERVER") or DEFAULT_TARGET,
+         "host:port or dns:///host:port (env INTERP_SERVER; default %(default)s)", {}),
+        ("--token", env("INTERP_TOKEN") or None, "bearer token (env INTERP_TOKEN)", {}),
+        ("--ca-file", env("INTERP_CA_FILE") or None,
+         "PEM root certificate(s); connect with TLS (env INTERP_CA_FILE)", {}),
+        ("--tls", False, "connect with TLS using the system's root certificates", STORE_TRUE),
+        ("--tls-server-name", None, "certificate name to expect when it differs from the server host", {}),
+        ("--timeout", None, "deadline per call in seconds (default: 60 for quick calls, none for streaming ones)",
+         {"type": float}),
+        ("--json", False, "print one JSON document on stdout (no progress bar)", STORE_TRUE),
+        ("--no-progress", False, "no progress bar for streaming commands", STORE_TRUE),
+    ):  # fmt: skip
+        group.add_argument(flag, default=default(value), help=shown(text), **extra)
+
+
+STORE_TRUE = {"action": "store_true"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,7 +113,9 @@ _SPECIAL = {"image", "source", "sets", "model"}
 
 
 def _field_help(message: type[Message], name: str) -> str:
-    text = _HELP.get(name) or FIELD_DOCS.get(f"{message.DESCRIPTOR.full_name}.{name}", "")
+    own = FIELD_DOCS.get(f"{message.DESCRIPTOR.full_name}.{name}", "")
+    class_filter = name == "label" and message.DESCRIPTOR.fields_by_name[name].message_type is None  # not a Target
+    text = own if class_filter else _HELP.get(name) or own
     return text.replace("%", "%%")
 
 

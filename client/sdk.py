@@ -46,6 +46,7 @@ from client.results import (
     ModelInfo,
     NeighborsResult,
     PlacementResult,
+    PrecomputedResult,
     SaliencyResult,
     ServerInfo,
     TopActivationsResult,
@@ -66,6 +67,15 @@ __all__ = [
 ]
 
 _fill_set = fill_set  # the name the CLI used
+_NOT_FIELDS = frozenset({"self", "timeout", "progress", "params"})
+
+
+def _request(arguments: Mapping[str, Any], *leave: str, **renamed: str) -> dict[str, Any]:
+    """A typed method's request values: its arguments (``locals()`` as the method starts) by name,
+    but for those that fill no request field (self, timeout, progress, ``**params`` and ``leave``);
+    ``renamed`` gives an argument's field where the names differ (``epsilon="epsilons"``). None
+    leaves a field unset (see :func:`build_request`)."""
+    return {renamed.get(k, k): v for k, v in arguments.items() if k not in _NOT_FIELDS and k not in leave}
 
 
 class InterpClient(RpcClient):
@@ -74,13 +84,22 @@ class InterpClient(RpcClient):
     Args: see :class:`client.calls.RpcClient` (target, timeout, stream_timeout, token, TLS, options).
     Every method also takes ``timeout=`` to override the deadline for that one call. Use as a
     context manager, or call :meth:`close`.
+
+    What several methods share, said once here:
+
+    - ``image`` of classify, activations, saliency, attack and minimal_attack: one image (-> its
+      result) or several (-> a list, see :meth:`classify`).
+    - ``include_input``: echo the preprocessed input (default true; classify: false).
+    - ``progress`` of the streamed methods: called with each :class:`ProgressEvent`; raising from
+      it cancels the call.
     """
 
     # -- models and server ---------------------------------------------------------------------
-    # Every method below is one line into _invoke/_stream_of: the request is filled from the
-    # keyword arguments by field name (protos.methods.METHODS + the message descriptors) and the
-    # reply wrapped in the result class registered for the RPC (client.results.RESULTS). The
-    # signatures stay explicit for readers and type checkers; tests check them against the table.
+    # Every method below is one line into call/call_stream/_one_or_many: the request is filled
+    # from the method's own arguments by field name (_request; protos.methods.METHODS + the
+    # message descriptors) and the reply wrapped in the result class registered for the RPC
+    # (client.results.RESULTS). The signatures stay explicit for readers and type checkers;
+    # tests check them against the table.
 
     def list_models(self, *, timeout: float | None = _UNSET) -> list[ModelInfo]:
         """Every model the server knows, READY, LOADING or UNAVAILABLE (with the reason)."""
@@ -122,8 +141,7 @@ class InterpClient(RpcClient):
             :class:`ClassifyResult`, or for several images a list of ClassifyResult or, where that
             image failed, the :class:`client.errors.InterpError` it failed with (not raised).
         """
-        values = {"model": model, "top_k": top_k, "include_input": include_input}
-        return self._one_or_many("Classify", image, values, timeout)
+        return self._one_or_many("Classify", image, _request(locals(), "image"), timeout)
 
     # -- single-pass methods -------------------------------------------------------------------
 
@@ -142,27 +160,17 @@ class InterpClient(RpcClient):
         """Activations of one or more layers (names or aliases) from a single forward pass.
 
         Args:
-            image: one image (-> :class:`ActivationsResult`) or several (-> a list, see :meth:`classify`).
             layers: module paths or aliases, e.g. ``["conv3_1", "features.17"]``; a layer named
                 twice is sent once.
             top_k: also rank channels by mean activation and render those (server default: all, unranked).
             include_tensors: False returns statistics and PNGs only (much smaller responses).
-            include_input: echo the preprocessed input (default true).
             include_pngs: render the channel grids and the input PNG (default true).
         """
-        values = {
-            "model": model,
-            "layers": layers,
-            "top_k": top_k,
-            "include_tensors": include_tensors,
-            "include_input": include_input,
-            "include_pngs": include_pngs,
-        }
-        return self._one_or_many("Activations", image, values, timeout)
+        return self._one_or_many("Activations", image, _request(locals(), "image"), timeout)
 
     def kernels(self, model: str, layer: str, *, timeout: float | None = _UNSET) -> KernelsResult:
         """A conv layer's trained weights (O, I, kH, kW) and their rendering."""
-        return self.call("Kernels", {"model": model, "layer": layer}, timeout)
+        return self.call("Kernels", _request(locals()), timeout)
 
     def saliency(
         self,
@@ -179,26 +187,17 @@ class InterpClient(RpcClient):
         """A saliency map explaining one class, for one image or several.
 
         Args:
-            image: one image (-> :class:`SaliencyResult`) or several (-> a list, see :meth:`classify`).
             method: gradient | gradient_x_input | smoothgrad | integrated_gradients |
                 guided_backprop | grad_cam.
             target: class index or exact label (case-insensitive); None: the predicted class
                 (each image's own). A target applies to every image of a call.
-            include_input: echo the preprocessed input (default true).
             include_pngs: render the heatmap, overlay and input PNGs (default true); false
                 returns the map and attribution only.
             **params: layer (grad_cam), samples, noise_level (smoothgrad, relative), steps
                 (integrated_gradients), seed, batch_size, clip_percentile, colormap. A parameter
                 the method does not read is refused (InvalidArgument naming it).
         """
-        values = {
-            "model": model,
-            "method": method,
-            "target": target,
-            "include_input": include_input,
-            "include_pngs": include_pngs,
-        }
-        return self._one_or_many("Saliency", image, values, timeout, params)
+        return self._one_or_many("Saliency", image, _request(locals(), "image"), timeout, params)
 
     def attack(
         self,
@@ -217,28 +216,17 @@ class InterpClient(RpcClient):
         """An L-infinity adversarial attack, at one epsilon or a sweep (pixel units, each in (0, 1]).
 
         Args:
-            image: one image (-> :class:`AttackResult`) or several (-> a list, see :meth:`classify`);
-                each image is attacked as it would be alone.
+            image: each image is attacked as it would be alone.
             method: fgsm | bim | pgd.
             epsilon: one value or several; one outcome per value, in order.
             target: class index or label for a targeted attack; None: untargeted.
             label: untargeted: the true class (index or label) to move away from; None: the
                 model's prediction. A clean misclassification is reported as success without
                 perturbation (``clean_misclassified``). Target and label apply to every image.
-            include_input: echo the preprocessed input (default true).
             include_pngs: render the adversarial, perturbation and input PNGs (default true).
             **params: step_size, steps, random_start, seed (bim/pgd; fgsm has none).
         """
-        values = {
-            "model": model,
-            "method": method,
-            "epsilons": epsilon,
-            "target": target,
-            "include_input": include_input,
-            "include_pngs": include_pngs,
-        }
-        if label is not None:
-            values["label"] = label
+        values = _request(locals(), "image", epsilon="epsilons")
         return self._one_or_many("Attack", image, values, timeout, params)
 
     def minimal_attack(
@@ -255,9 +243,7 @@ class InterpClient(RpcClient):
         """The closest image on which the model fails: the smallest 8-bit L-inf eps, or DeepFool.
 
         Args:
-            image: one image (-> :class:`MinimalAttackResult`) or several (-> a list, see
-                :meth:`classify`); the images of a call are searched together, each as it would
-                be alone.
+            image: the images of a call are searched together, each as it would be alone.
             method: fgsm | bim | pgd (smallest eps = k/255 by bisection, exact on the 8-bit grid)
                 | deepfool_l2 | deepfool_linf.
             label: the true class (index or label); None: the model's prediction. A clean
@@ -267,10 +253,7 @@ class InterpClient(RpcClient):
             **params: step_size, steps, random_start, seed, max_epsilon (fgsm/bim/pgd);
                 steps, candidates, overshoot (DeepFool).
         """
-        values = {"model": model, "method": method, "label": label, "target": target}
-        return self._one_or_many(
-            "MinimalAttack", image, {k: v for k, v in values.items() if v is not None}, timeout, params
-        )
+        return self._one_or_many("MinimalAttack", image, _request(locals(), "image"), timeout, params)
 
     # -- iterative methods (streaming) -----------------------------------------------------------
     # Each is declared once, as its iter_ form: an EventStream of ProgressEvent objects, then the
@@ -292,12 +275,10 @@ class InterpClient(RpcClient):
 
         Args:
             channels: one channel index, several, or a string like ``"0,1,2"``.
-            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
             **params: objective ("channel" | "neuron"), steps, image_size, learning_rate, seed,
                 parameterization ("fourier" | "pixel"), transforms, preview_every, restarts.
         """
-        values = {"model": model, "layer": layer, "channels": channels}
-        return self.call_stream("VisualizeFilter", values, timeout, params, progress)
+        return self.call_stream("VisualizeFilter", _request(locals()), timeout, params, progress)
 
     visualize_filter = blocking(iter_visualize_filter)
 
@@ -315,13 +296,10 @@ class InterpClient(RpcClient):
 
         Args:
             layers: a layer, a list of layers (or ``(layer, weight)`` pairs), or ``{layer: weight}``.
-            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
             **params: octaves, octave_scale, iterations (per octave), step_size, jitter, seed,
                 preview_every.
         """
-        return self.call_stream(
-            "DeepDream", {"model": model, "image": image, "layers": layers}, timeout, params, progress
-        )
+        return self.call_stream("DeepDream", _request(locals()), timeout, params, progress)
 
     dream = blocking(iter_dream)
 
@@ -348,7 +326,6 @@ class InterpClient(RpcClient):
         Args:
             layers: feature layers phi (server default per model).
             alphas: interpolation strengths (server default 0, 0.5, 1, 1.5, 2); one image each.
-            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
             **params: iterations, warm_iterations, tv_weight, tv_beta, seed, set_size,
                 normalize_attribute, preview_every.
         """
@@ -394,21 +371,23 @@ class InterpClient(RpcClient):
             epsilons: the curve's points, pixel units.
             limit: the first N images (server default 1000).
             true_labels: attack away from the dataset's labels (default) or the predictions.
-            progress: called with each :class:`ProgressEvent`; raising from it cancels the call.
             **params: step_size, steps, random_start, seed, candidates, overshoot, batch_size.
         """
-        values: dict[str, Any] = {
-            "model": model,
-            "dataset": dataset,
-            "methods": [method] if isinstance(method, str) else list(method),
-            "epsilons": epsilons,
-            "true_labels": true_labels,
-        }
-        if limit is not None:
-            values["limit"] = limit
-        return self.call_stream("AttackDataset", values, timeout, params, progress)
+        return self.call_stream("AttackDataset", _request(locals(), method="methods"), timeout, params, progress)
 
     attack_dataset = blocking(iter_attack_dataset)
+
+    def list_precomputed(
+        self, model: str, *, layer: str = "", dataset: str = "", timeout: float | None = _UNSET
+    ) -> PrecomputedResult:
+        """What the offline jobs stored for ``model`` beside the server's index directory.
+
+        Args:
+            layer: "" for every layer's atlas (``interp-atlas``); a layer for its atlas with the
+                stored channel batches (a ``visualize_filter`` of one of them is answered from it).
+            dataset: "" for the robustness results (``interp-robustness``) on every dataset.
+        """
+        return self.call("ListPrecomputed", _request(locals()), timeout)
 
     # -- dataset-level views ---------------------------------------------------------------------
 
@@ -435,8 +414,7 @@ class InterpClient(RpcClient):
             **params: k (entries per channel, default 64), batch_size (default: as many images as
                 64 x 256 x 256 pixels, at most 2,048: LeNet 2,048, 224-px models 83).
         """
-        values = {"model": model, "dataset": dataset, "layers": layers}
-        return self.call_stream("BuildIndex", values, timeout, params, progress)
+        return self.call_stream("BuildIndex", _request(locals()), timeout, params, progress)
 
     build_index = blocking(iter_build_index)
 
@@ -459,10 +437,7 @@ class InterpClient(RpcClient):
             entry_pngs: also a PNG of each crop and of each whole image with its box (default false).
             projections: also each unit's guided-backprop projection over its crop (default false).
         """
-        values = {"model": model, "dataset": dataset, "layer": layer, "channels": channels, "k": k}
-        values["entry_pngs"] = entry_pngs
-        values["projections"] = projections
-        return self.call("TopActivations", values, timeout)
+        return self.call("TopActivations", _request(locals()), timeout)
 
     def nearest_neighbors(
         self,
@@ -476,8 +451,14 @@ class InterpClient(RpcClient):
         timeout: float | None = _UNSET,
     ) -> NeighborsResult:
         """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2)."""
-        values = {"model": model, "dataset": dataset, "layer": layer, "image": image, "k": k, "metric": metric}
-        return self.call("NearestNeighbors", values, timeout)
+        return self.call("NearestNeighbors", _request(locals()), timeout)
+
+    def dataset_images(self, model: str, *, dataset: str, positions: int | Sequence[int] | None = None,
+                       label: int | None = None, offset: int | None = None, limit: int | None = None,
+                       timeout: float | None = _UNSET) -> Any:  # fmt: skip
+        """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
+        of every image or of class ``label``'s; each with its position, label, class name, array and PNG."""
+        return self.call("DatasetImages", _request(locals()), timeout)
 
     def iter_embedding(
         self,
@@ -501,8 +482,7 @@ class InterpClient(RpcClient):
                 with the KL divergence as the objective.
             **params: t-SNE: perplexity (30), iterations (500), early_iterations (250), pca_dims (50), seed (0).
         """
-        values = {"model": model, "dataset": dataset, "layer": layer, "method": method, "limit": limit}
-        return self.call_stream("Embedding", values, timeout, params, progress)
+        return self.call_stream("Embedding", _request(locals()), timeout, params, progress)
 
     embedding = blocking(iter_embedding)
 
@@ -519,15 +499,7 @@ class InterpClient(RpcClient):
         **params: Any,
     ) -> PlacementResult:
         """Place images on the map an identical :meth:`embedding` call made (FailedPrecondition before it)."""
-        values = {
-            "model": model,
-            "dataset": dataset,
-            "layer": layer,
-            "method": method,
-            "limit": limit,
-            "images": images,
-        }
-        return self.call("PlaceImages", values, timeout, params=params)
+        return self.call("PlaceImages", _request(locals()), timeout, params=params)
 
     # -- live view -------------------------------------------------------------------------------
 
@@ -581,15 +553,6 @@ class InterpClient(RpcClient):
         stream. A frame the server cannot read gets ``WatchFrame.error`` and the stream goes on.
         """
 
-        def open_session() -> WatchSession:
-            return self.watch_session(
-                model=model,
-                layer=layer,
-                unit=unit,
-                top_k=top_k,
-                float16=float16,
-                timeout=timeout,
-                max_in_flight=max_in_flight,
-            )
-
-        return watch_frames(open_session, frames)
+        session = dict(locals())  # watch_session's arguments, as given
+        del session["self"], session["frames"]
+        return watch_frames(lambda: self.watch_session(**session), frames)

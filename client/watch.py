@@ -89,7 +89,9 @@ def dequantize(maps: pb.QuantizedMaps) -> np.ndarray:
     q = q.reshape(channels, -1)
     scale = np.asarray(maps.scale, dtype=np.float32)[:, None]
     offset = np.asarray(maps.offset, dtype=np.float32)[:, None]
-    return (offset + scale * q).reshape(shape)
+    q *= scale  # in place: the answer's maps are decoded once per frame
+    q += offset
+    return q.reshape(shape)
 
 
 def _settings(

@@ -61,6 +61,7 @@ class LoadedModel:
         self.module = module
         self.weights = weights
         self.layers = layers
+        self._shapes: tuple[list[LayerInfo], dict[str, tuple[int, ...]]] | None = None
         paths = {layer.name for layer in layers}
         self._names = {alias: path for alias, path in spec.aliases.items() if path in paths}
         self._names.update({path: path for path in paths})
@@ -87,6 +88,13 @@ class LoadedModel:
         if self.spec.pretrained is not None and self.weights.source != "random":
             return self.spec.pretrained
         return self.weights.pretrained
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each layer's per-image output shape by module path (made once per catalogue: read per call)."""
+        if self._shapes is None or self._shapes[0] is not self.layers:
+            self._shapes = (self.layers, {layer.name: tuple(layer.output_shape) for layer in self.layers})
+        return self._shapes[1]
 
     def resolve_layer(self, name: str) -> str:
         """Module path of a layer given by alias ("conv3_1") or module path ("features.10").

@@ -21,6 +21,7 @@ _TO_NUMPY: dict[int, np.dtype[Any]] = {
 MAX_DIMS = 32  # numpy allows 64; no interp.v1 tensor has more than 4
 
 _FROM_NUMPY = {dt.newbyteorder("="): code for code, dt in _TO_NUMPY.items()}
+_NATIVE: dict[int, np.dtype[Any]] = {code: dt.newbyteorder("=") for code, dt in _TO_NUMPY.items()}
 
 
 class TensorCodecError(ValueError):
@@ -55,24 +56,27 @@ def fill_tensor(message: pb.Tensor, array: np.ndarray) -> None:
 
 def from_tensor(message: pb.Tensor) -> np.ndarray:
     """Decode a Tensor message to a (writable) numpy array in native byte order."""
-    dtype = _TO_NUMPY.get(message.dtype)
+    code = message.dtype
+    dtype = _TO_NUMPY.get(code)
     if dtype is None:
-        raise TensorCodecError(f"unknown tensor dtype code {message.dtype}")
-    shape = tuple(int(s) for s in message.shape)
+        raise TensorCodecError(f"unknown tensor dtype code {code}")
+    shape = tuple(message.shape)
     if len(shape) > MAX_DIMS:
         raise TensorCodecError(f"tensor has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
-    if any(s < 0 for s in shape):
+    if shape and min(shape) < 0:
         raise TensorCodecError(f"negative dimension in shape {shape}")
     count = math.prod(shape)  # Python ints: np.prod wraps around (2**32 x 2**32 -> 0 elements)
-    if count * dtype.itemsize != len(message.data):
+    data = message.data
+    if count * dtype.itemsize != len(data):
         raise TensorCodecError(
-            f"tensor of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, got {len(message.data)}"
+            f"tensor of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, got {len(data)}"
         )
     try:
-        array = np.frombuffer(message.data, dtype=dtype).reshape(shape)
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
     except ValueError as exc:  # an empty tensor with absurd sides, e.g. (0, 2**62, 2**62)
         raise TensorCodecError(f"cannot shape a tensor as {shape}: {exc}") from None
-    return array.astype(dtype.newbyteorder("="), copy=True)
+    native = _NATIVE[code]
+    return array.copy() if native == dtype else array.astype(native)
 
 
 def from_tensors(messages: Sequence[pb.Tensor]) -> list[np.ndarray]:

@@ -693,6 +693,58 @@ class AttackDatasetEvent(_message.Message):
     result: AttackDatasetResult
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[AttackDatasetResult, _Mapping]] = ...) -> None: ...
 
+class ListPrecomputedRequest(_message.Message):
+    __slots__ = ("model", "layer", "dataset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    dataset: str
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class AtlasBatch(_message.Message):
+    __slots__ = ("channels",)
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, channels: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AtlasLayer(_message.Message):
+    __slots__ = ("layer", "resolved", "batch", "dataset", "units", "batches")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    resolved: VisualizeFilterParams
+    batch: int
+    dataset: str
+    units: int
+    batches: _containers.RepeatedCompositeFieldContainer[AtlasBatch]
+    def __init__(self, layer: _Optional[str] = ..., resolved: _Optional[_Union[VisualizeFilterParams, _Mapping]] = ..., batch: _Optional[int] = ..., dataset: _Optional[str] = ..., units: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[AtlasBatch, _Mapping]]] = ...) -> None: ...
+
+class StoredRobustness(_message.Message):
+    __slots__ = ("result", "limit", "engine")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    result: AttackDatasetResult
+    limit: int
+    engine: str
+    def __init__(self, result: _Optional[_Union[AttackDatasetResult, _Mapping]] = ..., limit: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ListPrecomputedResponse(_message.Message):
+    __slots__ = ("stamp", "atlas", "robustness")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    ATLAS_FIELD_NUMBER: _ClassVar[int]
+    ROBUSTNESS_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    atlas: _containers.RepeatedCompositeFieldContainer[AtlasLayer]
+    robustness: _containers.RepeatedCompositeFieldContainer[StoredRobustness]
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., atlas: _Optional[_Iterable[_Union[AtlasLayer, _Mapping]]] = ..., robustness: _Optional[_Iterable[_Union[StoredRobustness, _Mapping]]] = ...) -> None: ...
+
 class VisualizeFilterParams(_message.Message):
     __slots__ = ("objective", "steps", "image_size", "learning_rate", "seed", "parameterization", "transforms", "preview_every", "restarts", "preset", "l2_decay", "blur_every", "blur_sigma", "blur_sigma_end", "jitter", "scale_range", "rotate_degrees", "tv_weight", "clip_norm_percentile", "clip_contribution_percentile", "start_from_mean")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
@@ -1312,6 +1364,50 @@ class PlaceImagesResponse(_message.Message):
     scatter_png: bytes
     resolved: EmbeddingParams
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[str] = ..., map_id: _Optional[str] = ..., placed: _Optional[_Iterable[_Union[PlacedImage, _Mapping]]] = ..., scatter_png: _Optional[bytes] = ..., resolved: _Optional[_Union[EmbeddingParams, _Mapping]] = ...) -> None: ...
+
+class DatasetImagesRequest(_message.Message):
+    __slots__ = ("model", "dataset", "positions", "label", "offset", "limit")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dataset: str
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    label: int
+    offset: int
+    limit: int
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., positions: _Optional[_Iterable[int]] = ..., label: _Optional[int] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DatasetImage(_message.Message):
+    __slots__ = ("position", "label", "label_name", "image", "png")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    label: int
+    label_name: str
+    image: Tensor
+    png: bytes
+    def __init__(self, position: _Optional[int] = ..., label: _Optional[int] = ..., label_name: _Optional[str] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class DatasetImagesResponse(_message.Message):
+    __slots__ = ("stamp", "dataset", "images", "total", "classes")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    stamp: ModelStamp
+    dataset: str
+    images: _containers.RepeatedCompositeFieldContainer[DatasetImage]
+    total: int
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., images: _Optional[_Iterable[_Union[DatasetImage, _Mapping]]] = ..., total: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

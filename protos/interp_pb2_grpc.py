@@ -94,6 +94,11 @@ class InterpStub:
                 request_serializer=protos_dot_interp__pb2.AttackDatasetRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.AttackDatasetEvent.FromString,
                 _registered_method=True)
+        self.ListPrecomputed = channel.unary_unary(
+                '/interp.v1.Interp/ListPrecomputed',
+                request_serializer=protos_dot_interp__pb2.ListPrecomputedRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.ListPrecomputedResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/interp.v1.Interp/GetServerInfo',
                 request_serializer=protos_dot_interp__pb2.GetServerInfoRequest.SerializeToString,
@@ -128,6 +133,11 @@ class InterpStub:
                 '/interp.v1.Interp/PlaceImages',
                 request_serializer=protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
                 response_deserializer=protos_dot_interp__pb2.PlaceImagesResponse.FromString,
+                _registered_method=True)
+        self.DatasetImages = channel.unary_unary(
+                '/interp.v1.Interp/DatasetImages',
+                request_serializer=protos_dot_interp__pb2.DatasetImagesRequest.SerializeToString,
+                response_deserializer=protos_dot_interp__pb2.DatasetImagesResponse.FromString,
                 _registered_method=True)
         self.Watch = channel.stream_stream(
                 '/interp.v1.Interp/Watch',
@@ -211,6 +221,12 @@ class InterpServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPrecomputed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -248,6 +264,12 @@ class InterpServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlaceImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DatasetImages(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -322,6 +344,11 @@ def add_InterpServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_interp__pb2.AttackDatasetRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.AttackDatasetEvent.SerializeToString,
             ),
+            'ListPrecomputed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrecomputed,
+                    request_deserializer=protos_dot_interp__pb2.ListPrecomputedRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.ListPrecomputedResponse.SerializeToString,
+            ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
                     request_deserializer=protos_dot_interp__pb2.GetServerInfoRequest.FromString,
@@ -356,6 +383,11 @@ def add_InterpServicer_to_server(servicer, server):
                     servicer.PlaceImages,
                     request_deserializer=protos_dot_interp__pb2.PlaceImagesRequest.FromString,
                     response_serializer=protos_dot_interp__pb2.PlaceImagesResponse.SerializeToString,
+            ),
+            'DatasetImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.DatasetImages,
+                    request_deserializer=protos_dot_interp__pb2.DatasetImagesRequest.FromString,
+                    response_serializer=protos_dot_interp__pb2.DatasetImagesResponse.SerializeToString,
             ),
             'Watch': grpc.stream_stream_rpc_method_handler(
                     servicer.Watch,
@@ -698,6 +730,33 @@ class Interp:
             _registered_method=True)
 
     @staticmethod
+    def ListPrecomputed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/ListPrecomputed',
+            protos_dot_interp__pb2.ListPrecomputedRequest.SerializeToString,
+            protos_dot_interp__pb2.ListPrecomputedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetServerInfo(request,
             target,
             options=(),
@@ -876,6 +935,33 @@ class Interp:
             '/interp.v1.Interp/PlaceImages',
             protos_dot_interp__pb2.PlaceImagesRequest.SerializeToString,
             protos_dot_interp__pb2.PlaceImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DatasetImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interp.v1.Interp/DatasetImages',
+            protos_dot_interp__pb2.DatasetImagesRequest.SerializeToString,
+            protos_dot_interp__pb2.DatasetImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,7 @@ This module imports only protobuf (the SDK installs without torch).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Method:
         return _message_class(descriptor.name)
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -319,6 +321,14 @@ METHODS: tuple[Method, ...] = (
         positionals=("model", "dataset"),
     ),
     Method(
+        "ListPrecomputed",
+        pb.ListPrecomputedRequest,
+        pb.ListPrecomputedResponse,
+        "what the offline jobs stored for a model: its atlas layers (interp-atlas), its robustness results",
+        command="precomputed",
+        positionals=("model",),
+    ),
+    Method(
         "ListDatasets",
         pb.ListDatasetsRequest,
         pb.ListDatasetsResponse,
@@ -388,6 +398,15 @@ METHODS: tuple[Method, ...] = (
         required=("layer", "images"),
         heavy=True,
         command="place",
+        positionals=("model", "dataset"),
+    ),
+    Method(
+        "DatasetImages",
+        pb.DatasetImagesRequest,
+        pb.DatasetImagesResponse,
+        "dataset images by position, or a page of one class's images, as the model's input",
+        caps={"positions": Cap("max_images_per_call"), "limit": Cap("max_images_per_call")},
+        command="dataset-images",
         positionals=("model", "dataset"),
     ),
     # The CLI's `watch` (video in, video out) lives in client/video.py, behind the `video` extra.

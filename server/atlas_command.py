@@ -29,7 +29,7 @@ from interp.synthesis.feature_vis_params import resolve as resolve_feature_vis
 from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
 from server.atlas_job import DEFAULT_ACTORS, AtlasLayerJob, AtlasProgress, run_layer
-from server.offline_jobs import add_engine_options, job_parser, served, throttled
+from server.offline_jobs import add_engine_options, at_least_one, chosen_layers, job_parser, served, throttled
 from server.stores.atlas import ATLAS_K, AtlasKey, AtlasStore, atlas_dir, params_json
 from server.stores.index import IndexStore, IndexUnavailable, base_key, default_batch, served_model
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "interp-atlas",
         "Precompute a model atlas: every unit's feature visualization and top-9 dataset entries.",
         "the dataset of the top-9 entries (its index is built when missing)",
+        default_layers="every conv and linear layer",
     )
-    parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv and linear layer)")
     parser.add_argument("--units", default="", help="units of each layer, e.g. 0-15,32 (default: all)")
     parser.add_argument(
         "--batch", type=int, default=DEFAULT_BATCH, help=f"channels per batch (default {DEFAULT_BATCH})"
@@ -138,11 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     from server.stores.index import default_index_dir
 
-    if args.batch < 1 or (args.steps is not None and args.steps < 1):
-        sys.exit("interp-atlas: --batch and --steps must be >= 1")
+    at_least_one("interp-atlas", args, "batch", "steps")
     config, model, dataset = served("interp-atlas", args.model, args.dataset, rest)
-    names = [model.resolve_layer(name) for name in args.layers.split(",") if name]
-    layers = names or [i.name for i in model.layers if i.type in ATLAS_TYPES]
+    layers = chosen_layers(model, args.layers, lambda: [i.name for i in model.layers if i.type in ATLAS_TYPES])
 
     def report(layer: str, p: AtlasProgress) -> str:
         return f"{layer}: {p.units_done}/{p.total} units, {p.units_per_s:.2f}/s, ETA {p.eta_s:.0f} s"

@@ -237,7 +237,9 @@ class Batcher:
                 self.stats.batches += 1
                 self.stats.calls += len(batch)
                 self.stats.largest = max(self.stats.largest, len(batch))
-                self.stats.sizes = [*self.stats.sizes[-999:], len(batch)]
+                self.stats.sizes.append(len(batch))
+                if len(self.stats.sizes) > 1000:
+                    del self.stats.sizes[0]
                 self._forget(key, queue)
                 self._cond.notify_all()
 

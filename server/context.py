@@ -5,6 +5,7 @@ the services once and hands a fresh :class:`Ctx` to every call.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -261,7 +262,7 @@ class Ctx:
     def elements(self, images: int, side: int) -> int:
         """The largest activation of this model over ``images`` inputs of ``side`` px (values)."""
         model = self.model
-        return largest_activation([i.output_shape for i in model.layers], model.spec.input_shape[1], side, images)
+        return _largest(tuple(model.output_shapes.values()), model.spec.input_shape[1], side, images)
 
     def threads(self, x: torch.Tensor) -> AbstractContextManager[None]:
         """The torch threads for computing on the batch ``x`` (see :mod:`server.threads`)."""
@@ -388,6 +389,12 @@ class Ctx:
             )
         index = self.label_index(class_name, field=f"sets.{what}_class")
         return self.services.training_sets.class_images(dataset, index, set_size, seed).to(self.device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _largest(shapes: tuple[tuple[int, ...], ...], native_side: int, side: int, images: int) -> int:
+    """:func:`largest_activation`, remembered: every call of a small method asks it again."""
+    return largest_activation(shapes, native_side, side, images)
 
 
 def check_cap(path: str, value: int, floor: int, cap: int, limit: str, *, count: bool = False, label: str = "") -> None:

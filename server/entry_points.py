@@ -1,4 +1,4 @@
-"""Console entry points of the server side (``interp-server``, ``interp-train``), import-light.
+"""Console entry points of the server side (``interp-server``, ``interp-train``, the offline jobs), import-light.
 
 The base install is the SDK and CLI only; torch, torchvision, captum and OpenCV come with the
 ``server`` extra. These launchers check for the server side's packages before importing it, so
@@ -7,8 +7,11 @@ a client-only install answers ``interp-server`` with the command that fixes it, 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
+from typing import Any
 
 # import name -> distribution that provides it (all in the ``server`` extra of pyproject.toml)
 SERVER_MODULES = {
@@ -35,41 +38,20 @@ def require_server_extra(command: str) -> None:
         sys.exit(f"{command} needs the server extra (missing: {', '.join(missing)}); install it with: {INSTALL_HINT}")
 
 
-def serve() -> None:
-    """``interp-server``: see ``server.app.main``."""
-    require_server_extra("interp-server")
-    from server.app import main
+def _launcher(command: str, module: str) -> Callable[[], Any]:
+    """The entry point of ``command``: the server extra checked, then ``module.main()`` (imported
+    only then, so that a client-only install never imports the server side)."""
 
-    main()
+    def launch() -> Any:
+        require_server_extra(command)
+        return importlib.import_module(module).main()
 
-
-def train() -> int:
-    """``interp-train``: see ``models.train_lenet.main``."""
-    require_server_extra("interp-train")
-    from models.train_lenet import main
-
-    return main()
+    launch.__doc__ = f"``{command}``: see ``{module}.main``."
+    return launch
 
 
-def index() -> int:
-    """``interp-index``: see ``server.index_command.main``."""
-    require_server_extra("interp-index")
-    from server.index_command import main
-
-    return main()
-
-
-def atlas() -> int:
-    """``interp-atlas``: see ``server.atlas_command.main``."""
-    require_server_extra("interp-atlas")
-    from server.atlas_command import main
-
-    return main()
-
-
-def robustness() -> int:
-    """``interp-robustness``: see ``server.robustness_command.main``."""
-    require_server_extra("interp-robustness")
-    from server.robustness_command import main
-
-    return main()
+serve = _launcher("interp-server", "server.app")
+train = _launcher("interp-train", "models.train_lenet")
+index = _launcher("interp-index", "server.index_command")
+atlas = _launcher("interp-atlas", "server.atlas_command")
+robustness = _launcher("interp-robustness", "server.robustness_command")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -74,7 +74,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """12 random hex digits."""
+    return os.urandom(6).hex()
 
 
 MESSAGE_LIMIT = 900

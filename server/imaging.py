@@ -215,6 +215,8 @@ def _convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    if array.shape[:2] == (height, width):
+        return array  # already the model's size (what the SDK sends): nothing to interpolate
     shrinking = width < array.shape[1] or height < array.shape[0]
     out = cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return out[:, :, None] if out.ndim == 2 else out
@@ -291,9 +293,33 @@ def reduce_native(array: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, t
 
 def load_input(image: pb.Image, spec: Preprocessing, max_pixels: int, device: str = "cpu") -> torch.Tensor:
     """Image message -> (1, C, H, W) float32 batch in [0, 1] on ``device``."""
+    ready = _model_sized(image, spec, max_pixels)
+    if ready is not None:
+        return ready.to(device)
     array, source_size = reduce_native(decode_native(image, max_pixels), spec)
     return torch.from_numpy(preprocess(_to_unit_float(array), spec, source_size)).unsqueeze(0).to(device)
 
+
+def _model_sized(image: pb.Image, spec: Preprocessing, max_pixels: int) -> torch.Tensor | None:
+    """The input of 8- or 16-bit pixels that already have the model's size and channels (what the
+    SDK sends for a LeNet), the values :func:`load_input`'s general path gives them (``q / 255``
+    or ``q / 65535`` in float32: no resize, no crop, no channel change, nothing to clip) in one
+    conversion; None for any other image, which takes the general path (and its errors)."""
+    if spec.resize_shorter or image.WhichOneof("source") != "pixels":
+        return None
+    tensor = image.pixels
+    depth, divisor = _STACKABLE.get(tensor.dtype, (None, None))
+    side, channels = spec.input_size, spec.channels
+    shape = tuple(tensor.shape)
+    if depth is None or divisor is None or side * side > max_pixels:
+        return None  # not 8 or 16 bits
+    if shape not in ((side, side), (side, side, channels)) or (shape == (side, side) and channels != 1):
+        return None
+    if len(tensor.data) != side * side * channels * depth.itemsize:
+        return None
+    values = np.frombuffer(tensor.data, depth).astype(np.float32)
+    values /= np.float32(divisor)
+    return torch.from_numpy(values.reshape(side, side, channels).transpose(2, 0, 1).copy()).unsqueeze(0)
 
 # Raw pixel tensors that :func:`load_stack` decodes many at a time (what the SDK sends for arrays).
 _STACKABLE: dict[int, tuple[np.dtype[Any], float | None]] = {

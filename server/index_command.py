@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.offline_jobs import add_engine_options, job_parser, served, throttled
+from server.offline_jobs import add_engine_options, at_least_one, chosen_layers, job_parser, served, throttled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         "interp-index",
         "Build an activation index (top-k inputs per unit, per-image features) for one model and dataset.",
         "fashion-mnist-train, fashion-mnist-test or a --dataset NAME",
+        default_layers="every conv/ReLU/pool/linear",
     )
-    parser.add_argument("--layers", default="", help="comma-separated layers (default: every conv/ReLU/pool/linear)")
     parser.add_argument("--k", type=int, default=64, help="entries kept per channel (default 64)")
     parser.add_argument(
         "--batch-size",
@@ -43,11 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from interp.dataset.index import default_layers
     from server.stores.index import IndexStore, default_batch, served_model
 
-    if args.k < 1 or (args.batch_size is not None and args.batch_size < 1):
-        sys.exit("interp-index: --k and --batch-size must be >= 1")
+    at_least_one("interp-index", args, "k", "batch_size")
     config, model, dataset = served("interp-index", args.model, args.dataset, rest)
     module = model.require_ready()
-    layers = [model.resolve_layer(name) for name in args.layers.split(",") if name] or default_layers(module)
+    layers = chosen_layers(model, args.layers, lambda: default_layers(module))
     store = IndexStore(config.index_dir)
     progress = throttled(lambda p: f"{p.images_done:,}/{p.total:,} images, {p.images_per_s:,.0f}/s")
 

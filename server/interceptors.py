@@ -130,10 +130,23 @@ class MetricsInterceptor(_ServiceInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # grpc asks for the handler on every call: the wrapped handler of a method (and its
+        # metric children) is made once and reused while the method's handler is the same object.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def _intercept(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        key = handler_call_details.method
+        cached = self._wrapped.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_method(handler, key.rsplit("/", 1)[-1])
+        self._wrapped[key] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_method(self, handler: Any, method: str) -> Any:
         m = self.metrics
+        in_flight, latency = m.in_flight.labels(method), m.latency.labels(method)
+        finished: dict[grpc.StatusCode, Any] = {}
 
         def observe(context: Any, started: float, failed: BaseException | None) -> None:
             code = context.code() if hasattr(context, "code") else None
@@ -149,16 +162,19 @@ class MetricsInterceptor(_ServiceInterceptor):
                 code = grpc.StatusCode.OK
             if not isinstance(code, grpc.StatusCode):
                 code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-            m.requests.labels(method, code.name).inc()
-            m.latency.labels(method).observe(time.perf_counter() - started)
-            m.in_flight.labels(method).dec()
+            counter = finished.get(code)
+            if counter is None:
+                counter = finished[code] = m.requests.labels(method, code.name)
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
+            in_flight.dec()
 
         def wrap(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
             if streaming:
 
                 def stream(request: Any, context: Any) -> Iterator[Any]:
                     started, failed = time.perf_counter(), None
-                    m.in_flight.labels(method).inc()
+                    in_flight.inc()
                     try:
                         yield from behaviour(request, context)
                     except Exception as exc:  # not GeneratorExit: a stream the client abandoned
@@ -171,7 +187,7 @@ class MetricsInterceptor(_ServiceInterceptor):
 
             def unary(request: Any, context: Any) -> Any:
                 started, failed = time.perf_counter(), None
-                m.in_flight.labels(method).inc()
+                in_flight.inc()
                 try:
                     return behaviour(request, context)
                 except Exception as exc:

@@ -23,14 +23,20 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 0.5
 
 
-def job_parser(prog: str, description: str, dataset_help: str) -> argparse.ArgumentParser:
-    """The parser of one job command: ``--version``, ``MODEL`` and ``DATASET``; the server's flags pass through."""
+def job_parser(
+    prog: str, description: str, dataset_help: str, *, default_layers: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of one job command: ``--version``, ``MODEL`` and ``DATASET``, and with
+    ``default_layers`` (what an unset ``--layers`` means, in words) ``--layers`` (read by
+    :func:`chosen_layers`); the server's flags pass through."""
     parser = argparse.ArgumentParser(
         prog=prog, description=f"{description} Other arguments are the server's flags (see interp-server --help)."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     parser.add_argument("model", help="a registered model, e.g. lenet")
     parser.add_argument("dataset", help=dataset_help)
+    if default_layers is not None:
+        parser.add_argument("--layers", default="", help=f"comma-separated layers (default: {default_layers})")
     return parser
 
 
@@ -62,6 +68,19 @@ def served(
     except UnknownDataset as exc:
         sys.exit(f"{prog}: {exc.args[0]}")
     return config, model, dataset
+
+
+def at_least_one(prog: str, args: argparse.Namespace, *names: str) -> None:
+    """Exit naming the flags when one of ``names`` (given, not None) is below 1."""
+    if any(getattr(args, name) is not None and getattr(args, name) < 1 for name in names):
+        flags = " and ".join("--" + name.replace("_", "-") for name in names)
+        sys.exit(f"{prog}: {flags} must be >= 1")
+
+
+def chosen_layers(model: LoadedModel, text: str, default: Callable[[], list[str]]) -> list[str]:
+    """The layers of ``--layers`` (comma-separated names or aliases) as module paths; ``default()``
+    when it names none."""
+    return [model.resolve_layer(name) for name in text.split(",") if name] or default()
 
 
 def throttled(report: Callable[..., str]) -> Callable[..., None]:

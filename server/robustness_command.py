@@ -23,7 +23,7 @@ from interp.attacks.robustness import AttackDatasetParams, resolve_dataset_param
 from models.dataset_registry import Dataset
 from models.loaded import LoadedModel
 from server.handlers.attacks import attack_images, robustness_reply
-from server.offline_jobs import add_engine_options, job_parser, served, throttled
+from server.offline_jobs import add_engine_options, at_least_one, job_parser, served, throttled
 from server.robustness_job import DEFAULT_ACTORS, RobustnessProgress, run_robustness
 from server.stores.results import ResultsStore, results_dir, robustness_key
 
@@ -76,6 +76,7 @@ def run_and_store(
                          resolved, limit, true_labels)  # fmt: skip
     minimal = {curve.method: curve.minimal.numpy() for curve in result.curves}
     meta = {"model": model.spec.name, "weights_sha256": model.weights.sha256, "dataset": dataset.name,
+            "manifest": dataset.manifest(),
             "methods": methods, "epsilons": epsilons, "limit": limit, "true_labels": true_labels, "engine": engine,
             "images": len(x), "accuracy": {c.method: c.accuracy for c in result.curves}}  # fmt: skip
     store = ResultsStore(results_dir(index_dir))
@@ -91,8 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epsilons = [float(e) for e in args.eps.split(",") if e]
     except ValueError:
         sys.exit(f"interp-robustness: --eps {args.eps!r} is not a comma-separated list of numbers")
-    if args.limit < 1:
-        sys.exit("interp-robustness: --limit must be >= 1")
+    at_least_one("interp-robustness", args, "limit")
     config, model, dataset = served("interp-robustness", args.model, args.dataset, rest)
     params = AttackDatasetParams(steps=args.steps, seed=args.seed, batch_size=args.batch_size)
 

@@ -228,19 +228,16 @@ class InterpServicer(pb_grpc.InterpServicer):
 
     @staticmethod
     def _stamp(reply: Message, ctx: Ctx) -> None:
-        if "stamp" not in reply.DESCRIPTOR.fields_by_name or ctx._model is None:
-            return
         model = ctx._model
-        reply.stamp.CopyFrom(  # type: ignore[attr-defined]
-            pb.ModelStamp(
-                model=model.spec.name,
-                pretrained=model.pretrained,
-                weights_sha256=model.weights.sha256,
-                request_id=ctx.call.request_id,
-                elapsed_ms=ctx.call.elapsed_ms(),
-                model_source=model.spec.source,
-            )
-        )
+        if model is None or "stamp" not in reply.DESCRIPTOR.fields_by_name:
+            return
+        stamp = reply.stamp  # type: ignore[attr-defined]
+        stamp.model = model.spec.name
+        stamp.pretrained = model.pretrained
+        stamp.weights_sha256 = model.weights.sha256
+        stamp.request_id = ctx.call.request_id
+        stamp.elapsed_ms = ctx.call.elapsed_ms()
+        stamp.model_source = model.spec.source
 
     def _run_streamed(self, call: Call, work: Streamed, throttle: ProgressThrottle) -> Iterator[Message]:
         """Run the loop on a worker thread; yield Progress messages, then the finished result.

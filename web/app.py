@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from client import InterpClient
 from client.errors import InterpError
-from web.api import embedding, jobs, lab, lab_more, layers, models, robustness
+from web.api import embedding, jobs, lab, lab_data, lab_more, layers, models, robustness
 from web.errors import WebError, handle_error
 from web.explorer import Explorer
 from web.live import live_socket
@@ -69,6 +69,7 @@ ROUTES = [
             Route("/models", models.list_models),
             Route("/datasets", robustness.datasets),
             Route("/robustness", robustness.run, methods=["POST"]),
+            Route("/robustness/stored", robustness.stored),
             Route("/embedding", embedding.run, methods=["POST"]),
             Route("/models/{model}", models.describe),
             Route("/models/{model}/layers/{layer}", layers.units),
@@ -77,6 +78,8 @@ ROUTES = [
             Route("/models/{model}/layers/{layer}/index", jobs.build_index, methods=["POST"]),
             Route("/lab/upload", lab.upload, methods=["POST"]),
             Route("/lab/images/{digest}", lab.image),
+            Route("/lab/datasets/{dataset}/images", lab_data.page),
+            Route("/lab/datasets/{dataset}/images/{position:int}", lab_data.load, methods=["POST"]),
             Route("/lab/{digest}/analysis", lab.analysis),
             Route("/lab/{digest}/saliency", lab.saliency),
             Route("/lab/{digest}/attack", lab.attack),
@@ -84,6 +87,7 @@ ROUTES = [
             Route("/lab/{digest}/unit", lab.unit_map),
             Route("/lab/{digest}/neighbors", lab_more.neighbors),
             Route("/lab/{digest}/dream", lab_more.dream, methods=["POST"]),
+            Route("/lab/{digest}/interpolate", lab_more.interpolate, methods=["POST"]),
         ],
     ),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from web.settings import WebSettings, is_loopback
 
@@ -33,47 +34,30 @@ def package_version() -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interp-web", description="The explorer: a web page over an interp.v1 service.")
 
-    def env(name: str, default: str | None = None) -> str | None:
+    def env(name: str, default: Any = None) -> Any:
         return os.environ.get(name) or default  # compose sets unused variables to ""
 
-    p.add_argument(
-        "--server",
-        default=env("INTERP_SERVER", "localhost:50051"),
-        help="the gRPC service, HOST:PORT (env INTERP_SERVER; default localhost:50051)",
-    )
-    p.add_argument(
-        "--token",
-        default=env("INTERP_TOKEN"),
-        help="bearer token for the service (env INTERP_TOKEN); kept by this process, never sent to browsers",
-    )
-    p.add_argument("--tls", action="store_true", help="reach the service over TLS")
-    p.add_argument("--ca-file", default=env("INTERP_CA_FILE"), help="CA bundle of the service (implies --tls)")
-    p.add_argument(
-        "--host",
-        default=env("INTERP_WEB_HOST", "127.0.0.1"),
-        help="address to listen on (env INTERP_WEB_HOST; default 127.0.0.1, loopback only)",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(env("INTERP_WEB_PORT", "8080") or 8080),
-        help="port (env INTERP_WEB_PORT; default 8080)",
-    )
-    p.add_argument(
-        "--access-token-file",
-        type=Path,
-        default=env("INTERP_WEB_ACCESS_TOKEN_FILE"),
-        help="file holding the explorer's own access token (or env INTERP_WEB_ACCESS_TOKEN); "
-        "browsers log in with it once",
-    )
-    p.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        default=env("INTERP_WEB_ALLOW_UNAUTHENTICATED", "0") == "1",
-        help="listen on a non-loopback address without an access token (anyone who reaches it may use it)",
-    )
-    p.add_argument("--certfile", default=env("INTERP_WEB_CERTFILE"), help="TLS certificate (PEM) for the web port")
-    p.add_argument("--keyfile", default=env("INTERP_WEB_KEYFILE"), help="its private key (PEM)")
+    # flag, environment variable, default without it, help, argparse extras (in --help's order)
+    for flag, variable, fallback, text, extra in (
+        ("--server", "INTERP_SERVER", "localhost:50051",
+         "the gRPC service, HOST:PORT (env INTERP_SERVER; default localhost:50051)", {}),
+        ("--token", "INTERP_TOKEN", None,
+         "bearer token for the service (env INTERP_TOKEN); kept by this process, never sent to browsers", {}),
+        ("--tls", None, False, "reach the service over TLS", {"action": "store_true"}),
+        ("--ca-file", "INTERP_CA_FILE", None, "CA bundle of the service (implies --tls)", {}),
+        ("--host", "INTERP_WEB_HOST", "127.0.0.1",
+         "address to listen on (env INTERP_WEB_HOST; default 127.0.0.1, loopback only)", {}),
+        ("--port", "INTERP_WEB_PORT", "8080", "port (env INTERP_WEB_PORT; default 8080)", {"type": int}),
+        ("--access-token-file", "INTERP_WEB_ACCESS_TOKEN_FILE", None,
+         "file holding the explorer's own access token (or env INTERP_WEB_ACCESS_TOKEN); browsers log in with "
+         "it once", {"type": Path}),
+        ("--allow-unauthenticated", None, env("INTERP_WEB_ALLOW_UNAUTHENTICATED", "0") == "1",
+         "listen on a non-loopback address without an access token (anyone who reaches it may use it)",
+         {"action": "store_true"}),
+        ("--certfile", "INTERP_WEB_CERTFILE", None, "TLS certificate (PEM) for the web port", {}),
+        ("--keyfile", "INTERP_WEB_KEYFILE", None, "its private key (PEM)", {}),
+    ):  # fmt: skip
+        p.add_argument(flag, default=env(variable, fallback) if variable else fallback, help=text, **extra)
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest image upload in MB (default 8)")
     p.add_argument("--version", action="version", version=f"interp-web {package_version()}")
     return p  # fmt: skip

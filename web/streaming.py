@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar
 
 from starlette.concurrency import iterate_in_threadpool
@@ -65,3 +65,17 @@ def relay(stream: EventStream[R], stop: threading.Event, into: list[R], *, previ
                 into.append(event)
     if not into:
         raise WebError("INTERNAL", "the service's stream ended without a result")
+
+
+def relayed(stream: EventStream[R], stop: threading.Event) -> Generator[dict[str, Any], None, R | None]:
+    """:func:`relay`'s events; returns the call's result, or None when the page went away (the call
+    is then cancelled)."""
+    found: list[R] = []
+    yield from relay(stream, stop, found)
+    return found[0] if found else None
+
+
+def call_kwargs(values: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a "copy as Python" snippet: the page's values but the model (the
+    call's first argument) and every parameter the service resolved."""
+    return {k: v for k, v in values.items() if k != "model"} | dict(params)

@@ -37,13 +37,16 @@ from client.results.datasets import (
 from client.results.generated import generated
 from client.results.iterative import (
     AlphaResult,
+    AtlasLayer,
     AttackDatasetResult,
     DreamResult,
     FilterVisualization,
     InterpolationResult,
     LayerGain,
     MethodCurve,
+    PrecomputedResult,
     ProgressEvent,
+    StoredRobustness,
 )
 from client.results.models import (
     DatasetInfo,
@@ -101,6 +104,9 @@ __all__ = [
     "MinimalAttackResult",
     "MethodCurve",
     "AttackDatasetResult",
+    "AtlasLayer",
+    "StoredRobustness",
+    "PrecomputedResult",
     "DatasetInfo",
     "IndexBuild",
     "TopEntry",

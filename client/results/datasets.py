@@ -13,41 +13,22 @@ from client.results.base import _SavesImages, _ShortRepr, _Stamped
 from client.results.generated import generated
 from protos import interp_pb2 as pb
 
-
-@reply(pb.BuildIndexResult)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class IndexBuild(_Stamped, _ShortRepr):
-    """An index build (or reuse): which layers, how many images, how fast, how much memory."""
-
-    dataset: str
-    index_id: str
-    layers: tuple[str, ...]
-    images: int
-    skipped: int
-    reused: bool
-    seconds: float
-    images_per_s: float
-    peak_rss_growth_mb: float
-    params: dict[str, Any]
+IndexBuild: Any = generated(pb.BuildIndexResult.DESCRIPTOR, name="IndexBuild")
+"""An index build (or reuse): dataset, index_id, layers, images, skipped, reused, seconds,
+images_per_s, peak_rss_growth_mb, params and the stamp."""
 
 
-@reply(pb.TopEntry)
-@dataclass(frozen=True, eq=False, repr=False)
-class TopEntry(_ShortRepr):
-    """One top-activating image of a unit: its value and location, the receptive-field crop (H, W, C)."""
+class _TopEntry(_ShortRepr):
+    """What TopEntry adds to the fields of its message: the box as a tuple."""
 
-    image_id: int
-    label: int
-    label_name: str
-    value: float
-    y: int
-    x: int
-    box: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive) in the preprocessed input
-    padded: bool
-    crop: np.ndarray | None
-    crop_png: bytes
-    image_png: bytes
-    projection: np.ndarray | None  # (H, W, C) guided backprop of the unit over the crop, with projections=True
+    box: tuple[int, int, int, int]
+
+
+TopEntry: Any = generated(pb.TopEntry.DESCRIPTOR, base=_TopEntry)
+"""One top-activating image of a unit: ``image_id``, ``label``, ``label_name``, ``value`` at
+(``y``, ``x``), ``box`` (y0, x0, y1, x1, exclusive, in the preprocessed input), ``padded``, the
+receptive-field ``crop`` (H, W, C) with ``crop_png``, ``image_png``, and ``projection`` (H, W, C),
+the unit's guided backprop over the crop (with projections=True)."""
 
 
 @reply(pb.ChannelTop)
@@ -84,39 +65,14 @@ NeighborsResult: Any = generated(pb.NearestNeighborsResponse.DESCRIPTOR, name="N
 """Nearest first: neighbors, grid_png, input (H, W, C), input_png, dataset, layer, metric, index_id, stamp."""
 
 
-@reply(pb.EmbeddingResult)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class EmbeddingResult(_Stamped, _SavesImages):
-    """A t-SNE or PCA map of one layer's features over a dataset.
+class _Embedding(_SavesImages):
+    """What EmbeddingResult adds to the fields of its reply: arrays never None, PNG names, the HTML page."""
 
-    ``coordinates[i]`` is the map position of dataset image ``image_ids[i]`` with label
-    ``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
-    ``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
-    columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
-    interactive page.
-    """
-
-    dataset: str
-    layer: str
-    method: str
     coordinates: np.ndarray  # (N, 2) float32
     image_ids: np.ndarray  # (N,) int64
     labels: np.ndarray  # (N,) int32
-    classes: tuple[str, ...]
     scatter_png: bytes
     atlas_png: bytes
-    thumbnails_png: bytes
-    thumbnail_size: int
-    thumbnail_columns: int
-    thumbnail_count: int
-    kl_divergence: float
-    explained_variance: tuple[float, ...]
-    reused: bool
-    map_id: str
-    index_id: str
-    seconds: float
-    threads: int
-    params: dict[str, Any]
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("scatter", self.scatter_png), ("atlas", self.atlas_png)]
@@ -132,6 +88,17 @@ class EmbeddingResult(_Stamped, _SavesImages):
         if values["coordinates"] is None:  # an empty map
             return {**values, "coordinates": np.zeros((0, 2), dtype=np.float32)}
         return values
+
+
+EmbeddingResult: Any = generated(pb.EmbeddingResult.DESCRIPTOR, base=_Embedding)
+"""A t-SNE or PCA map of one layer's features over a dataset.
+
+``coordinates[i]`` (N, 2) is the map position of dataset image ``image_ids[i]`` with label
+``labels[i]`` (-1: unlabelled; ``classes`` names them). ``thumbnails_png`` tiles the first
+``thumbnail_count`` points' images (``thumbnail_size`` px) row-major in ``thumbnail_columns``
+columns. ``save(path)`` writes the scatter and ``<stem>_atlas.png``; :meth:`write_html` the
+interactive page.
+"""
 
 
 @reply(pb.PlacedImage)

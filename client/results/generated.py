@@ -12,6 +12,7 @@ nothing more is served by a made class under its own public name (``NeighborsRes
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import numpy as np
@@ -58,17 +59,58 @@ def _own_pngs(result: Any) -> list[tuple[str, bytes]]:
     return out
 
 
-def generated(descriptor: Any, *, name: str | None = None, doc: str | None = None) -> type:
+def generated(
+    descriptor: Any, *, name: str | None = None, doc: str | None = None, base: type | None = None, eq: bool = False
+) -> type:
     """The result class of ``descriptor``: the registered one, or one made (and registered) now.
 
     Args:
         name, doc: the made class's name and docstring (default: the message's name; the help of
             the method table's row whose reply it is).
+        base: what a result adds to its fields (``_pngs``, properties, ``_fix``): a class first in
+            the made class's bases, whose own annotations replace the derived ones of those
+            fields (``box: tuple[int, int, int, int]``: the Box as a tuple) and whose class
+            attributes of those names are their defaults.
+        eq: compare results by value (the small records: predictions, preprocessing).
     """
     message = GetMessageClass(descriptor)
     known = result_class(message)
     if known is not None:
         return known
+    spec = [_spec(base, field, hint) for field, hint in _fields(descriptor, _own_hints(base))]
+    cls = dataclasses.make_dataclass(
+        name or descriptor.name,
+        spec,
+        bases=(base, _Generated) if base is not None else (_Generated,),
+        frozen=True,
+        eq=eq,
+        repr=False,
+        kw_only=True,
+    )
+    helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
+    cls.__module__ = base.__module__ if base is not None else __name__
+    cls.__doc__ = doc or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
+    return reply(message)(cls)
+
+
+def _own_hints(base: type | None) -> dict[str, Any]:
+    """The annotations ``base`` itself declares (not its bases'), resolved."""
+    if base is None:
+        return {}
+    hints = typing.get_type_hints(base)
+    return {name: hints[name] for name in vars(base).get("__annotations__", {})}
+
+
+def _spec(base: type | None, name: str, hint: Any) -> tuple[str, Any] | tuple[str, Any, Any]:
+    """A field of the made class; a default ``base`` gives the field (``precomputed = False``) is kept."""
+    if base is not None and name in vars(base):
+        return name, hint, dataclasses.field(default=vars(base)[name])
+    return name, hint
+
+
+def _fields(descriptor: Any, own: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, annotation) of each field a result of ``descriptor`` holds, by the rules of ``_build``
+    (``own``: the annotations a base gives instead)."""
     spec: list[tuple[str, Any]] = []
     for field in descriptor.fields:
         if field.name in _ENVELOPE:
@@ -80,13 +122,9 @@ def generated(descriptor: Any, *, name: str | None = None, doc: str | None = Non
         elif field.message_type is not None and field.message_type.name == "PreprocessedInput":
             spec += [(field.name, np.ndarray | None), (f"{field.name}_png", bytes)]
         else:
-            spec.append((field.name.removeprefix("resolved_"), _annotation(field)))
-    cls = dataclasses.make_dataclass(
-        name or descriptor.name, spec, bases=(_Generated,), frozen=True, eq=False, repr=False, kw_only=True
-    )
-    helps = [m.help for m in METHODS if m.reply.DESCRIPTOR.full_name == descriptor.full_name]
-    cls.__module__, cls.__doc__ = __name__, doc or (helps[0][:1].upper() + helps[0][1:] if helps else cls.__doc__)
-    return reply(message)(cls)
+            name = field.name.removeprefix("resolved_")
+            spec.append((name, own[name] if name in own else _annotation(field)))
+    return spec
 
 
 def _annotation(field: FieldDescriptor) -> Any:

@@ -9,6 +9,7 @@ import numpy as np
 
 from client.results._build import reply
 from client.results.base import Result, _SavesImages, _ShortRepr, _Stamped, eps_name
+from client.results.generated import generated
 from client.results.models import Prediction
 from protos import interp_pb2 as pb
 
@@ -78,20 +79,19 @@ class LayerGain(Result):
         return self.norm_after / self.norm_before if self.norm_before else float("inf")
 
 
-@reply(pb.DeepDreamResult)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class DreamResult(_Stamped, _SavesImages):
-    """A DeepDream image (H, W, C) in [0, 1] with its PNG and per-layer gains."""
+class _Dream(_SavesImages):
+    """What DreamResult adds to the fields of its reply: the names of its PNGs."""
 
-    image: np.ndarray | None
     png: bytes
-    gains: tuple[LayerGain, ...]
-    input: np.ndarray | None
     input_png: bytes
-    params: dict[str, Any]
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("dream", self.png), ("input", self.input_png)]
+
+
+DreamResult: Any = generated(pb.DeepDreamResult.DESCRIPTOR, name="DreamResult", base=_Dream)
+"""A DeepDream image (H, W, C) in [0, 1] with its ``png``, per-layer ``gains``, the ``input`` echo
+and the resolved ``params``."""
 
 
 @reply(pb.AlphaResult)
@@ -141,22 +141,28 @@ class MethodCurve(_ShortRepr):
     not_found: int
 
 
-@reply(pb.AttackDatasetResult)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class AttackDatasetResult(_Stamped, _SavesImages):
-    """Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method."""
+class _AttackDataset(_SavesImages):
+    """What AttackDatasetResult adds to the fields of its reply: ``precomputed``'s default, its PNG's name."""
 
-    dataset: str
-    images: int
-    clean_accuracy: float
-    epsilons: tuple[float, ...]
-    curves: tuple[MethodCurve, ...]
     curve_png: bytes
-    true_labels: bool
-    norm: str  # "linf" or "l2": the epsilon axis
-    params: dict[str, Any]
-    skipped: int  # unreadable or unconvertible images among the first `limit`, not attacked
-    precomputed: bool = False  # answered from a result interp-robustness stored offline
+    precomputed: bool = False
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [("curve", self.curve_png)]
+
+
+AttackDatasetResult: Any = generated(pb.AttackDatasetResult.DESCRIPTOR, base=_AttackDataset)
+"""Robust accuracy vs epsilon over the first ``images`` of a dataset, one curve per method.
+
+``clean_accuracy``, ``epsilons``, ``curves`` (one :class:`MethodCurve` per method), ``curve_png``,
+``true_labels``, ``norm`` ("linf" or "l2": the epsilon axis), ``skipped`` (unreadable or
+unconvertible images among the first ``limit``, not attacked), ``precomputed`` (answered from
+a result interp-robustness stored offline), ``params``.
+"""
+AtlasLayer: Any = generated(pb.AtlasLayer.DESCRIPTOR)
+"""A layer's stored atlas: layer, params (interp-atlas's resolved VisualizeFilter parameters), batch,
+dataset, units stored, batches (each an ``AtlasBatch`` of channels; only when the call named the layer)."""
+StoredRobustness: Any = generated(pb.StoredRobustness.DESCRIPTOR)
+"""One interp-robustness result: result (an :class:`AttackDatasetResult`, precomputed), limit, engine."""
+PrecomputedResult: Any = generated(pb.ListPrecomputedResponse.DESCRIPTOR, name="PrecomputedResult")
+"""What the offline jobs stored for a model: atlas (AtlasLayer per layer), robustness (StoredRobustness), stamp."""

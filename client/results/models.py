@@ -7,6 +7,7 @@ from typing import Any
 
 from client.results._build import reply
 from client.results.base import Result
+from client.results.generated import generated
 from protos import interp_pb2 as pb
 
 
@@ -70,17 +71,9 @@ class LayerInfo(Result):
     receptive_field_unknown: bool = False  # spatial, but conv/pool arithmetic does not apply
 
 
-@reply(pb.Preprocessing)
-@dataclass(frozen=True)
-class Preprocessing(Result):
-    """How the server turns an input image into the model's input (normalization happens inside the model)."""
-
-    channels: int
-    resize_shorter: int
-    crop: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    convention: str
+Preprocessing: Any = generated(pb.Preprocessing.DESCRIPTOR, eq=True)
+"""How the server turns an input image into the model's input (normalization happens inside the
+model): channels, resize_shorter, crop, mean, std, convention."""
 
 
 @reply(pb.DescribeModelResponse)

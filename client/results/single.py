@@ -11,6 +11,7 @@ import numpy as np
 from client.results._build import arrays, image, reply
 from client.results._build import stamp as stamp_fields
 from client.results.base import _SavesImages, _ShortRepr, _Stamped, eps_name
+from client.results.generated import generated
 from client.results.models import Prediction
 from protos import interp_pb2 as pb
 
@@ -133,20 +134,10 @@ class SaliencyResult(_Stamped, _SavesImages):
         return [("overlay", self.overlay_png), ("heatmap", self.heatmap_png), ("input", self.input_png)]
 
 
-@reply(pb.AttackOutcome)
-@dataclass(frozen=True, eq=False, repr=False)
-class AttackOutcome(_ShortRepr):
-    """The attack at one epsilon; ``adversarial`` (H, W, C) is 8-bit quantized, as its PNG."""
-
-    epsilon: float
-    adversarial: np.ndarray | None
-    adversarial_png: bytes
-    perturbation_png: bytes  # amplified difference, grey = 0
-    prediction: Prediction | None  # on the quantized adversarial image
-    success: bool
-    linf: float
-    l2: float
-    step_size: float
+AttackOutcome: Any = generated(pb.AttackOutcome.DESCRIPTOR)
+"""The attack at one epsilon: epsilon, adversarial (H, W, C, 8-bit quantized, as its PNG),
+adversarial_png, perturbation_png (amplified difference, grey = 0), prediction (on the quantized
+adversarial image), success, linf, l2, step_size."""
 
 
 @reply(pb.AttackResponse)
@@ -174,44 +165,14 @@ class AttackResult(_Stamped, _SavesImages):
         return pngs + [("input", self.input_png)]
 
 
-@reply(pb.MinimalAttackResponse)
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class MinimalAttackResult(_Stamped, _SavesImages):
-    """The smallest perturbation found: minimal eps = level/255 (fgsm/bim/pgd) or DeepFool's.
+class _MinimalAttack(_SavesImages):
+    """What MinimalAttackResult adds to the fields of its reply: the names of its PNGs."""
 
-    ``adversarial`` (H, W, C) is on the 8-bit grid, as its PNG; ``success``, ``linf`` and ``l2``
-    are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed at
-    ``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
-    nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
-    failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would.
-    """
+    # the fields are made from the reply's descriptor; those the methods read are named for typing
 
-    method: str
-    original: Prediction | None
-    label: Prediction | None
-    targeted: bool
-    found: bool
-    clean_misclassified: bool
-    level: int
-    epsilon: float
-    runs: int
-    monotone: bool
-    violations: tuple[int, ...]
-    adversarial: np.ndarray | None
     adversarial_png: bytes
     perturbation_png: bytes
-    prediction: Prediction | None
-    success: bool
-    linf: float
-    l2: float
-    success_raw: bool
-    linf_raw: float
-    l2_raw: float
-    rounded_outward: bool
-    iterations: int
-    input: np.ndarray | None
     input_png: bytes
-    params: dict[str, Any]
 
     def _pngs(self) -> list[tuple[str, bytes]]:
         return [
@@ -219,6 +180,21 @@ class MinimalAttackResult(_Stamped, _SavesImages):
             ("perturbation", self.perturbation_png),
             ("input", self.input_png),
         ]
+
+
+MinimalAttackResult: Any = generated(
+    pb.MinimalAttackResponse.DESCRIPTOR, name="MinimalAttackResult", base=_MinimalAttack
+)
+"""The smallest perturbation found: minimal eps = level/255 (fgsm/bim/pgd) or DeepFool's.
+
+``adversarial`` (H, W, C) is on the 8-bit grid, as its PNG; ``success``, ``linf`` and ``l2``
+are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed at
+``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
+nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
+failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would
+(``success_raw``, ``linf_raw``, ``l2_raw``, ``rounded_outward``, ``iterations``). Every field
+of MinimalAttackResponse, the stamp flattened and the resolved parameters as ``params``.
+"""
 
 
 def check_fillable(cls: type) -> None:

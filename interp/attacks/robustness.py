@@ -8,7 +8,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -98,15 +98,7 @@ def resolve_dataset_params(params: AttackDatasetParams, methods: list[str], clas
     batch = 100 if params.batch_size is None else params.batch_size
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InvalidInput(f"batch_size must be an integer in 1..{MAX_BATCH}, got {batch!r}")
-    return AttackDatasetParams(
-        step_size=params.step_size,
-        steps=params.steps,
-        random_start=params.random_start,
-        seed=params.seed,
-        candidates=params.candidates,
-        overshoot=params.overshoot,
-        batch_size=batch,
-    )
+    return replace(params, batch_size=batch)
 
 
 def _minimal_params(params: AttackDatasetParams, method: str) -> MinimalAttackParams:

@@ -45,14 +45,9 @@ from interp.hooks import get_layer, out_of_place_relus, structural_copy
 from interp.rendering import DEFAULT_CLIP_PERCENTILE, DEFAULT_COLORMAP
 from interp.validate import INT64_MAX, INT64_MIN, check_batch, check_class_range, check_classes, check_int, check_logits
 
-METHODS = (
-    "gradient",
-    "gradient_x_input",
-    "smoothgrad",
-    "integrated_gradients",
-    "guided_backprop",
-    "grad_cam",
-)
+# The wire's choices (protos.methods.SALIENCY_METHODS, which cannot import this library) are these:
+# tests/contract/test_method_table.py keeps the two equal, as it does the attacks'.
+METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam")
 
 MAX_SAMPLES = 1000
 MAX_STEPS = 1000

@@ -55,34 +55,17 @@ class Naturalness:
     clip_contribution_percentile: float
 
 
+OFF = Naturalness(0.0, 0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)  # every regularizer off: what the presets change
+
+
 # Values of the "naturalness" preset. Small models (LeNet, 28 px): chosen on the trained LeNet's
 # fc3 class images against an independently trained judge CNN (benchmarks/eval_naturalness.py,
 # whose sweep switches each one off in turn). RGB models: Yosinski et al.'s (2015) decay and
 # blur on top of Lucid's transforms; not measured against a judge here.
-NATURALNESS_SMALL = Naturalness(
-    l2_decay=0.02,
-    blur_every=4,
-    blur_sigma=1.0,
-    blur_sigma_end=0.5,
-    jitter=2,
-    scale_range=0.1,
-    rotate_degrees=10.0,
-    tv_weight=0.0,
-    clip_norm_percentile=0.0,
-    clip_contribution_percentile=0.0,
+NATURALNESS_SMALL = replace(
+    OFF, l2_decay=0.02, blur_every=4, blur_sigma=1.0, blur_sigma_end=0.5, jitter=2, scale_range=0.1, rotate_degrees=10.0
 )
-NATURALNESS_RGB = Naturalness(
-    l2_decay=0.0001,
-    blur_every=4,
-    blur_sigma=1.0,
-    blur_sigma_end=0.0,
-    jitter=8,
-    scale_range=0.1,
-    rotate_degrees=10.0,
-    tv_weight=0.0,
-    clip_norm_percentile=0.0,
-    clip_contribution_percentile=0.0,
-)
+NATURALNESS_RGB = replace(NATURALNESS_SMALL, l2_decay=0.0001, blur_sigma_end=0.0, jitter=8)  # the rest as small
 _REGULARIZERS = tuple(f.name for f in fields(Naturalness))
 
 
@@ -266,18 +249,7 @@ def preset_defaults(preset: str, *, in_channels: int, image_size: int) -> Natura
         chosen = NATURALNESS_SMALL if in_channels == 1 and image_size <= SMALL_INPUT_SIZE else NATURALNESS_RGB
         return replace(chosen, jitter=min(chosen.jitter, image_size // 4))
     lucid = TransformSpec.for_size(image_size)
-    return Naturalness(
-        l2_decay=0.0,
-        blur_every=0,
-        blur_sigma=0.0,
-        blur_sigma_end=0.0,
-        jitter=lucid.jitter,
-        scale_range=lucid.scale,
-        rotate_degrees=lucid.angle_deg,
-        tv_weight=0.0,
-        clip_norm_percentile=0.0,
-        clip_contribution_percentile=0.0,
-    )
+    return replace(OFF, jitter=lucid.jitter, scale_range=lucid.scale, rotate_degrees=lucid.angle_deg)
 
 
 def _validate(p: FeatureVisParams) -> None:

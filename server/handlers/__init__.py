@@ -4,7 +4,7 @@
 - :mod:`.attribution`: Saliency
 - :mod:`.attacks`: Attack, MinimalAttack, AttackDataset
 - :mod:`.synthesis`: VisualizeFilter, DeepDream, InterpolateFeatures
-- :mod:`.dataset_views`: ListDatasets, BuildIndex, TopActivations, NearestNeighbors
+- :mod:`.dataset_views`: ListDatasets, BuildIndex, TopActivations, NearestNeighbors, DatasetImages, ListPrecomputed
 - :mod:`.embeddings`: Embedding, PlaceImages
 - :mod:`.live`: Watch (bidirectional: a layer's maps per frame)
 

@@ -1,10 +1,12 @@
 """Dataset-level views: ListDatasets, BuildIndex (the activation index, streamed), TopActivations
-and NearestNeighbors (both read an index)."""
+and NearestNeighbors (both read an index), DatasetImages (images by position or class) and
+ListPrecomputed (what the offline jobs stored)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -17,6 +19,7 @@ from interp.dataset import crops as di
 from interp.dataset import neighbours
 from interp.dataset.index import BuildIndexParams, default_layers
 from interp.progress import StepEvent
+from models.dataset_registry import UnknownDataset
 from models.datasets import DatasetError, DatasetNotFound
 from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
@@ -24,6 +27,7 @@ from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
 from server.handlers.base import Streamed, dataset_named, handler, labelled, png_of
+from server.stores.atlas import list_folders
 from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id, served_model
 
 
@@ -260,3 +264,72 @@ def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: Non
         input=ctx.input_message(x), dataset=dataset.name, layer=path, metric=metric, index_id=stored.folder,
         neighbors=neighbors, grid_png=rendering.encode_png(grid),
     )  # fmt: skip
+
+
+@handler("DatasetImages")
+def dataset_images(ctx: Ctx, request: pb.DatasetImagesRequest, params: None) -> pb.DatasetImagesResponse:
+    dataset = dataset_named(ctx, request.dataset)
+    ids = [int(p) for p in request.positions]
+    for i, position in enumerate(ids):
+        if not 0 <= position < dataset.size:
+            raise BadRequest(f"position {position} is out of range for {dataset.name}: valid 0..{dataset.size - 1}",
+                             field=f"positions[{i}]")  # fmt: skip
+    if ids and (request.HasField("label") or request.HasField("limit") or request.offset):
+        raise BadRequest("give positions, or a page (label, offset, limit), not both", field="positions")
+    total = len(ids)
+    if not ids:
+        matching = np.arange(dataset.size)
+        if request.HasField("label"):
+            if not 0 <= request.label < len(dataset.classes):
+                raise BadRequest(f"label {request.label} is not a class of {dataset.name}: valid "
+                                 f"0..{len(dataset.classes) - 1}", field="label")  # fmt: skip
+            matching = np.flatnonzero(dataset.labels() == request.label)
+        if request.offset < 0:
+            raise BadRequest(f"offset must be >= 0, got {request.offset}", field="offset")
+        limit = request.limit if request.HasField("limit") else min(24, ctx.limits.max_images_per_call)
+        ids, total = [int(i) for i in matching[request.offset : request.offset + limit]], len(matching)
+    images = images_by_id(dataset, ctx.model.spec.preprocessing, ids)
+    out = [pb.DatasetImage(position=i, **labelled(dataset, i), image=convert.tensor(image), png=png_of(image))
+           for i, image in zip(ids, images, strict=True)]  # fmt: skip
+    return pb.DatasetImagesResponse(dataset=dataset.name, images=out, total=total, classes=list(dataset.classes))
+
+
+@handler("ListPrecomputed")
+def list_precomputed(ctx: Ctx, request: pb.ListPrecomputedRequest, params: None) -> pb.ListPrecomputedResponse:
+    """What interp-atlas and interp-robustness stored for this model's weights, beside the index."""
+    sha = ctx.model.weights.sha256
+    layer = ctx.layer(request.layer, field="layer") if request.layer else ""
+    reply = pb.ListPrecomputedResponse()
+    if ctx.services.atlas is not None:
+        for found in list_folders(ctx.services.atlas.root, sha, layer):
+            reply.atlas.append(
+                pb.AtlasLayer(
+                    layer=found.layer,
+                    resolved=convert.params_to_proto(SimpleNamespace(**found.params), pb.VisualizeFilterParams),
+                    batch=found.batch,
+                    dataset=found.dataset,
+                    units=found.units,
+                    batches=[pb.AtlasBatch(channels=b) for b in found.batches],
+                )
+            )
+    if ctx.services.results is not None:
+        manifests: dict[str, str | None] = {}
+        for meta, body in ctx.services.results.stored(sha, request.dataset):
+            name = str(meta.get("dataset", ""))
+            if name not in manifests:
+                manifests[name] = _manifest(ctx, name)
+            if meta.get("manifest") not in (None, manifests[name]):
+                continue  # the dataset's files changed since: not this dataset's result any more
+            result = pb.AttackDatasetResult.FromString(body)
+            result.precomputed = True
+            reply.robustness.append(
+                pb.StoredRobustness(result=result, limit=int(meta.get("limit", 0)), engine=str(meta.get("engine", "")))
+            )
+    return reply
+
+
+def _manifest(ctx: Ctx, name: str) -> str | None:
+    try:
+        return ctx.services.datasets.get(name).manifest()
+    except (UnknownDataset, DatasetNotFound, DatasetError, OSError):
+        return None

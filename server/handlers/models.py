@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -147,7 +148,7 @@ def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.Ac
                 sample = act.tensor[i]
                 grid = b""
                 if pngs and sample.dim() == 3:
-                    grid = rendering.encode_png(rendering.channel_grid(sample, top or None))
+                    grid = rendering.encode_png(rendering.channel_grid(sample, top or None), flat=True)
                 layers.append(
                     pb.LayerActivation(
                         layer=path,
@@ -169,10 +170,10 @@ def activations(ctx: Ctx, request: pb.ActivationsRequest, params: None) -> pb.Ac
 
 def _activation_bytes(model: LoadedModel, paths: Sequence[str], include_tensors: bool) -> int:
     """Bytes the answer will carry: float32 tensors (when sent) plus an 8-bit grid per layer."""
-    shapes = {info.name: info.output_shape for info in model.layers}
+    shapes = model.output_shapes
     total = 0
     for path in dict.fromkeys(paths):
-        elements = int(np.prod(shapes.get(path, (1,))))
+        elements = math.prod(shapes.get(path, (1,)))
         total += elements * (4 if include_tensors else 0) + elements  # grid PNG: at most 1 byte a value
     return total
 

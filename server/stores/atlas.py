@@ -158,6 +158,43 @@ class AtlasStore:
         return None
 
 
+@dataclass(frozen=True)
+class AtlasFolder:
+    """One stored atlas of a layer, as ListPrecomputed lists it."""
+
+    layer: str
+    params: dict[str, Any]
+    batch: int
+    dataset: str
+    units: int
+    batches: list[list[int]]  # the stored batches (read only when asked for)
+
+
+def list_folders(root: Path, weights_sha256: str, layer: str = "") -> list[AtlasFolder]:
+    """The atlas folders of these weights (of ``layer`` only, with its stored batches, when given)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    pattern = f"{AtlasKey(weights_sha256, layer, {}, 0, '').head}-*" if layer else "*-*"
+    found = []
+    for folder in sorted(root.glob(pattern)):
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("weights_sha256") != weights_sha256 or (layer and meta.get("layer") != layer):
+            continue
+        paths = [p for p in folder.glob("*.npz") if p.stem.isdigit()]
+        batches: set[tuple[int, ...]] = set()
+        for path in paths if layer else ():
+            with np.load(path) as data:
+                batches.add(tuple(int(c) for c in data["batch"]))
+        stored = [list(b) for b in sorted(batches)]
+        found.append(AtlasFolder(meta["layer"], meta.get("params", {}), int(meta.get("batch", 0)),
+                                 str(meta.get("dataset", "")), len(paths), stored))  # fmt: skip
+    return sorted(found, key=lambda f: (f.layer, json.dumps(f.params, sort_keys=True)))
+
+
 def _read(path: Path, unit: int) -> AtlasUnit:
     with np.load(path) as data:
         return AtlasUnit(

@@ -69,6 +69,21 @@ class ResultsStore:
         except (OSError, ValueError):
             return None
 
+    def stored(self, weights_sha256: str, dataset: str = "") -> list[tuple[dict[str, Any], bytes]]:
+        """(meta, serialized AttackDatasetResult) of every whole result of these weights (on ``dataset``)."""
+        found = []
+        for meta_path in sorted(self.root.glob("*/meta.json")) if self.root.is_dir() else ():
+            if meta_path.parent.name.startswith("."):
+                continue  # a result being written
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("weights_sha256") != weights_sha256 or (dataset and meta.get("dataset") != dataset):
+                    continue
+                found.append((meta, (meta_path.parent / "result.binpb").read_bytes()))
+            except (OSError, ValueError):
+                continue
+        return found
+
     def write(self, key: str, result: bytes, png: bytes, minimal: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         folder = self.folder(key)

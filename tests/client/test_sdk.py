@@ -293,3 +293,19 @@ def test_is_many_tells_one_image_from_several(tmp_path):
     several = [["a.png"], ("a.png", "b.png"), iter(["a.png"]), (p for p in ["a.png"]), np.zeros((2, 28, 28, 1))]
     assert [is_many(x) for x in one] == [False] * len(one)
     assert [is_many(x) for x in several] == [True] * len(several)
+
+
+def test_dataset_images_sends_positions_or_a_page(fake):
+    c, servicer = fake
+    result = c.dataset_images("vgg16", dataset="fashion-mnist-test", positions=[3, 1])
+    sent = last_request(servicer)
+    assert isinstance(sent, pb.DatasetImagesRequest)
+    assert (sent.model, sent.dataset, list(sent.positions)) == ("vgg16", "fashion-mnist-test", [3, 1])
+    assert not sent.HasField("label") and not sent.HasField("limit") and sent.offset == 0
+    assert result.model == "vgg16" and result.images == () and result.total == 0
+    c.dataset_images("vgg16", dataset="mine", positions=7, label=None)
+    assert list(last_request(servicer).positions) == [7]
+    c.dataset_images("vgg16", dataset="mine", label=0, offset=48, limit=24)
+    sent = last_request(servicer)
+    assert (list(sent.positions), sent.label, sent.offset, sent.limit) == ([], 0, 48, 24)
+    assert sent.HasField("label")

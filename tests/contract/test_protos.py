@@ -37,12 +37,14 @@ def test_contract_defines_every_rpc() -> None:
         "GetServerInfo",
         "MinimalAttack",
         "AttackDataset",
+        "ListPrecomputed",
         "ListDatasets",
         "BuildIndex",
         "TopActivations",
         "NearestNeighbors",
         "Embedding",
         "PlaceImages",
+        "DatasetImages",
         "Watch",
     }
     streaming = {name for name, m in methods.items() if m.server_streaming}

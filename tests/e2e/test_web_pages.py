@@ -176,7 +176,7 @@ def test_robustness_page_runs_lists_flips_and_cancels(driver, site, shots) -> No
     curve = driver.find_element(By.ID, "curve")
     wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", curve) > 0)
     assert len(driver.find_elements(By.CSS_SELECTOR, "#accuracy tr")) == 3  # a header and two methods
-    driver.find_elements(By.CSS_SELECTOR, "a.flip")[-1].click()
+    driver.find_elements(By.CSS_SELECTOR, "#accuracy a.flip")[-1].click()
     assert "first fail at ε 0.2" in wait(driver, lambda d: d.find_element(By.ID, "flips").text)
     check_page(driver, site, shots, "robustness")
     limit = driver.find_element(By.ID, "limit")

@@ -1,5 +1,6 @@
 """interp-atlas: the Ray engine's atlas equals the local engine's, a killed job resumes computing
-only the missing units, and VisualizeFilter answers a stored batch from the atlas."""
+only the missing units, VisualizeFilter answers a stored batch from the atlas, and ListPrecomputed
+lists it."""
 
 from __future__ import annotations
 
@@ -122,6 +123,20 @@ def test_visualize_filter_answers_a_stored_batch_from_the_atlas(local_atlas):
             assert list(hit.activations) == [float(units[c][1]) for c in (4, 5, 6, 7)]
             assert not visualize([4, 5]).from_atlas  # not one stored batch: computed
             assert not visualize([4, 5, 6, 7], steps=17).from_atlas  # other parameters: computed
+        from client import InterpClient
+
+        with InterpClient(f"127.0.0.1:{port}") as client:  # what the explorer reads: ListPrecomputed
+            (listed,) = client.list_precomputed("lenet", layer=LAYER).atlas
+            assert (listed.layer, listed.batch, listed.units) == (LAYER, BATCH, 16)
+            assert listed.dataset == "fashion-mnist-test"
+            batches = [list(range(i, i + BATCH)) for i in range(0, 16, BATCH)]
+            assert [list(b.channels) for b in listed.batches] == batches
+            assert listed.params["steps"] == 16 and listed.params["seed"] == 0
+            job = {name: listed.params[name] for name in ("steps", "seed", "image_size")}  # the explorer sends these
+            assert client.visualize_filter("lenet", LAYER, [8, 9, 10, 11], **job).from_atlas
+            (summary,) = client.list_precomputed("lenet").atlas  # every layer: without the batches
+            assert summary.units == 16 and summary.batches == ()
+            assert client.list_precomputed("lenet", layer="conv1").atlas == ()
     finally:
         srv.stop(grace=None)
     assert AtlasStore(atlas_dir(index_dir)).lookup("other weights", LAYER, BASE, [0, 1, 2, 3]) is None

@@ -86,5 +86,16 @@ def test_the_server_answers_attack_dataset_from_the_stored_result(lenet, dataset
             assert list(hit.curves[0].accuracy) == list(stored.curves[0].accuracy)
             miss = attack(LIMIT // 2)  # another request: computed now
             assert not miss.precomputed and miss.images == LIMIT // 2
+        from client import InterpClient
+        from protos.codec import from_tensor
+
+        with InterpClient(f"127.0.0.1:{port}") as client:  # what the explorer's robustness page reads
+            (listed,) = client.list_precomputed("lenet", dataset="fashion-mnist-test").robustness
+            assert (listed.limit, listed.engine) == (LIMIT, "local")
+            assert listed.result.precomputed and listed.result.images == LIMIT
+            assert [c.method for c in listed.result.curves] == METHODS
+            assert listed.result.curves[0].accuracy == tuple(stored.curves[0].accuracy)
+            np.testing.assert_array_equal(listed.result.curves[0].minimal, from_tensor(hit.curves[0].minimal))
+            assert client.list_precomputed("lenet", dataset="fashion-mnist-train").robustness == ()
     finally:
         srv.stop(grace=None)

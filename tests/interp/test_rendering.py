@@ -11,7 +11,7 @@ from interp.errors import InvalidInput
 from interp.rendering import (
     COLORMAPS,
     GAP,
-    GAP_COLOUR,
+    GAP_GREY,
     MIN_CELL,
     channel_grid,
     encode_png,
@@ -101,10 +101,10 @@ def test_channel_grid_layout_normalization_and_upscaling():
     acts[5] = 4.0  # channel 5: constant -> black
     grid = channel_grid(acts, labels=False)
     cell = 5 * -(-MIN_CELL // 5)  # 5x5 maps upscaled to at least MIN_CELL pixels: 65
-    assert grid.shape == (4 * cell + 3 * GAP, 4 * cell + 3 * GAP, 3)
-    assert (grid[cell, :] == GAP_COLOUR).all()  # gap row between the first two rows of cells
+    assert grid.shape == (4 * cell + 3 * GAP, 4 * cell + 3 * GAP)  # grey
+    assert (grid[cell, :] == GAP_GREY).all()  # gap row between the first two rows of cells
     col3 = 3 * (cell + GAP)
-    block = grid[:cell, col3 : col3 + cell, 0]
+    block = grid[:cell, col3 : col3 + cell]
     assert block.max() == 255 and block[cell // 2, cell // 2] == 255 and block[0, 0] == 0
     row1, col1 = cell + GAP, 1 * (cell + GAP)  # channel 5: row 1, column 1
     assert (grid[row1 : row1 + cell, col1 : col1 + cell] == 0).all()
@@ -128,7 +128,7 @@ def test_channel_grid_selected_channels_and_limits():
     with pytest.raises(InvalidInput, match=r"channels must be in 0\.\.9, got \[10\]"):
         channel_grid(acts, channels=[1, 10])
     fc = channel_grid(torch.arange(6, dtype=torch.float32), labels=False)  # (F,): normalized together
-    assert fc[0, 0, 0] == 0 and fc[-1, -1, 0] == 255
+    assert fc[0, 0] == 0 and fc[-1, -1] == 255
 
 
 def test_kernel_grid_rgb_patches_keep_colour_and_sign():
@@ -160,3 +160,34 @@ def test_perturbation_image_grey_is_zero():
     assert out.tolist() == [[128, 255, 0, 191]]
     with pytest.raises(InvalidInput, match="> 0"):
         perturbation_image(d, 0.0)
+
+
+def test_channel_grid_equals_a_cell_by_cell_drawing():
+    """The vectorized grid against the plain recipe: each map alone normalized to its min..max
+    (torch), rounded to 8 bits, upscaled by OpenCV's nearest neighbour, laid out with gaps."""
+    acts = torch.randn(7, 5, 3) * 3
+    acts[2] = 1.5  # constant: black
+    chosen = [6, 2, 0, 4]
+    grid = channel_grid(acts, channels=chosen, labels=False)
+    factor = -(-MIN_CELL // 5)
+    h, w = 5 * factor, 3 * factor
+    for i, c in enumerate(chosen):
+        m = acts[c]
+        span = m.max() - m.min()
+        norm = (m - m.min()) / span if span > 0 else torch.zeros_like(m)
+        expected = cv2.resize(
+            np.rint(norm.numpy() * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST
+        )
+        r, col = divmod(i, 2)
+        cell = grid[r * (h + GAP) : r * (h + GAP) + h, col * (w + GAP) : col * (w + GAP) + w]
+        np.testing.assert_array_equal(cell, expected)
+    big = torch.rand(2, 300, 200)  # above MAX_CELL: area-downscaled to at most MAX_CELL
+    assert channel_grid(big, labels=False).shape == (128, 2 * 85 + GAP)
+
+
+def test_flat_png_is_lossless():
+    grid = channel_grid(torch.rand(16, 10, 10))
+    for flat in (False, True):
+        np.testing.assert_array_equal(decode_png(encode_png(grid, flat=flat)), grid)
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_png(encode_png(rgb, flat=True)), rgb)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from models.registry import get_spec
 from protos import interp_pb2 as pb
@@ -118,3 +120,25 @@ def test_imagenet_preprocessing_shorter_side_and_centre_crop(cat_rgb) -> None:
 def test_lenet_preprocessing_grayscale_28(cat_rgb) -> None:
     x = preprocess(cat_rgb.astype(np.float32) / 255, get_spec("lenet").preprocessing)
     assert x.shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "channels"),
+    [("u1", (28, 28), 1), ("u1", (28, 28, 1), 1), ("<u2", (28, 28), 1), ("u1", (28, 28, 3), 3)]
+    + [("<u2", (28, 28, 3), 3)],
+)
+def test_model_sized_pixels_take_the_short_path_to_the_same_values(dtype, shape, channels):
+    """8/16-bit pixels at the model's size skip the general path: the input is its q / 255 (q / 65535)."""
+    from server.imaging import _model_sized, _to_unit_float, decode_native, load_input, reduce_native
+
+    spec = replace(get_spec("lenet").preprocessing, channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
+    high = 255 if dtype == "u1" else 65535
+    pixels = np.random.default_rng(0).integers(0, high + 1, shape).astype(dtype)
+    image = pb.Image(pixels=to_tensor(pixels))
+    short = _model_sized(image, spec, 10**6)
+    array, size = reduce_native(decode_native(image, 10**6), spec)
+    general = torch.from_numpy(preprocess(_to_unit_float(array), spec, size)).unsqueeze(0)
+    assert short is not None and short.dtype == torch.float32 and short.is_contiguous()
+    assert torch.equal(short, general) and torch.equal(load_input(image, spec, 10**6), general)
+    assert _model_sized(pb.Image(pixels=to_tensor(pixels[:27])), spec, 10**6) is None  # another size
+    assert _model_sized(image, spec, 27 * 27) is None  # above the pixel cap: the general path refuses it

@@ -5,30 +5,38 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from client.results import EmbeddingResult
 from web.api.lab import DIGEST, note
 from web.errors import WebError, json_body
 from web.explorer import Explorer, explorer_of
 from web.pngs import data_url
-from web.streaming import Events, event_stream, relay
+from web.streaming import Events, call_kwargs, event_stream, relayed
 
 METHODS = ("tsne", "pca")
+SCATTER_SIDE, SCATTER_MARGIN = 800, 12  # the service's scatter square (interp.embedding.scatter_image)
+
+
+def scatter_points(coordinates: np.ndarray, ids: Sequence[int] | np.ndarray) -> list[list[int]]:
+    """Each point's pixel (x, y) on the service's scatter PNG and its dataset position, mapped as
+    ``interp.embedding._to_pixels`` draws them (aspect kept, y up), so a click finds its point."""
+    coords = coordinates.astype(np.float64)
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    scale = (SCATTER_SIDE - 2 * SCATTER_MARGIN) / (float(max(hi[0] - lo[0], hi[1] - lo[1])) or 1.0)
+    xy = np.round((coords - (lo + hi) / 2) * scale * [1, -1] + SCATTER_SIDE / 2).astype(int)
+    return [[int(x), int(y), int(i)] for (x, y), i in zip(xy, ids, strict=True)]
 NAME = re.compile(r"^[\w.\-]{1,200}$")
 
 
 def embedding_events(explorer: Explorer, values: dict[str, Any], digest: str, stop: threading.Event) -> Events:
-    found: list[EmbeddingResult] = []
-    yield from relay(explorer.client.iter_embedding(**values), stop, found)
-    if not found:
+    result = yield from relayed(explorer.client.iter_embedding(**values), stop)
+    if result is None:
         return  # the page went away: the call is cancelled
-    result = found[0]
-    model = values["model"]
-    kwargs = {k: v for k, v in values.items() if k != "model"} | result.params
     body: dict[str, Any] = {
         "type": "result",
         "dataset": result.dataset,
@@ -40,8 +48,9 @@ def embedding_events(explorer: Explorer, values: dict[str, Any], digest: str, st
         "seconds": result.seconds,
         "scatter": data_url(result.scatter_png),
         "atlas": data_url(result.atlas_png),
+        "points_px": scatter_points(result.coordinates, result.image_ids),
         "params": result.params,
-        "python": explorer.code("embedding", (model,), kwargs),
+        "python": explorer.code("embedding", (values["model"],), call_kwargs(values, result.params)),
         "placed": None,
     }
     if digest:

@@ -135,6 +135,7 @@ def _analysis(explorer: Explorer, request: Request) -> dict[str, Any]:
     return {
         "image": digest,
         "model": description.model.name,
+        "labels": list(description.labels),
         "input": data_url(classified.input_png),
         "predictions": [prediction_json(p) for p in classified.predictions],
         "layers": _maps(activations),
@@ -168,50 +169,45 @@ def _saliency(explorer: Explorer, request: Request) -> dict[str, Any]:
 saliency = json_endpoint(_saliency)
 
 
-def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
+def _adversarial(
+    explorer: Explorer, request: Request, default: str, sdk_name: str, kind: type[R], **values: Any
+) -> tuple[R, dict[str, Any]]:
+    """One attack call of the SDK on the image (``method`` from the query, else ``default``): the
+    result and what its answers share (method, original prediction, parameters, snippet)."""
     digest, model = digest_of(request), model_of(request)
-    method = request.query_params.get("method") or "fgsm"
-    epsilon = query_float(request, "eps", 0.05, low=1e-6, high=1.0)
-    answer = explorer.client.attack(explorer.upload(digest), model=model, method=method, epsilon=epsilon)
-    result = single(answer, AttackResult)
-    outcome = result.outcomes[0]
-    kwargs = {"model": model, "method": method, "epsilon": epsilon, **result.params}
-    return {
+    method = request.query_params.get("method") or default
+    call = getattr(explorer.client, sdk_name)
+    result: Any = single(call(explorer.upload(digest), model=model, method=method, **values), kind)
+    kwargs = {"model": model, "method": method, **values, **result.params}
+    return result, {
         "method": result.method,
-        "epsilon": outcome.epsilon,
         "original": prediction_json(result.original),
-        "adversarial": prediction_json(outcome.prediction),
-        "success": outcome.success,
-        "linf": outcome.linf,
-        "adversarial_png": data_url(outcome.adversarial_png),
-        "perturbation_png": data_url(outcome.perturbation_png),
         "params": result.params,
-        "python": explorer.code("attack", ("image.png",), kwargs, image_note=note(digest)),
+        "python": explorer.code(sdk_name, ("image.png",), kwargs, image_note=note(digest)),
     }
+
+
+def _adversarial_json(outcome: Any, **fields: Any) -> dict[str, Any]:
+    """``fields`` and the adversarial image of an attack outcome or a closest failure, with its prediction."""
+    image = {"adversarial": prediction_json(outcome.prediction), "adversarial_png": data_url(outcome.adversarial_png)}
+    return fields | image
+
+
+def _attack(explorer: Explorer, request: Request) -> dict[str, Any]:
+    epsilon = query_float(request, "eps", 0.05, low=1e-6, high=1.0)
+    result, shared = _adversarial(explorer, request, "fgsm", "attack", AttackResult, epsilon=epsilon)
+    outcome = result.outcomes[0]
+    extra = {"success": outcome.success, "linf": outcome.linf, "perturbation_png": data_url(outcome.perturbation_png)}
+    return shared | _adversarial_json(outcome, epsilon=outcome.epsilon, **extra)
 
 
 attack = json_endpoint(_attack)
 
 
-
 def _closest_failure(explorer: Explorer, request: Request) -> dict[str, Any]:
     """MinimalAttack: the smallest 8-bit L-inf epsilon at which the model fails on the image."""
-    digest, model = digest_of(request), model_of(request)
-    method = request.query_params.get("method") or "pgd"
-    answer = explorer.client.minimal_attack(explorer.upload(digest), model=model, method=method)
-    result = single(answer, MinimalAttackResult)
-    kwargs = {"model": model, "method": method, **result.params}
-    return {
-        "method": result.method,
-        "found": result.found,
-        "epsilon": result.epsilon,
-        "level": result.level,
-        "original": prediction_json(result.original),
-        "adversarial": prediction_json(result.prediction),
-        "adversarial_png": data_url(result.adversarial_png),
-        "params": result.params,
-        "python": explorer.code("minimal_attack", ("image.png",), kwargs, image_note=note(digest)),
-    }
+    result, shared = _adversarial(explorer, request, "pgd", "minimal_attack", MinimalAttackResult)
+    return shared | _adversarial_json(result, found=result.found, epsilon=result.epsilon, level=result.level)
 
 
 closest_failure = json_endpoint(_closest_failure)

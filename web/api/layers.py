@@ -3,8 +3,10 @@
 A page's missing visualizations are computed in ONE VisualizeFilter call (the channels batched)
 and kept in the explorer's cache under (weights sha256, layer, unit, parameters), so a second
 visit, or the unit page after the layer page, is instant. When the server holds an atlas of the
-layer (``interp-atlas``, 16 units per batch as here), the first visit is instant too: the call is
-answered from it (``from_atlas`` in the result event).
+layer (``interp-atlas``, ListPrecomputed lists it), a page whose query sets no visualization
+parameter takes the atlas's (its steps, seed and image size; its batch as the page size), so the
+first visit is instant too: the page's units are one stored batch and the call is answered from it
+(``from_atlas`` in the result event); the unit page asks for its unit's whole stored batch.
 """
 
 from __future__ import annotations
@@ -112,6 +114,38 @@ def _layer_of(explorer: Explorer, model: str, name: str) -> LayerInfo:
         raise WebError("NOT_FOUND", str(exc.args[0]), field="layer") from None
 
 
+# The visualization parameters interp-atlas sets (--steps, --seed, --image-size); the others are the
+# layer's defaults, so these reproduce its resolved parameters in a VisualizeFilter call.
+ATLAS_JOB_PARAMS = ("steps", "seed", "image_size")
+
+
+def layer_atlas(explorer: Explorer, model: str, layer: str) -> Any | None:
+    """The stored atlas of ``layer`` with the most units (ListPrecomputed), or None."""
+    stored = explorer.client.list_precomputed(model, layer=layer).atlas
+    return max(stored, key=lambda a: a.units) if stored else None
+
+
+def atlas_json(atlas: Any, channels: list[int], params: dict[str, Any], *, unit_page: bool = False) -> dict[str, Any]:
+    """What a page says about the atlas: the job's parameters, the stored batch holding ``channels[0]``
+    (the unit page asks for it whole), and whether the page's call is answered from the atlas:
+    ``channels`` (the unit page: its unit's batch) is a stored batch and ``params`` are the job's."""
+    batches = [list(b.channels) for b in atlas.batches]
+    batch = next((b for b in batches if channels and channels[0] in b), [])
+    job = {name: atlas.params[name] for name in ATLAS_JOB_PARAMS if name in atlas.params}
+    same = all(name in job and job[name] == value for name, value in params.items())
+    stored = bool(batch) if unit_page else channels in batches
+    return {"params": atlas.params, "job": job | {"batch": atlas.batch}, "dataset": atlas.dataset,
+            "units": atlas.units, "serves": same and stored, "batch_channels": batch}  # fmt: skip
+
+
+def page_params(request: Request, atlas: Any | None) -> dict[str, Any]:
+    """The query's visualization parameters, or the atlas's job parameters when the query sets none."""
+    params = visual_params({k: v for k, v in request.query_params.items() if k in VISUAL_PARAMS})
+    if params or atlas is None:
+        return params
+    return {name: atlas.params[name] for name in ATLAS_JOB_PARAMS if name in atlas.params}
+
+
 def cached_visual(explorer: Explorer, sha: str, layer: str, unit: int, params: dict[str, Any]) -> dict[str, Any] | None:
     hit = explorer.visuals.get((sha, layer, unit, json.dumps(params, sort_keys=True)))
     return None if hit is None else {"png": data_url(hit[0]), "params": hit[1]}
@@ -120,10 +154,12 @@ def cached_visual(explorer: Explorer, sha: str, layer: str, unit: int, params: d
 def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
     layer = _layer_of(explorer, model, name)
-    per_page = query_int(request, "per_page", 16, low=1, high=MAX_PER_PAGE)
+    atlas = layer_atlas(explorer, model, layer.name)
+    default = atlas.batch if atlas is not None and 1 <= atlas.batch <= MAX_PER_PAGE else 16
+    per_page = query_int(request, "per_page", default, low=1, high=MAX_PER_PAGE)
     page = query_int(request, "page", 0)
     channels = page_channels(layer, page, per_page)
-    params = visual_params({k: v for k, v in request.query_params.items() if k in VISUAL_PARAMS})
+    params = page_params(request, atlas)
     sha = explorer.weights_sha256(model)
     tops, notice = top_crops(explorer, model, layer.name, channels, 1, False) if channels else (None, "")
     best = {top.channel: top.entries[0] for top in tops.channels if top.entries} if tops else {}
@@ -139,7 +175,8 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     index_on = fitting_datasets(explorer, model)[:1] if notice else []  # the dataset a "build" button indexes
     return {"layer": layer_json(layer), "page": page, "pages": pages, "per_page": per_page, "units": units,
             "dataset": tops.dataset if tops else "", "notice": notice, "params": params,
-            "index_dataset": index_on[0] if index_on else ""}  # fmt: skip
+            "index_dataset": index_on[0] if index_on else "",
+            "atlas": atlas_json(atlas, channels, params) if atlas is not None else None}  # fmt: skip
 
 
 units = json_endpoint(_units)
@@ -151,7 +188,8 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     unit = int(request.path_params["unit"])
     if not 0 <= unit < max(layer.channels, 1):
         raise WebError("OUT_OF_RANGE", f"{layer.name} has units 0..{layer.channels - 1}, not {unit}", field="unit")
-    params = visual_params({k: v for k, v in request.query_params.items() if k in VISUAL_PARAMS})
+    atlas = layer_atlas(explorer, model, layer.name)
+    params = page_params(request, atlas)
     k = query_int(request, "k", 9, low=1, high=64)
     tops, notice = top_crops(explorer, model, layer.name, [unit], k, True)
     entries: list[dict[str, Any]] = []
@@ -164,9 +202,10 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
                   "projections": True}  # fmt: skip
         python = explorer.code("top_activations", (model,), kwargs)
     sha = explorer.weights_sha256(model)
+    stored = atlas_json(atlas, [unit], params, unit_page=True) if atlas is not None else None
     return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
-            "params": params}  # fmt: skip
+            "params": params, "atlas": stored}  # fmt: skip
 
 
 unit = json_endpoint(_unit)

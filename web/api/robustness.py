@@ -1,5 +1,6 @@
 """JSON of the robustness page (``/robustness``): accuracy against epsilon over a served dataset,
-one curve per method (AttackDataset, streamed and cancellable), and where each image flips."""
+one curve per method (AttackDataset, streamed and cancellable), and where each image flips; and
+beside it the results interp-robustness stored offline for the model (ListPrecomputed)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from client.results import AttackDatasetResult, MethodCurve
+from web.api.embedding import NAME
 from web.errors import WebError, json_body
-from web.explorer import Explorer, explorer_of
+from web.explorer import Explorer, explorer_of, json_endpoint
 from web.pngs import data_url
-from web.streaming import Events, event_stream, relay
+from web.streaming import Events, call_kwargs, event_stream, relayed
 
 FLIPS_LISTED = 100  # image indices listed per curve point
 
@@ -55,15 +57,9 @@ def curve_json(curve: MethodCurve, epsilons: tuple[float, ...]) -> dict[str, Any
     }
 
 
-def robustness_events(explorer: Explorer, values: dict[str, Any], stop: threading.Event) -> Events:
-    found: list[AttackDatasetResult] = []
-    yield from relay(explorer.client.iter_attack_dataset(**values), stop, found)
-    if not found:
-        return  # the page went away: the call is cancelled
-    result = found[0]
-    model = values["model"]
-    kwargs = {k: v for k, v in values.items() if k != "model"} | result.params
-    yield {
+def result_json(explorer: Explorer, result: AttackDatasetResult, values: dict[str, Any]) -> dict[str, Any]:
+    """The page's view of an AttackDataset result; ``values``: the call's (for "copy as Python")."""
+    return {
         "type": "result",
         "dataset": result.dataset,
         "images": result.images,
@@ -74,9 +70,33 @@ def robustness_events(explorer: Explorer, values: dict[str, Any], stop: threadin
         "curves": [curve_json(c, result.epsilons) for c in result.curves],
         "curve_png": data_url(result.curve_png),
         "params": result.params,
+        "true_labels": result.true_labels,
         "precomputed": result.precomputed,  # stored by interp-robustness, answered at once
-        "python": explorer.code("attack_dataset", (model,), kwargs),
+        "python": explorer.code("attack_dataset", (values["model"],), call_kwargs(values, result.params)),
     }
+
+
+def robustness_events(explorer: Explorer, values: dict[str, Any], stop: threading.Event) -> Events:
+    result = yield from relayed(explorer.client.iter_attack_dataset(**values), stop)
+    if result is not None:  # None: the page went away, the call is cancelled
+        yield result_json(explorer, result, values)
+
+
+def _stored(explorer: Explorer, request: Request) -> dict[str, Any]:
+    """The results interp-robustness stored for the model (on the dataset), newest settings first."""
+    model, dataset = request.query_params.get("model", ""), request.query_params.get("dataset", "")
+    if not NAME.match(model) or (dataset and not NAME.match(dataset)):
+        raise WebError("INVALID_ARGUMENT", "choose a model (and a dataset)", field="model")
+    out = []
+    for stored in explorer.client.list_precomputed(model, dataset=dataset).robustness:
+        r = stored.result
+        values = {"model": model, "dataset": r.dataset, "method": [c.method for c in r.curves],
+                  "epsilons": list(r.epsilons), "limit": stored.limit, "true_labels": r.true_labels}  # fmt: skip
+        out.append(result_json(explorer, r, values) | {"limit": stored.limit, "engine": stored.engine})
+    return {"results": out}
+
+
+stored = json_endpoint(_stored)
 
 
 async def run(request: Request) -> StreamingResponse:

@@ -142,3 +142,31 @@ export function title(text) {
   document.title = `${text} · interp explorer`;
   return h("h1", {}, text);
 }
+
+// A labelled input: "label <input>".
+export function field(label, input) {
+  return h("label", {}, `${label} `, input);
+}
+
+// The dataset pages' pickers: a model select and a select of the served datasets that fit the
+// chosen model, smallest first (refilled when the model changes), the query's values chosen.
+// null when the lists cannot be read: the page then shows the error under its title.
+export async function modelAndDataset(params, pageTitle) {
+  let models, datasets;
+  try {
+    [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
+  } catch (err) {
+    show(app(), title(pageTitle), errorBox(err));
+    return null;
+  }
+  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
+  const dataset = h("select", { id: "dataset" });
+  const fill = () => {
+    const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);
+    show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
+      : h("option", { value: "" }, "no served dataset fits this model"));
+  };
+  model.addEventListener("change", fill);
+  fill();
+  return { model, dataset };
+}

@@ -1,27 +1,28 @@
 // "/embedding": a t-SNE or PCA map of a layer over a served dataset (Embedding, streamed, cancellable,
-// cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map.
-import { app, downloadLink, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
+// cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map; a click on
+// a point of the scatter opens its image in the lab.
+import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
 
-function field(label, input) {
-  return h("label", {}, `${label} `, input);
+// The point nearest the click on the scatter (within 8 pixels of the picture): its image in the lab.
+function openPoint(event, r, model) {
+  const box = event.target.getBoundingClientRect();
+  const scale = event.target.naturalWidth / box.width;
+  const [x, y] = [(event.clientX - box.left) * scale, (event.clientY - box.top) * scale];
+  let [best, bestD] = [null, 64];
+  for (const [px, py, id] of r.points_px) {
+    const d = (px - x) ** 2 + (py - y) ** 2;
+    if (d < bestD) [best, bestD] = [id, d];
+  }
+  if (best !== null) location.href = `/lab?model=${encodeURIComponent(model)}&dataset=${encodeURIComponent(r.dataset)}&position=${best}`;
 }
 
 async function main() {
   const params = query();
-  let models, datasets;
-  try {
-    [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
-  } catch (err) {
-    show(app(), title("Embedding"), errorBox(err));
-    return;
-  }
-  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
-  const dataset = h("select", { id: "dataset" });
+  const picks = await modelAndDataset(params, "Embedding");
+  if (!picks) return;
+  const { model, dataset } = picks;
   const layer = h("select", { id: "layer" });
   const fill = async () => {
-    const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);
-    show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
-      : h("option", { value: "" }, "no served dataset fits this model"));
     try {
       const d = await getJSON(`/api/models/${encodeURIComponent(model.value)}`);
       const names = d.layers.map((l) => l.name);
@@ -61,9 +62,10 @@ async function main() {
         h("p", {}, `placed among ${r.placed.label} images (nearest: ${r.placed.neighbors.join(", ")})`),
         h("div", { class: "panel" }, h("img", { id: "placed", class: "map-plot", src: r.placed.scatter, alt: "the image on the map" })),
         pythonBlock(r.placed.python)] : [];
-      show(out, h("p", {}, `${r.points} images of ${r.dataset}, ${r.layer}, ${r.method}`),
+      show(out, h("p", {}, `${r.points} images of ${r.dataset}, ${r.layer}, ${r.method}; click a point to open its image in the lab`),
         h("div", { class: "row" },
-          h("div", { class: "panel" }, h("img", { id: "scatter", class: "map-plot", src: r.scatter, alt: "the map, coloured by class" }),
+          h("div", { class: "panel" }, h("img", { id: "scatter", class: "map-plot clickable", src: r.scatter, alt: "the map, coloured by class",
+            title: "click a point: its image in the lab", onclick: (e) => openPoint(e, r, model.value) }),
             h("div", { class: "tools" }, downloadLink(r.scatter, `${r.layer}_${r.method}_scatter.png`))),
           h("div", { class: "panel" }, h("img", { id: "atlas", class: "map-plot", src: r.atlas, alt: "the map's images" }),
             h("div", { class: "tools" }, downloadLink(r.atlas, `${r.layer}_${r.method}_atlas.png`)))),

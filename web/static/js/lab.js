@@ -1,13 +1,14 @@
-// "/lab": an uploaded image (the URL holds its sha256 and the view's settings): top classes,
-// every layer's activation maps (click one: its unit page), saliency as an overlay, and an
-// adversarial example with an epsilon slider.
-import { dreamView, drawPad, neighborsView } from "./lab_more.js";
+// "/lab": an uploaded image (the URL holds its sha256 and the view's settings), or a dataset image
+// (dataset=D&position=N): top classes, every layer's activation maps (click one: its unit page),
+// saliency as an overlay, and an adversarial example with an epsilon slider.
+import { datasetBrowser } from "./lab_data.js";
+import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
 import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
 
-const state = { models: [] };
+const state = { models: [], datasets: [] };
 
 function section(id, heading) {
   const body = h("div", { id });
@@ -18,7 +19,7 @@ async function upload(file, status) {
   show(status, `uploading ${file.name}…`);
   try {
     const { image } = await postJSON("/api/lab/upload", file, file.type || "application/octet-stream");
-    setQuery({ image });
+    setQuery({ image, dataset: null, position: null });
     show(status, "");
     await analyse();
   } catch (err) {
@@ -38,11 +39,15 @@ function chooser() {
     const file = e.dataTransfer.files[0];
     if (file) upload(file, status);
   });
-  const select = h("select", { id: "model", onchange: () => { setQuery({ model: select.value }); analyse(); } },
+  const select = h("select", { id: "model", onchange: () => { setQuery({ model: select.value }); render(); } },
     state.models.map((m) => h("option", { value: m.name, selected: m.name === currentModel() }, m.name)));
   const info = state.models.find((m) => m.name === currentModel());
   const pad = drawPad(info ? info.input_shape : [1, 28, 28], (file) => upload(file, status));
-  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, status);
+  const browser = datasetBrowser(currentModel(), state.datasets, (dataset, position) => {
+    setQuery({ image: null, dataset, position });
+    analyse();
+  });
+  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, browser, status);
 }
 
 function currentModel() {
@@ -52,10 +57,26 @@ function currentModel() {
   return ready ? ready.name : (state.models[0] || {}).name;
 }
 
+// A dataset image named by the URL (dataset=D&position=N), loaded into the lab's cache for the model.
+async function fromDataset(model, results) {
+  const dataset = query().get("dataset");
+  const position = query().get("position");
+  if (!dataset || position === null) return null;
+  show(results, h("p", { class: "muted" }, `loading ${dataset} #${position}…`));
+  try {
+    return await postJSON(`/api/lab/datasets/${enc(dataset)}/images/${enc(position)}?model=${enc(model)}`, {});
+  } catch (err) {
+    show(results, errorBox(err));
+    return undefined;
+  }
+}
+
 async function analyse() {
-  const image = query().get("image");
   const model = currentModel();
   const results = document.getElementById("results");
+  const source = query().get("image") ? null : await fromDataset(model, results);
+  if (source === undefined) return;
+  const image = source ? source.image : query().get("image");
   if (!image) {
     show(results, h("p", { class: "muted" }, "Choose an image to start."));
     return;
@@ -67,7 +88,8 @@ async function analyse() {
   const [mapsH, maps] = section("maps", "Activation maps (click a map: its unit page)");
   const [nearH, near] = section("nearest", "Nearest dataset images");
   const [dreamH, dream] = section("dream", "DeepDream");
-  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps, nearH, near, dreamH, dream);
+  const [dfiH, dfi] = section("dfi", "Deep feature interpolation");
+  show(results, classesH, classes, satH, sal, advH, adv, mapsH, maps, nearH, near, dreamH, dream, dfiH, dfi);
   show(classes, h("p", { class: "muted" }, "classifying…"));
   let d;
   try {
@@ -79,10 +101,12 @@ async function analyse() {
   const inputUrl = `/api/lab/images/${enc(image)}`;
   show(classes, h("div", { class: "row" },
     h("div", { class: "panel" }, h("img", { class: "big", id: "input", src: d.input, alt: "the model's input" }),
-      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, "download the uploaded image"), downloadLink(d.input, "input.png")),
-      h("a", { id: "to-embedding", href: `/embedding?model=${enc(d.model)}&image=${enc(image)}` }, "place it on an embedding map")),
+      h("div", { class: "tools" }, h("a", { href: inputUrl, download: "image.png" }, source ? "download the dataset image" : "download the uploaded image"), downloadLink(d.input, "input.png")),
+      h("a", { id: "to-embedding", href: `/embedding?model=${enc(d.model)}&image=${enc(image)}` }, "place it on an embedding map"),
+      source ? h("p", { id: "true-class" }, `${source.dataset} #${source.position}, true class `, h("b", {}, source.label)) : null),
     h("ol", { id: "predictions" }, d.predictions.map((p, i) => h("li", { class: i === 0 ? "pred" : "" },
-      `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(d.python));
+      `${p.label} — ${(100 * p.probability).toFixed(1)}%`)))), pythonBlock(source && source.python, "copy as Python: the dataset image"),
+    pythonBlock(d.python));
   show(maps, ...d.layers.map((l) => h("div", {},
     h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
       h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
@@ -93,6 +117,7 @@ async function analyse() {
   const layerNames = d.layers.map((l) => l.layer);
   neighborsView(near, image, d.model, layerNames);
   dreamView(dream, image, d.model, layerNames);
+  dfiView(dfi, image, d.model, d.labels, d.predictions);
   attackView(adv, image, d.model);
 }
 
@@ -168,15 +193,20 @@ function attackView(where, image, model) {
   run();
 }
 
+function render() {
+  show(app(), title("Lab"), chooser(), h("div", { id: "results" }));
+  return analyse();
+}
+
 async function main() {
   try {
-    state.models = (await getJSON("/api/models")).models;
+    const [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
+    [state.models, state.datasets] = [models.models, datasets.datasets];
   } catch (err) {
     show(app(), title("Lab"), errorBox(err));
     return;
   }
-  show(app(), title("Lab"), chooser(), h("div", { id: "results" }));
-  await analyse();
+  await render();
 }
 
 main();

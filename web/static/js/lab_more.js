@@ -1,4 +1,5 @@
-// The lab's further views: a drawing pad, the nearest dataset images in a layer, DeepDream (streamed).
+// The lab's further views: a drawing pad, the nearest dataset images in a layer, DeepDream and deep
+// feature interpolation (both streamed with previews).
 import { downloadLink, enc, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
 
 function layerPicker(id, layers, wanted) {
@@ -51,7 +52,8 @@ export function neighborsView(where, image, model, layers) {
       if (n.notice) { show(out, h("div", { class: "notice" }, n.notice)); return; }
       show(out, h("p", { class: "muted" }, `${n.dataset}, ${n.metric} distance`),
         h("div", { class: "grid", id: "neighbors" }, n.neighbors.map((e) => h("div", { class: "unit-card" },
-          h("img", { class: "pixel", src: e.png, alt: `neighbour ${e.image_id}` }),
+          h("a", { href: `/lab?model=${enc(model)}&dataset=${enc(n.dataset)}&position=${e.image_id}`, title: "open it in the lab" },
+            h("img", { class: "pixel", src: e.png, alt: `neighbour ${e.image_id}` })),
           h("div", {}, `${e.label} · ${e.distance.toFixed(3)}`), h("div", { class: "muted" }, `image ${e.image_id}`)))),
         pythonBlock(n.python));
     } catch (err) {
@@ -63,18 +65,22 @@ export function neighborsView(where, image, model, layers) {
   run();
 }
 
-export function dreamView(where, image, model, layers) {
-  const picker = layerPicker("dream-layer", layers, query().get("dlayer") || layers[Math.floor(layers.length / 2)]);
-  const bar = h("progress", { id: "dream-progress", max: 1, value: 0 });
-  const preview = h("img", { class: "big", id: "dream-img", alt: "DeepDream" });
-  preview.hidden = true;
-  const out = h("div", {});
-  const start = h("button", { type: "button", id: "dream-start", onclick: async () => {
-    setQuery({ dlayer: picker.value });
-    start.disabled = true;
+function previewImage(id, alt) {
+  const img = h("img", { class: "big", id, alt });
+  img.hidden = true;
+  return img;
+}
+
+// A button running one streamed call (request() -> [url, body]): the bar follows its progress and
+// the preview its previews; then done(result), or its error in out.
+function streamButton(id, text, bar, preview, out, request, done) {
+  const button = h("button", { type: "button", id, onclick: async () => {
+    button.disabled = true;
     bar.value = 0;
+    delete bar.dataset.done;
     try {
-      const last = await streamEvents(`/api/lab/${enc(image)}/dream`, { model, layer: picker.value, params: {} }, (event) => {
+      const [url, body] = request();
+      const last = await streamEvents(url, body, (event) => {
         if (event.type !== "progress") return;
         bar.max = event.total;
         bar.value = event.step;
@@ -82,16 +88,58 @@ export function dreamView(where, image, model, layers) {
       });
       bar.value = bar.max;
       bar.dataset.done = "true";
-      preview.src = last.png;
+      done(last);
       preview.hidden = false;
-      show(out, h("p", {}, last.gains.map((g) => `${g.layer} ×${g.ratio.toFixed(2)}`).join(", ")),
-        h("div", { class: "tools" }, downloadLink(last.png, `dream_${picker.value}.png`)), pythonBlock(last.python));
     } catch (err) {
       show(out, errorBox(err));
     } finally {
-      start.disabled = false;
+      button.disabled = false;
     }
-  } }, "dream");
+  } }, text);
+  return button;
+}
+
+export function dreamView(where, image, model, layers) {
+  const picker = layerPicker("dream-layer", layers, query().get("dlayer") || layers[Math.floor(layers.length / 2)]);
+  const bar = h("progress", { id: "dream-progress", max: 1, value: 0 });
+  const preview = previewImage("dream-img", "DeepDream");
+  const out = h("div", {});
+  const start = streamButton("dream-start", "dream", bar, preview, out, () => {
+    setQuery({ dlayer: picker.value });
+    return [`/api/lab/${enc(image)}/dream`, { model, layer: picker.value, params: {} }];
+  }, (last) => {
+    preview.src = last.png;
+    show(out, h("p", {}, last.gains.map((g) => `${g.layer} ×${g.ratio.toFixed(2)}`).join(", ")),
+      h("div", { class: "tools" }, downloadLink(last.png, `dream_${picker.value}.png`)), pythonBlock(last.python));
+  });
   show(where, h("div", { class: "tools" }, h("label", { for: "dream-layer" }, "layer"), picker, start, bar),
+    h("div", { class: "panel" }, preview), out);
+}
+
+// Deep feature interpolation (Upchurch et al.): the image moved in feature space from one class's
+// mean features towards another's, one image per alpha.
+export function dfiView(where, image, model, labels, predictions) {
+  const params = query();
+  const top = predictions.length ? predictions[0].label : labels[0];
+  const second = predictions.find((p) => p.label !== top);
+  const classPicker = (id, wanted) => h("select", { id }, labels.map((l) => h("option", { value: l, selected: l === wanted }, l)));
+  const from = classPicker("dfi-from", params.get("dfi_from") || top);
+  const to = classPicker("dfi-to", params.get("dfi_to") || (second ? second.label : labels.find((l) => l !== top)));
+  const bar = h("progress", { id: "dfi-progress", max: 1, value: 0 });
+  const preview = previewImage("dfi-img", "deep feature interpolation");
+  const out = h("div", {});
+  const start = streamButton("dfi-start", "interpolate", bar, preview, out, () => {
+    setQuery({ dfi_from: from.value, dfi_to: to.value });
+    return [`/api/lab/${enc(image)}/interpolate`, { model, positive: to.value, negative: from.value, params: {} }];
+  }, (last) => {
+    preview.src = last.alphas[last.alphas.length - 1].png;
+    show(out, h("p", { class: "muted" }, `features of ${last.layers.join(", ")}; α 0 is the image reconstructed`),
+      h("div", { class: "row", id: "dfi-alphas" }, last.alphas.map((a) => h("div", { class: "unit-card" },
+        h("img", { class: "pixel dfi-alpha", src: a.png, alt: `alpha ${a.alpha}` }), h("div", {}, `α ${a.alpha}`),
+        h("div", { class: "pred" }, `${a.prediction.label} ${(100 * a.prediction.probability).toFixed(1)}%`),
+        downloadLink(a.png, `dfi_alpha${a.alpha}.png`)))),
+      pythonBlock(last.python));
+  });
+  show(where, h("div", { class: "tools" }, h("label", { for: "dfi-from" }, "from"), from, h("label", { for: "dfi-to" }, "towards"), to, start, bar),
     h("div", { class: "panel" }, preview), out);
 }

@@ -1,6 +1,6 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
 import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, streamEvents, title } from "./common.js";
-import { visualParams, visualizer } from "./visualize.js";
+import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
   const [, model, , layer] = pathParts();
@@ -19,7 +19,7 @@ async function main() {
       const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
       return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top);
     });
-    const vis = visualizer(model, d.layer.name, visualParams(params));
+    const vis = visualizer(model, d.layer.name, d.params);
     const nav = h("div", { class: "pager" },
       d.page > 0 ? h("a", { href: pageUrl(d.page - 1) }, "← previous") : null,
       h("span", {}, `page ${d.page + 1} of ${d.pages}`),
@@ -30,6 +30,7 @@ async function main() {
       h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
         d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
         " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
+      atlasNote(d, base),
       d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
       h("div", { class: "tools" }, vis.bar, vis.status),
       nav, h("div", { class: "grid", id: "units" }, cards), out);

@@ -1,24 +1,22 @@
 // "/robustness": accuracy against epsilon for a model over a served dataset, one curve per method
 // (AttackDataset, streamed, cancellable); the minimal-epsilon distribution; the images flipping
 // at each point of the curve. The query holds the settings.
-import { app, enc, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
+import { app, enc, errorBox, field, getJSON, h, modelAndDataset, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
 
 const METHODS = ["fgsm", "bim", "pgd", "deepfool_linf"];
 
-function field(label, input) {
-  return h("label", {}, `${label} `, input);
-}
-
-function resultView(r) {
-  const flipsBox = h("div", { id: "flips" });
+// One AttackDataset result; ids take `prefix` (the offline results' views sit beside the run's).
+function resultView(r, prefix = "") {
+  const flipsBox = h("div", { id: `${prefix}flips` });
   const head = h("tr", {}, h("th", {}, "method"), h("th", {}, "clean"), r.epsilons.map((e) => h("th", {}, `ε ${e}`)),
     h("th", {}, "median minimal ε"), h("th", {}, "not found"));
   const rows = r.curves.map((c) => h("tr", {}, h("td", {}, c.method), h("td", {}, r.clean_accuracy.toFixed(3)),
-    c.accuracy.map((a, i) => h("td", {}, h("a", { href: "#flips", class: "flip", "data-method": c.method, onclick: () => {
+    c.accuracy.map((a, i) => h("td", {}, h("a", { href: `#${prefix}flips`, class: "flip", "data-method": c.method, onclick: () => {
       const point = c.flips[i];
       show(flipsBox, h("p", {}, `${c.method}: ${point.count} image(s) first fail at ε ${point.epsilon}`,
         point.images.length ? ` (dataset positions${point.count > point.images.length ? ", the first " + point.images.length : ""}): ` : "",
-        point.images.join(", ")));
+        point.images.flatMap((p, j) => [j ? ", " : "", h("a", { class: "to-lab", title: "open it in the lab",
+          href: `/lab?model=${enc(query().get("model"))}&dataset=${enc(r.dataset)}&position=${p}&attack=${enc(c.method)}&eps=${point.epsilon}` }, String(p))])));
     } }, a.toFixed(3)))),
     h("td", {}, c.median_minimal === null ? "–" : c.median_minimal.toFixed(4)), h("td", {}, c.not_found)));
   const histograms = r.curves.map((c) => h("div", { class: "panel" }, h("div", {}, `${c.method}: minimal ε per image`),
@@ -28,31 +26,40 @@ function resultView(r) {
       : h("p", { class: "muted" }, "no image flipped")));
   return [
     h("p", {}, `${r.images} images of ${r.dataset}${r.skipped ? ` (${r.skipped} skipped)` : ""}, ${r.norm} ε; click an accuracy to list the images that flip there`),
-    h("div", { class: "row" }, h("div", { class: "panel" }, h("img", { id: "curve", src: r.curve_png, alt: "accuracy against epsilon" })),
-      h("div", {}, h("table", { id: "accuracy" }, head, rows), flipsBox)),
+    h("div", { class: "row" }, h("div", { class: "panel" }, h("img", { id: `${prefix}curve`, src: r.curve_png, alt: "accuracy against epsilon" })),
+      h("div", {}, h("table", { id: `${prefix}accuracy` }, head, rows), flipsBox)),
     h("h2", {}, "Minimal ε"), h("div", { class: "row" }, histograms),
     pythonBlock(r.python),
   ];
 }
 
+// The results interp-robustness stored for the chosen model and dataset (ListPrecomputed), each
+// labelled as offline with the job's parameters.
+async function offlineResults(box, model, dataset) {
+  show(box);
+  if (!model) return;
+  try {
+    const d = await getJSON(`/api/robustness/stored?model=${enc(model)}&dataset=${enc(dataset)}`);
+    if (!d.results.length) return;
+    show(box, h("h2", {}, "Offline results (interp-robustness)"), d.results.map((r, i) => h("div", { class: "offline", id: `offline-${i}` },
+      h("p", { class: "notice" }, `Computed offline by interp-robustness (engine ${r.engine}), not now: ${r.curves.map((c) => c.method).join(", ")} `,
+        `at ε ${r.epsilons.join(", ")} over the first ${r.limit} images${r.true_labels ? "" : " (predicted labels)"}; `,
+        Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(", ")),
+      resultView(r, `offline-${i}-`))));
+  } catch (err) {
+    show(box, errorBox(err));
+  }
+}
+
 async function main() {
   const params = query();
-  let models, datasets;
-  try {
-    [models, datasets] = await Promise.all([getJSON("/api/models"), getJSON("/api/datasets")]);
-  } catch (err) {
-    show(app(), title("Robustness"), errorBox(err));
-    return;
-  }
-  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
-  const dataset = h("select", { id: "dataset" });
-  const fill = () => {
-    const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);
-    show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
-      : h("option", { value: "" }, "no served dataset fits this model"));
-  };
-  model.addEventListener("change", fill);
-  fill();
+  const offline = h("div", { id: "offline" });  // the results interp-robustness stored
+  const picks = await modelAndDataset(params, "Robustness");
+  if (!picks) return;
+  const { model, dataset } = picks;
+  const refresh = () => offlineResults(offline, model.value, dataset.value);
+  model.addEventListener("change", refresh);
+  dataset.addEventListener("change", refresh);
   const chosen = (params.get("methods") || "fgsm,pgd").split(",");
   const boxes = METHODS.map((m) => h("input", { type: "checkbox", value: m, checked: chosen.includes(m) }));
   const eps = h("input", { id: "epsilons", value: params.get("eps") || "0.01,0.03,0.05,0.1,0.2", size: 28 });
@@ -80,7 +87,7 @@ async function main() {
         }, controller.signal);
       bar.value = bar.max;
       bar.dataset.done = "true";
-      status.textContent = "done";
+      status.textContent = r.precomputed ? "done: a result interp-robustness stored (precomputed), not computed now" : "done";
       show(out, resultView(r));
     } catch (err) {
       status.textContent = "";
@@ -90,7 +97,8 @@ async function main() {
   show(app(), title("Robustness"),
     h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset),
       h("span", {}, "methods ", boxes.map((b) => h("label", {}, b, ` ${b.value} `))), field("ε", eps), field("images", limit)),
-    h("div", { class: "tools" }, run, cancel, bar, status), out);
+    h("div", { class: "tools" }, run, cancel, bar, status), out, offline);
+  refresh();
   if (params.get("run") === "1") run.click();
 }
 

@@ -1,14 +1,14 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
 import { app, show, downloadLink, enc, errorBox, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
-import { visualParams, visualizer } from "./visualize.js";
+import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
   const [, model, , layer, , unit] = pathParts();
   const params = query();
   try {
     const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}/units/${enc(unit)}?${params}`);
-    const vis = visualizer(model, d.layer.name, visualParams(params));
+    const vis = visualizer(model, d.layer.name, d.params);
     const img = h("img", { class: "big", id: "visual", alt: `feature visualization of unit ${d.unit}` });
     const visTools = h("div", { class: "tools" });
     const visCode = h("div", {});
@@ -19,7 +19,7 @@ async function main() {
     show(app(),
       title(`${d.layer.name} unit ${d.unit} · ${model}`),
       h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
-      h("h2", {}, "Feature visualization"),
+      h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
       h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
       h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
       onImage(model, d),
@@ -28,7 +28,9 @@ async function main() {
       pythonBlock(d.python, "copy as Python (top activations)"));
     if (d.visual) img.src = d.visual.png;
     try {
-      const last = await vis.run([d.unit]);
+      // from the atlas: the unit's whole stored batch (one stored batch is answered from it)
+      const batch = !d.visual && d.atlas && d.atlas.serves ? d.atlas.batch_channels : [d.unit];
+      const last = await vis.run(batch);
       const png = last.units[String(d.unit)];
       img.src = png;
       vis.preview.hidden = true;

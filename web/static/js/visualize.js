@@ -1,5 +1,6 @@
 // Feature visualizations computed on demand: one streamed call for many units, a progress bar,
 // previews while it optimizes; the web process caches the results, so a second visit is instant.
+// A layer with a precomputed atlas (interp-atlas) is answered from it: atlasNote says so.
 import { h, streamEvents } from "./common.js";
 
 export const VISUAL_PARAMS = ["steps", "seed", "image_size", "restarts", "preset", "parameterization", "objective"];
@@ -28,9 +29,22 @@ export function visualizer(model, layer, params) {
     });
     bar.max = 1;
     bar.value = 1;
-    status.textContent = last.computed && last.computed.length ? `computed ${last.computed.length} unit(s)` : "from the explorer's cache";
+    status.textContent = last.from_atlas ? `${last.computed.length} unit(s) from the atlas (precomputed by interp-atlas), not computed now`
+      : last.computed && last.computed.length ? `computed ${last.computed.length} unit(s)` : "from the explorer's cache";
     bar.dataset.done = "true";
     return last;
   }
   return { bar, status, preview, run };
+}
+
+// What a page says about the layer's atlas (d.atlas of the page's JSON): the job's parameters, and
+// whether this page is served from it or, with other parameters, a link to the page that is.
+export function atlasNote(d, atlasUrl) {
+  if (!d.atlas) return null;
+  const a = d.atlas;
+  const job = Object.entries(a.job).map(([k, v]) => `${k.replace("_", " ")} ${v}`).join(", ");
+  const what = `precomputed by interp-atlas (${job}; ${a.units} units stored${a.dataset ? `, top-9 from ${a.dataset}` : ""})`;
+  return h("p", { class: "notice", id: "atlas" }, a.serves
+    ? `This layer's feature visualizations are ${what}: shown from the atlas, not computed.`
+    : [`This layer has an atlas ${what}; these parameters are not its own: `, h("a", { href: atlasUrl }, "show the atlas")]);
 }
