@@ -116,7 +116,7 @@ bench: datasets $(STAMP)
 # The docs' pictures of the explorer: the browser tests' screenshots (headless Chromium, Debian's
 # chromium + chromium-driver), written into docs/images/explorer/.
 screenshots: datasets $(STAMP)
-	EXPLORER_SCREENSHOTS=docs/images/explorer $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e/test_web_pages.py tests/e2e/test_web_lab.py tests/e2e/test_web_live.py tests/e2e/test_web_offline.py
+	EXPLORER_SCREENSHOTS=docs/images/explorer $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/e2e/test_web_pages.py tests/e2e/test_web_lab.py tests/e2e/test_web_live.py tests/e2e/test_web_offline.py tests/e2e/test_web_own_model.py
 
 # Mutation testing (mutmut, pinned in requirements.lock; not part of `make test` or CI): the bounded
 # set of functions below, module by module. [tool.mutmut] in pyproject.toml names the oracle test

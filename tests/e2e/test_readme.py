@@ -13,6 +13,13 @@ docker, make):
   output must have the page's shape: line for line the same words, where a word holding a
   digit (a number, a hash, a request id) matches any word holding a digit, and a ``...`` line
   stands for any number of lines.
+
+A page whose transcripts start a service (``$ interp-server ...``, ``$ interp-web ...``) is a walk
+(docs/own-models.md: train a model, write its card, serve it, use it): its blocks run in order in
+one test, in a scratch directory of its own. ``interp-server`` starts as a process there on a free
+port (added to the page's flags) and the walk's later ``interp`` lines and python blocks use it
+once no model is LOADING; ``interp-web`` starts against it, and every explorer address the page
+names (``http://127.0.0.1:8080/...``) must answer 200.
 """
 
 from __future__ import annotations
@@ -20,9 +27,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -41,6 +54,8 @@ CODE_LANGUAGES = {"python", "console", "shell", "bash", "sh"}
 TRANSCRIPT_LANGUAGES = {"console", "shell"}
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 NO_TEST = re.compile(r"^<!--\s*no-test:\s*(\S.*?)\s*-->$")
+SERVICES = {"interp-server", "interp-web"}  # started in the background by a walk's transcript
+EXPLORER_ADDRESS = re.compile(r"http://127\.0\.0\.1:8080(/[^\s)`>\]]*)")
 
 
 @dataclass(frozen=True)
@@ -93,12 +108,27 @@ def transcript_commands(block: Block) -> list[Command]:
     return commands
 
 
+def runnable(block: Block) -> bool:
+    return block.language in CODE_LANGUAGES and block.no_test is None
+
+
+def is_walk(page: Path) -> bool:
+    """Whether the page's transcripts start a service: its blocks then run in order (test_walk_runs)."""
+    return any(
+        command.argv[0] in SERVICES
+        for block in page_blocks(page)
+        if runnable(block) and block.language in TRANSCRIPT_LANGUAGES
+        for command in transcript_commands(block)
+    )
+
+
+WALKS = [page for page in PAGES if is_walk(page)]
 BLOCKS = [block for page in PAGES for block in page_blocks(page)]
-PYTHON_BLOCKS = [b for b in BLOCKS if b.language == "python" and b.no_test is None]
+PYTHON_BLOCKS = [b for b in BLOCKS if b.language == "python" and b.no_test is None and b.page not in WALKS]
 COMMANDS = [
     command
     for block in BLOCKS
-    if block.language in TRANSCRIPT_LANGUAGES and block.no_test is None
+    if block.language in TRANSCRIPT_LANGUAGES and block.no_test is None and block.page not in WALKS
     for command in transcript_commands(block)
 ]
 
@@ -111,13 +141,15 @@ def test_every_code_block_is_run_or_says_why_not() -> None:
         if block.language == "python":
             continue
         commands = transcript_commands(block) if block.language in TRANSCRIPT_LANGUAGES else []
-        if not commands or any(c.argv[0] != "interp" for c in commands):
+        allowed = {"interp", *SERVICES} if block.page in WALKS else {"interp"}
+        if not commands or any(c.argv[0] not in allowed for c in commands):
             unrunnable.append(f"{block.name} ({block.language})")
     assert unrunnable == [], (
         "README/docs blocks the tests cannot run: make them `$ interp ...` transcripts or python, or put "
         "<!-- no-test: reason --> on the line before the block"
     )
     assert PYTHON_BLOCKS and COMMANDS  # the harness found the examples it is meant to run
+    assert ROOT / "docs" / "own-models.md" in WALKS
 
 
 def test_every_page_with_examples_is_read() -> None:
@@ -144,8 +176,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, cat_rgb, sneaker_png: byte
     return directory
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.name for b in PYTHON_BLOCKS])
-def test_python_example_runs(block: Block, target: str, workdir: Path) -> None:
+def run_python(block: Block, target: str, workdir: Path) -> None:
     assert README_TARGET in block.code or "InterpClient(" not in block.code, "examples connect to localhost:50051"
     code = block.code.replace(README_TARGET, target)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -153,6 +184,11 @@ def test_python_example_runs(block: Block, target: str, workdir: Path) -> None:
         [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{block.name} failed:\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.name for b in PYTHON_BLOCKS])
+def test_python_example_runs(block: Block, target: str, workdir: Path) -> None:
+    run_python(block, target, workdir)
 
 
 def _words(line: str) -> list[str]:
@@ -180,8 +216,7 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
     return bool(actual) and _same_shape(head, actual[0]) and _matches(rest, actual[1:])
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
-def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> None:
+def run_command(command: Command, target: str, workdir: Path) -> None:
     require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
     env = {**os.environ, "INTERP_SERVER": target, "COLUMNS": "200"}
     done = subprocess.run(
@@ -195,6 +230,89 @@ def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> No
         + "\nactual:\n"
         + "\n".join(actual)
     )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
+def test_cli_transcript_runs(command: Command, target: str, workdir: Path) -> None:
+    run_command(command, target, workdir)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def service(argv: list[str], workdir: Path, ready: Callable[[], bool]) -> Iterator[None]:
+    """``argv`` as a process in ``workdir`` until the block ends; ``ready()`` polled until true."""
+    log = workdir / f"{Path(argv[0]).name}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert process.poll() is None, f"{shlex.join(argv)} exited {process.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{shlex.join(argv)} not ready in 180 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serving(target: str) -> bool:
+    """The server answers ListModels and no model is still LOADING."""
+    from client import InterpClient
+
+    try:
+        with InterpClient(target, timeout=5) as client:
+            return all(model.status != "LOADING" for model in client.list_models())
+    except Exception:  # not listening yet, or not answering yet
+        return False
+
+
+def answers(url: str) -> bool:
+    from tests.e2e.web_harness import request
+
+    try:
+        return request(url).status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("page", WALKS, ids=[str(page.relative_to(ROOT)) for page in WALKS])
+def test_walk_runs(page: Path, workdir: Path, tmp_path: Path) -> None:
+    from tests.e2e.web_harness import request
+
+    directory = tmp_path / "walk"
+    shutil.copytree(workdir, directory)
+    target, site = README_TARGET, ""
+    with ExitStack() as services:
+        for block in filter(runnable, page_blocks(page)):
+            if block.language == "python":
+                run_python(block, target, directory)
+                continue
+            for command in transcript_commands(block):
+                script = str(INTERP.parent / command.argv[0])
+                if command.argv[0] == "interp-server":
+                    target = f"127.0.0.1:{free_port()}"
+                    argv = [script, *command.argv[1:], "--port", target.rsplit(":", 1)[1]]
+                    services.enter_context(service(argv, directory, partial(serving, target)))
+                elif command.argv[0] == "interp-web":
+                    site = f"http://127.0.0.1:{free_port()}"
+                    argv = [script, *command.argv[1:], "--server", target, "--port", site.rsplit(":", 1)[1]]
+                    services.enter_context(service(argv, directory, partial(answers, site + "/api/models")))
+                else:
+                    run_command(command, target, directory)
+        addresses = EXPLORER_ADDRESS.findall(page.read_text())
+        assert not addresses or site, f"{page.name} names explorer addresses but starts no interp-web"
+        statuses = {path: request(site + path).status for path in addresses}
+        assert all(status == 200 for status in statuses.values()), statuses
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,6 +16,7 @@ from client.results import (
     ActivationsResult,
     AttackResult,
     ClassifyResult,
+    LayerInfo,
     MinimalAttackResult,
     Prediction,
     SaliencyResult,
@@ -103,13 +105,29 @@ def _maps(result: ActivationsResult) -> list[dict[str, Any]]:
     return layers
 
 
+LAB_LAYERS = 32  # the most layers the lab maps (the service takes 64 per Activations call by default)
+
+
+def lab_layers(layers: Sequence[LayerInfo]) -> list[str]:
+    """The spatial layers the lab maps: all of them (after the input normalization), or for a deep
+    model (a ResNet lists each block's convolutions, norms, activations and the block itself)
+    its convolutions and pools, evenly thinned to LAB_LAYERS, the last always kept."""
+    spatial = [layer for layer in layers if len(layer.output_shape) == 3 and layer.type != "Normalize"]
+    if len(spatial) > LAB_LAYERS:
+        spatial = [layer for layer in spatial if layer.has_kernels or "Pool" in layer.type] or spatial
+    if len(spatial) > LAB_LAYERS:
+        step = len(spatial) / LAB_LAYERS
+        spatial = [spatial[len(spatial) - 1 - int(i * step)] for i in reversed(range(LAB_LAYERS))]
+    return [layer.name for layer in spatial]
+
+
 def _analysis(explorer: Explorer, request: Request) -> dict[str, Any]:
     digest, model = digest_of(request), model_of(request)
     data = explorer.upload(digest)
     top_k = query_int(request, "top_k", 5, low=1, high=1000)
     classified = single(explorer.client.classify(data, model=model, top_k=top_k, include_input=True), ClassifyResult)
     description = explorer.client.describe_model(model)
-    spatial = [layer.name for layer in description.layers if len(layer.output_shape) == 3 and layer.type != "Normalize"]
+    spatial = lab_layers(description.layers)
     activations = single(
         explorer.client.activations(data, model=model, layers=spatial, include_pngs=False, include_input=False),
         ActivationsResult,

@@ -22,6 +22,7 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         "dataset": info.dataset,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
+        "source": info.source,  # "builtin", or a --model's kind: torchvision, torchscript, export
         "weights": {
             "source": info.weights.source,
             "sha256": info.weights.sha256,
