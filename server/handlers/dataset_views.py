@@ -299,6 +299,8 @@ def list_precomputed(ctx: Ctx, request: pb.ListPrecomputedRequest, params: None)
     """What interp-atlas and interp-robustness stored for this model's weights, beside the index."""
     sha = ctx.model.weights.sha256
     layer = ctx.layer(request.layer, field="layer") if request.layer else ""
+    if request.dataset:
+        dataset_named(ctx, request.dataset)  # a dataset this server does not serve is refused, named
     reply = pb.ListPrecomputedResponse()
     if ctx.services.atlas is not None:
         for found in list_folders(ctx.services.atlas.root, sha, layer):
