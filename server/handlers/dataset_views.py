@@ -5,6 +5,7 @@ ListPrecomputed (what the offline jobs stored)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -288,6 +289,8 @@ def dataset_images(ctx: Ctx, request: pb.DatasetImagesRequest, params: None) -> 
             raise BadRequest(f"offset must be >= 0, got {request.offset}", field="offset")
         limit = request.limit if request.HasField("limit") else min(24, ctx.limits.max_images_per_call)
         ids, total = [int(i) for i in matching[request.offset : request.offset + limit]], len(matching)
+    values = math.prod(ctx.model.spec.input_shape)  # each image: float32 values and an 8-bit PNG at most
+    ctx.check_budget("DatasetImages", len(ids) * values * 5)
     images = images_by_id(dataset, ctx.model.spec.preprocessing, ids)
     out = [pb.DatasetImage(position=i, **labelled(dataset, i), image=convert.tensor(image), png=png_of(image))
            for i, image in zip(ids, images, strict=True)]  # fmt: skip

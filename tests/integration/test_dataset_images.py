@@ -121,3 +121,19 @@ def test_cli(target, tmp_path: Path, capsys):
                      "-o", str(tmp_path)]) == 0  # fmt: skip
     assert "total" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image_00.png", "image_01.png"]
+
+
+def test_an_answer_above_the_message_budget_is_refused_before_reading(tmp_path):
+    """24 LeNet images hold up to 24 x 784 x 5 bytes (float32 values and a PNG each): above a
+    50,000-byte budget the call is RESOURCE_EXHAUSTED saying so, and 2 images still fit."""
+    require_fashion_mnist()
+    limits = Limits(max_message_bytes=50_000, default_deadline_s=60.0)
+    server, port = create_server(test_config(models=("lenet",), index_dir=tmp_path, limits=limits))
+    server.start()
+    try:
+        with InterpClient(f"127.0.0.1:{port}", timeout=60) as c:
+            with pytest.raises(errors.ResourceExhausted, match="max_message_bytes=50,000"):
+                c.dataset_images("lenet", dataset=DATASET, limit=24)
+            assert len(c.dataset_images("lenet", dataset=DATASET, limit=2).images) == 2
+    finally:
+        server.stop(grace=None)
