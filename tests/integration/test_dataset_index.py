@@ -346,6 +346,9 @@ def test_nearest_skips_invalid_rows_and_equals_brute_force_over_the_rest() -> No
         np.testing.assert_array_equal(ids.numpy(), order)
         np.testing.assert_allclose(dist.numpy(), np.take_along_axis(full, order, 1), atol=1e-5)
     np.testing.assert_allclose(distances(features, query, "cosine")[:, 4].numpy(), 1.0, atol=1e-6)
+    # cosine is scale-free: rows and queries far shorter than 1 are at the same distances
+    short = distances(features * 1e-3, query * 1e-3, "cosine").numpy()
+    np.testing.assert_allclose(short, brute["cosine"], atol=1e-5)
     dup = torch.randint(0, 3, (200, 1), generator=g).float()  # exact ties everywhere: by smaller id
     ids, _ = nearest(dup, dup[:4], 50, "l2")
     ties = np.abs(dup[:4].numpy() - dup.numpy().T)
