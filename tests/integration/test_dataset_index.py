@@ -310,6 +310,39 @@ def test_merge_order_does_not_matter():
     np.testing.assert_array_equal(forward.ids.numpy(), expected)
 
 
+def test_candidates_padded_equals_a_per_unit_table_written_out() -> None:
+    """Candidates as a (units, m) block: row u holds unit u's entries in the order given (id
+    order), then empty slots (value -inf, id -1, location 0) up to the largest count m; m = 0
+    when there is no entry. Grouped or not (several batches' entries concatenated), any count."""
+
+    def written_out(units: list[int], n_units: int) -> dict[str, np.ndarray]:
+        per_unit: list[list[int]] = [[] for _ in range(n_units)]
+        for j, u in enumerate(units):
+            per_unit[u].append(j)
+        m = max((len(js) for js in per_unit), default=0)
+        block = {
+            "values": np.full((n_units, m), -np.inf, dtype=np.float32),
+            "ids": np.full((n_units, m), -1),
+            "ys": np.zeros((n_units, m), dtype=np.int64),
+            "xs": np.zeros((n_units, m), dtype=np.int64),
+        }
+        for u, js in enumerate(per_unit):
+            for slot, j in enumerate(js):
+                block["values"][u, slot], block["ids"][u, slot] = 0.5 * j, 100 + j
+                block["ys"][u, slot], block["xs"][u, slot] = j % 3, j % 5 + 1
+        return block
+
+    g = torch.Generator().manual_seed(4)
+    cases = [[], [2], [1, 0], [0, 1], [3, 3], [2, 0, 2, 1, 0, 0], [0, 0, 1, 3, 3, 3]]
+    cases += [torch.randint(0, 4, (40,), generator=g).tolist() for _ in range(3)]
+    for units in cases:
+        j = torch.arange(len(units))
+        candidates = Candidates(torch.tensor(units, dtype=torch.int64), 0.5 * j.float(), 100 + j, j % 3, j % 5 + 1)
+        block = candidates.padded(4)
+        for name, expected in written_out(units, 4).items():
+            np.testing.assert_array_equal(getattr(block, name).numpy(), expected, err_msg=f"{units} {name}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
 def test_crop_field_is_the_image_cut_from_a_zero_padded_copy(dtype: torch.dtype) -> None:
     """Oracle: numpy pads the image with zeros on every side and slices the box, in the image's dtype."""
