@@ -347,6 +347,10 @@ def test_minimal_eps_under_a_cap_no_eps_fools_reports_not_found(lenet, test_set)
     clean = lenet(x[:20]).argmax(1) != y[:20]
     assert torch.equal(result.clean_success, clean)
     assert (~result.found).sum() >= 10
+    # the documented types: bool flags, int64 levels and run counts; predictions are of the adversarial images
+    assert result.found.dtype == result.monotone.dtype == result.clean_success.dtype == torch.bool
+    assert result.levels.dtype == result.runs.dtype == result.predictions.dtype == torch.int64
+    assert torch.equal(result.predictions, lenet(result.adversarial).argmax(1))
     for i in range(20):
         if clean[i]:
             assert bool(result.found[i]) and int(result.levels[i]) == 0
