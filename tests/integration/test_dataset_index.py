@@ -7,6 +7,7 @@ float64.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -308,6 +309,66 @@ def test_merge_order_does_not_matter():
     assert torch.equal(forward.ids, backward.ids) and torch.equal(forward.values, backward.values)
     expected = np.stack([np.lexsort((np.arange(40), -values[c].numpy()))[:7] for c in range(3)])
     np.testing.assert_array_equal(forward.ids.numpy(), expected)
+
+
+def test_unit_pass_keeps_exactly_the_documented_entries() -> None:
+    """unit_pass against its docstring, written out with numpy: the entries that may enter are
+    those at least the batch's own k-th value of their unit (ties included; only when the batch
+    has more than k images and the floor is not full) and at least the floor (above it with
+    ``strict``), channel ascending then position; each with its value (the map's maximum) and
+    first-maximum location (row-major; 0 for a linear layer). A batch of at most k images and no
+    floor gives the whole table instead. ``floor_full`` None means: look at the floor."""
+    g = torch.Generator().manual_seed(5)
+
+    def expected(values: np.ndarray, k: int, floor: np.ndarray | None, strict: bool) -> np.ndarray:
+        """(B, C) bool: the entries that may enter."""
+        full = floor is not None and bool(np.isfinite(floor).all())
+        mask = np.ones(values.shape, dtype=bool)
+        if values.shape[0] > k and not full:
+            kth = -np.sort(-values, axis=0)[k - 1]  # each unit's k-th largest value of the batch
+            mask &= values >= kth
+        if floor is not None:
+            mask &= values > floor if strict else values >= floor
+        return mask
+
+    for spatial in (True, False):
+        for batch, k in ((9, 4), (4, 4), (3, 4)):
+            shape = (batch, 5, 3, 4) if spatial else (batch, 5)
+            output = torch.randint(0, 4, shape, generator=g).float()  # ties everywhere
+            values = output.amax(dim=(2, 3)) if spatial else output
+            first = output.flatten(2).argmax(2) if spatial else torch.zeros(shape, dtype=torch.int64)
+            ys, xs = (first // 4, first % 4) if spatial else (first, first)
+            partial = torch.tensor([1.0, -math.inf, 2.0, 3.0, -math.inf])
+            full = torch.tensor([1.0, 0.0, 2.0, 3.0, 2.0])
+            cases = [(None, False, None), (partial, False, None), (partial, True, False), (full, False, None)]
+            cases += [(full, True, True), (full, False, True), (partial, False, False)]
+            for floor, strict, floor_full in cases:
+                unit = (
+                    unit_pass(output, k, floor, strict, floor_full)
+                    if strict or floor_full is not None
+                    else unit_pass(output, k, floor)  # the defaults: inclusive, look at the floor
+                )
+                where = f"spatial={spatial} B={batch} k={k} floor={floor} strict={strict} full={floor_full}"
+                torch.testing.assert_close(unit.features, output.mean(dim=(2, 3)) if spatial else output)
+                assert unit.shape == shape[1:]
+                if floor is None and batch <= k:
+                    assert unit.table is not None, where  # the table instead of the entries: no entry listed
+                    assert all(t.numel() == 0 for t in (unit.channels, unit.positions, unit.values, unit.ys, unit.xs))
+                    assert unit.channels.dtype == unit.positions.dtype == torch.int64
+                    for got, want in zip(unit.table, (values, ys, xs), strict=True):
+                        assert got.dtype == want.dtype and torch.equal(got, want), where
+                    continue
+                assert unit.table is None, where
+                f = None if floor is None else floor.numpy()
+                channels, positions = np.nonzero(expected(values.numpy(), k, f, strict).T)
+                assert unit.ys.dtype == unit.xs.dtype == torch.int64, where
+                np.testing.assert_array_equal(unit.channels.numpy(), channels, err_msg=where)
+                np.testing.assert_array_equal(unit.positions.numpy(), positions, err_msg=where)
+                np.testing.assert_array_equal(unit.values.numpy(), values.numpy()[positions, channels], err_msg=where)
+                np.testing.assert_array_equal(unit.ys.numpy(), ys.numpy()[positions, channels], err_msg=where)
+                np.testing.assert_array_equal(unit.xs.numpy(), xs.numpy()[positions, channels], err_msg=where)
+    with pytest.raises(InvalidInput, match=r"expected \(B, C, H, W\) or \(B, F\) layer output, got shape \(2, 3, 4\)"):
+        unit_pass(torch.zeros(2, 3, 4), 3)
 
 
 def test_candidates_padded_equals_a_per_unit_table_written_out() -> None:
