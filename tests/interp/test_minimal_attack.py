@@ -113,6 +113,7 @@ def test_minimal_eps_is_exact_on_the_trained_lenet(lenet, test_set, searches, me
         assert result.violations[i] == failures_above
         assert bool(result.monotone[i]) == (not failures_above)
         assert int(result.runs[i]) == len(result.evaluated[i])
+        assert all(type(j) is int and 1 <= j <= 255 for j in result.evaluated[i])  # 8-bit levels, as run
 
 
 def test_pgd_needs_no_larger_eps_than_fgsm(searches):
