@@ -7,6 +7,7 @@ float64.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -310,6 +311,99 @@ def test_merge_order_does_not_matter():
     np.testing.assert_array_equal(forward.ids.numpy(), expected)
 
 
+def test_unit_pass_keeps_exactly_the_documented_entries() -> None:
+    """unit_pass against its docstring, written out with numpy: the entries that may enter are
+    those at least the batch's own k-th value of their unit (ties included; only when the batch
+    has more than k images and the floor is not full) and at least the floor (above it with
+    ``strict``), channel ascending then position; each with its value (the map's maximum) and
+    first-maximum location (row-major; 0 for a linear layer). A batch of at most k images and no
+    floor gives the whole table instead. ``floor_full`` None means: look at the floor."""
+    g = torch.Generator().manual_seed(5)
+
+    def expected(values: np.ndarray, k: int, floor: np.ndarray | None, strict: bool) -> np.ndarray:
+        """(B, C) bool: the entries that may enter."""
+        full = floor is not None and bool(np.isfinite(floor).all())
+        mask = np.ones(values.shape, dtype=bool)
+        if values.shape[0] > k and not full:
+            kth = -np.sort(-values, axis=0)[k - 1]  # each unit's k-th largest value of the batch
+            mask &= values >= kth
+        if floor is not None:
+            mask &= values > floor if strict else values >= floor
+        return mask
+
+    for spatial in (True, False):
+        for batch, k in ((9, 4), (4, 4), (3, 4)):
+            shape = (batch, 5, 3, 4) if spatial else (batch, 5)
+            output = torch.randint(0, 4, shape, generator=g).float()  # ties everywhere
+            values = output.amax(dim=(2, 3)) if spatial else output
+            first = output.flatten(2).argmax(2) if spatial else torch.zeros(shape, dtype=torch.int64)
+            ys, xs = (first // 4, first % 4) if spatial else (first, first)
+            partial = torch.tensor([1.0, -math.inf, 2.0, 3.0, -math.inf])
+            full = torch.tensor([1.0, 0.0, 2.0, 3.0, 2.0])
+            cases = [(None, False, None), (partial, False, None), (partial, True, False), (full, False, None)]
+            cases += [(full, True, True), (full, False, True), (partial, False, False)]
+            for floor, strict, floor_full in cases:
+                unit = (
+                    unit_pass(output, k, floor, strict, floor_full)
+                    if strict or floor_full is not None
+                    else unit_pass(output, k, floor)  # the defaults: inclusive, look at the floor
+                )
+                where = f"spatial={spatial} B={batch} k={k} floor={floor} strict={strict} full={floor_full}"
+                torch.testing.assert_close(unit.features, output.mean(dim=(2, 3)) if spatial else output)
+                assert unit.shape == shape[1:]
+                if floor is None and batch <= k:
+                    assert unit.table is not None, where  # the table instead of the entries: no entry listed
+                    assert all(t.numel() == 0 for t in (unit.channels, unit.positions, unit.values, unit.ys, unit.xs))
+                    assert unit.channels.dtype == unit.positions.dtype == torch.int64
+                    for got, want in zip(unit.table, (values, ys, xs), strict=True):
+                        assert got.dtype == want.dtype and torch.equal(got, want), where
+                    continue
+                assert unit.table is None, where
+                f = None if floor is None else floor.numpy()
+                channels, positions = np.nonzero(expected(values.numpy(), k, f, strict).T)
+                assert unit.ys.dtype == unit.xs.dtype == torch.int64, where
+                np.testing.assert_array_equal(unit.channels.numpy(), channels, err_msg=where)
+                np.testing.assert_array_equal(unit.positions.numpy(), positions, err_msg=where)
+                np.testing.assert_array_equal(unit.values.numpy(), values.numpy()[positions, channels], err_msg=where)
+                np.testing.assert_array_equal(unit.ys.numpy(), ys.numpy()[positions, channels], err_msg=where)
+                np.testing.assert_array_equal(unit.xs.numpy(), xs.numpy()[positions, channels], err_msg=where)
+    with pytest.raises(InvalidInput, match=r"expected \(B, C, H, W\) or \(B, F\) layer output, got shape \(2, 3, 4\)"):
+        unit_pass(torch.zeros(2, 3, 4), 3)
+
+
+def test_candidates_padded_equals_a_per_unit_table_written_out() -> None:
+    """Candidates as a (units, m) block: row u holds unit u's entries in the order given (id
+    order), then empty slots (value -inf, id -1, location 0) up to the largest count m; m = 0
+    when there is no entry. Grouped or not (several batches' entries concatenated), any count."""
+
+    def written_out(units: list[int], n_units: int) -> dict[str, np.ndarray]:
+        per_unit: list[list[int]] = [[] for _ in range(n_units)]
+        for j, u in enumerate(units):
+            per_unit[u].append(j)
+        m = max((len(js) for js in per_unit), default=0)
+        block = {
+            "values": np.full((n_units, m), -np.inf, dtype=np.float32),
+            "ids": np.full((n_units, m), -1),
+            "ys": np.zeros((n_units, m), dtype=np.int64),
+            "xs": np.zeros((n_units, m), dtype=np.int64),
+        }
+        for u, js in enumerate(per_unit):
+            for slot, j in enumerate(js):
+                block["values"][u, slot], block["ids"][u, slot] = 0.5 * j, 100 + j
+                block["ys"][u, slot], block["xs"][u, slot] = j % 3, j % 5 + 1
+        return block
+
+    g = torch.Generator().manual_seed(4)
+    cases = [[], [2], [1, 0], [0, 1], [3, 3], [2, 0, 2, 1, 0, 0], [0, 0, 1, 3, 3, 3]]
+    cases += [torch.randint(0, 4, (40,), generator=g).tolist() for _ in range(3)]
+    for units in cases:
+        j = torch.arange(len(units))
+        candidates = Candidates(torch.tensor(units, dtype=torch.int64), 0.5 * j.float(), 100 + j, j % 3, j % 5 + 1)
+        block = candidates.padded(4)
+        for name, expected in written_out(units, 4).items():
+            np.testing.assert_array_equal(getattr(block, name).numpy(), expected, err_msg=f"{units} {name}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
 def test_crop_field_is_the_image_cut_from_a_zero_padded_copy(dtype: torch.dtype) -> None:
     """Oracle: numpy pads the image with zeros on every side and slices the box, in the image's dtype."""
@@ -346,6 +440,9 @@ def test_nearest_skips_invalid_rows_and_equals_brute_force_over_the_rest() -> No
         np.testing.assert_array_equal(ids.numpy(), order)
         np.testing.assert_allclose(dist.numpy(), np.take_along_axis(full, order, 1), atol=1e-5)
     np.testing.assert_allclose(distances(features, query, "cosine")[:, 4].numpy(), 1.0, atol=1e-6)
+    # cosine is scale-free: rows and queries far shorter than 1 are at the same distances
+    short = distances(features * 1e-3, query * 1e-3, "cosine").numpy()
+    np.testing.assert_allclose(short, brute["cosine"], atol=1e-5)
     dup = torch.randint(0, 3, (200, 1), generator=g).float()  # exact ties everywhere: by smaller id
     ids, _ = nearest(dup, dup[:4], 50, "l2")
     ties = np.abs(dup[:4].numpy() - dup.numpy().T)

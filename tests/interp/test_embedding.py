@@ -240,3 +240,83 @@ def test_sprite_tiles_rgb_thumbnails_row_major_in_as_many_rows_as_needed() -> No
         np.testing.assert_array_equal(tiles[r * 4 : r * 4 + 4, c * 3 : c * 3 + 3], rgb[i])
     np.testing.assert_array_equal(tiles[8:12, 3:6], 0)
     assert emb.sprite(rgb[:3, ..., 0], 3).shape == (4, 9)  # one row when the thumbnails fit in one
+
+
+def _scatter_oracle(
+    coords: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], size: int, title: str, marks: np.ndarray
+) -> np.ndarray:
+    """The scatter's stated layout, written out with OpenCV's primitives: a white square of
+    ``size`` plus a legend 24 + 8 x (longest name) wide (4 characters when there is no class);
+    the points and marks placed by the written-out mapping of their common bounding box (margin
+    12); filled anti-aliased discs of radius 2 (1 past 5,000 points) in the class colour; each
+    mark a black ring of radius 7 and width 2 with a 10-pixel cross; the legend one row of 20
+    pixels per class present in ascending order from y = 24 (a disc of radius 5 at x = size + 10,
+    4 above the baseline, the name at x = size + 20); the title at (8, 16). The points here never
+    overlap, so their drawing order does not matter."""
+    import cv2
+
+    present = sorted(set(labels.tolist()))
+    names = [classes[v] if 0 <= v < len(classes) else ("unlabelled" if v < 0 else str(v)) for v in present]
+    width = 24 + 8 * (max(len(name) for name in names) if names else 4)
+    image = np.full((size, size + width, 3), 255, dtype=np.uint8)
+    xy = _mapped(np.concatenate([coords, marks]), size, 12).astype(int)
+    radius = 1 if len(coords) > 5000 else 2
+    for (x, y), label in zip(xy[: len(coords)], labels, strict=True):
+        cv2.circle(image, (int(x), int(y)), radius, emb.class_colour(int(label)), -1, cv2.LINE_AA)
+    for x, y in xy[len(coords) :]:
+        cv2.circle(image, (int(x), int(y)), 7, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.drawMarker(image, (int(x), int(y)), (0, 0, 0), cv2.MARKER_CROSS, 10, 1)
+    for row, (value, name) in enumerate(zip(present, names, strict=True)):
+        baseline = 24 + 20 * row
+        cv2.circle(image, (size + 10, baseline - 4), 5, emb.class_colour(value), -1, cv2.LINE_AA)
+        cv2.putText(image, name, (size + 20, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    if title:
+        cv2.putText(image, title, (8, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return image
+
+
+def test_scatter_equals_its_written_out_layout_and_refuses_bad_shapes() -> None:
+    classes = ("t-shirt", "trouser", "pullover")
+    # Points on a grid (no two discs touch), labels past the classes (named by number, a darker
+    # shade of the palette) and below them ("unlabelled"); marks as an (M, 2) array and as one (x, y).
+    grid = np.stack(np.meshgrid(np.arange(6.0), np.arange(5.0)), axis=-1).reshape(-1, 2) * [3.0, 2.0] + [7.0, -4.0]
+    labels = np.arange(len(grid)) % 15 - 1  # -1 .. 13
+    for marks in (None, np.array([[8.5, -3.0], [20.0, 9.0]]), [22.0, 3.0]):
+        extra = np.zeros((0, 2)) if marks is None else np.asarray(marks, dtype=np.float64).reshape(-1, 2)
+        for size, title in ((300, ""), (240, "relu4 of lenet")):
+            got = emb.scatter_image(grid, labels, classes, size=size, title=title, marks=marks)
+            np.testing.assert_array_equal(got, _scatter_oracle(grid, labels, classes, size, title, extra))
+    default = emb.scatter_image(grid[:4], labels[:4], classes)  # size 800, no title
+    np.testing.assert_array_equal(default, _scatter_oracle(grid[:4], labels[:4], classes, 800, "", np.zeros((0, 2))))
+    # No class list: 0 is named "0"; no point at all, only marks: the legend's default width.
+    np.testing.assert_array_equal(
+        emb.scatter_image(grid[:3], np.array([0, -1, 2]), (), size=100),
+        _scatter_oracle(grid[:3], np.array([0, -1, 2]), (), 100, "", np.zeros((0, 2))),
+    )
+    marks_only = np.array([[0.0, 0.0], [3.0, 1.0]])
+    np.testing.assert_array_equal(
+        emb.scatter_image(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), classes, size=100, marks=marks_only),
+        _scatter_oracle(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), classes, 100, "", marks_only),
+    )
+    # Discs of radius 2 up to 5,000 points, 1 past: a 71 x 71 grid at 11-pixel spacing.
+    big = np.stack(np.meshgrid(np.arange(71.0), np.arange(71.0)), axis=-1).reshape(-1, 2)
+    for n in (5000, 5001):
+        got = emb.scatter_image(big[:n], np.arange(n) % 10, classes, size=800)
+        expected = _scatter_oracle(big[:n], np.arange(n) % 10, classes, 800, "", np.zeros((0, 2)))
+        np.testing.assert_array_equal(got, expected)
+    # Overlapping points of many classes: the drawing order is fixed, the same picture every call.
+    piled = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), 30, axis=0)
+    piled_labels = np.tile(np.arange(30), 3)
+    first = emb.scatter_image(piled, piled_labels, classes, size=60)
+    np.testing.assert_array_equal(first, emb.scatter_image(piled, piled_labels, classes, size=60))
+    message = r"expected \(N, 2\) coordinates and \(N,\) labels, got \(4, 3\) and \(4,\)"
+    with pytest.raises(InvalidInput, match=message):
+        emb.scatter_image(np.zeros((4, 3)), np.zeros(4, dtype=np.int64), classes)
+    for coords, labels_ in (
+        (np.zeros(4), np.zeros(4, dtype=np.int64)),
+        (np.zeros((4, 2, 1)), np.zeros(4, dtype=np.int64)),
+        (np.zeros((4, 2)), np.zeros(3, dtype=np.int64)),
+        (np.zeros((2, 2)), np.zeros(3, dtype=np.int64)),
+    ):
+        with pytest.raises(InvalidInput, match="expected"):
+            emb.scatter_image(coords, labels_, classes)

@@ -113,6 +113,7 @@ def test_minimal_eps_is_exact_on_the_trained_lenet(lenet, test_set, searches, me
         assert result.violations[i] == failures_above
         assert bool(result.monotone[i]) == (not failures_above)
         assert int(result.runs[i]) == len(result.evaluated[i])
+        assert all(type(j) is int and 1 <= j <= 255 for j in result.evaluated[i])  # 8-bit levels, as run
 
 
 def test_pgd_needs_no_larger_eps_than_fgsm(searches):
@@ -347,6 +348,11 @@ def test_minimal_eps_under_a_cap_no_eps_fools_reports_not_found(lenet, test_set)
     clean = lenet(x[:20]).argmax(1) != y[:20]
     assert torch.equal(result.clean_success, clean)
     assert (~result.found).sum() >= 10
+    # the documented types: bool flags, int64 levels and run counts; predictions are of the adversarial images
+    assert result.found.dtype == result.monotone.dtype == result.clean_success.dtype == torch.bool
+    assert result.levels.dtype == result.runs.dtype == result.predictions.dtype == torch.int64
+    assert torch.equal(result.predictions, lenet(result.adversarial).argmax(1))
+    assert torch.equal(result.labels, y[:20])  # the classes attacked away from
     for i in range(20):
         if clean[i]:
             assert bool(result.found[i]) and int(result.levels[i]) == 0
@@ -373,4 +379,4 @@ def test_targeted_search_counts_an_image_already_at_the_target(lenet, test_set):
     result = minimal_epsilon(lenet, x[:2], method="fgsm", target=pred)
     assert bool(result.clean_success.all()) and bool(result.found.all())
     assert result.levels.tolist() == [0, 0] and result.runs.tolist() == [0, 0]
-    assert torch.equal(result.predictions, pred)
+    assert torch.equal(result.predictions, pred) and torch.equal(result.labels, pred)  # the targets
