@@ -182,7 +182,9 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 def _to_unit_float(array: np.ndarray) -> np.ndarray:
     if array.dtype in _DEPTH_SCALE:
-        return array.astype(np.float32) / np.float32(_DEPTH_SCALE[array.dtype])
+        floats = array.astype(np.float32)  # a copy: divided in place
+        floats /= np.float32(_DEPTH_SCALE[array.dtype])
+        return floats
     if array.dtype == np.float32 or array.dtype == np.float64:
         if not np.isfinite(array).all():
             raise BadRequest("Image.pixels contains NaN or infinite values")
@@ -264,7 +266,16 @@ def preprocess(array: np.ndarray, spec: Preprocessing, source_size: tuple[int, i
             image = image[top : top + spec.crop, left : left + spec.crop]
     else:
         image = _resize(image, spec.input_size, spec.input_size)
-    return np.ascontiguousarray(np.clip(image, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32)
+    return _clipped_channels_first(image, (2, 0, 1))
+
+
+def _clipped_channels_first(image: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``image`` transposed by ``axes`` and clipped to [0, 1] in one pass into a new contiguous
+    float32 array (the input is never written: it may be the caller's)."""
+    moved = image.transpose(axes)
+    out = np.empty(moved.shape, np.float32)
+    np.clip(moved, 0.0, 1.0, out=out)
+    return out
 
 
 REDUCE_ABOVE = 2.0
@@ -407,7 +418,8 @@ def load_stack(images: Sequence[pb.Image], spec: Preprocessing, device: str = "c
             batch = batch[good]
         floats = batch.astype(np.float32)
     else:
-        floats = batch.astype(np.float32) / np.float32(scale)
+        floats = batch.astype(np.float32)  # a copy: divided in place
+        floats /= np.float32(scale)
     stack = _convert_channels(floats, spec.channels)
     if spec.resize_shorter and spec.crop:
         height, width = stack.shape[1:3]
@@ -428,5 +440,4 @@ def load_stack(images: Sequence[pb.Image], spec: Preprocessing, device: str = "c
     if spec.resize_shorter and spec.crop:
         top, left = (new_h - spec.crop) // 2, (new_w - spec.crop) // 2
         stack = stack[:, top : top + spec.crop, left : left + spec.crop]
-    out = np.ascontiguousarray(np.clip(stack, 0.0, 1.0).transpose(0, 3, 1, 2), dtype=np.float32)
-    return torch.from_numpy(out).to(device), alone
+    return torch.from_numpy(_clipped_channels_first(stack, (0, 3, 1, 2))).to(device), alone
