@@ -7,7 +7,8 @@ waits for. Three processes' worth of parts, two processes:
   as ``interp-server --random-weights --models lenet`` builds it (LeNet serves its bundled
   checkpoint when there is one), and beside it, on its own port, a **bare echo**: a plain Python
   gRPC server (same thread-pool size) whose unary methods answer the request bytes with fixed
-  bytes, no (de)serialization;
+  bytes, no (de)serialization; on the same server, a **bare computing** method per variant that
+  runs the raw computation (below) on the same weights before it answers the same bytes;
 - **this process**: the SDK client, the echo client (a raw-bytes unary call carrying the exact
   bytes the SDK sent and the service answered), and the **raw computation** on the same module
   weights and preprocessed input, torch at one thread: Classify = forward, softmax, top-k; Saliency
@@ -15,19 +16,24 @@ waits for. Three processes' worth of parts, two processes:
   colour channels, softmax); Activations = the forward truncated at the layer.
 
 The service's own cost = service p50 − echo p50 − raw p50, per round; a round is ``--calls``
-calls of each (service, echo, raw) for every variant in turn, the variant order rotated every
+calls of each (service, echo, raw, bare computing) for every variant in turn, the variant order rotated every
 round; the figure is the median over ``--rounds`` rounds, with the spread (min–max over rounds)
 and the load average printed. The answers are checked against the raw computation first, so
 both sides do the same work.
 
-Second table, ``--breakdown``: one call's life in stages, each timed alone in this process
+Second table: the bare computing server against the echo and the raw loop. What it costs over
+echo + raw is there without any service code (a computation runs slower between network waits
+than in a tight loop, and gRPC answers a handler that computed later than one that did not);
+service − bare computing server is what the service's code adds.
+
+Third table, ``--breakdown``: one call's life in stages, each timed alone in this process
 (p50 over ``--calls`` repetitions, interleaved): the client's request building and parsing, the
 (de)serialization, the interceptors, the shared path (model lookup, field and cap checks), the
 decode, the handler (which includes the computation), the stamp. What it does not cover is
 gRPC itself: the echo is that.
 
 Run: ``python -m benchmarks.bench_call_cost [--rounds 5] [--calls 1000] [--breakdown]``.
-About 3 minutes at the defaults on 2 idle cores.
+About 4 minutes at the defaults on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from interp.hooks import run_until
 
 TARGETS_MS = {"classify": 0.4, "saliency": 0.4, "activations": 0.4, "activations_grid": 1.0}
 ECHO_SERVICE = "bench.Echo"
+SERIES = ("service", "echo", "raw", "bare")
+"""Timed per round: the SDK call, the bare echo, the raw loop, the bare server computing the raw work."""
 
 
 @dataclass
@@ -72,7 +80,8 @@ class Variant:
 
 
 def serve() -> None:
-    """Serve LeNet and the echo; print both ports as one JSON line; stop when stdin closes."""
+    """Serve LeNet, the echo and the bare computing server; print the ports as one JSON line;
+    stop when stdin closes."""
     replies: dict[str, bytes] = {}
 
     def configure(request: bytes, context: Any) -> bytes:
@@ -83,9 +92,21 @@ def serve() -> None:
     def echo(name: str) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(lambda request, context: replies[name])
 
-    handlers = {"Configure": grpc.unary_unary_rpc_method_handler(configure)}
-    handlers.update({name: echo(name) for name in TARGETS_MS})
+    def computing(name: str, raw: Callable[[], Any]) -> grpc.RpcMethodHandler:
+        def behaviour(request: bytes, context: Any) -> bytes:
+            # Per call: a thread takes the process's count (the service's) when it first computes.
+            torch.set_num_threads(1)
+            raw()
+            return replies[name]
+
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
     with running_server(["lenet"]) as (server, target):
+        module = server.servicer.hub.ready("lenet").module
+        x = torch.from_numpy(fashion_image().astype(np.float32) / 255).view(1, 1, 28, 28)
+        handlers = {"Configure": grpc.unary_unary_rpc_method_handler(configure)}
+        handlers.update({name: echo(name) for name in TARGETS_MS})
+        handlers.update({f"{name}_computed": computing(name, raw) for name, raw in raw_computations(module, x).items()})
         workers = server.servicer.config.worker_threads
         echo_server = grpc.server(ThreadPoolExecutor(workers))
         echo_server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(ECHO_SERVICE, handlers)])
@@ -105,9 +126,8 @@ def lenet_module() -> torch.nn.Module:
         return server.servicer.hub.ready("lenet").module
 
 
-def variants(client: InterpClient, module: torch.nn.Module, image: np.ndarray) -> list[Variant]:
-    x = torch.from_numpy(client.classify(image, model="lenet", include_input=True).input.copy())
-    x = x.permute(2, 0, 1).unsqueeze(0).contiguous()  # results are channels last
+def raw_computations(module: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """Each variant's raw computation on the preprocessed input ``x`` (what the service computes)."""
 
     def classify() -> Any:
         with torch.inference_mode():
@@ -117,32 +137,36 @@ def variants(client: InterpClient, module: torch.nn.Module, image: np.ndarray) -
         with torch.inference_mode():
             return run_until(module, x, ["relu2"])
 
-    return [
-        Variant(
-            "classify", "Classify, top-1", "Classify", lambda: client.classify(image, model="lenet", top_k=1), classify
-        ),
-        Variant(
-            "saliency",
+    return {
+        "classify": classify,
+        "saliency": lambda: raw_saliency(module, x),
+        "activations": truncated,
+        "activations_grid": truncated,
+    }
+
+
+def variants(client: InterpClient, module: torch.nn.Module, image: np.ndarray) -> list[Variant]:
+    x = torch.from_numpy(client.classify(image, model="lenet", include_input=True).input.copy())
+    raw = raw_computations(module, x.permute(2, 0, 1).unsqueeze(0).contiguous())  # results are channels last
+    calls = {
+        "classify": ("Classify, top-1", "Classify", lambda: client.classify(image, model="lenet", top_k=1)),
+        "saliency": (
             "Saliency `gradient`, no PNGs",
             "Saliency",
             lambda: client.saliency(image, model="lenet", method="gradient", include_pngs=False),
-            lambda: raw_saliency(module, x),
         ),
-        Variant(
-            "activations",
+        "activations": (
             "Activations `relu2`, no PNGs",
             "Activations",
             lambda: client.activations(image, model="lenet", layers=["relu2"], include_pngs=False),
-            truncated,
         ),
-        Variant(
-            "activations_grid",
+        "activations_grid": (
             "Activations `relu2`, default (grid PNG)",
             "Activations",
             lambda: client.activations(image, model="lenet", layers=["relu2"]),
-            truncated,
         ),
-    ]
+    }
+    return [Variant(name, label, rpc, service, raw[name]) for name, (label, rpc, service) in calls.items()]
 
 
 def check_same_work(client: InterpClient, module: torch.nn.Module, image: np.ndarray, cases: list[Variant]) -> None:
@@ -196,22 +220,25 @@ def p50_of(fn: Callable[[], Any], calls: int) -> float:
 def measure(
     cases: list[Variant], echo_channel: grpc.Channel, rounds: int, calls: int
 ) -> dict[str, dict[str, list[float]]]:
-    echoes = {}
+    echoes, computed = {}, {}
     configure = echo_channel.unary_unary(f"/{ECHO_SERVICE}/Configure")
     for case in cases:
         configure(case.name.encode() + b"\0" + case.reply)
         call = echo_channel.unary_unary(f"/{ECHO_SERVICE}/{case.name}")
         echoes[case.name] = lambda call=call, data=case.request: call(data, timeout=60)
-    out: dict[str, dict[str, list[float]]] = {c.name: {"service": [], "echo": [], "raw": []} for c in cases}
+        call = echo_channel.unary_unary(f"/{ECHO_SERVICE}/{case.name}_computed")
+        computed[case.name] = lambda call=call, data=case.request: call(data, timeout=60)
+    out: dict[str, dict[str, list[float]]] = {c.name: {k: [] for k in SERIES} for c in cases}
     for case in cases:  # warm-up
         for _ in range(100):
-            case.service(), echoes[case.name](), case.raw()
+            case.service(), echoes[case.name](), case.raw(), computed[case.name]()
     for r in range(rounds):
         order = cases[r % len(cases) :] + cases[: r % len(cases)]
         for case in order:
             out[case.name]["service"].append(p50_of(case.service, calls))
             out[case.name]["echo"].append(p50_of(echoes[case.name], calls))
             out[case.name]["raw"].append(p50_of(case.raw, calls))
+            out[case.name]["bare"].append(p50_of(computed[case.name], calls))
         print(f"  round {r + 1}/{rounds} done; load average {os.getloadavg()[0]:.2f}", flush=True)
     return out
 
@@ -252,6 +279,29 @@ def report(cases: list[Variant], times: dict[str, dict[str, list[float]]]) -> st
     return table(header, rows)
 
 
+def bare_report(cases: list[Variant], times: dict[str, dict[str, list[float]]]) -> str:
+    """What a bare gRPC server adds when it computes: the same echo server running the raw
+    computation (one torch thread) before it answers the same bytes. Its cost over echo + raw is
+    the part of "own cost" no service code causes (the computation runs slower between network
+    waits than in a tight loop, and the wait for a computing handler costs more than for an
+    instant one); service − bare server is what the service's own code adds."""
+    rows = []
+    for case in cases:
+        t = times[case.name]
+        environment = [b - e - r for b, e, r in zip(t["bare"], t["echo"], t["raw"], strict=True)]
+        code = [s - b for s, b in zip(t["service"], t["bare"], strict=True)]
+        rows.append(
+            [
+                case.label,
+                f"{statistics.median(t['bare']) * 1e3:.3f} ({spread(t['bare'])})",
+                f"{statistics.median(environment) * 1e3:.3f} ({spread(environment)})",
+                f"{statistics.median(code) * 1e3:.3f} ({spread(code)})",
+            ]
+        )
+    header = ["call", "bare server computing p50 ms", "bare − echo − raw ms", "service − bare server ms"]
+    return table(header, rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -287,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{args.rounds} rounds x {args.calls} calls of each; server in its own process")
             times = measure(cases, echo_channel, args.rounds, args.calls)
             print(report(cases, times))
+            print("\nThe same computation in a bare gRPC server (no service code):")
+            print(bare_report(cases, times))
             print(load_report())
             if args.breakdown:
                 from benchmarks.call_stages import breakdown
