@@ -237,6 +237,8 @@ class InterpClient(RpcClient):
         method: str = "pgd",
         label: int | str | None = None,
         target: int | str | None = None,
+        include_input: bool | None = None,
+        include_pngs: bool | None = None,
         timeout: float | None = _UNSET,
         **params: Any,
     ) -> MinimalAttackResult | list[MinimalAttackResult | InterpError]:
@@ -250,6 +252,8 @@ class InterpClient(RpcClient):
                 misclassification is a success at level 0.
             target: fgsm/bim/pgd: the smallest eps reaching this class instead. Target and label
                 apply to every image.
+            include_pngs: render the adversarial, perturbation and input PNGs (default true); false
+                returns the adversarial image as an array only (an evaluation over many images).
             **params: step_size, steps, random_start, seed, max_epsilon (fgsm/bim/pgd);
                 steps, candidates, overshoot (DeepFool).
         """
@@ -448,9 +452,14 @@ class InterpClient(RpcClient):
         layer: str,
         k: int | None = None,
         metric: str | None = None,
+        include_input: bool | None = None,
+        include_pngs: bool | None = None,
         timeout: float | None = _UNSET,
     ) -> NeighborsResult:
-        """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2)."""
+        """The k dataset images nearest to ``image`` in ``layer``'s features (exact; cosine or l2).
+
+        ``include_pngs=False`` leaves out the neighbours' PNGs, the grid and the input's PNG (the
+        neighbours' arrays stay); ``include_input=False`` the echo of the preprocessed input."""
         return self.call("NearestNeighbors", _request(locals()), timeout)
 
     def dataset_images(self, model: str, *, dataset: str, positions: int | Sequence[int] | None = None,

@@ -522,7 +522,7 @@ class MinimalAttackParams(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., steps: _Optional[int] = ..., random_start: _Optional[bool] = ..., seed: _Optional[int] = ..., max_epsilon: _Optional[float] = ..., candidates: _Optional[int] = ..., overshoot: _Optional[float] = ...) -> None: ...
 
 class MinimalAttackRequest(_message.Message):
-    __slots__ = ("model", "image", "method", "label", "target", "params", "images")
+    __slots__ = ("model", "image", "method", "label", "target", "params", "images", "include_input", "include_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -530,6 +530,8 @@ class MinimalAttackRequest(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     method: str
@@ -537,7 +539,9 @@ class MinimalAttackRequest(_message.Message):
     target: Target
     params: MinimalAttackParams
     images: _containers.RepeatedCompositeFieldContainer[Image]
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[MinimalAttackParams, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+    include_input: bool
+    include_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., label: _Optional[_Union[Target, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., params: _Optional[_Union[MinimalAttackParams, _Mapping]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., include_input: _Optional[bool] = ..., include_pngs: _Optional[bool] = ...) -> None: ...
 
 class MinimalAttackResponse(_message.Message):
     __slots__ = ("stamp", "input", "method", "original", "label", "targeted", "found", "clean_misclassified", "level", "epsilon", "runs", "monotone", "violations", "adversarial", "adversarial_png", "perturbation_png", "prediction", "success", "linf", "l2", "success_raw", "linf_raw", "l2_raw", "rounded_outward", "iterations", "resolved", "items", "error")
@@ -1168,20 +1172,24 @@ class TopActivationsResponse(_message.Message):
     def __init__(self, stamp: _Optional[_Union[ModelStamp, _Mapping]] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., index_id: _Optional[str] = ..., spatial: _Optional[bool] = ..., rf_size: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelTop, _Mapping]]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
 
 class NearestNeighborsRequest(_message.Message):
-    __slots__ = ("model", "dataset", "layer", "image", "k", "metric")
+    __slots__ = ("model", "dataset", "layer", "image", "k", "metric", "include_input", "include_pngs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PNGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     layer: str
     image: Image
     k: int
     metric: str
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+    include_input: bool
+    include_pngs: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., layer: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ..., include_input: _Optional[bool] = ..., include_pngs: _Optional[bool] = ...) -> None: ...
 
 class Neighbor(_message.Message):
     __slots__ = ("image_id", "label", "label_name", "distance", "image", "png")

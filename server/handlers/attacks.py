@@ -186,6 +186,8 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
     target = ctx.target_index(request.target)
     label = _true_label(ctx, request, target)
     resolved = convert.params_to_proto(params, pb.MinimalAttackParams, only=ctx.applies)
+    include_input = flag(request, "include_input", True)
+    pngs = flag(request, "include_pngs", True)
     module = ctx.module
 
     def run(x: torch.Tensor, out: list[pb.MinimalAttackResponse], should_stop: Callable[[], bool]) -> None:
@@ -243,14 +245,16 @@ def minimal_attack(ctx: Ctx, request: pb.MinimalAttackRequest, params: MinimalAt
             original, goal, predicted = int(probs[i].argmax()), int(goals[i]), int(adv_probs[i].argmax())
             image, clean = adversarial[i].cpu(), x[i].cpu()
             delta = image - clean
-            reply.input.CopyFrom(input_echo(x[i], png=True))
+            if include_input:
+                reply.input.CopyFrom(input_echo(x[i], png=pngs))
             reply.method = method
             reply.original.CopyFrom(ctx.prediction(original, probs[i, original]))
             reply.targeted = target is not None
             reply.label.CopyFrom(ctx.prediction(goal, probs[i, goal]))
             reply.adversarial.CopyFrom(convert.tensor(image))
-            reply.adversarial_png = rendering.encode_png(rendering.to_uint8_image(image))
-            reply.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scales[i]))
+            if pngs:
+                reply.adversarial_png = rendering.encode_png(rendering.to_uint8_image(image))
+                reply.perturbation_png = rendering.encode_png(rendering.perturbation_image(delta, scales[i]))
             reply.prediction.CopyFrom(ctx.prediction(predicted, adv_probs[i, predicted]))
             reply.success = predicted == goal if target is not None else predicted != goal
             reply.linf = float(delta.abs().max())

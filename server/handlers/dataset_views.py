@@ -27,7 +27,7 @@ from protos import interp_pb2 as pb
 from server import budgets, convert
 from server.context import Ctx
 from server.errors import BadRequest
-from server.handlers.base import Streamed, dataset_named, handler, labelled, png_of
+from server.handlers.base import Streamed, dataset_named, flag, handler, input_echo, labelled, png_of
 from server.stores.atlas import list_folders
 from server.stores.index import IndexUnavailable, base_key, default_batch, images_by_id, served_model
 
@@ -255,16 +255,21 @@ def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: Non
     order, dist = neighbours.nearest(torch.from_numpy(stored.features(path)), query, k, metric, valid=valid)
     found = [(int(i), float(d)) for i, d in zip(order[0], dist[0].tolist(), strict=True) if np.isfinite(d)]
     images = images_by_id(dataset, ctx.model.spec.preprocessing, [i for i, _ in found])
+    pngs = flag(request, "include_pngs", True)
     neighbors = [
-        pb.Neighbor(image_id=i, distance=d, **labelled(dataset, i), image=convert.tensor(image), png=png_of(image))
+        pb.Neighbor(image_id=i, distance=d, **labelled(dataset, i), image=convert.tensor(image),
+                    png=png_of(image) if pngs else b"")
         for (i, d), image in zip(found, images, strict=False)
-    ]
-    labels = ["query"] + [f"{n.label_name or n.image_id} {n.distance:.3g}" for n in neighbors]
-    grid = rendering.image_grid(torch.stack([x[0].cpu(), *images]), labels=labels)
-    return pb.NearestNeighborsResponse(
-        input=ctx.input_message(x), dataset=dataset.name, layer=path, metric=metric, index_id=stored.folder,
-        neighbors=neighbors, grid_png=rendering.encode_png(grid),
-    )  # fmt: skip
+    ]  # fmt: skip
+    reply = pb.NearestNeighborsResponse(
+        dataset=dataset.name, layer=path, metric=metric, index_id=stored.folder, neighbors=neighbors
+    )
+    if flag(request, "include_input", True):
+        reply.input.CopyFrom(input_echo(x[0], png=pngs))
+    if pngs:
+        labels = ["query"] + [f"{n.label_name or n.image_id} {n.distance:.3g}" for n in neighbors]
+        reply.grid_png = rendering.encode_png(rendering.image_grid(torch.stack([x[0].cpu(), *images]), labels=labels))
+    return reply
 
 
 @handler("DatasetImages")

@@ -194,6 +194,14 @@ def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
     assert r.neighbors[0].image.shape == (28, 28, 1)
     cosine = client.nearest_neighbors(images[7], model="lenet", dataset=DATASET, layer="relu4")
     assert cosine.metric == "cosine" and len(cosine.neighbors) == 10
+    assert r.input_png.startswith(PNG) and all(n.png.startswith(PNG) for n in r.neighbors)
+    bare = client.nearest_neighbors(
+        images[7], model="lenet", dataset=DATASET, layer="relu4", k=5, metric="l2", include_pngs=False,
+        include_input=False,
+    )  # fmt: skip
+    assert bare.grid_png == b"" and bare.input is None and all(n.png == b"" for n in bare.neighbors)
+    assert [(n.image_id, n.distance) for n in bare.neighbors] == [(n.image_id, n.distance) for n in r.neighbors]
+    np.testing.assert_array_equal(bare.neighbors[1].image, r.neighbors[1].image)
 
 
 def test_raw_stub(views_server, built):

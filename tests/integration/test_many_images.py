@@ -359,6 +359,22 @@ def test_attack_and_activations_without_pngs(client, batch) -> None:
     assert acts.layers[0].grid_png == b"" and acts.input_png == b"" and acts.input is not None
 
 
+@pytest.mark.parametrize("method", ["pgd", "deepfool_linf"])
+def test_minimal_attack_without_pngs_or_echo_finds_the_same_image(client, batch, method) -> None:
+    """Many images without PNGs (an evaluation script's call): the same search results, no PNG bytes."""
+    kwargs = {"model": "lenet", "method": method, "steps": 5}
+    full = client.minimal_attack(batch[:2], **kwargs)
+    bare = client.minimal_attack(batch[:2], include_pngs=False, include_input=False, **kwargs)
+    numbers = client.minimal_attack(batch[0], include_pngs=False, **kwargs)
+    for f, b in zip(full, bare, strict=True):
+        assert f.adversarial_png and f.perturbation_png and f.input_png
+        assert b.adversarial_png == b.perturbation_png == b.input_png == b"" and b.input is None
+        assert (b.found, b.level, b.linf, b.prediction.index) == (f.found, f.level, f.linf, f.prediction.index)
+        np.testing.assert_array_equal(b.adversarial, f.adversarial)
+    assert numbers.input_png == b"" and numbers.input is not None
+    _close(numbers.input, full[0].input)
+
+
 # -- CLI ------------------------------------------------------------------------------------------------
 
 
