@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from client import InterpClient
 from client.errors import DeadlineExceeded, InvalidArgument
@@ -131,6 +132,28 @@ def test_each_answer_equals_an_activations_call(served, frames) -> None:
         np.testing.assert_allclose(got.maps, want, rtol=1e-3, atol=1e-3)
         session.close()
         assert list(answers) == []
+
+
+def test_a_layer_that_returns_model_memory_is_never_overwritten(served, frames) -> None:
+    """The server quantizes a layer's output in place when it is the frame's own; a layer that
+    returns a parameter (here a forward hook hands back conv2's weight as relu2's output) is the
+    model's memory and must come out unchanged, with the answer still its quantization."""
+    srv, c = served
+    module = srv.servicer.hub.get("lenet").require_ready()
+    weight = module.get_submodule("conv2").weight
+    before = weight.detach().clone()
+    handle = module.get_submodule("relu2").register_forward_hook(lambda *_: weight)
+    try:
+        with c.watch_session(model="lenet", layer="relu2", top_k=0) as session:
+            answers = iter(session)
+            session.send(frames[0])
+            got = next(answers)
+            session.close()
+    finally:
+        handle.remove()
+    assert torch.equal(weight.detach(), before)
+    steps = np.asarray(got.raw.maps.scale, dtype=np.float32)[:, None, None]
+    assert np.all(np.abs(got.maps - before[0].numpy()) <= steps * 0.5 + 1e-6)
 
 
 def test_latest_frame_wins_and_every_frame_is_answered_or_counted(served, frames, received) -> None:

@@ -37,3 +37,16 @@ def test_float16_keeps_the_values():
     values = np.random.default_rng(1).normal(size=(3, 4, 4)).astype(np.float32)
     maps = quantize(values, float16=True)
     np.testing.assert_array_equal(np.frombuffer(maps.data, "<f2").reshape(3, 4, 4), values.astype(np.float16))
+
+
+def test_into_a_message_and_in_place_give_the_same_answer():
+    values = np.maximum(np.random.default_rng(2).normal(size=(8, 9, 9)), 0).astype(np.float32)
+    plain = quantize(values.copy())
+    reply = pb.WatchResponse()
+    scratch = values.copy()
+    quantize(scratch, out=reply.maps, scratch=True)
+    assert reply.maps == plain
+    assert not np.array_equal(scratch, values)  # the working array was used
+    kept = values.copy()
+    quantize(kept, out=pb.QuantizedMaps())
+    np.testing.assert_array_equal(kept, values)  # without scratch the values are untouched
