@@ -146,7 +146,6 @@ class WatchSession:
         own = sample.untyped_storage().data_ptr() not in self._memory_of(module)
         quantize(sample.numpy(), settings.float16, out=reply.maps, scratch=own)
 
-
     def _memory_of(self, module: torch.nn.Module) -> set[int]:
         """Where the model's own tensors live: a layer output there (a layer returning a parameter
         or a view of one) is never overwritten. Computed once per served module."""
