@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.config_pairs import REPEATABLE
 from server.memory import MAX_KEEP_MB, memory_available_bytes
@@ -177,259 +177,125 @@ def _tokens(text: str) -> tuple[str, ...]:
 
 MIN_TOKEN_LENGTH = 16  # shorter bearer tokens are refused at start: guessable, or a placeholder
 
-# flag, env var, dest, type, help. One table: the parser, the env lookup and the docs use it.
-OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
-    ("--host", "INTERP_HOST", "host", str, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
-    ("--port", "INTERP_PORT", "port", int, "port to bind; 0 picks a free one (default 50051)"),
-    ("--models", "INTERP_MODELS", "models", _csv, "comma-separated models to serve (default: all)"),
-    ("--device", "INTERP_DEVICE", "device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
-    ("--weights-dir", "INTERP_WEIGHTS_DIR", "weights_dir", Path, "directory of weights files, torchvision's names"),
-    ("--hub-dir", "INTERP_HUB_DIR", "hub_dir", Path, "hub checkpoints dir (default torch.hub.get_dir()/checkpoints)"),
-    ("--random-weights", "INTERP_RANDOM_WEIGHTS", "random_weights", _bool,
-     "serve seeded random weights for models whose weights cannot be found (reported pretrained=false)"),
-    ("--download-weights", "INTERP_DOWNLOAD_WEIGHTS", "download_weights", _bool, "download missing published "
-     "weights into the hub cache, checksum-verified, while the others serve (default on; --no-download: off)"),
-    ("--weights-url-base", "INTERP_WEIGHTS_URL_BASE", "weights_url_base", _url_base,
-     "download weights from URL/<file name> (a mirror or object store) instead of the published URL"),
-    ("--seed", "INTERP_SEED", "seed", int, "seed for --random-weights (default 0)"),
-    ("--workers", "INTERP_WORKERS", "worker_threads", int, "gRPC worker threads (default 8)"),
-    ("--torch-threads", "INTERP_TORCH_THREADS", "torch_threads", int, "torch intra-op threads (0: torch default)"),
-    (
-        "--keep-freed-mb",
-        "INTERP_KEEP_FREED_MB",
-        "keep_freed_mb",
-        int,
-        "freed memory (MB) malloc keeps for reuse instead of faulting it in again (default 256; 0: glibc default)",
-    ),
-    ("--reflection", "INTERP_REFLECTION", "reflection", _bool, "enable gRPC server reflection (default true)"),
-    ("--grace", "INTERP_GRACE", "grace_s", float, "seconds in-flight work gets on SIGTERM (default 10)"),
-    ("--log-level", "INTERP_LOG_LEVEL", "log_level", str, "logging level (default INFO)"),
-    ("--log-format", "INTERP_LOG_FORMAT", "log_format", str, "text or json (default text)"),
-    ("--tls-cert", "INTERP_TLS_CERT", "tls_cert", Path, "PEM certificate chain; with --tls-key serves TLS"),
-    ("--tls-key", "INTERP_TLS_KEY", "tls_key", Path, "PEM private key for --tls-cert"),
-    (
-        "--tls-client-ca",
-        "INTERP_TLS_CLIENT_CA",
-        "tls_client_ca",
-        Path,
-        "PEM CA bundle; with it every client must present a certificate this CA signed (mutual TLS)",
-    ),
-    (
-        "--auth-tokens",
-        "INTERP_AUTH_TOKENS",
-        "auth_tokens",
-        _tokens,
-        f"comma-separated bearer tokens (at least {MIN_TOKEN_LENGTH} characters each); when set (or a file), "
-        "every RPC but health needs one",
-    ),
-    (
-        "--auth-tokens-file",
-        "INTERP_AUTH_TOKENS_FILE",
-        "auth_tokens_file",
-        Path,
-        "file of bearer tokens, one a line; lines starting with # are comments",
-    ),
-    (
-        "--allow-unauthenticated",
-        "INTERP_ALLOW_UNAUTHENTICATED",
-        "allow_unauthenticated",
-        _bool,
-        "serve a non-loopback address without tokens or client certificates (refused otherwise)",
-    ),
-    ("--metrics-port", "INTERP_METRICS_PORT", "metrics_port", int, "serve Prometheus metrics on this HTTP port"),
-    (
-        "--metrics-host",
-        "INTERP_METRICS_HOST",
-        "metrics_host",
-        str,
-        "address for the metrics port (default 127.0.0.1: loopback only)",
-    ),
-    (
-        "--index-dir",
-        "INTERP_INDEX_DIR",
-        "index_dir",
-        Path,
-        "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)",
-    ),
-    ("--max-index-k", "INTERP_MAX_INDEX_K", "limits.max_index_k", int, "most index entries per channel (k)"),
-    (
-        "--max-images-per-call",
-        "INTERP_MAX_IMAGES_PER_CALL",
-        "limits.max_images_per_call",
-        int,
-        "most images per Classify / Activations / Saliency / Attack / MinimalAttack call",
-    ),
-    (
-        "--progress-events-per-s",
-        "INTERP_PROGRESS_EVENTS_PER_S",
-        "limits.progress_events_per_s",
-        float,
-        "streamed calls send at most this many progress events a second, plus the first and the last "
-        "(previews ride on the events sent); 0: every step (default 20)",
-    ),
-    (
-        "--decode-budget-mb",
-        "INTERP_DECODE_BUDGET_MB",
-        "limits.decode_budget_bytes",
-        _megabytes,
-        "MB that decoding request images may hold at once, judged from their headers; beyond it a call "
-        f"waits or is refused (default {DECODE_BUDGET_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
-    ),
-    (
-        "--batch-max-size",
-        "INTERP_BATCH_MAX_SIZE",
-        "limits.batch_max_size",
-        int,
-        "most concurrent single-image Classify / gradient Saliency calls computed as one batch; 1: off (default 8)",
-    ),
-    (
-        "--batch-delay-ms",
-        "INTERP_BATCH_DELAY_MS",
-        "limits.batch_delay_ms",
-        float,
-        "ms a call may wait for companions while a batch of its kind computes; 0: no batching (default 2)",
-    ),
-    (
-        "--max-embedding-points",
-        "INTERP_MAX_EMBEDDING_POINTS",
-        "limits.max_embedding_points",
-        int,
-        "most points of an Embedding map",
-    ),
-    ("--max-perplexity", "INTERP_MAX_PERPLEXITY", "limits.max_perplexity", float, "largest t-SNE perplexity"),
-    (
-        "--max-job-mb",
-        "INTERP_MAX_JOB_MB",
-        "limits.max_job_bytes",
-        _megabytes,
-        "MB of working memory one dataset-level job (index, map, neighbours, robustness) may hold, estimated "
-        f"from its sizes before it starts (default {JOB_MEMORY_FRACTION:.0%} of the cgroup memory limit, else of RAM)",
-    ),
-    (
-        "--max-job-gmacs",
-        "INTERP_MAX_JOB_GMACS",
-        "limits.max_job_macs",
-        _gigamacs,
-        "giga multiply-adds one dataset-level job may cost, estimated from its sizes before it starts "
-        "(default 50000: about 20 minutes on a 2-core CPU)",
-    ),
-    (
-        "--max-place-images",
-        "INTERP_MAX_PLACE_IMAGES",
-        "limits.max_place_images",
-        int,
-        "most images per PlaceImages request",
-    ),
-    ("--max-message-bytes", "INTERP_MAX_MESSAGE_BYTES", "limits.max_message_bytes", int, "largest request/response"),
-    ("--max-image-pixels", "INTERP_MAX_IMAGE_PIXELS", "limits.max_image_pixels", int, "largest decoded image (w*h)"),
-    (
-        "--max-image-side",
-        "INTERP_MAX_IMAGE_SIDE",
-        "limits.max_image_side",
-        int,
-        "largest image_size for iterative methods",
-    ),
-    ("--max-steps", "INTERP_MAX_STEPS", "limits.max_steps", int, "most optimization steps per run"),
-    ("--max-octaves", "INTERP_MAX_OCTAVES", "limits.max_octaves", int, "most DeepDream octaves"),
-    ("--max-alphas", "INTERP_MAX_ALPHAS", "limits.max_alphas", int, "most alphas per InterpolateFeatures"),
-    ("--max-set-size", "INTERP_MAX_SET_SIZE", "limits.max_set_size", int, "most images per attribute set"),
-    ("--max-epsilons", "INTERP_MAX_EPSILONS", "limits.max_epsilons", int, "most epsilons per Attack sweep"),
-    ("--max-samples", "INTERP_MAX_SAMPLES", "limits.max_samples", int, "most SmoothGrad samples / IG steps"),
-    ("--max-channels", "INTERP_MAX_CHANNELS", "limits.max_channels", int, "most channels per VisualizeFilter"),
-    ("--max-layers", "INTERP_MAX_LAYERS", "limits.max_layers", int, "most distinct layers per Activations"),
-    ("--max-restarts", "INTERP_MAX_RESTARTS", "limits.max_restarts", int, "most VisualizeFilter restarts"),
-    (
-        "--max-dataset-images",
-        "INTERP_MAX_DATASET_IMAGES",
-        "limits.max_dataset_images",
-        int,
-        "most images per AttackDataset request",
-    ),
-    (
-        "--max-batch-pixels",
-        "INTERP_MAX_BATCH_PIXELS",
-        "limits.max_batch_pixels",
-        int,
-        "most images x side^2 in one request's batch (memory budget)",
-    ),
-    (
-        "--stream-stall",
-        "INTERP_STREAM_STALL",
-        "limits.stream_stall_s",
-        float,
-        "seconds a streamed call may wait for its client to read before it is cancelled",
-    ),
-    (
-        "--max-pixel-steps",
-        "INTERP_MAX_PIXEL_STEPS",
-        "limits.max_pixel_steps",
-        int,
-        "most batch pixels x optimization steps per request (time budget)",
-    ),
-    (
-        "--max-concurrent-heavy",
-        "INTERP_MAX_CONCURRENT_HEAVY",
-        "limits.max_concurrent_heavy",
-        int,
-        "heavy RPCs computing at once",
-    ),
-    (
-        "--max-queued-heavy",
-        "INTERP_MAX_QUEUED_HEAVY",
-        "limits.max_queued_heavy",
-        int,
-        "heavy RPCs waiting; beyond it RESOURCE_EXHAUSTED",
-    ),
-    (
-        "--default-deadline",
-        "INTERP_DEFAULT_DEADLINE",
-        "limits.default_deadline_s",
-        float,
-        "seconds an RPC may run when the client sets no deadline",
-    ),
-    (
-        "--max-concurrent-rpcs",
-        "INTERP_MAX_CONCURRENT_RPCS",
-        "limits.max_concurrent_rpcs",
-        int,
-        "RPCs in progress at once (health included); beyond it RESOURCE_EXHAUSTED (default 64)",
-    ),
-    (
-        "--keepalive-time",
-        "INTERP_KEEPALIVE_TIME",
-        "limits.keepalive_time_s",
-        float,
-        "seconds of silence before the server pings a connection (default 60)",
-    ),
-    (
-        "--keepalive-timeout",
-        "INTERP_KEEPALIVE_TIMEOUT",
-        "limits.keepalive_timeout_s",
-        float,
-        "seconds a keepalive ping may go unanswered before the connection is closed (default 20)",
-    ),
-    (
-        "--max-connection-idle",
-        "INTERP_MAX_CONNECTION_IDLE",
-        "limits.max_connection_idle_s",
-        float,
-        "seconds a connection may carry no RPC before it is closed (default 900)",
-    ),
-    (
-        "--max-connection-age",
-        "INTERP_MAX_CONNECTION_AGE",
-        "limits.max_connection_age_s",
-        float,
-        "seconds after which any connection is asked to close (default 3600)",
-    ),
-    (
-        "--max-connection-age-grace",
-        "INTERP_MAX_CONNECTION_AGE_GRACE",
-        "limits.max_connection_age_grace_s",
-        float,
-        "seconds RPCs in flight on an aged connection get before they are cut (default 660)",
-    ),
-)
+
+class Option(NamedTuple):
+    """One setting. The parser, the environment lookup and the docs read the same row."""
+
+    flag: str
+    env: str
+    dest: str
+    kind: Callable[[str], Any]
+    text: str
+
+
+def _option(flag: str, kind: Callable[[str], Any], text: str, field: str = "", group: str = "") -> Option:
+    """A row whose environment variable is the flag in capitals after INTERP_, and whose config field is the
+    flag in snake case unless ``field`` names it; ``group`` is the nested dataclass it sits in (``limits.``)."""
+    name = flag.removeprefix("--")
+    env = "INTERP_" + name.upper().replace("-", "_")
+    return Option(flag, env, group + (field or name.replace("-", "_")), kind, text)
+
+
+def _limit(flag: str, kind: Callable[[str], Any], text: str, field: str = "") -> Option:
+    return _option(flag, kind, text, field, group="limits.")
+
+
+OPTIONS: tuple[Option, ...] = (
+    _option("--host", str, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
+    _option("--port", int, "port to bind; 0 picks a free one (default 50051)"),
+    _option("--models", _csv, "comma-separated models to serve (default: all)"),
+    _option("--device", str, "torch device, e.g. cpu or cuda:0 (default cpu)"),
+    _option("--weights-dir", Path, "directory of weights files, torchvision's names"),
+    _option("--hub-dir", Path, "hub checkpoints dir (default torch.hub.get_dir()/checkpoints)"),
+    _option("--random-weights", _bool,
+        "serve seeded random weights for models whose weights cannot be found (reported pretrained=false)"),
+    _option("--download-weights", _bool,
+        "download missing published weights into the hub cache, checksum-verified, while the others serve (default "
+        "on; --no-download: off)"),
+    _option("--weights-url-base", _url_base,
+        "download weights from URL/<file name> (a mirror or object store) instead of the published URL"),
+    _option("--seed", int, "seed for --random-weights (default 0)"),
+    _option("--workers", int, "gRPC worker threads (default 8)", field="worker_threads"),
+    _option("--torch-threads", int, "torch intra-op threads (0: torch default)"),
+    _option("--keep-freed-mb", int,
+        "freed memory (MB) malloc keeps for reuse instead of faulting it in again (default 256; 0: glibc default)"),
+    _option("--reflection", _bool, "enable gRPC server reflection (default true)"),
+    _option("--grace", float, "seconds in-flight work gets on SIGTERM (default 10)", field="grace_s"),
+    _option("--log-level", str, "logging level (default INFO)"),
+    _option("--log-format", str, "text or json (default text)"),
+    _option("--tls-cert", Path, "PEM certificate chain; with --tls-key serves TLS"),
+    _option("--tls-key", Path, "PEM private key for --tls-cert"),
+    _option("--tls-client-ca", Path,
+        "PEM CA bundle; with it every client must present a certificate this CA signed (mutual TLS)"),
+    _option("--auth-tokens", _tokens,
+        f"comma-separated bearer tokens (at least {MIN_TOKEN_LENGTH} characters each); when set (or a file), every RPC"
+        " but health needs one"),
+    _option("--auth-tokens-file", Path, "file of bearer tokens, one a line; lines starting with # are comments"),
+    _option("--allow-unauthenticated", _bool,
+        "serve a non-loopback address without tokens or client certificates (refused otherwise)"),
+    _option("--metrics-port", int, "serve Prometheus metrics on this HTTP port"),
+    _option("--metrics-host", str, "address for the metrics port (default 127.0.0.1: loopback only)"),
+    _option("--index-dir", Path, "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)"),
+    _limit("--max-index-k", int, "most index entries per channel (k)"),
+    _limit("--max-images-per-call", int,
+        "most images per Classify / Activations / Saliency / Attack / MinimalAttack call"),
+    _limit("--progress-events-per-s", float,
+        "streamed calls send at most this many progress events a second, plus the first and the last (previews ride "
+        "on the events sent); 0: every step (default 20)"),
+    _limit("--decode-budget-mb", _megabytes,
+        "MB that decoding request images may hold at once, judged from their headers; "
+        f"beyond it a call waits or is refused (default {DECODE_BUDGET_FRACTION:.0%} of "
+        "the cgroup memory limit, else of RAM)", field="decode_budget_bytes"),
+    _limit("--batch-max-size", int,
+        "most concurrent single-image Classify / gradient Saliency calls computed as one batch; 1: off (default 8)"),
+    _limit("--batch-delay-ms", float,
+        "ms a call may wait for companions while a batch of its kind computes; 0: no batching (default 2)"),
+    _limit("--max-embedding-points", int, "most points of an Embedding map"),
+    _limit("--max-perplexity", float, "largest t-SNE perplexity"),
+    _limit("--max-job-mb", _megabytes,
+        "MB of working memory one dataset-level job (index, map, neighbours, robustness) may "
+        f"hold, estimated from its sizes before it starts (default {JOB_MEMORY_FRACTION:.0%} of"
+        " the cgroup memory limit, else of RAM)", field="max_job_bytes"),
+    _limit("--max-job-gmacs", _gigamacs,
+        "giga multiply-adds one dataset-level job may cost, estimated from its sizes before it "
+        "starts (default 50000: about 20 minutes on a 2-core CPU)", field="max_job_macs"),
+    _limit("--max-place-images", int, "most images per PlaceImages request"),
+    _limit("--max-message-bytes", int, "largest request/response"),
+    _limit("--max-image-pixels", int, "largest decoded image (w*h)"),
+    _limit("--max-image-side", int, "largest image_size for iterative methods"),
+    _limit("--max-steps", int, "most optimization steps per run"),
+    _limit("--max-octaves", int, "most DeepDream octaves"),
+    _limit("--max-alphas", int, "most alphas per InterpolateFeatures"),
+    _limit("--max-set-size", int, "most images per attribute set"),
+    _limit("--max-epsilons", int, "most epsilons per Attack sweep"),
+    _limit("--max-samples", int, "most SmoothGrad samples / IG steps"),
+    _limit("--max-channels", int, "most channels per VisualizeFilter"),
+    _limit("--max-layers", int, "most distinct layers per Activations"),
+    _limit("--max-restarts", int, "most VisualizeFilter restarts"),
+    _limit("--max-dataset-images", int, "most images per AttackDataset request"),
+    _limit("--max-batch-pixels", int, "most images x side^2 in one request's batch (memory budget)"),
+    _limit("--stream-stall", float,
+        "seconds a streamed call may wait for its client to read before it is cancelled", field="stream_stall_s"),
+    _limit("--max-pixel-steps", int, "most batch pixels x optimization steps per request (time budget)"),
+    _limit("--max-concurrent-heavy", int, "heavy RPCs computing at once"),
+    _limit("--max-queued-heavy", int, "heavy RPCs waiting; beyond it RESOURCE_EXHAUSTED"),
+    _limit("--default-deadline", float,
+        "seconds an RPC may run when the client sets no deadline", field="default_deadline_s"),
+    _limit("--max-concurrent-rpcs", int,
+        "RPCs in progress at once (health included); beyond it RESOURCE_EXHAUSTED (default 64)"),
+    _limit("--keepalive-time", float,
+        "seconds of silence before the server pings a connection (default 60)", field="keepalive_time_s"),
+    _limit("--keepalive-timeout", float,
+        "seconds a keepalive ping may go unanswered before the connection is closed "
+        "(default 20)", field="keepalive_timeout_s"),
+    _limit("--max-connection-idle", float,
+        "seconds a connection may carry no RPC before it is closed (default 900)", field="max_connection_idle_s"),
+    _limit("--max-connection-age", float,
+        "seconds after which any connection is asked to close (default 3600)", field="max_connection_age_s"),
+    _limit("--max-connection-age-grace", float,
+        "seconds RPCs in flight on an aged connection get before they are cut "
+        "(default 660)", field="max_connection_age_grace_s"),
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -446,8 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text, nargs="?", const=True)
         else:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text)
-    parser.add_argument("--no-download", dest="download_weights", action="store_const", const=False,
-                        help="never download weights (as --download-weights 0) [env INTERP_DOWNLOAD_WEIGHTS=0]")
+    parser.add_argument(
+        "--no-download",
+        dest="download_weights",
+        action="store_const",
+        const=False,
+        help="never download weights (as --download-weights 0) [env INTERP_DOWNLOAD_WEIGHTS=0]",
+    )
     for flag, env, dest, kind, metavar, text in REPEATABLE:
         parser.add_argument(flag, dest=dest, type=kind, action="append", default=None, metavar=metavar,
                             help=f"{text} (repeatable) [env {env}, comma-separated]")  # fmt: skip
