@@ -97,10 +97,7 @@ def resolve_params(method: str, epsilon: float, params: AttackParams = AttackPar
         raise InvalidInput(f"params must be an AttackParams, got {type(params).__name__}")
     step = params.step_size
     if step is not None and (
-        isinstance(step, bool)
-        or not isinstance(step, int | float)
-        or not math.isfinite(step)
-        or not 0 < step <= 1
+        isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step) or not 0 < step <= 1
     ):
         raise InvalidInput(f"step_size must be a finite number in (0, 1] (pixel units), got {step!r}")
     steps = check_int("steps", params.steps, 1, MAX_STEPS)

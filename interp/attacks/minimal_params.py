@@ -21,15 +21,14 @@ MAX_DEEPFOOL_STEPS = 1000
 
 
 @dataclass(frozen=True)
-class MinimalAttackParams:
-    """Parameters of a minimal-perturbation search (each method reads its own; see ``applies``).
+class SearchParams:
+    """The parameters every minimal-perturbation search shares (MinimalAttack and AttackDataset).
 
     Attributes:
         step_size: bim/pgd step in pixel units; None -> eps / 10 at each eps tried.
         steps: bim/pgd iterations (default 10) or DeepFool iterations (default 50).
         random_start: bim/pgd random start; None -> True for pgd, False for bim.
         seed: seed of the random start (per image, as ``attack`` on that image alone).
-        max_epsilon: fgsm/bim/pgd: the largest eps searched, in (0, 1]; k_max = floor(255 max_epsilon).
         candidates: DeepFool: the top classes considered, 2..classes (default 10, capped at classes).
         overshoot: DeepFool: the step is scaled by 1 + overshoot (default 0.02).
     """
@@ -38,9 +37,20 @@ class MinimalAttackParams:
     steps: int | None = None
     random_start: bool | None = None
     seed: int = 0
-    max_epsilon: float | None = None
     candidates: int | None = None
     overshoot: float | None = None
+
+
+@dataclass(frozen=True)
+class MinimalAttackParams(SearchParams):
+    """Parameters of a minimal-perturbation search (each method reads its own; see ``applies``):
+    those of :class:`SearchParams`, and
+
+    Attributes:
+        max_epsilon: fgsm/bim/pgd: the largest eps searched, in (0, 1]; k_max = floor(255 max_epsilon).
+    """
+
+    max_epsilon: float | None = None
 
 
 def applies(method: str) -> tuple[str, ...]:

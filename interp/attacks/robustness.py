@@ -15,28 +15,27 @@ from torch import Tensor, nn
 
 from interp.attacks.deepfool import deepfool
 from interp.attacks.minimal_epsilon import minimal_epsilon
-from interp.attacks.minimal_params import DEEPFOOL_METHODS, GRID, METHODS, MinimalAttackParams, resolve
+from interp.attacks.minimal_params import (
+    DEEPFOOL_METHODS,
+    GRID,
+    METHODS,
+    MinimalAttackParams,
+    SearchParams,
+    resolve,
+)
 from interp.errors import InvalidInput
 from interp.progress import StepEvent
 from interp.validate import check_batch, check_classes, check_logits
 
 
 @dataclass(frozen=True)
-class AttackDatasetParams:
-    """Parameters of a robustness curve over a dataset (see :class:`MinimalAttackParams`).
+class AttackDatasetParams(SearchParams):
+    """Parameters of a robustness curve over a dataset: those of :class:`SearchParams`, and
 
     Attributes:
-        step_size, steps, random_start, seed: the L-inf attacks', as in :class:`MinimalAttackParams`.
-        candidates, overshoot: DeepFool's.
         batch_size: images attacked together (default 100).
     """
 
-    step_size: float | None = None
-    steps: int | None = None
-    random_start: bool | None = None
-    seed: int = 0
-    candidates: int | None = None
-    overshoot: float | None = None
     batch_size: int | None = None
 
 
