@@ -99,6 +99,11 @@ export function showError(where, err) {
   show(where, errorBox(err));
 }
 
+// A page's entry point: whatever error escapes main() is shown on the page, never a blank page.
+export function page(main) {
+  main().catch((err) => showError(app(), err));
+}
+
 // "copy as Python": the exact SDK call, and a button that copies it.
 export function pythonBlock(code, label = "copy as Python") {
   if (!code) return null;

@@ -1,48 +1,44 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
-import { app, show, enc, errorBox, fmtShape, getJSON, h, pathParts, pythonBlock, query, showError, streamEvents, title } from "./common.js";
+import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, streamEvents, title } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
   const [, model, , layer] = pathParts();
   const params = query();
+  const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}?${params.toString()}`);
+  const base = `/models/${enc(model)}/layers/${enc(d.layer.name)}`;
+  const keep = new URLSearchParams(params);
+  keep.delete("page");
+  const suffix = keep.toString() ? `?${keep}` : "";
+  const images = {};
+  const cards = d.units.map((u) => {
+    const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit });
+    if (u.visual) img.src = u.visual.png;
+    images[u.unit] = img;
+    const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
+    return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top);
+  });
+  const vis = visualizer(model, d.layer.name, d.params);
+  const nav = h("div", { class: "pager" },
+    d.page > 0 ? h("a", { href: pageUrl(d.page - 1) }, "← previous") : null,
+    h("span", {}, `page ${d.page + 1} of ${d.pages}`),
+    d.page + 1 < d.pages ? h("a", { href: pageUrl(d.page + 1) }, "next →") : null);
+  const out = h("div", { id: "python" });
+  show(app(),
+    title(`${d.layer.name} · ${model}`),
+    h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
+      d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
+      " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
+    atlasNote(d, base),
+    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
+    h("div", { class: "tools" }, vis.bar, vis.status),
+    nav, h("div", { class: "grid", id: "units" }, cards), out);
   try {
-    const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}?${params.toString()}`);
-    const base = `/models/${enc(model)}/layers/${enc(d.layer.name)}`;
-    const keep = new URLSearchParams(params);
-    keep.delete("page");
-    const suffix = keep.toString() ? `?${keep}` : "";
-    const images = {};
-    const cards = d.units.map((u) => {
-      const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit });
-      if (u.visual) img.src = u.visual.png;
-      images[u.unit] = img;
-      const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
-      return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top);
-    });
-    const vis = visualizer(model, d.layer.name, d.params);
-    const nav = h("div", { class: "pager" },
-      d.page > 0 ? h("a", { href: pageUrl(d.page - 1) }, "← previous") : null,
-      h("span", {}, `page ${d.page + 1} of ${d.pages}`),
-      d.page + 1 < d.pages ? h("a", { href: pageUrl(d.page + 1) }, "next →") : null);
-    const out = h("div", { id: "python" });
-    show(app(),
-      title(`${d.layer.name} · ${model}`),
-      h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
-        d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
-        " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
-      atlasNote(d, base),
-      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
-      h("div", { class: "tools" }, vis.bar, vis.status),
-      nav, h("div", { class: "grid", id: "units" }, cards), out);
-    try {
-      const last = await vis.run(d.units.map((u) => u.unit));
-      for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
-      show(out, pythonBlock(last.python));
-    } catch (err) {
-      show(out, errorBox(err));
-    }
+    const last = await vis.run(d.units.map((u) => u.unit));
+    for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
+    show(out, pythonBlock(last.python));
   } catch (err) {
-    showError(app(), err);
+    show(out, errorBox(err));
   }
 }
 
@@ -80,4 +76,4 @@ function pageUrl(page) {
   return `${location.pathname}?${params}`;
 }
 
-main();
+page(main);

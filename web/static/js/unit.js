@@ -1,46 +1,42 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
-import { app, show, downloadLink, enc, errorBox, getJSON, h, pathParts, pythonBlock, query, showError, title } from "./common.js";
+import { app, downloadLink, enc, errorBox, getJSON, h, page, pathParts, pythonBlock, query, show, title } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
   const [, model, , layer, , unit] = pathParts();
   const params = query();
+  const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}/units/${enc(unit)}?${params}`);
+  const vis = visualizer(model, d.layer.name, d.params);
+  const img = h("img", { class: "big", id: "visual", alt: `feature visualization of unit ${d.unit}` });
+  const visTools = h("div", { class: "tools" });
+  const visCode = h("div", {});
+  const tops = d.top.map((e, rank) => h("div", { class: "unit-card" },
+    h("img", { class: "pixel", src: e.crop, alt: `crop ${rank + 1}` }),
+    e.projection ? h("img", { class: "pixel", src: e.projection, alt: `projection ${rank + 1}` }) : null,
+    h("div", {}, `${e.label} · ${e.value.toFixed(2)}`), h("div", { class: "muted" }, `image ${e.image_id}`)));
+  show(app(),
+    title(`${d.layer.name} unit ${d.unit} · ${model}`),
+    h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
+    h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
+    h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
+    h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
+    onImage(model, d),
+    h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
+    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid", id: "top" }, tops),
+    pythonBlock(d.python, "copy as Python (top activations)"));
+  if (d.visual) img.src = d.visual.png;
   try {
-    const d = await getJSON(`/api/models/${enc(model)}/layers/${enc(layer)}/units/${enc(unit)}?${params}`);
-    const vis = visualizer(model, d.layer.name, d.params);
-    const img = h("img", { class: "big", id: "visual", alt: `feature visualization of unit ${d.unit}` });
-    const visTools = h("div", { class: "tools" });
-    const visCode = h("div", {});
-    const tops = d.top.map((e, rank) => h("div", { class: "unit-card" },
-      h("img", { class: "pixel", src: e.crop, alt: `crop ${rank + 1}` }),
-      e.projection ? h("img", { class: "pixel", src: e.projection, alt: `projection ${rank + 1}` }) : null,
-      h("div", {}, `${e.label} · ${e.value.toFixed(2)}`), h("div", { class: "muted" }, `image ${e.image_id}`)));
-    show(app(),
-      title(`${d.layer.name} unit ${d.unit} · ${model}`),
-      h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
-      h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
-      h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
-      h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
-      onImage(model, d),
-      h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
-      d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid", id: "top" }, tops),
-      pythonBlock(d.python, "copy as Python (top activations)"));
-    if (d.visual) img.src = d.visual.png;
-    try {
-      // from the atlas: the unit's whole stored batch (one stored batch is answered from it)
-      const batch = !d.visual && d.atlas && d.atlas.serves ? d.atlas.batch_channels : [d.unit];
-      const last = await vis.run(batch);
-      const png = last.units[String(d.unit)];
-      img.src = png;
-      vis.preview.hidden = true;
-      show(visTools, downloadLink(png, `${model}_${d.layer.name}_unit${d.unit}.png`));
-      show(visCode, pythonBlock(last.python));
-    } catch (err) {
-      show(visCode, errorBox(err));
-    }
+    // from the atlas: the unit's whole stored batch (one stored batch is answered from it)
+    const batch = !d.visual && d.atlas && d.atlas.serves ? d.atlas.batch_channels : [d.unit];
+    const last = await vis.run(batch);
+    const png = last.units[String(d.unit)];
+    img.src = png;
+    vis.preview.hidden = true;
+    show(visTools, downloadLink(png, `${model}_${d.layer.name}_unit${d.unit}.png`));
+    show(visCode, pythonBlock(last.python));
   } catch (err) {
-    showError(app(), err);
+    show(visCode, errorBox(err));
   }
 }
 
@@ -60,4 +56,4 @@ function onImage(model, d) {
   return [h("h2", {}, "On the lab's image"), box];
 }
 
-main();
+page(main);
