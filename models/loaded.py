@@ -62,6 +62,7 @@ class LoadedModel:
         self.weights = weights
         self.layers = layers
         self._shapes: tuple[list[LayerInfo], dict[str, tuple[int, ...]]] | None = None
+        self._memory: tuple[nn.Module | None, frozenset[int]] = (None, frozenset())
         paths = {layer.name for layer in layers}
         self._names = {alias: path for alias, path in spec.aliases.items() if path in paths}
         self._names.update({path: path for path in paths})
@@ -95,6 +96,17 @@ class LoadedModel:
         if self._shapes is None or self._shapes[0] is not self.layers:
             self._shapes = (self.layers, {layer.name: tuple(layer.output_shape) for layer in self.layers})
         return self._shapes[1]
+
+    @property
+    def memory(self) -> frozenset[int]:
+        """Where the served module's parameters and buffers live (their storages' addresses): a
+        layer output found there (a layer returning a weight, or a view of one) belongs to the model
+        and is never written. Made once per module."""
+        if self._memory[0] is not self.module:
+            module = self.module
+            tensors = () if module is None else (*module.parameters(), *module.buffers())
+            self._memory = (module, frozenset(t.untyped_storage().data_ptr() for t in tensors))
+        return self._memory[1]
 
     def resolve_layer(self, name: str) -> str:
         """Module path of a layer given by alias ("conv3_1") or module path ("features.10").
@@ -131,5 +143,3 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.spec.name!r}, {self.status}, source={self.weights.source!r})"
-
-

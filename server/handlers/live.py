@@ -17,7 +17,7 @@ import torch
 
 from interp.hooks import capture, run_until
 from protos import interp_pb2 as pb
-from server import convert
+from protos.codec import fill_tensor
 from server.context import Ctx
 from server.errors import BadRequest, item_error
 from server.handlers.base import handler
@@ -52,7 +52,6 @@ class WatchSession:
         # The first message's settings are the stream's: a bad one ends the stream at once.
         self.settings = self._merge(Settings("", -1, DEFAULT_TOP_K, False), first)
         self.frames = 0
-        self._model_memory: tuple[torch.nn.Module | None, set[int]] = (None, set())
 
     def _merge(self, current: Settings, message: pb.WatchRequest) -> Settings:
         ctx = self.ctx
@@ -137,23 +136,15 @@ class WatchSession:
                 )
         sample = act[0].detach().float().cpu()
         if settings.unit >= 0:
-            reply.unit_map.CopyFrom(
-                convert.tensor(sample[settings.unit].reshape(-1) if sample.dim() == 1 else sample[settings.unit])
+            fill_tensor(
+                reply.unit_map,
+                (sample[settings.unit].reshape(-1) if sample.dim() == 1 else sample[settings.unit]).numpy(),
             )
         # Written into the answer (no copy of the maps message). The layer's output is this frame's
         # own unless it is the model's memory, so quantization may use it as its working array
-        # (the unit map is already taken): one 4-byte-per-value array fewer per frame.
-        own = sample.untyped_storage().data_ptr() not in self._memory_of(module)
+        # (the unit map is already copied out): one 4-byte-per-value array fewer per frame.
+        own = sample.untyped_storage().data_ptr() not in ctx.model.memory
         quantize(sample.numpy(), settings.float16, out=reply.maps, scratch=own)
-
-    def _memory_of(self, module: torch.nn.Module) -> set[int]:
-        """Where the model's own tensors live: a layer output there (a layer returning a parameter
-        or a view of one) is never overwritten. Computed once per served module."""
-        known, memory = self._model_memory
-        if known is not module:
-            memory = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
-            self._model_memory = (module, memory)
-        return memory
 
 
 def quantize(
