@@ -133,6 +133,11 @@ def p50(samples: Sequence[float]) -> float:
     return statistics.median(samples)
 
 
+def p50_of(fn: Callable[[], object], calls: int) -> float:
+    """Median wall-clock seconds of ``calls`` calls of ``fn``, back to back."""
+    return p50([timed(fn) for _ in range(calls)])
+
+
 def p95(samples: Sequence[float]) -> float:
     return float(np.percentile(np.asarray(samples), 95))
 

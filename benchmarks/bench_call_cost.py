@@ -44,7 +44,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ import grpc
 import numpy as np
 import torch
 
-from benchmarks._common import load_report, running_server, table
+from benchmarks._common import load_report, p50_of, running_server, table
 from benchmarks.bench_latency import fashion_image, raw_saliency
 from client import InterpClient
 from interp.hooks import run_until
@@ -94,9 +93,14 @@ def serve() -> None:
 
     def computing(name: str, raw: Callable[[], Any]) -> grpc.RpcMethodHandler:
         def behaviour(request: bytes, context: Any) -> bytes:
-            # Per call: a thread takes the process's count (the service's) when it first computes.
+            # Per call, as the raw loop (a thread takes the process's count when it first computes);
+            # restored, so that the service's threads keep theirs.
+            before = torch.get_num_threads()
             torch.set_num_threads(1)
-            raw()
+            try:
+                raw()
+            finally:
+                torch.set_num_threads(before)
             return replies[name]
 
         return grpc.unary_unary_rpc_method_handler(behaviour)
@@ -206,15 +210,6 @@ def capture_bytes(client: InterpClient, cases: list[Variant]) -> None:
             case.request, case.reply = seen[case.rpc]
     finally:
         client._unary = unary  # type: ignore[method-assign]
-
-
-def p50_of(fn: Callable[[], Any], calls: int) -> float:
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def measure(

@@ -17,13 +17,13 @@ import asyncio
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import grpc
 
-from benchmarks._common import load_report
+from benchmarks._common import load_report, p50_of
 
 KINDS = ("threaded", "aio, async handler", "aio, handler in a thread pool")
 REPLY = b"x" * 183
@@ -63,15 +63,6 @@ def serve(kind: str) -> None:
     asyncio.run(main())
 
 
-def p50_of_calls(call: Any, calls: int) -> float:
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call(REQUEST, timeout=60)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
@@ -96,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {kind: [] for kind in KINDS}
         for _ in range(args.rounds):
             for kind in KINDS:
-                times[kind].append(p50_of_calls(calls[kind], args.calls))
+                times[kind].append(p50_of(partial(calls[kind], REQUEST, timeout=60), args.calls))
         for kind in KINDS:
             runs = ", ".join(f"{t * 1e6:.0f}" for t in times[kind])
             print(f"  {kind:32s} p50 {statistics.median(times[kind]) * 1e6:5.0f} µs  (rounds: {runs})")
