@@ -20,7 +20,7 @@ GRID = 255  # 8-bit levels: eps = k / 255
 MAX_DEEPFOOL_STEPS = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchParams:
     """The parameters every minimal-perturbation search shares (MinimalAttack and AttackDataset).
 
@@ -41,7 +41,7 @@ class SearchParams:
     overshoot: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MinimalAttackParams(SearchParams):
     """Parameters of a minimal-perturbation search (each method reads its own; see ``applies``):
     those of :class:`SearchParams`, and

@@ -8,7 +8,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from interp.progress import StepEvent
 from interp.validate import check_batch, check_classes, check_logits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AttackDatasetParams(SearchParams):
     """Parameters of a robustness curve over a dataset: those of :class:`SearchParams`, and
 
@@ -89,7 +89,7 @@ def resolve_dataset_params(params: AttackDatasetParams, methods: list[str], clas
     for method in methods:
         if method not in METHODS:
             raise InvalidInput(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-        resolve(method, _minimal_params(params, method), classes)
+        resolve(method, _minimal_params(params), classes)
     if len(set(methods)) != len(methods):
         raise InvalidInput(f"a method is named twice: {methods}")
     if "deepfool_l2" in methods and len(methods) > 1:
@@ -100,12 +100,9 @@ def resolve_dataset_params(params: AttackDatasetParams, methods: list[str], clas
     return replace(params, batch_size=batch)
 
 
-def _minimal_params(params: AttackDatasetParams, method: str) -> MinimalAttackParams:
-    if method in DEEPFOOL_METHODS:
-        return MinimalAttackParams(steps=params.steps, candidates=params.candidates, overshoot=params.overshoot)
-    return MinimalAttackParams(
-        step_size=params.step_size, steps=params.steps, random_start=params.random_start, seed=params.seed
-    )
+def _minimal_params(params: AttackDatasetParams) -> MinimalAttackParams:
+    """The search parameters as MinimalAttack takes them (each method reads its own in ``resolve``)."""
+    return MinimalAttackParams(**{f.name: getattr(params, f.name) for f in fields(SearchParams)})
 
 
 def robustness(
@@ -189,7 +186,7 @@ def robustness(
                     xb,
                     norm=method.removeprefix("deepfool_"),
                     labels=yb,
-                    params=_minimal_params(resolved, method),
+                    params=_minimal_params(resolved),
                     should_stop=should_stop,
                 )
                 size = (result.l2 if method == "deepfool_l2" else result.linf).cpu()
@@ -205,7 +202,7 @@ def robustness(
                     xb,
                     method=method,
                     labels=yb,
-                    params=_minimal_params(resolved, method),
+                    params=_minimal_params(resolved),
                     extra_levels=tuple(k for k in curve_levels if k >= 1),
                     should_stop=should_stop,
                 )
