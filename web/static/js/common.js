@@ -99,9 +99,15 @@ export function showError(where, err) {
   show(where, errorBox(err));
 }
 
-// A page's entry point: whatever error escapes main() is shown on the page, never a blank page.
+// A page's entry point: an error that escapes main() is shown in place of "Loading…" when the page
+// drew nothing yet, else above what it drew (which stays usable): never a blank or silent page.
 export function page(main) {
-  main().catch((err) => showError(app(), err));
+  const loading = app().firstElementChild;
+  main().catch((err) => {
+    const root = app();
+    if (root.firstElementChild === loading) showError(root, err);
+    else root.prepend(errorBox(err));
+  });
 }
 
 // "copy as Python": the exact SDK call, and a button that copies it.

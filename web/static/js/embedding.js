@@ -1,7 +1,7 @@
 // "/embedding": a t-SNE or PCA map of a layer over a served dataset (Embedding, streamed, cancellable,
 // cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map; a click on
 // a point of the scatter opens its image in the lab.
-import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, pythonBlock, query, setQuery, show, streamEvents, title, page } from "./common.js";
+import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, page, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
 
 // The point nearest the click on the scatter (within 8 pixels of the picture): its image in the lab.
 function openPoint(event, r, model) {

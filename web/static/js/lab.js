@@ -3,7 +3,7 @@
 // saliency as an overlay, and an adversarial example with an epsilon slider.
 import { datasetBrowser } from "./lab_data.js";
 import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
-import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, pythonBlock, query, setQuery, title, page } from "./common.js";
+import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];

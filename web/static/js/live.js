@@ -3,7 +3,7 @@
 // holds one Watch stream; a new frame leaves only when the previous answer arrived (latest frame
 // wins: the camera's frames in between are never sent). A click on a channel selects that unit:
 // its map enlarged, its top-9 dataset crops and its feature visualization beside the grid.
-import { app, enc, errorBox, getJSON, h, pythonBlock, query, setQuery, show, title, page } from "./common.js";
+import { app, enc, errorBox, getJSON, h, page, pythonBlock, query, setQuery, show, title } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 const MAX_SIDE = 224; // frames are scaled down to this before encoding (the service resizes anyway)

@@ -1,7 +1,7 @@
 // "/robustness": accuracy against epsilon for a model over a served dataset, one curve per method
 // (AttackDataset, streamed, cancellable); the minimal-epsilon distribution; the images flipping
 // at each point of the curve. The query holds the settings.
-import { app, enc, errorBox, field, getJSON, h, modelAndDataset, pythonBlock, query, setQuery, show, streamEvents, title, page } from "./common.js";
+import { app, enc, errorBox, field, getJSON, h, modelAndDataset, page, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
 
 const METHODS = ["fgsm", "bim", "pgd", "deepfool_linf"];
 
