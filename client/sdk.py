@@ -252,6 +252,7 @@ class InterpClient(RpcClient):
                 misclassification is a success at level 0.
             target: fgsm/bim/pgd: the smallest eps reaching this class instead. Target and label
                 apply to every image.
+            include_input: echo the preprocessed input (default true); false leaves it out.
             include_pngs: render the adversarial, perturbation and input PNGs (default true); false
                 returns the adversarial image as an array only (an evaluation over many images).
             **params: step_size, steps, random_start, seed, max_epsilon (fgsm/bim/pgd);

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('cnn-interp')}")
     for flag, env, dest, kind, text in OPTIONS:
-        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        metavar = env.removeprefix("INTERP_")
         # argparse %-formats help texts: a literal "%" (as in "25% of RAM") must reach it doubled.
         text = f"{text} [env {env}]".replace("%", "%%")
         if kind is _bool:  # --flag alone means true; --flag 0 / INTERP_...=0 false
