@@ -99,6 +99,17 @@ export function showError(where, err) {
   show(where, errorBox(err));
 }
 
+// Show `busy` in `where`, then what `render` makes of the JSON at `url` (an element or a list of
+// them), or the error in its place.
+export async function fill(where, busy, url, render) {
+  show(where, h("p", { class: "muted" }, busy));
+  try {
+    show(where, render(await getJSON(url)));
+  } catch (err) {
+    show(where, errorBox(err));
+  }
+}
+
 // A page's entry point: an error that escapes main() is shown in place of "Loading…" when the page
 // drew nothing yet, else above what it drew (which stays usable): never a blank or silent page.
 export function page(main) {

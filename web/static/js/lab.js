@@ -3,7 +3,7 @@
 // saliency as an overlay, and an adversarial example with an epsilon slider.
 import { datasetBrowser } from "./lab_data.js";
 import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
-import { app, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title } from "./common.js";
+import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
@@ -126,16 +126,11 @@ function saliencyView(where, image, model) {
   const out = h("div", {});
   async function run() {
     setQuery({ method: picker.value });
-    show(out, h("p", { class: "muted" }, "computing…"));
-    try {
-      const s = await getJSON(`/api/lab/${enc(image)}/saliency?model=${enc(model)}&method=${enc(picker.value)}`);
-      show(out, h("div", { class: "row" },
+    await fill(out, "computing…", `/api/lab/${enc(image)}/saliency?model=${enc(model)}&method=${enc(picker.value)}`, (s) => [
+      h("div", { class: "row" },
         h("div", { class: "panel" }, h("img", { class: "big", id: "overlay", src: s.overlay, alt: "saliency overlay" }),
           h("div", { class: "tools" }, downloadLink(s.overlay, `saliency_${s.method}.png`))),
-        h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python));
-    } catch (err) {
-      show(out, errorBox(err));
-    }
+        h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python)]);
   }
   picker.addEventListener("change", run);
   show(where, h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
@@ -170,22 +165,16 @@ function attackView(where, image, model) {
     }
   }
   const closest = h("div", { id: "closest" });
-  const find = h("button", { type: "button", id: "closest-failure", onclick: async () => {
-    show(closest, h("p", { class: "muted" }, "searching the smallest ε on the 8-bit grid…"));
-    try {
-      const c = await getJSON(`/api/lab/${enc(image)}/closest-failure?model=${enc(model)}`);
-      show(closest, c.found
+  const find = h("button", { type: "button", id: "closest-failure", onclick: () => fill(closest,
+    "searching the smallest ε on the 8-bit grid…", `/api/lab/${enc(image)}/closest-failure?model=${enc(model)}`, (c) => [
+      c.found
         ? h("div", { class: "row" }, h("div", { class: "panel" },
             h("div", {}, `closest failing image (${c.method}): ε = ${c.level}/255 = ${c.epsilon.toFixed(4)}`),
             h("img", { class: "big", id: "closest-img", src: c.adversarial_png, alt: "closest failing image" }),
             h("div", { class: "pred", id: "closest-pred" }, `${c.adversarial.label} ${(100 * c.adversarial.probability).toFixed(1)}%`),
             h("div", { class: "tools" }, downloadLink(c.adversarial_png, "closest_failure.png"))))
         : h("p", {}, `no failing image up to ε = ${c.params.max_epsilon}`),
-      pythonBlock(c.python));
-    } catch (err) {
-      show(closest, errorBox(err));
-    }
-  } }, "closest failing image");
+      pythonBlock(c.python)]) }, "closest failing image");
   slider.addEventListener("change", run);
   slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
   method.addEventListener("change", run);

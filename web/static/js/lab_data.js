@@ -1,6 +1,6 @@
 // The lab's dataset browser (DatasetImages): a served dataset that fits the model, one class or all,
 // paged thumbnails; a click hands (dataset, position) to onPick, which loads it like an upload.
-import { enc, errorBox, getJSON, h, pythonBlock, show } from "./common.js";
+import { enc, fill, h, pythonBlock, show } from "./common.js";
 
 const PER_PAGE = 24;
 
@@ -21,20 +21,17 @@ export function datasetBrowser(model, datasets, onPick) {
     const info = fitting.find((d) => d.name === dataset.value);
     show(klass, h("option", { value: "-1" }, "every class"), info.classes.map((c, i) => h("option", { value: String(i) }, c)));
   };
-  async function load() {
-    show(grid, h("p", { class: "muted" }, "loading…"));
-    try {
-      const p = await getJSON(`/api/lab/datasets/${enc(dataset.value)}/images?model=${enc(model)}&label=${klass.value}&page=${page}&per_page=${PER_PAGE}`);
+  function load() {
+    const url = `/api/lab/datasets/${enc(dataset.value)}/images?model=${enc(model)}&label=${klass.value}&page=${page}&per_page=${PER_PAGE}`;
+    return fill(grid, "loading…", url, (p) => {
       pages = Math.max(1, Math.ceil(p.total / p.per_page));
       where.textContent = `page ${page + 1} of ${pages} (${p.total} images)`;
-      show(grid, p.images.map((im) => h("button", { type: "button", class: "thumb", "data-position": im.position,
+      show(python, pythonBlock(p.python));
+      return p.images.map((im) => h("button", { type: "button", class: "thumb", "data-position": im.position,
         title: `${p.dataset} #${im.position}: ${im.label}`, onclick: () => onPick(p.dataset, im.position) },
         h("img", { class: "pixel", src: im.png, alt: `${im.label} #${im.position}` }),
-        h("div", { class: "muted" }, `#${im.position} ${im.label}`))));
-      show(python, pythonBlock(p.python));
-    } catch (err) {
-      show(grid, errorBox(err));
-    }
+        h("div", { class: "muted" }, `#${im.position} ${im.label}`)));
+    });
   }
   const turn = (delta) => { const next = Math.min(pages - 1, Math.max(0, page + delta)); if (next !== page) { page = next; load(); } };
   dataset.addEventListener("change", () => { page = 0; fillClasses(); load(); });

@@ -1,6 +1,6 @@
 // The lab's further views: a drawing pad, the nearest dataset images in a layer, DeepDream and deep
 // feature interpolation (both streamed with previews).
-import { downloadLink, enc, errorBox, getJSON, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
+import { downloadLink, enc, errorBox, fill, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
 
 function layerPicker(id, layers, wanted) {
   return h("select", { id }, layers.map((l) => h("option", { value: l, selected: l === wanted }, l)));
@@ -46,19 +46,14 @@ export function neighborsView(where, image, model, layers) {
   const out = h("div", {});
   async function run() {
     setQuery({ nlayer: picker.value });
-    show(out, h("p", { class: "muted" }, "searching…"));
-    try {
-      const n = await getJSON(`/api/lab/${enc(image)}/neighbors?model=${enc(model)}&layer=${enc(picker.value)}`);
-      if (n.notice) { show(out, h("div", { class: "notice" }, n.notice)); return; }
-      show(out, h("p", { class: "muted" }, `${n.dataset}, ${n.metric} distance`),
+    await fill(out, "searching…", `/api/lab/${enc(image)}/neighbors?model=${enc(model)}&layer=${enc(picker.value)}`, (n) => n.notice
+      ? h("div", { class: "notice" }, n.notice)
+      : [h("p", { class: "muted" }, `${n.dataset}, ${n.metric} distance`),
         h("div", { class: "grid", id: "neighbors" }, n.neighbors.map((e) => h("div", { class: "unit-card" },
           h("a", { href: `/lab?model=${enc(model)}&dataset=${enc(n.dataset)}&position=${e.image_id}`, title: "open it in the lab" },
             h("img", { class: "pixel", src: e.png, alt: `neighbour ${e.image_id}` })),
           h("div", {}, `${e.label} · ${e.distance.toFixed(3)}`), h("div", { class: "muted" }, `image ${e.image_id}`)))),
-        pythonBlock(n.python));
-    } catch (err) {
-      show(out, errorBox(err));
-    }
+        pythonBlock(n.python)]);
   }
   picker.addEventListener("change", run);
   show(where, h("div", { class: "tools" }, h("label", { for: "neighbors-layer" }, "layer"), picker), out);

@@ -1,6 +1,6 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
-import { app, downloadLink, enc, errorBox, getJSON, h, page, pathParts, pythonBlock, query, show, title } from "./common.js";
+import { app, downloadLink, enc, errorBox, fill, getJSON, h, page, pathParts, pythonBlock, query, show, title } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
@@ -44,15 +44,14 @@ async function main() {
 function onImage(model, d) {
   const image = query().get("image");
   if (!image) return null;
-  const box = h("div", { id: "on-image" }, h("p", { class: "muted" }, "computing the map…"));
+  const box = h("div", { id: "on-image" });
   const url = `/api/lab/${enc(image)}/unit?model=${enc(model)}&layer=${enc(d.layer.name)}&unit=${d.unit}`;
-  getJSON(url).then((m) => show(box, h("div", { class: "row" },
+  fill(box, "computing the map…", url, (m) => [h("div", { class: "row" },
     h("div", { class: "panel" }, h("div", {}, "input"), h("img", { class: "big", src: m.input, alt: "the lab's image" })),
     h("div", { class: "panel" }, h("div", {}, `unit ${d.unit}: max ${m.max.toFixed(2)}, mean ${m.mean.toFixed(2)}`),
       h("img", { class: "big", id: "unit-map", src: m.map, alt: "activation map on the lab's image" }),
       h("div", { class: "tools" }, downloadLink(m.map, `${model}_${d.layer.name}_unit${d.unit}_map.png`)))),
-    h("p", {}, h("a", { href: `/lab?image=${enc(image)}&model=${enc(model)}` }, "back to the lab")), pythonBlock(m.python)),
-  (err) => show(box, errorBox(err)));
+    h("p", {}, h("a", { href: `/lab?image=${enc(image)}&model=${enc(model)}` }, "back to the lab")), pythonBlock(m.python)]);
   return [h("h2", {}, "On the lab's image"), box];
 }
 
