@@ -57,6 +57,7 @@ from benchmarks._common import load_report, p50_of, running_server, table
 from benchmarks.bench_latency import fashion_image, raw_saliency
 from client import InterpClient
 from interp.hooks import run_until
+from server.config import Limits
 
 TARGETS_MS = {"classify": 0.4, "saliency": 0.4, "activations": 0.4, "activations_grid": 1.0}
 ECHO_SERVICE = "bench.Echo"
@@ -78,7 +79,7 @@ class Variant:
 # -- the server process -------------------------------------------------------------------------
 
 
-def serve() -> None:
+def serve(batch_max_size: int) -> None:
     """Serve LeNet, the echo and the bare computing server; print the ports as one JSON line;
     stop when stdin closes."""
     replies: dict[str, bytes] = {}
@@ -105,7 +106,8 @@ def serve() -> None:
 
         return grpc.unary_unary_rpc_method_handler(behaviour)
 
-    with running_server(["lenet"]) as (server, target):
+    limits = Limits(default_deadline_s=3600.0, batch_max_size=batch_max_size)
+    with running_server(["lenet"], limits=limits) as (server, target):
         module = server.servicer.hub.ready("lenet").module
         x = torch.from_numpy(fashion_image().astype(np.float32) / 255).view(1, 1, 28, 28)
         handlers = {"Configure": grpc.unary_unary_rpc_method_handler(configure)}
@@ -304,13 +306,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=1000, help="calls per round of each service/echo/raw")
     parser.add_argument("--breakdown", action="store_true", help="also print one call's stages")
     parser.add_argument("--breakdown-only", action="store_true", help="only the stages (no round trips)")
+    parser.add_argument(
+        "--batch-max-size", type=int, default=Limits().batch_max_size, help="the server's micro-batch size (1: off)"
+    )
     args = parser.parse_args(argv)
     if args.serve:
-        serve()
+        serve(args.batch_max_size)
         return
     torch.set_num_threads(1)
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench_call_cost", "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-m", "benchmarks.bench_call_cost", "--serve", "--batch-max-size", str(args.batch_max_size)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
         line = server.stdout.readline() if server.stdout else b""
