@@ -64,6 +64,44 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+NATIVE_MAX_BATCH = 16
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes LeNet's small convolutions with torch's native kernel
+    (unfold + matrix product) where that is the faster one: on one torch thread, for at most
+    ``NATIVE_MAX_BATCH`` images (the service computes LeNet's single-image calls on one thread).
+    Torch sends every 5 x 5 float convolution to oneDNN, whose set-up per call costs more than
+    LeNet's few hundred thousand multiply-adds: on one thread, one image's forward took 160 µs
+    against 259 with oneDNN, its forward and backward (a gradient saliency) 491 against 801 µs.
+    From 64 images, or on two threads, oneDNN is as fast or faster, so those keep torch's own
+    path (``python -m benchmarks.bench_lenet_convs`` prints the table). The values agree to float
+    rounding (the sums run in another order); the parameters, ``state_dict`` and gradients, to
+    any order, are those of ``nn.Conv2d``.
+    """
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if (
+            # First: a traced, compiled or exported graph keeps torch's own op (and its batch
+            # size stays symbolic: no guard on it).
+            not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and input.dim() == 4
+            and input.shape[0] <= NATIVE_MAX_BATCH
+            and input.dtype == torch.float32
+            and input.device.type == "cpu"
+            and self.padding_mode == "zeros"
+            and self.groups == 1
+            and self.dilation == (1, 1)
+            and isinstance(self.padding, tuple)
+            and torch.get_num_threads() == 1
+        ):
+            # The kernel F.conv2d itself runs when oneDNN is off (slow_conv2d; autograd to any order).
+            native = torch._C._nn.thnn_conv2d  # type: ignore[attr-defined]
+            return native(input, weight, self.kernel_size, bias, self.stride, self.padding)
+        return super()._conv_forward(input, weight, bias)
+
+
 def build_lenet(
     num_classes: int = 10, mean: float = FASHION_MNIST_MEAN, std: float = FASHION_MNIST_STD
 ) -> nn.Sequential:
@@ -72,11 +110,11 @@ def build_lenet(
         OrderedDict(
             [
                 ("normalize", Normalize((mean,), (std,))),
-                ("conv1", nn.Conv2d(1, 6, kernel_size=5, padding=2)),
+                ("conv1", Conv2d(1, 6, kernel_size=5, padding=2)),
                 ("bn1", nn.BatchNorm2d(6)),
                 ("relu1", nn.ReLU()),
                 ("pool1", nn.MaxPool2d(2)),
-                ("conv2", nn.Conv2d(6, 16, kernel_size=5)),
+                ("conv2", Conv2d(6, 16, kernel_size=5)),
                 ("bn2", nn.BatchNorm2d(16)),
                 ("relu2", nn.ReLU()),
                 ("pool2", nn.MaxPool2d(2)),
@@ -111,10 +149,10 @@ def build_lenet_classic(
         OrderedDict(
             [
                 ("normalize", Normalize((mean,), (std,))),
-                ("conv1", nn.Conv2d(1, 6, kernel_size=5, padding=2)),
+                ("conv1", Conv2d(1, 6, kernel_size=5, padding=2)),
                 ("sig1", nn.Sigmoid()),
                 ("pool1", nn.AvgPool2d(2)),
-                ("conv2", nn.Conv2d(6, 16, kernel_size=5)),
+                ("conv2", Conv2d(6, 16, kernel_size=5)),
                 ("sig2", nn.Sigmoid()),
                 ("pool2", nn.AvgPool2d(2)),
                 ("flatten", nn.Flatten()),
