@@ -9,8 +9,10 @@ values at most) that wake-up costs more than the split saves: measured with 2 to
 LeNet VisualizeFilter step took 4.0 ms on a fresh thread with 2 threads and 2.4 ms on the same
 thread with 1 (2.5 / 2.2 ms on the main thread). So a computation whose largest activation,
 over all images it computes at once, stays below ``GRAIN_SIZE`` runs on one thread; others keep
-the server's setting (``--torch-threads``). The iterative benchmark's images stay bit-identical
-to the raw loop's at 2 threads (max abs difference 0).
+the server's setting (``--torch-threads``). The iterative benchmark's images stayed bit-identical
+to the raw loop's at 2 threads (max abs difference 0) until LeNet's convolutions took torch's
+native kernel on one thread (:class:`models.lenet.Conv2d`): now they differ by float rounding
+(at most 2.4e-6 for a VisualizeFilter image).
 
 ``torch.set_num_threads`` sets the calling thread's OpenMP thread count, and also the count a
 thread takes the first time it computes. So :func:`threads_for` restores it on exit, and the

@@ -14,7 +14,9 @@ same seed must give the same numbers.
 lenet (trained, committed weights) covers every method; alexnet (seeded random weights) covers
 the RGB path with Saliency (also read raw, as (C, H, W) proto tensors) and VisualizeFilter at
 small sizes. A last test runs seeded methods as overlapping requests: the numbers must not move.
-On this machine every comparison is in fact bit-identical (also between 1 and 2 torch threads).
+On this machine every comparison is bit-identical when both sides compute on the same number of
+torch threads; LeNet's convolutions take another kernel on one thread than on two
+(:class:`models.lenet.Conv2d`), which moves LeNet's numbers by float rounding only.
 """
 
 from __future__ import annotations
