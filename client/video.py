@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,41 +23,69 @@ import numpy as np
 from client.sdk import InterpClient
 from client.watch import WatchFrame
 
-__all__ = ["channel_grid", "dvt_frame", "run"]
+__all__ = ["channel_grid", "dvt_frame", "run", "unit_bars"]
 
 PANEL = 256  # side of each of the three panels
 TEXT_HEIGHT = 128  # the strip under them: classes, fps, counters
 WIDTH, HEIGHT = 3 * PANEL, PANEL + TEXT_HEIGHT
 
 
-def _frames(capture: Any, limit: int | None, kept: dict[int, np.ndarray], count: list[int]) -> Iterator[np.ndarray]:
-    """RGB frames from ``capture``; each is also kept by its sequence number until answered."""
+def _frames(
+    first: np.ndarray, capture: Any, limit: int | None, kept: dict[int, np.ndarray], count: list[int]
+) -> Iterator[np.ndarray]:
+    """RGB frames: ``first`` (BGR, already read) then the rest of ``capture``; each is also kept by
+    its sequence number until answered."""
+    bgr: np.ndarray | None = first
     while limit is None or count[0] < limit:
-        ok, bgr = capture.read()
-        if not ok:
-            return
+        if bgr is None:
+            ok, bgr = capture.read()
+            if not ok:
+                return
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        bgr = None
         kept[count[0]] = rgb
         count[0] += 1
         yield rgb
 
 
 def channel_grid(maps: np.ndarray, side: int = PANEL) -> np.ndarray:
-    """(C, H, W) or (F,) maps -> a side x side uint8 grid, each channel scaled to its own range."""
+    """(C, H, W) or (F,) maps -> a side x side uint8 grid.
+
+    Spatial maps are each scaled to their own range; the units of a fully connected layer (one
+    value each, no range of their own) are scaled together, one grey cell per unit.
+    """
     if maps.ndim == 1:
-        maps = maps[:, None, None]
+        low, high = float(maps.min()), float(maps.max())
+        maps = ((maps - low) / (high - low) if high > low else np.zeros_like(maps))[:, None, None]
+    else:
+        flat = maps.reshape(maps.shape[0], -1)
+        low_c, high_c = flat.min(axis=1)[:, None, None], flat.max(axis=1)[:, None, None]
+        maps = (maps - low_c) / np.where(high_c > low_c, high_c - low_c, 1.0)
+    scaled = (maps * 255.0).astype(np.uint8)
     channels = maps.shape[0]
     columns = math.ceil(math.sqrt(channels))
     rows = math.ceil(channels / columns)
-    flat = maps.reshape(channels, -1)
-    low, high = flat.min(axis=1)[:, None, None], flat.max(axis=1)[:, None, None]
-    scaled = ((maps - low) / np.where(high > low, high - low, 1.0) * 255.0).astype(np.uint8)
     h, w = maps.shape[1:]
     grid = np.zeros((rows * (h + 1), columns * (w + 1)), np.uint8)
     for c in range(channels):
         r, q = divmod(c, columns)
         grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = scaled[c]
     return cv2.resize(grid, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def unit_bars(values: np.ndarray, unit: int, side: int = PANEL) -> np.ndarray:
+    """(F,) values of a fully connected layer -> a side x side BGR bar chart from the layer's
+    minimum (or zero, when all are positive) to its maximum; ``unit``'s bar in yellow."""
+    chart = np.zeros((side, side, 3), np.uint8)
+    low, high = min(float(values.min()), 0.0), float(values.max())
+    if high <= low:
+        return chart
+    edges = np.linspace(0, side, len(values) + 1).astype(int)
+    heights = np.rint((values - low) / (high - low) * (side - 1)).astype(int)
+    for i, height in enumerate(heights):
+        right = max(edges[i + 1] - (1 if edges[i + 1] - edges[i] > 2 else 0), edges[i] + 1)
+        chart[side - 1 - height :, edges[i] : right] = (0, 255, 255) if i == unit else (170, 170, 170)
+    return chart
 
 
 def _panel(image: np.ndarray) -> np.ndarray:
@@ -71,17 +100,22 @@ def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> n
     if frame_rgb is not None:
         canvas[:PANEL, :PANEL] = _panel(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
     lines = []
+    maps = answer.maps if answer.error is None else None  # decoded on each read: once here
     if answer.error is not None:
         lines.append(f"frame {answer.sequence}: {answer.error}"[:90])
-    elif answer.maps is not None:
-        canvas[:PANEL, PANEL : 2 * PANEL] = _panel(channel_grid(answer.maps))
+    elif maps is not None:
+        canvas[:PANEL, PANEL : 2 * PANEL] = _panel(channel_grid(maps))
         unit = answer.unit
-        if answer.unit_map is not None and answer.unit_map.ndim == 2:
-            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(answer.unit_map[None]))
-        elif answer.maps.ndim == 3:
-            unit = int(answer.maps.reshape(answer.maps.shape[0], -1).mean(axis=1).argmax())
-            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(answer.maps[unit][None]))
-        lines.append(f"{answer.layer}  unit {unit}")
+        if unit < 0:  # none selected: the most active one
+            unit = int(maps.reshape(maps.shape[0], -1).mean(axis=1).argmax())
+        if maps.ndim == 1:  # a fully connected layer: every unit's value as a bar, this one in yellow
+            canvas[:PANEL, 2 * PANEL :] = unit_bars(maps, unit)
+            caption = f"{answer.layer}  unit {unit} = {float(maps[unit]):.3g}"
+        else:
+            single = answer.unit_map if answer.unit_map is not None and answer.unit_map.ndim == 2 else maps[unit]
+            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(single[None]))
+            caption = f"{answer.layer}  unit {unit}"
+        lines.append(caption)
         lines.extend(f"{p:5.1%}  {label}" for _, label, p in answer.predictions[:5])
     for i, line in enumerate(lines[:6]):
         cv2.putText(canvas, line, (8, PANEL + 18 + 17 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
@@ -92,22 +126,26 @@ def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> n
 
 def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Read the source, stream it through Watch, write (and optionally show) the DVT video."""
+    source_name = args.video if args.video is not None else f"camera {args.camera}"
     capture = cv2.VideoCapture(args.video if args.video is not None else args.camera)
     if not capture.isOpened():
-        source = args.video if args.video is not None else f"camera {args.camera}"
-        raise ValueError(f"cannot open {source} with OpenCV")
+        raise OSError(f"cannot open {source_name} with OpenCV")
+    ok, first = capture.read()  # OpenCV opens some files it cannot read (an image, a text file)
+    if not ok:
+        capture.release()
+        raise OSError(f"cannot read a frame from {source_name} with OpenCV")
     source_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer = cv2.VideoWriter(args.output, cv2.VideoWriter.fourcc(*"mp4v"), source_fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
         capture.release()
-        raise ValueError(f"cannot write {args.output} with OpenCV (mp4v)")
+        raise OSError(f"cannot write {args.output} with OpenCV (mp4v)")
     show = args.show
     kept: dict[int, np.ndarray] = {}
     read = [0]
     processed = skipped = errors = 0
     started = time.perf_counter()
     try:
-        source = _frames(capture, args.max_frames, kept, read)
+        source = _frames(first, capture, args.max_frames, kept, read)
         settings = {"model": args.model, "layer": args.layer, "unit": args.unit, "top_k": args.top_k}
         answers = _one_at_a_time(c, source, settings) if args.every_frame else c.watch(source, **settings)
         for answer in answers:
@@ -124,6 +162,11 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
             writer.write(picture)
             if show:
                 show = _show(picture)
+    except BaseException:
+        writer.release()
+        if processed == 0:  # a refused stream (bad layer or unit) leaves no empty video behind
+            Path(args.output).unlink(missing_ok=True)
+        raise
     finally:
         writer.release()
         capture.release()

@@ -89,3 +89,39 @@ def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> Non
     document = json.loads(done.stdout)
     assert (document["sent"], document["processed"], document["skipped"]) == (FRAMES, FRAMES, 0)
     assert len(_frames(out)) == FRAMES
+
+
+def _watch(target: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(INTERP), "--server", target, "watch", "lenet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def test_a_source_without_frames_or_a_refused_stream_leaves_no_video(target, clip, tmp_path) -> None:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    text = tmp_path / "notes.png"  # OpenCV opens it (an image sequence) and reads no frame
+    text.write_text("not a video\n")
+    done = _watch(target, "--video", str(text), "--layer", "relu2", "-o", str(tmp_path / "a.mp4"))
+    assert done.returncode == 1 and "cannot read a frame from" in done.stderr
+    done = _watch(target, "--video", str(tmp_path / "missing.mp4"), "--layer", "relu2", "-o", str(tmp_path / "b.mp4"))
+    assert done.returncode == 1 and "cannot open" in done.stderr
+    done = _watch(target, "--video", str(clip), "--layer", "relu2", "--unit", "99", "-o", str(tmp_path / "c.mp4"))
+    assert done.returncode == 13 and "unit must be in 0..15" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.png"]  # no empty video of any of them
+
+
+def test_a_fully_connected_layer_is_drawn_as_unit_cells_and_bars(target, clip, tmp_path) -> None:
+    require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
+    out = tmp_path / "fc.mp4"
+    done = _watch(target, "--video", str(clip), "--layer", "fc1", "--every-frame", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    frame = _frames(out)[0]
+    grid = frame[: HEIGHT // 2, WIDTH // 3 : 2 * WIDTH // 3]
+    bars = frame[: HEIGHT // 2, 2 * WIDTH // 3 :]
+    assert grid.std() > 10  # 120 grey cells, scaled together (not each to its own empty range)
+    yellow = (bars[:, :, 2] > 200) & (bars[:, :, 1] > 200) & (bars[:, :, 0] < 80)  # BGR
+    assert yellow.any() and (bars.max(axis=2) > 100).mean() > 0.05  # the unit's bar among the others
