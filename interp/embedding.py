@@ -76,7 +76,7 @@ def min_points(perplexity: float) -> int:
 def check_tsne(n: int, params: EmbeddingParams) -> None:
     """Refuse parameters openTSNE cannot work with, naming the bound (before any work)."""
     if not math.isfinite(params.perplexity) or params.perplexity <= 0:
-        raise InvalidInput(f"perplexity must be a positive number, got {params.perplexity}")
+        raise InvalidInput(f"perplexity must be a positive number, got {params.perplexity}", param="perplexity")
     if n < 4:
         raise InvalidInput(f"t-SNE needs at least 4 points, got {n}")
     if params.perplexity * 3 >= n:
@@ -89,7 +89,7 @@ def check_tsne(n: int, params: EmbeddingParams) -> None:
             f"iterations must be >= 1 and early_iterations >= 0, got {params.iterations}, {params.early_iterations}"
         )
     if params.pca_dims < 2:
-        raise InvalidInput(f"pca_dims must be >= 2, got {params.pca_dims}")
+        raise InvalidInput(f"pca_dims must be >= 2, got {params.pca_dims}", param="pca_dims")
 
 
 @dataclass

@@ -8,7 +8,15 @@ class InterpError(Exception):
 
 
 class InvalidInput(InterpError, ValueError):
-    """A tensor or parameter the method cannot work with. The message names what was expected."""
+    """A tensor or parameter the method cannot work with. The message names what was expected.
+
+    ``param``: the name of the parameter at fault (``noise_level``, ``layers``) when it is one of
+    the method's arguments or parameters; a server names the request field from it.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Cancelled(InterpError):

@@ -100,9 +100,11 @@ def heatmap(
     if m.ndim != 2:
         raise InvalidInput(f"expected an (H, W) map, got shape {m.shape}")
     if isinstance(clip_percentile, bool) or not isinstance(clip_percentile, int | float):
-        raise InvalidInput(f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}")
+        raise InvalidInput(
+            f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}", param="clip_percentile"
+        )
     if not math.isfinite(clip_percentile) or not 0 < clip_percentile <= 100:
-        raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile!r}")
+        raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile!r}", param="clip_percentile")
     code = colormap_code(colormap)
     lo = min(float(m.min()), 0.0)
     hi = float(np.percentile(m, clip_percentile))

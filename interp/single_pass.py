@@ -55,9 +55,9 @@ def activations(model: nn.Module, x: Tensor, layers: Sequence[str], *, top_k: in
     """
     check_batch(x)
     if isinstance(layers, str) or not isinstance(layers, Sequence):
-        raise InvalidInput(f"layers must be a sequence of module paths, got {layers!r}")
+        raise InvalidInput(f"layers must be a sequence of module paths, got {layers!r}", param="layers")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise InvalidInput(f"top_k must be an integer >= 0, got {top_k!r}")
+        raise InvalidInput(f"top_k must be an integer >= 0, got {top_k!r}", param="top_k")
     names = list(dict.fromkeys(layers))
     with torch.no_grad():
         outputs = run_until(model, x, names)
@@ -71,7 +71,9 @@ def activations(model: nn.Module, x: Tensor, layers: Sequence[str], *, top_k: in
     smallest = min(channels, key=channels.__getitem__)
     if top_k > channels[smallest]:
         limit = channels[smallest]
-        raise InvalidInput(f"top_k must be in 0..{limit} ({smallest!r} has {limit} channels), got {top_k}")
+        raise InvalidInput(
+            f"top_k must be in 0..{limit} ({smallest!r} has {limit} channels), got {top_k}", param="top_k"
+        )
     result = {}
     for name in names:
         tensor = outputs[name].detach().float()
@@ -138,7 +140,7 @@ def kernels(model: nn.Module, layer: str) -> KernelWeights:
             else "this model has no nn.Conv2d whose weights can be read (a TorchScript or exported model's "
             "layers are compiled code)"
         )
-        raise InvalidInput(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; {listing}")
+        raise InvalidInput(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; {listing}", param="layer")
     weights = module.weight.detach().float().clone()
     bias = None if module.bias is None else module.bias.detach().float().clone()
     return KernelWeights(layer=layer, weights=weights, bias=bias)

@@ -20,7 +20,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
     """``value`` must be an int (not a bool) in lo..hi inclusive; returns it."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+        raise InvalidInput(f"{name} must be an integer in {lo}..{hi}, got {value!r}", param=name)
     return value
 
 
@@ -29,7 +29,8 @@ def check_float(name: str, value: object, lo: float, hi: float, *, open_low: boo
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         if (lo < value if open_low else lo <= value) and value <= hi:
             return value
-    raise InvalidInput(f"{name} must be a finite number in {'(' if open_low else '['}{lo}, {hi}], got {value!r}")
+    interval = f"{'(' if open_low else '['}{lo}, {hi}]"
+    raise InvalidInput(f"{name} must be a finite number in {interval}, got {value!r}", param=name)
 
 
 def filled(value: T | None, name: str) -> T:

@@ -219,6 +219,8 @@ class ModelHub:
         if model is None:
             hint = suggest(name, list(self._models))
             served = ", ".join(self._models)
+            if not name:
+                raise UnknownModel(f"model is required (none given); served models: {served}")
             raise UnknownModel(f"unknown model {shown(name)}{hint}; served models: {served}")
         return model
 

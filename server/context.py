@@ -167,10 +167,17 @@ class Ctx:
                 f"{what} is required: set Image.encoded (file bytes) or Image.pixels (a tensor)", field=what
             )
         spec, max_pixels = self.model.spec.preprocessing, self.limits.max_image_pixels
-        # Admitted against the decode budget from the header, before any pixel is decoded.
-        cost = decode_cost(image, spec, max_pixels)
-        with self.services.decode_budget.reserve(cost, what, lambda: not self.should_stop(), self.call.wait_until()):
-            return load_input(image, spec, max_pixels, self.device)
+        try:
+            # Admitted against the decode budget from the header, before any pixel is decoded.
+            cost = decode_cost(image, spec, max_pixels)
+            with self.services.decode_budget.reserve(
+                cost, what, lambda: not self.should_stop(), self.call.wait_until()
+            ):
+                return load_input(image, spec, max_pixels, self.device)
+        except BadRequest as exc:  # the image's own fault: name it (``images[2]: cannot decode ...``)
+            if exc.field is not None:
+                raise
+            raise BadRequest(str(exc) if what == "image" else f"{what}: {exc}", field=what) from None
 
     def inputs(self, images: Sequence[pb.Image], first: int = 0) -> tuple[list[Piece], dict[int, pb.ItemError]]:
         """Many images -> the batches of those that decode, and the ``ItemError`` of each other one.

@@ -33,6 +33,7 @@ import torch
 from google.protobuf.message import Message
 
 from interp import rendering
+from interp.errors import InvalidInput
 from models.errors import UnknownModel
 from models.hub import ModelHub
 from protos import interp_pb2 as pb
@@ -358,6 +359,18 @@ def _first_message(requests: Iterator[Message], idle_s: float, rpc: str) -> Mess
     return first
 
 
+def field_of(method: Method, exc: InvalidInput) -> InvalidInput:
+    """``exc`` with its ``field`` named from the parameter it is about (``params.noise_level``,
+    ``top_k``) when that is a field of the method's params or request; returned for ``raise``."""
+    if getattr(exc, "field", None) is None and exc.param:
+        params = method.params_message
+        if params is not None and exc.param in params.DESCRIPTOR.fields_by_name:
+            exc.field = f"{method.params}.{exc.param}"  # type: ignore[attr-defined]
+        elif exc.param in method.request.DESCRIPTOR.fields_by_name:
+            exc.field = exc.param  # type: ignore[attr-defined]
+    return exc
+
+
 def _rpc_handler(method: Method) -> Callable[..., Any]:
     """The servicer method for one table entry: unary or streaming, errors mapped by grpc_errors."""
     handler = HANDLERS[method.rpc]
@@ -367,21 +380,30 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
         def live(self: InterpServicer, requests: Iterator[Message], context: grpc.ServicerContext, *, request_id: str):  # type: ignore[no-untyped-def]
             # A live stream lasts as long as the client wants (or its own deadline): no default deadline.
             call = Call(context, request_id, math.inf)
-            yield from self.live(method, handler, requests, call)
+            try:
+                yield from self.live(method, handler, requests, call)
+            except InvalidInput as exc:
+                raise field_of(method, exc) from None
 
         fn: Callable[..., Any] = live
     elif method.streamed:
 
         def streamed(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str):  # type: ignore[no-untyped-def]
             call = Call(context, request_id, self.limits.default_deadline_s)
-            yield from self.stream(method, handler, request, call)
+            try:
+                yield from self.stream(method, handler, request, call)
+            except InvalidInput as exc:
+                raise field_of(method, exc) from None
 
         fn = streamed
     else:
 
         def unary(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str) -> Message:
             call = Call(context, request_id, self.limits.default_deadline_s)
-            return self.unary(method, handler, request, call)
+            try:
+                return self.unary(method, handler, request, call)
+            except InvalidInput as exc:
+                raise field_of(method, exc) from None
 
         fn = unary
     fn.__name__ = fn.__qualname__ = method.rpc

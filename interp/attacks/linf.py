@@ -99,10 +99,14 @@ def resolve_params(method: str, epsilon: float, params: AttackParams = AttackPar
     if step is not None and (
         isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step) or not 0 < step <= 1
     ):
-        raise InvalidInput(f"step_size must be a finite number in (0, 1] (pixel units), got {step!r}")
+        raise InvalidInput(
+            f"step_size must be a finite number in (0, 1] (pixel units), got {step!r}", param="step_size"
+        )
     steps = check_int("steps", params.steps, 1, MAX_STEPS)
     if params.random_start is not None and not isinstance(params.random_start, bool):
-        raise InvalidInput(f"random_start must be true, false or unset, got {params.random_start!r}")
+        raise InvalidInput(
+            f"random_start must be true, false or unset, got {params.random_start!r}", param="random_start"
+        )
     seed = check_int("seed", params.seed, INT64_MIN, INT64_MAX)
     if method == "fgsm":
         if params.random_start:

@@ -75,7 +75,7 @@ def resolve(method: str, params: MinimalAttackParams, classes: int) -> MinimalAt
     if method in DEEPFOOL_METHODS:
         steps = 50 if params.steps is None else params.steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_DEEPFOOL_STEPS:
-            raise InvalidInput(f"steps must be an integer in 1..{MAX_DEEPFOOL_STEPS}, got {steps!r}")
+            raise InvalidInput(f"steps must be an integer in 1..{MAX_DEEPFOOL_STEPS}, got {steps!r}", param="steps")
         candidates = min(10, classes) if params.candidates is None else params.candidates
         if isinstance(candidates, bool) or not isinstance(candidates, int) or not 2 <= candidates <= classes:
             raise InvalidInput(
@@ -87,7 +87,7 @@ def resolve(method: str, params: MinimalAttackParams, classes: int) -> MinimalAt
             or isinstance(overshoot, bool)
             or not (math.isfinite(overshoot) and 0 <= overshoot <= 1)
         ):
-            raise InvalidInput(f"overshoot must be a finite number in [0, 1], got {overshoot!r}")
+            raise InvalidInput(f"overshoot must be a finite number in [0, 1], got {overshoot!r}", param="overshoot")
         return MinimalAttackParams(steps=steps, candidates=candidates, overshoot=float(overshoot))
     max_epsilon = 1.0 if params.max_epsilon is None else params.max_epsilon
     if (
@@ -96,7 +96,9 @@ def resolve(method: str, params: MinimalAttackParams, classes: int) -> MinimalAt
         or not math.isfinite(max_epsilon)
         or not 1 / GRID <= max_epsilon <= 1
     ):
-        raise InvalidInput(f"max_epsilon must be a number in [1/255, 1] (pixel units), got {max_epsilon!r}")
+        raise InvalidInput(
+            f"max_epsilon must be a number in [1/255, 1] (pixel units), got {max_epsilon!r}", param="max_epsilon"
+        )
     inner = resolve_params(
         method,
         max_epsilon,

@@ -96,7 +96,7 @@ def resolve_dataset_params(params: AttackDatasetParams, methods: list[str], clas
         raise InvalidInput("deepfool_l2 measures L2 distances: ask for it alone (the other methods are L-inf)")
     batch = 100 if params.batch_size is None else params.batch_size
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
-        raise InvalidInput(f"batch_size must be an integer in 1..{MAX_BATCH}, got {batch!r}")
+        raise InvalidInput(f"batch_size must be an integer in 1..{MAX_BATCH}, got {batch!r}", param="batch_size")
     return replace(params, batch_size=batch)
 
 
@@ -152,7 +152,7 @@ def robustness(
         raise InvalidInput("at least one epsilon is required")
     for eps in epsilons:
         if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
-            raise InvalidInput(f"epsilons must be finite numbers >= 0, got {eps!r}")
+            raise InvalidInput(f"epsilons must be finite numbers >= 0, got {eps!r}", param="epsilons")
         if norm == "linf" and eps > 1:
             raise InvalidInput(f"L-inf epsilons are pixel units in [0, 1], got {eps!r}")
     count = x.shape[0]

@@ -224,7 +224,8 @@ def _grad_cam(model: nn.Module, x: Tensor, target: Tensor | None, params: Salien
         shape = tuple(cam.shape) if isinstance(cam, Tensor) else type(cam).__name__
         raise InvalidInput(
             f"grad_cam needs a layer with a (B, C, h, w) output; "
-            f"{layer_path!r} gives attributions of shape {shape}"
+            f"{layer_path!r} gives attributions of shape {shape}",
+            param="layer",
         )
     cam = cam.detach().float()
     upsampled = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
@@ -341,7 +342,7 @@ def _check_params(params: SaliencyParams) -> None:
     if not isinstance(params, SaliencyParams):
         raise InvalidInput(f"params must be a SaliencyParams, got {type(params).__name__}")
     if params.layer is not None and not isinstance(params.layer, str):
-        raise InvalidInput(f"layer must be a module path (str) or None, got {params.layer!r}")
+        raise InvalidInput(f"layer must be a module path (str) or None, got {params.layer!r}", param="layer")
     check_int("samples", params.samples, 1, MAX_SAMPLES)
     check_int("steps", params.steps, 1, MAX_STEPS)
     check_int("batch_size", params.batch_size, 1, MAX_BATCH_SIZE)
@@ -353,4 +354,6 @@ def _check_params(params: SaliencyParams) -> None:
         or not math.isfinite(level)
         or not 0.0 <= level <= MAX_NOISE_LEVEL
     ):
-        raise InvalidInput(f"noise_level must be a finite number in [0, {MAX_NOISE_LEVEL}], got {level!r}")
+        raise InvalidInput(
+            f"noise_level must be a finite number in [0, {MAX_NOISE_LEVEL}], got {level!r}", param="noise_level"
+        )

@@ -252,7 +252,7 @@ class IndexAccumulator:
 
     def __init__(self, layers: Sequence[str], k: int, size: int) -> None:
         if k <= 0:
-            raise InvalidInput(f"k must be >= 1, got {k}")
+            raise InvalidInput(f"k must be >= 1, got {k}", param="k")
         self.layers = list(layers)
         self.k = k
         self.size = size

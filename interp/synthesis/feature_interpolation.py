@@ -133,7 +133,9 @@ def resolve(params: InterpolateFeaturesParams | None, *, num_alphas: int = 1) ->
     check_float("tv_weight", resolved.tv_weight, 0.0, MAX_TV_WEIGHT)
     check_float("tv_beta", resolved.tv_beta, MIN_TV_BETA, MAX_TV_BETA)
     if not isinstance(resolved.normalize_attribute, bool):
-        raise InvalidInput(f"normalize_attribute must be a bool, got {resolved.normalize_attribute!r}")
+        raise InvalidInput(
+            f"normalize_attribute must be a bool, got {resolved.normalize_attribute!r}", param="normalize_attribute"
+        )
     return resolved
 
 
@@ -171,7 +173,7 @@ def attribute_vector(
         ``(D,)`` float32.
     """
     if batch_size < 1:
-        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
     check_batch(positive)
     check_batch(negative, channels=positive.shape[1])
     if positive.shape[1:] != negative.shape[1:]:
@@ -233,7 +235,7 @@ def interpolate_features(
         raise InvalidInput(f"between 1 and {MAX_ALPHAS} alphas are required, got {len(alpha_list)}")
     bad = [a for a in alpha_list if not math.isfinite(a) or abs(a) > MAX_ALPHA]
     if bad:
-        raise InvalidInput(f"alphas must be finite and within [-{MAX_ALPHA}, {MAX_ALPHA}], got {bad}")
+        raise InvalidInput(f"alphas must be finite and within [-{MAX_ALPHA}, {MAX_ALPHA}], got {bad}", param="alphas")
     resolved = resolve(params, num_alphas=len(alpha_list))
     return release_on_cancel(
         _interpolate, model, source, list(layers), direction, alpha_list, resolved, on_step, should_stop
@@ -242,7 +244,7 @@ def interpolate_features(
 
 def _check_layers(model: nn.Module, layers: Sequence[str]) -> None:
     if isinstance(layers, str) or not 1 <= len(layers) <= MAX_LAYERS:
-        raise InvalidInput(f"layers must be a list of 1 to {MAX_LAYERS} module paths, got {layers!r}")
+        raise InvalidInput(f"layers must be a list of 1 to {MAX_LAYERS} module paths, got {layers!r}", param="layers")
     for name in layers:
         get_layer(model, name)
 

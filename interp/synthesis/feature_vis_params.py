@@ -201,7 +201,7 @@ def resolve(
     small = input_size <= SMALL_INPUT_SIZE
     preset = p.preset if p.preset is not None else (None if dense is None else "naturalness" if dense else "none")
     if preset is not None and preset not in PRESETS:
-        raise InvalidInput(f"preset must be one of {PRESETS}, got {preset!r}")
+        raise InvalidInput(f"preset must be one of {PRESETS}, got {preset!r}", param="preset")
     parameterization = p.parameterization
     if parameterization is None and (in_channels != 1 or preset is not None):
         # 1 channel: sigmoid pixels for the plain ascent, Fourier (1/f) for naturalness.
@@ -254,11 +254,13 @@ def preset_defaults(preset: str, *, in_channels: int, image_size: int) -> Natura
 
 def _validate(p: FeatureVisParams) -> None:
     if p.objective not in OBJECTIVES:
-        raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {p.objective!r}")
+        raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {p.objective!r}", param="objective")
     if p.parameterization is not None and p.parameterization not in PARAMETERIZATIONS:
-        raise InvalidInput(f"parameterization must be one of {PARAMETERIZATIONS}, got {p.parameterization!r}")
+        raise InvalidInput(
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {p.parameterization!r}", param="parameterization"
+        )
     if p.preset is not None and p.preset not in PRESETS:
-        raise InvalidInput(f"preset must be one of {PRESETS}, got {p.preset!r}")
+        raise InvalidInput(f"preset must be one of {PRESETS}, got {p.preset!r}", param="preset")
     check_int("steps", p.steps, 1, MAX_STEPS)
     check_int("image_size", p.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     check_int("seed", p.seed, 0, INT64_MAX)
@@ -267,7 +269,7 @@ def _validate(p: FeatureVisParams) -> None:
     lr = p.learning_rate
     bad_lr = not isinstance(lr, int | float) or not math.isfinite(lr) or not 0.0 < lr <= MAX_LEARNING_RATE
     if lr is not None and bad_lr:
-        raise InvalidInput(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], got {lr!r}")
+        raise InvalidInput(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], got {lr!r}", param="learning_rate")
     for name in ("transforms", "start_from_mean"):
         if not isinstance(getattr(p, name), bool):
             raise InvalidInput(f"{name} must be a bool, got {getattr(p, name)!r}")

@@ -13,6 +13,7 @@ from interp import rendering
 from interp.attribution.saliency import SaliencyParams
 from interp.attribution.saliency import saliency as compute_saliency
 from interp.errors import InvalidInput
+from models.errors import UnknownLayer
 from models.loaded import LoadedModel
 from protos import interp_pb2 as pb
 from server import convert
@@ -34,7 +35,10 @@ def _resolve_saliency(params: SaliencyParams, model: LoadedModel, request: pb.Sa
         layer = params.layer if params.layer is not None else model.spec.default_gradcam_layer
         if not layer:
             raise BadRequest(f"grad_cam needs params.layer for {model.spec.name}", field="params.layer")
-        params = dataclasses.replace(params, layer=model.resolve_layer(layer))
+        try:
+            params = dataclasses.replace(params, layer=model.resolve_layer(layer))
+        except UnknownLayer as exc:
+            raise BadRequest(str(exc.args[0]) if exc.args else str(exc), field="params.layer") from None
     return params
 
 

@@ -108,6 +108,57 @@ def test_sdk_errors_expose_field_violations_and_request_id(client, shirt) -> Non
     assert missing.value.field == "model" and "did you mean 'lenet'" in missing.value.message
 
 
+LR, OBJECTIVE = "params.learning_rate", "params.objective"
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c, img: c.saliency(img, model="lenet", method="smoothgrad", noise_level=-1.0), "params.noise_level"),
+        (lambda c, img: c.attack(img, model="lenet", method="pgd", epsilon=0.1, step_size=-1), "params.step_size"),
+        (lambda c, img: c.dream(img, model="lenet", layers=["relu2"], octave_scale=0), "params.octave_scale"),
+        (lambda c, img: c.visualize_filter(model="lenet", layer="conv1", channels=[0], learning_rate=-1), LR),
+        (lambda c, img: c.visualize_filter(model="lenet", layer="conv1", channels=[0], objective="max"), OBJECTIVE),
+        (lambda c, img: c.minimal_attack(img, model="lenet", max_epsilon=0), "params.max_epsilon"),
+        (lambda c, img: c.saliency(img, model="lenet", method="grad_cam", layer="conv9"), "params.layer"),
+        (lambda c, img: c.saliency(img, model="lenet", method="grad_cam", layer="fc1"), "params.layer"),
+        (lambda c, img: c.kernels("lenet", "relu1"), "layer"),
+        (lambda c, img: c.classify(np.zeros((7000, 7000), np.uint8), model="lenet"), "image"),
+    ],
+    ids=[
+        "noise-level",
+        "step-size",
+        "octave-scale",
+        "learning-rate",
+        "objective",
+        "max-epsilon",
+        "gradcam-unknown-layer",
+        "gradcam-linear-layer",
+        "kernels-of-a-relu",
+        "image-too-large",
+    ],
+)
+def test_a_range_error_of_the_method_names_its_field(client, shirt, call, field) -> None:
+    """Values the method itself refuses (not the table's checks) still name the request field."""
+    with pytest.raises(errors.InvalidArgument) as info:
+        call(client, shirt)
+    assert info.value.field == field, info.value.message
+
+
+def test_an_undecodable_image_among_several_is_named(client, shirt) -> None:
+    answers = client.classify([shirt, b"\x89PNG\r\n\x1a\n-truncated"], model="lenet")
+    assert not isinstance(answers[0], errors.InterpError)
+    error = answers[1]
+    assert isinstance(error, errors.InvalidArgument)
+    assert error.field == "images[1]" and "images[1]: cannot" in error.message
+
+
+def test_a_request_without_a_model_says_the_model_is_required(client, shirt) -> None:
+    with pytest.raises(errors.NotFound) as info:
+        client.classify(shirt, model="")
+    assert info.value.field == "model" and "model is required" in info.value.message
+
+
 def test_a_field_the_server_does_not_know_is_refused_not_dropped(channel, shirt) -> None:
     params = pb.SaliencyParams(samples=3).SerializeToString() + bytes([0x98, 0x06, 5])  # field 99 = 5
     request = pb.SaliencyRequest(model="lenet", method="smoothgrad", image=pb.Image(encoded=b"x")).SerializeToString()
