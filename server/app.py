@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent import futures
 
+import cv2
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -158,6 +159,9 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
                     "may use it", config.address)  # fmt: skip
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    # A corrupt image is the client's error: answered with INVALID_ARGUMENT and logged with its
+    # request id. OpenCV's own messages about it would reach stderr outside the log's format.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if keep_freed_memory(config.keep_freed_mb):
         log.info("malloc keeps up to %d MB of freed memory for reuse (--keep-freed-mb)", config.keep_freed_mb)
     if hub is None:

@@ -26,7 +26,7 @@ def distances(features: Tensor, query: Tensor, metric: str) -> Tensor:
     if metric == "cosine":
         fn = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return (1.0 - qn @ fn.T).float()
+        return (1.0 - qn @ fn.T).clamp(0.0, 2.0).float()  # in [0, 2]; rounding gave -2e-16 for an image itself
     sq = (q * q).sum(1, keepdim=True) - 2.0 * q @ f.T + (f * f).sum(1).unsqueeze(0)
     return sq.clamp_min(0).sqrt().float()
 
