@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from client.cli_commands import command
-from client.cli_options import UsageError, add_method_options, image_files, request_values, takes_many
+from client.cli_options import (
+    UsageError,
+    add_method_options,
+    image_files,
+    read_image_file,
+    request_values,
+    takes_many,
+)
 from client.cli_text import params_text, table
 from client.errors import InterpError
 from client.results import ProgressEvent, file_part
@@ -214,6 +222,13 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
         if many:
             return _run_many(c, method, args, images, values, params)
         values["image"] = images[0]
+    for field in method.request.DESCRIPTOR.fields:  # image files: read here, a local file error
+        value = values.get(field.name)
+        if field.message_type is not None and field.message_type.name == "Image" and value is not None:
+            if field.is_repeated:
+                values[field.name] = [read_image_file(Path(v)) for v in value]
+            else:
+                values[field.name] = read_image_file(Path(value))
     if method.streamed:
         with c.call_stream(method.rpc, values, params=params, progress=progress) as stream:
             result: Any = next((item for item in stream if not isinstance(item, ProgressEvent)), None)
@@ -264,12 +279,17 @@ def _run_many(
     With -o each image's files go to OUTPUT/<file stem>/ (OUTPUT is then a directory). An image
     that fails is reported in its section; the exit status is then that of the first failure.
     """
-    results = c.call_many(method.rpc, files, values, params=params)
+    results = _call_readable(c, method, files, values, params)
     row = command(method)
     writes = bool(row.output) and args.output is not None
     sections, documents, status = [], [], EXIT_OK
     stems = _unique_stems(files)
     for path, stem, result in zip(files, stems, results, strict=True):
+        if isinstance(result, OSError):  # this file could not be read here: it was not sent
+            sections.append(f"== {path}\nerror: IO: {result}")
+            documents.append({"image": str(path), "error": {"code": "IO", "message": str(result)}})
+            status = status or EXIT_FAILURE
+            continue
         if isinstance(result, InterpError):
             sections.append(f"== {path}\nerror: {result.code_name}: {result.message}")
             documents.append({"image": str(path), "error": {"code": result.code_name, "message": result.message}})
@@ -295,13 +315,29 @@ def _run_many(
         params_echo = getattr(first, "params", None)
         if params_echo is not None and method.params is not None:
             footer += f"\nparams: {params_text(params_echo)}"
-        failed = sum(isinstance(r, InterpError) for r in results)
+        failed = sum(isinstance(r, InterpError | OSError) for r in results)
         footer += f"\n{len(files)} images, {failed} failed; " + _stamp_line(first)
     text = "\n".join(sections) + footer
     document = {"results": documents}
     if status != EXIT_OK:
         raise ItemsFailed(text, document, status)
     return text, document
+
+
+def _call_readable(
+    c: InterpClient, method: Method, files: list[Path], values: dict[str, Any], params: dict[str, Any]
+) -> list[Any]:
+    """One answer per file: the files that read are sent (batched); one that does not gets its
+    OSError in its place and the others go on, as an image the server cannot decode does."""
+    read: list[bytes | OSError] = []
+    for path in files:
+        try:
+            read.append(read_image_file(path))
+        except OSError as error:
+            read.append(error)
+    sent = [data for data in read if isinstance(data, bytes)]
+    answers = iter(c.call_many(method.rpc, sent, values, params=params) if sent else [])
+    return [next(answers) if isinstance(data, bytes) else data for data in read]
 
 
 def _unique_stems(files: Sequence[Path]) -> list[str]:
@@ -318,6 +354,17 @@ def _unique_stems(files: Sequence[Path]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    """--timeout: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -340,7 +387,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
         ("--tls", False, "connect with TLS using the system's root certificates", STORE_TRUE),
         ("--tls-server-name", None, "certificate name to expect when it differs from the server host", {}),
         ("--timeout", None, "deadline per call in seconds (default: 60 for quick calls, none for streaming ones)",
-         {"type": float}),
+         {"type": _seconds}),
         ("--json", False, "print one JSON document on stdout (no progress bar)", STORE_TRUE),
         ("--no-progress", False, "no progress bar for streaming commands", STORE_TRUE),
     ):  # fmt: skip

@@ -103,6 +103,17 @@ def _saliency_files(result: Any, args: argparse.Namespace) -> list[Path]:
     return [path]
 
 
+def _top_files(result: Any, args: argparse.Namespace) -> list[Path]:
+    """--projections: each entry's guided-backprop projection (H, W, C) as .npy beside the PNGs."""
+    files = []
+    for ch in result.channels:
+        for rank, entry in enumerate(ch.entries):
+            if entry.projection is not None:
+                files.append(beside(args.output, f"channel_{ch.channel:04d}_{rank:02d}_projection", ".npy"))
+                np.save(files[-1], entry.projection)
+    return files
+
+
 def _embed_files(result: Any, args: argparse.Namespace) -> list[Path]:
     return [result.write_html(args.html)] if args.html is not None else []
 
@@ -144,7 +155,12 @@ COMMANDS: dict[str, Command] = {
     "robustness": Command(t.text_robustness, "the accuracy-vs-epsilon curve"),
     "datasets": Command(t.text_datasets),
     "index": Command(t.text_index),
-    "top": Command(t.text_top, "the grid, then each entry's receptive-field crop"),
+    "top": Command(
+        t.text_top,
+        "the grid, then each entry's receptive-field crop and whole image with its box (--entry-pngs); "
+        "--projections as .npy",
+        files=_top_files,
+    ),
     "embed": Command(t.text_embed, "the scatter, atlas", _html_option, files=_embed_files),
     "place": Command(t.text_place, "the map with the images marked, each input", _place_option, _place_values),
 }

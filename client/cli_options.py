@@ -119,7 +119,17 @@ def _field_help(message: type[Message], name: str) -> str:
     return text.replace("%", "%%")
 
 
+def _class_filter(text: str) -> int | str:
+    """--label of a class filter (an int field): an index, or a class name the client resolves."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _scalar_type(field: Any) -> Callable[[str], Any]:
+    if field.name == "label" and field.type == FieldDescriptor.TYPE_INT32:
+        return _class_filter
     if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
         return int
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -211,6 +221,17 @@ def image_files(arguments: Sequence[str]) -> tuple[list[Path], bool]:
         else:
             files.append(path)
     return files, many
+
+
+def read_image_file(path: Path) -> bytes:
+    """The bytes of an image file named on the command line; OSError (a local file error, exit
+    status 1) when it is missing, unreadable, a directory or empty. The server decodes them."""
+    if path.is_dir():
+        raise IsADirectoryError(f"image path {str(path)!r} is a directory; expected an image file")
+    data = path.read_bytes()
+    if not data:
+        raise OSError(f"image file {str(path)!r} is empty")
+    return data
 
 
 def request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

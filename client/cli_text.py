@@ -187,6 +187,10 @@ def text_attack(r: Any, args: argparse.Namespace) -> str:
     head = f"{r.method} on {r.model}: original {prediction_text(r.original)}"
     if r.targeted:
         head += f", target {prediction_text(r.target)}"
+    elif r.label is not None:
+        head += f", label {prediction_text(r.label)}"
+    if r.clean_misclassified:
+        head += "\nthe clean image is already misclassified: success without perturbation at every eps"
     return head + "\n" + table(["EPS", "PREDICTION", "PROB", "SUCCESS", "LINF", "L2"], rows, "rlrlrr")
 
 
@@ -324,7 +328,17 @@ def generic_text(result: Any, args: argparse.Namespace | None = None) -> str:
         return table(["RANK", *(name.upper() for name in names)], cells)
     values = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
     nested = [f"{name}:\n{generic_text(value)}" for name, value in values if _results(value)]
-    return "\n".join([_key_values([(name, _cell(value)) for name, value in values]), *nested])
+    stamped = hasattr(result, "request_id")  # the stamp line after the text says model, weights, time
+    shown = [
+        (name, _cell(value))
+        for name, value in values
+        if not (_results(value) or (stamped and name in _STAMP_FIELDS))
+    ]
+    return "\n".join([_key_values(shown), *nested])
+
+
+_STAMP_FIELDS = frozenset({"model", "pretrained", "weights_sha256", "request_id", "elapsed_ms", "model_source"})
+"""Said by the stamp line under the text (nested results get tables of their own)."""
 
 
 def _results(value: Any) -> bool:

@@ -83,8 +83,7 @@ def _set_field(message: Message, field: Any, value: Any, caller: str) -> None:
         try:
             setattr(message, name, _plain(value))
         except (TypeError, ValueError) as error:
-            expected = _TYPE_NAMES.get(field.type, "scalar")
-            raise TypeError(f"{caller}(): {name}={value!r} has the wrong type ({expected} expected): {error}") from None
+            raise _setter_error(f"{caller}(): {name}={value!r}", field, error) from None
 
 
 def _plain(value: Any) -> Any:
@@ -108,11 +107,25 @@ def _params_message(cls: type[Message], params: Mapping[str, Any], caller: str) 
         try:
             setattr(message, name, _plain(value))
         except (TypeError, ValueError) as error:
-            expected = _TYPE_NAMES.get(cls.DESCRIPTOR.fields_by_name[name].type, "scalar")
-            raise TypeError(
-                f"{caller}(): parameter {name}={value!r} has the wrong type ({expected} expected): {error}"
-            ) from None
+            field = cls.DESCRIPTOR.fields_by_name[name]
+            raise _setter_error(f"{caller}(): parameter {name}={value!r}", field, error) from None
     return message
+
+
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+}
+
+
+def _setter_error(what: str, field: Any, error: Exception) -> Exception:
+    """What protobuf's setter refused, said as the user sees it: an int beyond the field's range
+    (ValueError), or a value of the wrong type (TypeError)."""
+    if field.type in _INT_RANGES and isinstance(error, ValueError):
+        low, high = _INT_RANGES[field.type]
+        return ValueError(f"{what} is out of range: at most {high:,}, at least {low:,}")
+    expected = _TYPE_NAMES.get(field.type, "scalar")
+    return TypeError(f"{what} has the wrong type ({expected} expected): {error}")
 
 
 _TYPE_NAMES = {
@@ -162,6 +175,8 @@ def _ints(name: str, values: int | str | Sequence[int]) -> list[int]:
 
 
 def _floats(name: str, values: float | Sequence[float]) -> list[float]:
+    if isinstance(values, str | bytes):
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {values!r}")
     if isinstance(values, int | float | np.number):
         items = [values]
     elif isinstance(values, np.ndarray):

@@ -464,10 +464,11 @@ class InterpClient(RpcClient):
         return self.call("NearestNeighbors", _request(locals()), timeout)
 
     def dataset_images(self, model: str, *, dataset: str, positions: int | Sequence[int] | None = None,
-                       label: int | None = None, offset: int | None = None, limit: int | None = None,
+                       label: int | str | None = None, offset: int | None = None, limit: int | None = None,
                        timeout: float | None = _UNSET) -> Any:  # fmt: skip
         """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
-        of every image or of class ``label``'s; each with its position, label, class name, array and PNG."""
+        of every image or of class ``label``'s (index or class name); each with its position, label,
+        class name, array and PNG."""
         return self.call("DatasetImages", _request(locals()), timeout)
 
     def iter_embedding(

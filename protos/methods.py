@@ -426,7 +426,11 @@ _BY_COMMAND = {m.command: m for m in METHODS if m.command}
 
 
 def by_rpc(name: str) -> Method:
-    return _BY_RPC[name]
+    """The table entry of RPC ``name``; an unknown name -> ValueError listing the RPCs."""
+    method = _BY_RPC.get(name)
+    if method is None:
+        raise ValueError(f"unknown RPC {name!r}; the RPCs: {', '.join(_BY_RPC)}")
+    return method
 
 
 def by_command(name: str) -> Method:

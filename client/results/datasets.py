@@ -56,6 +56,7 @@ class TopActivationsResult(_Stamped, _SavesImages):
         for ch in self.channels:
             for rank, e in enumerate(ch.entries):
                 out.append((f"channel_{ch.channel:04d}_{rank:02d}_crop", e.crop_png))
+                out.append((f"channel_{ch.channel:04d}_{rank:02d}_image", e.image_png))  # with its box
         return out
 
 

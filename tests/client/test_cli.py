@@ -225,7 +225,8 @@ def test_a_command_without_a_formatter_prints_its_fields(run, monkeypatch):
     monkeypatch.delitem(cli_commands.COMMANDS, "index")
     status, out, _ = run("index", "lenet", "fashion-mnist-test")
     assert status == 0
-    assert out.splitlines()[0].split() == ["model", "lenet"] and "index_id" in out
+    assert out.splitlines()[0].split()[0] == "dataset" and "index_id" in out
+    assert "request_id" not in out and out.splitlines()[-1].startswith("model lenet (")  # the stamp, once
     monkeypatch.delitem(cli_commands.COMMANDS, "kernels")  # its reply holds PNGs: -o is there, optional
     status, out, _ = run("kernels", "vgg16", "conv1")
     assert status == 0 and "grid_png" in out and "wrote" not in out

@@ -89,5 +89,30 @@ def test_a_reply_without_a_class_of_its_own_gets_one_from_its_descriptor(monkeyp
     assert result.model == "lenet" and result.request_id == "r" and result.input.shape == (6, 5, 1)
     assert result.neighbors[0].image_id == 4 and result.neighbors[0].image.shape == (6, 5, 1)
     assert [p.name for p in result.save(tmp_path / "nn/")] == ["grid.png", "input.png", "neighbor_00_4.png"]
-    assert "neighbors" in cli_text.generic_text(result) and "1 Neighbor" in cli_text.generic_text(result)
+    text = cli_text.generic_text(result)
+    assert "neighbors:\nRANK  IMAGE_ID" in text  # the nested results as their own table
+    assert "request_id" not in text and "weights_sha256" not in text  # the stamp line says them
     assert _build.unread_fields(type(result)) == []
+
+
+def test_top_activations_save_every_entry_picture_and_the_cli_its_projections(tmp_path) -> None:
+    import argparse
+
+    from client.cli_commands import COMMANDS
+
+    entries = [
+        pb.TopEntry(image_id=i, crop_png=b"crop%d" % i, image_png=b"image%d" % i,
+                    projection=to_tensor(np.full((1, 4, 4), i, np.float32)))
+        for i in range(2)
+    ]  # fmt: skip
+    reply = pb.TopActivationsResponse(channels=[pb.ChannelTop(channel=5, entries=entries)], grid_png=b"grid")
+    result = RESULTS["TopActivations"](reply)
+    written = result.save(tmp_path / "top")
+    assert [p.name for p in written] == [
+        "grid.png", "channel_0005_00_crop.png", "channel_0005_00_image.png",
+        "channel_0005_01_crop.png", "channel_0005_01_image.png",
+    ]  # fmt: skip
+    assert (tmp_path / "top" / "channel_0005_01_image.png").read_bytes() == b"image1"
+    files = COMMANDS["top"].files(result, argparse.Namespace(output=f"{tmp_path / 'top'}/"))
+    assert [p.name for p in files] == ["channel_0005_00_projection.npy", "channel_0005_01_projection.npy"]
+    assert np.load(files[1]).shape == (4, 4, 1) and float(np.load(files[1]).max()) == 1.0

@@ -137,6 +137,12 @@ def test_unknown_or_mistyped_parameters_raise_type_error_naming_valid_ones(fake)
         c.interpolate(PNG, model="lenet", positive="a", negative="b", iters=3)
     with pytest.raises(TypeError, match="class index"):
         c.saliency(PNG, model="vgg16", target=True)
+    with pytest.raises(TypeError, match="epsilons must be a number or a sequence of numbers, got '0.1'"):
+        c.attack(PNG, model="vgg16", epsilon="0.1")  # not split into characters
+    with pytest.raises(ValueError, match=r"steps=1000000000000 is out of range: at most 2,147,483,647"):
+        c.attack(PNG, model="vgg16", epsilon=0.1, steps=10**12)  # an int32 overflow is no type error
+    with pytest.raises(ValueError, match="unknown RPC 'Frobnicate'; the RPCs: ListModels"):
+        c.call("Frobnicate", {})
 
 
 def test_attack_sweep_and_result(fake):

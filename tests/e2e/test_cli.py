@@ -153,3 +153,51 @@ def test_interpolate_with_class_names(interp, image_png, tmp_path: Path):
                   "--set-size", "4", "-o", str(tmp_path / "dfi"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "dfi" / "alpha_1.png").exists()
+
+
+def test_several_images_with_unreadable_files_answer_the_others(interp, image_png, tmp_path: Path):
+    """A missing or empty file is a local error in its own section (not sent); an undecodable one
+    gets the server's INVALID_ARGUMENT naming it; the others are answered; the first failure's
+    status is the exit status."""
+    empty, corrupt = tmp_path / "empty.png", tmp_path / "corrupt.png"
+    empty.write_bytes(b"")
+    corrupt.write_bytes(image_png.read_bytes()[:60])
+    done = interp("classify", "lenet", str(image_png), str(empty), str(tmp_path / "missing.png"), str(corrupt))
+    assert done.returncode == 1, done.stderr  # the first failure: the empty file, a local error
+    sections = done.stdout.split("== ")[1:]
+    assert [s.splitlines()[0] for s in sections] == [str(image_png), str(empty), str(tmp_path / "missing.png"),
+                                                     str(corrupt)]  # fmt: skip
+    assert "RANK" in sections[0]
+    assert "error: IO: " in sections[1] and "is empty" in sections[1]
+    assert "error: IO: " in sections[2] and "No such file" in sections[2]
+    assert "error: INVALID_ARGUMENT: images[1]: cannot decode" in sections[3]  # the 2nd image sent
+    assert "4 images, 3 failed" in done.stdout
+    done = interp("classify", "lenet", str(empty))
+    assert done.returncode == 1 and "is empty" in done.stderr  # one image: the same local error
+
+
+def test_attack_with_a_label_says_the_clean_image_is_already_wrong(interp, image_png, tmp_path: Path):
+    predicted = json.loads(interp("--json", "classify", "lenet", str(image_png)).stdout)["predictions"][0]["index"]
+    other = (predicted + 1) % 10
+    done = interp("attack", "lenet", str(image_png), "--method", "fgsm", "--eps", "0.1", "--label", str(other),
+                  "-o", str(tmp_path / "adv"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f", label {other} " in done.stdout.splitlines()[0]
+    assert "the clean image is already misclassified" in done.stdout
+
+
+def test_a_timeout_that_is_not_positive_is_a_usage_error(interp):
+    done = interp("--timeout", "-5", "models")
+    assert done.returncode == 2 and "must be a positive number of seconds" in done.stderr
+
+
+def test_dataset_images_take_a_class_by_name(interp):
+    done = interp("--json", "dataset-images", "lenet", "fashion-mnist-test", "--label", "sneaker", "--limit", "3")
+    assert done.returncode == 0, done.stderr
+    images = json.loads(done.stdout)["images"]
+    assert len(images) == 3 and {image["label_name"] for image in images} == {"Sneaker"}
+    done = interp("dataset-images", "lenet", "fashion-mnist-test", "--label", "Sneakers")
+    assert done.returncode == 2 and "its classes: T-shirt/top" in done.stderr
+    done = interp("dataset-images", "lenet", "fashion-mnist-test", "--positions", "0")
+    assert done.returncode == 0, done.stderr
+    assert "request_id" not in done.stdout and "model lenet (pretrained" in done.stdout  # the stamp once
