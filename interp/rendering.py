@@ -265,7 +265,7 @@ def image_grid(images: Tensor | np.ndarray, labels: Sequence[str] | None = None)
 
     Args:
         images: (N, C, H, W) pixels in [0, 1], C = 1 or 3 (e.g. filter visualizations, previews).
-        labels: optional text per image, written in its cell's corner.
+        labels: optional text per image, written in its cell's corner (``\n`` starts a line).
 
     Returns:
         (H', W', 3) uint8 RGB, cells upscaled (nearest) to at least :data:`MIN_CELL` pixels a side.
@@ -331,11 +331,13 @@ def _to_levels(a: np.ndarray) -> np.ndarray:
 
 def _label(cell: np.ndarray, text: str, colour: int | tuple[int, int, int] = LABEL_COLOUR) -> None:
     """Write ``text`` in the top-left corner of a contiguous cell, in ``colour`` on a black outline
-    so it reads on any map."""
+    so it reads on any map; one line per ``\n``-separated part."""
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    origin = (3, 12)
-    cv2.putText(cell, text, origin, font, scale, 0 if isinstance(colour, int) else (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(cell, text, origin, font, scale, colour, 1, cv2.LINE_AA)
+    outline = 0 if isinstance(colour, int) else (0, 0, 0)
+    for row, line in enumerate(text.split("\n")):
+        origin = (3, 12 + 12 * row)
+        cv2.putText(cell, line, origin, font, scale, outline, 3, cv2.LINE_AA)
+        cv2.putText(cell, line, origin, font, scale, colour, 1, cv2.LINE_AA)
 
 
 def _tile(cells: list[np.ndarray], columns: int, gap: int | tuple[int, int, int] = GAP_COLOUR) -> np.ndarray:

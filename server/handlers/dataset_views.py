@@ -267,7 +267,9 @@ def nearest_neighbors(ctx: Ctx, request: pb.NearestNeighborsRequest, params: Non
     if flag(request, "include_input", True):
         reply.input.CopyFrom(input_echo(x[0], png=pngs))
     if pngs:
-        labels = ["query"] + [f"{n.label_name or n.image_id} {n.distance:.3g}" for n in neighbors]
+        # Two lines (class, distance) fit a LeNet cell; float32 rounding leaves ~1e-16 for the image itself.
+        shown = [n.distance if n.distance > 1e-6 else 0.0 for n in neighbors]
+        labels = ["query"] + [f"{n.label_name or n.image_id}\n{d:.2g}" for n, d in zip(neighbors, shown, strict=True)]
         reply.grid_png = rendering.encode_png(rendering.image_grid(torch.stack([x[0].cpu(), *images]), labels=labels))
     return reply
 
