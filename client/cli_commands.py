@@ -73,6 +73,10 @@ def _npy_option(what: str) -> Callable[[argparse.ArgumentParser], None]:
 
 
 def _activations_values(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    if args.output is None:  # the table alone: no grids to draw
+        if args.npy:
+            raise UsageError("--npy needs -o (where to write the arrays)")
+        values.setdefault("include_pngs", False)
     values.setdefault("include_tensors", bool(args.npy))  # tensors travel only when they are saved
 
 
@@ -142,6 +146,7 @@ COMMANDS: dict[str, Command] = {
         _npy_option("each activation as LAYER.npy"),
         _activations_values,
         _activations_files,
+        output_optional=True,
     ),  # fmt: skip
     "kernels": Command(t.text_kernels, "the kernel grid"),
     "saliency": Command(

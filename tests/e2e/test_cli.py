@@ -201,3 +201,11 @@ def test_dataset_images_take_a_class_by_name(interp):
     done = interp("dataset-images", "lenet", "fashion-mnist-test", "--positions", "0")
     assert done.returncode == 0, done.stderr
     assert "request_id" not in done.stdout and "model lenet (pretrained" in done.stdout  # the stamp once
+
+
+def test_activations_without_output_print_the_table_alone(interp, image_png):
+    done = interp("activations", "lenet", str(image_png), "--layer", "relu2", "--layer", "fc1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].split()[:2] == ["LAYER", "SHAPE"] and "wrote" not in done.stdout
+    done = interp("activations", "lenet", str(image_png), "--layer", "relu2", "--npy")
+    assert done.returncode == 2 and "--npy needs -o" in done.stderr
