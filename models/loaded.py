@@ -29,6 +29,9 @@ def suggest(name: str, choices: Sequence[str]) -> str:
     if len(name) > 100:
         return ""
     lowered = {choice.lower(): choice for choice in choices}
+    containing = [choice for low, choice in lowered.items() if name and name.lower() in low]
+    if len(containing) == 1:  # a part of one name ('boot' of 'Ankle boot')
+        return f" (did you mean {containing[0]!r}?)"
     found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return f" (did you mean {lowered[found[0]]!r}?)" if found else ""
 

@@ -208,6 +208,9 @@ def test_names_are_forgiving_and_suggest(client, shirt) -> None:
     with pytest.raises(errors.InvalidArgument) as label:
         client.saliency(shirt, model="lenet", target="Sneakr")
     assert "did you mean 'Sneaker'" in label.value.message and label.value.field == "target.label"
+    with pytest.raises(errors.InvalidArgument) as part:
+        client.saliency(shirt, model="lenet", target="boot")  # a part of one name
+    assert "did you mean 'Ankle boot'" in part.value.message
     labels = client.labels("vgg16")
     assert len(labels) == 1000 and labels[281] == "tabby"
 
