@@ -119,11 +119,16 @@ def _files_line(paths: Sequence[Path]) -> str:
     return "wrote " + ", ".join(str(p) for p in paths) if paths else "wrote no files (the server sent no images)"
 
 
+_OBJECTIVES = {"index": "images/s", "robustness": "accuracy", "embed": "KL"}
+"""What the progress events' ``objective`` is, for the streamed commands that optimize nothing."""
+
+
 class _Progress:
     """Progress callback: a tqdm bar on stderr and, with --frames, preview PNGs as frame_0001.png..."""
 
-    def __init__(self, show_bar: bool, frames_dir: Path | None, stream: TextIO) -> None:
+    def __init__(self, show_bar: bool, frames_dir: Path | None, stream: TextIO, objective: str = "objective") -> None:
         self.show_bar = show_bar
+        self.objective = objective  # what a stream's objective is (index: images/s; robustness: accuracy)
         self.frames_dir = frames_dir
         self.stream = stream
         self.frames: list[Path] = []
@@ -139,7 +144,7 @@ class _Progress:
                 self._bar.total = event.total_steps
             if event.stage:
                 self._bar.set_description_str(event.stage, refresh=False)
-            self._bar.set_postfix_str(f"objective={event.objective:.4g}", refresh=False)
+            self._bar.set_postfix_str(f"{self.objective}={event.objective:.4g}", refresh=False)
             self._bar.update(max(0, event.step - self._bar.n))
         if self.frames_dir is not None and event.preview_png:
             self.frames_dir.mkdir(parents=True, exist_ok=True)
@@ -444,7 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stdout, stderr = sys.stdout, sys.stderr
     progress = _Progress(
-        show_bar=not (args.json or args.no_progress), frames_dir=getattr(args, "frames", None), stream=stderr
+        show_bar=not (args.json or args.no_progress),
+        frames_dir=getattr(args, "frames", None),
+        stream=stderr,
+        objective=_OBJECTIVES.get(args.command, "objective"),
     )
     try:
         with InterpClient(
