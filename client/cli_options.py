@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from client import images
 from protos.interp_docs import FIELD_DOCS
 from protos.methods import Method
 
@@ -226,12 +227,7 @@ def image_files(arguments: Sequence[str]) -> tuple[list[Path], bool]:
 def read_image_file(path: Path) -> bytes:
     """The bytes of an image file named on the command line; OSError (a local file error, exit
     status 1) when it is missing, unreadable, a directory or empty. The server decodes them."""
-    if path.is_dir():
-        raise IsADirectoryError(f"image path {str(path)!r} is a directory; expected an image file")
-    data = path.read_bytes()
-    if not data:
-        raise OSError(f"image file {str(path)!r} is empty")
-    return data
+    return images.read_image_file(path, OSError)
 
 
 def request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -83,17 +83,22 @@ def _encoded(image: object) -> bytes:
             raise ValueError("image bytes are empty; expected an encoded image file (PNG, JPEG, ...)")
         return data
     if isinstance(image, str | os.PathLike):
-        path = Path(image)
-        if path.is_dir():
-            raise ValueError(f"image path {str(path)!r} is a directory; expected an image file")
-        data = path.read_bytes()
-        if not data:
-            raise ValueError(f"image file {str(path)!r} is empty")
-        return data
+        return read_image_file(Path(image))
     raise TypeError(
         f"unsupported image type {type(image).__name__}; expected a path, encoded bytes, "
         "a numpy array (H, W[, C]) or an interp.v1.Image"
     )
+
+
+def read_image_file(path: Path, error: type[Exception] = ValueError) -> bytes:
+    """The bytes of an image file, unread by anyone; ``error`` (the CLI: OSError, a local file
+    error) for a directory or an empty file, OSError when it cannot be read."""
+    if path.is_dir():
+        raise error(f"image path {str(path)!r} is a directory; expected an image file")
+    data = path.read_bytes()
+    if not data:
+        raise error(f"image file {str(path)!r} is empty")
+    return data
 
 
 def _check_pixels(array: np.ndarray) -> np.ndarray:
