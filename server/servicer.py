@@ -359,7 +359,7 @@ def _first_message(requests: Iterator[Message], idle_s: float, rpc: str) -> Mess
     return first
 
 
-def field_of(method: Method, exc: InvalidInput) -> InvalidInput:
+def _with_field(method: Method, exc: InvalidInput) -> InvalidInput:
     """``exc`` with its ``field`` named from the parameter it is about (``params.noise_level``,
     ``top_k``) when that is a field of the method's params or request; returned for ``raise``."""
     if getattr(exc, "field", None) is None and exc.param:
@@ -383,7 +383,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
             try:
                 yield from self.live(method, handler, requests, call)
             except InvalidInput as exc:
-                raise field_of(method, exc) from None
+                raise _with_field(method, exc) from None
 
         fn: Callable[..., Any] = live
     elif method.streamed:
@@ -393,7 +393,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
             try:
                 yield from self.stream(method, handler, request, call)
             except InvalidInput as exc:
-                raise field_of(method, exc) from None
+                raise _with_field(method, exc) from None
 
         fn = streamed
     else:
@@ -403,7 +403,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
             try:
                 return self.unary(method, handler, request, call)
             except InvalidInput as exc:
-                raise field_of(method, exc) from None
+                raise _with_field(method, exc) from None
 
         fn = unary
     fn.__name__ = fn.__qualname__ = method.rpc
