@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from client import InterpClient
 from client.errors import InterpError
 from web.api import embedding, jobs, lab, lab_data, lab_more, layers, models, robustness
-from web.errors import WebError, handle_error
+from web.errors import WebError, error_response, handle_error
 from web.explorer import Explorer
 from web.live import live_socket
 from web.security import Guard, Session
@@ -60,7 +60,7 @@ ROUTES = [
     Route("/live", _page("Live", "live")),
     Route("/models/{model}", _page("Model", "model")),
     Route("/models/{model}/layers/{layer}", _page("Layer", "layer")),
-    Route("/models/{model}/layers/{layer}/units/{unit:int}", _page("Unit", "unit")),
+    Route("/models/{model}/layers/{layer}/units/{unit}", _page("Unit", "unit")),
     Mount(
         "/api",
         routes=[
@@ -73,7 +73,7 @@ ROUTES = [
             Route("/embedding", embedding.run, methods=["POST"]),
             Route("/models/{model}", models.describe),
             Route("/models/{model}/layers/{layer}", layers.units),
-            Route("/models/{model}/layers/{layer}/units/{unit:int}", layers.unit),
+            Route("/models/{model}/layers/{layer}/units/{unit}", layers.unit),
             Route("/models/{model}/layers/{layer}/visualize", layers.visualize, methods=["POST"]),
             Route("/models/{model}/layers/{layer}/index", jobs.build_index, methods=["POST"]),
             Route("/lab/upload", lab.upload, methods=["POST"]),
@@ -92,6 +92,17 @@ ROUTES = [
     ),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]
+
+
+NOT_FOUND_PAGE = SHELL.replace("{title}", "Not found").replace("{script}", "notfound")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """An unknown path: the explorer's page saying so (with its navigation), or for ``/api/`` the
+    JSON error every API answer uses; never the framework's bare text."""
+    if request.url.path.startswith("/api/"):
+        return error_response(WebError("NOT_FOUND", f"no API at {request.url.path}", status=404))
+    return HTMLResponse(NOT_FOUND_PAGE, status_code=404, headers={"Cache-Control": "no-cache"})
 
 
 def create_app(settings: WebSettings, *, client: InterpClient | None = None, secure_cookie: bool = False) -> Starlette:
@@ -114,7 +125,7 @@ def create_app(settings: WebSettings, *, client: InterpClient | None = None, sec
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(Guard, session=session, hosts=settings.hosts())],
-        exception_handlers={InterpError: handle_error, WebError: handle_error},
+        exception_handlers={InterpError: handle_error, WebError: handle_error, 404: not_found},
         lifespan=lifespan,
     )
     app.state.explorer = explorer

@@ -381,3 +381,13 @@ def test_embedding_map_with_the_lab_image_placed_on_it(web) -> None:
     bad = request(web + "/api/embedding", method="POST", data=json.dumps({**body, "layer": "../x"}).encode(),
                   headers=CSRF)  # fmt: skip
     assert bad.status == 400 and bad.json()["field"] == "layer"
+
+
+def test_unknown_paths_are_the_explorers_not_found_page_or_json(web) -> None:
+    page = request(web + "/models/lenet/nothing/here")
+    assert page.status == 404 and "text/html" in page.headers.get("content-type", "")
+    assert b"/static/js/notfound.js" in page.body and b"interp explorer" in page.body
+    api = request(web + "/api/no/such")
+    assert api.status == 404 and api.json() == {"code": "NOT_FOUND", "message": "no API at /api/no/such", "field": None}
+    unit = request(web + "/api/models/lenet/layers/relu2/units/abc")
+    assert unit.status >= 400 and unit.json()["field"] == "unit" and "not abc" in unit.json()["message"]

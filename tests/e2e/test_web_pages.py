@@ -221,3 +221,49 @@ def test_a_service_error_is_shown_not_blank(driver, site, shots) -> None:
     assert "NOT_FOUND" in alert.text and "relu2" in alert.text and "layer" in alert.text
     driver.get_log("browser")  # the 404 the page read is logged by Chromium; that is the point here
     driver.save_screenshot(str(shots / "error.png"))
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ("/robustness?model=lenet&dataset=nope&methods=fgsm&eps=0.1&limit=20&run=1", "no dataset 'nope'"),
+        ("/robustness?model=nope&dataset=fashion-mnist-test&run=1", "no model 'nope'"),
+        ("/embedding?model=lenet&dataset=fashion-mnist-test&layer=nope&method=pca&limit=50&run=1", "no layer 'nope'"),
+        ("/lab?model=nope", "no model 'nope'"),
+        ("/live?model=lenet&layer=nope", "has no layer 'nope'"),
+        ("/models/lenet/layers/relu2/units/abc", "relu2 has units 0..15, not abc"),
+        ("/models/lenet/layers/relu2/units/-1", "relu2 has units 0..15, not -1"),
+        ("/no/such/page", "no page at /no/such/page"),
+    ],
+    ids=["robustness-dataset", "robustness-model", "embedding-layer", "lab-model", "live-layer", "unit-abc",
+         "unit-negative", "unknown-path"],  # fmt: skip
+)
+def test_a_link_asking_for_what_is_not_there_says_so(driver, site, path, refused) -> None:
+    """Never a silent substitute (a link with a typo giving other results unsaid) nor a bare page:
+    the refusal is on the page, under the navigation, and nothing starts on its own."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + path)
+    alert = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".error"))
+    assert refused in alert.text
+    assert driver.find_element(By.CSS_SELECTOR, "header a.brand").text == "interp explorer"
+    for started in ("robustness", "embedding"):  # run=1 did not run with a substitute
+        assert not driver.find_elements(By.CSS_SELECTOR, f"#{started} table, #{started} img")
+    driver.get_log("browser")  # the refusals the pages read are logged by Chromium (4xx)
+
+
+def test_the_labs_settings_from_a_link_are_checked_and_kept_through_a_unit_page(driver, site) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/lab?model=lenet&dataset=fashion-mnist-test&position=228&method=nope&attack=nope&eps=5")
+    for refused in ("no method 'nope'", "no attack 'nope'", "ε 5 is not in 0.005..0.5"):
+        wait(driver, lambda d, r=refused: any(r in e.text for e in d.find_elements(By.CSS_SELECTOR, ".error")))
+    driver.get(site + "/lab?model=lenet&dataset=fashion-mnist-test&position=228&method=smoothgrad&eps=0.05")
+    link = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".maps a"))
+    link.click()
+    back = wait(driver, lambda d: d.find_element(By.ID, "back-to-lab"))
+    target = back.get_attribute("href")
+    assert "dataset=fashion-mnist-test" in target and "position=228" in target and "method=smoothgrad" in target
+    back.click()
+    wait(driver, lambda d: "position=228" in d.current_url and d.find_elements(By.ID, "overlay"))
+    driver.get_log("browser")

@@ -185,9 +185,10 @@ units = json_endpoint(_units)
 def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
     layer = _layer_of(explorer, model, name)
-    unit = int(request.path_params["unit"])
+    text = request.path_params["unit"]
+    unit = int(text) if text.isdecimal() else -1  # "-1", "abc": no unit of any layer
     if not 0 <= unit < max(layer.channels, 1):
-        raise WebError("OUT_OF_RANGE", f"{layer.name} has units 0..{layer.channels - 1}, not {unit}", field="unit")
+        raise WebError("OUT_OF_RANGE", f"{layer.name} has units 0..{layer.channels - 1}, not {text}", field="unit")
     atlas = layer_atlas(explorer, model, layer.name)
     params = page_params(request, atlas)
     k = query_int(request, "k", 9, low=1, high=64)

@@ -90,6 +90,15 @@ export function errorBox(err) {
     err.field ? h("span", { class: "muted" }, ` (field: ${err.field})`) : null);
 }
 
+// A value the URL asks for that a picker does not hold: said on the page (null when it holds it),
+// never silently replaced by what the picker shows instead: a link with a typo must not give
+// other results unsaid.
+export function unknownChoice(select, wanted, what) {
+  if (!wanted || [...select.options].some((o) => o.value === wanted)) return null;
+  const instead = select.value ? `; showing ${select.value} instead` : "";
+  return errorBox({ code: "NOT_FOUND", message: `no ${what} '${wanted}' here${instead}`, field: what });
+}
+
 // Replace an element's children, leaving out the null/false of optional parts.
 export function show(where, ...children) {
   where.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
@@ -190,5 +199,6 @@ export async function modelAndDataset(params, pageTitle) {
   };
   model.addEventListener("change", fill);
   fill();
-  return { model, dataset };
+  const refusals = [unknownChoice(model, params.get("model"), "model"), unknownChoice(dataset, params.get("dataset"), "dataset")];
+  return { model, dataset, refusals: refusals.filter(Boolean) };
 }

@@ -1,7 +1,7 @@
 // "/embedding": a t-SNE or PCA map of a layer over a served dataset (Embedding, streamed, cancellable,
 // cached on the server); with ?image=SHA256 (from the lab) the image is placed on the map; a click on
 // a point of the scatter opens its image in the lab.
-import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, page, pythonBlock, query, setQuery, show, streamEvents, title } from "./common.js";
+import { app, downloadLink, errorBox, field, getJSON, h, modelAndDataset, page, pythonBlock, query, setQuery, show, streamEvents, title, unknownChoice } from "./common.js";
 
 // The point nearest the click on the scatter (within 8 pixels of the picture): its image in the lab.
 function openPoint(event, r, model) {
@@ -20,14 +20,16 @@ async function main() {
   const params = query();
   const picks = await modelAndDataset(params, "Embedding");
   if (!picks) return;
-  const { model, dataset } = picks;
+  const { model, dataset, refusals } = picks;
   const layer = h("select", { id: "layer" });
+  const notices = h("div", { id: "notices" }, refusals);
   const fill = async () => {
     try {
       const d = await getJSON(`/api/models/${encodeURIComponent(model.value)}`);
       const names = d.layers.map((l) => l.name);
       const wanted = params.get("layer") || names[names.length - 2];
       show(layer, names.map((n) => h("option", { value: n, selected: n === wanted }, n)));
+      show(notices, refusals, [null, model.value].includes(params.get("model")) ? unknownChoice(layer, params.get("layer"), "layer") : null);
     } catch (err) {
       show(out, errorBox(err));
     }
@@ -75,12 +77,12 @@ async function main() {
       show(out, err.name === "AbortError" ? h("p", { id: "cancelled" }, "cancelled") : errorBox(err));
     }
   } }, "build the map");
-  show(app(), title("Embedding"),
+  show(app(), title("Embedding"), notices,
     image ? h("p", {}, "The lab's image will be placed on the map.") : null,
     h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset), field("layer", layer), field("method", method), field("images", limit)),
     h("div", { class: "tools" }, run, cancel, bar, status), out);
   await fill();
-  if (params.get("run") === "1") run.click();
+  if (params.get("run") === "1" && !notices.childElementCount) run.click();  // not with what the link did not ask for
 }
 
 page(main);

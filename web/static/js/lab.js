@@ -3,7 +3,7 @@
 // saliency as an overlay, and an adversarial example with an epsilon slider.
 import { datasetBrowser } from "./lab_data.js";
 import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
-import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title } from "./common.js";
+import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title, unknownChoice } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
@@ -47,7 +47,8 @@ function chooser() {
     setQuery({ image: null, dataset, position });
     analyse();
   });
-  return h("div", { class: "panel" }, h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, browser, status);
+  return h("div", { class: "panel" }, unknownChoice(select, query().get("model"), "model"),
+    h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, browser, status);
 }
 
 function currentModel() {
@@ -110,7 +111,13 @@ async function analyse() {
   show(maps, ...d.layers.map((l) => h("div", {},
     h("div", {}, h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}` }, l.layer),
       h("span", { class: "muted" }, ` (${l.maps.length} of ${l.channels} units, most active first)`)),
-    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}?image=${enc(image)}`, title: `unit ${m.unit}` },
+    h("div", { class: "maps" }, l.maps.map((m) => h("a", { href: `/models/${enc(d.model)}/layers/${enc(l.layer)}/units/${m.unit}?image=${enc(image)}`, title: `unit ${m.unit}`,
+      // the unit page's "back to the lab" returns to this view as it is when clicked (dataset image, method, ε)
+      onclick: (e) => {
+        const url = new URL(e.currentTarget.href);
+        url.searchParams.set("back", location.pathname + location.search);
+        e.currentTarget.href = url.href;
+      } },
       h("img", { src: m.png, alt: `${l.layer} unit ${m.unit}`, class: "map", "data-unit": m.unit })))))),
     pythonBlock(d.python_activations));
   saliencyView(sal, image, d.model);
@@ -133,7 +140,8 @@ function saliencyView(where, image, model) {
         h("p", {}, `explaining ${s.target ? s.target.label : "the predicted class"} with ${s.method}`)), pythonBlock(s.python)]);
   }
   picker.addEventListener("change", run);
-  show(where, h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
+  show(where, unknownChoice(picker, query().get("method"), "method"),
+    h("div", { class: "tools" }, h("label", { for: "method" }, "method"), picker), out);
   run();
 }
 
@@ -178,7 +186,12 @@ function attackView(where, image, model) {
   slider.addEventListener("change", run);
   slider.addEventListener("input", () => { label.textContent = `ε = ${Number(slider.value).toFixed(3)}`; });
   method.addEventListener("change", run);
-  show(where, h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method, find), out, closest);
+  const wantedEps = params.get("eps");
+  const epsRefused = wantedEps !== null && Number(wantedEps) !== Number(slider.value)
+    ? errorBox({ code: "OUT_OF_RANGE", message: `ε ${wantedEps} is not in ${slider.min}..${slider.max}; showing ${slider.value} instead`, field: "eps" })
+    : null;  // the slider clamps (and rounds to its step) what it cannot show
+  show(where, unknownChoice(method, params.get("attack"), "attack"), epsRefused,
+    h("div", { class: "tools" }, h("label", { for: "eps" }, "ε"), slider, label, method, find), out, closest);
   run();
 }
 

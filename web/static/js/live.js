@@ -34,7 +34,9 @@ async function main() {
     show(app(), title("Live"), h("div", { class: "tools" }, modelSelect), errorBox(err));
     return;
   }
-  const layer = params.get("layer") || (layers.find((l) => l.output_shape.length === 3) || layers[0] || {}).name || "";
+  const wantedLayer = params.get("layer");
+  const known = layers.some((l) => l.name === wantedLayer);
+  const layer = known ? wantedLayer : (layers.find((l) => l.output_shape.length === 3) || layers[0] || {}).name || "";
   const layerSelect = h("select", { id: "layer", onchange: () => reload({ layer: layerSelect.value, unit: null }) },
     layers.map((l) => h("option", { value: l.name, selected: l.name === layer }, l.name)));
   const video = h("video", { class: "live-source", id: "source", muted: true, playsinline: true, loop: true });
@@ -47,7 +49,10 @@ async function main() {
   const camera = h("button", { type: "button", id: "camera" }, "Camera");
   const file = h("input", { type: "file", id: "video-file", accept: "video/*" });
   const stop = h("button", { type: "button", id: "stop", disabled: true }, "Stop");
-  show(app(), title(`Live · ${layer} of ${model}`),
+  const refused = wantedLayer && !known
+    ? errorBox({ code: "NOT_FOUND", message: `${model} has no layer '${wantedLayer}' with channels here; showing ${layer} instead`, field: "layer" })
+    : null;
+  show(app(), title(`Live · ${layer} of ${model}`), refused,
     h("div", { class: "tools" }, h("label", {}, "model ", modelSelect), h("label", {}, "layer ", layerSelect),
       camera, h("label", {}, "or a video file ", file), stop),
     status, counters,
@@ -82,7 +87,7 @@ async function main() {
     if (unit !== null) selectUnit(model, layer, unit, stream, unitPanel);
   });
   const unit = Number(params.get("unit"));
-  if (params.get("unit") !== null && Number.isInteger(unit) && unit >= 0) selectUnit(model, layer, unit, stream, unitPanel);
+  if (!refused && params.get("unit") !== null && Number.isInteger(unit) && unit >= 0) selectUnit(model, layer, unit, stream, unitPanel);
 }
 
 function reload(changes) {

@@ -56,7 +56,7 @@ async function main() {
   const offline = h("div", { id: "offline" });  // the results interp-robustness stored
   const picks = await modelAndDataset(params, "Robustness");
   if (!picks) return;
-  const { model, dataset } = picks;
+  const { model, dataset, refusals } = picks;
   const refresh = () => offlineResults(offline, model.value, dataset.value);
   model.addEventListener("change", refresh);
   dataset.addEventListener("change", refresh);
@@ -94,12 +94,12 @@ async function main() {
       show(out, err.name === "AbortError" ? h("p", { id: "cancelled" }, "cancelled") : errorBox(err));
     }
   } }, "run");
-  show(app(), title("Robustness"),
+  show(app(), title("Robustness"), refusals,
     h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset),
       h("span", {}, "methods ", boxes.map((b) => h("label", {}, b, ` ${b.value} `))), field("ε", eps), field("images", limit)),
     h("div", { class: "tools" }, run, cancel, bar, status), out, offline);
   refresh();
-  if (params.get("run") === "1") run.click();
+  if (params.get("run") === "1" && !refusals.length) run.click();  // not with what the link did not ask for
 }
 
 page(main);

@@ -51,8 +51,14 @@ function onImage(model, d) {
     h("div", { class: "panel" }, h("div", {}, `unit ${d.unit}: max ${m.max.toFixed(2)}, mean ${m.mean.toFixed(2)}`),
       h("img", { class: "big", id: "unit-map", src: m.map, alt: "activation map on the lab's image" }),
       h("div", { class: "tools" }, downloadLink(m.map, `${model}_${d.layer.name}_unit${d.unit}_map.png`)))),
-    h("p", {}, h("a", { href: `/lab?image=${enc(image)}&model=${enc(model)}` }, "back to the lab")), pythonBlock(m.python)]);
+    h("p", {}, h("a", { id: "back-to-lab", href: labLink(image, model) }, "back to the lab")), pythonBlock(m.python)]);
   return [h("h2", {}, "On the lab's image"), box];
+}
+
+// The lab view the link came from (``back=``, a path of this site's lab only), else the image in the lab.
+function labLink(image, model) {
+  const back = query().get("back");
+  return back && back.startsWith("/lab?") ? back : `/lab?image=${enc(image)}&model=${enc(model)}`;
 }
 
 page(main);
