@@ -312,7 +312,7 @@ def scatter_image(
     marks = np.zeros((0, 2)) if marks is None else np.asarray(marks, dtype=np.float64).reshape(-1, 2)
     present = sorted({int(v) for v in np.unique(labels)})
     names = [classes[v] if 0 <= v < len(classes) else ("unlabelled" if v < 0 else str(v)) for v in present]
-    legend_w = 24 + 8 * max((len(n) for n in names), default=4)
+    legend_w = 30 + 11 * max((len(n) for n in names), default=4)  # text readable when the page shrinks the plot
     image = np.full((size, size + legend_w, 3), 255, dtype=np.uint8)
     n = coords.shape[0]
     xy = _to_pixels(np.concatenate([coords.astype(np.float64), marks]), size, 12)
@@ -324,11 +324,11 @@ def scatter_image(
         cv2.circle(image, (int(x), int(y)), 7, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.drawMarker(image, (int(x), int(y)), (0, 0, 0), cv2.MARKER_CROSS, 10, 1)
     for row, (value, name) in enumerate(zip(present, names, strict=True)):
-        y = 24 + row * 20
-        cv2.circle(image, (size + 10, y - 4), 5, class_colour(value), -1, cv2.LINE_AA)
-        cv2.putText(image, name, (size + 20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        y = 30 + row * 26
+        cv2.circle(image, (size + 10, y - 6), 7, class_colour(value), -1, cv2.LINE_AA)
+        cv2.putText(image, name, (size + 22, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     if title:
-        cv2.putText(image, title, (8, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     return image
 
 

@@ -175,7 +175,7 @@ def test_pictures(lenet_relu4) -> None:
     m = emb.embed(features[:300], "pca", emb.EmbeddingParams())
     classes = tuple(f"class{i}" for i in range(10))
     scatter = emb.scatter_image(m.coordinates, labels[:300].astype(np.int64), classes, size=400)
-    assert scatter.shape == (400, 400 + 24 + 8 * 6, 3) and scatter.dtype == np.uint8
+    assert scatter.shape == (400, 400 + 30 + 11 * 6, 3) and scatter.dtype == np.uint8
     for label in np.unique(labels[:300]):  # every class's colour is drawn (points and legend)
         colour = np.array(emb.class_colour(int(label)), dtype=np.uint8)
         assert (scatter[:, :400] == colour).all(axis=2).sum() > 0
@@ -246,18 +246,19 @@ def _scatter_oracle(
     coords: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], size: int, title: str, marks: np.ndarray
 ) -> np.ndarray:
     """The scatter's stated layout, written out with OpenCV's primitives: a white square of
-    ``size`` plus a legend 24 + 8 x (longest name) wide (4 characters when there is no class);
+    ``size`` plus a legend 30 + 11 x (longest name) wide (4 characters when there is no class);
     the points and marks placed by the written-out mapping of their common bounding box (margin
     12); filled anti-aliased discs of radius 2 (1 past 5,000 points) in the class colour; each
-    mark a black ring of radius 7 and width 2 with a 10-pixel cross; the legend one row of 20
-    pixels per class present in ascending order from y = 24 (a disc of radius 5 at x = size + 10,
-    4 above the baseline, the name at x = size + 20); the title at (8, 16). The points here never
+    mark a black ring of radius 7 and width 2 with a 10-pixel cross; the legend one row of 26
+    pixels per class present in ascending order from y = 30 (a disc of radius 7 at x = size + 10,
+    6 above the baseline, the name at x = size + 22, font scale 0.6); the title at (8, 22), font
+    scale 0.6. The points here never
     overlap, so their drawing order does not matter."""
     import cv2
 
     present = sorted(set(labels.tolist()))
     names = [classes[v] if 0 <= v < len(classes) else ("unlabelled" if v < 0 else str(v)) for v in present]
-    width = 24 + 8 * (max(len(name) for name in names) if names else 4)
+    width = 30 + 11 * (max(len(name) for name in names) if names else 4)
     image = np.full((size, size + width, 3), 255, dtype=np.uint8)
     xy = _mapped(np.concatenate([coords, marks]), size, 12).astype(int)
     radius = 1 if len(coords) > 5000 else 2
@@ -267,11 +268,11 @@ def _scatter_oracle(
         cv2.circle(image, (int(x), int(y)), 7, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.drawMarker(image, (int(x), int(y)), (0, 0, 0), cv2.MARKER_CROSS, 10, 1)
     for row, (value, name) in enumerate(zip(present, names, strict=True)):
-        baseline = 24 + 20 * row
-        cv2.circle(image, (size + 10, baseline - 4), 5, emb.class_colour(value), -1, cv2.LINE_AA)
-        cv2.putText(image, name, (size + 20, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        baseline = 30 + 26 * row
+        cv2.circle(image, (size + 10, baseline - 6), 7, emb.class_colour(value), -1, cv2.LINE_AA)
+        cv2.putText(image, name, (size + 22, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     if title:
-        cv2.putText(image, title, (8, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     return image
 
 

@@ -59,10 +59,11 @@ async function main() {
       }, controller.signal);
       bar.value = bar.max;
       bar.dataset.done = "true";
-      status.textContent = r.reused ? "from the server's cache" : `computed in ${r.seconds.toFixed(1)} s`;
+      const took = r.seconds < 0.1 ? `${Math.round(r.seconds * 1000)} ms` : `${r.seconds.toFixed(1)} s`;
+      status.textContent = r.reused ? "from the server's cache" : `computed in ${took}`;
       const placed = r.placed ? [h("h2", {}, "The lab's image on the map"),
         h("p", {}, `placed among ${r.placed.label} images (nearest: ${r.placed.neighbors.join(", ")})`),
-        h("div", { class: "panel" }, h("img", { id: "placed", class: "map-plot", src: r.placed.scatter, alt: "the image on the map" })),
+        h("div", { class: "row" }, h("div", { class: "panel" }, h("img", { id: "placed", class: "map-plot", src: r.placed.scatter, alt: "the image on the map" }))),
         pythonBlock(r.placed.python)] : [];
       show(out, h("p", {}, `${r.points} images of ${r.dataset}, ${r.layer}, ${r.method}; click a point to open its image in the lab`),
         h("div", { class: "row" },
