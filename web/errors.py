@@ -65,7 +65,11 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
-def query_int(request: Request, name: str, default: int, *, low: int = 0, high: int = 1 << 30) -> int:
+UNBOUNDED = 1 << 30
+"""The default upper bound of :func:`query_int`: no bound a user needs to hear of."""
+
+
+def query_int(request: Request, name: str, default: int, *, low: int = 0, high: int = UNBOUNDED) -> int:
     """An integer query parameter in [low, high]; INVALID_ARGUMENT naming it otherwise."""
     return _query_number(request, name, default, int, "an integer", low, high)
 
@@ -84,7 +88,8 @@ def _query_number(request: Request, name: str, default: N, kind: Callable[[str],
     except ValueError:
         raise WebError("INVALID_ARGUMENT", f"{name} must be {what}, got {raw!r}", field=name) from None
     if not low <= value <= high:
-        raise WebError("INVALID_ARGUMENT", f"{name} must be in [{low}, {high}], got {value}", field=name)
+        bounds = f"at least {low}" if high == UNBOUNDED else f"in [{low}, {high}]"
+        raise WebError("INVALID_ARGUMENT", f"{name} must be {bounds}, got {value}", field=name)
     return value
 
 

@@ -391,3 +391,10 @@ def test_unknown_paths_are_the_explorers_not_found_page_or_json(web) -> None:
     assert api.status == 404 and api.json() == {"code": "NOT_FOUND", "message": "no API at /api/no/such", "field": None}
     unit = request(web + "/api/models/lenet/layers/relu2/units/abc")
     assert unit.status >= 400 and unit.json()["field"] == "unit" and "not abc" in unit.json()["message"]
+
+
+def test_page_errors_name_the_last_page_and_no_internal_bound(web) -> None:
+    past = request(web + "/api/models/lenet/layers/relu2?page=9&per_page=4").json()
+    assert past["field"] == "page" and "the last page, 3 (16 units, 4 a page" in past["message"], past
+    negative = request(web + "/api/models/lenet/layers/relu2?page=-1").json()
+    assert negative["message"] == "page must be at least 0, got -1"

@@ -50,7 +50,12 @@ def visual_params(raw: Any) -> dict[str, Any]:
 def page_channels(layer: LayerInfo, page: int, per_page: int) -> list[int]:
     start = page * per_page
     if layer.channels and start >= layer.channels:
-        raise WebError("OUT_OF_RANGE", f"page {page} is past the last of {layer.channels} units", field="page")
+        last = (layer.channels - 1) // per_page
+        raise WebError(
+            "OUT_OF_RANGE",
+            f"page {page} is past the last page, {last} ({layer.channels} units, {per_page} a page, from page 0)",
+            field="page",
+        )
     return list(range(start, min(start + per_page, layer.channels)))
 
 
