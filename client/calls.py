@@ -137,23 +137,23 @@ class RpcClient:
         the method's Params message; the reply comes back as its result class (``wrap=False``:
         the raw message). The typed methods above are this, with signatures.
         """
-        if rpc == "DatasetImages" and isinstance(values.get("label"), str):  # a class by name
-            values = {**values, "label": self._class_index(str(values.get("dataset", "")), values["label"])}
         reply = self._unary(rpc, _requests(by_rpc(rpc), values, params or {}), timeout)
         return RESULTS[rpc](reply) if wrap else reply
 
-    def _class_index(self, dataset: str, name: str) -> int:
-        """The index of class ``name`` (an index as text, or a class name, any case) in ``dataset``."""
-        if name.strip().lstrip("-").isdigit():
-            return int(name)
+    def dataset_class(self, dataset: str, label: int | str) -> int | None:
+        """The index of class ``label`` of a served dataset: an int as it is, else a class name (any
+        case, or an index as text) looked up in ListDatasets. None when no served dataset has that
+        name (a call with it then gets the server's error naming the served ones)."""
+        if isinstance(label, int) or label.strip().lstrip("-").isdigit():
+            return int(label)
         infos = self._unary("ListDatasets", pb.ListDatasetsRequest(), _UNSET).datasets
         classes = next((list(d.classes) for d in infos if d.name == dataset), None)
         if classes is None:
-            return -1  # an unknown dataset: the server's answer names the served ones
+            return None
         lowered = [c.lower() for c in classes]
-        if name.lower() not in lowered:
-            raise ValueError(f"label {name!r} is not a class of {dataset}; its classes: {', '.join(classes)}")
-        return lowered.index(name.lower())
+        if label.lower() not in lowered:
+            raise ValueError(f"label {label!r} is not a class of {dataset}; its classes: {', '.join(classes)}")
+        return lowered.index(label.lower())
 
     def call_many(
         self,

@@ -222,6 +222,8 @@ def run_method(c: InterpClient, args: argparse.Namespace, progress: _Progress) -
     values, params = request_values(method, args)
     if row.prepare is not None:
         row.prepare(args, values)
+    if row.resolve is not None:
+        row.resolve(c, values)
     if takes_many(method):
         images, many = image_files(values.pop("image"))
         if many:

@@ -37,6 +37,7 @@ class Command:
     prepare: Callable[[argparse.Namespace, dict[str, Any]], None] | None = None  # request values from them
     files: Callable[[Any, argparse.Namespace], list[Path]] | None = None  # files besides save()
     output_optional: bool = False  # -o may be left out (then no files are written)
+    resolve: Callable[[Any, dict[str, Any]], None] | None = None  # request values the server's lists decide
 
 
 def _interpolate_options(p: argparse.ArgumentParser) -> None:
@@ -118,6 +119,12 @@ def _top_files(result: Any, args: argparse.Namespace) -> list[Path]:
     return files
 
 
+def _dataset_class(c: Any, values: dict[str, Any]) -> None:
+    """dataset-images --label: a class name (any case) becomes the dataset's class index."""
+    if values.get("label") is not None:
+        values["label"] = c.dataset_class(values.get("dataset", ""), values["label"])
+
+
 def _embed_files(result: Any, args: argparse.Namespace) -> list[Path]:
     return [result.write_html(args.html)] if args.html is not None else []
 
@@ -167,6 +174,7 @@ COMMANDS: dict[str, Command] = {
         files=_top_files,
     ),
     "embed": Command(t.text_embed, "the scatter, atlas", _html_option, files=_embed_files),
+    "dataset-images": Command(output="its images", output_optional=True, resolve=_dataset_class),
     "place": Command(t.text_place, "the map with the images marked, each input", _place_option, _place_values),
 }
 

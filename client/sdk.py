@@ -469,6 +469,8 @@ class InterpClient(RpcClient):
         """Dataset images as ``model``'s input, by position, or a page (``offset``, ``limit``: default 24)
         of every image or of class ``label``'s (index or class name); each with its position, label,
         class name, array and PNG."""
+        if label is not None:
+            label = self.dataset_class(dataset, label)
         return self.call("DatasetImages", _request(locals()), timeout)
 
     def iter_embedding(

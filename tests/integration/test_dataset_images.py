@@ -75,6 +75,12 @@ def test_a_page_of_one_class(client):
     assert default.total == 10_000 and [i.position for i in default.images] == list(range(24))
     past = client.dataset_images("lenet", dataset=DATASET, label=7, offset=1000)
     assert past.total == 1000 and past.images == ()
+    named = client.dataset_images("lenet", dataset=DATASET, label="sneaker", offset=10, limit=5)  # by name
+    assert [i.position for i in named.images] == sneakers[10:15].tolist()
+    with pytest.raises(ValueError, match="'Sneakers' is not a class of fashion-mnist-test; its classes: T-shirt"):
+        client.dataset_images("lenet", dataset=DATASET, label="Sneakers")
+    with pytest.raises(errors.InvalidArgument, match="unknown dataset .nope."):  # the server's answer, not a guess
+        client.dataset_images("lenet", dataset="nope", label="sneaker")
 
 
 def test_a_folder_comes_back_as_the_models_input(client):
