@@ -99,6 +99,33 @@ export function unknownChoice(select, wanted, what) {
   return errorBox({ code: "NOT_FOUND", message: `no ${what} '${wanted}' here${instead}`, field: what });
 }
 
+// A model the server serves with random weights (its explicit opt-in, reported pretrained=false)
+// is said so on every page that shows what it computes: those classes, maps and images are an
+// untrained network's, not the published model's. modelInfo reads the model list once per page.
+let modelList = null;
+export function modelInfo(name) {
+  modelList ??= getJSON("/api/models").then((d) => d.models, () => []);
+  return modelList.then((models) => models.find((m) => m.name === name) || null);
+}
+
+export function weightsNote(info) {
+  if (!info || info.pretrained !== false) return null;
+  return h("div", { class: "notice weights-note", role: "note" }, h("b", {}, `${info.name} serves random weights`),
+    " (pretrained=false): the server was started with random weights for it, so its classes, maps and",
+    " images here are those of an untrained network, not of the published model.");
+}
+
+// An element holding the note of the page's model; its update(name) redraws it when the model changes.
+export function weightsSlot(name) {
+  const slot = h("div", { class: "weights-slot" });
+  slot.update = async (model) => {
+    show(slot, weightsNote(await modelInfo(model)));
+    slot.dataset.model = model;  // drawn for this model (a test waits on it)
+  };
+  if (name) slot.update(name);
+  return slot;
+}
+
 // Replace an element's children, leaving out the null/false of optional parts.
 export function show(where, ...children) {
   where.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
@@ -197,8 +224,9 @@ export async function modelAndDataset(params, pageTitle) {
     show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
       : h("option", { value: "" }, "no served dataset fits this model"));
   };
-  model.addEventListener("change", fill);
+  const note = weightsSlot(model.value);
+  model.addEventListener("change", () => { fill(); note.update(model.value); });
   fill();
   const refusals = [unknownChoice(model, params.get("model"), "model"), unknownChoice(dataset, params.get("dataset"), "dataset")];
-  return { model, dataset, refusals: refusals.filter(Boolean) };
+  return { model, dataset, note, refusals: refusals.filter(Boolean) };
 }

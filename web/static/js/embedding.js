@@ -20,7 +20,7 @@ async function main() {
   const params = query();
   const picks = await modelAndDataset(params, "Embedding");
   if (!picks) return;
-  const { model, dataset, refusals } = picks;
+  const { model, dataset, note, refusals } = picks;
   const layer = h("select", { id: "layer" });
   const notices = h("div", { id: "notices" }, refusals);
   const fill = async () => {
@@ -78,7 +78,7 @@ async function main() {
       show(out, err.name === "AbortError" ? h("p", { id: "cancelled" }, "cancelled") : errorBox(err));
     }
   } }, "build the map");
-  show(app(), title("Embedding"), notices,
+  show(app(), title("Embedding"), notices, note,
     image ? h("p", {}, "The lab's image will be placed on the map.") : null,
     h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset), field("layer", layer), field("method", method), field("images", limit)),
     h("div", { class: "tools" }, run, cancel, bar, status), out);

@@ -3,7 +3,7 @@
 // saliency as an overlay, and an adversarial example with an epsilon slider.
 import { datasetBrowser } from "./lab_data.js";
 import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
-import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title, unknownChoice } from "./common.js";
+import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title, unknownChoice, weightsSlot } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
@@ -48,7 +48,7 @@ function chooser() {
     analyse();
   });
   return h("div", { class: "panel" }, unknownChoice(select, query().get("model"), "model"),
-    h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), drop, pad, browser, status);
+    h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), weightsSlot(currentModel()), drop, pad, browser, status);
 }
 
 function currentModel() {

@@ -1,5 +1,5 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
-import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, streamEvents, title } from "./common.js";
+import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, streamEvents, title, weightsSlot } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
@@ -29,6 +29,7 @@ async function main() {
     h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
       d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
       " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),
+    weightsSlot(model),
     atlasNote(d, base),
     d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
     h("div", { class: "tools" }, vis.bar, vis.status),

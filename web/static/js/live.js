@@ -3,7 +3,7 @@
 // holds one Watch stream; a new frame leaves only when the previous answer arrived (latest frame
 // wins: the camera's frames in between are never sent). A click on a channel selects that unit:
 // its map enlarged, its top-9 dataset crops and its feature visualization beside the grid.
-import { app, enc, errorBox, getJSON, h, page, pythonBlock, query, setQuery, show, title } from "./common.js";
+import { app, enc, errorBox, getJSON, h, page, pythonBlock, query, setQuery, show, title, weightsSlot } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 const MAX_SIDE = 224; // frames are scaled down to this before encoding (the service resizes anyway)
@@ -55,6 +55,7 @@ async function main() {
   show(app(), title(`Live · ${layer} of ${model}`), refused,
     h("div", { class: "tools" }, h("label", {}, "model ", modelSelect), h("label", {}, "layer ", layerSelect),
       camera, h("label", {}, "or a video file ", file), stop),
+    weightsSlot(model),
     status, counters,
     h("div", { class: "row" },
       h("div", { class: "panel" }, h("div", {}, "input"), video),

@@ -1,5 +1,5 @@
 // "/models/{model}": the layers as a strip (shape, receptive field, parameters) and the first layer's kernels.
-import { app, downloadLink, enc, fmtShape, getJSON, h, page, pathParts, pythonBlock, show, title } from "./common.js";
+import { app, downloadLink, enc, fmtShape, getJSON, h, page, pathParts, pythonBlock, show, title, weightsNote } from "./common.js";
 
 async function main() {
   const [, model] = pathParts();
@@ -16,6 +16,7 @@ async function main() {
     title(`${name}`),
     h("p", { class: "muted" }, d.model.description, ` — input ${fmtShape(d.model.input_shape)}, ${d.labels.length} classes, `,
       d.model.pretrained ? "pretrained" : "random weights"),
+    weightsNote(d.model),
     h("h2", {}, "Layers"), h("div", { class: "strip", id: "strip" }, cards),
     pythonBlock(d.python),
   ];

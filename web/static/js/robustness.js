@@ -56,7 +56,7 @@ async function main() {
   const offline = h("div", { id: "offline" });  // the results interp-robustness stored
   const picks = await modelAndDataset(params, "Robustness");
   if (!picks) return;
-  const { model, dataset, refusals } = picks;
+  const { model, dataset, note, refusals } = picks;
   const refresh = () => offlineResults(offline, model.value, dataset.value);
   model.addEventListener("change", refresh);
   dataset.addEventListener("change", refresh);
@@ -94,7 +94,7 @@ async function main() {
       show(out, err.name === "AbortError" ? h("p", { id: "cancelled" }, "cancelled") : errorBox(err));
     }
   } }, "run");
-  show(app(), title("Robustness"), refusals,
+  show(app(), title("Robustness"), refusals, note,
     h("div", { class: "panel tools" }, field("model", model), field("dataset", dataset),
       h("span", {}, "methods ", boxes.map((b) => h("label", {}, b, ` ${b.value} `))), field("ε", eps), field("images", limit)),
     h("div", { class: "tools" }, run, cancel, bar, status), out, offline);

@@ -1,6 +1,6 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
-import { app, downloadLink, enc, errorBox, fill, getJSON, h, page, pathParts, pythonBlock, query, show, title } from "./common.js";
+import { app, downloadLink, enc, errorBox, fill, getJSON, h, page, pathParts, pythonBlock, query, show, title, weightsSlot } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
 async function main() {
@@ -18,6 +18,7 @@ async function main() {
   show(app(),
     title(`${d.layer.name} unit ${d.unit} · ${model}`),
     h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
+    weightsSlot(model),
     h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
     h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
     h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
