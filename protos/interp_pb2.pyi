@@ -138,7 +138,7 @@ class WeightsInfo(_message.Message):
     def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., sha256: _Optional[str] = ..., canonical_name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "task", "input_shape", "num_classes", "pretrained", "weights", "status", "reason", "description", "dataset", "source")
+    __slots__ = ("name", "task", "input_shape", "num_classes", "pretrained", "weights", "status", "reason", "description", "dataset", "source", "class_sets")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ModelInfo.Status]
@@ -160,6 +160,7 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_SETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -171,7 +172,8 @@ class ModelInfo(_message.Message):
     description: str
     dataset: str
     source: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., status: _Optional[_Union[ModelInfo.Status, str]] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ..., dataset: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    class_sets: bool
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[_Union[WeightsInfo, _Mapping]] = ..., status: _Optional[_Union[ModelInfo.Status, str]] = ..., reason: _Optional[str] = ..., description: _Optional[str] = ..., dataset: _Optional[str] = ..., source: _Optional[str] = ..., class_sets: _Optional[bool] = ...) -> None: ...
 
 class DescribeModelRequest(_message.Message):
     __slots__ = ("model",)

@@ -61,6 +61,7 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
         description=spec.description,
         dataset=spec.dataset,
         source=spec.source,
+        class_sets=spec.training_dataset is not None,
     )
 
 

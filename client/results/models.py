@@ -39,6 +39,7 @@ class ModelInfo(Result):
     description: str
     dataset: str
     source: str = ""  # "builtin", or a --model's kind: "torchvision", "torchscript", "export"
+    class_sets: bool = False  # InterpolateFeatures takes class names (the server holds its training set)
 
     @property
     def ready(self) -> bool:

@@ -1,7 +1,9 @@
-"""A model served with random weights (the server's explicit opt-in, pretrained=false) is said so
-on every explorer page that shows what it computes, in headless Chromium: the lab, the model,
-layer and unit pages, the robustness, embedding and live pages, and again when a page's model
-picker changes to it. A pretrained model's pages carry no such note."""
+"""An ImageNet model served with random weights (the server's explicit opt-in, pretrained=false)
+beside LeNet, in headless Chromium: the note on every explorer page that shows what it computes
+(the lab, the model, layer and unit pages, the robustness, embedding and live pages, and again
+when a page's model picker changes to it), none on a pretrained model's pages; and the lab's deep
+feature interpolation, whose class-name sets only the models trained in this repo have, says so
+for AlexNet instead of offering classes the server would refuse."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, require_fashion_mnist
 from tests.e2e.web_harness import CHROMEDRIVER, CHROMIUM, WebServer, check_page, chromium, screenshots_folder, wait
 
 NOTE = "alexnet serves random weights"
@@ -83,3 +85,18 @@ def test_a_pretrained_models_pages_carry_no_note_and_a_picker_change_brings_it(s
     assert wait(driver, lambda d: _notes(d))[0].startswith(NOTE)
     Select(driver.find_element(By.ID, "model")).select_by_value("lenet")
     wait(driver, lambda d: not _notes(d))
+
+
+def test_the_labs_interpolation_says_what_alexnet_needs_instead_of_offering_classes(site) -> None:
+    from selenium.webdriver.common.by import By
+
+    require_fashion_mnist()
+    driver, url, _ = site
+    driver.get(url + "/lab?model=alexnet&dataset=fashion-mnist-test&position=3")
+    note = wait(driver, lambda d: d.find_elements(By.ID, "dfi-unavailable"))[0].text
+    assert "training set, which the server holds for lenet but not for alexnet" in note, note
+    assert "interp interpolate alexnet image.png --positive DIR --negative DIR" in note
+    assert not driver.find_elements(By.ID, "dfi-from")  # no class pickers the server would refuse
+    driver.get(url + "/lab?model=lenet&dataset=fashion-mnist-test&position=3")
+    wait(driver, lambda d: d.find_elements(By.ID, "dfi-from"))
+    assert not driver.find_elements(By.ID, "dfi-unavailable")

@@ -144,6 +144,10 @@ def test_list_models_reports_source_sha256_and_card(client, files) -> None:
     assert infos["lenet-ts"].source == "torchscript" and infos["lenet-ep"].source == "export"
     assert infos["lenet-ep"].weights.sha256 == hashlib.sha256(files["lenet.pt2"].read_bytes()).hexdigest()
     assert infos["lenet"].source == "builtin" and infos["lenet"].status == "READY"
+    # class-name sets (deep feature interpolation) need a training set the server holds: the
+    # in-repo LeNet's, or the one a card names (lenet.json: fashion-mnist); r18's card names none
+    assert infos["lenet"].class_sets and infos["lenet-ts"].class_sets and infos["lenet-ep"].class_sets
+    assert infos["r18"].class_sets is False
 
 
 def test_bad_specs_are_unavailable_with_the_reason(client) -> None:

@@ -55,6 +55,8 @@ def test_list_models(client):
         assert m.ready and m.status == "READY"
         assert m.pretrained is False and m.weights.source == "random"
         assert len(m.weights.sha256) == 64
+        assert m.class_sets is False  # no ImageNet training set on the server: DFI takes images
+    assert models["lenet"].class_sets is True  # trained in this repo: DFI takes class names
     assert models["vgg16"].input_shape == (3, 224, 224) and models["vgg16"].num_classes == 1000
     assert models["lenet"].input_shape == (1, 28, 28) and models["lenet"].num_classes == 10
 

@@ -124,7 +124,7 @@ async function analyse() {
   const layerNames = d.layers.map((l) => l.layer);
   neighborsView(near, image, d.model, layerNames);
   dreamView(dream, image, d.model, layerNames);
-  dfiView(dfi, image, d.model, d.labels, d.predictions);
+  dfiView(dfi, image, d.model, d.labels, d.predictions, state.models);
   attackView(adv, image, d.model);
 }
 

@@ -113,7 +113,20 @@ export function dreamView(where, image, model, layers) {
 
 // Deep feature interpolation (Upchurch et al.): the image moved in feature space from one class's
 // mean features towards another's, one image per alpha.
-export function dfiView(where, image, model, labels, predictions) {
+export function dfiView(where, image, model, labels, predictions, models) {
+  const info = models.find((m) => m.name === model);
+  if (info && !info.class_sets) {
+    // Class-name sets are drawn from the model's training set, which the server holds for the
+    // models trained in this repo (or named by a model card): say so instead of offering classes
+    // the server would refuse.
+    const able = models.filter((m) => m.class_sets).map((m) => m.name);
+    show(where, h("p", { class: "notice", id: "dfi-unavailable" },
+      `Interpolating between two classes draws images of each from the model's training set, which the server holds `,
+      able.length ? `for ${able.join(", ")} but not for ${model}` : `for no model served here`,
+      `. For ${model}, give two sets of your own images, or a target image, through the SDK or the CLI: `,
+      h("code", {}, `interp interpolate ${model} image.png --positive DIR --negative DIR -o out/`), "."));
+    return;
+  }
   const params = query();
   const top = predictions.length ? predictions[0].label : labels[0];
   const second = predictions.find((p) => p.label !== top);
