@@ -94,6 +94,9 @@ def test_unit_page_streams_its_visualization_and_shows_the_top_nine(driver, site
     wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", visual) > 0)
     top = driver.find_element(By.ID, "top")
     assert len(top.find_elements(By.CSS_SELECTOR, "img")) == 18  # nine crops and their projections
+    cards = top.find_elements(By.CSS_SELECTOR, ".unit-card")
+    rows = sorted({c.rect["y"] for c in cards})
+    assert len(rows) == 3 and all(sum(c.rect["y"] == y for c in cards) == 3 for y in rows)  # 3 x 3, not 8 + 1
     assert driver.find_elements(By.LINK_TEXT, "download PNG")
     check_page(driver, site, shots, "unit")
 

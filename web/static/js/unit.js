@@ -24,7 +24,7 @@ async function main() {
     h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
     onImage(model, d),
     h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
-    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid", id: "top" }, tops),
+    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid top9", id: "top" }, tops),
     pythonBlock(d.python, "copy as Python (top activations)"));
   if (d.visual) img.src = d.visual.png;
   try {
