@@ -78,7 +78,7 @@ def test_a_pretrained_models_pages_carry_no_note_and_a_picker_change_brings_it(s
         ("/robustness?model=lenet", ".weights-slot[data-model=lenet]"),
     ):
         driver.get(url + path)
-        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn))
+        wait(driver, lambda d, drawn=drawn: d.find_elements(By.CSS_SELECTOR, drawn))
         assert not _notes(driver), path
     # the robustness page (the last one) keeps its page and swaps the note when the picker changes
     Select(driver.find_element(By.ID, "model")).select_by_value("alexnet")

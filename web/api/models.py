@@ -22,8 +22,8 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         "dataset": info.dataset,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
-        "source": info.source,
-        "class_sets": info.class_sets,  # deep feature interpolation between class names works  # "builtin", or a --model's kind: torchvision, torchscript, export
+        "source": info.source,  # "builtin", or a --model's kind: torchvision, torchscript, export
+        "class_sets": info.class_sets,  # deep feature interpolation between class names works
         "weights": {
             "source": info.weights.source,
             "sha256": info.weights.sha256,
