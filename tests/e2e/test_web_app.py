@@ -398,3 +398,26 @@ def test_page_errors_name_the_last_page_and_no_internal_bound(web) -> None:
     assert past["field"] == "page" and "the last page, 3 (16 units, 4 a page" in past["message"], past
     negative = request(web + "/api/models/lenet/layers/relu2?page=-1").json()
     assert negative["message"] == "page must be at least 0, got -1"
+
+
+def test_a_first_layer_units_page_shows_its_kernel(web, service) -> None:
+    """conv1's unit page carries the unit's 5x5 kernel as an image (grey 0, on the kernel's own
+    scale), checked against the weights the SDK's Kernels returns; a unit of a layer whose kernels
+    do not read the pixels (conv2: 6 input channels) or of a layer without kernels carries none."""
+    import cv2
+    import numpy as np
+
+    from client import InterpClient
+
+    page = request(web + "/api/models/lenet/layers/conv1/units/3?steps=2").json()
+    kernel = page["kernel"]
+    assert kernel["shape"] == [1, 5, 5] and "kernels(" in kernel["python"]
+    pixels = cv2.imdecode(np.frombuffer(_png(kernel["png"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+    zoom = pixels.shape[0] // 5
+    assert pixels.shape == (5 * zoom, 5 * zoom) and zoom * 5 >= 80
+    with InterpClient(service) as client:
+        weights = client.kernels("lenet", "conv1").weights[3, 0]
+    expected = 0.5 + 0.5 * weights / np.abs(weights).max()
+    np.testing.assert_allclose(pixels[::zoom, ::zoom] / 255.0, expected, atol=1 / 255 + 1e-6)
+    for layer in ("conv2", "relu1"):
+        assert request(web + f"/api/models/lenet/layers/{layer}/units/0?steps=2").json()["kernel"] is None

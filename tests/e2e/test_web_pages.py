@@ -133,6 +133,19 @@ def test_lab_upload_classes_maps_saliency_and_epsilon(driver, site, shots, tmp_p
     check_page(driver, site, shots, "unit-from-lab")
 
 
+def test_a_first_layer_unit_page_shows_its_kernel_beside_the_visualization(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/conv1/units/3?steps=8")
+    kernel = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#kernel img"))
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", kernel) > 0)
+    visual = driver.find_element(By.ID, "visual")
+    assert kernel.rect["x"] > visual.rect["x"] + visual.rect["width"]  # beside it, not below
+    assert kernel.rect["width"] >= 80  # 5 x 5 enlarged, not a speck
+    assert "linearly" in driver.find_element(By.ID, "kernel").text
+    check_page(driver, site, shots, "unit-kernel")
+
+
 def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) -> None:
     from selenium.webdriver.common.by import By
 

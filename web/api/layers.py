@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -109,6 +110,26 @@ def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
         "image": data_url(entry.image_png),
         "projection": data_url(projection_png),
     }
+
+
+def pixel_kernel(explorer: Explorer, model: str, layer: LayerInfo, unit: int) -> dict[str, Any] | None:
+    """A first-layer unit's kernel as an image: the pattern of pixels it weighs (grey 0, brighter
+    positive, darker negative; a colour kernel per channel on one scale), enlarged nearest-neighbour,
+    with the Kernels call. None for a layer whose kernels do not read the image's channels."""
+    if not layer.has_kernels:
+        return None
+    channels = explorer.client.describe_model(model).model.input_shape[0]
+    result = explorer.client.kernels(model, layer.name)
+    weights = result.weights
+    if weights is None or weights.ndim != 4 or weights.shape[1] != channels or channels not in (1, 3):
+        return None
+    kernel = np.moveaxis(weights[unit], 0, -1)  # (kH, kW, C)
+    scale = float(np.abs(kernel).max()) or 1.0
+    pixels = 0.5 + 0.5 * kernel / scale
+    zoom = max(1, 84 // max(kernel.shape[:2]))
+    pixels = np.repeat(np.repeat(pixels, zoom, axis=0), zoom, axis=1)
+    return {"png": data_url(encode_png(pixels)), "shape": list(weights.shape[1:]),
+            "python": explorer.code("kernels", (model, layer.name), {})}  # fmt: skip
 
 
 def _layer_of(explorer: Explorer, model: str, name: str) -> LayerInfo:
@@ -211,7 +232,7 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     stored = atlas_json(atlas, [unit], params, unit_page=True) if atlas is not None else None
     return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
-            "params": params, "atlas": stored}  # fmt: skip
+            "params": params, "atlas": stored, "kernel": pixel_kernel(explorer, model, layer, unit)}  # fmt: skip
 
 
 unit = json_endpoint(_unit)

@@ -3,6 +3,19 @@
 import { app, downloadLink, enc, errorBox, fill, getJSON, h, page, pathParts, pythonBlock, query, show, title, weightsSlot } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
+// A first-layer unit's kernel: the pixels it weighs, which its feature visualization cannot show
+// (the channel's mean is linear in the pixels, so the input maximizing it is flat or nearly).
+function kernelPanel(d) {
+  if (!d.kernel) return null;
+  return h("div", { class: "panel kernel-panel", id: "kernel" },
+    h("div", {}, `kernel ${d.kernel.shape.join("×")}`),
+    h("img", { class: "pixel", src: d.kernel.png, alt: `kernel of unit ${d.unit}` }),
+    h("p", { class: "muted" }, "grey 0, brighter positive, darker negative. A first-layer unit weighs the pixels",
+      " linearly: the input that maximizes its channel's mean is flat or nearly (each pixel at 0 or 1 by the sign",
+      " of the weights over it); this is the pattern it responds to."),
+    pythonBlock(d.kernel.python, "copy as Python (kernels)"));
+}
+
 async function main() {
   const [, model, , layer, , unit] = pathParts();
   const params = query();
@@ -20,7 +33,7 @@ async function main() {
     h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
     weightsSlot(model),
     h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
-    h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview)),
+    h("div", { class: "row" }, h("div", { class: "panel" }, img), h("div", {}, vis.preview), kernelPanel(d)),
     h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
     onImage(model, d),
     h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
