@@ -421,3 +421,9 @@ def test_a_first_layer_units_page_shows_its_kernel(web, service) -> None:
     np.testing.assert_allclose(pixels[::zoom, ::zoom] / 255.0, expected, atol=1 / 255 + 1e-6)
     for layer in ("conv2", "relu1"):
         assert request(web + f"/api/models/lenet/layers/{layer}/units/0?steps=2").json()["kernel"] is None
+    # the layer page: every card of conv1 carries its own unit's kernel, the other layers' none
+    cards = request(web + "/api/models/lenet/layers/conv1?steps=2").json()["units"]
+    assert [card["kernel"]["png"] for card in cards if card["unit"] == 3] == [kernel["png"]]
+    assert len({card["kernel"]["png"] for card in cards}) == 6
+    conv2 = request(web + "/api/models/lenet/layers/conv2?steps=2").json()["units"]
+    assert all(card["kernel"] is None for card in conv2)

@@ -20,7 +20,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from client.errors import FailedPrecondition
+from client.errors import FailedPrecondition, InterpError
 from client.results import FilterVisualization, LayerInfo, TopActivationsResult
 from web.api.models import layer_json
 from web.errors import WebError, json_body, query_int, typed_params
@@ -112,24 +112,34 @@ def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
     }
 
 
-def pixel_kernel(explorer: Explorer, model: str, layer: LayerInfo, unit: int) -> dict[str, Any] | None:
-    """A first-layer unit's kernel as an image: the pattern of pixels it weighs (grey 0, brighter
-    positive, darker negative; a colour kernel per channel on one scale), enlarged nearest-neighbour,
-    with the Kernels call. None for a layer whose kernels do not read the image's channels."""
+def first_layer_kernels(explorer: Explorer, model: str, layer: LayerInfo) -> tuple[np.ndarray, str] | None:
+    """The (O, C, kH, kW) kernels of a conv layer that reads the image's 1 or 3 channels, and the
+    Kernels call that returns them; None for any other layer, or when Kernels cannot answer (the
+    page then goes on without them)."""
     if not layer.has_kernels:
         return None
     channels = explorer.client.describe_model(model).model.input_shape[0]
-    result = explorer.client.kernels(model, layer.name)
-    weights = result.weights
+    try:
+        weights = explorer.client.kernels(model, layer.name).weights
+    except InterpError:
+        return None
     if weights is None or weights.ndim != 4 or weights.shape[1] != channels or channels not in (1, 3):
         return None
+    return weights, explorer.code("kernels", (model, layer.name), {})
+
+
+def kernel_json(kernels: tuple[np.ndarray, str] | None, unit: int) -> dict[str, Any] | None:
+    """One unit's kernel as an image: the pixels it weighs (grey 0, brighter positive, darker
+    negative; a colour kernel's channels on one scale), enlarged nearest-neighbour to about 84 px."""
+    if kernels is None:
+        return None
+    weights, python = kernels
     kernel = np.moveaxis(weights[unit], 0, -1)  # (kH, kW, C)
     scale = float(np.abs(kernel).max()) or 1.0
     pixels = 0.5 + 0.5 * kernel / scale
     zoom = max(1, 84 // max(kernel.shape[:2]))
     pixels = np.repeat(np.repeat(pixels, zoom, axis=0), zoom, axis=1)
-    return {"png": data_url(encode_png(pixels)), "shape": list(weights.shape[1:]),
-            "python": explorer.code("kernels", (model, layer.name), {})}  # fmt: skip
+    return {"png": data_url(encode_png(pixels)), "shape": list(weights.shape[1:]), "python": python}
 
 
 def _layer_of(explorer: Explorer, model: str, name: str) -> LayerInfo:
@@ -189,11 +199,13 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     sha = explorer.weights_sha256(model)
     tops, notice = top_crops(explorer, model, layer.name, channels, 1, False) if channels else (None, "")
     best = {top.channel: top.entries[0] for top in tops.channels if top.entries} if tops else {}
+    kernels = first_layer_kernels(explorer, model, layer)
     units = [
         {
             "unit": ch,
             "visual": cached_visual(explorer, sha, layer.name, ch, params),
             "top": entry_json(best[ch]) if ch in best else None,
+            "kernel": kernel_json(kernels, ch),
         }
         for ch in channels
     ]
@@ -230,9 +242,10 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
         python = explorer.code("top_activations", (model,), kwargs)
     sha = explorer.weights_sha256(model)
     stored = atlas_json(atlas, [unit], params, unit_page=True) if atlas is not None else None
+    kernel = kernel_json(first_layer_kernels(explorer, model, layer), unit)
     return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
-            "params": params, "atlas": stored, "kernel": pixel_kernel(explorer, model, layer, unit)}  # fmt: skip
+            "params": params, "atlas": stored, "kernel": kernel}  # fmt: skip
 
 
 unit = json_endpoint(_unit)

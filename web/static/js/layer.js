@@ -16,8 +16,15 @@ async function main() {
     if (u.visual) img.src = u.visual.png;
     images[u.unit] = img;
     const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
-    return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top);
+    const kernel = u.kernel ? h("img", { class: "pixel kernel", src: u.kernel.png, alt: `kernel of unit ${u.unit}`, title: "its kernel" }) : null;
+    return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top, kernel);
   });
+  // a first-layer unit is linear in the pixels: its visualization is flat or nearly, its kernel shows what it weighs
+  const kernelNote = d.units.some((u) => u.kernel)
+    ? h("p", { class: "muted", id: "kernel-note" }, "Under each unit, its kernel (grey 0, brighter positive, darker negative). ",
+      "A unit of this layer weighs the pixels linearly, so the input that maximizes its channel's mean is flat or nearly ",
+      "(each pixel at 0 or 1 by the sign of the weights over it); the kernel is the pattern it responds to.")
+    : null;
   const vis = visualizer(model, d.layer.name, d.params);
   const nav = h("div", { class: "pager" },
     d.page > 0 ? h("a", { href: pageUrl(d.page - 1) }, "← previous") : null,
@@ -33,7 +40,7 @@ async function main() {
     atlasNote(d, base),
     d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
     h("div", { class: "tools" }, vis.bar, vis.status),
-    nav, h("div", { class: "grid", id: "units" }, cards), out);
+    kernelNote, nav, h("div", { class: "grid", id: "units" }, cards), out);
   try {
     const last = await vis.run(d.units.map((u) => u.unit));
     for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
