@@ -246,7 +246,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.MinimalAttackResponse.success': 'judged on the 8-bit adversarial image',
     'interp.v1.MinimalAttackResponse.success_raw': 'deepfool: before 8-bit rounding (what foolbox reports)',
     'interp.v1.MinimalAttackResponse.violations': 'radii (levels) tried that failed above k*',
-    'interp.v1.ModelInfo.class_sets': 'InterpolateFeatures takes class names as sets: the server holds the',
+    'interp.v1.ModelInfo.class_sets': "InterpolateFeatures takes class names as its sets: the model names a training set the server samples them from (the LeNets: Fashion-MNIST's training split, installed on the server); else images.",
     'interp.v1.ModelInfo.dataset': 'e.g. "ImageNet-1k", "Fashion-MNIST"',
     'interp.v1.ModelInfo.input_shape': '(C, H, W)',
     'interp.v1.ModelInfo.reason': "why UNAVAILABLE, and how to fix it; while LOADING, the download's progress",

@@ -39,7 +39,7 @@ class ModelInfo(Result):
     description: str
     dataset: str
     source: str = ""  # "builtin", or a --model's kind: "torchvision", "torchscript", "export"
-    class_sets: bool = False  # InterpolateFeatures takes class names (the server holds its training set)
+    class_sets: bool = False  # InterpolateFeatures takes class names (the model names a training set to sample)
 
     @property
     def ready(self) -> bool:

@@ -427,3 +427,38 @@ def test_a_first_layer_units_page_shows_its_kernel(web, service) -> None:
     assert len({card["kernel"]["png"] for card in cards}) == 6
     conv2 = request(web + "/api/models/lenet/layers/conv2?steps=2").json()["units"]
     assert all(card["kernel"] is None for card in conv2)
+
+
+def test_kernels_only_for_the_first_layer_and_a_failing_kernels_call_leaves_the_page_without() -> None:
+    """first_layer_kernels asks Kernels for the model's first layer with kernels only (a deeper conv
+    is never fetched, whatever its input channels), and a Kernels error gives None: the unit and
+    layer pages then load without the kernel instead of failing."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from client.errors import InterpError
+    from web.api.layers import first_layer_kernels
+
+    catalogue = (("normalize", False), ("conv1", True), ("conv2", True))
+    layers = [SimpleNamespace(name=name, has_kernels=has) for name, has in catalogue]
+    asked: list[str] = []
+
+    def kernels(model: str, layer: str) -> SimpleNamespace:
+        asked.append(layer)
+        if fail:
+            raise InterpError("Conv1d has no image kernels")
+        return SimpleNamespace(weights=np.ones((6, 1, 5, 5), np.float32))
+
+    client = SimpleNamespace(
+        describe_model=lambda model: SimpleNamespace(layers=layers, model=SimpleNamespace(input_shape=(1, 28, 28))),
+        kernels=kernels,
+    )
+    explorer = SimpleNamespace(client=client, code=lambda *args, **kwargs: "python")
+    fail = False
+    conv1, conv2 = layers[1], layers[2]
+    found = first_layer_kernels(explorer, "m", conv1)  # type: ignore[arg-type]
+    assert found is not None and found[0].shape == (6, 1, 5, 5)
+    assert first_layer_kernels(explorer, "m", conv2) is None and asked == ["conv1"]  # type: ignore[arg-type]
+    fail = True
+    assert first_layer_kernels(explorer, "m", conv1) is None  # type: ignore[arg-type]

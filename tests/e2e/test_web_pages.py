@@ -141,9 +141,14 @@ def test_a_first_layer_unit_page_shows_its_kernel_beside_the_visualization(drive
     wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", kernel) > 0)
     visual = driver.find_element(By.ID, "visual")
     assert kernel.rect["x"] > visual.rect["x"] + visual.rect["width"]  # beside it, not below
-    assert kernel.rect["width"] >= 80  # 5 x 5 enlarged, not a speck
-    assert "linearly" in driver.find_element(By.ID, "kernel").text
+    natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", kernel)
+    # 5 x 5 enlarged to whole pixels per weight, shown at that size: square, not a speck, not stretched
+    assert natural[0] == natural[1] >= 80 and kernel.rect["width"] == kernel.rect["height"] == natural[0]
+    assert "flat or nearly" in driver.find_element(By.ID, "kernel").text  # the default channel objective
     check_page(driver, site, shots, "unit-kernel")
+    driver.get(site + "/models/lenet/layers/conv1/units/3?steps=8&objective=neuron")
+    text = wait(driver, lambda d: d.find_element(By.ID, "kernel")).text
+    assert "linearly" in text and "flat" not in text  # a neuron's visualization shows the kernel's pattern
 
 
 def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) -> None:

@@ -1,7 +1,8 @@
 """An ImageNet model served with random weights (the server's explicit opt-in, pretrained=false)
 beside LeNet, in headless Chromium: the note on every explorer page that shows what it computes
 (the lab, the model, layer and unit pages, the robustness, embedding and live pages, and again
-when a page's model picker changes to it), none on a pretrained model's pages; and the lab's deep
+when a page's model picker changes to it), none on a pretrained model's pages nor on an unavailable
+one's; and the lab's deep
 feature interpolation, whose class-name sets only the models trained in this repo have, says so
 for AlexNet instead of offering classes the server would refuse."""
 
@@ -27,7 +28,9 @@ def site(tmp_path_factory) -> Iterator[tuple[Any, str, Path]]:
     from tests.support.servers import test_config
     from web import WebSettings, create_app
 
-    server, port = create_server(test_config(models=("lenet", "alexnet")))
+    # "gone": a served model that cannot load (UNAVAILABLE): not pretrained, but not random weights either
+    config = test_config(models=("lenet", "alexnet"), model_specs={"gone": "export:/nonexistent/model.pt2"})
+    server, port = create_server(config)
     server.start()
     web = WebServer(create_app(WebSettings(server=f"127.0.0.1:{port}")))
     browser = chromium(tmp_path_factory.mktemp("chromium-profile"))
@@ -55,6 +58,7 @@ def _notes(driver: Any) -> list[str]:
         "/robustness?model=alexnet",
         "/embedding?model=alexnet",
         "/live?model=alexnet",
+        "/models/AlexNet/layers/features.1?steps=2&image_size=32",  # any case, as the server takes names
     ],
 )
 def test_a_random_weights_model_is_said_so_on_its_pages(site, path) -> None:
@@ -75,6 +79,7 @@ def test_a_pretrained_models_pages_carry_no_note_and_a_picker_change_brings_it(s
     for path, drawn in (
         ("/models/lenet", "#strip"),  # drawn with the page, from the model's own description
         ("/lab?model=lenet", ".weights-slot[data-model=lenet]"),
+        ("/robustness?model=gone", ".weights-slot[data-model=gone]"),  # UNAVAILABLE: no claim about weights
         ("/robustness?model=lenet", ".weights-slot[data-model=lenet]"),
     ):
         driver.get(url + path)
@@ -94,7 +99,7 @@ def test_the_labs_interpolation_says_what_alexnet_needs_instead_of_offering_clas
     driver, url, _ = site
     driver.get(url + "/lab?model=alexnet&dataset=fashion-mnist-test&position=3")
     note = wait(driver, lambda d: d.find_elements(By.ID, "dfi-unavailable"))[0].text
-    assert "training set, which the server holds for lenet but not for alexnet" in note, note
+    assert "training set, which the server samples for lenet but not for alexnet" in note, note
     assert "interp interpolate alexnet image.png --positive DIR --negative DIR" in note
     assert not driver.find_elements(By.ID, "dfi-from")  # no class pickers the server would refuse
     driver.get(url + "/lab?model=lenet&dataset=fashion-mnist-test&position=3")

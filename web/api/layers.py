@@ -113,12 +113,15 @@ def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
 
 
 def first_layer_kernels(explorer: Explorer, model: str, layer: LayerInfo) -> tuple[np.ndarray, str] | None:
-    """The (O, C, kH, kW) kernels of a conv layer that reads the image's 1 or 3 channels, and the
-    Kernels call that returns them; None for any other layer, or when Kernels cannot answer (the
-    page then goes on without them)."""
+    """The (O, C, kH, kW) kernels of the model's first layer with kernels (the one the model page
+    shows) when they read the image's 1 or 3 channels, and the Kernels call that returns them; None
+    for any other layer (no call made), or when Kernels cannot answer (the page goes on without)."""
     if not layer.has_kernels:
         return None
-    channels = explorer.client.describe_model(model).model.input_shape[0]
+    description = explorer.client.describe_model(model)
+    if layer.name != next((entry.name for entry in description.layers if entry.has_kernels), None):
+        return None
+    channels = description.model.input_shape[0]
     try:
         weights = explorer.client.kernels(model, layer.name).weights
     except InterpError:

@@ -99,27 +99,33 @@ export function unknownChoice(select, wanted, what) {
   return errorBox({ code: "NOT_FOUND", message: `no ${what} '${wanted}' here${instead}`, field: what });
 }
 
-// A model the server serves with random weights (its explicit opt-in, reported pretrained=false)
-// is said so on every page that shows what it computes: those classes, maps and images are an
-// untrained network's, not the published model's. modelInfo reads the model list once per page.
+// A model the server serves with random weights (its explicit opt-in: weights source "random",
+// reported pretrained=false) is said so on every page that shows what it computes: those classes,
+// maps and images are an untrained network's, not the published model's. Not for a model still
+// loading or unavailable, nor one whose card calls its own weights file not pretrained.
+// modelInfo reads the model list once per page unless the page holds it already; names are
+// matched as the server matches them (any case).
 let modelList = null;
-export function modelInfo(name) {
+export function modelInfo(name, models = null) {
+  if (models) modelList ??= Promise.resolve(models);
   modelList ??= getJSON("/api/models").then((d) => d.models, () => []);
-  return modelList.then((models) => models.find((m) => m.name === name) || null);
+  const key = String(name || "").trim().toLowerCase();
+  return modelList.then((list) => list.find((m) => m.name === name || m.name.toLowerCase() === key) || null);
 }
 
 export function weightsNote(info) {
-  if (!info || info.pretrained !== false) return null;
+  if (!info || info.status !== "READY" || !info.weights || info.weights.source !== "random") return null;
   return h("div", { class: "notice weights-note", role: "note" }, h("b", {}, `${info.name} serves random weights`),
     " (pretrained=false): the server was started with random weights for it, so its classes, maps and",
     " images here are those of an untrained network, not of the published model.");
 }
 
-// An element holding the note of the page's model; its update(name) redraws it when the model changes.
-export function weightsSlot(name) {
+// An element holding the note of the page's model; its update(name) redraws it when the model
+// changes. ``models``: the page's model list when it has one (no second request).
+export function weightsSlot(name, models = null) {
   const slot = h("div", { class: "weights-slot" });
   slot.update = async (model) => {
-    show(slot, weightsNote(await modelInfo(model)));
+    show(slot, weightsNote(await modelInfo(model, models)));
     slot.dataset.model = model;  // drawn for this model (a test waits on it)
   };
   if (name) slot.update(name);
@@ -224,7 +230,7 @@ export async function modelAndDataset(params, pageTitle) {
     show(dataset, fitting.length ? fitting.map((d) => h("option", { value: d.name, selected: d.name === params.get("dataset") }, `${d.name} (${d.size})`))
       : h("option", { value: "" }, "no served dataset fits this model"));
   };
-  const note = weightsSlot(model.value);
+  const note = weightsSlot(model.value, models.models);
   model.addEventListener("change", () => { fill(); note.update(model.value); });
   fill();
   const refusals = [unknownChoice(model, params.get("model"), "model"), unknownChoice(dataset, params.get("dataset"), "dataset")];

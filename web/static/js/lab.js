@@ -48,7 +48,7 @@ function chooser() {
     analyse();
   });
   return h("div", { class: "panel" }, unknownChoice(select, query().get("model"), "model"),
-    h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), weightsSlot(currentModel()), drop, pad, browser, status);
+    h("div", { class: "tools" }, h("label", { for: "model" }, "model"), select), weightsSlot(currentModel(), state.models), drop, pad, browser, status);
 }
 
 function currentModel() {

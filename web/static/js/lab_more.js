@@ -121,7 +121,7 @@ export function dfiView(where, image, model, labels, predictions, models) {
     // the server would refuse.
     const able = models.filter((m) => m.class_sets).map((m) => m.name);
     show(where, h("p", { class: "notice", id: "dfi-unavailable" },
-      `Interpolating between two classes draws images of each from the model's training set, which the server holds `,
+      `Interpolating between two classes draws images of each from the model's training set, which the server samples `,
       able.length ? `for ${able.join(", ")} but not for ${model}` : `for no model served here`,
       `. For ${model}, give two sets of your own images, or a target image, through the SDK or the CLI: `,
       h("code", {}, `interp interpolate ${model} image.png --positive DIR --negative DIR -o out/`), "."));

@@ -20,10 +20,12 @@ async function main() {
     return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top, kernel);
   });
   // a first-layer unit is linear in the pixels: its visualization is flat or nearly, its kernel shows what it weighs
+  const channel = (d.params.objective || "channel") === "channel";  // the visualizations' objective
   const kernelNote = d.units.some((u) => u.kernel)
     ? h("p", { class: "muted", id: "kernel-note" }, "Under each unit, its kernel (grey 0, brighter positive, darker negative). ",
-      "A unit of this layer weighs the pixels linearly, so the input that maximizes its channel's mean is flat or nearly ",
-      "(each pixel at 0 or 1 by the sign of the weights over it); the kernel is the pattern it responds to.")
+      channel ? "A unit of this layer weighs the pixels linearly, so the input that maximizes its channel's mean is flat or nearly "
+        + "(each pixel at 0 or 1 by the sign of the weights over it); the kernel is the pattern it responds to."
+        : "A unit of this layer weighs the pixels linearly; the kernel is the pattern it responds to.")
     : null;
   const vis = visualizer(model, d.layer.name, d.params);
   const nav = h("div", { class: "pager" },

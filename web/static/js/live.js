@@ -55,7 +55,7 @@ async function main() {
   show(app(), title(`Live · ${layer} of ${model}`), refused,
     h("div", { class: "tools" }, h("label", {}, "model ", modelSelect), h("label", {}, "layer ", layerSelect),
       camera, h("label", {}, "or a video file ", file), stop),
-    weightsSlot(model),
+    weightsSlot(model, models),
     status, counters,
     h("div", { class: "row" },
       h("div", { class: "panel" }, h("div", {}, "input"), video),

@@ -7,12 +7,13 @@ import { atlasNote, visualizer } from "./visualize.js";
 // (the channel's mean is linear in the pixels, so the input maximizing it is flat or nearly).
 function kernelPanel(d) {
   if (!d.kernel) return null;
+  const channel = (d.params.objective || "channel") === "channel";  // the visualization's objective
   return h("div", { class: "panel kernel-panel", id: "kernel" },
     h("div", {}, `kernel ${d.kernel.shape.join("×")}`),
     h("img", { class: "pixel", src: d.kernel.png, alt: `kernel of unit ${d.unit}` }),
     h("p", { class: "muted" }, "grey 0, brighter positive, darker negative. A first-layer unit weighs the pixels",
-      " linearly: the input that maximizes its channel's mean is flat or nearly (each pixel at 0 or 1 by the sign",
-      " of the weights over it); this is the pattern it responds to."),
+      " linearly", channel ? ": the input that maximizes its channel's mean is flat or nearly (each pixel at 0 or 1"
+        + " by the sign of the weights over it); this is the pattern it responds to." : "; this is the pattern it responds to."),
     pythonBlock(d.kernel.python, "copy as Python (kernels)"));
 }
 
@@ -37,7 +38,7 @@ async function main() {
     h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
     onImage(model, d),
     h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
-    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: "grid top9", id: "top" }, tops),
+    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: tops.length <= 9 ? "grid top9" : "grid", id: "top" }, tops),
     pythonBlock(d.python, "copy as Python (top activations)"));
   if (d.visual) img.src = d.visual.png;
   try {
