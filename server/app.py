@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent import futures
+from pathlib import Path
 
 import cv2
 import grpc
@@ -116,6 +117,10 @@ def grpc_options(limits: Limits) -> list[tuple[str, int]]:
         return max(1, round(seconds * 1000))
 
     return [
+        # A port another process listens on is an error, not a port shared with it: with gRPC's
+        # default SO_REUSEPORT a second server (say, one without auth) would silently take a share
+        # of the connections.
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.keepalive_time_ms", ms(limits.keepalive_time_s)),
@@ -127,6 +132,18 @@ def grpc_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", ms(limits.max_connection_age_s)),
         ("grpc.max_connection_age_grace_ms", ms(limits.max_connection_age_grace_s)),
     ]
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """SystemExit with the reason when the certificate or key does not load or they do not match
+    (gRPC itself only fails to bind, naming the address)."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        reason = "the key does not match the certificate" if "KEY_VALUES_MISMATCH" in str(exc) else str(exc)
+        raise SystemExit(f"interp-server: cannot use --tls-cert {cert} with --tls-key {key}: {reason}") from None
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
@@ -149,6 +166,8 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             address cannot be bound. Checked before any model is loaded.
     """
     tokens = auth_tokens(config)
+    if config.tls_cert is not None and config.tls_key is not None:
+        check_tls_pair(config.tls_cert, config.tls_key)
     if tokens and config.tls_cert is None:
         log.warning(
             "token auth without TLS: bearer tokens cross the network in plaintext; "
@@ -220,17 +239,26 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             grpc_server,
         )
     credentials = server_credentials(config)
-    if credentials is not None:
-        port = grpc_server.add_secure_port(config.address, credentials)
-    else:
-        port = grpc_server.add_insecure_port(config.address)
+    try:
+        if credentials is not None:
+            port = grpc_server.add_secure_port(config.address, credentials)
+        else:
+            port = grpc_server.add_insecure_port(config.address)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise SystemExit(f"interp-server: cannot bind {config.address}")
+        raise SystemExit(f"interp-server: cannot listen on {config.address}: the port is in use (or not this host's)")
     server = Server(grpc_server, health_servicer, servicer, metrics, hub)
     if config.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        httpd, _thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=metrics.registry)
+        try:
+            httpd, _thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            grpc_server.stop(None)
+            raise SystemExit(
+                f"interp-server: cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc.strerror}"
+            ) from None
         server.metrics_port = httpd.server_port
     return server, port
 

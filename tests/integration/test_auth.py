@@ -367,3 +367,31 @@ def test_mutual_tls_counts_as_authentication_on_any_address(tmp_path) -> None:
 
 def sample(srv, name: str, **labels: str) -> float:
     return srv.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# -- a port, certificate or metrics port the server cannot use: a one-line refusal, never a share --
+
+
+def test_a_port_another_server_listens_on_is_refused_not_shared(secure) -> None:
+    """With gRPC's default SO_REUSEPORT a second server bound the port of a running one and took
+    part of its connections (an open server beside a TLS + token one); now it stops with the reason."""
+    address, _cert = secure
+    port = int(address.rsplit(":", 1)[1])
+    with pytest.raises(SystemExit, match=rf"cannot listen on 127\.0\.0\.1:{port}: the port is in use"):
+        create_server(test_config(models=("lenet",), port=port))
+
+
+def test_a_tls_key_that_does_not_match_its_certificate_is_named(tmp_path) -> None:
+    """gRPC only said "Failed to bind to address" (a traceback); the refusal names the pair and why,
+    before any model loads."""
+    _key, cert = self_signed_certificate(tmp_path, "a")
+    other_key, _other_cert = self_signed_certificate(tmp_path, "b")
+    with pytest.raises(SystemExit, match="the key does not match the certificate"):
+        create_server(test_config(models=("no-such-model",), tls_cert=cert, tls_key=other_key))
+
+
+def test_a_metrics_port_in_use_is_refused_in_one_line(secure) -> None:
+    address, _cert = secure
+    port = int(address.rsplit(":", 1)[1])  # the secure server's gRPC port: taken
+    with pytest.raises(SystemExit, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: Address already in use"):
+        create_server(test_config(models=("lenet",), metrics_port=port))
