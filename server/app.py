@@ -18,6 +18,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from models.errors import UnknownModel
 from models.hub import ModelHub
 from models.loaded import LOADING, READY, LoadedModel
 from models.weights import WeightsOptions
@@ -134,6 +135,20 @@ def grpc_options(limits: Limits) -> list[tuple[str, int]]:
     ]
 
 
+def check_device(device: str) -> None:
+    """SystemExit when ``--device`` names no device of this machine (torch's own error is a traceback
+    from deep inside the first model's load)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise SystemExit(f"interp-server: --device {device!r}: {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"interp-server: --device {device}: this machine has no CUDA device torch can use; try cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise SystemExit(f"interp-server: --device {device}: this machine has {count} CUDA device(s)")
+
+
 def check_tls_pair(cert: Path, key: Path) -> None:
     """SystemExit with the reason when the certificate or key does not load or they do not match
     (gRPC itself only fails to bind, naming the address)."""
@@ -187,7 +202,11 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
         own = {name: (spec, config.model_cards.get(name)) for name, spec in config.model_specs.items()}
         for name in sorted(set(config.model_cards) - set(config.model_specs)):
             log.warning("--model-card %s=... given but there is no --model %s=...", name, name)
-        hub = ModelHub(config.models or None, weights_options(config), device=config.device, own=own)
+        check_device(config.device)
+        try:
+            hub = ModelHub(config.models or None, weights_options(config), device=config.device, own=own)
+        except (UnknownModel, ValueError) as exc:  # a name not registered, an own model named like a built-in
+            raise SystemExit(f"interp-server: {exc.args[0] if exc.args else exc}") from None
     metrics = Metrics()
 
     def announce(model: LoadedModel) -> None:

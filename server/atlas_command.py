@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     at_least_one("interp-atlas", args, "batch", "steps")
     config, model, dataset = served("interp-atlas", args.model, args.dataset, rest)
-    layers = chosen_layers(model, args.layers, lambda: [i.name for i in model.layers if i.type in ATLAS_TYPES])
+    kinds = [i.name for i in model.layers if i.type in ATLAS_TYPES]
+    layers = chosen_layers("interp-atlas", model, args.layers, lambda: kinds)
 
     def report(layer: str, p: AtlasProgress) -> str:
         return f"{layer}: {p.units_done}/{p.total} units, {p.units_per_s:.2f}/s, ETA {p.eta_s:.0f} s"

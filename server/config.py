@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import ipaddress
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -371,7 +372,14 @@ def validate_config(config: ServerConfig) -> None:
         raise SystemExit("interp-server: --tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     for path in (config.tls_cert, config.tls_key, config.tls_client_ca, config.auth_tokens_file):
         if path is not None and not path.is_file():
-            raise SystemExit(f"interp-server: no such file: {path}")
+            what = "not a file (a directory)" if path.is_dir() else "no such file"
+            raise SystemExit(f"interp-server: {what}: {path}")
+    if not (math.isfinite(config.grace_s) and config.grace_s >= 0):
+        raise SystemExit(f"interp-server: --grace must be a number of seconds >= 0, got {config.grace_s}")
+    if not isinstance(logging.getLevelName(config.log_level.upper()), int):
+        raise SystemExit(
+            f"interp-server: --log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {config.log_level!r}"
+        )
     if config.log_format not in ("text", "json"):
         raise SystemExit(f"interp-server: --log-format must be text or json, got {config.log_format!r}")
     for item in fields(Limits):

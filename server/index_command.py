@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     at_least_one("interp-index", args, "k", "batch_size")
     config, model, dataset = served("interp-index", args.model, args.dataset, rest)
     module = model.require_ready()
-    layers = chosen_layers(model, args.layers, lambda: default_layers(module))
+    layers = chosen_layers("interp-index", model, args.layers, lambda: default_layers(module))
     store = IndexStore(config.index_dir)
     progress = throttled(lambda p: f"{p.images_done:,}/{p.total:,} images, {p.images_per_s:,.0f}/s")
 

@@ -77,10 +77,16 @@ def at_least_one(prog: str, args: argparse.Namespace, *names: str) -> None:
         sys.exit(f"{prog}: {flags} must be >= 1")
 
 
-def chosen_layers(model: LoadedModel, text: str, default: Callable[[], list[str]]) -> list[str]:
+def chosen_layers(command: str, model: LoadedModel, text: str, default: Callable[[], list[str]]) -> list[str]:
     """The layers of ``--layers`` (comma-separated names or aliases) as module paths; ``default()``
-    when it names none."""
-    return [model.resolve_layer(name) for name in text.split(",") if name] or default()
+    when it names none. A name the model does not have ends ``command`` with the model's answer
+    (the close names and the list), not a traceback."""
+    from models.errors import UnknownLayer
+
+    try:
+        return [model.resolve_layer(name) for name in text.split(",") if name] or default()
+    except UnknownLayer as exc:
+        sys.exit(f"{command}: --layers: {exc.args[0]}")
 
 
 def throttled(report: Callable[..., str]) -> Callable[..., None]:

@@ -140,3 +140,18 @@ def test_visualize_filter_answers_a_stored_batch_from_the_atlas(local_atlas):
     finally:
         srv.stop(grace=None)
     assert AtlasStore(atlas_dir(index_dir)).lookup("other weights", LAYER, BASE, [0, 1, 2, 3]) is None
+
+
+@pytest.mark.parametrize("command", ["atlas", "index"])
+def test_an_unknown_layer_ends_the_job_with_the_models_answer(command, tmp_path) -> None:
+    """``--layers relu9`` printed UnknownLayer's traceback; now the command's one line, with the
+    close name and the model's layers, and exit status 1 (a string to sys.exit)."""
+    require_fashion_mnist()
+    from server import atlas_command, index_command
+
+    main = atlas_command.main if command == "atlas" else index_command.main
+    with pytest.raises(SystemExit) as info:
+        main(["lenet", "fashion-mnist-test", "--layers", "relu2,relu9", "--index-dir", str(tmp_path)])
+    text = str(info.value.code)
+    assert text.startswith(f"interp-{command}: --layers: lenet has no layer 'relu9' (did you mean 'relu4'?)")
+    assert "module paths: normalize, conv1" in text and not any(tmp_path.iterdir())
