@@ -146,7 +146,7 @@ def resolve_weights(
     """
     reference = _reference_shapes(spec)
     canonical = spec.weights.canonical_name
-    expected = _expected_sha256(spec, options)
+    pinned = _pinned_sha256(spec, options)
 
     explicit = options.files.get(spec.name)
     if explicit is not None:
@@ -155,12 +155,17 @@ def resolve_weights(
             raise WeightsError(
                 f"{spec.name}: weights file {str(path)!r} (--weights {spec.name}=...) does not exist"
             )
-        pinned = options.sha256.get(spec.name, "")
-        return _load_verified(spec, path, "file", expected if path.name == canonical else pinned, reference)
+        # A file of the canonical name answers to the prefix in that name too; a file of another
+        # name (the operator's own state_dict) to the pin alone.
+        expected_file = _expected_sha256(spec, options) if path.name == canonical else pinned
+        return _load_verified(spec, path, "file", expected_file, reference)
 
     if spec.weights.bundled_metadata is not None and spec.weights.bundled_metadata.is_file():
         path, sha256 = _bundled_file(spec)
-        return _load_verified(spec, path, "bundled", sha256, reference)
+        # a pin covers the bundled file too: a copy that is not the pinned one is refused
+        return _load_verified(spec, path, "bundled", pinned or sha256, reference)
+
+    expected = _expected_sha256(spec, options)
 
     if canonical:
         if options.weights_dir is not None:
@@ -188,6 +193,18 @@ def resolve_weights(
     raise WeightsNotFound(how_to_provide(spec, options))
 
 
+def _pinned_sha256(spec: ModelSpec, options: WeightsOptions) -> str:
+    """The full sha256 pinned with ``--weights-sha256`` (lower case), or "".
+
+    Raises:
+        WeightsError: the pin is not 64 hex digits.
+    """
+    pinned = options.sha256.get(spec.name, "").strip().lower()
+    if pinned and (len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned)):
+        raise WeightsError(f"{spec.name}: --weights-sha256 {spec.name}=... must be 64 hex digits, got {pinned!r}")
+    return pinned
+
+
 def _expected_sha256(spec: ModelSpec, options: WeightsOptions) -> str:
     """The pinned full sha256 (``--weights-sha256``) if any, else the prefix in the canonical name.
 
@@ -195,11 +212,9 @@ def _expected_sha256(spec: ModelSpec, options: WeightsOptions) -> str:
         WeightsError: the pin is not 64 hex digits, or contradicts the prefix in the file name.
     """
     prefix = spec.weights.sha256_prefix
-    pinned = options.sha256.get(spec.name, "").strip().lower()
+    pinned = _pinned_sha256(spec, options)
     if not pinned:
         return prefix
-    if len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned):
-        raise WeightsError(f"{spec.name}: --weights-sha256 {spec.name}=... must be 64 hex digits, got {pinned!r}")
     if prefix and not pinned.startswith(prefix):
         raise WeightsError(
             f"{spec.name}: --weights-sha256 {spec.name}={pinned} contradicts the checksum prefix {prefix} "
@@ -338,6 +353,18 @@ def _load_verified(
     return state, info
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch.load's reason on one line, without its advice to retry with ``weights_only=False``
+    (running the file's code is what this loader refuses)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = f"not a tensors-only pickle: {' '.join(text.split())}"
+    else:
+        text = " ".join(text.split())
+    return text[:300] or type(exc).__name__
+
+
 def _read_state_dict(spec: ModelSpec, path: Path) -> dict[str, Tensor]:
     """torch.load(weights_only=True) a state_dict; unwrap {"state_dict": ...} / {"model": ...}."""
     try:
@@ -346,7 +373,8 @@ def _read_state_dict(spec: ModelSpec, path: Path) -> dict[str, Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # an untrusted file can fail in many ways; all mean "refused"
         raise WeightsError(
-            f"{spec.name}: cannot read {path} as a weights-only torch state_dict: {exc}"
+            f"{spec.name}: cannot read {path} as a weights-only torch state_dict "
+            f"(weights files are read as tensors only, never as pickled code): {_load_failure(exc)}"
         ) from exc
     if isinstance(loaded, Mapping) and not _all_tensors(loaded):
         for key in ("state_dict", "model"):

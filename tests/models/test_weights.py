@@ -83,6 +83,30 @@ def test_explicit_file_loads_and_reports_its_sha256(alexnet_file: Path, options:
     torch.testing.assert_close(state["features.0.weight"], saved["features.0.weight"])
 
 
+def test_a_pin_covers_an_explicit_file_of_another_name(alexnet_file: Path, options: WeightsOptions) -> None:
+    """``--weights alexnet=my_alexnet.pt --weights-sha256 alexnet=<its sha256>``: the operator's own
+    state_dict answers to the pin alone (it was refused for contradicting the prefix in the name
+    of torchvision's file, a file never used); a pin it does not match refuses it."""
+    options.files = {"alexnet": alexnet_file}
+    options.sha256 = {"alexnet": sha256_of(alexnet_file).upper()}
+    _state, info = resolve_weights(get_spec("alexnet"), options)
+    assert info.source == "file" and info.sha256 == sha256_of(alexnet_file)
+    options.sha256 = {"alexnet": "0" * 64}
+    with pytest.raises(WeightsError, match="sha256"):
+        resolve_weights(get_spec("alexnet"), options)
+
+
+def test_a_pin_covers_the_bundled_lenet_too(options: WeightsOptions) -> None:
+    """A pin on a bundled model was ignored without a word; it is checked like any other file's."""
+    _state, bundled = resolve_weights(get_spec("lenet"), options)
+    assert bundled.source == "bundled"
+    options.sha256 = {"lenet": bundled.sha256}
+    assert resolve_weights(get_spec("lenet"), options)[1].sha256 == bundled.sha256
+    options.sha256 = {"lenet": "b" * 64}
+    with pytest.raises(WeightsError, match="sha256"):
+        resolve_weights(get_spec("lenet"), options)
+
+
 def test_hub_serves_an_explicit_file_frozen_and_in_eval_mode(alexnet_file: Path, options: WeightsOptions) -> None:
     options.files = {"alexnet": alexnet_file}
     hub = ModelHub(["alexnet"], options)
@@ -292,8 +316,14 @@ def test_unreadable_and_non_state_dict_files_are_refused(tmp_path: Path, options
         else:
             torch.save(content, path)
         options.files = {"lenet": path}
-        with pytest.raises(WeightsError, match=pattern):
+        with pytest.raises(WeightsError, match=pattern) as info:
             resolve_weights(spec, options)
+        # one line (it is a model's reason in `interp models`), and never torch's advice to retry
+        # with weights_only=False, which would run the file's code
+        text = str(info.value)
+        assert "\n" not in text and "weights_only` set to `False" not in text and len(text) < 500, text
+        if name == "module.pt":
+            assert "not a tensors-only pickle" in text, text
 
 
 def test_training_checkpoints_are_unwrapped(tmp_path: Path, options: WeightsOptions) -> None:
