@@ -53,16 +53,22 @@ def _weights_cell(m: ModelInfo) -> str:
     return " ".join(x for x in (kind, m.weights.source or "?", m.weights.sha256[:12]) if x)
 
 
+def _reason_cell(m: Any) -> str:
+    """A reason's first line: a table row stays one line (``interp layers NAME`` prints it whole)."""
+    first, _, rest = m.reason.strip().partition("\n")
+    return f"{first} (more: interp layers {m.name})" if rest.strip() else first
+
+
 def text_models(models: Any, args: argparse.Namespace) -> str:
     rows = [
         (
             m.name,
             m.status,
             ("yes" if m.pretrained else "no") if m.ready else "-",
-            shape_text(m.input_shape),
-            m.num_classes,
+            shape_text(m.input_shape) if m.ready or m.num_classes else "-",  # unknown until it loads
+            m.num_classes or "-",
             _weights_cell(m),
-            m.reason,
+            _reason_cell(m),
         )
         for m in models
     ]

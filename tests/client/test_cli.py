@@ -43,8 +43,22 @@ def test_models_table(run):
     assert lines[1].split()[:3] == ["vgg16", "READY", "no"]
     assert "random 0123456789ab" in lines[1]
     assert "UNAVAILABLE" in lines[2] and "no weights: run interp-train" in lines[2]
+    # a reason of several lines keeps its row one line and says where the rest is
+    assert lines[2].endswith("no weights: run interp-train (more: interp layers lenet)") and len(lines) == 3
     # aligned: every column starts at the same offset on every line
     assert lines[1].index("READY") == lines[0].index("STATUS") == lines[2].index("UNAVAILABLE")
+
+
+def test_a_model_that_never_loaded_shows_no_shape_or_classes() -> None:
+    """An own model that could not load reports input (3, 1, 1) and 0 classes: placeholders, shown as -."""
+    from client.cli_text import text_models
+    from client.results import ModelInfo, WeightsInfo
+
+    never = ModelInfo(name="mine", task="", input_shape=(3, 1, 1), num_classes=0, pretrained=False,
+                      weights=WeightsInfo(source="", path="", sha256="", canonical_name=""), status="UNAVAILABLE",
+                      reason="cannot read mine.pt", description="", dataset="")  # fmt: skip
+    row = text_models([never], None).splitlines()[1]  # type: ignore[arg-type]
+    assert row.split()[:5] == ["mine", "UNAVAILABLE", "-", "-", "-"] and row.endswith("cannot read mine.pt")
 
 
 def test_layers_table(run):

@@ -122,7 +122,7 @@ class FakeInterp(pb_grpc.InterpServicer):
                     input_shape=[1, 28, 28],
                     num_classes=10,
                     status=pb.ModelInfo.UNAVAILABLE,
-                    reason="no weights: run interp-train",
+                    reason="no weights: run interp-train\nor give --weights lenet=FILE",
                 ),
             ]
         )
