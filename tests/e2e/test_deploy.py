@@ -91,7 +91,8 @@ def resolved_services(docker_compose: str, env: dict[str, str] | None = None) ->
     environment entries, one port a line), so the test needs no YAML library.
     """
     done = subprocess.run(
-        [docker_compose, "-f", str(COMPOSE), "--profile", "gpu", "--profile", "local-unauthenticated", "config"],
+        [docker_compose, "-f", str(COMPOSE), "--profile", "gpu", "--profile", "local-unauthenticated",
+         "--profile", "explorer", "config"],
         cwd=ROOT, env={**clean_env(), **(env or {})}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -169,6 +170,10 @@ def test_compose_web_service_fails_closed_without_an_access_token(docker_compose
     monkeypatch.setenv("INTERP_WEB_ACCESS_TOKEN", "compose-web-token-8c1d0e")
     settings = settings_from(parser().parse_args([]))
     assert settings.server == "interp:50051" and settings.access_token == "compose-web-token-8c1d0e"
+    # so a plain `docker compose up -d` (the documented recipe exports INTERP_AUTH_TOKENS only) does
+    # not start it into a restart loop: it has its own profile, started with its two tokens
+    profiles = re.search(r"\n  web:\n(?:.*\n)*?\s+profiles: \[(.*?)\]", COMPOSE.read_text())
+    assert profiles and profiles.group(1) == '"explorer"'
 
 
 def test_every_variable_compose_sets_is_one_the_server_reads() -> None:
