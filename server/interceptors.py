@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from server.errors import new_request_id, rich_status
+
+log = logging.getLogger("interp.server")
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 DEADLINE_SLACK_S = 0.25  # a call that ends this close to its deadline is counted as DEADLINE_EXCEEDED
@@ -82,15 +87,22 @@ class AuthInterceptor(_ServiceInterceptor):
         # (Cardinality is not on the wire: a unary client gets its status all the same.)
         if self._allowed(handler_call_details.invocation_metadata):
             return handler
-        return grpc.stream_stream_rpc_method_handler(refuse_unauthenticated)
+        method = handler_call_details.method
+        return grpc.stream_stream_rpc_method_handler(
+            lambda requests, context: refuse_unauthenticated(requests, context, method)
+        )
 
 
-def refuse_unauthenticated(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-    """Abort with UNAUTHENTICATED without reading (or parsing) the request."""
-    context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        "missing or invalid token: send metadata 'authorization: Bearer <token>'",
-    )
+def refuse_unauthenticated(
+    request_iterator: Iterator[bytes], context: grpc.ServicerContext, method: str = ""
+) -> Iterator[bytes]:
+    """Abort with UNAUTHENTICATED without reading (or parsing) the request; the refusal has a
+    request id, in its status and in the log with the peer (never the token presented)."""
+    request_id = new_request_id()
+    log.warning("request %s: %s -> UNAUTHENTICATED: missing or invalid token, from %s", request_id,
+                method.rsplit("/", 1)[-1] or "?", context.peer())  # fmt: skip
+    message = f"missing or invalid token: send metadata 'authorization: Bearer <token>' (request id {request_id})"
+    context.abort_with_status(rich_status(grpc.StatusCode.UNAUTHENTICATED, message, request_id))
     yield b""  # never reached: abort raises; makes this a generator, as a streaming behaviour is
 
 

@@ -97,6 +97,26 @@ def test_every_rpc_refuses_missing_and_wrong_tokens(channel, method) -> None:
         assert "Bearer <token>" in info.value.details()
 
 
+def test_a_refusal_has_a_request_id_in_its_status_and_the_log_without_the_token(channel, caplog) -> None:
+    """An operator sees each refused call in the log (method, peer, request id), as every other
+    error; the token presented is never written."""
+    import re
+
+    from grpc_status import rpc_status
+
+    wrong = "wrong-token-7d1e0c9a2b4f"
+    caplog.set_level("INFO", logger="interp.server")
+    with pytest.raises(grpc.RpcError) as info:
+        call(channel, pb.DESCRIPTOR.services_by_name["Interp"].methods_by_name["ListModels"],
+             (("authorization", f"Bearer {wrong}"),))  # fmt: skip
+    found = re.search(r"\(request id ([0-9a-f]{12})\)$", info.value.details())
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and found, info.value.details()
+    assert rpc_status.from_call(info.value) is not None  # the rich status, as every other error
+    lines = [r.getMessage() for r in caplog.records if found.group(1) in r.getMessage()]
+    assert len(lines) == 1 and "ListModels -> UNAUTHENTICATED" in lines[0] and "from ipv" in lines[0], lines
+    assert all(wrong not in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
 def test_every_rpc_gets_past_auth_with_a_token_from_the_file(channel, method) -> None:
     for token in VALID:
@@ -306,8 +326,11 @@ def test_the_refusing_handler_never_reads_its_request() -> None:
         invocation_metadata = (("authorization", "Bearer wrong"),)
 
     class Context:
-        def abort(self, code: grpc.StatusCode, details: str) -> None:
-            raise RuntimeError(code)
+        def abort_with_status(self, status: grpc.Status) -> None:
+            raise RuntimeError(status.code)
+
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:40000"
 
     refused = AuthInterceptor([GOOD_TOKEN]).intercept_service(lambda _d: handler, Details())
     assert refused.request_streaming and refused.request_deserializer is None
