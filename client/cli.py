@@ -56,6 +56,8 @@ environment:
   INTERP_SERVER   server address (default {DEFAULT_TARGET}); dns:///host:port balances round-robin
   INTERP_TOKEN    bearer token sent with every call
   INTERP_CA_FILE  PEM root certificate(s): connect with TLS
+  INTERP_CLIENT_CERT, INTERP_CLIENT_KEY
+                  PEM client certificate and key, for a server with mutual TLS
 
 exit status:
   0 success; 1 local file error; 2 usage error; 130 interrupted;
@@ -65,7 +67,8 @@ exit status:
 """
 
 _HINTS = {
-    "UNAVAILABLE": "is a server running at {server}? Set --server or INTERP_SERVER (TLS: --ca-file).",
+    "UNAVAILABLE": "is a server running at {server}? Set --server or INTERP_SERVER (TLS: --ca-file; "
+    "a server with mutual TLS closes the connection without a client certificate: --client-cert/--client-key).",
     "UNAUTHENTICATED": "the server wants a token: set --token or INTERP_TOKEN.",
     "UNIMPLEMENTED": "this server does not implement that call yet (see `interp info`).",
 }
@@ -391,6 +394,9 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) 
         ("--token", env("INTERP_TOKEN") or None, "bearer token (env INTERP_TOKEN)", {}),
         ("--ca-file", env("INTERP_CA_FILE") or None,
          "PEM root certificate(s); connect with TLS (env INTERP_CA_FILE)", {}),
+        ("--client-cert", env("INTERP_CLIENT_CERT") or None,
+         "PEM client certificate for a server with mutual TLS; implies TLS (env INTERP_CLIENT_CERT)", {}),
+        ("--client-key", env("INTERP_CLIENT_KEY") or None, "its PEM private key (env INTERP_CLIENT_KEY)", {}),
         ("--tls", False, "connect with TLS using the system's root certificates", STORE_TRUE),
         ("--tls-server-name", None, "certificate name to expect when it differs from the server host", {}),
         ("--timeout", None, "deadline per call in seconds (default: 60 for quick calls, none for streaming ones)",
@@ -449,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (see the EXIT STATUS section of ``interp --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if bool(args.client_cert) != bool(args.client_key):
+        parser.error("--client-cert and --client-key go together (the client certificate and its private key)")
     stdout, stderr = sys.stdout, sys.stderr
     progress = _Progress(
         show_bar=not (args.json or args.no_progress),
@@ -463,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream_timeout=args.timeout,
             token=args.token or None,
             ca_file=args.ca_file or None,
+            cert_file=args.client_cert or None,
+            key_file=args.client_key or None,
             tls=args.tls,
             server_name=args.tls_server_name or None,
         ) as c:

@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
          "bearer token for the service (env INTERP_TOKEN); kept by this process, never sent to browsers", {}),
         ("--tls", None, False, "reach the service over TLS", {"action": "store_true"}),
         ("--ca-file", "INTERP_CA_FILE", None, "CA bundle of the service (implies --tls)", {}),
+        ("--client-cert", "INTERP_CLIENT_CERT", None,
+         "PEM client certificate for a service with mutual TLS (implies --tls; env INTERP_CLIENT_CERT)", {}),
+        ("--client-key", "INTERP_CLIENT_KEY", None, "its PEM private key (env INTERP_CLIENT_KEY)", {}),
         ("--host", "INTERP_WEB_HOST", "127.0.0.1",
          "address to listen on (env INTERP_WEB_HOST; default 127.0.0.1, loopback only)", {}),
         ("--port", "INTERP_WEB_PORT", "8080", "port (env INTERP_WEB_PORT; default 8080)", {"type": int}),
@@ -77,14 +80,18 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
         )
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("interp-web: --certfile and --keyfile go together")
+    if (args.client_cert is None) != (args.client_key is None):
+        raise SystemExit("interp-web: --client-cert and --client-key go together")
     if args.max_upload_mb <= 0:
         raise SystemExit("interp-web: --max-upload-mb must be positive")
     return WebSettings(
         server=args.server,
         token=args.token or None,
         access_token=access,
-        tls=bool(args.tls or args.ca_file),
+        tls=bool(args.tls or args.ca_file or args.client_cert),
         ca_file=args.ca_file,
+        cert_file=args.client_cert,
+        key_file=args.client_key,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         # loopback without a token: loopback Host names only (no DNS rebinding); a public address
         # without a token was asked for explicitly, and its names are not known here

@@ -32,7 +32,8 @@ class Explorer:
     def __init__(self, settings: WebSettings, client: InterpClient | None = None) -> None:
         self.settings = settings
         self.client = client or InterpClient(
-            settings.server, timeout=settings.timeout, token=settings.token, tls=settings.tls, ca_file=settings.ca_file
+            settings.server, timeout=settings.timeout, token=settings.token, tls=settings.tls, ca_file=settings.ca_file,
+            cert_file=settings.cert_file, key_file=settings.key_file
         )
         self.uploads: LruCache[str, bytes] = LruCache(
             settings.upload_cache, max_bytes=settings.upload_cache_bytes, size=len

@@ -16,7 +16,8 @@ class WebSettings:
         server: the gRPC service, ``host:port``.
         token: bearer token for the service; held by this process, never sent to a browser.
         access_token: the web port's own token (login page, then an HttpOnly cookie); None: no login.
-        tls: whether the service is reached over TLS; ca_file its CA bundle.
+        tls: whether the service is reached over TLS; ca_file its CA bundle; cert_file and
+            key_file the explorer's client certificate and key for a service with mutual TLS.
         max_upload_bytes: largest image the lab accepts (the service's decode budget still applies).
         upload_cache: uploads kept (least recently used evicted), at most upload_cache_bytes in
             all; visual_cache: feature
@@ -31,6 +32,8 @@ class WebSettings:
     access_token: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     max_upload_bytes: int = 8 * 1024 * 1024
     upload_cache: int = 64
     upload_cache_bytes: int = 64 * 1024 * 1024

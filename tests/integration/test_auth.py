@@ -379,6 +379,30 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_its_ca(mutual) ->
     assert sample(srv, "interp_requests_total", method="ListModels", code="OK") == 1  # only the certified call
 
 
+def test_the_cli_and_the_explorer_present_a_client_certificate(mutual) -> None:
+    """The CLI and interp-web had no way to present one, so neither could use a mutual-TLS server;
+    the CLI's hint on the refused handshake now names the options too."""
+    target, certs, _srv = mutual
+    done = run_cli("--server", target, "--ca-file", str(certs.ca), "models")
+    assert done.returncode == 24 and "--client-cert/--client-key" in done.stderr, done.stderr
+    done = run_cli("--server", target, "--ca-file", str(certs.ca), "models",
+                   env={"INTERP_CLIENT_CERT": str(certs.client_cert), "INTERP_CLIENT_KEY": str(certs.client_key)})
+    assert done.returncode == 0 and "lenet" in done.stdout, done.stderr
+    done = run_cli("--server", target, "--client-cert", str(certs.client_cert), "models")
+    assert done.returncode == 2 and "--client-cert and --client-key go together" in done.stderr
+
+    from web.cli import parser, settings_from
+    from web.explorer import Explorer
+
+    args = ["--server", target, "--ca-file", str(certs.ca), "--client-cert", str(certs.client_cert),
+            "--client-key", str(certs.client_key)]  # fmt: skip
+    explorer = Explorer(settings_from(parser().parse_args(args)))
+    assert [m.name for m in explorer.client.list_models()] == ["lenet"]
+    explorer.client.close()
+    with pytest.raises(SystemExit, match="--client-cert and --client-key go together"):
+        settings_from(parser().parse_args(["--client-cert", str(certs.client_cert)]))
+
+
 def test_mutual_tls_counts_as_authentication_on_any_address(tmp_path) -> None:
     certs = mutual_tls_certificates(tmp_path)
     config = test_config(host="0.0.0.0", models=("lenet",), tls_cert=certs.server_cert, tls_key=certs.server_key,
