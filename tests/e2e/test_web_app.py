@@ -450,15 +450,12 @@ def test_kernels_only_for_the_first_layer_and_a_failing_kernels_call_leaves_the_
             raise InterpError("Conv1d has no image kernels")
         return SimpleNamespace(weights=np.ones((6, 1, 5, 5), np.float32))
 
-    client = SimpleNamespace(
-        describe_model=lambda model: SimpleNamespace(layers=layers, model=SimpleNamespace(input_shape=(1, 28, 28))),
-        kernels=kernels,
-    )
-    explorer = SimpleNamespace(client=client, code=lambda *args, **kwargs: "python")
+    description = SimpleNamespace(layers=layers, model=SimpleNamespace(input_shape=(1, 28, 28)))
+    explorer = SimpleNamespace(client=SimpleNamespace(kernels=kernels), code=lambda *args, **kwargs: "python")
     fail = False
     conv1, conv2 = layers[1], layers[2]
-    found = first_layer_kernels(explorer, "m", conv1)  # type: ignore[arg-type]
+    found = first_layer_kernels(explorer, "m", description, conv1)  # type: ignore[arg-type]
     assert found is not None and found[0].shape == (6, 1, 5, 5)
-    assert first_layer_kernels(explorer, "m", conv2) is None and asked == ["conv1"]  # type: ignore[arg-type]
+    assert first_layer_kernels(explorer, "m", description, conv2) is None and asked == ["conv1"]  # type: ignore[arg-type]
     fail = True
-    assert first_layer_kernels(explorer, "m", conv1) is None  # type: ignore[arg-type]
+    assert first_layer_kernels(explorer, "m", description, conv1) is None  # type: ignore[arg-type]

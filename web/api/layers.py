@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from client.errors import FailedPrecondition, InterpError
-from client.results import FilterVisualization, LayerInfo, TopActivationsResult
+from client.results import FilterVisualization, LayerInfo, ModelDescription, TopActivationsResult
 from web.api.models import layer_json
 from web.errors import WebError, json_body, query_int, typed_params
 from web.explorer import Explorer, explorer_of, json_endpoint
@@ -112,13 +112,14 @@ def entry_json(entry: Any, projection_png: bytes = b"") -> dict[str, Any]:
     }
 
 
-def first_layer_kernels(explorer: Explorer, model: str, layer: LayerInfo) -> tuple[np.ndarray, str] | None:
+def first_layer_kernels(
+    explorer: Explorer, model: str, description: ModelDescription, layer: LayerInfo
+) -> tuple[np.ndarray, str] | None:
     """The (O, C, kH, kW) kernels of the model's first layer with kernels (the one the model page
     shows) when they read the image's 1 or 3 channels, and the Kernels call that returns them; None
     for any other layer (no call made), or when Kernels cannot answer (the page goes on without)."""
     if not layer.has_kernels:
         return None
-    description = explorer.client.describe_model(model)
     if layer.name != next((entry.name for entry in description.layers if entry.has_kernels), None):
         return None
     channels = description.model.input_shape[0]
@@ -146,9 +147,14 @@ def kernel_json(kernels: tuple[np.ndarray, str] | None, unit: int) -> dict[str, 
 
 
 def _layer_of(explorer: Explorer, model: str, name: str) -> LayerInfo:
+    return _described(explorer, model, name)[1]
+
+
+def _described(explorer: Explorer, model: str, name: str) -> tuple[ModelDescription, LayerInfo]:
+    """The model's description and its layer ``name`` (NOT_FOUND naming the valid ones)."""
     description = explorer.client.describe_model(model)
     try:
-        return description.layer(name)
+        return description, description.layer(name)
     except KeyError as exc:
         raise WebError("NOT_FOUND", str(exc.args[0]), field="layer") from None
 
@@ -192,7 +198,7 @@ def cached_visual(explorer: Explorer, sha: str, layer: str, unit: int, params: d
 
 def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
-    layer = _layer_of(explorer, model, name)
+    description, layer = _described(explorer, model, name)
     atlas = layer_atlas(explorer, model, layer.name)
     default = atlas.batch if atlas is not None and 1 <= atlas.batch <= MAX_PER_PAGE else 16
     per_page = query_int(request, "per_page", default, low=1, high=MAX_PER_PAGE)
@@ -202,7 +208,7 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     sha = explorer.weights_sha256(model)
     tops, notice = top_crops(explorer, model, layer.name, channels, 1, False) if channels else (None, "")
     best = {top.channel: top.entries[0] for top in tops.channels if top.entries} if tops else {}
-    kernels = first_layer_kernels(explorer, model, layer)
+    kernels = first_layer_kernels(explorer, model, description, layer)
     units = [
         {
             "unit": ch,
@@ -225,7 +231,7 @@ units = json_endpoint(_units)
 
 def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
-    layer = _layer_of(explorer, model, name)
+    description, layer = _described(explorer, model, name)
     text = request.path_params["unit"]
     unit = int(text) if text.isdecimal() else -1  # "-1", "abc": no unit of any layer
     if not 0 <= unit < max(layer.channels, 1):
@@ -245,7 +251,7 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
         python = explorer.code("top_activations", (model,), kwargs)
     sha = explorer.weights_sha256(model)
     stored = atlas_json(atlas, [unit], params, unit_page=True) if atlas is not None else None
-    kernel = kernel_json(first_layer_kernels(explorer, model, layer), unit)
+    kernel = kernel_json(first_layer_kernels(explorer, model, description, layer), unit)
     return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
             "params": params, "atlas": stored, "kernel": kernel}  # fmt: skip
