@@ -157,9 +157,15 @@ def check_tls_pair(cert: Path, key: Path) -> None:
     import ssl
 
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        # password b"": an encrypted key (which gRPC cannot use either) fails here instead of prompting
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
     except ssl.SSLError as exc:
-        reason = "the key does not match the certificate" if "KEY_VALUES_MISMATCH" in str(exc) else str(exc)
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            reason = "the key does not match the certificate"
+        elif "PEM lib" in str(exc):
+            reason = "not a PEM certificate and unencrypted PEM key (gRPC cannot use a key with a passphrase)"
+        else:
+            reason = str(exc)
         raise SystemExit(f"interp-server: cannot use --tls-cert {cert} with --tls-key {key}: {reason}") from None
 
 

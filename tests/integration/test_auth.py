@@ -435,6 +435,8 @@ def test_a_tls_key_that_does_not_match_its_certificate_is_named(tmp_path) -> Non
     other_key, _other_cert = self_signed_certificate(tmp_path, "b")
     with pytest.raises(SystemExit, match="the key does not match the certificate"):
         create_server(test_config(models=("no-such-model",), tls_cert=cert, tls_key=other_key))
+    with pytest.raises(SystemExit, match="not a PEM certificate and unencrypted PEM key"):
+        create_server(test_config(models=("no-such-model",), tls_cert=cert, tls_key=cert))  # not a key at all
 
 
 def test_a_metrics_port_in_use_is_refused_in_one_line(secure) -> None:
