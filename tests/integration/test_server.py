@@ -191,3 +191,25 @@ def test_a_model_default_above_an_operator_cap_is_explained(tmp_path) -> None:
     finally:
         ch.close()
         srv.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "lenet,foo"], "interp-server: unknown model 'foo'; available models: "),
+        (["--device", "cuda:0"], "no CUDA device torch can use; try cpu"),
+        (["--device", "banana"], "interp-server: --device 'banana': "),
+        (["--model", "lenet=torchscript:/nowhere/x.pt"], "--model lenet: the name of a built-in model"),
+    ],
+)
+def test_models_and_devices_the_server_cannot_serve_are_one_line_refusals(argv, message) -> None:
+    """create_server stops with the reason before it loads anything (they were tracebacks)."""
+    from server.app import create_server
+    from server.config import load_config
+
+    if "cuda:0" in argv and torch.cuda.is_available():
+        argv = ["--device", f"cuda:{torch.cuda.device_count()}"]
+        message = "CUDA device(s)"
+    with pytest.raises(SystemExit) as info:
+        create_server(load_config(["--port", "0", *argv], environ={}))
+    assert message in str(info.value)
