@@ -320,6 +320,14 @@ def serve(config: ServerConfig) -> None:
         log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
     while not stopping.wait(0.5):
         pass
+    if config.drain_delay_s > 0:
+        # Health pollers (load balancers) see NOT_SERVING while calls are still answered; the
+        # drain's own NOT_SERVING comes with the port closing, which a poller sees as refused.
+        server.set_serving(False)
+        log.info("health NOT_SERVING, still serving for %.1fs (--drain-delay); a second signal ends it",
+                 config.drain_delay_s)  # fmt: skip
+        stopping.clear()
+        stopping.wait(config.drain_delay_s)
     server.stop(config.grace_s).wait()
     server.hub.close()  # abandon weights downloads still running (no partial file is kept)
     log.info("interp-server stopped")

@@ -124,6 +124,7 @@ class ServerConfig:
     keep_freed_mb: int = 256  # freed memory glibc keeps for reuse (server/memory.py); 0: glibc's default policy
     reflection: bool = True
     grace_s: float = 10.0  # graceful shutdown: in-flight work gets this long
+    drain_delay_s: float = 0.0  # on SIGTERM, health NOT_SERVING while still serving this long, then the drain
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one JSON object per line, with request ids)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key enables TLS
@@ -222,6 +223,10 @@ OPTIONS: tuple[Option, ...] = (
         "freed memory (MB) malloc keeps for reuse instead of faulting it in again (default 256; 0: glibc default)"),
     _option("--reflection", _bool, "enable gRPC server reflection (default true)"),
     _option("--grace", float, "seconds in-flight work gets on SIGTERM (default 10)", field="grace_s"),
+    _option("--drain-delay", float,
+        "seconds health reports NOT_SERVING on SIGTERM while the server still serves, before the drain: "
+        "time for load balancers polling health to stop sending calls (default 0; a second signal ends it)",
+        field="drain_delay_s"),
     _option("--log-level", str, "logging level (default INFO)"),
     _option("--log-format", str, "text or json (default text)"),
     _option("--tls-cert", Path, "PEM certificate chain; with --tls-key serves TLS"),
@@ -376,6 +381,8 @@ def validate_config(config: ServerConfig) -> None:
             raise SystemExit(f"interp-server: {what}: {path}")
     if not (math.isfinite(config.grace_s) and config.grace_s >= 0):
         raise SystemExit(f"interp-server: --grace must be a number of seconds >= 0, got {config.grace_s}")
+    if not (math.isfinite(config.drain_delay_s) and config.drain_delay_s >= 0):
+        raise SystemExit(f"interp-server: --drain-delay must be a number of seconds >= 0, got {config.drain_delay_s}")
     if not isinstance(logging.getLevelName(config.log_level.upper()), int):
         raise SystemExit(
             f"interp-server: --log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {config.log_level!r}"

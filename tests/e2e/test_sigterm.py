@@ -48,7 +48,7 @@ NO_BDP = [("grpc.http2.bdp_probe", 0)]  # keep the window from growing to megaby
 class Process:
     """A real server process on a free loopback port, its log in a file."""
 
-    def __init__(self, grace: float, log: Path) -> None:
+    def __init__(self, grace: float, log: Path, *extra: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -58,7 +58,7 @@ class Process:
         self.handle = log.open("w")
         self.proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), "--models", "lenet",
-             "--random-weights", "--grace", str(grace), "--workers", "4"],
+             "--random-weights", "--grace", str(grace), "--workers", "4", *extra],
             cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=self.handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.target = f"127.0.0.1:{self.port}"
@@ -238,3 +238,33 @@ def test_an_idle_server_exits_0_on_every_sigterm(tmp_path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+DRAIN_DELAY_S = 120.0  # longer than any wait below: only a second signal may end it
+
+
+def test_drain_delay_answers_not_serving_while_still_serving_until_a_second_signal(tmp_path) -> None:
+    """--drain-delay: after SIGTERM a health poller (Check on a fresh connection, as a load balancer
+    does) reads NOT_SERVING, and a call is still answered; a second signal ends the delay and the
+    process drains and exits 0 (long before the delay would have run out)."""
+    server = Process(SHORT_GRACE_S, tmp_path / "drain-delay.log", "--drain-delay", str(DRAIN_DELAY_S))
+    try:
+        server.wait_serving()
+        server.proc.send_signal(signal.SIGTERM)
+
+        def not_serving() -> bool:
+            with grpc.insecure_channel(server.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                return health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == NOT_SERVING
+
+        eventually(not_serving, "health NOT_SERVING during the drain delay")
+        with grpc.insecure_channel(server.target) as channel:
+            listed = interp_pb2_grpc.InterpStub(channel).ListModels(pb.ListModelsRequest(), timeout=30)
+        assert [m.name for m in listed.models] == ["lenet"]  # still serving
+        assert server.proc.poll() is None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=DRAIN_DELAY_S / 2) == 0
+        log = server.log.read_text()
+        assert "still serving for 120.0s (--drain-delay)" in log and "interp-server stopped" in log
+    finally:
+        server.close()

@@ -63,6 +63,7 @@ def test_bad_values_exit_with_a_message(argv, env) -> None:
         (["--grace", "-5"], {}, "--grace must be a number of seconds >= 0, got -5.0"),
         ([], {"INTERP_GRACE": "-1"}, "--grace must be a number of seconds >= 0"),
         (["--grace", "nan"], {}, "--grace must be a number of seconds >= 0"),
+        ([], {"INTERP_DRAIN_DELAY": "-2"}, "--drain-delay must be a number of seconds >= 0, got -2.0"),
         (["--log-level", "LOUD"], {}, "--log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
         (["--auth-tokens-file", "DIR"], {}, "not a file (a directory): "),
     ],
