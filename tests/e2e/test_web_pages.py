@@ -288,3 +288,17 @@ def test_the_labs_settings_from_a_link_are_checked_and_kept_through_a_unit_page(
     back.click()
     wait(driver, lambda d: "position=228" in d.current_url and d.find_elements(By.ID, "overlay"))
     driver.get_log("browser")
+
+
+def test_a_layer_the_model_does_not_have_falls_back_to_the_views_default(driver, site) -> None:
+    # e.g. the neighbours' layer of lenet-classic (sig2) kept in the URL after switching to lenet
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(site + "/lab?model=lenet&dataset=fashion-mnist-test&position=228&nlayer=sig2&dlayer=sig1")
+    near = Select(wait(driver, lambda d: d.find_element(By.ID, "neighbors-layer")))
+    dream = Select(driver.find_element(By.ID, "dream-layer"))
+    names = [o.get_attribute("value") for o in near.options]
+    assert near.first_selected_option.get_attribute("value") == names[-1]
+    assert dream.first_selected_option.get_attribute("value") == names[len(names) // 2]
+    driver.get_log("browser")

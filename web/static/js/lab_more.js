@@ -2,8 +2,11 @@
 // feature interpolation (both streamed with previews).
 import { downloadLink, enc, errorBox, fill, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
 
-function layerPicker(id, layers, wanted) {
-  return h("select", { id }, layers.map((l) => h("option", { value: l, selected: l === wanted }, l)));
+// The layer the URL names when this model has it (a layer of the model chosen before does not
+// carry over), else the view's default.
+function layerPicker(id, layers, wanted, fallback) {
+  const chosen = layers.includes(wanted) ? wanted : fallback;
+  return h("select", { id }, layers.map((l) => h("option", { value: l, selected: l === chosen }, l)));
 }
 
 // A canvas to draw on (white on black, as Fashion-MNIST); "use the drawing" hands a PNG of the
@@ -42,7 +45,7 @@ export function drawPad(inputShape, onImage) {
 }
 
 export function neighborsView(where, image, model, layers) {
-  const picker = layerPicker("neighbors-layer", layers, query().get("nlayer") || layers[layers.length - 1]);
+  const picker = layerPicker("neighbors-layer", layers, query().get("nlayer"), layers[layers.length - 1]);
   const out = h("div", {});
   async function run() {
     setQuery({ nlayer: picker.value });
@@ -95,7 +98,7 @@ function streamButton(id, text, bar, preview, out, request, done) {
 }
 
 export function dreamView(where, image, model, layers) {
-  const picker = layerPicker("dream-layer", layers, query().get("dlayer") || layers[Math.floor(layers.length / 2)]);
+  const picker = layerPicker("dream-layer", layers, query().get("dlayer"), layers[Math.floor(layers.length / 2)]);
   const bar = h("progress", { id: "dream-progress", max: 1, value: 0 });
   const preview = previewImage("dream-img", "DeepDream");
   const out = h("div", {});
