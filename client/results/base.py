@@ -40,10 +40,6 @@ def file_part(name: str) -> str:
     return _UNSAFE.sub("_", name).strip("._") or "image"
 
 
-def _eps_name(epsilon: float) -> str:
-    return f"{epsilon:g}"
-
-
 def eps_name(epsilon: float) -> str:
     return f"{epsilon:g}"
 
