@@ -21,7 +21,7 @@ from models.catalogue import LayerInfo, layer_catalogue
 from models.errors import UnknownModel, WeightsError, WeightsNotFound, shown
 from models.loaded import LOADING, READY, UNAVAILABLE, LoadedModel, suggest
 from models.registry import ModelSpec, get_spec, list_models
-from models.weights import WeightsInfo, WeightsOptions, needs_download, resolve_weights
+from models.weights import WeightsInfo, WeightsOptions, build_module, needs_download, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def _load(
         log.error("%s: UNAVAILABLE, weights refused: %s", spec.name, exc)
         return UNAVAILABLE, f"weights refused: {exc}", None, none
 
-    with torch.random.fork_rng(devices=[]):  # the initialisation is overwritten; keep callers' RNG as it was
-        module = spec.build()
+    module = build_module(spec.build)  # the initialisation is overwritten by the state below
     module.load_state_dict(state, strict=True)  # keys and shapes already checked by resolve_weights
     del state
     module.eval().requires_grad_(False).to(device)

@@ -44,7 +44,7 @@ from models.lenet import Normalize
 from models.loaded import READY, UNAVAILABLE, LoadedModel
 from models.registry import ModelSpec, Preprocessing, WeightsRecord
 from models.traced import traced_catalogue
-from models.weights import WeightsInfo, WeightsOptions, file_sha256, needs_download, resolve_weights
+from models.weights import WeightsInfo, WeightsOptions, build_module, file_sha256, needs_download, resolve_weights
 
 log = logging.getLogger(__name__)
 NET = "net"  # the user's module inside Served; its paths are aliased without this prefix
@@ -161,8 +161,7 @@ def _torchvision_net(
         if "shape mismatches" not in str(exc):
             raise
         raise WeightsError(f"{exc}; {arch} is built with {num_classes} classes, one per label of the card") from None
-    with torch.random.fork_rng(devices=[]):
-        net = build()
+    net = build_module(build)
     net.load_state_dict(state, strict=True)
     for module in net.modules():  # hooks and guided backprop see each layer's own output
         if isinstance(module, nn.ReLU):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from models.download import DownloadFailed, NetworkBounds, download_file
 from models.errors import WeightsError, WeightsNotFound
@@ -258,15 +258,27 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
     return "\n".join(lines)
 
 
+# torch's initializers draw from the process-wide generator, which threads share: models load in
+# parallel, so every build in this package takes this lock (a seeded build draws its own numbers).
+_BUILD_LOCK = threading.Lock()
+
+
+def build_module(build: Callable[[], nn.Module], seed: int | None = None) -> nn.Module:
+    """``build()`` with the process's RNG forked (callers' random state is left as it was) and, with
+    ``seed``, seeded: the same initialisation whatever other models are built at the same time."""
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return build()
+
+
 def random_weights(spec: ModelSpec, seed: int) -> tuple[dict[str, Tensor], WeightsInfo]:
     """``spec.build()``'s own initialisation under ``torch.manual_seed(seed)``.
 
-    The global RNG is forked, so callers' random state is left as it was, and the result does
-    not depend on which other models were built before.
+    The result depends on nothing but the spec and the seed: not on which other models were
+    built before, nor on those being built in other threads (see :func:`build_module`).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = spec.build()
+    module = build_module(spec.build, seed)
     state = {k: v.detach() for k, v in module.state_dict().items()}
     info = WeightsInfo(
         source="random", path="", sha256=state_dict_sha256(state), canonical_name=spec.weights.canonical_name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from models.errors import (
     WeightsNotFound,
     shown,
 )
-from models.hub import ModelHub
+from models.hub import ModelHub, load_model
 from models.loaded import READY, UNAVAILABLE
 from models.registry import ModelSpec, get_spec
 from models.weights import WeightsOptions, random_weights, resolve_weights, state_dict_sha256
@@ -288,6 +289,30 @@ def test_random_weights_fill_only_missing_ones(
     torch.testing.assert_close(module.state_dict(), lenet_unbundled.build().state_dict())
     assert random_weights(lenet_unbundled, 7)[1].sha256 == lenet.weights.sha256
     assert random_weights(lenet_unbundled, 8)[1].sha256 != lenet.weights.sha256
+
+
+def test_random_weights_do_not_depend_on_models_loading_beside_them(options: WeightsOptions) -> None:
+    # The server loads its models in parallel; torch's initializers share one process-wide generator.
+    alexnet = get_spec("alexnet")
+    alone = random_weights(alexnet, 0)[1].sha256
+    done = threading.Event()
+    beside = 0
+
+    def load_lenets() -> None:  # the bundled LeNet, built (random init, then overwritten) again and again
+        nonlocal beside
+        while not done.is_set():
+            assert load_model(get_spec("lenet"), options).status == READY
+            beside += 1
+
+    thread = threading.Thread(target=load_lenets)
+    thread.start()
+    try:
+        together = [random_weights(alexnet, 0)[1].sha256 for _ in range(2)]
+    finally:
+        done.set()
+        thread.join()
+    assert beside > 0
+    assert together == [alone, alone]
 
 
 def test_state_dict_sha256_covers_keys_and_values() -> None:
