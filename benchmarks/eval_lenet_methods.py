@@ -120,8 +120,8 @@ def attack_table(model: nn.Module, x: Tensor, y: Tensor) -> list[str]:
     return rows
 
 
-def maps(model: nn.Module, x: Tensor, y: Tensor, method: str) -> np.ndarray:
-    params = SaliencyParams(layer="conv2")
+def maps(model: nn.Module, x: Tensor, y: Tensor, method: str, gradcam_layer: str = "") -> np.ndarray:
+    params = SaliencyParams(layer=gradcam_layer)
     out = [
         saliency(model, xb, yb, method=method, params=params).map
         for xb, yb in zip(x.split(50), y.split(50), strict=True)
@@ -141,7 +141,7 @@ def mean_rank_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def sanity_table(
-    build: Callable[[], nn.Module], trained: nn.Module, x: Tensor, y: Tensor, seeds: Sequence[int]
+    build: Callable[[], nn.Module], trained: nn.Module, x: Tensor, y: Tensor, seeds: Sequence[int], gradcam_layer: str
 ) -> list[str]:
     rows = [
         "| method | mean Spearman rho, trained vs re-initialized | per-seed means | std over images | time (s) |",
@@ -150,8 +150,8 @@ def sanity_table(
     randoms = [reinitialized(build, s) for s in seeds]
     for method in METHODS:
         start = time.perf_counter()
-        ref = maps(trained, x, y, method)
-        per_seed = [mean_rank_correlation(ref, maps(r, x, y, method)) for r in randoms]
+        ref = maps(trained, x, y, method, gradcam_layer)
+        per_seed = [mean_rank_correlation(ref, maps(r, x, y, method, gradcam_layer)) for r in randoms]
         means = [m for m, _ in per_seed]
         rows.append(
             f"| {method} | {np.mean(means):.3f} | {', '.join(f'{m:.3f}' for m in means)} "
@@ -192,8 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(attack_table(trained, x, y)))
     ns = args.n_saliency
     print()
-    print(f"### Model-randomization sanity check ({ns} images, true class, re-init seeds {args.seeds})\n")
-    print("\n".join(sanity_table(build, trained, x[:ns], y[:ns], args.seeds)))
+    gradcam_layer = get_spec(args.model).default_gradcam_layer
+    print(f"### Model-randomization sanity check ({ns} images, true class, re-init seeds {args.seeds}; "
+          f"grad_cam at {gradcam_layer}, the model's default)\n")  # fmt: skip
+    print("\n".join(sanity_table(build, trained, x[:ns], y[:ns], args.seeds, gradcam_layer)))
     print()
     print(f"### Cascading randomization, gradient ({ns} images, seed {args.seeds[0]})\n")
     print("\n".join(cascade_table(build, trained, x[:ns], y[:ns], args.seeds[0])))

@@ -106,6 +106,8 @@ class ModelSpec:
         source: "builtin" (registered here), or the kind of a model served from configuration:
             "torchvision", "torchscript", "export" (``models.own``).
         pretrained: what the model card states; None: whether weights came from a file.
+        layers_note: why some of the model's layers cannot be addressed (compiled TorchScript),
+            added to the message that refuses a layer name.
     """
 
     name: str
@@ -124,6 +126,7 @@ class ModelSpec:
     training_dataset: str | None = None
     source: str = "builtin"
     pretrained: bool | None = None
+    layers_note: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

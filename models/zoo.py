@@ -91,7 +91,8 @@ def vgg16_spec() -> ModelSpec:
         VGG16_WEIGHTS.url,
         "VGG16_Weights",
         aliases=_meta_aliases(build_vgg16, vgg_aliases),
-        default_gradcam_layer="features.28",  # conv5_3, the last conv (Selvaraju et al. 2017)
+        # relu5_3, the last conv's rectified maps: the Grad-CAM authors' layer (Selvaraju et al. 2017)
+        default_gradcam_layer="features.29",
         # relu3_1, relu4_1, relu5_1: Upchurch et al. 2017's feature layers.
         default_dfi_layers=("features.11", "features.18", "features.25"),
     )
@@ -106,7 +107,7 @@ def alexnet_spec() -> ModelSpec:
         ALEXNET_WEIGHTS.url,
         "AlexNet_Weights",
         aliases=_meta_aliases(build_alexnet, alexnet_aliases),
-        default_gradcam_layer="features.10",  # conv5, the last conv
+        default_gradcam_layer="features.11",  # relu5, the authors' layer for AlexNet
         # relu2 (27x27, 1/8 of the input), relu3 and relu5 (13x13, 1/16): one layer per scale as
         # VGG's relu3_1..relu5_1 do, skipping relu1 (55x55), which is close to pixels.
         default_dfi_layers=("features.4", "features.7", "features.11"),
@@ -131,7 +132,6 @@ def _fashion_mnist_lenet(
             bundled_metadata=metadata, origin="trained in this repo on Fashion-MNIST", how_to_make=how_to_make
         ),
         aliases={},  # module paths are already the names users address (conv1, relu1 or sig1, ..., fc3)
-        default_gradcam_layer="conv2",
         training_dataset="fashion-mnist",
         **spec,
     )
@@ -145,6 +145,9 @@ def lenet_spec() -> ModelSpec:
         build_lenet,
         LENET_METADATA,
         "train them with `interp-train` (writes models/weights/, about 6 minutes on 2 cores)",
+        # The last conv's rectified maps (conv2 itself, before batch norm and ReLU, gives an all-zero
+        # map for 10 % of the test images: benchmarks.eval_lenet_methods).
+        default_gradcam_layer="relu2",
         default_dfi_layers=("relu1", "relu2"),
     )
 
@@ -158,6 +161,8 @@ def lenet_classic_spec() -> ModelSpec:
         build_lenet_classic,
         LENET_CLASSIC_METADATA,
         "train them with `interp-train --arch classic` (writes models/weights/, a few minutes on one free core)",
+        # No rectifier: the last conv (its sigmoid's maps give more all-zero maps, 27 % against 7 %).
+        default_gradcam_layer="conv2",
         # The post-activation maps of both conv stages, as for lenet (relu1, relu2).
         default_dfi_layers=("sig1", "sig2"),
     )

@@ -60,7 +60,7 @@ class SaliencyParams:
     """Parameters of the saliency methods; the defaults are the reference ones (docs/methods.md).
 
     Attributes:
-        layer: grad_cam: module path of the layer explained; None picks the last Conv2d.
+        layer: grad_cam: module path of the layer explained; None: :func:`default_gradcam_layer`.
         samples: smoothgrad: number of noisy copies per image (1..1000).
         noise_level: smoothgrad: noise std relative to the image's pixel range ``x.max - x.min``
             (Smilkov et al.'s 10-20 %; captum's own default is an absolute std of 1.0).
@@ -105,11 +105,19 @@ class SaliencyResult:
 
 
 def default_gradcam_layer(model: nn.Module) -> str:
-    """Module path of the last ``nn.Conv2d`` in ``model`` (registration order), Grad-CAM's usual layer."""
-    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    """Module path of the last ``nn.Conv2d``'s rectified maps, Grad-CAM's usual layer (the authors'
+    relu5_3 for VGG16): the ReLU right after it (conv, [batch norm,] ReLU, in registration order),
+    else the conv itself."""
+    leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
+    convs = [i for i, (_, module) in enumerate(leaves) if isinstance(module, nn.Conv2d)]
     if not convs:
         raise InvalidInput("grad_cam needs a layer: the model has no Conv2d to default to")
-    return convs[-1]
+    for name, module in leaves[convs[-1] + 1 : convs[-1] + 3]:
+        if isinstance(module, nn.ReLU | nn.ReLU6):
+            return name
+        if not isinstance(module, nn.BatchNorm2d):
+            break
+    return leaves[convs[-1]][0]
 
 
 def saliency(

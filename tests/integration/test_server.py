@@ -54,7 +54,7 @@ def test_describe_vgg16_catalogue(stub) -> None:
     assert list(conv3_1.output_shape) == [256, 56, 56]
     assert conv3_1.receptive_field.size > 1 and conv3_1.receptive_field.jump == 4
     assert len(reply.labels) == 1000 and reply.labels[281] == "tabby"
-    assert "features.28" in layers and reply.default_gradcam_layer == "features.28"
+    assert "relu5_3" in layers["features.29"].aliases and reply.default_gradcam_layer == "features.29"
 
 
 def test_classify_lenet_on_a_real_test_image(stub, sneaker_png) -> None:

@@ -76,11 +76,14 @@ def test_grad_cam_equals_captum_layer_grad_cam():
     assert result.params.layer == "conv1"
 
 
-def test_grad_cam_default_layer_is_last_conv():
-    model = random_lenet()
-    assert default_gradcam_layer(model) == "conv2"
+def test_grad_cam_default_layer_is_the_last_convs_rectified_maps():
+    model = random_lenet()  # conv2, bn2, relu2
+    assert default_gradcam_layer(model) == "relu2"
     result = saliency(model, images(1, 1, 28), method="grad_cam")
-    assert result.params.layer == "conv2" and result.attribution.shape == (1, 1, 10, 10)
+    assert result.params.layer == "relu2" and result.attribution.shape == (1, 1, 10, 10)
+    # no ReLU right after the last conv (a sigmoid; a pool first): the conv itself
+    for after in (torch.nn.Sigmoid(), torch.nn.MaxPool2d(2)):
+        assert default_gradcam_layer(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), after, torch.nn.ReLU())) == "0"
 
 
 def test_grad_cam_rejects_layer_without_spatial_output():

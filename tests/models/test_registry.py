@@ -59,7 +59,10 @@ def test_spec_is_consistent(name: str) -> None:
     assert not set(spec.aliases) & paths  # an alias never shadows a module path
     for layer in (spec.default_gradcam_layer, *spec.default_dfi_layers):
         assert layer in paths, layer
-    assert isinstance(model.get_submodule(spec.default_gradcam_layer), nn.Conv2d)
+    # Grad-CAM's layer: the last conv, or the ReLU right after it (the authors' relu5_3)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    gradcam = model.get_submodule(spec.default_gradcam_layer)
+    assert spec.default_gradcam_layer == convs[-1] or isinstance(gradcam, nn.ReLU), spec.default_gradcam_layer
     pre = spec.preprocessing
     assert spec.input_shape == (pre.channels, pre.input_size, pre.input_size)
     if name in ("lenet", "lenet-classic"):  # cheap to build for real (meta buffers hold no values)
@@ -119,7 +122,7 @@ def test_lenet_spec() -> None:
     assert spec.input_shape == (1, 28, 28)
     assert (spec.preprocessing.resize_shorter, spec.preprocessing.crop) == (0, 0)
     assert spec.training_dataset == "fashion-mnist"
-    assert spec.default_gradcam_layer == "conv2" and spec.default_dfi_layers == ("relu1", "relu2")
+    assert spec.default_gradcam_layer == "relu2" and spec.default_dfi_layers == ("relu1", "relu2")
     assert spec.weights.bundled_metadata is not None
     assert spec.weights.bundled_metadata.name == "lenet5_fashion_mnist.json"
     assert "interp-train" in spec.weights.how_to_make
@@ -226,8 +229,8 @@ def test_aliases() -> None:
             assert isinstance(model.get_submodule(path), kind), (spec.name, alias)
     vgg_dfi = get_spec("vgg16").default_dfi_layers
     assert vgg_dfi == (vgg["relu3_1"], vgg["relu4_1"], vgg["relu5_1"])
-    assert get_spec("vgg16").default_gradcam_layer == vgg["conv5_3"]
-    assert get_spec("alexnet").default_gradcam_layer == alexnet["conv5"]
+    assert get_spec("vgg16").default_gradcam_layer == vgg["relu5_3"]
+    assert get_spec("alexnet").default_gradcam_layer == alexnet["relu5"]
 
 
 @pytest.mark.parametrize(
