@@ -127,7 +127,8 @@ class LoadedModel:
             paths = ", ".join(layer.name for layer in self.layers)
             listing = f"aliases: {aliases}; module paths: {paths}" if aliases else f"module paths: {paths}"
             hint = suggest(name, list(self._names))
-            raise UnknownLayer(f"{self.spec.name} has no layer {shown(name)}{hint}; {listing}") from None
+            note = f" ({self.spec.layers_note})" if self.spec.layers_note else ""
+            raise UnknownLayer(f"{self.spec.name} has no layer {shown(name)}{hint}; {listing}{note}") from None
 
     def require_ready(self) -> nn.Module:
         """The served module.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -188,6 +189,17 @@ def _script_tree(module: nn.Module) -> nn.Module:
     return ScriptLeaf(module)
 
 
+def _opaque_note(module: nn.Module) -> str:
+    """Which TorchScript parts keep their layers to themselves: a scripted module other than an
+    nn.Sequential runs its compiled forward, which Python hooks cannot enter."""
+    leaves = [(path, sub) for path, sub in module.named_modules() if isinstance(sub, ScriptLeaf)]
+    opaque = [path for path, leaf in leaves if list(leaf.inner.children())]
+    if not opaque:
+        return ""
+    return (f"{', '.join(opaque)}: compiled TorchScript whose layers hooks cannot reach (only nn.Sequential "
+            "containers are opened); serve it as a torch.export program to address every layer")  # fmt: skip
+
+
 def _script_types(net: nn.Module) -> dict[str, str]:
     return {
         f"{NET}.{path}": sub.inner.original_name for path, sub in net.named_modules() if isinstance(sub, ScriptLeaf)
@@ -199,8 +211,14 @@ def _torchscript_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
     try:
         scripted = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # any unreadable file: say what it is not
+        if _pickled_module(path):
+            raise OwnModelError(
+                f"{str(path)!r} was written by torch.save (a whole module or a state_dict), not TorchScript: "
+                "save torch.jit.script(net) or a torch.export program, or give a torchvision architecture's "
+                "state_dict as torchvision:ARCH:PATH"
+            ) from None
         raise OwnModelError(
-            f"{str(path)!r} is not a TorchScript file ({type(exc).__name__}: {_first_line(exc)})"
+            f"{str(path)!r} is not a TorchScript file ({type(exc).__name__}: {_torch_message(exc)})"
         ) from None
     return _script_tree(scripted), info
 
@@ -211,13 +229,27 @@ def _export_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
         program = torch.export.load(str(path))
     except Exception as exc:  # any unreadable file: say what it is not
         raise OwnModelError(
-            f"{str(path)!r} is not a torch.export program ({type(exc).__name__}: {_first_line(exc)})"
+            f"{str(path)!r} is not a torch.export program ({type(exc).__name__}: {_torch_message(exc)})"
         ) from None
     return torch.export.unflatten(program), info
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+def _torch_message(exc: BaseException) -> str:
+    """The line of an exception that says what went wrong: the first, except for TorchScript's
+    interpreter, which opens with "The following operation failed" and ends with the cause."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    line = lines[-1] if lines[0].startswith("The following operation failed") else lines[0]
+    return line.removeprefix("RuntimeError: ")[:300]
+
+
+def _pickled_module(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` archive (a whole module or a state_dict), not TorchScript."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/data.pkl") for n in names) and not any(n.endswith("/constants.pkl") for n in names)
 
 
 _IDENTITY = Preprocessing(channels=3, input_size=1, resize_shorter=0, crop=0, mean=(0.0,), std=(1.0,), convention="")
@@ -253,7 +285,10 @@ def load_own_model(
         missing = isinstance(exc, WeightsNotFound)
         log.error("model %s (--model %s=%s): UNAVAILABLE: %s", name, name, source, exc)
         reason = f"model {name} ({source}): {'' if missing else 'refused: '}{exc}"
-        return LoadedModel(placeholder_spec(name, source), UNAVAILABLE, reason, None, _NONE, [])
+    except Exception as exc:  # the user's module did what no check foresaw: it alone stays out
+        log.exception("model %s (--model %s=%s): UNAVAILABLE", name, name, source)
+        reason = f"model {name} ({source}): refused: {type(exc).__name__}: {_torch_message(exc)}"
+    return LoadedModel(placeholder_spec(name, source), UNAVAILABLE, reason, None, _NONE, [])
 
 
 _NONE = WeightsInfo(source="", path="", sha256="", canonical_name="")
@@ -300,19 +335,45 @@ def _load(
     layers, output = _catalogue(module, card.input_shape, aliases, type_names)
     if kind == "export" and not _takes_other_sizes(module, card.input_shape):
         module.fixed_size = (card.input_shape[1], card.input_shape[2])
+    if not isinstance(output, Tensor):
+        what = type(output).__name__ + (f" of {len(output)}" if isinstance(output, tuple | list) else "")
+        raise OwnModelError(f"the model returns a {what}, not one tensor of logits (1, classes): serve a module "
+                            "whose forward returns the logits alone (e.g. a wrapper returning out[0])")  # fmt: skip
     if output.dim() != 2 or output.shape[0] != 1:
         raise OwnModelError(f"a blank input {tuple(card.input_shape)} gives output shape {tuple(output.shape)}, "
                             "not (1, classes)")  # fmt: skip
+    _check_batches(module, card.input_shape, kind)
     classes = int(output.shape[1])
     labels = card.labels if card.labels is not None else tuple(str(i) for i in range(classes))
     if classes != len(labels):
         raise OwnModelError(f"the card has {len(labels)} classes (labels) but the model outputs {classes}")
-    spec = _spec(name, kind, target, weights, card, labels, aliases, layers)
+    spec = _spec(name, kind, target, weights, card, labels, aliases, layers, _opaque_note(module))
     module.to(device)
     pretrained = spec.pretrained if spec.pretrained is not None else info.pretrained
     log.info("%s: READY, %s model from %s (sha256 %s, pretrained=%s)", name, kind, info.path or info.source,
              info.sha256[:12], pretrained)  # fmt: skip
     return LoadedModel(spec, READY, "", module, info, layers)
+
+
+RECTIFIERS = ("ReLU", "ReLU6")
+
+
+def _gradcam_layer(layers: list[LayerInfo]) -> str:
+    """The last convolution's rectified maps (the ReLU after it: conv, [batch norm,] ReLU), as the
+    Grad-CAM authors' relu5_3; else the last convolution, else the last spatial layer; "" if none
+    (Grad-CAM then asks for a layer). A pre-activation map sums to below zero everywhere more often,
+    and Grad-CAM's ReLU then leaves nothing."""
+    convs = [i for i, layer in enumerate(layers) if layer.has_kernels or layer.type == "Conv2d"]  # or scripted
+    if convs:
+        last = layers[convs[-1]]
+        for after in layers[convs[-1] + 1 : convs[-1] + 3]:
+            if after.output_shape != last.output_shape:
+                break
+            if after.type in RECTIFIERS:
+                return after.name
+        return last.name
+    spatial = [layer.name for layer in layers if len(layer.output_shape) == 3]
+    return spatial[-1] if spatial else ""
 
 
 def _dfi_layers(card: ModelCard, aliases: Mapping[str, str], layers: list[LayerInfo]) -> tuple[str, ...]:
@@ -331,6 +392,23 @@ def _dfi_layers(card: ModelCard, aliases: Mapping[str, str], layers: list[LayerI
             last_of.pop(layer.output_shape[1:], None)
             last_of[layer.output_shape[1:]] = layer.name
     return tuple(last_of.values())[-3:]
+
+
+def _check_batches(module: nn.Module, input_shape: tuple[int, int, int], kind: str) -> None:
+    """Refuse a model that takes one image at a time: methods run batches (samples, steps, images)."""
+    try:
+        with torch.no_grad():
+            module(torch.zeros(2, *input_shape))
+    except Exception as exc:  # the program's own shape guard, whatever it raises
+        fix = {
+            "export": "export it with a dynamic batch, from an example of 2 images: torch.export.export(net, "
+            "(torch.zeros(2, C, H, W),), dynamic_shapes=({0: torch.export.Dim('batch')},))",
+            "torchscript": "script a forward that takes any batch size (no hard-coded 1 in view/reshape)",
+        }.get(kind, "check the forward takes any batch size")
+        raise OwnModelError(
+            f"a batch of 2 blank inputs does not fit the model ({type(exc).__name__}: {_torch_message(exc)}); "
+            f"the methods run batches (SmoothGrad samples, integrated-gradient steps, many images): {fix}"
+        ) from None
 
 
 def _takes_other_sizes(module: nn.Module, input_shape: tuple[int, int, int]) -> bool:
@@ -352,7 +430,7 @@ def _catalogue(
     except Exception as exc:  # the user's forward: whatever it raises means the card's shape does not fit
         raise OwnModelError(
             f"a blank input of the card's input_shape {tuple(input_shape)} does not fit the model "
-            f"({type(exc).__name__}: {_first_line(exc)})"
+            f"({type(exc).__name__}: {_torch_message(exc)})"
         ) from None
 
 
@@ -365,6 +443,7 @@ def _spec(
     labels: tuple[str, ...],
     aliases: dict[str, str],
     layers: list[LayerInfo],
+    layers_note: str,
 ) -> ModelSpec:
     assert_shape = card.input_shape
     if assert_shape is None:
@@ -377,9 +456,7 @@ def _spec(
             raise OwnModelError(f"the card's default_gradcam_layer {gradcam!r} is not a layer of the model")
         gradcam = resolved
     else:
-        spatial = [layer.name for layer in layers if len(layer.output_shape) == 3]
-        convs = [layer.name for layer in layers if layer.has_kernels]
-        gradcam = (convs or spatial or [""])[-1]
+        gradcam = _gradcam_layer(layers[1:])  # after the normalization: never a map of the input
     source = f"{kind}:{target}" + (f":{weights}" if weights else "")
     return ModelSpec(
         name=name,
@@ -406,6 +483,7 @@ def _spec(
         training_dataset=card.training_dataset or None,
         source=kind,
         pretrained=card.pretrained,
+        layers_note=layers_note,
     )
 
 

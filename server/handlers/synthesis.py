@@ -170,6 +170,9 @@ def interpolate_features(
 ) -> Streamed:
     model = ctx.model
     names = list(request.layers) or list(model.spec.default_dfi_layers)
+    if not names:
+        note = f" ({model.spec.layers_note})" if model.spec.layers_note else ""
+        raise BadRequest(f"{model.spec.name} has no default feature layers: name them in layers{note}", field="layers")
     layers = [ctx.layer(name, field=f"layers[{i}]") for i, name in enumerate(names)]
     alphas = list(request.alphas) or list(DEFAULT_ALPHAS)
     mode = request.WhichOneof("direction")
