@@ -20,8 +20,8 @@ import grpc
 from google.protobuf.message import Message
 
 from client.channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, auth_metadata, channel_options, is_loopback_target
-from client.errors import Internal, Unavailable, from_item_error, from_rpc_error
-from client.images import ImageLike
+from client.errors import FieldViolation, Internal, InvalidArgument, Unavailable, from_item_error, from_rpc_error
+from client.images import ImageLike, add_image
 from client.requests import Images, build_request, chunks, image_items, is_many
 from client.results import ITEM_RESULTS, RESULTS
 from client.streams import EventStream, ProgressCallback
@@ -178,15 +178,27 @@ class RpcClient:
         convert = ITEM_RESULTS.get(rpc) or _each(RESULTS[rpc])
         results: list[Any] = []
         for chunk in chunks(image_items(images), self._images_per_call()):
-            request = build_request(method, {**values, "images": chunk}, params or {}, _caller(method))
-            reply = self._unary(rpc, request, timeout)
-            if len(reply.items) != len(chunk):
-                raise Internal(f"{rpc}: the server answered {len(reply.items)} items for {len(chunk)} images")
             offset = len(results)
+            request = build_request(method, values, params or {}, _caller(method))
+            entries = request.images  # type: ignore[attr-defined]  # every many-image request has it
+            # An image this side cannot send (a missing file, NaN pixels, a wrong shape) fails alone.
+            local = [_add_image(entries, image, f"images[{offset + i}]") for i, image in enumerate(chunk)]
+            sent = len(entries)
+            if not sent:
+                results.extend(local)
+                continue
+            reply = self._unary(rpc, request, timeout)
+            if len(reply.items) != sent:
+                raise Internal(f"{rpc}: the server answered {len(reply.items)} items for {sent} images")
             failed = [item.HasField("error") for item in reply.items]
             answered = [item for item, bad in zip(reply.items, failed, strict=True) if not bad]
             answers = iter(convert(answered, reply.stamp))
-            for i, (item, bad) in enumerate(zip(reply.items, failed, strict=True)):
+            items = iter(zip(reply.items, failed, strict=True))
+            for i, error in enumerate(local):
+                if error is not None:
+                    results.append(error)
+                    continue
+                item, bad = next(items)
                 if bad:
                     field = f"images[{offset + i}]"
                     results.append(from_item_error(item.error, field=field, request_id=reply.stamp.request_id))
@@ -255,6 +267,15 @@ def _requests(
     if isinstance(values, Mapping):
         raise TypeError(f"{method.sdk_name}(): the request is a stream; give an iterable of request values")
     return (build_request(method, {**v, **extra}, params, _caller(method)) for v in values)
+
+
+def _add_image(images: Any, image: ImageLike, field: str) -> InvalidArgument | None:
+    """Append ``image`` to a request's images; None, or the error that keeps it from being sent."""
+    try:
+        add_image(images, image)
+    except (ValueError, TypeError, OSError) as exc:
+        return InvalidArgument(f"{field}: {exc}", field_violations=[FieldViolation(field, str(exc))])
+    return None
 
 
 def _each(convert: Callable[[Any], R]) -> Callable[[Sequence[Any], pb.ModelStamp], list[R]]:

@@ -319,7 +319,7 @@ def _run_many(
         if writes:
             document["files"] = _jsonable(written)
         documents.append(document)
-    first = next((r for r in results if not isinstance(r, InterpError)), None)
+    first = next((r for r in results if not isinstance(r, InterpError | OSError)), None)
     footer = ""
     if first is not None:
         params_echo = getattr(first, "params", None)

@@ -110,6 +110,8 @@ def _check_pixels(array: np.ndarray) -> np.ndarray:
         hint = ""
         if shape[0] in _CHANNELS:
             hint = "; it looks channels-first: pass np.transpose(a, (1, 2, 0))"
+        elif shape[2] > max(_CHANNELS):  # (N, H, W): a stack, as datasets keep grey images
+            hint = f"; for {shape[0]} grayscale images pass a[..., None] (N, H, W, 1) or a list of (H, W) arrays"
         raise ValueError(
             f"image array must be channels last (H, W, C) with C in {_CHANNELS}, got shape {shape}{hint}"
         )

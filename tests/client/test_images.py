@@ -83,6 +83,7 @@ def test_non_contiguous_arrays_are_fine():
     ("array", "match"),
     [
         (np.zeros((3, 8, 8), np.uint8), "channels-first"),  # CHW instead of HWC
+        (np.zeros((64, 28, 28), np.uint8), r"for 64 grayscale images pass a\[\.\.\., None\]"),  # a stack of grey images
         (np.zeros((8, 8, 2), np.uint8), r"channels last"),
         (np.zeros((8,), np.uint8), r"\(H, W\)"),
         (np.zeros((1, 8, 8, 3), np.uint8), r"got shape \(1, 8, 8, 3\)"),

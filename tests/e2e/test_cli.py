@@ -174,6 +174,9 @@ def test_several_images_with_unreadable_files_answer_the_others(interp, image_pn
     assert "4 images, 3 failed" in done.stdout
     done = interp("classify", "lenet", str(empty))
     assert done.returncode == 1 and "is empty" in done.stderr  # one image: the same local error
+    done = interp("classify", "lenet", str(tmp_path / "missing.png"), str(image_png))  # the first one fails
+    assert done.returncode == 1, done.stderr
+    assert "No such file" in done.stdout and "RANK" in done.stdout and "2 images, 1 failed" in done.stdout
 
 
 def test_attack_with_a_label_says_the_clean_image_is_already_wrong(interp, image_png, tmp_path: Path):

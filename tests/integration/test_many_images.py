@@ -254,6 +254,21 @@ def test_sdk_puts_the_typed_error_in_the_list(client, batch) -> None:
     assert error.field == "images[1]" and error.request_id == results[0].request_id
 
 
+def test_an_image_the_sdk_cannot_send_fails_alone(capped, batch, tmp_path) -> None:
+    nan = np.full((28, 28, 1), np.nan, np.float32)
+    missing = tmp_path / "missing.png"
+    with InterpClient(capped, timeout=60) as c:  # 3 images a call: the bad ones fall in two calls
+        bad = np.zeros((5, 28, 28))
+        results = c.classify([missing, batch[0], nan, batch[1], bad, missing, missing], model="lenet")  # 3rd call: none
+        alone = c.classify(batch[1], model="lenet")
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["InvalidArgument", "ClassifyResult", "InvalidArgument", "ClassifyResult"] + ["InvalidArgument"] * 3
+    assert [r.field for r in results if isinstance(r, errors.InterpError)] == [f"images[{i}]" for i in (0, 2, 4, 5, 6)]
+    assert "missing.png" in results[0].message and "NaN" in results[2].message
+    assert "channels last" in results[4].message
+    _close(results[3].logits, alone.logits)
+
+
 def test_a_request_error_still_fails_the_whole_call(client, batch) -> None:
     with pytest.raises(errors.InvalidArgument, match="unknown class label"):
         client.saliency(batch[:2], model="lenet", target="no such class")
