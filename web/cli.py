@@ -99,6 +99,18 @@ def settings_from(args: argparse.Namespace) -> WebSettings:
     )
 
 
+def _say_if_the_service_is_silent(client: Any, server: str) -> None:
+    """One line on stderr when the service does not answer now (the pages say so until it does)."""
+    from client.errors import InterpError
+
+    try:
+        client.server_info(timeout=3)
+    except InterpError as error:
+        said = error.message.splitlines()[0][:200]
+        print(f"interp-web: warning: the service at {server} does not answer yet ({error.code_name}: {said}); "
+              "the pages will say so until it does", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = settings_from(args)
@@ -114,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = create_app(settings, secure_cookie=args.certfile is not None)
     scheme = "https" if args.certfile else "http"
     print(f"interp-web: {scheme}://{args.host}:{args.port}/ over {settings.server}", file=sys.stderr, flush=True)
+    _say_if_the_service_is_silent(app.state.explorer.client, settings.server)
     uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
                 log_level="warning")  # fmt: skip
 

@@ -48,7 +48,10 @@ class WebError(Exception):
 def error_body(exc: BaseException) -> dict[str, Any]:
     """``{code, message, field}`` for an SDK error or a :class:`WebError`; anything else: INTERNAL."""
     if isinstance(exc, InterpError):
-        return {"code": exc.code_name, "message": exc.message, "field": exc.field}
+        message = exc.message
+        if exc.code_name == "UNAVAILABLE" and "failed to connect" in message.lower():
+            message += " — is interp-server running there? interp-web --server HOST:PORT (or INTERP_SERVER) names it"
+        return {"code": exc.code_name, "message": message, "field": exc.field}
     if isinstance(exc, WebError):
         return {"code": exc.code, "message": exc.message, "field": exc.field}
     return {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}", "field": None}

@@ -279,6 +279,36 @@ def test_interp_web_process_serves_the_pages(service) -> None:
         process.wait(timeout=30)
 
 
+def test_with_no_service_running_the_process_warns_and_the_pages_say_what_to_check() -> None:
+    import socket
+
+    ports = []
+    for _ in range(2):  # one for the web process, one where no service listens
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    web_port, nothing = ports
+    cmd = [sys.executable, "-m", "web.cli", "--server", f"127.0.0.1:{nothing}", "--port", str(web_port)]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(2)]
+        assert f"the service at 127.0.0.1:{nothing} does not answer yet (UNAVAILABLE" in lines[1], lines
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = request(f"http://127.0.0.1:{web_port}/api/models")
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert reply.status == 503 and reply.json()["code"] == "UNAVAILABLE"
+        assert "is interp-server running there? interp-web --server HOST:PORT" in reply.json()["message"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_a_layer_without_an_index_offers_to_build_one(web) -> None:
     before = request(web + "/api/models/lenet/layers/relu4?per_page=2").json()
     assert "BuildIndex" in before["notice"] and before["index_dataset"] == "fashion-mnist-test"  # the smallest

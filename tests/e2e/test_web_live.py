@@ -191,6 +191,14 @@ def test_live_page_streams_a_video_file_chosen_by_the_user(camera, tmp_path) -> 
         for _ in range(3):
             writer.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     writer.release()
+    still = tmp_path / "still.png"  # not a video: the page says what plays instead
+    cv2.imwrite(str(still), fashion_frames(1)[0])
+    driver.get(site + "/live?model=lenet&layer=CONV1")  # layer names in any case, as elsewhere
+    wait(driver, lambda d: d.find_element(By.ID, "layer").get_attribute("value") == "conv1")
+    wait(driver, lambda d: d.find_element(By.ID, "video-file")).send_keys(str(still))
+    status = driver.find_element(By.ID, "live-status")
+    wait(driver, lambda d: "cannot play the file still.png" in status.text)
+    assert "WebM" in status.text and "out.webm" in status.text
     driver.get(site + "/live?model=lenet&layer=conv1&unit=2")
     wait(driver, lambda d: d.find_element(By.ID, "video-file")).send_keys(str(clip))
     counters = driver.find_element(By.ID, "counters")

@@ -115,6 +115,9 @@ def test_lab_upload_classes_maps_saliency_and_epsilon(driver, site, shots, tmp_p
     wait(driver, lambda d: d.find_element(By.ID, "overlay"))
     original = wait(driver, lambda d: d.find_element(By.ID, "adversarial-pred").text)
     assert original.startswith("Sneaker")  # eps 0.01 does not flip it
+    # the attack's "original" is the model's input (what it perturbs), not the uploaded file
+    input_src = driver.find_element(By.ID, "input").get_attribute("src")
+    assert driver.find_element(By.ID, "original-img").get_attribute("src") == input_src
     slider = driver.find_element(By.ID, "eps")
     slider.send_keys(Keys.END)  # the largest epsilon
     wait(driver, lambda d: "eps=0.5" in d.current_url)

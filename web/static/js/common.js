@@ -215,6 +215,14 @@ export function field(label, input) {
 // The dataset pages' pickers: a model select and a select of the served datasets that fit the
 // chosen model, smallest first (refilled when the model changes), the query's values chosen.
 // null when the lists cannot be read: the page then shows the error under its title.
+// The model a page opens on when its link names none: a READY model with trained weights (a first
+// look at random weights shows nothing), one that fits() accepts if any; else any READY model.
+export function defaultModel(models, fits = () => true) {
+  const ready = models.filter((m) => m.status === "READY");
+  const trained = ready.filter((m) => m.pretrained);
+  return (trained.find(fits) || trained[0] || ready.find(fits) || ready[0] || models[0] || {}).name || "";
+}
+
 export async function modelAndDataset(params, pageTitle) {
   let models, datasets;
   try {
@@ -223,7 +231,9 @@ export async function modelAndDataset(params, pageTitle) {
     show(app(), title(pageTitle), errorBox(err));
     return null;
   }
-  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === params.get("model") }, m.name)));
+  const fitsADataset = (m) => datasets.datasets.some((d) => d.fits_models.includes(m.name));
+  const chosen = params.get("model") || defaultModel(models.models, fitsADataset);
+  const model = h("select", { id: "model" }, models.models.map((m) => h("option", { value: m.name, selected: m.name === chosen }, m.name)));
   const dataset = h("select", { id: "dataset" });
   const fill = () => {
     const fitting = datasets.datasets.filter((d) => d.fits_models.includes(model.value)).sort((a, b) => a.size - b.size);

@@ -3,7 +3,7 @@
 // saliency as an overlay, and an adversarial example with an epsilon slider.
 import { datasetBrowser } from "./lab_data.js";
 import { dfiView, dreamView, drawPad, neighborsView } from "./lab_more.js";
-import { app, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title, unknownChoice, weightsSlot } from "./common.js";
+import { app, defaultModel, fill, show, downloadLink, enc, errorBox, getJSON, h, postJSON, page, pythonBlock, query, setQuery, title, unknownChoice, weightsSlot } from "./common.js";
 
 const METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop", "grad_cam"];
 const ATTACKS = ["fgsm", "bim", "pgd"];
@@ -54,8 +54,7 @@ function chooser() {
 function currentModel() {
   const wanted = query().get("model");
   if (wanted) return wanted;
-  const ready = state.models.find((m) => m.status === "READY");
-  return ready ? ready.name : (state.models[0] || {}).name;
+  return defaultModel(state.models);
 }
 
 // A dataset image named by the URL (dataset=D&position=N), loaded into the lab's cache for the model.
@@ -125,7 +124,7 @@ async function analyse() {
   neighborsView(near, image, d.model, layerNames);
   dreamView(dream, image, d.model, layerNames);
   dfiView(dfi, image, d.model, d.labels, d.predictions, state.models);
-  attackView(adv, image, d.model);
+  attackView(adv, image, d.model, d.input);
 }
 
 function saliencyView(where, image, model) {
@@ -145,7 +144,8 @@ function saliencyView(where, image, model) {
   run();
 }
 
-function attackView(where, image, model) {
+// input: the model's input (preprocessed), what the attack perturbs (not the uploaded file).
+function attackView(where, image, model, input) {
   const params = query();
   const slider = h("input", { type: "range", id: "eps", min: "0.005", max: "0.5", step: "0.005", value: params.get("eps") || "0.01" });
   const method = h("select", { id: "attack" }, ATTACKS.map((m) => h("option", { value: m, selected: m === (params.get("attack") || "fgsm") }, m)));
@@ -160,7 +160,7 @@ function attackView(where, image, model) {
       const a = await getJSON(`/api/lab/${enc(image)}/attack?model=${enc(model)}&eps=${enc(slider.value)}&method=${enc(method.value)}`);
       if (ticket !== pending) return; // a newer slider position is on its way
       show(out, h("div", { class: "row" },
-        h("div", { class: "panel" }, h("div", {}, "original"), h("img", { class: "big", src: `/api/lab/images/${enc(image)}`, alt: "original" }),
+        h("div", { class: "panel" }, h("div", {}, "original (the model's input)"), h("img", { class: "big", id: "original-img", src: input, alt: "original" }),
           h("div", { class: "pred", id: "original-pred" }, `${a.original.label} ${(100 * a.original.probability).toFixed(1)}%`)),
         h("div", { class: "panel" }, h("div", {}, `adversarial (${a.method}, ε ${a.epsilon.toFixed(3)})`),
           h("img", { class: "big", id: "adversarial-img", src: a.adversarial_png, alt: "adversarial" }),

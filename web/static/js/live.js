@@ -3,7 +3,7 @@
 // holds one Watch stream; a new frame leaves only when the previous answer arrived (latest frame
 // wins: the camera's frames in between are never sent). A click on a channel selects that unit:
 // its map enlarged, its top-9 dataset crops and its feature visualization beside the grid.
-import { app, enc, errorBox, getJSON, h, page, pythonBlock, query, setQuery, show, title, weightsSlot } from "./common.js";
+import { app, defaultModel, enc, errorBox, getJSON, h, page, pythonBlock, query, setQuery, show, title, weightsSlot } from "./common.js";
 import { visualParams, visualizer } from "./visualize.js";
 
 const MAX_SIDE = 224; // frames are scaled down to this before encoding (the service resizes anyway)
@@ -23,8 +23,7 @@ async function main() {
     show(app(), title("Live"), errorBox(err));
     return;
   }
-  const ready = models.filter((m) => m.status === "READY");
-  const model = params.get("model") || (ready[0] || models[0] || {}).name || "";
+  const model = params.get("model") || defaultModel(models);
   const modelSelect = h("select", { id: "model", onchange: () => reload({ model: modelSelect.value, layer: null, unit: null }) },
     models.map((m) => h("option", { value: m.name, selected: m.name === model }, m.name)));
   let layers = [];
@@ -35,10 +34,13 @@ async function main() {
     return;
   }
   const wantedLayer = params.get("layer");
-  const known = layers.some((l) => l.name === wantedLayer);
-  const layer = known ? wantedLayer : (layers.find((l) => l.output_shape.length === 3) || layers[0] || {}).name || "";
+  // by module path or alias (relu2 for AlexNet's features.4), in any case, as every page takes them
+  const named = (l) => [l.name, ...(l.aliases || [])].some((n) => n.toLowerCase() === (wantedLayer || "").toLowerCase());
+  const match = layers.find(named);
+  const known = Boolean(match);
+  const layer = known ? match.name : (layers.find((l) => l.output_shape.length === 3) || layers[0] || {}).name || "";
   const layerSelect = h("select", { id: "layer", onchange: () => reload({ layer: layerSelect.value, unit: null }) },
-    layers.map((l) => h("option", { value: l.name, selected: l.name === layer }, l.name)));
+    layers.map((l) => h("option", { value: l.name, selected: l.name === layer }, l.aliases && l.aliases.length ? `${l.name} (${l.aliases[0]})` : l.name)));
   const video = h("video", { class: "live-source", id: "source", muted: true, playsinline: true, loop: true });
   video.muted = true;
   const grid = h("img", { class: "live-grid", id: "grid", alt: `every channel of ${layer}` });
@@ -73,14 +75,14 @@ async function main() {
       video.removeAttribute("src");
       await stream.start();
     } catch (err) {
-      show(status, errorBox(err.code ? err : { code: "CAMERA", message: `${err.name || "error"}: ${err.message}` }));
+      show(status, errorBox(typeof err.code === "string" ? err : mediaError(err, "the camera")));
     }
   });
   file.addEventListener("change", async () => {
     if (!file.files.length) return;
     video.srcObject = null;
     video.src = URL.createObjectURL(file.files[0]);
-    await stream.start();
+    await stream.start(file.files[0].name);
   });
   stop.addEventListener("click", () => stream.stop());
   grid.addEventListener("click", (event) => {
@@ -89,6 +91,21 @@ async function main() {
   });
   const unit = Number(params.get("unit"));
   if (!refused && params.get("unit") !== null && Number.isInteger(unit) && unit >= 0) selectUnit(model, layer, unit, stream, unitPanel);
+}
+
+// What went wrong with the camera or a video file, and what to do instead (the browser's own
+// words are kept at the end).
+function mediaError(err, source) {
+  const said = `(${err.name || "error"}: ${err.message || err})`;
+  const fixes = {
+    NotAllowedError: `the browser may not use ${source}: allow the camera for this site, or choose a video file instead`,
+    NotFoundError: "no camera found on this machine: choose a video file instead",
+    OverconstrainedError: "no camera found on this machine: choose a video file instead",
+    NotReadableError: "the camera is in use by another program (or the system refused it): close that program, or choose a video file",
+    NotSupportedError: `this browser cannot play ${source} (its container or codec): WebM (VP8, VP9) and H.264 MP4 play `
+      + "everywhere; interp watch's .mp4 (MPEG-4 Part 2) does not: write it as out.webm (VP8)",
+  };
+  return { code: err.name === "NotAllowedError" ? "PERMISSION_DENIED" : "MEDIA", message: `${fixes[err.name] || `cannot use ${source}`} ${said}` };
 }
 
 function reload(changes) {
@@ -157,7 +174,7 @@ function liveStream({ model, layer, video, grid, counters, predictions, status, 
   }
 
   return {
-    async start() {
+    async start(fileName = null) {
       show(status);
       try {
         if (!socket) await open();
@@ -165,7 +182,7 @@ function liveStream({ model, layer, video, grid, counters, predictions, status, 
         await video.play();
         requestAnimationFrame(capture);
       } catch (err) {
-        show(status, errorBox(err));
+        show(status, errorBox(typeof err.code === "string" ? err : mediaError(err, fileName ? `the file ${fileName}` : "the camera")));
       }
     },
     stop() {
