@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -124,6 +125,15 @@ def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> n
     return canvas
 
 
+CODECS = {".webm": "VP80", ".avi": "MJPG"}
+"""Video codec by the output's extension: VP8 WebM plays in browsers (and on the explorer's /live
+page); anything else is MPEG-4 Part 2, which video players read and browsers do not."""
+
+
+def codec_for(output: str) -> str:
+    return CODECS.get(os.path.splitext(output)[1].lower(), "mp4v")
+
+
 def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Read the source, stream it through Watch, write (and optionally show) the DVT video."""
     source_name = args.video if args.video is not None else f"camera {args.camera}"
@@ -135,10 +145,11 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
         capture.release()
         raise OSError(f"cannot read a frame from {source_name} with OpenCV")
     source_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = cv2.VideoWriter(args.output, cv2.VideoWriter.fourcc(*"mp4v"), source_fps, (WIDTH, HEIGHT))
+    codec = codec_for(args.output)
+    writer = cv2.VideoWriter(args.output, cv2.VideoWriter.fourcc(*codec), source_fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
         capture.release()
-        raise OSError(f"cannot write {args.output} with OpenCV (mp4v)")
+        raise OSError(f"cannot write {args.output} with OpenCV ({codec})")
     show = args.show
     kept: dict[int, np.ndarray] = {}
     read = [0]

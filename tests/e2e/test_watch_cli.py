@@ -76,7 +76,7 @@ def test_watch_writes_one_dvt_frame_per_processed_frame(target, clip, tmp_path) 
 
 def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> None:
     require(INTERP.exists(), f"console script not installed at {INTERP} (pip install -e .)")
-    out = tmp_path / "all.mp4"
+    out = tmp_path / "all.webm"  # VP8: what browsers (and the explorer's /live page) play
     args = ["--server", target, "--json", "watch", "lenet", "--video", str(clip), "--layer", "conv1"]
     done = subprocess.run(
         [str(INTERP), *args, "--every-frame", "--top-k", "0", "-o", str(out)],
@@ -89,6 +89,8 @@ def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> Non
     document = json.loads(done.stdout)
     assert (document["sent"], document["processed"], document["skipped"]) == (FRAMES, FRAMES, 0)
     assert len(_frames(out)) == FRAMES
+    fourcc = int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FOURCC))
+    assert fourcc.to_bytes(4, "little").decode() == "VP80"
 
 
 def _watch(target: str, *args: str) -> subprocess.CompletedProcess:
