@@ -44,6 +44,7 @@ GAP_COLOUR = (70, 130, 180)
 GAP_GREY = 128
 """Between the cells of grey channel grids."""
 LABEL_COLOUR = (255, 255, 0)
+LABEL_SCALE = 0.4  # OpenCV's Hershey simplex at 0.4: about 10 px high
 
 
 def to_uint8_image(x: Tensor | np.ndarray) -> np.ndarray:
@@ -167,7 +168,7 @@ def channel_grid(
         acts: (C, H, W) activations of one image, or (C,) for a fully connected layer (drawn as
             1x1 cells normalized together, since a single value has no range of its own).
         channels: channel indices to draw, in order (e.g. the top-k); None -> 0, 1, 2, ...
-        labels: write each channel's index in its cell's corner (white on a black outline).
+        labels: write each channel's index in its cell's corner (white on a darkened band).
         max_channels: at most this many cells are drawn (the first of ``channels``); >= 1.
 
     Returns:
@@ -330,14 +331,34 @@ def _to_levels(a: np.ndarray) -> np.ndarray:
 
 
 def _label(cell: np.ndarray, text: str, colour: int | tuple[int, int, int] = LABEL_COLOUR) -> None:
-    """Write ``text`` in the top-left corner of a contiguous cell, in ``colour`` on a black outline
-    so it reads on any map; one line per ``\n``-separated part."""
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    outline = 0 if isinstance(colour, int) else (0, 0, 0)
-    for row, line in enumerate(text.split("\n")):
-        origin = (3, 12 + 12 * row)
-        cv2.putText(cell, line, origin, font, scale, outline, 3, cv2.LINE_AA)
-        cv2.putText(cell, line, origin, font, scale, colour, 1, cv2.LINE_AA)
+    """Write ``text`` in the top-left corner of a contiguous cell, in ``colour`` on a darkened band
+    so it reads on any map and the map still shows through; one line per ``\n``-separated part, a
+    line too wide for the cell broken at its spaces, then written smaller (never cut)."""
+    font, width = cv2.FONT_HERSHEY_SIMPLEX, cell.shape[1] - 4
+    top = 1
+    for line in _fitted_lines(text, font, width):
+        scale = min(LABEL_SCALE, LABEL_SCALE * width / cv2.getTextSize(line, font, LABEL_SCALE, 1)[0][0])
+        (text_w, text_h), base = cv2.getTextSize(line, font, scale, 1)
+        band = cell[top : top + text_h + base + 2, : text_w + 4]
+        band //= 3
+        cv2.putText(cell, line, (2, top + text_h + 1), font, scale, colour, 1, cv2.LINE_AA)
+        top += text_h + base + 2
+
+
+def _fitted_lines(text: str, font: int, width: int) -> list[str]:
+    """The label's lines, each broken at spaces into pieces that fit ``width`` at the label's size."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        words, current = line.split(" "), ""
+        for word in words:
+            joined = f"{current} {word}" if current else word
+            if current and cv2.getTextSize(joined, font, LABEL_SCALE, 1)[0][0] > width:
+                out.append(current)
+                current = word
+            else:
+                current = joined
+        out.append(current)
+    return out
 
 
 def _tile(cells: list[np.ndarray], columns: int, gap: int | tuple[int, int, int] = GAP_COLOUR) -> np.ndarray:
