@@ -160,6 +160,24 @@ def sanity_table(
     return rows
 
 
+def gradcam_zero_table(model: nn.Module, x: Tensor, y: Tensor) -> list[str]:
+    """How often Grad-CAM's map is all zero (the class-weighted sum of the maps below zero everywhere)
+    at the last conv and each layer after it that keeps a spatial output."""
+    spatial, h = [], x[:1]
+    with torch.no_grad():
+        for name, module in model.named_children():
+            h = module(h)
+            spatial.append((name, isinstance(module, nn.Conv2d), h.dim() == 4))
+    last_conv = max(i for i, (_, conv, _) in enumerate(spatial) if conv)
+    rows = ["| layer | all-zero Grad-CAM maps |", "|---|---|"]
+    for name, _, has_maps in spatial[last_conv:]:
+        if not has_maps:
+            break
+        cam = torch.from_numpy(maps(model, x, y, "grad_cam", name))
+        rows.append(f"| {name} | {float((cam.amax(1) == 0).float().mean()):.3f} |")
+    return rows
+
+
 def cascade_table(build: Callable[[], nn.Module], trained: nn.Module, x: Tensor, y: Tensor, seed: int) -> list[str]:
     ref = maps(trained, x, y, "gradient")
     rows = ["| re-initialized layers (gradient) | mean Spearman rho |", "|---|---|"]
@@ -196,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"### Model-randomization sanity check ({ns} images, true class, re-init seeds {args.seeds}; "
           f"grad_cam at {gradcam_layer}, the model's default)\n")  # fmt: skip
     print("\n".join(sanity_table(build, trained, x[:ns], y[:ns], args.seeds, gradcam_layer)))
+    print()
+    print(f"### Grad-CAM maps that are all zero, by layer ({args.n} images, true class)\n")
+    print("\n".join(gradcam_zero_table(trained, x, y)))
     print()
     print(f"### Cascading randomization, gradient ({ns} images, seed {args.seeds[0]})\n")
     print("\n".join(cascade_table(build, trained, x[:ns], y[:ns], args.seeds[0])))

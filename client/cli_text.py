@@ -103,12 +103,15 @@ def text_layers(r: Any, args: argparse.Namespace) -> str:
     )
     p = d.preprocessing
     text += (
-        f"\npreprocessing: {p.channels} channel(s), resize shorter side {p.resize_shorter or 'direct'}, "
-        f"crop {p.crop or 'none'}, mean {list(p.mean)}, std {list(p.std)}"
+        f"\npreprocessing: {p.channels} channel(s), "
+        + (f"shorter side resized to {p.resize_shorter}, " if p.resize_shorter else "resized straight to the input, ")
+        + f"crop {p.crop or 'none'}, mean {list(p.mean)}, std {list(p.std)}"
         + (f", {p.convention}" if p.convention else "")
     )
     if d.default_gradcam_layer:
-        text += f"\ndefault grad_cam layer: {d.default_gradcam_layer}"
+        aliases = next((layer.aliases for layer in d.layers if layer.name == d.default_gradcam_layer), ())
+        named = f" ({', '.join(aliases)})" if aliases else ""
+        text += f"\ndefault grad_cam layer: {d.default_gradcam_layer}{named}"
     text += f"\nclass labels: {len(d.labels)} (interp labels {m.name})"
     return text
 
