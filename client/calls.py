@@ -2,10 +2,10 @@
 
 :class:`RpcClient` owns the channel and the four shapes of a call, read from the table:
 ``call`` (one request, one reply), ``call_many`` (a many-image RPC over any number of images, in
-chunks of the server's ``max_images_per_call``), ``call_stream`` (a streamed reply: an
-:class:`~client.streams.EventStream`). Where the table marks an RPC's request as a stream
-(``Method.request_streamed``), ``values`` is an iterable of request values, each one message,
-sent as it is read. :class:`client.InterpClient` adds the typed methods over these.
+calls of at most the server's ``max_images_per_call`` images within the message cap),
+``call_stream`` (a streamed reply: an :class:`~client.streams.EventStream`). Where the table
+marks an RPC's request as a stream (``Method.request_streamed``), ``values`` is an iterable of
+request values, each one message, sent as it is read. :class:`client.InterpClient` adds the typed methods over these.
 """
 
 from __future__ import annotations
@@ -20,9 +20,17 @@ import grpc
 from google.protobuf.message import Message
 
 from client.channel import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, auth_metadata, channel_options, is_loopback_target
-from client.errors import FieldViolation, Internal, InvalidArgument, Unavailable, from_item_error, from_rpc_error
+from client.errors import (
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    from_item_error,
+    from_rpc_error,
+)
 from client.images import ImageLike, add_image
-from client.requests import Images, build_request, chunks, image_items, is_many
+from client.requests import Images, build_request, image_items, is_many
 from client.results import ITEM_RESULTS, RESULTS
 from client.streams import EventStream, ProgressCallback
 from protos import interp_pb2 as pb
@@ -92,6 +100,8 @@ class RpcClient:
             self._channel = grpc.insecure_channel(target, options=channel_opts)
         self._stub = pb_grpc.InterpStub(self._channel)
         self._cap: int | None = None  # the server's max_images_per_call, asked on the first many-image call
+        self._max_message_bytes = int(max_message_bytes)
+        self._bytes_cap: int | None = None  # the smaller of ours and the server's message cap, asked with _cap
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -168,7 +178,8 @@ class RpcClient:
 
         The images (a list, tuple, iterator or (N, H, W[, C]) array; an iterator is read lazily)
         are sent in calls of at most the server's ``max_images_per_call`` images (asked once per
-        client with GetServerInfo), each one batched computation on the server. Returns one entry
+        client with GetServerInfo) and of at most the smaller message cap (the client's
+        ``max_message_bytes`` or the server's), each one batched computation on the server. Returns one entry
         per image, in order: its result, or the :class:`client.errors.InterpError` that image
         alone failed with (unreadable or too large; not raised, its ``field`` is ``images[i]``
         counted over all the images given). An error of the call itself (unknown model, bad
@@ -177,13 +188,9 @@ class RpcClient:
         method = by_rpc(rpc)
         convert = ITEM_RESULTS.get(rpc) or _each(RESULTS[rpc])
         results: list[Any] = []
-        for chunk in chunks(image_items(images), self._images_per_call()):
+        for request, local in self._batches(method, values, params or {}, images):
             offset = len(results)
-            request = build_request(method, values, params or {}, _caller(method))
-            entries = request.images  # type: ignore[attr-defined]  # every many-image request has it
-            # An image this side cannot send (a missing file, NaN pixels, a wrong shape) fails alone.
-            local = [_add_image(entries, image, f"images[{offset + i}]") for i, image in enumerate(chunk)]
-            sent = len(entries)
+            sent = len(request.images)  # type: ignore[attr-defined]  # every many-image request has it
             if not sent:
                 results.extend(local)
                 continue
@@ -218,11 +225,63 @@ class RpcClient:
             return self.call_many(rpc, image, values, timeout, params=params)  # type: ignore[arg-type]
         return self.call(rpc, {**values, "image": image}, timeout, params=params)
 
+    def _batches(
+        self, method: Method, values: Mapping[str, Any], params: Mapping[str, Any], images: Images
+    ) -> Iterator[tuple[Message, list[InvalidArgument | None]]]:
+        """The requests of a many-image call, each with at most ``max_images_per_call`` images and
+        within the message cap, and per image None or the error that kept it from being sent (a
+        missing file, NaN pixels, a wrong shape, an image over the cap alone): such an image fails
+        alone, as one the server cannot decode does."""
+        cap, budget = self._images_per_call(), self._message_budget()
+
+        def fresh() -> tuple[Message, Any, int]:
+            request = build_request(method, values, params, _caller(method))
+            return request, request.images, request.ByteSize()  # type: ignore[attr-defined]
+
+        request, entries, size = fresh()
+        local: list[InvalidArgument | None] = []
+        index = 0
+        for image in image_items(images):
+            field = f"images[{index}]"
+            index += 1
+            error = _add_image(entries, image, field)
+            if error is None:
+                grown = entries[-1].ByteSize() + 16  # the entry, its tag and length
+                if size + grown > budget:
+                    last = type(entries[-1])()
+                    last.CopyFrom(entries[-1])
+                    del entries[-1]
+                    if grown > budget:  # too large even alone
+                        error = _too_large(field, grown, budget)
+                    else:
+                        if local:
+                            yield request, local
+                        request, entries, size = fresh()
+                        local = []
+                        entries.append(last)
+                        size += grown
+                else:
+                    size += grown
+            local.append(error)
+            if len(local) == cap:
+                yield request, local
+                request, entries, size = fresh()
+                local = []
+        if local:
+            yield request, local
+
     def _images_per_call(self) -> int:
         if self._cap is None:
             limits = self.call("GetServerInfo", {}).limits
             self._cap = max(1, int(limits.get("max_images_per_call", 0)) or 1)
+            server = int(limits.get("max_message_bytes", 0)) or self._max_message_bytes
+            self._bytes_cap = min(server, self._max_message_bytes)
         return self._cap
+
+    def _message_budget(self) -> int:
+        """Bytes a many-image request may take: the smaller message cap, less room for gRPC's framing."""
+        self._images_per_call()
+        return max(1, (self._bytes_cap or self._max_message_bytes) - 1024)
 
     def call_stream(
         self,
@@ -252,6 +311,14 @@ class RpcClient:
         try:
             return method(request, timeout=deadline, metadata=self._metadata)
         except grpc.RpcError as error:
+            said = error.details() or ""
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in said:
+                side = "the server's" if said.startswith("SERVER") or "Received" in said else "this client's"
+                raise ResourceExhausted(  # gRPC's own words name no field and no remedy
+                    f"{rpc}: the request is over {side} message cap ({said}): send images as encoded files "
+                    "(PNG, JPEG) or smaller arrays (uint8 rather than float)"
+                    + (", or raise max_message_bytes" if side == "this client's" else "")
+                ) from error
             raise from_rpc_error(error) from error
 
 
@@ -267,6 +334,12 @@ def _requests(
     if isinstance(values, Mapping):
         raise TypeError(f"{method.sdk_name}(): the request is a stream; give an iterable of request values")
     return (build_request(method, {**v, **extra}, params, _caller(method)) for v in values)
+
+
+def _too_large(field: str, size: int, budget: int) -> InvalidArgument:
+    text = (f"{field}: {size:,} bytes as sent, over the {budget:,} a request may carry: send the image as an "
+            "encoded file (PNG, JPEG) or a smaller array (uint8 rather than float)")  # fmt: skip
+    return InvalidArgument(text, field_violations=[FieldViolation(field, text)])
 
 
 def _add_image(images: Any, image: ImageLike, field: str) -> InvalidArgument | None:

@@ -19,7 +19,7 @@ from client.images import ImageLike, add_image, image_message
 from protos import interp_pb2 as pb
 from protos.methods import Method
 
-__all__ = ["Images", "LayerSpec", "build_request", "chunks", "fill_set", "image_items", "is_many"]
+__all__ = ["Images", "LayerSpec", "build_request", "fill_set", "image_items", "is_many"]
 
 
 def build_request(method: Method, values: Mapping[str, Any], params: Mapping[str, Any], caller: str) -> Message:
@@ -253,18 +253,6 @@ def image_items(images: Images) -> Iterator[ImageLike]:
     if isinstance(images, np.ndarray):
         return iter(list(images))
     return iter(images)
-
-
-def chunks(items: Iterator[ImageLike], size: int) -> Iterator[list[ImageLike]]:
-    """Consecutive lists of at most ``size`` images, as taken (converted into each call's request)."""
-    chunk: list[ImageLike] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def fill_set(sets: pb.AttributeSets, which: str, value: str | ImageLike | Sequence[ImageLike]) -> None:

@@ -269,6 +269,27 @@ def test_an_image_the_sdk_cannot_send_fails_alone(capped, batch, tmp_path) -> No
     _close(results[3].logits, alone.logits)
 
 
+def test_sdk_keeps_each_call_within_the_message_cap(batch) -> None:
+    srv, port = create_server(test_config(models=("lenet",), limits=Limits(max_message_bytes=100_000)))
+    srv.start()
+    try:
+        colour = np.repeat(batch[0][:, :, None], 3, axis=2).astype(np.float32) / 255
+        fits = cv2.resize(colour, (80, 80))  # 76,800 bytes as float32: one a call
+        over = cv2.resize(colour, (200, 200))  # 480,000 bytes: over the cap alone
+        with InterpClient(f"127.0.0.1:{port}", timeout=60) as c:
+            results = c.classify([fits, over, fits, batch[1]], model="lenet")
+            with pytest.raises(errors.ResourceExhausted, match="over the server's message cap .*encoded files"):
+                c.classify(over, model="lenet")
+            assert c.classify(batch[1], model="lenet").top.index == results[3].top.index  # still serving
+    finally:
+        srv.stop(None)
+    assert isinstance(results[1], errors.InvalidArgument) and results[1].field == "images[1]"
+    assert "480,0" in results[1].message and "encoded file" in results[1].message
+    assert results[0].request_id != results[2].request_id  # two calls: the two 80-px images do not fit one
+    assert results[2].request_id == results[3].request_id  # the small one joins the last call
+    _close(results[0].logits, results[2].logits)
+
+
 def test_a_request_error_still_fails_the_whole_call(client, batch) -> None:
     with pytest.raises(errors.InvalidArgument, match="unknown class label"):
         client.saliency(batch[:2], model="lenet", target="no such class")
