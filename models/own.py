@@ -70,8 +70,9 @@ class Served(nn.Module):
             height, width = self.fixed_size
             raise FixedInputSize(
                 f"model {self.name} is an exported program that takes {height}x{width} inputs only, and this "
-                f"method gives it {x.shape[-2]}x{x.shape[-1]} (e.g. a feature visualization's jitter or a larger "
-                "image_size): use the input size (jitter 0), or export with dynamic height and width"
+                f"method gives it {x.shape[-2]}x{x.shape[-1]}: a feature visualization's jitter or larger image_size "
+                "(give jitter 0 and the input size), DeepDream's smaller octaves (give octaves=1); or export with "
+                "dynamic height and width"
             )
         return self.net(self.normalize(x))
 

@@ -118,6 +118,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
 
 
+def _build_peak(peak_before: float, sampled: float) -> float:
+    """The resident set's peak during a build: the process's peak if the build raised it, else the
+    largest resident set seen between batches (an earlier call's peak says nothing of this build)."""
+    peak_after = peak_rss_mb()
+    return peak_after if peak_after > peak_before else max(sampled, rss_mb())
+
+
 def served_model(model: LoadedModel) -> dict[str, Any]:
     """The ``model_name``, ``weights_sha256`` and ``spec`` of :meth:`IndexStore.build` for a served model."""
     return {"model_name": model.spec.name, "weights_sha256": model.weights.sha256, "spec": model.spec.preprocessing}
@@ -213,14 +220,22 @@ class IndexStore:
                 return self.load(folder), True, {}
             self.check_writable()
             counters: dict[str, int] = {"skipped": 0}
-            rss_before = rss_mb()
+            rss_before, peak_before = rss_mb(), peak_rss_mb()
+            sampled = [rss_before]  # the resident set after each batch: the build's own peak when the
+            # process's lifetime peak (ru_maxrss) came from earlier work and did not move
+
+            def on_batch(progress: IndexProgress) -> None:
+                sampled[0] = max(sampled[0], rss_mb())
+                if on_progress is not None:
+                    on_progress(progress)
+
             started = time.perf_counter()
             size = dataset.size
             try:
                 if engine == "ray":
                     index, present = build_index_ray(
                         module, dataset, spec, list(layers), k, batch_size, address=ray_address,
-                        counters=counters, on_batch=on_progress, should_stop=should_stop,
+                        counters=counters, on_batch=on_batch, should_stop=should_stop,
                     )  # fmt: skip
                 elif engine == "local":
                     index, present = build_index(
@@ -229,7 +244,7 @@ class IndexStore:
                         list(layers),
                         k,
                         size,
-                        on_batch=on_progress,
+                        on_batch=on_batch,
                         should_stop=should_stop,
                     )
                 else:
@@ -243,7 +258,7 @@ class IndexStore:
             figures = {
                 "seconds": seconds,
                 "images_per_s": int(present.sum()) / seconds if seconds > 0 else 0.0,
-                "peak_rss_growth_mb": max(0.0, peak_rss_mb() - rss_before),
+                "peak_rss_growth_mb": max(0.0, _build_peak(peak_before, sampled[0]) - rss_before),
                 "skipped": float(counters["skipped"]),
             }
             meta = {

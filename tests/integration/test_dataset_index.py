@@ -542,3 +542,14 @@ def test_maxima_taken_from_a_tiling_pool_equal_the_maps_own(side: int, pool: int
 def test_the_documented_default_batch_is_the_one_resolved() -> None:
     doc = FIELD_DOCS["interp.v1.BuildIndexParams.batch_size"]
     assert f"default {default_batch(28)} for 28-px inputs" in doc and f"{default_batch(224)} at 224 px" in doc
+
+
+def test_memory_growth_is_the_builds_own_not_an_earlier_peak(tmp_path, trained, dataset):
+    from server.stores.index import peak_rss_mb
+
+    before = peak_rss_mb()
+    block = np.ones((1024, 1024, 192), np.float32)  # 768 MiB touched: the process's peak rises by as much
+    del block
+    assert peak_rss_mb() > before + 500
+    _, _, figures = _build(IndexStore(tmp_path), trained, "after-a-peak", dataset, layers=["relu4"])
+    assert 0 <= figures["peak_rss_growth_mb"] < 300  # reported 768 MiB and more when it was the process's peak
