@@ -163,6 +163,11 @@ def text_activations(r: Any, args: argparse.Namespace) -> str:
             )
         )
     text = table(["LAYER", "SHAPE", "MEAN", "MAX", "TOP CHANNELS"], rows, "llrrl")
+    if getattr(args, "output", None) is not None:
+        flat = [_layer_label(layer.requested, layer.layer) for layer in r.layers if not layer.grid_png]
+        if flat:  # the server draws grids of maps only
+            npy = "" if getattr(args, "npy", False) else "; --npy saves their values"
+            text += f"\nno grid image for {', '.join(flat)}: not a layer of maps{npy}"
     if r.prediction is not None:
         text += f"\nprediction: {prediction_text(r.prediction)}"
     return text

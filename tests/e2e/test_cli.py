@@ -106,6 +106,11 @@ def test_activations_and_kernels_write_pngs(interp, image_png, tmp_path: Path):
     for name in ("conv1.png", "conv2.png", "input.png"):
         assert (tmp_path / "acts" / name).read_bytes().startswith(PNG_SIGNATURE)
     assert np.load(tmp_path / "acts" / "conv1.npy").ndim == 3
+    done = interp("activations", "lenet", str(image_png), "--layer", "relu2", "--layer", "fc1",
+                  "-o", str(tmp_path / "a2"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "no grid image for fc1: not a layer of maps; --npy saves their values" in done.stdout  # not silently dropped
+    assert not (tmp_path / "a2" / "fc1.png").exists()
     done = interp("kernels", "alexnet", "conv1", "-o", str(tmp_path / "k.png"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "k.png").read_bytes().startswith(PNG_SIGNATURE)
