@@ -84,6 +84,25 @@ def test_layer_page_visualizes_every_unit_with_progress(driver, site, shots) -> 
     assert driver.find_element(By.ID, "progress-status").text == "from the explorer's cache"
 
 
+def test_a_logits_layer_names_its_units_by_class_and_no_card_shows_a_broken_image(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/fc3?steps=8")
+    cards = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#units .unit-card"))
+    # while the visualizations compute, each card holds a blank square, not a broken-image icon
+    pending = driver.execute_script(
+        "return [...document.querySelectorAll('img.visual')].filter(i => !(i.complete && i.naturalWidth > 0)).length")
+    assert pending == 0
+    assert [c.text.splitlines()[0] for c in cards[:4]] == ["unit 0 · T-shirt/top", "unit 1 · Trouser",
+                                                           "unit 2 · Pullover", "unit 3 · Dress"]  # fmt: skip
+    assert driver.find_element(By.ID, "legend").text.startswith("Each card: the unit's feature visualization")
+    bar = wait(driver, lambda d: d.find_element(By.ID, "progress"))
+    wait(driver, lambda d: bar.get_attribute("data-done") == "true")
+    check_page(driver, site, shots, "layer-logits")
+    driver.get(site + "/models/lenet/layers/fc3/units/9?steps=8")
+    wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("fc3 unit 9 (Ankle boot)"))
+
+
 def test_unit_page_streams_its_visualization_and_shows_the_top_nine(driver, site, shots) -> None:
     from selenium.webdriver.common.by import By
 

@@ -196,6 +196,13 @@ def cached_visual(explorer: Explorer, sha: str, layer: str, unit: int, params: d
     return None if hit is None else {"png": data_url(hit[0]), "params": hit[1]}
 
 
+def unit_labels(description: Any, layer: LayerInfo) -> tuple[str, ...]:
+    """The class names of a logits layer's units (the model's last layer, one unit per class), else ()."""
+    layers, labels = description.layers, tuple(description.labels)
+    last = layers[-1].name if layers else ""
+    return labels if layer.name == last and layer.channels == len(labels) else ()
+
+
 def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
     description, layer = _described(explorer, model, name)
@@ -209,9 +216,11 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     tops, notice = top_crops(explorer, model, layer.name, channels, 1, False) if channels else (None, "")
     best = {top.channel: top.entries[0] for top in tops.channels if top.entries} if tops else {}
     kernels = first_layer_kernels(explorer, model, description, layer)
+    labels = unit_labels(description, layer)
     units = [
         {
             "unit": ch,
+            "label": labels[ch] if labels else "",
             "visual": cached_visual(explorer, sha, layer.name, ch, params),
             "top": entry_json(best[ch]) if ch in best else None,
             "kernel": kernel_json(kernels, ch),
@@ -252,7 +261,9 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     sha = explorer.weights_sha256(model)
     stored = atlas_json(atlas, [unit], params, unit_page=True) if atlas is not None else None
     kernel = kernel_json(first_layer_kernels(explorer, model, description, layer), unit)
-    return {"layer": layer_json(layer), "unit": unit, "visual": cached_visual(explorer, sha, layer.name, unit, params),
+    labels = unit_labels(description, layer)
+    return {"layer": layer_json(layer), "unit": unit, "label": labels[unit] if labels else "",
+            "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
             "params": params, "atlas": stored, "kernel": kernel}  # fmt: skip
 

@@ -2,6 +2,8 @@
 import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, streamEvents, title, weightsSlot } from "./common.js";
 import { atlasNote, visualizer } from "./visualize.js";
 
+const BLANK = "data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw==";  // 1x1 transparent
+
 async function main() {
   const [, model, , layer] = pathParts();
   const params = query();
@@ -12,12 +14,13 @@ async function main() {
   const suffix = keep.toString() ? `?${keep}` : "";
   const images = {};
   const cards = d.units.map((u) => {
-    const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit });
-    if (u.visual) img.src = u.visual.png;
+    // a blank square until the visualization arrives (an <img> without a source shows a broken icon)
+    const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit, src: u.visual ? u.visual.png : BLANK });
     images[u.unit] = img;
     const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
     const kernel = u.kernel ? h("img", { class: "pixel kernel", src: u.kernel.png, alt: `kernel of unit ${u.unit}`, title: "its kernel" }) : null;
-    return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, `unit ${u.unit}`)), top, kernel);
+    const name = u.label ? `unit ${u.unit} · ${u.label}` : `unit ${u.unit}`;
+    return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, name)), top, kernel);
   });
   // a first-layer unit is linear in the pixels: its visualization is flat or nearly, its kernel shows what it weighs
   const channel = (d.params.objective || "channel") === "channel";  // the visualizations' objective
@@ -42,7 +45,7 @@ async function main() {
     atlasNote(d, base),
     d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : null,
     h("div", { class: "tools" }, vis.bar, vis.status),
-    kernelNote, nav, h("div", { class: "grid", id: "units" }, cards), out);
+    legend(d), kernelNote, nav, h("div", { class: "grid", id: "units" }, cards), out);
   try {
     const last = await vis.run(d.units.map((u) => u.unit));
     for (const [unit, png] of Object.entries(last.units)) images[unit].src = png;
@@ -50,6 +53,12 @@ async function main() {
   } catch (err) {
     show(out, errorBox(err));
   }
+}
+
+// What a card holds, said once above them.
+function legend(d) {
+  const top = d.units.some((u) => u.top) ? `; below it, the ${d.dataset} crop that excites the unit most (hover: its class and value)` : "";
+  return h("p", { class: "muted", id: "legend" }, `Each card: the unit's feature visualization, the input it responds to most${top}.`);
 }
 
 // "Build the index": BuildIndex of this layer on the dataset the server offers, with progress and cancel.

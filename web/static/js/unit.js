@@ -30,7 +30,7 @@ async function main() {
     e.projection ? h("img", { class: "pixel", src: e.projection, alt: `projection ${rank + 1}` }) : null,
     h("div", {}, `${e.label} · ${e.value.toFixed(2)}`), h("div", { class: "muted" }, `image ${e.image_id}`)));
   show(app(),
-    title(`${d.layer.name} unit ${d.unit} · ${model}`),
+    title(`${d.layer.name} unit ${d.unit}${d.label ? ` (${d.label})` : ""} · ${model}`),
     h("p", {}, h("a", { href: `/models/${enc(model)}/layers/${enc(d.layer.name)}` }, `all units of ${d.layer.name}`)),
     weightsSlot(model),
     h("h2", {}, "Feature visualization"), atlasNote(d, location.pathname),
