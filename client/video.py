@@ -49,8 +49,13 @@ def _frames(
         yield rgb
 
 
-def channel_grid(maps: np.ndarray, side: int = PANEL) -> np.ndarray:
-    """(C, H, W) or (F,) maps -> a side x side uint8 grid.
+GAP_BGR = (180, 130, 70)  # steel blue between the cells: never mistaken for a map's own grey
+SELECTED_BGR = (0, 255, 255)  # yellow: the selected unit, as on the explorer's /live page
+
+
+def channel_grid(maps: np.ndarray, side: int = PANEL, selected: int | None = None) -> np.ndarray:
+    """(C, H, W) or (F,) maps -> a side x side BGR grid: square cells 2 px apart, each numbered
+    when there is room, ``selected`` framed in yellow.
 
     Spatial maps are each scaled to their own range; the units of a fully connected layer (one
     value each, no range of their own) are scaled together, one grey cell per unit.
@@ -65,13 +70,23 @@ def channel_grid(maps: np.ndarray, side: int = PANEL) -> np.ndarray:
     scaled = (maps * 255.0).astype(np.uint8)
     channels = maps.shape[0]
     columns = math.ceil(math.sqrt(channels))
-    rows = math.ceil(channels / columns)
-    h, w = maps.shape[1:]
-    grid = np.zeros((rows * (h + 1), columns * (w + 1)), np.uint8)
+    gap = 2 if channels > 1 else 0
+    cell = max(1, (side - gap * (columns - 1)) // columns)
+    grid = np.empty((side, side, 3), np.uint8)
+    grid[:] = GAP_BGR if channels > 1 else 0
     for c in range(channels):
         r, q = divmod(c, columns)
-        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = scaled[c]
-    return cv2.resize(grid, (side, side), interpolation=cv2.INTER_NEAREST)
+        top, left = r * (cell + gap), q * (cell + gap)
+        if top + cell > side:
+            break
+        tile = cv2.resize(scaled[c], (cell, cell), interpolation=cv2.INTER_NEAREST)
+        grid[top : top + cell, left : left + cell] = tile[:, :, None]
+        if channels > 1 and cell >= 20:
+            cv2.putText(grid, str(c), (left + 2, top + 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 0), 2)
+            cv2.putText(grid, str(c), (left + 2, top + 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1)
+        if c == selected:
+            cv2.rectangle(grid, (left, top), (left + cell - 1, top + cell - 1), SELECTED_BGR, 2)
+    return grid
 
 
 def unit_bars(values: np.ndarray, unit: int, side: int = PANEL) -> np.ndarray:
@@ -92,11 +107,14 @@ def unit_bars(values: np.ndarray, unit: int, side: int = PANEL) -> np.ndarray:
 def _panel(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[:2] == (PANEL, PANEL):
+        return image
     return cv2.resize(image, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST)
 
 
-def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> np.ndarray:
-    """The output frame (BGR, HEIGHT x WIDTH) for one answer."""
+def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float, asked: str = "") -> np.ndarray:
+    """The output frame (BGR, HEIGHT x WIDTH) for one answer; ``asked``: the layer's name as the
+    user gave it (an alias such as relu2), shown beside the module path the answer names."""
     canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     if frame_rgb is not None:
         canvas[:PANEL, :PANEL] = _panel(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
@@ -105,21 +123,24 @@ def dvt_frame(frame_rgb: np.ndarray | None, answer: WatchFrame, fps: float) -> n
     if answer.error is not None:
         lines.append(f"frame {answer.sequence}: {answer.error}"[:90])
     elif maps is not None:
-        canvas[:PANEL, PANEL : 2 * PANEL] = _panel(channel_grid(maps))
+        layer = answer.layer if asked in ("", answer.layer) else f"{asked} ({answer.layer})"
         unit = answer.unit
         if unit < 0:  # none selected: the most active one
             unit = int(maps.reshape(maps.shape[0], -1).mean(axis=1).argmax())
+        canvas[:PANEL, PANEL : 2 * PANEL] = channel_grid(maps, selected=unit)
         if maps.ndim == 1:  # a fully connected layer: every unit's value as a bar, this one in yellow
             canvas[:PANEL, 2 * PANEL :] = unit_bars(maps, unit)
-            caption = f"{answer.layer}  unit {unit} = {float(maps[unit]):.3g}"
+            caption = f"{layer}  unit {unit} = {float(maps[unit]):.3g}"
         else:
             single = answer.unit_map if answer.unit_map is not None and answer.unit_map.ndim == 2 else maps[unit]
-            canvas[:PANEL, 2 * PANEL :] = _panel(channel_grid(single[None]))
-            caption = f"{answer.layer}  unit {unit}"
+            canvas[:PANEL, 2 * PANEL :] = channel_grid(single[None])
+            caption = f"{layer}  unit {unit}"
         lines.append(caption)
-        lines.extend(f"{p:5.1%}  {label}" for _, label, p in answer.predictions[:5])
-    for i, line in enumerate(lines[:6]):
-        cv2.putText(canvas, line, (8, PANEL + 18 + 17 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        lines.extend(f"{p:.1%}\t{label}" for _, label, p in answer.predictions[:5])
+    for i, line in enumerate(lines[:6]):  # "probability<TAB>class": the class in a column of its own
+        y = PANEL + 18 + 17 * i
+        for x, part in zip((8, 72), line.split("\t"), strict=False):
+            cv2.putText(canvas, part, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
     status = f"{fps:5.1f} fps  frame {answer.sequence}  skipped {answer.skipped}  {answer.compute_ms:.1f} ms"
     cv2.putText(canvas, status, (2 * PANEL + 8, PANEL + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1)
     return canvas
@@ -169,7 +190,7 @@ def run(c: InterpClient, args: argparse.Namespace) -> tuple[str, dict[str, Any]]
             frame = kept.get(answer.sequence)
             for sequence in [s for s in kept if s <= answer.sequence]:
                 del kept[sequence]  # only frames not yet answered stay
-            picture = dvt_frame(frame, answer, fps)
+            picture = dvt_frame(frame, answer, fps, args.layer)
             writer.write(picture)
             if show:
                 show = _show(picture)

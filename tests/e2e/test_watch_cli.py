@@ -71,7 +71,11 @@ def test_watch_writes_one_dvt_frame_per_processed_frame(target, clip, tmp_path) 
     written = _frames(out)
     assert len(written) == document["processed"]
     assert written[0].shape == (HEIGHT, WIDTH, 3)
-    assert written[0][: HEIGHT // 2, WIDTH // 3 : 2 * WIDTH // 3].std() > 10  # the channel grid is drawn
+    grid = written[0][: HEIGHT // 2, WIDTH // 3 : 2 * WIDTH // 3]
+    assert grid.std() > 10  # the channel grid is drawn
+    yellow = (grid[:, :, 2] > 200) & (grid[:, :, 1] > 200) & (grid[:, :, 0] < 80)  # BGR
+    rows, cols = np.nonzero(yellow)  # unit 3 framed: the last cell of the first row of 4 x 4
+    assert yellow.sum() > 100 and cols.min() > grid.shape[1] // 2 and rows.max() < grid.shape[0] // 3
 
 
 def test_every_frame_answers_each_frame_of_a_file(target, clip, tmp_path) -> None:
