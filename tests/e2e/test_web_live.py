@@ -179,6 +179,18 @@ def test_live_page_streams_the_camera_and_selects_a_unit(camera, tmp_path_factor
     driver.execute_script("document.getElementById('top').scrollIntoView()")
     driver.save_screenshot(str(shots / "live-unit.png"))
 
+    # another layer mid-stream: the same page and stream (no reload), its grid from the next frame
+    from selenium.webdriver.support.ui import Select
+
+    driver.execute_script("window.sameStream = true")
+    seen = int(counters.get_attribute("data-processed"))
+    Select(driver.find_element(By.ID, "layer")).select_by_value("conv1")
+    wait(driver, lambda d: "layer=conv1" in d.current_url and "unit=" not in d.current_url)
+    wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", grid) == 3 * 29 - 1)  # 6 maps of 28
+    assert driver.execute_script("return window.sameStream") is True
+    assert int(counters.get_attribute("data-processed")) > seen
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Live · conv1 of lenet"
+
 
 def test_live_page_streams_a_video_file_chosen_by_the_user(camera, tmp_path) -> None:
     import cv2  # the video extra (a dev dependency)

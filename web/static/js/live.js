@@ -39,7 +39,17 @@ async function main() {
   const match = layers.find(named);
   const known = Boolean(match);
   const layer = known ? match.name : (layers.find((l) => l.output_shape.length === 3) || layers[0] || {}).name || "";
-  const layerSelect = h("select", { id: "layer", onchange: () => reload({ layer: layerSelect.value, unit: null }) },
+  let current = layer;  // a running stream changes layer in place (the Watch stream takes it); else the page reloads
+  const layerSelect = h("select", { id: "layer", onchange: () => {
+    if (!stream.running()) { reload({ layer: layerSelect.value, unit: null }); return; }
+    current = layerSelect.value;
+    stream.setLayer(current);
+    setQuery({ layer: current, unit: null });
+    heading.textContent = `Live · ${current} of ${model}`;
+    gridCaption.textContent = `${current}: every channel (click one)`;
+    grid.alt = `every channel of ${current}`;
+    show(unitPanel, h("p", { class: "muted" }, "click a channel to select its unit"));
+  } },
     layers.map((l) => h("option", { value: l.name, selected: l.name === layer }, l.aliases && l.aliases.length ? `${l.name} (${l.aliases[0]})` : l.name)));
   const video = h("video", { class: "live-source", id: "source", muted: true, playsinline: true, loop: true });
   video.muted = true;
@@ -54,14 +64,16 @@ async function main() {
   const refused = wantedLayer && !known
     ? errorBox({ code: "NOT_FOUND", message: `${model} has no layer '${wantedLayer}' with channels here; showing ${layer} instead`, field: "layer" })
     : null;
-  show(app(), title(`Live · ${layer} of ${model}`), refused,
+  const heading = title(`Live · ${layer} of ${model}`);
+  const gridCaption = h("div", {}, `${layer}: every channel (click one)`);
+  show(app(), heading, refused,
     h("div", { class: "tools" }, h("label", {}, "model ", modelSelect), h("label", {}, "layer ", layerSelect),
       camera, h("label", {}, "or a video file ", file), stop),
     weightsSlot(model, models),
     status, counters,
     h("div", { class: "row" },
       h("div", { class: "panel" }, h("div", {}, "input"), video),
-      h("div", { class: "panel" }, h("div", {}, `${layer}: every channel (click one)`), grid),
+      h("div", { class: "panel" }, gridCaption, grid),
       h("div", { class: "panel" }, h("div", {}, "top classes"), predictions)),
     h("h2", {}, "Selected unit"), unitPanel,
     pythonBlock(`from client import InterpClient\n\nwith InterpClient("SERVER") as c:\n` +
@@ -87,7 +99,7 @@ async function main() {
   stop.addEventListener("click", () => stream.stop());
   grid.addEventListener("click", (event) => {
     const unit = stream.unitAt(event);
-    if (unit !== null) selectUnit(model, layer, unit, stream, unitPanel);
+    if (unit !== null) selectUnit(model, current, unit, stream, unitPanel);
   });
   const unit = Number(params.get("unit"));
   if (!refused && params.get("unit") !== null && Number.isInteger(unit) && unit >= 0) selectUnit(model, layer, unit, stream, unitPanel);
@@ -114,7 +126,8 @@ function reload(changes) {
 }
 
 // The socket and the frame loop: capture, send, wait for the answer, draw, capture again.
-function liveStream({ model, layer, video, grid, counters, predictions, status, stop }) {
+function liveStream({ model, layer: firstLayer, video, grid, counters, predictions, status, stop }) {
+  let layer = firstLayer;
   const canvas = document.createElement("canvas");
   let socket = null;
   let waiting = false;
@@ -192,6 +205,16 @@ function liveStream({ model, layer, video, grid, counters, predictions, status, 
     select(next) {
       unit = next;
       if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ unit }));
+    },
+    running() {
+      return Boolean(socket && socket.readyState === WebSocket.OPEN);
+    },
+    // from the next processed frame on (the unit is cleared: the new layer has its own)
+    setLayer(next) {
+      layer = next;
+      unit = -1;
+      last = null;
+      if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ layer, unit }));
     },
     // the channel under a click on the grid (null between tiles or past the last channel)
     unitAt(event) {
