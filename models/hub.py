@@ -220,6 +220,9 @@ class ModelHub:
             served = ", ".join(self._models)
             if not name:
                 raise UnknownModel(f"model is required (none given); served models: {served}")
+            if name.strip().lower() in list_models():  # a built-in this server was not started with
+                raise UnknownModel(f"{shown(name)} is a built-in model this server was not started with "
+                                   f"(--models); served models: {served}")  # fmt: skip
             raise UnknownModel(f"unknown model {shown(name)}{hint}; served models: {served}")
         return model
 

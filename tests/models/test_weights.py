@@ -269,6 +269,9 @@ def test_unavailable_models_do_not_stop_the_others(
         hub.ready("vgg16")
     with pytest.raises(UnknownModel, match="'resnet'.*lenet, vgg16, alexnet"):
         hub.get("resnet")
+    lenets = ModelHub(["lenet"], options)
+    with pytest.raises(UnknownModel, match="'alexnet' is a built-in model this server was not started with"):
+        lenets.get("alexnet")  # not "did you mean 'lenet'?"
 
 
 def test_random_weights_fill_only_missing_ones(
