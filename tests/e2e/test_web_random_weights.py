@@ -105,3 +105,20 @@ def test_the_labs_interpolation_says_what_alexnet_needs_instead_of_offering_clas
     driver.get(url + "/lab?model=lenet&dataset=fashion-mnist-test&position=3")
     wait(driver, lambda d: d.find_elements(By.ID, "dfi-from"))
     assert not driver.find_elements(By.ID, "dfi-unavailable")
+
+
+def test_pages_without_a_model_in_their_link_open_on_trained_weights_and_name_layers_by_alias(site) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, url, _ = site
+    for path in ("/lab", "/live", "/robustness"):  # alexnet comes first by name, but serves random weights
+        driver.get(url + path)
+        model = wait(driver, lambda d: d.find_element(By.ID, "model"))
+        wait(driver, lambda d, m=model: m.get_attribute("value") == "lenet")
+    driver.get(url + "/models/alexnet")
+    strip = wait(driver, lambda d: d.find_element(By.ID, "strip"))
+    assert "served with random weights" in driver.find_element(By.CSS_SELECTOR, "p.muted").text
+    first = strip.find_elements(By.CSS_SELECTOR, ".layer-card")[1]  # after the normalization: features.0
+    assert first.find_element(By.CSS_SELECTOR, ".alias").text == "conv1"
+    driver.get(url + "/models/alexnet/layers/features.4?steps=2&image_size=32")
+    wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text == "features.4 (relu2) · alexnet")

@@ -37,7 +37,7 @@ async function main() {
     d.page + 1 < d.pages ? h("a", { href: pageUrl(d.page + 1) }, "next →") : null);
   const out = h("div", { id: "python" });
   show(app(),
-    title(`${d.layer.name} · ${model}`),
+    title(`${d.layer.name}${d.layer.aliases && d.layer.aliases.length ? ` (${d.layer.aliases.join(", ")})` : ""} · ${model}`),
     h("p", { class: "muted" }, `${d.layer.type}, output ${fmtShape(d.layer.output_shape)}, ${d.layer.channels} units`,
       d.layer.receptive_field ? `, receptive field ${d.layer.receptive_field.size}px` : "",
       " — ", h("a", { href: `/models/${enc(model)}` }, "all layers")),

@@ -8,6 +8,7 @@ async function main() {
   const cards = d.layers.map((l) => h("div", { class: "layer-card" },
     l.channels ? h("a", { class: "name", href: `/models/${enc(name)}/layers/${enc(l.name)}` }, l.name)
       : h("span", { class: "name" }, l.name),
+    l.aliases && l.aliases.length ? h("div", { class: "alias" }, l.aliases.join(", ")) : null,
     h("div", { class: "muted" }, l.type),
     h("div", {}, `out ${fmtShape(l.output_shape)}`),
     h("div", {}, l.receptive_field ? `RF ${l.receptive_field.size}px, jump ${l.receptive_field.jump}` : "RF –"),
@@ -15,7 +16,7 @@ async function main() {
   const parts = [
     title(`${name}`),
     h("p", { class: "muted" }, d.model.description, ` — input ${fmtShape(d.model.input_shape)}, ${d.labels.length} classes, `,
-      d.model.pretrained ? "pretrained" : "random weights"),
+      d.model.pretrained ? "pretrained" : "served with random weights (not the published ones its description names)"),
     weightsNote(d.model),
     h("h2", {}, "Layers"), h("div", { class: "strip", id: "strip" }, cards),
     pythonBlock(d.python),
