@@ -36,7 +36,10 @@ MIN_CELL = 64
 MAX_CELL = 128
 """...and downscaled (area averaging) to at most this many, so a 64-channel 224x224 grid stays small."""
 MIN_KERNEL_CELL = 24
-"""Kernel-grid cells are upscaled (nearest neighbour) to at least this many pixels per side."""
+"""Kernel-grid cells are upscaled (nearest neighbour) to at least this many pixels per side..."""
+MIN_FIRST_KERNEL_CELL = 48
+"""...and a first layer's (one patch per kernel: RGB, or one grey input channel) to this many, so
+LeNet's six 5x5 kernels make a picture a class can see (154 x 102 px, not 79 x 52)."""
 GAP = 2
 """Pixels between grid cells."""
 GAP_COLOUR = (70, 130, 180)
@@ -247,14 +250,15 @@ def kernel_grid(weights: Tensor | np.ndarray, rgb: bool, max_kernels: int = 64) 
     peak = np.abs(wts).reshape(wts.shape[0], -1).max(axis=1)
     scaled = 0.5 + 0.5 * wts / np.where(peak > 0, peak, 1.0)[:, None, None, None]
     kh, kw = wts.shape[2:]
-    factor = max(1, math.ceil(MIN_KERNEL_CELL / max(kh, kw)))
+    one_patch_each = rgb or wts.shape[1] == 1
+    factor = max(1, math.ceil((MIN_FIRST_KERNEL_CELL if one_patch_each else MIN_KERNEL_CELL) / max(kh, kw)))
 
     def cell(patch: np.ndarray) -> np.ndarray:  # (C, kh, kw) in [0, 1] -> upscaled RGB uint8
         img = to_uint8_image(patch)
         img = cv2.resize(img, (kw * factor, kh * factor), interpolation=cv2.INTER_NEAREST)
         return img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
 
-    if rgb or wts.shape[1] == 1:
+    if one_patch_each:
         cells = [cell(k) for k in scaled]
         return _tile(cells, columns=math.ceil(math.sqrt(len(cells))))
     cells = [cell(k[i : i + 1]) for k in scaled for i in range(k.shape[0])]

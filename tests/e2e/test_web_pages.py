@@ -165,7 +165,7 @@ def test_a_first_layer_unit_page_shows_its_kernel_beside_the_visualization(drive
     assert kernel.rect["x"] > visual.rect["x"] + visual.rect["width"]  # beside it, not below
     natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", kernel)
     # 5 x 5 enlarged to whole pixels per weight, shown at that size: square, not a speck, not stretched
-    assert natural[0] == natural[1] >= 80 and kernel.rect["width"] == kernel.rect["height"] == natural[0]
+    assert natural[0] == natural[1] >= 160 and kernel.rect["width"] == kernel.rect["height"] == natural[0]
     assert "flat or nearly" in driver.find_element(By.ID, "kernel").text  # the default channel objective
     check_page(driver, site, shots, "unit-kernel")
     driver.get(site + "/models/lenet/layers/conv1/units/3?steps=8&objective=neuron")

@@ -150,7 +150,8 @@ def test_kernel_grid_per_input_channel_layout():
     assert grid.shape == (4 * cell + 3 * GAP, 6 * cell + 5 * GAP, 3)  # a row per output channel
     w1 = -torch.ones(6, 1, 5, 5)
     single = kernel_grid(w1, rgb=False)  # I = 1: square layout, all at the negative extreme
-    assert single.shape[:2] == (2 * cell + GAP, 3 * cell + 2 * GAP)
+    cell = 5 * -(-48 // 5)  # a first layer's patches are drawn larger
+    assert single.shape[:2] == (2 * cell + GAP, 3 * cell + 2 * GAP) == (102, 154)
     assert single[0, 0, 0] == 0
 
 

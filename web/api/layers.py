@@ -134,14 +134,14 @@ def first_layer_kernels(
 
 def kernel_json(kernels: tuple[np.ndarray, str] | None, unit: int) -> dict[str, Any] | None:
     """One unit's kernel as an image: the pixels it weighs (grey 0, brighter positive, darker
-    negative; a colour kernel's channels on one scale), enlarged nearest-neighbour to about 84 px."""
+    negative; a colour kernel's channels on one scale), enlarged nearest-neighbour to about 160 px."""
     if kernels is None:
         return None
     weights, python = kernels
     kernel = np.moveaxis(weights[unit], 0, -1)  # (kH, kW, C)
     scale = float(np.abs(kernel).max()) or 1.0
     pixels = 0.5 + 0.5 * kernel / scale
-    zoom = max(1, 84 // max(kernel.shape[:2]))
+    zoom = max(1, 160 // max(kernel.shape[:2]))
     pixels = np.repeat(np.repeat(pixels, zoom, axis=0), zoom, axis=1)
     return {"png": data_url(encode_png(pixels)), "shape": list(weights.shape[1:]), "python": python}
 
