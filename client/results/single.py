@@ -192,7 +192,10 @@ are judged on it. For fgsm/bim/pgd the attack succeeded at ``level`` and failed 
 ``level - 1`` (``level`` 0: the clean image is already misclassified w.r.t. ``label``; -1:
 nothing found up to max_epsilon). ``monotone`` is False when a larger radius that was tried
 failed (``violations``). DeepFool also reports its raw (off-grid) result as foolbox would
-(``success_raw``, ``linf_raw``, ``l2_raw``, ``rounded_outward``, ``iterations``). Every field
+(``success_raw``, ``linf_raw``, ``l2_raw``, ``rounded_outward``, ``iterations``). A field of the
+other kind of method keeps the wire's default and means nothing: those five are False/0 for
+fgsm/bim/pgd, and ``level`` (-1), ``epsilon`` (0), ``monotone`` and ``violations`` for DeepFool,
+whose size is ``linf``/``l2``. Every field
 of MinimalAttackResponse, the stamp flattened and the resolved parameters as ``params``.
 """
 
