@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -253,25 +254,33 @@ def test_interp_web_refuses_a_public_address_without_a_token(tmp_path) -> None:
     assert settings_from(parser().parse_args(["--host", "::1"])).server == "localhost:50051"
 
 
-def test_interp_web_process_serves_the_pages(service) -> None:
+def _free_port() -> int:
     import socket
 
-    with socket.socket() as probe:  # a free loopback port for the process to take
+    with socket.socket() as probe:  # a free loopback port (for a process to take, or where none listens)
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _first_answer(process: subprocess.Popen, url: str) -> Any:
+    """``url``'s answer once the interp-web ``process`` serves it (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return request(url)
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, (
+                process.stderr.read() if process.stderr else ""
+            )
+            time.sleep(0.1)
+
+
+def test_interp_web_process_serves_the_pages(service) -> None:
+    port = _free_port()
     cmd = [sys.executable, "-m", "web.cli", "--server", service, "--port", str(port)]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = request(f"http://127.0.0.1:{port}/api/models")
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    process.stderr.read() if process.stderr else ""
-                )
-                time.sleep(0.1)
+        reply = _first_answer(process, f"http://127.0.0.1:{port}/api/models")
         assert reply.status == 200 and reply.json()["models"][0]["name"] == "lenet"
         assert f"{service}" in reply.json()["python"]  # the snippet names the service, not the web port
     finally:
@@ -280,28 +289,14 @@ def test_interp_web_process_serves_the_pages(service) -> None:
 
 
 def test_with_no_service_running_the_process_warns_and_the_pages_say_what_to_check() -> None:
-    import socket
-
-    ports = []
-    for _ in range(2):  # one for the web process, one where no service listens
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    web_port, nothing = ports
+    web_port, nothing = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "web.cli", "--server", f"127.0.0.1:{nothing}", "--port", str(web_port)]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         lines = [process.stderr.readline() for _ in range(2)]
         assert f"the service at 127.0.0.1:{nothing} does not answer yet (UNAVAILABLE" in lines[1], lines
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = request(f"http://127.0.0.1:{web_port}/api/models")
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        reply = _first_answer(process, f"http://127.0.0.1:{web_port}/api/models")
         assert reply.status == 503 and reply.json()["code"] == "UNAVAILABLE"
         assert "is interp-server running there? interp-web --server HOST:PORT" in reply.json()["message"]
     finally:
