@@ -245,23 +245,19 @@ class RpcClient:
             field = f"images[{index}]"
             index += 1
             error = _add_image(entries, image, field)
-            if error is None:
-                grown = entries[-1].ByteSize() + 16  # the entry, its tag and length
-                if size + grown > budget:
-                    last = type(entries[-1])()
-                    last.CopyFrom(entries[-1])
-                    del entries[-1]
-                    if grown > budget:  # too large even alone
-                        error = _too_large(field, grown, budget)
-                    else:
-                        if local:
-                            yield request, local
-                        request, entries, size = fresh()
-                        local = []
-                        entries.append(last)
-                        size += grown
-                else:
-                    size += grown
+            grown = 0 if error is not None else entries[-1].ByteSize() + 16  # the entry, its tag and length
+            if grown > budget:  # too large even alone
+                del entries[-1]
+                error = _too_large(field, grown, budget)
+            elif size + grown > budget:  # it opens the next call
+                last = type(entries[-1])()
+                last.CopyFrom(entries[-1])
+                del entries[-1]
+                yield request, local
+                request, entries, size = fresh()
+                local = []
+                entries.append(last)
+            size += 0 if error is not None else grown
             local.append(error)
             if len(local) == cap:
                 yield request, local
