@@ -545,11 +545,12 @@ def test_the_documented_default_batch_is_the_one_resolved() -> None:
 
 
 def test_memory_growth_is_the_builds_own_not_an_earlier_peak(tmp_path, trained, dataset):
-    from server.stores.index import peak_rss_mb
+    from server.stores.index import peak_rss_mb, rss_mb
 
-    before = peak_rss_mb()
-    block = np.ones((1024, 1024, 192), np.float32)  # 768 MiB touched: the process's peak rises by as much
-    del block
-    assert peak_rss_mb() > before + 500
+    above = peak_rss_mb() - rss_mb()  # how far the process's peak (earlier tests' work) is above it now
+    if above < 600:  # make it so: touch enough memory and free it
+        block = np.ones(int((700 - above) * 2**20) // 4, np.float32)
+        del block
+    assert peak_rss_mb() - rss_mb() > 500
     _, _, figures = _build(IndexStore(tmp_path), trained, "after-a-peak", dataset, layers=["relu4"])
-    assert 0 <= figures["peak_rss_growth_mb"] < 300  # reported 768 MiB and more when it was the process's peak
+    assert 0 <= figures["peak_rss_growth_mb"] < 300  # it reported the distance to the earlier peak
