@@ -224,7 +224,9 @@ def _torchscript_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
     return _script_tree(scripted), info
 
 
-def _export_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
+def _export_net(path: Path) -> tuple[nn.Module, WeightsInfo, dict[str, str]]:
+    """The program unflattened into modules, and their original types (``net.features.0`` ->
+    ``Conv2d``) from the graph's module stacks, since unflattened modules are all InterpreterModules."""
     info = _file_info(path)
     try:
         program = torch.export.load(str(path))
@@ -232,7 +234,12 @@ def _export_net(path: Path) -> tuple[nn.Module, WeightsInfo]:
         raise OwnModelError(
             f"{str(path)!r} is not a torch.export program ({type(exc).__name__}: {_torch_message(exc)})"
         ) from None
-    return torch.export.unflatten(program), info
+    types: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for module_path, kind in (node.meta.get("nn_module_stack") or {}).values():
+            name = kind if isinstance(kind, str) else kind.__qualname__
+            types[f"{NET}.{module_path}" if module_path else NET] = name.rsplit(".", 1)[-1]
+    return torch.export.unflatten(program), info, types
 
 
 def _torch_message(exc: BaseException) -> str:
@@ -323,7 +330,7 @@ def _load(
         net, info = _torchscript_net(Path(target).expanduser())
         type_names = _script_types(net)
     else:
-        net, info = _export_net(Path(target).expanduser())
+        net, info, type_names = _export_net(Path(target).expanduser())
     if card.input_shape is None:
         raise OwnModelError(f"a {kind} model needs a card (--model-card {name}=card.json) giving input_shape")
     channels = card.input_shape[0]

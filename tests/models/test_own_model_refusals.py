@@ -103,12 +103,13 @@ def test_compiled_torchscript_says_which_layers_it_hides(card, tmp_path) -> None
     with pytest.raises(UnknownLayer, match=r"no layer 'features.2'.*net: compiled TorchScript.*torch.export program"):
         model.resolve_layer("features.2")
     assert model.spec.default_gradcam_layer == ""  # never the normalization: Grad-CAM asks for a layer
-    # the same network as a program: every layer (Grad-CAM's default: the last spatial one, as a
-    # program's modules do not say which are convolutions)
+    # the same network as a program: every layer, with the types it was exported from
     source = exported(Net(), tmp_path / "p.pt2", dynamic_shapes=BATCH)
     program = load_own_model("program", source, card, WeightsOptions())
     assert program.resolve_layer("features.2") == "net.features.2" and not program.spec.layers_note
-    assert program.spec.default_gradcam_layer == "net.features"
+    types = {layer.name: layer.type for layer in program.layers}
+    assert (types["net.features.0"], types["net.features.2"], types["net.classifier.1"]) == ("Conv2d", "ReLU", "Linear")
+    assert program.spec.default_gradcam_layer == "net.features.2"  # the conv's ReLU
 
 
 def test_grad_cams_default_for_an_own_model_is_the_last_convs_relu(card, tmp_path) -> None:
