@@ -239,6 +239,7 @@ class RpcClient:
             return request, request.images, request.ByteSize()  # type: ignore[attr-defined]
 
         request, entries, size = fresh()
+        base = size  # the request's own fields: every call carries them
         local: list[InvalidArgument | None] = []
         index = 0
         for image in image_items(images):
@@ -246,7 +247,7 @@ class RpcClient:
             index += 1
             error = _add_image(entries, image, field)
             grown = 0 if error is not None else entries[-1].ByteSize() + 16  # the entry, its tag and length
-            if grown > budget:  # too large even alone
+            if base + grown > budget:  # too large even alone
                 del entries[-1]
                 error = _too_large(field, grown, budget)
             elif size + grown > budget:  # it opens the next call
@@ -309,12 +310,7 @@ class RpcClient:
         except grpc.RpcError as error:
             said = error.details() or ""
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in said:
-                side = "the server's" if said.startswith("SERVER") or "Received" in said else "this client's"
-                raise ResourceExhausted(  # gRPC's own words name no field and no remedy
-                    f"{rpc}: the request is over {side} message cap ({said}): send images as encoded files "
-                    "(PNG, JPEG) or smaller arrays (uint8 rather than float)"
-                    + (", or raise max_message_bytes" if side == "this client's" else "")
-                ) from error
+                raise ResourceExhausted(f"{rpc}: {_over_a_cap(said)} ({said})") from error  # gRPC names no remedy
             raise from_rpc_error(error) from error
 
 
@@ -330,6 +326,18 @@ def _requests(
     if isinstance(values, Mapping):
         raise TypeError(f"{method.sdk_name}(): the request is a stream; give an iterable of request values")
     return (build_request(method, {**v, **extra}, params, _caller(method)) for v in values)
+
+
+def _over_a_cap(said: str) -> str:
+    """What gRPC's "message larger than max" means, by who refused which message."""
+    request = "send images as encoded files (PNG, JPEG) or smaller arrays (uint8 rather than float)"
+    if "CLIENT: Sent" in said:
+        return f"the request is over this client's message cap: {request}, or raise max_message_bytes"
+    if "SERVER: Received" in said:
+        return f"the request is over the server's message cap: {request}"
+    if "SERVER: Sent" in said:
+        return "the answer is over the server's message cap: ask for less (fewer layers, include_tensors=false)"
+    return "the answer is over this client's message cap: ask for less, or raise max_message_bytes"
 
 
 def _too_large(field: str, size: int, budget: int) -> InvalidArgument:

@@ -275,3 +275,20 @@ def test_tls_with_ca_file_and_token(tmp_path):
 def test_server_name_without_tls_is_refused():
     with pytest.raises(ValueError, match="TLS"):
         InterpClient("127.0.0.1:1", server_name="localhost")
+
+
+@pytest.mark.parametrize(
+    ("said", "meaning"),
+    [
+        ("CLIENT: Sent message larger than max (75000031 vs. 67108864)", "the request is over this client's"),
+        ("SERVER: Received message larger than max (480028 vs. 100000)", "the request is over the server's"),
+        ("SERVER: Sent message larger than max (200000 vs. 50000)", "the answer is over the server's"),
+        ("Stream removed (CLIENT: Received message larger than max (200000 vs. 50000))", "the answer is over this"),
+    ],
+)
+def test_a_message_over_a_cap_says_whose_and_which(said, meaning) -> None:
+    from client.calls import _over_a_cap
+
+    text = _over_a_cap(said)
+    assert text.startswith(meaning), text
+    assert ("encoded files" in text) == text.startswith("the request")  # advice about images only for a request
