@@ -71,7 +71,9 @@ def channel_grid(maps: np.ndarray, side: int = PANEL, selected: int | None = Non
     channels = maps.shape[0]
     columns = math.ceil(math.sqrt(channels))
     gap = 2 if channels > 1 else 0
-    cell = max(1, (side - gap * (columns - 1)) // columns)
+    cell = (side - gap * (columns - 1)) // columns
+    if cell < 3:  # thousands of units (a fully connected layer): every one shown, no room for gaps
+        return _dense_grid(scaled, columns, side, selected)
     grid = np.empty((side, side, 3), np.uint8)
     grid[:] = GAP_BGR if channels > 1 else 0
     for c in range(channels):
@@ -86,6 +88,24 @@ def channel_grid(maps: np.ndarray, side: int = PANEL, selected: int | None = Non
             cv2.putText(grid, str(c), (left + 2, top + 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1)
         if c == selected:
             cv2.rectangle(grid, (left, top), (left + cell - 1, top + cell - 1), SELECTED_BGR, 2)
+    return grid
+
+
+def _dense_grid(scaled: np.ndarray, columns: int, side: int, selected: int | None) -> np.ndarray:
+    """Too many cells for gaps: the maps side by side at their own size, scaled to the panel
+    (nearest neighbour), the selected one framed."""
+    channels, h, w = scaled.shape
+    rows = math.ceil(channels / columns)
+    native = np.zeros((rows * h, columns * w), np.uint8)
+    for c in range(channels):
+        r, q = divmod(c, columns)
+        native[r * h : (r + 1) * h, q * w : (q + 1) * w] = scaled[c]
+    grid = cv2.cvtColor(cv2.resize(native, (side, side), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    if selected is not None and 0 <= selected < channels:
+        r, q = divmod(selected, columns)
+        sy, sx = side / (rows * h), side / (columns * w)
+        top, left = int(r * h * sy), int(q * w * sx)
+        cv2.rectangle(grid, (left - 1, top - 1), (int((q + 1) * w * sx), int((r + 1) * h * sy)), SELECTED_BGR, 1)
     return grid
 
 

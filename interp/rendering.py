@@ -337,10 +337,13 @@ def _to_levels(a: np.ndarray) -> np.ndarray:
 def _label(cell: np.ndarray, text: str, colour: int | tuple[int, int, int] = LABEL_COLOUR) -> None:
     """Write ``text`` in the top-left corner of a contiguous cell, in ``colour`` on a darkened band
     so it reads on any map and the map still shows through; one line per ``\n``-separated part, a
-    line too wide for the cell broken at its spaces, then written smaller (never cut)."""
+    line too wide for the cell broken at its spaces, then written smaller (never cut at the right;
+    lines past the cell's bottom are)."""
     font, width = cv2.FONT_HERSHEY_SIMPLEX, cell.shape[1] - 4
     top = 1
     for line in _fitted_lines(text, font, width):
+        if not line:  # an empty line (or label): no text, no band
+            continue
         scale = min(LABEL_SCALE, LABEL_SCALE * width / cv2.getTextSize(line, font, LABEL_SCALE, 1)[0][0])
         (text_w, text_h), base = cv2.getTextSize(line, font, scale, 1)
         band = cell[top : top + text_h + base + 2, : text_w + 4]

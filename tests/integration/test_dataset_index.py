@@ -548,8 +548,8 @@ def test_memory_growth_is_the_builds_own_not_an_earlier_peak(tmp_path, trained, 
     from server.stores.index import peak_rss_mb, rss_mb
 
     above = peak_rss_mb() - rss_mb()  # how far the process's peak (earlier tests' work) is above it now
-    if above < 600:  # make it so: touch enough memory and free it
-        block = np.ones(int((700 - above) * 2**20) // 4, np.float32)
+    if above < 600:  # make it so: touch 700 MiB and free them (the peak then sits >= 700 MiB above)
+        block = np.ones(700 * 2**20 // 4, np.float32)
         del block
     assert peak_rss_mb() - rss_mb() > 500
     _, _, figures = _build(IndexStore(tmp_path), trained, "after-a-peak", dataset, layers=["relu4"])
