@@ -104,20 +104,39 @@ class SaliencyResult:
     params: SaliencyParams
 
 
-def default_gradcam_layer(model: nn.Module) -> str:
+def default_gradcam_layer(model: nn.Module, x: Tensor | None = None) -> str:
     """Module path of the last ``nn.Conv2d``'s rectified maps, Grad-CAM's usual layer (the authors'
     relu5_3 for VGG16): the ReLU right after it (conv, [batch norm,] ReLU, in registration order),
-    else the conv itself."""
+    else the conv itself. With ``x``, one forward checks that the ReLU's last output has the conv's
+    shape (a ReLU module the forward also applies elsewhere, say after a linear layer, would not)."""
     leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
     convs = [i for i, (_, module) in enumerate(leaves) if isinstance(module, nn.Conv2d)]
     if not convs:
         raise InvalidInput("grad_cam needs a layer: the model has no Conv2d to default to")
+    conv_name, conv = leaves[convs[-1]]
     for name, module in leaves[convs[-1] + 1 : convs[-1] + 3]:
         if isinstance(module, nn.ReLU | nn.ReLU6):
-            return name
+            return name if x is None or _same_last_shape(model, x, conv, module) else conv_name
         if not isinstance(module, nn.BatchNorm2d):
             break
-    return leaves[convs[-1]][0]
+    return conv_name
+
+
+def _same_last_shape(model: nn.Module, x: Tensor, first: nn.Module, second: nn.Module) -> bool:
+    """Whether the last outputs of two modules in one forward of ``x`` have the same shape."""
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def keep(module: nn.Module, _inputs: object, out: Tensor) -> None:
+        shapes[id(module)] = tuple(out.shape)
+
+    hooks = [m.register_forward_hook(keep) for m in (first, second)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes.get(id(first)) == shapes.get(id(second))
 
 
 def saliency(
@@ -158,7 +177,7 @@ def saliency(
         check_classes("target", target, x.shape[0])
     x = x.detach().clone()  # captum toggles requires_grad on its input: never on the caller's tensor
     if method == "grad_cam":
-        layer = params.layer if params.layer is not None else default_gradcam_layer(model)
+        layer = params.layer if params.layer is not None else default_gradcam_layer(model, x[:1])
         get_layer(model, layer)  # unknown layer -> InvalidInput listing the valid ones
         params = replace(params, layer=layer)
         return _grad_cam(model, x, target, params)

@@ -85,6 +85,19 @@ def test_grad_cam_default_layer_is_the_last_convs_rectified_maps():
     for after in (torch.nn.Sigmoid(), torch.nn.MaxPool2d(2)):
         assert default_gradcam_layer(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), after, torch.nn.ReLU())) == "0"
 
+    class SharedReLU(torch.nn.Module):  # one ReLU module, applied after the conv and after the linear layer
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Linear(4 * 26 * 26, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.fc(self.relu(self.conv(x)).flatten(1)))
+
+    shared = SharedReLU()
+    assert default_gradcam_layer(shared) == "relu"  # registration order alone
+    assert default_gradcam_layer(shared, images(1, 1, 28)) == "conv"  # its last output is not the conv's maps
+    assert saliency(shared, images(1, 1, 28), method="grad_cam").params.layer == "conv"
+
 
 def test_grad_cam_rejects_layer_without_spatial_output():
     with pytest.raises(InvalidInput, match=r"\(B, C, h, w\) output; 'fc1'"):
