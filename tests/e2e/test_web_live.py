@@ -190,6 +190,7 @@ def test_live_page_streams_the_camera_and_selects_a_unit(camera, tmp_path_factor
     assert driver.execute_script("return window.sameStream") is True
     assert int(counters.get_attribute("data-processed")) > seen
     assert driver.find_element(By.TAG_NAME, "h1").text == "Live · conv1 of lenet"
+    assert 'layer="conv1"' in driver.find_element(By.ID, "live-python").get_attribute("textContent")
 
 
 def test_live_page_streams_a_video_file_chosen_by_the_user(camera, tmp_path) -> None:

@@ -48,6 +48,8 @@ async function main() {
     heading.textContent = `Live · ${current} of ${model}`;
     gridCaption.textContent = `${current}: every channel (click one)`;
     grid.alt = `every channel of ${current}`;
+    if (refused) refused.remove();  // "showing X instead" no longer holds
+    show(python, snippet(current));
     show(unitPanel, h("p", { class: "muted" }, "click a channel to select its unit"));
   } },
     layers.map((l) => h("option", { value: l.name, selected: l.name === layer }, l.aliases && l.aliases.length ? `${l.name} (${l.aliases[0]})` : l.name)));
@@ -65,6 +67,10 @@ async function main() {
     ? errorBox({ code: "NOT_FOUND", message: `${model} has no layer '${wantedLayer}' with channels here; showing ${layer} instead`, field: "layer" })
     : null;
   const heading = title(`Live · ${layer} of ${model}`);
+  const snippet = (name) => pythonBlock(`from client import InterpClient\n\nwith InterpClient("SERVER") as c:\n` +
+    `    for answer in c.watch(frames, model=${JSON.stringify(model)}, layer=${JSON.stringify(name)}, top_k=5):\n` +
+    "        print(answer.sequence, answer.skipped, answer.maps.shape)", "copy as Python (the SDK's watch)");
+  const python = h("div", { id: "live-python" }, snippet(layer));
   const gridCaption = h("div", {}, `${layer}: every channel (click one)`);
   show(app(), heading, refused,
     h("div", { class: "tools" }, h("label", {}, "model ", modelSelect), h("label", {}, "layer ", layerSelect),
@@ -76,9 +82,7 @@ async function main() {
       h("div", { class: "panel" }, gridCaption, grid),
       h("div", { class: "panel" }, h("div", {}, "top classes"), predictions)),
     h("h2", {}, "Selected unit"), unitPanel,
-    pythonBlock(`from client import InterpClient\n\nwith InterpClient("SERVER") as c:\n` +
-      `    for answer in c.watch(frames, model=${JSON.stringify(model)}, layer=${JSON.stringify(layer)}, top_k=5):\n` +
-      "        print(answer.sequence, answer.skipped, answer.maps.shape)", "copy as Python (the SDK's watch)"));
+    python);
 
   const stream = liveStream({ model, layer, video, grid, counters, predictions, status, stop });
   camera.addEventListener("click", async () => {
@@ -162,6 +166,7 @@ function liveStream({ model, layer: firstLayer, video, grid, counters, predictio
     counters.textContent = `processed ${processed} frames · skipped ${skipped} · ${fps.toFixed(1)} fps · ` +
       `${m.compute_ms.toFixed(1)} ms on the service`;
     if (m.error) { show(status, errorBox(m.error)); return; }
+    if (m.layer && m.layer !== layer) return;  // computed before a layer change: its grid is the old layer's
     last = m;
     grid.src = m.grid;
     grid.hidden = false;
