@@ -296,7 +296,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.SaliencyParams.batch_size': 'many-sample methods: samples per forward (default 16)',
     'interp.v1.SaliencyParams.clip_percentile': 'rendering (default 99)',
     'interp.v1.SaliencyParams.colormap': 'OpenCV colormap name (default "jet")',
-    'interp.v1.SaliencyParams.layer': 'grad_cam: layer (default: the last conv)',
+    'interp.v1.SaliencyParams.layer': 'grad_cam: layer (default: the ReLU right after the last conv, else the last conv)',
     'interp.v1.SaliencyParams.noise_level': 'smoothgrad: sigma / (x.max - x.min) (default 0.15)',
     'interp.v1.SaliencyParams.samples': 'smoothgrad: noise samples (default 50)',
     'interp.v1.SaliencyParams.seed': 'smoothgrad noise (default 0)',
