@@ -203,7 +203,9 @@ def _opaque_note(module: nn.Module) -> str:
 
 def _script_types(net: nn.Module) -> dict[str, str]:
     return {
-        f"{NET}.{path}": sub.inner.original_name for path, sub in net.named_modules() if isinstance(sub, ScriptLeaf)
+        f"{NET}.{path}" if path else NET: sub.inner.original_name
+        for path, sub in net.named_modules()
+        if isinstance(sub, ScriptLeaf)
     }
 
 

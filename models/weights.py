@@ -260,7 +260,7 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
 
 # torch's initializers draw from the process-wide generator, which threads share: models load in
 # parallel, so every build in this package takes this lock (a seeded build draws its own numbers).
-_BUILD_LOCK = threading.Lock()
+_BUILD_LOCK = threading.RLock()  # re-entrant: a builder may build a part through build_module
 
 
 def build_module(build: Callable[[], nn.Module], seed: int | None = None) -> nn.Module:

@@ -106,9 +106,11 @@ def _say_if_the_service_is_silent(client: Any, server: str) -> None:
     try:
         client.server_info(timeout=3)
     except InterpError as error:
-        said = error.message.splitlines()[0][:200]
-        print(f"interp-web: warning: the service at {server} does not answer yet ({error.code_name}: {said}); "
-              "the pages will say so until it does", file=sys.stderr, flush=True)  # fmt: skip
+        said = f"({error.code_name}: {error.message.splitlines()[0][:200]})"
+        silent = error.code_name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        what = f"does not answer yet {said}" if silent else f"refused the explorer's first call {said}"
+        print(f"interp-web: warning: the service at {server} {what}; the pages will say so until it "
+              f"{'does' if silent else 'accepts it'}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

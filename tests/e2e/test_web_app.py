@@ -262,6 +262,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _stderr_until(process: subprocess.Popen, text: str, seconds: float) -> str:
+    """The process's stderr up to the line holding ``text``, or all it wrote in ``seconds``."""
+    import select
+
+    assert process.stderr is not None
+    seen, deadline = "", time.monotonic() + seconds
+    while text not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = process.stderr.readline()
+        if not line:  # the process ended
+            break
+        seen += line
+    return seen
+
+
 def _first_answer(process: subprocess.Popen, url: str) -> Any:
     """``url``'s answer once the interp-web ``process`` serves it (60 s at most)."""
     deadline = time.monotonic() + 60
@@ -293,9 +310,8 @@ def test_with_no_service_running_the_process_warns_and_the_pages_say_what_to_che
     cmd = [sys.executable, "-m", "web.cli", "--server", f"127.0.0.1:{nothing}", "--port", str(web_port)]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stderr is not None
-        lines = [process.stderr.readline() for _ in range(2)]
-        assert f"the service at 127.0.0.1:{nothing} does not answer yet (UNAVAILABLE" in lines[1], lines
+        warning = f"the service at 127.0.0.1:{nothing} does not answer yet (UNAVAILABLE"
+        assert warning in _stderr_until(process, warning, 60)
         reply = _first_answer(process, f"http://127.0.0.1:{web_port}/api/models")
         assert reply.status == 503 and reply.json()["code"] == "UNAVAILABLE"
         assert "is interp-server running there? interp-web --server HOST:PORT" in reply.json()["message"]

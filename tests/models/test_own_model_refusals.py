@@ -103,6 +103,7 @@ def test_compiled_torchscript_says_which_layers_it_hides(card, tmp_path) -> None
     with pytest.raises(UnknownLayer, match=r"no layer 'features.2'.*net: compiled TorchScript.*torch.export program"):
         model.resolve_layer("features.2")
     assert model.spec.default_gradcam_layer == ""  # never the normalization: Grad-CAM asks for a layer
+    assert {layer.name: layer.type for layer in model.layers}["net"] == "Net"  # its scripted class
     # the same network as a program: every layer, with the types it was exported from
     source = exported(Net(), tmp_path / "p.pt2", dynamic_shapes=BATCH)
     program = load_own_model("program", source, card, WeightsOptions())

@@ -16,7 +16,8 @@ async function main() {
   const parts = [
     title(`${name}`),
     h("p", { class: "muted" }, d.model.description, ` — input ${fmtShape(d.model.input_shape)}, ${d.labels.length} classes, `,
-      d.model.pretrained ? "pretrained" : "served with random weights (not the published ones its description names)"),
+      d.model.pretrained ? "pretrained"
+        : d.model.source === "builtin" ? "served with random weights (not the published ones its description names)" : "not pretrained"),
     weightsNote(d.model),
     h("h2", {}, "Layers"), h("div", { class: "strip", id: "strip" }, cards),
     pythonBlock(d.python),
