@@ -229,7 +229,7 @@ def write_grid(path: Path, rows: list[Tensor], scale: int = 4) -> None:
     tiles = []
     for images in rows:
         big = nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-        cells = [image_grid(big[c : c + 1], labels=[FASHION_MNIST_CLASSES[c][:7]]) for c in range(10)]
+        cells = [image_grid(big[c : c + 1], labels=[FASHION_MNIST_CLASSES[c]]) for c in range(10)]
         tiles.append(np.concatenate([np.pad(cell, ((2, 2), (2, 2), (0, 0))) for cell in cells], axis=1))
     path.write_bytes(encode_png(np.concatenate(tiles, axis=0)))
 
