@@ -278,7 +278,7 @@ def test_sdk_keeps_each_call_within_the_message_cap(batch) -> None:
         over = cv2.resize(colour, (200, 200))  # 480,000 bytes: over the cap alone
         with InterpClient(f"127.0.0.1:{port}", timeout=60) as c:
             results = c.classify([fits, over, fits, batch[1]], model="lenet")
-            with pytest.raises(errors.ResourceExhausted, match="over the server's message cap .*encoded files"):
+            with pytest.raises(errors.ResourceExhausted, match="over the server's message cap.*encoded files"):
                 c.classify(over, model="lenet")
             assert c.classify(batch[1], model="lenet").top.index == results[3].top.index  # still serving
     finally:
