@@ -25,6 +25,7 @@ whose hooks no other request sees, and on which in-place ReLUs are made out-of-p
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -123,11 +124,14 @@ def default_gradcam_layer(model: nn.Module, x: Tensor | None = None) -> str:
 
 
 def _same_last_shape(model: nn.Module, x: Tensor, first: nn.Module, second: nn.Module) -> bool:
-    """Whether the last outputs of two modules in one forward of ``x`` have the same shape."""
+    """Whether the last outputs of two modules in one forward of ``x`` have the same shape (hooks
+    on ``model``: give a structural copy of a shared model; only this thread's forward counts)."""
     shapes: dict[int, tuple[int, ...]] = {}
+    mine = threading.get_ident()
 
     def keep(module: nn.Module, _inputs: object, out: Tensor) -> None:
-        shapes[id(module)] = tuple(out.shape)
+        if threading.get_ident() == mine:
+            shapes[id(module)] = tuple(out.shape)
 
     hooks = [m.register_forward_hook(keep) for m in (first, second)]
     try:
@@ -177,7 +181,8 @@ def saliency(
         check_classes("target", target, x.shape[0])
     x = x.detach().clone()  # captum toggles requires_grad on its input: never on the caller's tensor
     if method == "grad_cam":
-        layer = params.layer if params.layer is not None else default_gradcam_layer(model, x[:1])
+        # the shape check's hooks go on a copy: the shared model never carries them
+        layer = params.layer if params.layer is not None else default_gradcam_layer(structural_copy(model), x[:1])
         get_layer(model, layer)  # unknown layer -> InvalidInput listing the valid ones
         params = replace(params, layer=layer)
         return _grad_cam(model, x, target, params)
