@@ -25,7 +25,6 @@ whose hooks no other request sees, and on which in-place ReLUs are made out-of-p
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -42,7 +41,7 @@ from captum.attr import (
 from torch import Tensor, nn
 
 from interp.errors import Cancelled, InvalidInput
-from interp.hooks import get_layer, out_of_place_relus, structural_copy
+from interp.hooks import capture, get_layer, out_of_place_relus, structural_copy
 from interp.rendering import DEFAULT_CLIP_PERCENTILE, DEFAULT_COLORMAP
 from interp.validate import INT64_MAX, INT64_MIN, check_batch, check_class_range, check_classes, check_int, check_logits
 
@@ -114,33 +113,22 @@ def default_gradcam_layer(model: nn.Module, x: Tensor | None = None) -> str:
     convs = [i for i, (_, module) in enumerate(leaves) if isinstance(module, nn.Conv2d)]
     if not convs:
         raise InvalidInput("grad_cam needs a layer: the model has no Conv2d to default to")
-    conv_name, conv = leaves[convs[-1]]
+    conv_name = leaves[convs[-1]][0]
     for name, module in leaves[convs[-1] + 1 : convs[-1] + 3]:
         if isinstance(module, nn.ReLU | nn.ReLU6):
-            return name if x is None or _same_last_shape(model, x, conv, module) else conv_name
+            return name if x is None or _same_last_shape(model, x, conv_name, name) else conv_name
         if not isinstance(module, nn.BatchNorm2d):
             break
     return conv_name
 
 
-def _same_last_shape(model: nn.Module, x: Tensor, first: nn.Module, second: nn.Module) -> bool:
-    """Whether the last outputs of two modules in one forward of ``x`` have the same shape (hooks
-    on ``model``: give a structural copy of a shared model; only this thread's forward counts)."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    mine = threading.get_ident()
-
-    def keep(module: nn.Module, _inputs: object, out: Tensor) -> None:
-        if threading.get_ident() == mine:
-            shapes[id(module)] = tuple(out.shape)
-
-    hooks = [m.register_forward_hook(keep) for m in (first, second)]
-    try:
+def _same_last_shape(model: nn.Module, x: Tensor, first: str, second: str) -> bool:
+    """Whether the last outputs of two layers in one whole forward of ``x`` have the same shape
+    (hooks on ``model``: give a structural copy of a shared model)."""
+    with capture(model, [first, second], stop=False, reduce=lambda _path, out, _inputs: tuple(out.shape)) as shapes:
         with torch.no_grad():
             model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return shapes.get(id(first)) == shapes.get(id(second))
+    return shapes.get(first) == shapes.get(second)
 
 
 def saliency(
