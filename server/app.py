@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import cv2
 import grpc
@@ -25,18 +26,47 @@ from models.hub import ModelHub
 from models.loaded import LOADING, READY, LoadedModel
 from models.weights import WeightsOptions
 from protos import interp_pb2 as pb
-from protos import interp_pb2_grpc as pb_grpc
 from server.config import Limits, ServerConfig, auth_tokens, is_loopback, load_config
 from server.interceptors import AuthInterceptor, Metrics, MetricsInterceptor
 from server.memory import keep_freed_memory
-from server.servicer import InterpServicer
+from server.servicer import InterpServicer, add_to_server
 from server.threads import pin
 
 log = logging.getLogger("interp.server")
 
-HEALTH_WATCH_THREADS = 16  # concurrent health Watch streams served; more wait for a free thread
+HEALTH_WATCH_STREAMS = 16  # concurrent health Watch streams, each on a thread of its own; more are refused
+HEALTH_CHECK_ROOM = 16  # health Check calls in progress beyond the service's limit before gRPC refuses calls
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Interp"].full_name  # "interp.v1.Interp"
+
+
+class HealthServicer(health.HealthServicer):
+    """grpc's health servicer with at most ``streams`` Watch streams open at once.
+
+    Health needs no token, so its streams must not take what authorised calls need: each Watch
+    holds a thread of the health pool (never an interp worker), and beyond ``streams`` a Watch is
+    refused with RESOURCE_EXHAUSTED. The gRPC server's concurrent-RPC limit is raised by the same
+    number, so open watchers never count against ``--max-concurrent-rpcs``.
+    """
+
+    def __init__(self, streams: int = HEALTH_WATCH_STREAMS) -> None:
+        # Blocking Watch on a pool of its own: the non-blocking Watch can deadlock set() against a
+        # watcher that is closing. Threads to spare, so a Watch beyond the cap is refused at once
+        # instead of waiting for a watcher's thread.
+        pool = futures.ThreadPoolExecutor(max_workers=streams + 4, thread_name_prefix="interp-health")
+        super().__init__(experimental_non_blocking=False, experimental_thread_pool=pool)
+        self.streams = streams
+        self._open = threading.BoundedSemaphore(streams)
+
+    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:  # noqa: N802 - grpc's name
+        if not self._open.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.streams} health Watch streams are open, the most this server keeps; poll with Check instead",
+            )
+        if not context.add_callback(self._open.release):  # the call has already ended
+            self._open.release()
+        return super().Watch(request, context, send_response_callback)
 
 
 class Server:
@@ -56,15 +86,32 @@ class Server:
         self.metrics = metrics
         self.metrics_port: int | None = None
         self.hub = hub
+        self._serving = False
+        self._health_lock = threading.Lock()
+        self.update_health()
+        hub.add_listener(self.update_health)  # a download that ends, or fails, changes what is served
 
     def start(self) -> None:
         self.grpc.start()
         self.set_serving(True)
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+        """Serving (after start) or draining (NOT_SERVING everywhere, whatever the models)."""
+        self._serving = serving
+        self.update_health()
+
+    def update_health(self, _changed: LoadedModel | None = None) -> None:
+        """Each model's health name (``interp.v1.Interp/<model>``) is SERVING while that model is
+        READY; the server's ("" and ``interp.v1.Interp``) while at least one is."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        with self._health_lock:
+            models = self.hub.all()
+            for model in models:
+                ready = self._serving and model.status == READY
+                self.health.set(f"{SERVICE_NAME}/{model.spec.name}", serving if ready else not_serving)
+            overall = serving if self._serving and any(m.status == READY for m in models) else not_serving
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, overall)
 
     def stop(self, grace: float | None) -> threading.Event:
         """Health turns NOT_SERVING first, then new RPCs are refused and in-flight ones get ``grace``.
@@ -230,12 +277,16 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             log.info("model %s LOADING (serving the others meanwhile): %s", model.spec.name, model.reason)
         else:
             log.warning("model %s UNAVAILABLE: %s", model.spec.name, model.reason)
-        metrics.model_ready.labels(model.spec.name, str(model.pretrained).lower()).set(model.status == READY)
+        pretrained = str(model.pretrained).lower()
+        # one series a model (a download that ends turns pretrained=false into true): no stale 0 left
+        metrics.model_ready.remove(model.spec.name, "false" if pretrained == "true" else "true")
+        metrics.model_ready.labels(model.spec.name, pretrained).set(model.status == READY)
 
     hub.add_listener(announce)  # before the first announcement, so a download that ends meanwhile is not missed
     for model in hub.all():
         announce(model)
-    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]  # counts refused calls too
+    # counts refused calls too, and keeps the service's calls (not health) within --max-concurrent-rpcs
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics, config.limits.max_concurrent_rpcs)]
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     grpc_server = grpc.server(
@@ -244,22 +295,14 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
         ),
         interceptors=interceptors,
         options=grpc_options(config.limits),
-        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+        # a backstop: the interceptor above keeps the service's calls within the limit, and health's
+        # Watch streams (open to anyone, capped on their own) must never use it up
+        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs + HEALTH_WATCH_STREAMS + HEALTH_CHECK_ROOM,
     )
     servicer = InterpServicer(config, hub, metrics=metrics, auth_required=bool(tokens))
-    pb_grpc.add_InterpServicer_to_server(servicer, grpc_server)
-    # Blocking Watch on a pool of its own: the non-blocking Watch can deadlock set() against a watcher
-    # that is closing, and health is open to unauthenticated clients, so watchers must never occupy
-    # the interp workers.
-    health_servicer = health.HealthServicer(
-        experimental_non_blocking=False,
-        experimental_thread_pool=futures.ThreadPoolExecutor(
-            max_workers=HEALTH_WATCH_THREADS, thread_name_prefix="interp-health"
-        ),
-    )
+    add_to_server(servicer, grpc_server)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     if config.reflection:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -328,7 +371,13 @@ def serve(config: ServerConfig) -> None:
                  config.drain_delay_s)  # fmt: skip
         stopping.clear()
         stopping.wait(config.drain_delay_s)
-    server.stop(config.grace_s).wait()
+    done = server.stop(config.grace_s)
+    if not done.wait(max(0.0, config.grace_s - 0.05)):  # what is still running now is cut
+        cut = server.metrics.busy()
+        done.wait()
+        if cut:
+            log.warning("--grace %.1fs over: %d RPC(s) still running were cancelled (their clients get UNAVAILABLE)",
+                        config.grace_s, cut)  # fmt: skip
     server.hub.close()  # abandon weights downloads still running (no partial file is kept)
     log.info("interp-server stopped")
 

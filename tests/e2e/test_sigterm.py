@@ -205,6 +205,8 @@ def test_work_beyond_the_grace_period_is_cut_off_and_the_exit_is_clean(processes
         print(f"\ncut after {cut:.1f} s at step {steps[-1]}/2048 (grace {SHORT_GRACE_S:.0f} s)")
         assert steps[-1] < 2048  # cut off, not finished
         assert cut >= SHORT_GRACE_S  # ran on for the grace period first (a slow machine only adds time)
+    server.handle.flush()
+    assert "RPC(s) still running were cancelled" in server.log.read_text()  # the operator is told
 
 
 IDLE_SERVERS = 6

@@ -7,6 +7,7 @@ forward hook on the served LeNet's conv1). Waits time out only on a hang.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -43,19 +44,30 @@ def two_rpcs() -> Iterator[tuple[object, str]]:
     srv.stop(None)
 
 
-def test_rpcs_beyond_the_concurrency_limit_are_refused_at_once(two_rpcs) -> None:
-    """Two health Watch streams (open to anyone) fill a limit of two; the third call is refused."""
+def _open_watch(stub, release: threading.Event, png: bytes) -> Iterator[pb.WatchResponse]:
+    """A live Watch stream that sends one frame, then nothing until ``release`` is set."""
+
+    def requests() -> Iterator[pb.WatchRequest]:
+        yield pb.WatchRequest(model="lenet", layer="relu2", top_k=0, frame=pb.Image(encoded=png))
+        release.wait(WAIT_S)
+
+    return stub.Watch(requests(), timeout=WAIT_S)
+
+
+def test_rpcs_beyond_the_concurrency_limit_are_refused_at_once(two_rpcs, sneaker_png) -> None:
+    """Two live streams fill a limit of two; the third call is refused, and served once one ends."""
     srv, target = two_rpcs
+    releases = [threading.Event(), threading.Event()]
     with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
         stub = interp_pb2_grpc.InterpStub(channel)
-        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S) for _ in range(2)]
-        for watch in watches:
-            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # both are in progress
+        streams = [_open_watch(stub, release, sneaker_png) for release in releases]
+        for stream in streams:
+            assert next(stream).sequence == 0  # both are in progress
         with pytest.raises(grpc.RpcError) as info:
             stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        watches[0].cancel()
+        releases[0].set()
+        assert list(streams[0]) == []  # the client closed its side: the stream ends
 
         def serves() -> bool:
             try:
@@ -66,7 +78,42 @@ def test_rpcs_beyond_the_concurrency_limit_are_refused_at_once(two_rpcs) -> None
                 return False
 
         wait_until(serves, "a call served once a slot was freed")
-        watches[1].cancel()
+        releases[1].set()
+        assert list(streams[1]) == []
+
+
+def test_unauthenticated_health_watchers_never_take_the_rpc_limit(two_rpcs) -> None:
+    """Health needs no token, so anyone may open Watch streams: at most HEALTH_WATCH_STREAMS stay
+    open (the next is refused, naming Check instead) and none of them counts against
+    --max-concurrent-rpcs (two here): authorised calls and health Check are still served."""
+    from server.app import HEALTH_WATCH_STREAMS
+
+    srv, target = two_rpcs
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = interp_pb2_grpc.InterpStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S) for _ in range(HEALTH_WATCH_STREAMS)]
+        for watch in watches:
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # all open
+        with pytest.raises(grpc.RpcError) as info:
+            next(health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Check" in info.value.details()
+        assert stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S).models
+        checked = health.Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        watches[0].cancel()
+
+        def watch_opens() -> bool:
+            try:
+                return next(health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S)).status == 1
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+
+        wait_until(watch_opens, "a Watch accepted once one was cancelled")
+        for watch in watches[1:]:
+            watch.cancel()
 
 
 def test_a_client_that_stops_reading_is_cut_when_its_connection_ages_out() -> None:

@@ -25,6 +25,32 @@ def test_health_reports_serving(channel) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_health_follows_the_models() -> None:
+    """SERVING while at least one model is READY; each model has its own health name. A server
+    whose every model is UNAVAILABLE (no weights, no download, no --random-weights) is NOT_SERVING:
+    an orchestrator must not call it healthy."""
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    for models, overall in ((("lenet", "alexnet"), serving), (("alexnet",), not_serving)):
+        srv, port = create_server(test_config(models=models, random_weights=False))
+        srv.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+
+                def status(service: str, health=health) -> int:  # noqa: ANN001 - bound per server
+                    return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+                assert status("") == status("interp.v1.Interp") == overall, models
+                assert status("interp.v1.Interp/alexnet") == not_serving
+                if "lenet" in models:
+                    assert status("interp.v1.Interp/lenet") == serving
+                with pytest.raises(grpc.RpcError) as unknown:
+                    status("interp.v1.Interp/vgg16")  # not served here
+                assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            srv.stop(None)
+
+
 def test_reflection_lists_the_service(channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     replies = list(

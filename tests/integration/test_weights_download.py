@@ -37,6 +37,8 @@ from tests.support.weights_mirror import (
 DATA = tiny_file_bytes(seed=0)
 VGG16_FILE, ALEXNET_FILE = "vgg16-397923af.pth", "alexnet-owt-7be5be79.pth"
 
+SERVING, NOT_SERVING = 1, 2  # grpc.health.v1 HealthCheckResponse.ServingStatus
+
 
 @pytest.fixture(scope="module")
 def lenet_image() -> pb.Image:
@@ -77,6 +79,17 @@ def ready_gauge(server: Server, pretrained: str) -> float | None:
     return server.metrics.registry.get_sample_value("interp_model_ready", {"model": TINY, "pretrained": pretrained})
 
 
+def health_of(server: Server, service: str) -> int:
+    """What the server's health service answers for ``service`` (its servicer, as Check reads it)."""
+    from grpc_health.v1 import health_pb2
+
+    class Context:
+        def set_code(self, code: grpc.StatusCode) -> None:
+            raise AssertionError(f"health has no {service!r}: {code}")
+
+    return server.health.Check(health_pb2.HealthCheckRequest(service=service), Context()).status
+
+
 def lenets_answer(stub: pb_grpc.InterpStub, image: pb.Image) -> None:
     for name in ("lenet", "lenet-classic"):
         reply = stub.Classify(pb.ClassifyRequest(model=name, image=image), timeout=60)
@@ -95,6 +108,9 @@ def test_a_download_is_loading_while_the_lenets_serve_then_ready(
             assert mirror.paused.wait(30)
             loading = wait_for(stub, TINY, "LOADING")
             assert ready_gauge(server, "false") == 0
+            assert health_of(server, f"interp.v1.Interp/{TINY}") == NOT_SERVING
+            assert health_of(server, "interp.v1.Interp/lenet") == SERVING
+            assert health_of(server, "") == SERVING  # the LeNets serve
             assert re.match(r"downloading, \d+ % \(", loading.reason), loading.reason
             assert not loading.ready
             lenets_answer(stub, lenet_image)  # the others serve meanwhile
@@ -110,6 +126,10 @@ def test_a_download_is_loading_while_the_lenets_serve_then_ready(
             while ready_gauge(server, "true") != 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert ready_gauge(server, "true") == 1  # the metric follows the background load
+            assert ready_gauge(server, "false") is None  # one series a model: no stale 0 left to alert on
+            while health_of(server, f"interp.v1.Interp/{TINY}") != SERVING and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert health_of(server, f"interp.v1.Interp/{TINY}") == SERVING  # set by the hub's listeners too
     assert (ready.pretrained, ready.weights.source, ready.reason) == (True, "download", "")
     assert ready.weights.path == str(tmp_path / "hub" / name) and (tmp_path / "hub" / name).read_bytes() == DATA
 
