@@ -139,6 +139,7 @@ class ServerConfig:
     model_specs: Mapping[str, str] = field(default_factory=dict)  # --model NAME=SPEC (models.own)
     model_cards: Mapping[str, Path] = field(default_factory=dict)  # --model-card NAME=card.json
     index_dir: Path | None = None  # activation indexes; default $XDG_CACHE_HOME/cnn-interp/index
+    data_dir: Path | None = None  # Fashion-MNIST's idx files; default the Debian package's directory
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -242,6 +243,9 @@ OPTIONS: tuple[Option, ...] = (
     _option("--metrics-port", int, "serve Prometheus metrics on this HTTP port"),
     _option("--metrics-host", str, "address for the metrics port (default 127.0.0.1: loopback only)"),
     _option("--index-dir", Path, "directory of activation indexes (default $XDG_CACHE_HOME/cnn-interp/index)"),
+    _option("--data-dir", Path,
+        "directory of the Fashion-MNIST idx files, gzipped or not (default /usr/share/datasets/fashion-mnist: "
+        "the Debian package dataset-fashion-mnist)"),
     _limit("--max-index-k", int, "most index entries per channel (k)"),
     _limit("--max-images-per-call", int,
         "most images per Classify / Activations / Saliency / Attack / MinimalAttack call"),
@@ -288,7 +292,8 @@ OPTIONS: tuple[Option, ...] = (
     _limit("--default-deadline", float,
         "seconds an RPC may run when the client sets no deadline", field="default_deadline_s"),
     _limit("--max-concurrent-rpcs", int,
-        "RPCs in progress at once (health included); beyond it RESOURCE_EXHAUSTED (default 64)"),
+        "RPCs of the service in progress at once (health aside: at most 16 health Watch streams more); beyond it "
+        "RESOURCE_EXHAUSTED (default 64)"),
     _limit("--keepalive-time", float,
         "seconds of silence before the server pings a connection (default 60)", field="keepalive_time_s"),
     _limit("--keepalive-timeout", float,
@@ -369,6 +374,10 @@ def validate_config(config: ServerConfig) -> None:
         raise SystemExit(f"interp-server: port must be in 0..65535, got {config.port}")
     if config.worker_threads < 1:
         raise SystemExit(f"interp-server: --workers must be >= 1, got {config.worker_threads}")
+    if config.torch_threads < 0:
+        raise SystemExit(
+            f"interp-server: --torch-threads must be >= 0 (0: torch's default), got {config.torch_threads}"
+        )
     if not 0 <= config.keep_freed_mb <= MAX_KEEP_MB:
         raise SystemExit(f"interp-server: --keep-freed-mb must be in 0..{MAX_KEEP_MB}, got {config.keep_freed_mb}")
     if (config.tls_cert is None) != (config.tls_key is None):

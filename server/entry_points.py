@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,10 @@ def _launcher(command: str, module: str) -> Callable[[], Any]:
 
     def launch() -> Any:
         require_server_extra(command)
+        # gRPC core's own INFO lines ("Handshake failed" for every plaintext client of a TLS server)
+        # would reach stderr outside the log's format (one JSON object a line): errors only, unless
+        # the operator asks for more. Read once, when grpc is first imported: that is next.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         return importlib.import_module(module).main()
 
     launch.__doc__ = f"``{command}``: see ``{module}.main``."

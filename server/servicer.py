@@ -14,6 +14,8 @@ For each :class:`protos.methods.Method` the servicer gets one generated handler 
    (``Method.live``, bidirectional) hold one slot for the stream and answer its frames, the latest
    frame winning (:meth:`InterpServicer.live`);
 5. stamps the reply with the model, its weights, the request id and the elapsed time.
+Request bytes that do not parse are refused by the same path (INVALID_ARGUMENT with a request id),
+not by grpc's deserializer (INTERNAL and a traceback in the log): :func:`add_to_server`.
 Errors carry their status code (``server/errors.py``) and are mapped by one decorator.
 """
 
@@ -80,6 +82,9 @@ class InterpServicer(pb_grpc.InterpServicer):
         """Model, caps, params: everything before the per-RPC code runs."""
         model = None
         if handler.model != "none":
+            if not request.model:  # type: ignore[attr-defined]
+                served = ", ".join(self.hub.names())
+                raise BadRequest(f"model is required (none given); served models: {served}", field="model")
             try:
                 model = self.hub.get(request.model)  # type: ignore[attr-defined]
             except UnknownModel as exc:
@@ -371,6 +376,58 @@ def _with_field(method: Method, exc: InvalidInput) -> InvalidInput:
     return exc
 
 
+class MalformedRequest:
+    """What a request's bytes become when they do not parse as the method's request message."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, error: str, size: int) -> None:
+        self.error, self.size = error, size
+
+
+def _parsed(method: Method, request: Any) -> Message:
+    if isinstance(request, MalformedRequest):
+        raise BadRequest(
+            f"the request ({request.size} bytes) is not a valid {method.request.DESCRIPTOR.full_name} message: "
+            f"{request.error}"
+        )
+    return request  # type: ignore[no-any-return]
+
+
+def _tolerant(message: type[Message]) -> Callable[[bytes], Any]:
+    """``message.FromString`` that hands the shared path a :class:`MalformedRequest` instead of raising."""
+    parse = message.FromString
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, or whatever the parser raises
+            return MalformedRequest(str(exc) or type(exc).__name__, len(data))
+
+    return deserialize
+
+
+def add_to_server(servicer: InterpServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` as the generated ``add_InterpServicer_to_server`` does, with request
+    bytes parsed by :func:`_tolerant`."""
+    handlers = {}
+    for method in METHODS:
+        behaviour, parse, serialize = getattr(servicer, method.rpc), _tolerant(method.request), None
+        if method.live:
+            serialize = method.reply.SerializeToString
+            make = grpc.stream_stream_rpc_method_handler
+        elif method.streamed:
+            serialize = method.event.SerializeToString  # type: ignore[union-attr]
+            make = grpc.unary_stream_rpc_method_handler
+        else:
+            serialize = method.reply.SerializeToString
+            make = grpc.unary_unary_rpc_method_handler
+        handlers[method.rpc] = make(behaviour, request_deserializer=parse, response_serializer=serialize)
+    service = pb.DESCRIPTOR.services_by_name["Interp"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 def _rpc_handler(method: Method) -> Callable[..., Any]:
     """The servicer method for one table entry: unary or streaming, errors mapped by grpc_errors."""
     handler = HANDLERS[method.rpc]
@@ -381,7 +438,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
             # A live stream lasts as long as the client wants (or its own deadline): no default deadline.
             call = Call(context, request_id, math.inf)
             try:
-                yield from self.live(method, handler, requests, call)
+                yield from self.live(method, handler, (_parsed(method, r) for r in requests), call)
             except InvalidInput as exc:
                 raise _with_field(method, exc) from None
 
@@ -391,7 +448,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
         def streamed(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str):  # type: ignore[no-untyped-def]
             call = Call(context, request_id, self.limits.default_deadline_s)
             try:
-                yield from self.stream(method, handler, request, call)
+                yield from self.stream(method, handler, _parsed(method, request), call)
             except InvalidInput as exc:
                 raise _with_field(method, exc) from None
 
@@ -401,7 +458,7 @@ def _rpc_handler(method: Method) -> Callable[..., Any]:
         def unary(self: InterpServicer, request: Message, context: grpc.ServicerContext, *, request_id: str) -> Message:
             call = Call(context, request_id, self.limits.default_deadline_s)
             try:
-                return self.unary(method, handler, request, call)
+                return self.unary(method, handler, _parsed(method, request), call)
             except InvalidInput as exc:
                 raise _with_field(method, exc) from None
 
@@ -420,4 +477,4 @@ def _install() -> None:
 
 _install()
 
-__all__ = ["InterpServicer"]
+__all__ = ["InterpServicer", "add_to_server"]

@@ -4,6 +4,7 @@ OpenCV; the server side is the ``server`` extra, and its launchers say so when i
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -137,6 +138,25 @@ def test_server_launcher_module_is_import_light() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_server_launchers_keep_grpc_core_to_errors_before_grpc_loads() -> None:
+    """gRPC core reads GRPC_VERBOSITY once, when grpc is first imported: the launcher sets it (unless
+    the operator did) before importing the command, so core's INFO lines do not break a JSON log."""
+    code = (
+        "import os, sys, types\n"
+        "module = types.ModuleType('fake_command')\n"
+        "module.main = lambda: print(os.environ.get('GRPC_VERBOSITY'), 'grpc' in sys.modules)\n"
+        "sys.modules['fake_command'] = module\n"
+        "from server.entry_points import _launcher\n"
+        "_launcher('interp-fake', 'fake_command')()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.split() == ["ERROR", "False"], done.stderr
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "GRPC_VERBOSITY": "DEBUG"})  # fmt: skip
+    assert done.stdout.split() == ["DEBUG", "False"], done.stderr
 
 
 def test_with_the_server_extra_nothing_is_missing() -> None:

@@ -292,8 +292,8 @@ def plain_with_token() -> Iterator[str]:
 
 
 def test_an_unauthenticated_request_is_refused_unparsed(plain_with_token) -> None:
-    """32 MB that are not a protobuf: parsing them would fail with INTERNAL ("Exception deserializing
-    request"); refused on its metadata alone, the call gets UNAUTHENTICATED. With a token the same
+    """32 MB that are not a protobuf: parsing them fails with INVALID_ARGUMENT ("not a valid
+    interp.v1.ClassifyRequest"); refused on its metadata alone, the call gets UNAUTHENTICATED. With a token the same
     bytes do reach the parser: so the first answer is not a coincidence."""
     garbage = b"\xff" * (32 << 20)  # field 31, wire type 7: invalid from the first byte
     options = [("grpc.max_send_message_length", 64 << 20)]
@@ -304,7 +304,8 @@ def test_an_unauthenticated_request_is_refused_unparsed(plain_with_token) -> Non
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as parsed:
             classify(garbage, timeout=60, metadata=(("authorization", f"Bearer {GOOD_TOKEN}"),))
-        assert parsed.value.code() == grpc.StatusCode.INTERNAL and "deserializ" in parsed.value.details()
+        assert parsed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid interp.v1.ClassifyRequest message" in parsed.value.details()
         from protos import interp_pb2_grpc
 
         models = interp_pb2_grpc.InterpStub(channel).ListModels(

@@ -193,7 +193,7 @@ CASES = [
     Case("raw-dtype-unknown", classify(tensor_image(99, [28, 28], b"\0" * 784)), INVALID, ("dtype code 99",)),
     # -- names -------------------------------------------------------------------------------------
     Case("unknown-model", classify(TARGET_IMAGE, model="resnet50"), NOT_FOUND, ("resnet50", "lenet", "vgg16")),
-    Case("empty-model", classify(TARGET_IMAGE, model=""), NOT_FOUND, ("served models", "lenet")),
+    Case("empty-model", classify(TARGET_IMAGE, model=""), INVALID, ("model is required", "served models", "lenet")),
     Case(
         "describe-unknown",
         lambda s: s.DescribeModel(pb.DescribeModelRequest(model="lenet5"), timeout=30),
@@ -632,6 +632,37 @@ def test_combined_budgets_are_refused_before_any_work(small_cap_stub, call, budg
         call(small_cap_stub)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
     assert budget in info.value.details()
+
+
+# -- request bytes that are not the method's message ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rpc", "shape"), [("Classify", "unary"), ("VisualizeFilter", "server-streamed"), ("Watch", "bidirectional")]
+)
+def test_malformed_request_bytes_are_an_invalid_argument_with_a_request_id(server, channel, caplog, rpc, shape) -> None:
+    """grpc's own deserializer would answer INTERNAL ("Exception deserializing request!") with no
+    request id and log a traceback per call; the service answers INVALID_ARGUMENT, one log line."""
+    garbage = b"\xff" * 50  # field 31, wire type 7: invalid from the first byte
+    path = f"/interp.v1.Interp/{rpc}"
+    srv = server[0]
+    before = srv.metrics.registry.get_sample_value("interp_requests_total", {"method": rpc, "code": "INVALID_ARGUMENT"})
+    with caplog.at_level("INFO"), pytest.raises(grpc.RpcError) as info:
+        if shape == "unary":
+            channel.unary_unary(path)(garbage, timeout=60)
+        elif shape == "server-streamed":
+            list(channel.unary_stream(path)(garbage, timeout=60))
+        else:
+            list(channel.stream_stream(path)(iter([garbage]), timeout=60))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details()
+    assert f"is not a valid interp.v1.{rpc}Request message" in details and "request id" in details
+    request_id = details.rsplit("request id ", 1)[1].rstrip(")")
+    lines = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("grpc"))
+    after = srv.metrics.registry.get_sample_value("interp_requests_total", {"method": rpc, "code": "INVALID_ARGUMENT"})
+    assert (after or 0) == (before or 0) + 1
 
 
 # -- after all of it ---------------------------------------------------------------------------------------

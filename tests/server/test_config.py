@@ -171,6 +171,19 @@ def test_connection_limits_are_options() -> None:
         load_config(["--max-concurrent-rpcs", "0"], environ={})
 
 
+def test_a_negative_torch_thread_count_is_refused_in_one_line() -> None:
+    """torch's own refusal came later, as a traceback from create_server."""
+    for argv, environ in ((["--torch-threads", "-3"], {}), ([], {"INTERP_TORCH_THREADS": "-1"})):
+        with pytest.raises(SystemExit, match="--torch-threads must be >= 0"):
+            load_config(argv, environ=environ)
+
+
+def test_data_dir_is_an_option() -> None:
+    assert load_config(["--data-dir", "/srv/fashion"], environ={}).data_dir == Path("/srv/fashion")
+    assert load_config([], environ={"INTERP_DATA_DIR": "/srv/f"}).data_dir == Path("/srv/f")
+    assert load_config([], environ={"INTERP_DATA_DIR": ""}).data_dir is None  # compose sets unused ones to ""
+
+
 def test_the_default_address_is_loopback_so_the_default_server_starts() -> None:
     config = load_config([], environ={})
     assert config.host == "127.0.0.1" and auth_tokens(config) == ()
