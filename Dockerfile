@@ -15,6 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     INTERP_PORT=50051
 
 RUN useradd --create-home --uid 10001 interp
+# Fashion-MNIST (70,000 images, /usr/share/datasets/fashion-mnist): the LeNets' dataset views,
+# class attribute sets and robustness curves read it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 
 # torch/torchvision from the CPU index; the rest at the exact pins of requirements.lock
@@ -22,7 +27,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 \
  && grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)' requirements.lock \
-    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|scipy|ImageIO|tifffile|lazy-loader|networkx|selenium|trio|outcome|wsproto|websocket-client|PySocks)' \
+    | grep -vE '^(pytest|hypothesis|ruff|mypy|ast_serialize|librt|pathspec|types-protobuf|grpcio-tools|torchattacks|scikit-image|ImageIO|tifffile|lazy-loader|networkx|selenium|trio|outcome|wsproto|websocket-client|PySocks)' \
     > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
@@ -35,6 +40,7 @@ COPY client ./client
 COPY web ./web
 RUN pip install --no-deps --no-build-isolation ".[server,web]" \
  && python -m models.fetch vgg16 alexnet --hub-dir "$INTERP_HUB_DIR" --weights-url-base "$WEIGHTS_URL_BASE" \
+ && mkdir -p /opt/interp/data/index \
  && chown -R interp /opt/interp
 
 USER interp

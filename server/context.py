@@ -97,7 +97,9 @@ class Services:
         folder is scanned then, not while the server starts)."""
         with self._datasets_lock:
             if self._datasets is None:
-                self._datasets = DatasetRegistry(getattr(self.config, "datasets", {}))
+                self._datasets = DatasetRegistry(
+                    getattr(self.config, "datasets", {}), data_dir=getattr(self.config, "data_dir", None)
+                )
             return self._datasets
 
     @classmethod
@@ -113,7 +115,7 @@ class Services:
             batcher=Batcher(limits.batch_max_size, limits.batch_delay_ms / 1000.0),
             decode_budget=DecodeBudget(limits.decode_budget_bytes, clock=time.perf_counter),
             stalls=StallWatch(limits.stream_stall_s),
-            training_sets=TrainingSets(),
+            training_sets=TrainingSets(getattr(config, "data_dir", None)),
             index_store=index_store,
             maps=MapStore(),
             atlas=AtlasStore(atlas_dir(index_store.root)),

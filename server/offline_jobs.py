@@ -64,7 +64,7 @@ def served(
     hub.wait()  # a model whose weights download is LOADING until then
     model = hub.ready(model_name)
     try:
-        dataset = DatasetRegistry(config.datasets).get(dataset_name)
+        dataset = DatasetRegistry(config.datasets, data_dir=config.data_dir).get(dataset_name)
     except UnknownDataset as exc:
         sys.exit(f"{prog}: {exc.args[0]}")
     return config, model, dataset

@@ -7,6 +7,7 @@ its class-name attribute sets.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,14 +20,15 @@ from models.loaded import LoadedModel
 class TrainingSets:
     """``(images uint8, labels)`` of a dataset's ``train`` split, loaded on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self._data_dir = data_dir  # None: INTERP_DATA_DIR, else the system's directory
         self._sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def get(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if dataset not in self._sets:
-                self._sets[dataset] = load_dataset(dataset, "train", download=False)
+                self._sets[dataset] = load_dataset(dataset, "train", self._data_dir, download=False)
             return self._sets[dataset]
 
     def mean_image(self, model: LoadedModel, size: int) -> torch.Tensor:

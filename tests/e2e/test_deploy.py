@@ -192,6 +192,49 @@ def test_dockerfile_sets_only_variables_the_server_reads() -> None:
     assert set(re.findall(r"\b(INTERP_[A-Z0-9_]+)=", dockerfile)) <= set(env_vars())
 
 
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_dockerfile_installs_every_runtime_dependency_at_its_pin() -> None:
+    """The image installs requirements.lock through the Dockerfile's `grep -vE` filters (tools and
+    test-only packages out): every package the base, server and web installs need, and what they
+    need in turn, must come through them, or pip pulls it unpinned (scipy did: the server imports it)."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    filters = [re.compile(pattern) for pattern in re.findall(r"grep -vE '([^']+)'", dockerfile)]
+    assert len(filters) == 2, filters
+    kept = {
+        _normalized(line.split("==")[0])
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line and not any(f.search(line) for f in filters)
+    }
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in ("server", "web") for r in project["optional-dependencies"][extra]]
+    installed_apart = {"torch", "torchvision"}
+    needed: set[str] = set()
+    while wanted:
+        requirement = wanted.pop()
+        name = _normalized(requirement.name)
+        if name in needed:
+            continue
+        needed.add(name)
+        if name in installed_apart:  # with what it needs, from the wheel index the build argument names
+            continue
+        for text in metadata.requires(requirement.name) or []:
+            child = Requirement(text)
+            extras = requirement.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
+                wanted.append(child)
+    missing = sorted(needed - kept - installed_apart)
+    assert not missing, f"the Dockerfile's filters drop runtime dependencies: {missing}"
+
+
 def test_compose_values_parse_into_a_deployable_config() -> None:
     config = load_config([], environ=compose_environment())
     assert config.port == 50051 and config.host == "0.0.0.0"
@@ -264,6 +307,36 @@ def test_healthcheck_under_mutual_tls_presents_its_client_certificate(tmp_path) 
         assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
     finally:
         srv.stop(None)
+
+
+def test_healthcheck_over_tls_with_a_certificate_that_does_not_name_localhost(tmp_path) -> None:
+    """A certificate for the public name only: the healthcheck (which dials localhost) fails saying
+    what to set, and passes with INTERP_HEALTHCHECK_SERVER_NAME (or --server-name)."""
+    from tests.conftest import _openssl
+
+    key, cert = tmp_path / "public.key", tmp_path / "public.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=interp.example.org",
+             "-addext", "subjectAltName=DNS:interp.example.org", "-keyout", str(key), "-out", str(cert))  # fmt: skip
+    srv, port = create_server(test_config(models=("lenet",), tls_cert=cert, tls_key=key))
+    srv.start()
+    try:
+        env = {"INTERP_TLS_CERT": str(cert), "INTERP_PORT": str(port)}
+        refused = run_healthcheck(env=env)
+        assert refused.returncode == 1 and "INTERP_HEALTHCHECK_SERVER_NAME" in refused.stderr, refused.stderr
+        done = run_healthcheck(env={**env, "INTERP_HEALTHCHECK_SERVER_NAME": "interp.example.org"})
+        assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
+        flag = run_healthcheck("--server-name", "interp.example.org", env=env)
+        assert flag.returncode == 0, flag.stderr
+    finally:
+        srv.stop(None)
+
+
+def test_healthcheck_help_and_one_model(server) -> None:
+    helped = run_healthcheck("--help")
+    assert helped.returncode == 0 and "--service" in helped.stdout and "--server-name" in helped.stdout
+    _, target = server
+    done = run_healthcheck(target, "--service", "interp.v1.Interp/lenet")
+    assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
 
 
 def test_healthcheck_reports_not_serving_during_shutdown() -> None:
