@@ -331,13 +331,14 @@ def _requests(
 def _over_a_cap(said: str) -> str:
     """What gRPC's "message larger than max" means, by who refused which message."""
     request = "send images as encoded files (PNG, JPEG) or smaller arrays (uint8 rather than float)"
+    raise_it = "or raise the SDK's InterpClient(max_message_bytes=...)"
     if "CLIENT: Sent" in said:
-        return f"the request is over this client's message cap: {request}, or raise max_message_bytes"
+        return f"the request is over this client's message cap: {request}, {raise_it}"
     if "SERVER: Received" in said:
         return f"the request is over the server's message cap: {request}"
     if "SERVER: Sent" in said:
         return "the answer is over the server's message cap: ask for less (fewer layers, include_tensors=false)"
-    return "the answer is over this client's message cap: ask for less, or raise max_message_bytes"
+    return f"the answer is over this client's message cap: ask for less, {raise_it}"
 
 
 def _too_large(field: str, size: int, budget: int) -> InvalidArgument:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,6 +75,25 @@ _HINTS = {
 }
 
 
+# UNAVAILABLE after the call had reached the server: it closed the connection (a restart, a drain
+# whose grace period ended, a proxy in between), not "no server there".
+_CUT = ("Cancelling all calls", "GOAWAY", "Socket closed", "Connection reset", "Stream removed")
+_CUT_HINT = ("the server closed the connection during the call (shutting down or restarting?); "
+             "try again, with a deadline that fits the work (--timeout)")  # fmt: skip
+
+
+def _hint(error: InterpError, server: str) -> str | None:
+    said = error.message or ""
+    if error.code_name == "UNAVAILABLE" and "failed to connect" not in said and any(sign in said for sign in _CUT):
+        return _CUT_HINT
+    hint = _HINTS.get(error.code_name)
+    return hint.format(server=server) if hint else None
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    return f"warning: {message}\n"  # not Python's "file:line: UserWarning: ... source line"
+
+
 def exit_code_for(error: InterpError) -> int:
     """Exit status for a failed call: 10 + the gRPC status code number (1 if there is none)."""
     if error.code is None:
@@ -86,8 +106,15 @@ def exit_code_for(error: InterpError) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+JSON_VALUES_LIMIT = 100_000
+"""Arrays of at most this many elements carry their values in ``--json`` output (a map's
+coordinates, a curve's per-image minimal epsilons); larger ones (activation tensors) only their
+dtype and shape."""
+
+
 def _jsonable(value: Any) -> Any:
-    """Results -> JSON: dataclasses as objects, arrays as {dtype, shape}, PNG bytes left out."""
+    """Results -> JSON: dataclasses as objects, arrays as {dtype, shape[, values]}, PNG bytes left
+    out, NaN and infinities as null (JSON has neither)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for field in dataclasses.fields(value):
@@ -99,9 +126,14 @@ def _jsonable(value: Any) -> Any:
             out[field.name] = _jsonable(item)
         return out
     if isinstance(value, np.ndarray):
-        return {"dtype": str(value.dtype), "shape": list(value.shape)}
+        out = {"dtype": str(value.dtype), "shape": list(value.shape)}
+        if value.size <= JSON_VALUES_LIMIT:
+            out["values"] = _jsonable(value.tolist())
+        return out
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -433,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_method_options(p, method)
         if row.options is not None:
             row.options(p)
-        if method.streamed:
+        params = method.params_message
+        previews = params is not None and "preview_every" in params.DESCRIPTOR.fields_by_name
+        if method.streamed and previews:  # the methods whose progress events carry preview images
             p.add_argument("--frames", type=Path, metavar="DIR", help="save previews as DIR/frame_0001.png ...")
         if row.output:
             p.add_argument(
@@ -458,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.client_cert) != bool(args.client_key):
         parser.error("--client-cert and --client-key go together (the client certificate and its private key)")
     stdout, stderr = sys.stdout, sys.stderr
+    warnings.formatwarning = _warning_line
     progress = _Progress(
         show_bar=not (args.json or args.no_progress),
         frames_dir=getattr(args, "frames", None),
@@ -483,9 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterpError as error:
         progress.close()
         status = _fail(error.code_name, error.message, exit_code_for(error), args.json, error.request_id)
-        hint = _HINTS.get(error.code_name)
+        hint = _hint(error, args.server)
         if hint:
-            print("hint: " + hint.format(server=args.server), file=sys.stderr)
+            print("hint: " + hint, file=sys.stderr)
         return status
     except (UsageError, ValueError) as error:
         progress.close()

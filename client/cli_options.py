@@ -244,7 +244,8 @@ def request_values(method: Method, args: argparse.Namespace) -> tuple[dict[str, 
         elif field.message_type is not None and field.message_type.name == "LayerWeight":
             value = _dream_layers(value)
         elif field.is_repeated and field.message_type is None:
-            value = _split(value, _scalar_type(field), "--" + field.name)
+            flag = _OPTION_NAMES.get(field.name, ("--" + field.name.replace("_", "-"),))[0]
+            value = _split(value, _scalar_type(field), flag)
         values[field.name] = value
     params: dict[str, Any] = {}
     message = method.params_message

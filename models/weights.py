@@ -183,7 +183,7 @@ def resolve_weights(
                 )
             except DownloadFailed as exc:
                 if not options.random:
-                    raise WeightsNotFound(f"{how_to_provide(spec, options)}\ndownload failed: {exc}") from exc
+                    raise WeightsNotFound(how_to_provide(spec, options, download_failed=str(exc))) from exc
                 log.warning("%s: download failed (%s); serving random weights (--random-weights)", spec.name, exc)
             else:
                 return _load_verified(spec, path, "download" if fetched else "hub_cache", expected, reference)
@@ -223,12 +223,14 @@ def _expected_sha256(spec: ModelSpec, options: WeightsOptions) -> str:
     return pinned
 
 
-def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
-    """The exact ways to give ``spec`` its weights, given what was searched."""
+def how_to_provide(spec: ModelSpec, options: WeightsOptions, download_failed: str = "") -> str:
+    """The exact ways to give ``spec`` its weights, given what was searched; the first line says
+    what went wrong (what a one-line view such as ``interp models`` shows)."""
     record = spec.weights
     looked = f"; looked for {record.bundled_metadata}" if record.bundled_metadata is not None else ""
     origin = record.origin or spec.description
-    lines = [f"no weights found for {spec.name} ({origin}{looked}). Provide them with one of:"]
+    failed = f"; the download failed: {download_failed}" if download_failed else ""
+    lines = [f"no weights found for {spec.name} ({origin}{looked}){failed}. Provide them with one of:"]
     if record.how_to_make:
         lines.append(f"  - {record.how_to_make}")
     lines.append(f"  - --weights {spec.name}=PATH (a state_dict for this architecture)")
@@ -241,7 +243,7 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions) -> str:
         )
         url = options.download_url(spec)
         if options.download and url:
-            lines.append(f"  - a download from {url} (tried: the reason is below)")
+            lines.append(f"  - a download from {url} (tried: it failed, as said above)")
         elif url:
             lines.append(
                 f"  - a download from {url}: downloads are off (--no-download / INTERP_DOWNLOAD_WEIGHTS=0); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from client import cli
@@ -74,8 +75,13 @@ def test_json_is_one_document(run):
     assert status == 0 and err == ""
     doc = json.loads(out)
     assert [p["index"] for p in doc["predictions"]] == [0, 1]
-    assert doc["logits"] == {"dtype": "float32", "shape": [10]}
+    assert doc["logits"]["dtype"] == "float32" and doc["logits"]["shape"] == [10] and len(doc["logits"]["values"]) == 10
     assert "input_png" not in doc
+    big = cli._jsonable(np.zeros(cli.JSON_VALUES_LIMIT + 1, np.float32))
+    assert big == {"dtype": "float32", "shape": [cli.JSON_VALUES_LIMIT + 1]}  # a tensor: its shape only
+    assert cli._jsonable({"kl": float("nan"), "a": np.array([1.0, np.inf])}) == {
+        "kl": None, "a": {"dtype": "float64", "shape": [2], "values": [1.0, None]}
+    }  # JSON has no NaN: json.loads in JavaScript and other strict parsers refuse it
     # global options also work after the subcommand
     status, out, _ = run("models", "--json")
     assert [m["name"] for m in json.loads(out)["models"]] == ["vgg16", "lenet"]
@@ -185,6 +191,23 @@ def test_no_server_is_unavailable_with_a_hint(run, monkeypatch):
     assert err.startswith("error: UNAVAILABLE:") and "hint: is a server running at 127.0.0.1:1" in err
 
 
+def test_a_call_cut_by_the_server_is_not_told_to_look_for_a_server() -> None:
+    from client.errors import Unavailable
+
+    cut = Unavailable("Cancelling all calls")  # what grpc says when a draining server's grace ends
+    assert "closed the connection during the call" in cli._hint(cut, "localhost:50051")
+    refused = Unavailable("failed to connect to all addresses; last error: Connection refused")
+    assert "is a server running at localhost:50051" in cli._hint(refused, "localhost:50051")
+    closed = Unavailable("failed to connect to all addresses; last error: UNAVAILABLE: ipv4:1.2.3.4:5: Socket closed")
+    assert "--client-cert" in cli._hint(closed, "localhost:50051")  # mutual TLS without a client certificate
+
+
+def test_warnings_print_as_one_line() -> None:
+    assert cli._warning_line(UserWarning("token over plaintext"), UserWarning, "cli.py", 1) == (
+        "warning: token over plaintext\n"
+    )
+
+
 def test_token_from_environment(run, fake, monkeypatch):
     _, servicer = fake
     monkeypatch.setenv("INTERP_TOKEN", "env-token")
@@ -267,3 +290,14 @@ def test_output_means_the_same_in_every_command(run, tmp_path, command, output, 
     for name in written:
         assert (tmp_path / name).is_file(), (name, out)
     assert not (tmp_path / output.rstrip("/")).is_file() or output.endswith(".png")
+
+
+def test_frames_only_where_progress_carries_previews() -> None:
+    """--frames saves preview images; embed, index and robustness have none (it said to set a
+    --preview-every they do not take)."""
+    parser = cli.build_parser()
+    actions = {name: p for action in parser._subparsers._group_actions for name, p in action.choices.items()}
+    for command in ("visualize", "dream", "interpolate"):
+        assert "--frames" in actions[command].format_help()
+    for command in ("embed", "index", "robustness"):
+        assert "--frames" not in actions[command].format_help()

@@ -46,10 +46,12 @@ def test_anything_else_has_no_status_and_becomes_internal() -> None:
     assert status_for(KeyError("x")) is None
 
 
-def test_every_message_is_bounded_and_on_one_line() -> None:
-    from server.errors import MESSAGE_LIMIT, bounded
+def test_every_message_is_bounded_and_logged_on_one_line() -> None:
+    from server.errors import MESSAGE_LIMIT, bounded, one_line
 
-    assert bounded("short\nline\x00") == "short\\x0aline\\x00"
+    # a status keeps its lines (a list of fixes); other control characters are escaped
+    assert bounded("short\nline\x00\r") == "short\nline\\x00\\x0d"
+    assert one_line("fix it with one of:\n  - this\n  - that\n") == "fix it with one of: / - this / - that"
     long = "start " + "x" * 10**6 + " end"
     out = bounded(long)
     assert len(out) < MESSAGE_LIMIT + 60 and out.startswith("start xx") and out.endswith("xx end")
