@@ -108,17 +108,6 @@ def _saliency_files(result: Any, args: argparse.Namespace) -> list[Path]:
     return [path]
 
 
-def _top_files(result: Any, args: argparse.Namespace) -> list[Path]:
-    """--projections: each entry's guided-backprop projection (H, W, C) as .npy beside the PNGs."""
-    files = []
-    for ch in result.channels:
-        for rank, entry in enumerate(ch.entries):
-            if entry.projection is not None:
-                files.append(beside(args.output, f"channel_{ch.channel:04d}_{rank:02d}_projection", ".npy"))
-                np.save(files[-1], entry.projection)
-    return files
-
-
 def _dataset_class(c: Any, values: dict[str, Any]) -> None:
     """dataset-images --label: a class name (any case) becomes the dataset's class index."""
     if values.get("label") is not None:
@@ -171,8 +160,8 @@ COMMANDS: dict[str, Command] = {
         t.text_top,
         "the grid, then each entry's receptive-field crop and whole image with its box (--entry-pngs); "
         "--projections as .npy",
-        files=_top_files,
     ),
+    "neighbors": Command(t.text_neighbors, "the grid of neighbours, input", output_optional=True),
     "embed": Command(t.text_embed, "the scatter, atlas", _html_option, files=_embed_files),
     "dataset-images": Command(output="its images", output_optional=True, resolve=_dataset_class),
     "place": Command(t.text_place, "the map with the images marked, each input", _place_option, _place_values),

@@ -293,14 +293,23 @@ def text_top(r: Any, args: argparse.Namespace) -> str:
             str(rank + 1),
             str(e.image_id),
             e.label_name or str(e.label),
-            f"{e.value:.4g}",
+            f"{e.value:.4f}",
             f"{e.y},{e.x}",
         )
         for ch in r.channels
         for rank, e in enumerate(ch.entries)
     ]
     head = f"{r.layer} on {r.model}, {r.dataset}" + (f" (receptive field {r.rf_size} px)" if r.spatial else "")
-    return head + "\n" + table(["CHANNEL", "RANK", "IMAGE", "LABEL", "VALUE", "AT"], rows, "rrrlrl")
+    if not getattr(args, "channels", None) and len(r.channels) == 16:
+        head += "\nchannels 0-15 shown: the first 16 when --channel names none (others: --channel 16,17,18)"
+    notes = []
+    for ch in r.channels:
+        if ch.tied:
+            value = ch.entries[0].value
+            why = "never fires on this dataset" if value == 0 else f"gives every one of them {value:.4g}"
+            notes.append(f"channel {ch.channel}: {why}; its top images tie (ordered by id) and say nothing about it")
+    text = head + "\n" + table(["CHANNEL", "RANK", "IMAGE", "LABEL", "VALUE", "AT"], rows, "rrrlrl")
+    return text + "".join(f"\nnote: {n}" for n in notes)
 
 
 def text_embed(r: Any, args: argparse.Namespace) -> str:
@@ -313,6 +322,15 @@ def text_embed(r: Any, args: argparse.Namespace) -> str:
     counts = np.bincount(r.labels[r.labels >= 0], minlength=len(r.classes)) if len(r.labels) else np.zeros(0)
     rows = [(r.classes[i] if i < len(r.classes) else str(i), f"{int(n):,}") for i, n in enumerate(counts) if n]
     return head + ("\n" + table(["CLASS", "POINTS"], rows, "lr") if rows else "")
+
+
+def text_neighbors(r: Any, args: argparse.Namespace) -> str:
+    rows = [
+        (str(rank + 1), str(n.image_id), n.label_name or str(n.label), f"{n.distance:.4f}")
+        for rank, n in enumerate(r.neighbors)
+    ]
+    head = f"nearest in {r.layer} of {r.model}, {r.dataset} ({r.metric} distance, index {r.index_id})"
+    return head + "\n" + table(["RANK", "IMAGE", "LABEL", "DISTANCE"], rows, "rrlr")
 
 
 def text_place(r: Any, args: argparse.Namespace) -> str:

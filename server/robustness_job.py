@@ -23,6 +23,7 @@ from torch import nn
 
 from interp.attacks.robustness import AttackDatasetParams, Curve, RobustnessResult, resolve_dataset_params, robustness
 from interp.errors import Cancelled
+from interp.progress import StepEvent
 
 DEFAULT_ACTORS = 2
 
@@ -95,7 +96,17 @@ def run_robustness(
     """``robustness(module, x, labels, ...)`` on ``engine``; the same result on both."""
     kwargs: dict[str, Any] = {"methods": methods, "epsilons": epsilons, "params": params}
     if engine == "local":
-        return robustness(module, x, labels, should_stop=should_stop, **kwargs)
+        started = time.perf_counter()
+
+        def step(event: StepEvent) -> None:  # one a batch and method: the share of the work done
+            if on_progress is None:
+                return
+            done = round(len(x) * event.step / max(event.total_steps, 1))
+            elapsed = time.perf_counter() - started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            on_progress(RobustnessProgress(done, len(x), rate, (len(x) - done) / rate if rate > 0 else 0.0))
+
+        return robustness(module, x, labels, should_stop=should_stop, on_step=step, **kwargs)
     if engine != "ray":
         raise ValueError(f"unknown engine {engine!r}; valid: local, ray")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from client.results._build import reply
-from client.results.base import _SavesImages, _ShortRepr, _Stamped
+from client.results.base import _SavesImages, _ShortRepr, _Stamped, is_folder
 from client.results.generated import generated
 from protos import interp_pb2 as pb
 
@@ -37,6 +37,13 @@ class ChannelTop(_ShortRepr):
     channel: int
     entries: tuple[TopEntry, ...]
 
+    @property
+    def tied(self) -> bool:
+        """Every entry has the same value: the unit does not tell these images apart, and their
+        order is only the image ids' (a rectified unit that never fires on the dataset ties every
+        image at 0). What they look like then says nothing about the unit."""
+        return len(self.entries) > 1 and self.entries[0].value == self.entries[-1].value
+
 
 @reply(pb.TopActivationsResponse)
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -58,6 +65,22 @@ class TopActivationsResult(_Stamped, _SavesImages):
                 out.append((f"channel_{ch.channel:04d}_{rank:02d}_crop", e.crop_png))
                 out.append((f"channel_{ch.channel:04d}_{rank:02d}_image", e.image_png))  # with its box
         return out
+
+    def save(self, dest: str | Path, *, as_file: bool | None = None) -> list[Path]:
+        """The PNGs (:meth:`_SavesImages.save`), then each entry's projection (with
+        ``projections=True``) as ``channel_CCCC_RR_projection.npy`` named the same way."""
+        paths = super().save(dest, as_file=as_file)
+        folder = not as_file if as_file is not None else is_folder(dest)
+        for ch in self.channels:
+            for rank, e in enumerate(ch.entries):
+                if e.projection is None:
+                    continue
+                name = f"channel_{ch.channel:04d}_{rank:02d}_projection"
+                path = Path(dest) / f"{name}.npy" if folder else Path(dest).with_name(f"{Path(dest).stem}_{name}.npy")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, e.projection)
+                paths.append(path)
+        return paths
 
 
 Neighbor: Any = generated(pb.Neighbor.DESCRIPTOR)

@@ -39,6 +39,13 @@ def _map_request(ctx: Ctx, request: Any, params: Any) -> _MapRequest:
     method = ctx.choice("method")
     dataset = dataset_named(ctx, request.dataset)
     path = ctx.layer(request.layer, field="layer")
+    width = budgets.feature_width(ctx.layer_info(path))
+    if width < 2:
+        raise BadRequest(
+            f"layer {path} gives {width} feature per image (a conv layer's maps are averaged over space: one "
+            "value a channel), and a map needs at least 2: choose a layer with more channels",
+            field="layer",
+        )
     size = dataset.size
     cap = ctx.limits.max_embedding_points
     if request.HasField("limit"):
@@ -78,16 +85,22 @@ def _map_request(ctx: Ctx, request: Any, params: Any) -> _MapRequest:
     return _MapRequest(dataset, path, method, points, params if method == "tsne" else None, key)
 
 
-def _map_cost(ctx: Ctx, req: _MapRequest, params: EmbeddingParams, batch_size: int) -> budgets.JobCost:
-    """The map's PCA and t-SNE, after the index pass that gives its features when none is stored."""
+def _map_cost(ctx: Ctx, req: _MapRequest, params: EmbeddingParams, batch_size: int) -> tuple[budgets.JobCost, str]:
+    """The map's PCA and t-SNE, after the index pass that gives its features when none is stored;
+    and what to do when that is over the server's job budget."""
     model, info = ctx.model, ctx.layer_info(req.path)
     width, iterations = budgets.feature_width(info), params.early_iterations + params.iterations
     cost = budgets.map_cost(req.points, width, req.method, params.pca_dims, iterations, params.perplexity)
     base = base_key(model.weights.sha256, req.dataset.manifest(), model.spec.preprocessing)
     if ctx.services.index_store.find(base, req.path, 1) is not None:
-        return cost
+        return cost, "use fewer points (limit)" + (" or iterations" if req.method == "tsne" else "")
     index = budgets.index_cost(model, req.dataset.size, [width], info.channels, DEFAULT_K, batch_size)
-    return budgets.then(index, cost)
+    advice = (
+        f"the map's features come from an index pass over all {req.dataset.size:,} images of {req.dataset.name}, "
+        f"whatever the limit: build that index offline (interp-index {model.spec.name} {req.dataset.name} "
+        f"--layers {req.path}), or ask the operator for a larger --max-job-gmacs / --max-job-mb"
+    )
+    return budgets.then(index, cost), advice
 
 
 @handler("Embedding", params=EmbeddingParams)
@@ -97,7 +110,7 @@ def embedding(ctx: Ctx, request: pb.EmbeddingRequest, params: EmbeddingParams) -
     store = ctx.services.index_store
     side = model.spec.input_shape[1]
     batch_size = default_batch(side)
-    ctx.check_job("Embedding", _map_cost(ctx, req, params, batch_size), "use fewer points (limit) or iterations")
+    ctx.check_job("Embedding", *_map_cost(ctx, req, params, batch_size))
     threads = torch.get_num_threads()
 
     def run(on_step: Callable[..., None], should_stop: Callable[[], bool]) -> object:

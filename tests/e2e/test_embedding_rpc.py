@@ -166,6 +166,9 @@ def test_cancelled_embedding_caches_nothing(client):
         ({"limit": 6000}, grpc.StatusCode.INVALID_ARGUMENT, "max_embedding_points"),
         ({"limit": None}, grpc.StatusCode.INVALID_ARGUMENT, "set limit to at most 5,000"),
         ({"params": pb.EmbeddingParams(iterations=5000)}, grpc.StatusCode.INVALID_ARGUMENT, "max_steps"),
+        # one channel: one mean-pooled feature per image (openTSNE's PCA start raised INTERNAL)
+        ({"layer": "normalize"}, grpc.StatusCode.INVALID_ARGUMENT, "gives 1 feature per image"),
+        ({"layer": "normalize", "method": "pca"}, grpc.StatusCode.INVALID_ARGUMENT, "a map needs at least 2"),
     ],
 )
 def test_bad_embedding_requests(target, change, status, text):

@@ -324,6 +324,8 @@ def test_a_layer_without_an_index_offers_to_build_one(web) -> None:
     before = request(web + "/api/models/lenet/layers/relu4?per_page=2").json()
     assert "BuildIndex" in before["notice"] and before["index_dataset"] == "fashion-mnist-test"  # the smallest
     assert all(unit["top"] is None for unit in before["units"])
+    unit_page = request(web + "/api/models/lenet/layers/relu4/units/2?steps=2").json()
+    assert "BuildIndex" in unit_page["notice"] and unit_page["index_dataset"] == "fashion-mnist-test"  # its button
     url = web + "/api/models/lenet/layers/relu4/index"
     missing = request(url, method="POST", data=b"{}", headers=CSRF)
     assert missing.status == 400 and missing.json()["field"] == "dataset"
@@ -335,6 +337,13 @@ def test_a_layer_without_an_index_offers_to_build_one(web) -> None:
     after = request(web + "/api/models/lenet/layers/relu4?per_page=2").json()
     assert after["notice"] == "" and after["dataset"] == "fashion-mnist-test"
     assert all(unit["top"]["crop"].startswith("data:image/png") for unit in after["units"])
+    # relu4 unit 2 of the trained LeNet never fires on the test set (its largest value is 0): its
+    # "top" images are the first ids, which the pages say instead of showing them as what it detects
+    dead = request(web + "/api/models/lenet/layers/relu4?per_page=4").json()["units"]
+    assert [unit["silent"] for unit in dead] == [False, False, True, False]
+    tied = request(web + "/api/models/lenet/layers/relu4/units/2?steps=2").json()
+    assert tied["tied"] and [entry["value"] for entry in tied["top"]] == [0.0] * 9
+    assert not request(web + "/api/models/lenet/layers/relu4/units/0?steps=2").json()["tied"]
     unknown = _events(request(url, method="POST", data=b'{"dataset": "nope"}', headers=CSRF).body)
     assert len(unknown) == 1 and unknown[0]["type"] == "error" and unknown[0]["code"] == "INVALID_ARGUMENT"
     assert unknown[0]["field"] == "dataset" and "fashion-mnist-test" in unknown[0]["message"]  # readable, on the page

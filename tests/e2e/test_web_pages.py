@@ -321,6 +321,8 @@ def test_a_layer_the_model_does_not_have_falls_back_to_the_views_default(driver,
     near = Select(wait(driver, lambda d: d.find_element(By.ID, "neighbors-layer")))
     dream = Select(driver.find_element(By.ID, "dream-layer"))
     names = [o.get_attribute("value") for o in near.options]
-    assert near.first_selected_option.get_attribute("value") == names[-1]
-    assert dream.first_selected_option.get_attribute("value") == names[len(names) // 2]
+    assert "relu4" in names and "fc3" in names  # any layer is a feature space, fully connected ones too
+    assert near.first_selected_option.get_attribute("value") == names[-2]  # the logits' input
+    dreams = [o.get_attribute("value") for o in dream.options]
+    assert dream.first_selected_option.get_attribute("value") == dreams[len(dreams) // 2]
     driver.get_log("browser")

@@ -157,7 +157,7 @@ def _guided_backprop_oracle(module, x, layer: str, channel: int, y: int, x_: int
     return inp.grad[0]
 
 
-def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built):
+def test_top_activations_projections_equal_guided_backprop_inside_the_field(client, built, tmp_path):
     import torch
 
     from interp.dataset.crops import Box, crop_field
@@ -181,6 +181,10 @@ def test_top_activations_projections_equal_guided_backprop_inside_the_field(clie
                 # the unit's projection lies inside its receptive field: the crop holds all of it
                 assert float(crop.abs().sum()) == pytest.approx(float(full.abs().sum()), rel=1e-6)
                 assert float(full.abs().sum()) > 0
+    saved = r.save(tmp_path / "top")  # the SDK writes the projections as the CLI's -o does
+    projections = sorted(p.name for p in saved if p.suffix == ".npy")
+    assert projections == [f"channel_0005_{rank:02d}_projection.npy" for rank in range(3)]
+    np.testing.assert_array_equal(np.load(tmp_path / "top" / projections[0]), r.channels[0].entries[0].projection)
 
 
 def test_nearest_neighbors_sdk_finds_the_image_itself(client, built):
@@ -294,6 +298,10 @@ def test_cli_index_top_neighbors(views_server, built, tmp_path):
     done = run("top", "lenet", DATASET, "--layer", "relu2", "--channel", "0,1", "--k", "3", "-o", str(tmp_path / "top"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "top" / "grid.png").read_bytes().startswith(PNG) and "RANK" in done.stdout
+    # the trained LeNet's relu4 unit 2 never fires on the test set: its "top" images are ties
+    done = run("top", "lenet", DATASET, "--layer", "relu4", "--channel", "1,2", "--k", "3")
+    assert done.returncode == 0, done.stderr
+    assert "note: channel 2: never fires on this dataset" in done.stdout and "channel 1:" not in done.stdout
     image = tmp_path / "q.png"
     from models.datasets import load_dataset
 

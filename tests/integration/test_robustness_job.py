@@ -39,10 +39,17 @@ def test_robustness_on_ray_equals_attack_dataset_in_process(ray_local, lenet, da
     params = resolve_dataset_params(PARAMS, METHODS, lenet.spec.num_classes)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # as each actor
+    local_seen = []
     try:
         want = robustness(lenet.require_ready(), x, y, methods=METHODS, epsilons=EPSILONS, params=params)
+        local = run_robustness(lenet.require_ready(), x, y, methods=METHODS, epsilons=EPSILONS, params=params,
+                               on_progress=local_seen.append)  # fmt: skip
     finally:
         torch.set_num_threads(previous)
+    # the local engine reports progress too (interp-robustness printed nothing until the end)
+    assert local_seen and local_seen[-1].images_done == local_seen[-1].total == LIMIT
+    assert [p.images_done for p in local_seen] == sorted(p.images_done for p in local_seen)
+    assert torch.equal(local.clean_correct, want.clean_correct)
     seen = []
     got = run_robustness(lenet.require_ready(), x, y, methods=METHODS, epsilons=EPSILONS, params=params,
                          engine="ray", on_progress=seen.append)  # fmt: skip

@@ -223,6 +223,8 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
             "label": labels[ch] if labels else "",
             "visual": cached_visual(explorer, sha, layer.name, ch, params),
             "top": entry_json(best[ch]) if ch in best else None,
+            # the dataset's largest value is 0: a rectified unit that never fires (exactly 0 elsewhere: never)
+            "silent": ch in best and best[ch].value == 0,
             "kernel": kernel_json(kernels, ch),
         }
         for ch in channels
@@ -265,6 +267,8 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
     return {"layer": layer_json(layer), "unit": unit, "label": labels[unit] if labels else "",
             "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
+            "tied": bool(tops and tops.channels and tops.channels[0].tied),
+            "index_dataset": (fitting_datasets(explorer, model)[:1] or [""])[0] if notice else "",
             "params": params, "atlas": stored, "kernel": kernel}  # fmt: skip
 
 

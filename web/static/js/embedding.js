@@ -26,7 +26,8 @@ async function main() {
   const fill = async () => {
     try {
       const d = await getJSON(`/api/models/${encodeURIComponent(model.value)}`);
-      const names = d.layers.map((l) => l.name);
+      // a map needs 2+ features per image (a conv layer's maps are averaged: one a channel)
+      const names = d.layers.filter((l) => l.channels >= 2).map((l) => l.name);
       const wanted = params.get("layer") || names[names.length - 2];
       show(layer, names.map((n) => h("option", { value: n, selected: n === wanted }, n)));
       show(notices, refusals, [null, model.value].includes(params.get("model")) ? unknownChoice(layer, params.get("layer"), "layer") : null);

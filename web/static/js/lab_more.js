@@ -1,6 +1,6 @@
 // The lab's further views: a drawing pad, the nearest dataset images in a layer, DeepDream and deep
 // feature interpolation (both streamed with previews).
-import { downloadLink, enc, errorBox, fill, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
+import { downloadLink, enc, errorBox, fill, getJSON, h, pythonBlock, query, setQuery, show, streamEvents } from "./common.js";
 
 // The layer the URL names when this model has it (a layer of the model chosen before does not
 // carry over), else the view's default.
@@ -44,8 +44,17 @@ export function drawPad(inputShape, onImage) {
     h("div", { class: "tools" }, use, h("button", { type: "button", onclick: clear }, "clear")));
 }
 
-export function neighborsView(where, image, model, layers) {
-  const picker = layerPicker("neighbors-layer", layers, query().get("nlayer"), layers[layers.length - 1]);
+// Any layer of the model serves as the feature space (fully connected ones too), not only those
+// with activation maps: its catalogue, else the layers the lab shows.
+export async function neighborsView(where, image, model, layers) {
+  let names = layers;
+  let fallback = layers[layers.length - 1];
+  try {
+    const d = await getJSON(`/api/models/${enc(model)}`);
+    names = d.layers.map((l) => l.name);
+    fallback = names[Math.max(0, names.length - 2)];  // the penultimate layer: the logits' input
+  } catch (err) { /* the lab's layers */ }
+  const picker = layerPicker("neighbors-layer", names, query().get("nlayer"), fallback);
   const out = h("div", {});
   async function run() {
     setQuery({ nlayer: picker.value });

@@ -1,6 +1,6 @@
 // "/models/{model}/layers/{layer}": every unit (paged) with its feature visualization and top dataset crop.
-import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, streamEvents, title, weightsSlot } from "./common.js";
-import { atlasNote, visualizer } from "./visualize.js";
+import { app, enc, errorBox, fmtShape, getJSON, h, page, pathParts, pythonBlock, query, show, title, weightsSlot } from "./common.js";
+import { atlasNote, indexButton, visualizer } from "./visualize.js";
 
 const BLANK = "data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw==";  // 1x1 transparent
 
@@ -17,7 +17,9 @@ async function main() {
     // a blank square until the visualization arrives (an <img> without a source shows a broken icon)
     const img = h("img", { class: "pixel visual", alt: `unit ${u.unit} visualization`, "data-unit": u.unit, src: u.visual ? u.visual.png : BLANK });
     images[u.unit] = img;
-    const top = u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
+    // a unit whose largest value over the dataset is 0 never fires: its "top" image is only the first id
+    const top = u.silent ? h("div", { class: "muted silent", title: `its largest value on ${d.dataset} is 0` }, "never fires")
+      : u.top ? h("img", { class: "pixel top", src: u.top.crop, alt: `top crop of unit ${u.unit}`, title: `${u.top.label} (${u.top.value.toFixed(2)})` }) : null;
     const kernel = u.kernel ? h("img", { class: "pixel kernel", src: u.kernel.png, alt: `kernel of unit ${u.unit}`, title: "its kernel" }) : null;
     const name = u.label ? `unit ${u.unit} · ${u.label}` : `unit ${u.unit}`;
     return h("div", { class: "unit-card" }, h("a", { href: `${base}/units/${u.unit}${suffix}` }, img, h("div", {}, name)), top, kernel);
@@ -59,34 +61,6 @@ async function main() {
 function legend(d) {
   const top = d.units.some((u) => u.top) ? `; below it, the ${d.dataset} crop that excites the unit most (hover: its class and value)` : "";
   return h("p", { class: "muted", id: "legend" }, `Each card: the unit's feature visualization, the input it responds to most${top}.`);
-}
-
-// "Build the index": BuildIndex of this layer on the dataset the server offers, with progress and cancel.
-function indexButton(model, d) {
-  if (!d.index_dataset) return null;
-  const bar = h("progress", { id: "index-progress", max: 1, value: 0 });
-  const status = h("span", { class: "muted", id: "index-status" });
-  const controller = new AbortController();
-  const cancel = h("button", { type: "button", id: "index-cancel", onclick: () => controller.abort() }, "cancel");
-  const box = h("div", { class: "tools" });
-  const start = h("button", { type: "button", id: "index-build", onclick: async () => {
-    show(box, bar, status, cancel);
-    const url = `/api/models/${enc(model)}/layers/${enc(d.layer.name)}/index`;
-    try {
-      const last = await streamEvents(url, { dataset: d.index_dataset }, (event) => {
-        if (event.type !== "progress") return;
-        bar.max = event.total;
-        bar.value = event.step;
-        status.textContent = event.queued ? `queued (${event.queued})` : `${event.step}/${event.total} ${event.stage || ""}`;
-      }, controller.signal);
-      show(box, `indexed ${last.images} images in ${last.seconds.toFixed(1)} s — reloading`, pythonBlock(last.python));
-      location.reload();
-    } catch (err) {
-      show(box, err.name === "AbortError" ? h("span", {}, "cancelled") : errorBox(err));
-    }
-  } }, `Build the index of ${d.layer.name} on ${d.index_dataset}`);
-  show(box, start);
-  return box;
 }
 
 function pageUrl(page) {

@@ -1,7 +1,7 @@
 // "/models/{model}/layers/{layer}/units/{unit}": one unit's feature visualization (streamed previews)
 // and its top-9 dataset crops with their projections (Zeiler & Fergus).
 import { app, downloadLink, enc, errorBox, fill, getJSON, h, page, pathParts, pythonBlock, query, show, title, weightsSlot } from "./common.js";
-import { atlasNote, visualizer } from "./visualize.js";
+import { atlasNote, indexButton, visualizer } from "./visualize.js";
 
 // A first-layer unit's kernel: the pixels it weighs, which its feature visualization cannot show
 // (the channel's mean is linear in the pixels, so the input maximizing it is flat or nearly).
@@ -38,7 +38,10 @@ async function main() {
     h("div", { class: "tools" }, vis.bar, vis.status), visTools, visCode,
     onImage(model, d),
     h("h2", {}, `Top ${d.top.length || 9} dataset crops${d.dataset ? ` from ${d.dataset}` : ""} (crop, projection)`),
-    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice) : h("div", { class: tops.length <= 9 ? "grid top9" : "grid", id: "top" }, tops),
+    d.tied && !d.notice ? h("div", { class: "notice", id: "tied" }, d.top.length && d.top[0].value === 0
+      ? `This unit never fires on ${d.dataset}: every image gives it 0, so these are simply the first images by id and say nothing about it.`
+      : `Every one of these images gives this unit the same value (${d.top.length ? d.top[0].value.toFixed(4) : ""}): they tie, ordered by image id, and say little about it.`) : null,
+    d.notice ? h("div", { class: "notice", id: "notice" }, d.notice, indexButton(model, d)) : h("div", { class: tops.length <= 9 ? "grid top9" : "grid", id: "top" }, tops),
     pythonBlock(d.python, "copy as Python (top activations)"));
   if (d.visual) img.src = d.visual.png;
   try {
