@@ -391,7 +391,7 @@ def _parsed(method: Method, request: Any) -> Message:
             f"the request ({request.size} bytes) is not a valid {method.request.DESCRIPTOR.full_name} message: "
             f"{request.error}"
         )
-    return request  # type: ignore[no-any-return]
+    return request
 
 
 def _tolerant(message: type[Message]) -> Callable[[bytes], Any]:

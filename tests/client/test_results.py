@@ -95,9 +95,7 @@ def test_a_reply_without_a_class_of_its_own_gets_one_from_its_descriptor(monkeyp
     assert _build.unread_fields(type(result)) == []
 
 
-def test_top_activations_save_every_entry_picture_and_the_cli_its_projections(tmp_path) -> None:
-    import argparse
-
+def test_top_activations_save_every_entry_picture_and_its_projections(tmp_path) -> None:
     from client.cli_commands import COMMANDS
 
     entries = [
@@ -111,8 +109,10 @@ def test_top_activations_save_every_entry_picture_and_the_cli_its_projections(tm
     assert [p.name for p in written] == [
         "grid.png", "channel_0005_00_crop.png", "channel_0005_00_image.png",
         "channel_0005_01_crop.png", "channel_0005_01_image.png",
+        "channel_0005_00_projection.npy", "channel_0005_01_projection.npy",  # save() writes them, for -o too
     ]  # fmt: skip
     assert (tmp_path / "top" / "channel_0005_01_image.png").read_bytes() == b"image1"
-    files = COMMANDS["top"].files(result, argparse.Namespace(output=f"{tmp_path / 'top'}/"))
-    assert [p.name for p in files] == ["channel_0005_00_projection.npy", "channel_0005_01_projection.npy"]
-    assert np.load(files[1]).shape == (4, 4, 1) and float(np.load(files[1]).max()) == 1.0
+    assert COMMANDS["top"].files is None  # nothing beside save(): the CLI's -o is save()
+    assert np.load(written[-1]).shape == (4, 4, 1) and float(np.load(written[-1]).max()) == 1.0
+    beside = result.save(tmp_path / "t.png")  # a file path: the others beside it, named after it
+    assert [p.name for p in beside][-1] == "t_channel_0005_01_projection.npy"

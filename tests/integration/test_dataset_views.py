@@ -299,7 +299,7 @@ def test_cli_index_top_neighbors(views_server, built, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "top" / "grid.png").read_bytes().startswith(PNG) and "RANK" in done.stdout
     # the trained LeNet's relu4 unit 2 never fires on the test set: its "top" images are ties
-    done = run("top", "lenet", DATASET, "--layer", "relu4", "--channel", "1,2", "--k", "3")
+    done = run("top", "lenet", DATASET, "--layer", "relu4", "--channel", "1,2", "--k", "3", "-o", str(tmp_path / "t4"))
     assert done.returncode == 0, done.stderr
     assert "note: channel 2: never fires on this dataset" in done.stdout and "channel 1:" not in done.stdout
     image = tmp_path / "q.png"
