@@ -155,6 +155,7 @@ COMMANDS: dict[str, Command] = {
     "minimal-attack": Command(t.text_minimal_attack, "adversarial, perturbation, input"),
     "robustness": Command(t.text_robustness, "the accuracy-vs-epsilon curve"),
     "datasets": Command(t.text_datasets),
+    "precomputed": Command(t.text_precomputed),
     "index": Command(t.text_index),
     "top": Command(
         t.text_top,

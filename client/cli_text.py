@@ -258,6 +258,8 @@ def text_robustness(r: Any, args: argparse.Namespace) -> str:
         f"clean accuracy {r.clean_accuracy:.4f} "
         f"({'true labels' if r.true_labels else 'vs the predictions'}, {r.norm} epsilons)"
     )
+    if getattr(r, "precomputed", False):
+        head += "\nanswered from a result interp-robustness stored (same weights, data, parameters): not computed now"
     header = ["METHOD", *(f"EPS {e:g}" for e in r.epsilons), "MEDIAN MIN", "NON-MONOTONE", "RUNS"]
     rows = [
         (
@@ -270,6 +272,42 @@ def text_robustness(r: Any, args: argparse.Namespace) -> str:
         for c in r.curves
     ]
     return head + "\n" + table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def text_precomputed(r: Any, args: argparse.Namespace) -> str:
+    """What interp-atlas and interp-robustness stored for a model: enough to tell two apart."""
+    parts = []
+    if r.atlas:
+        rows = [
+            (
+                a.layer,
+                a.dataset or "-",
+                f"{a.units:,}",
+                f"{a.batch:,}",
+                f"{len(a.batches):,}" if a.batches else "-",
+                " ".join(f"{k}={v}" for k, v in a.params.items()) or "-",
+            )
+            for a in r.atlas
+        ]
+        header = ["LAYER", "DATASET", "UNITS", "UNITS A BATCH", "BATCHES (--layer)", "VISUALIZATIONS"]
+        parts.append("atlas (interp-atlas)\n" + table(header, rows, "llrrrl"))
+    if r.robustness:
+        rows = [
+            (
+                ",".join(c.method for c in s.result.curves),
+                ",".join(f"{e:g}" for e in s.result.epsilons),
+                f"{s.limit:,}",
+                s.engine,
+                f"{s.result.clean_accuracy:.4f}",
+                "true labels" if s.result.true_labels else "predictions",
+                " ".join(f"{k}={v}" for k, v in s.result.params.items()) or "-",
+            )
+            for s in r.robustness
+        ]
+        head = "robustness (interp-robustness)\n"
+        header = ["METHODS", "EPSILONS", "IMAGES", "ENGINE", "CLEAN", "AGAINST", "PARAMETERS"]
+        parts.append(head + table(header, rows, "llrlrll"))
+    return "\n\n".join(parts) or "nothing precomputed for this model (interp-atlas, interp-robustness store results)"
 
 
 def text_datasets(r: Any, args: argparse.Namespace) -> str:

@@ -251,6 +251,9 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
     # A corrupt image is the client's error: answered with INVALID_ARGUMENT and logged with its
     # request id. OpenCV's own messages about it would reach stderr outside the log's format.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    for flag, folder in (("--weights-dir", config.weights_dir), ("--data-dir", config.data_dir)):
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            log.warning("%s %s is not a directory: nothing will be found there", flag, folder)
     if keep_freed_memory(config.keep_freed_mb):
         log.info("malloc keeps up to %d MB of freed memory for reuse (--keep-freed-mb)", config.keep_freed_mb)
     if hub is None:

@@ -218,6 +218,9 @@ class IndexStore:
         try:
             if (folder / "meta.json").is_file():
                 return self.load(folder), True, {}
+            covering = self.find(base, layers[0], k) if layers else None
+            if covering is not None and set(layers) <= set(covering.layers):
+                return covering, True, {}  # the same layers in another order, or fewer of them
             self.check_writable()
             counters: dict[str, int] = {"skipped": 0}
             rss_before, peak_before = rss_mb(), peak_rss_mb()

@@ -116,3 +116,24 @@ def test_top_activations_save_every_entry_picture_and_its_projections(tmp_path) 
     assert np.load(written[-1]).shape == (4, 4, 1) and float(np.load(written[-1]).max()) == 1.0
     beside = result.save(tmp_path / "t.png")  # a file path: the others beside it, named after it
     assert [p.name for p in beside][-1] == "t_channel_0005_01_projection.npy"
+
+
+def test_the_precomputed_table_tells_stored_results_apart() -> None:
+    """interp precomputed: batches, the visualizations' parameters, and each stored curve's methods,
+    epsilons and parameters (two stored robustness runs read alike before: RANK, LIMIT, ENGINE)."""
+    import argparse
+
+    from client.cli_text import text_precomputed
+
+    params = pb.VisualizeFilterParams(steps=8, seed=3, image_size=28, objective="channel")
+    atlas = pb.AtlasLayer(layer="relu2", resolved=params, batch=8, dataset="fashion-mnist-test", units=16,
+                          batches=[pb.AtlasBatch(channels=[0, 1])])  # fmt: skip
+    curve = pb.AttackDatasetResult(epsilons=[0.01, 0.03], clean_accuracy=0.9, true_labels=True,
+                                   resolved=pb.AttackDatasetParams(steps=20))  # fmt: skip
+    curve.curves.add(method="fgsm")
+    curve.curves.add(method="pgd")
+    stored = pb.StoredRobustness(result=curve, limit=50, engine="ray")
+    reply = pb.ListPrecomputedResponse(atlas=[atlas], robustness=[stored])
+    text = text_precomputed(RESULTS["ListPrecomputed"](reply), argparse.Namespace())
+    assert "steps=8" in text and "seed=3" in text and "fashion-mnist-test" in text
+    assert "fgsm,pgd" in text and "0.01,0.03" in text and "ray" in text and "steps=20" in text

@@ -295,6 +295,9 @@ def test_cli_index_top_neighbors(views_server, built, tmp_path):
     done = run("index", "lenet", DATASET, "--layer", "relu2,relu4", "--k", "9", "--batch-size", "500")
     assert done.returncode == 0, done.stderr
     assert "reused" in done.stdout
+    for layers in ("relu4,relu2", "relu4"):  # the same layers in another order, or fewer: no second index
+        done = run("index", "lenet", DATASET, "--layer", layers, "--k", "9", "--batch-size", "500")
+        assert done.returncode == 0 and "reused" in done.stdout, done.stdout + done.stderr
     done = run("top", "lenet", DATASET, "--layer", "relu2", "--channel", "0,1", "--k", "3", "-o", str(tmp_path / "top"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "top" / "grid.png").read_bytes().startswith(PNG) and "RANK" in done.stdout

@@ -104,5 +104,10 @@ def test_the_server_answers_attack_dataset_from_the_stored_result(lenet, dataset
             assert listed.result.curves[0].accuracy == tuple(stored.curves[0].accuracy)
             np.testing.assert_array_equal(listed.result.curves[0].minimal, from_tensor(hit.curves[0].minimal))
             assert client.list_precomputed("lenet", dataset="fashion-mnist-train").robustness == ()
+            import argparse
+
+            from client.cli_text import text_robustness
+
+            assert "not computed now" in text_robustness(listed.result, argparse.Namespace())  # the CLI says so
     finally:
         srv.stop(grace=None)

@@ -239,3 +239,13 @@ def test_models_and_devices_the_server_cannot_serve_are_one_line_refusals(argv, 
     with pytest.raises(SystemExit) as info:
         create_server(load_config(["--port", "0", *argv], environ={}))
     assert message in str(info.value)
+
+
+def test_a_folder_option_that_names_no_folder_is_warned_about(caplog, tmp_path) -> None:
+    missing = tmp_path / "nowhere"
+    with caplog.at_level("WARNING", logger="interp.server"):
+        srv, _port = create_server(test_config(models=("lenet",), weights_dir=missing, data_dir=missing))
+    srv.stop(None)
+    said = [r.getMessage() for r in caplog.records]
+    assert f"--weights-dir {missing} is not a directory: nothing will be found there" in said
+    assert f"--data-dir {missing} is not a directory: nothing will be found there" in said

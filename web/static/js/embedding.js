@@ -45,7 +45,8 @@ async function main() {
   let controller = null;
   const cancel = h("button", { type: "button", id: "cancel", onclick: () => controller && controller.abort() }, "cancel");
   const run = h("button", { type: "button", id: "run", onclick: async () => {
-    setQuery({ model: model.value, dataset: dataset.value, layer: layer.value, method: method.value, limit: limit.value });
+    // run=1: the link reproduces the map (a cached one answers at once)
+    setQuery({ model: model.value, dataset: dataset.value, layer: layer.value, method: method.value, limit: limit.value, run: "1" });
     controller = new AbortController();
     bar.value = 0;
     delete bar.dataset.done;
