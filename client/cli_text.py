@@ -292,7 +292,7 @@ def text_precomputed(r: Any, args: argparse.Namespace) -> str:
         header = ["LAYER", "DATASET", "UNITS", "UNITS A BATCH", "BATCHES (--layer)", "VISUALIZATIONS"]
         parts.append("atlas (interp-atlas)\n" + table(header, rows, "llrrrl"))
     if r.robustness:
-        rows = [
+        stored_rows = [
             (
                 ",".join(c.method for c in s.result.curves),
                 ",".join(f"{e:g}" for e in s.result.epsilons),
@@ -305,8 +305,8 @@ def text_precomputed(r: Any, args: argparse.Namespace) -> str:
             for s in r.robustness
         ]
         head = "robustness (interp-robustness)\n"
-        header = ["METHODS", "EPSILONS", "IMAGES", "ENGINE", "CLEAN", "AGAINST", "PARAMETERS"]
-        parts.append(head + table(header, rows, "llrlrll"))
+        columns = ["METHODS", "EPSILONS", "IMAGES", "ENGINE", "CLEAN", "AGAINST", "PARAMETERS"]
+        parts.append(head + table(columns, stored_rows, "llrlrll"))
     return "\n\n".join(parts) or "nothing precomputed for this model (interp-atlas, interp-robustness store results)"
 
 
