@@ -229,7 +229,12 @@ def how_to_provide(spec: ModelSpec, options: WeightsOptions, download_failed: st
     record = spec.weights
     looked = f"; looked for {record.bundled_metadata}" if record.bundled_metadata is not None else ""
     origin = record.origin or spec.description
-    failed = f"; the download failed: {download_failed}" if download_failed else ""
+    if download_failed:
+        failed = f"; the download failed: {download_failed}"
+    elif record.canonical_name and options.download_url(spec) and not options.download:
+        failed = f"; not in the hub cache {options.checkpoints_dir()}, and downloads are off"
+    else:
+        failed = ""
     lines = [f"no weights found for {spec.name} ({origin}{looked}){failed}. Provide them with one of:"]
     if record.how_to_make:
         lines.append(f"  - {record.how_to_make}")
