@@ -188,6 +188,19 @@ def test_layer_page_builds_a_missing_index_with_progress(driver, site, shots) ->
     check_page(driver, site, shots, "layer-indexed")
 
 
+def test_unit_page_builds_a_missing_index_too(driver, site, shots) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(site + "/models/lenet/layers/pool2/units/1?steps=8")
+    notice = wait(driver, lambda d: d.find_element(By.ID, "notice"))
+    assert "BuildIndex" in notice.text and not driver.find_elements(By.CSS_SELECTOR, "#top img")
+    driver.find_element(By.ID, "index-build").click()
+    # the page reloads when the build is done, now with the unit's top crops
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#top img")) >= 9)
+    assert not driver.find_elements(By.ID, "notice")
+    check_page(driver, site, shots, "unit-indexed")
+
+
 def test_lab_drawing_neighbours_and_dream(driver, site, shots) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
