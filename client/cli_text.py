@@ -331,15 +331,15 @@ def text_top(r: Any, args: argparse.Namespace) -> str:
             str(rank + 1),
             str(e.image_id),
             e.label_name or str(e.label),
-            f"{e.value:.4f}",
+            f"{e.value:.4f}" if e.value == 0 or abs(e.value) >= 1e-3 else f"{e.value:.3e}",
             f"{e.y},{e.x}",
         )
         for ch in r.channels
         for rank, e in enumerate(ch.entries)
     ]
     head = f"{r.layer} on {r.model}, {r.dataset}" + (f" (receptive field {r.rf_size} px)" if r.spatial else "")
-    if not getattr(args, "channels", None) and len(r.channels) == 16:
-        head += "\nchannels 0-15 shown: the first 16 when --channel names none (others: --channel 16,17,18)"
+    if not getattr(args, "f_channels", None) and len(r.channels) == 16:
+        head += "\nthe first 16 channels, as when --channel names none (a layer with more: --channel to choose)"
     notes = []
     for ch in r.channels:
         if ch.tied:

@@ -54,13 +54,13 @@ def _load(
     none = _no_weights(spec)
     try:
         state, info = resolve_weights(spec, options, report=report, cancel=cancel)
-    # Debug only: the status carries the reason, and whoever serves the model reports it (the
-    # server logs each status change once; a job's error says it).
+    # Weights not found: debug only, the status carries the reason and whoever serves the model
+    # reports it (the server logs each status change once; a job's error says it).
     except WeightsNotFound as exc:
         log.debug("%s: UNAVAILABLE: %s", spec.name, exc)
         return UNAVAILABLE, str(exc), None, none
-    except WeightsError as exc:
-        log.debug("%s: UNAVAILABLE, weights refused: %s", spec.name, exc)
+    except WeightsError as exc:  # a file refused (checksum, format): worth an ERROR where it is found
+        log.error("%s: UNAVAILABLE, weights refused: %s", spec.name, exc)
         return UNAVAILABLE, f"weights refused: {exc}", None, none
 
     module = build_module(spec.build)  # the initialisation is overwritten by the state below

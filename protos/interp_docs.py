@@ -183,7 +183,7 @@ FIELD_DOCS: dict[str, str] = {
     'interp.v1.Limits.keepalive_timeout_s': 'an unanswered ping closes the connection after this long',
     'interp.v1.Limits.max_batch_pixels': 'Combined budgets of one request. Images in one batch x their side^2 (memory): VisualizeFilter channels x restarts x image_size^2, Saliency batch_size x input pixels.',
     'interp.v1.Limits.max_channels': 'VisualizeFilter channels per request',
-    'interp.v1.Limits.max_concurrent_rpcs': 'Connections. RPCs of the service in progress at once (health aside)',
+    'interp.v1.Limits.max_concurrent_rpcs': 'Connections. RPCs in progress at once, health included',
     'interp.v1.Limits.max_connection_age_grace_s': '... and its RPCs in flight are cut this much later',
     'interp.v1.Limits.max_connection_age_s': 'any connection is asked to close after this long ...',
     'interp.v1.Limits.max_connection_idle_s': 'a connection without RPCs is closed after this long',

@@ -35,30 +35,48 @@ from server.threads import pin
 log = logging.getLogger("interp.server")
 
 HEALTH_WATCH_STREAMS = 16  # concurrent health Watch streams, each on a thread of its own; more are refused
-HEALTH_CHECK_ROOM = 16  # health Check calls in progress beyond the service's limit before gRPC refuses calls
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Interp"].full_name  # "interp.v1.Interp"
 
 
 class HealthServicer(health.HealthServicer):
-    """grpc's health servicer with at most ``streams`` Watch streams open at once.
+    """grpc's health servicer, kept off the service's workers and bounded.
 
-    Health needs no token, so its streams must not take what authorised calls need: each Watch
-    holds a thread of the health pool (never an interp worker), and beyond ``streams`` a Watch is
-    refused with RESOURCE_EXHAUSTED. The gRPC server's concurrent-RPC limit is raised by the same
-    number, so open watchers never count against ``--max-concurrent-rpcs``.
+    Health needs no token, so what anyone can do with it must stay small: Check and Watch run on a
+    thread pool of their own (a busy server still answers its health checks, and a watcher never
+    holds an interp worker); at most ``streams`` Watch streams are open at once (beyond,
+    RESOURCE_EXHAUSTED: poll with Check), so watchers take at most that many of
+    ``--max-concurrent-rpcs``; and a Watch of a name the server does not report is NOT_FOUND
+    (grpc's servicer would keep every name asked for, megabytes each, for good).
     """
 
     def __init__(self, streams: int = HEALTH_WATCH_STREAMS) -> None:
-        # Blocking Watch on a pool of its own: the non-blocking Watch can deadlock set() against a
-        # watcher that is closing. Threads to spare, so a Watch beyond the cap is refused at once
-        # instead of waiting for a watcher's thread.
-        pool = futures.ThreadPoolExecutor(max_workers=streams + 4, thread_name_prefix="interp-health")
-        super().__init__(experimental_non_blocking=False, experimental_thread_pool=pool)
+        super().__init__(experimental_non_blocking=False)
         self.streams = streams
         self._open = threading.BoundedSemaphore(streams)
+        # Blocking Watch (the non-blocking one can deadlock set() against a watcher that is
+        # closing), with threads to spare for Check and for refusing a Watch beyond the cap. The
+        # pool is this servicer's own: grpc reads it from the method, so each instance gets its own
+        # methods (several servers in one process do not share one pool).
+        pool = futures.ThreadPoolExecutor(max_workers=streams + 4, thread_name_prefix="interp-health")
+        for name, method in (("Check", self._check), ("Watch", self._watch)):
+            def bound(request: Any, context: Any, *rest: Any, _method: Any = method) -> Any:
+                return _method(request, context, *rest)
 
-    def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:  # noqa: N802 - grpc's name
+            bound.experimental_non_blocking = False  # type: ignore[attr-defined]
+            bound.experimental_thread_pool = pool  # type: ignore[attr-defined]
+            setattr(self, name, bound)
+
+    def _check(self, request: Any, context: Any) -> Any:
+        return health.HealthServicer.Check(self, request, context)
+
+    def _watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
+        with self._lock:
+            known = request.service in self._server_status
+        if not known:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, "no such health name: '', interp.v1.Interp or interp.v1.Interp/MODEL"
+            )
         if not self._open.acquire(blocking=False):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -66,7 +84,7 @@ class HealthServicer(health.HealthServicer):
             )
         if not context.add_callback(self._open.release):  # the call has already ended
             self._open.release()
-        return super().Watch(request, context, send_response_callback)
+        return health.HealthServicer.Watch(self, request, context, send_response_callback)
 
 
 class Server:
@@ -282,14 +300,16 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
             log.warning("model %s UNAVAILABLE: %s", model.spec.name, model.reason)
         pretrained = str(model.pretrained).lower()
         # one series a model (a download that ends turns pretrained=false into true): no stale 0 left
-        metrics.model_ready.remove(model.spec.name, "false" if pretrained == "true" else "true")
+        try:
+            metrics.model_ready.remove(model.spec.name, "false" if pretrained == "true" else "true")
+        except KeyError:  # prometheus-client before 0.22 raises for a series that does not exist
+            pass
         metrics.model_ready.labels(model.spec.name, pretrained).set(model.status == READY)
 
     hub.add_listener(announce)  # before the first announcement, so a download that ends meanwhile is not missed
     for model in hub.all():
         announce(model)
-    # counts refused calls too, and keeps the service's calls (not health) within --max-concurrent-rpcs
-    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics, config.limits.max_concurrent_rpcs)]
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)]  # counts refused calls too
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     grpc_server = grpc.server(
@@ -298,9 +318,9 @@ def create_server(config: ServerConfig, hub: ModelHub | None = None) -> tuple[Se
         ),
         interceptors=interceptors,
         options=grpc_options(config.limits),
-        # a backstop: the interceptor above keeps the service's calls within the limit, and health's
-        # Watch streams (open to anyone, capped on their own) must never use it up
-        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs + HEALTH_WATCH_STREAMS + HEALTH_CHECK_ROOM,
+        # counted by gRPC from a call's arrival (waiting for a worker included); health Watch
+        # streams count too, at most HEALTH_WATCH_STREAMS of them (HealthServicer)
+        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
     )
     servicer = InterpServicer(config, hub, metrics=metrics, auth_required=bool(tokens))
     add_to_server(servicer, grpc_server)

@@ -292,8 +292,8 @@ OPTIONS: tuple[Option, ...] = (
     _limit("--default-deadline", float,
         "seconds an RPC may run when the client sets no deadline", field="default_deadline_s"),
     _limit("--max-concurrent-rpcs", int,
-        "RPCs of the service in progress at once (health aside: at most 16 health Watch streams more); beyond it "
-        "RESOURCE_EXHAUSTED (default 64)"),
+        "RPCs in progress at once, waiting for a worker included (health too: at most 16 of them Watch streams); "
+        "beyond it RESOURCE_EXHAUSTED (default 64)"),
     _limit("--keepalive-time", float,
         "seconds of silence before the server pings a connection (default 60)", field="keepalive_time_s"),
     _limit("--keepalive-timeout", float,

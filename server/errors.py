@@ -78,11 +78,12 @@ def new_request_id() -> str:
     return os.urandom(6).hex()
 
 
-MESSAGE_LIMIT = 1500
-"""Characters of an error message that reach a status or a log line; a longer one is elided in the
+MESSAGE_LIMIT = 1200
+"""UTF-8 bytes of an error message that reach a status or a log line; a longer one is elided in the
 middle. Request values are shown shortened where messages are made (``models.errors.shown``); this
-bound holds for every message, whatever made it, so a status never outgrows gRPC's metadata limit
-(the message travels twice, in grpc-message and in the rich status: about 4.5 KB of 8)."""
+bound holds for every message, whatever made it, so a status never outgrows gRPC's 8 KB metadata
+limit: the message travels in grpc-message (non-ASCII bytes percent-encoded: up to 3.6 KB) and,
+base64-encoded, in the rich status, twice when it names a field (3.2 KB)."""
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 10}  # newlines kept: a list of fixes reads as one
 
 
@@ -92,12 +93,14 @@ def _message(exc: BaseException) -> str:
 
 
 def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``message`` with control characters escaped but newlines, at most about ``limit`` characters."""
+    """``message`` with control characters escaped but newlines, at most about ``limit`` UTF-8 bytes."""
     message = message.translate(_CONTROL)
-    if len(message) <= limit:
+    data = message.encode()
+    if len(data) <= limit:
         return message
     head = limit * 2 // 3
-    return f"{message[:head]} ...[{len(message) - limit:,} characters elided]... {message[-(limit - head):]}"
+    first, last = data[:head].decode(errors="ignore"), data[-(limit - head) :].decode(errors="ignore")
+    return f"{first} ...[{len(data) - limit:,} bytes elided]... {last}"
 
 
 def rich_status(code: grpc.StatusCode, message: str, request_id: str, field: str | None = None) -> grpc.Status:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -138,19 +137,11 @@ class Metrics:
 
 
 class MetricsInterceptor(_ServiceInterceptor):
-    """Counts every RPC of the service (refused ones too) and keeps at most ``max_rpcs`` of them in
-    progress: beyond, RESOURCE_EXHAUSTED with a request id, before any work.
+    # Health is left alone: wrapping it would also turn its non-blocking Watch into a blocking
+    # generator that holds a worker thread per watcher (N unauthenticated watchers = no workers).
 
-    Health is left alone: it needs no token, so its calls must not count against the service's
-    limit (its Watch streams are capped on their own, ``server.app.HealthServicer``); wrapping it
-    would also turn its Watch into a generator on the interp workers.
-    """
-
-    def __init__(self, metrics: Metrics, max_rpcs: int | None = None) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.max_rpcs = max_rpcs
-        self._active = 0
-        self._active_lock = threading.Lock()
         # grpc asks for the handler on every call: the wrapped handler of a method (and its
         # metric children) is made once and reused while the method's handler is the same object.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
@@ -163,23 +154,6 @@ class MetricsInterceptor(_ServiceInterceptor):
         wrapped = self._wrap_method(handler, key.rsplit("/", 1)[-1])
         self._wrapped[key] = (handler, wrapped)
         return wrapped
-
-    def _enter(self, context: Any, method: str) -> bool:
-        """Count the call in, or abort it when ``max_rpcs`` are in progress."""
-        with self._active_lock:
-            if self.max_rpcs is None or self._active < self.max_rpcs:
-                self._active += 1
-                return True
-        request_id = new_request_id()
-        log.info("request %s: %s -> RESOURCE_EXHAUSTED: %d RPCs in progress", request_id, method, self.max_rpcs)
-        message = (f"{self.max_rpcs} RPCs are in progress, the most this server takes at once (--max-concurrent-rpcs); "
-                   f"try again shortly (request id {request_id})")  # fmt: skip
-        context.abort_with_status(rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, message, request_id))
-        return False  # not reached: abort raises
-
-    def _leave(self) -> None:
-        with self._active_lock:
-            self._active -= 1
 
     def _wrap_method(self, handler: Any, method: str) -> Any:
         m = self.metrics
@@ -211,33 +185,27 @@ class MetricsInterceptor(_ServiceInterceptor):
             if streaming:
 
                 def stream(request: Any, context: Any) -> Iterator[Any]:
-                    started, failed, entered = time.perf_counter(), None, False
+                    started, failed = time.perf_counter(), None
                     in_flight.inc()
                     try:
-                        entered = self._enter(context, method)
                         yield from behaviour(request, context)
                     except Exception as exc:  # not GeneratorExit: a stream the client abandoned
                         failed = exc
                         raise
                     finally:
-                        if entered:
-                            self._leave()
                         observe(context, started, failed)
 
                 return stream
 
             def unary(request: Any, context: Any) -> Any:
-                started, failed, entered = time.perf_counter(), None, False
+                started, failed = time.perf_counter(), None
                 in_flight.inc()
                 try:
-                    entered = self._enter(context, method)
                     return behaviour(request, context)
                 except Exception as exc:
                     failed = exc
                     raise
                 finally:
-                    if entered:
-                        self._leave()
                     observe(context, started, failed)
 
             return unary

@@ -36,10 +36,7 @@ def job_parser(
     parser.add_argument("model", help="a registered model, e.g. lenet")
     parser.add_argument("dataset", help=dataset_help)
     if default_layers is not None:
-        parser.add_argument(
-            "--layers", "--layer", default="",
-            help=f"comma-separated layers (default: {default_layers}); --layer as in `interp index`",
-        )  # fmt: skip
+        parser.add_argument("--layers", default="", help=f"comma-separated layers (default: {default_layers})")
     return parser
 
 

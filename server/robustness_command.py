@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = AttackDatasetParams(steps=args.steps, seed=args.seed, batch_size=args.batch_size)
 
     def report(p: RobustnessProgress) -> str:
-        return f"{p.images_done:,}/{p.total:,} images, {p.images_per_s:.1f}/s, ETA {p.eta_s:.0f} s"
+        where = f" ({p.stage})" if p.stage else ""
+        return f"{p.images_done:,}/{p.total:,} images{where}, {p.images_per_s:.1f}/s, ETA {p.eta_s:.0f} s"
 
     progress = throttled(report)
 

@@ -30,12 +30,15 @@ DEFAULT_ACTORS = 2
 
 @dataclass(frozen=True)
 class RobustnessProgress:
-    """Images done of the images attacked, their rate and the estimated time left."""
+    """Images done of the images attacked, their rate and the estimated time left. The local
+    engine runs one method over all images, then the next: there ``images_done`` counts the images
+    of the method ``stage`` names ("pgd, method 2 of 2"), and the rate and ETA are over the whole job."""
 
     images_done: int
     total: int
     images_per_s: float
     eta_s: float
+    stage: str = ""
 
 
 def _count(accuracy: float, n: int) -> int:
@@ -98,13 +101,18 @@ def run_robustness(
     if engine == "local":
         started = time.perf_counter()
 
-        def step(event: StepEvent) -> None:  # one a batch and method: the share of the work done
+        def step(event: StepEvent) -> None:  # one a batch of one method (stage: "pgd 300/1000")
             if on_progress is None:
                 return
-            done = round(len(x) * event.step / max(event.total_steps, 1))
+            method, _, count = event.stage.partition(" ")
+            done = int(count.split("/")[0]) if count else 0
+            passes = len(x) * len(methods)  # image-method pairs: what the rate and the ETA are over
+            finished = round(passes * event.step / max(event.total_steps, 1))
             elapsed = time.perf_counter() - started
-            rate = done / elapsed if elapsed > 0 else 0.0
-            on_progress(RobustnessProgress(done, len(x), rate, (len(x) - done) / rate if rate > 0 else 0.0))
+            rate = finished / elapsed if elapsed > 0 else 0.0
+            which = f"{method}, method {methods.index(method) + 1} of {len(methods)}" if method in methods else ""
+            eta = (passes - finished) / rate if rate > 0 else 0.0
+            on_progress(RobustnessProgress(done, len(x), rate, eta, which))
 
         return robustness(module, x, labels, should_stop=should_stop, on_step=step, **kwargs)
     if engine != "ray":

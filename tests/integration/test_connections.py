@@ -82,38 +82,44 @@ def test_rpcs_beyond_the_concurrency_limit_are_refused_at_once(two_rpcs, sneaker
         assert list(streams[1]) == []
 
 
-def test_unauthenticated_health_watchers_never_take_the_rpc_limit(two_rpcs) -> None:
-    """Health needs no token, so anyone may open Watch streams: at most HEALTH_WATCH_STREAMS stay
-    open (the next is refused, naming Check instead) and none of them counts against
-    --max-concurrent-rpcs (two here): authorised calls and health Check are still served."""
+def test_unauthenticated_health_stays_small_and_answers_while_the_workers_are_busy(sneaker_png) -> None:
+    """Health needs no token: at most HEALTH_WATCH_STREAMS Watch streams (the next is refused, naming
+    Check), so watchers never take the whole --max-concurrent-rpcs; a Watch of a name the server
+    does not report is NOT_FOUND (grpc's servicer kept every name asked for); and Check runs on
+    health's own threads, so it answers while the only interp worker is busy with a live stream."""
     from server.app import HEALTH_WATCH_STREAMS
 
-    srv, target = two_rpcs
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        stub = interp_pb2_grpc.InterpStub(channel)
-        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S) for _ in range(HEALTH_WATCH_STREAMS)]
-        for watch in watches:
-            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # all open
-        with pytest.raises(grpc.RpcError) as info:
-            next(health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S))
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Check" in info.value.details()
-        assert stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S).models
-        checked = health.Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S)
-        assert checked.status == health_pb2.HealthCheckResponse.SERVING
-        watches[0].cancel()
-
-        def watch_opens() -> bool:
-            try:
-                return next(health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S)).status == 1
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    raise
-                return False
-
-        wait_until(watch_opens, "a Watch accepted once one was cancelled")
-        for watch in watches[1:]:
-            watch.cancel()
+    limits = Limits(max_concurrent_rpcs=HEALTH_WATCH_STREAMS + 4)
+    srv, port = create_server(test_config(models=("lenet",), worker_threads=1, limits=limits))
+    srv.start()
+    release = threading.Event()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            stub = interp_pb2_grpc.InterpStub(channel)
+            ask = health_pb2.HealthCheckRequest()
+            watches = [health.Watch(ask, timeout=WAIT_S) for _ in range(HEALTH_WATCH_STREAMS)]
+            for watch in watches:
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # all open
+            with pytest.raises(grpc.RpcError) as info:
+                next(health.Watch(health_pb2.HealthCheckRequest(), timeout=WAIT_S))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Check" in info.value.details()
+            with pytest.raises(grpc.RpcError) as unknown:
+                next(health.Watch(health_pb2.HealthCheckRequest(service="x" * 100_000), timeout=WAIT_S))
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "x" * 1000 not in str(srv.health._send_response_callbacks)  # nothing kept of it
+            stream = _open_watch(stub, release, sneaker_png)  # the one interp worker, busy until released
+            assert next(stream).sequence == 0
+            checked = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            release.set()
+            assert list(stream) == []
+            assert stub.ListModels(pb.ListModelsRequest(), timeout=WAIT_S).models  # served beside 16 watchers
+            for watch in watches:
+                watch.cancel()
+    finally:
+        release.set()
+        srv.stop(None)
 
 
 def test_a_client_that_stops_reading_is_cut_when_its_connection_ages_out() -> None:

@@ -197,12 +197,3 @@ def test_help_lists_every_flag_and_variable() -> None:
         assert flag in text, flag
     assert "25% of the cgroup" in text.replace("\n", " ").replace("  ", " ")
 
-
-def test_the_offline_jobs_take_layer_as_interp_index_does() -> None:
-    """`interp index --layer` and `interp-index --layers`: either spelling works on the jobs."""
-    from server.atlas_command import build_parser as atlas_parser
-    from server.index_command import build_parser as index_parser
-
-    for parser in (index_parser(), atlas_parser()):
-        for flag in ("--layer", "--layers"):
-            assert parser.parse_args(["lenet", "fashion-mnist-test", flag, "relu2,relu4"]).layers == "relu2,relu4"

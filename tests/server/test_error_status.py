@@ -55,4 +55,6 @@ def test_every_message_is_bounded_and_logged_on_one_line() -> None:
     long = "start " + "x" * 10**6 + " end"
     out = bounded(long)
     assert len(out) < MESSAGE_LIMIT + 60 and out.startswith("start xx") and out.endswith("xx end")
-    assert "characters elided" in out
+    assert "bytes elided" in out
+    for wide in ("é" * 5000, "漢" * 5000):  # counted in bytes: grpc's metadata limit is in bytes
+        assert len(bounded(wide).encode()) < MESSAGE_LIMIT + 60

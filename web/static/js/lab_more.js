@@ -54,6 +54,7 @@ export async function neighborsView(where, image, model, layers) {
     names = d.layers.map((l) => l.name);
     fallback = names[Math.max(0, names.length - 2)];  // the penultimate layer: the logits' input
   } catch (err) { /* the lab's layers */ }
+  if (!where.isConnected) return;  // the lab moved on (another model or image) while the catalogue came
   const picker = layerPicker("neighbors-layer", names, query().get("nlayer"), fallback);
   const out = h("div", {});
   async function run() {
