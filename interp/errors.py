@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import reprlib
+
+_echo = reprlib.Repr()
+_echo.maxstring = 102  # 100 characters and the quotes
+_echo.maxother = 100
+
+
+def echoed(value: object) -> str:
+    """``repr`` of a value the caller gave, at most about 100 characters (elided in the middle), for
+    messages: a megabyte-long "colormap" is not repeated whole, and newlines arrive escaped."""
+    return _echo.repr(value)
+
 
 class InterpError(Exception):
     """Base class for every error a method raises on purpose."""

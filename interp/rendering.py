@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from torch import Tensor
 
-from interp.errors import InvalidInput
+from interp.errors import InvalidInput, echoed
 
 COLORMAPS: dict[str, int] = {
     name.removeprefix("COLORMAP_").lower(): getattr(cv2, name)
@@ -131,7 +131,7 @@ def _colormap_lut(code: int) -> np.ndarray:
 def colormap_code(name: str) -> int:
     """OpenCV's code for a colormap name, or InvalidInput listing the valid names."""
     if not isinstance(name, str) or name.lower() not in COLORMAPS:
-        raise InvalidInput(f"unknown colormap {name!r}; valid colormaps: {', '.join(sorted(COLORMAPS))}")
+        raise InvalidInput(f"unknown colormap {echoed(name)}; valid colormaps: {', '.join(sorted(COLORMAPS))}")
     return COLORMAPS[name.lower()]
 
 

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
-from interp.errors import InvalidInput
+from interp.errors import InvalidInput, echoed
 from interp.progress import default_preview_every
 from interp.synthesis.transforms import REFERENCE_SIZE, SMALL_INPUT_SIZE, TransformSpec
 from interp.validate import INT64_MAX, check_float, check_int, filled
@@ -201,7 +201,7 @@ def resolve(
     small = input_size <= SMALL_INPUT_SIZE
     preset = p.preset if p.preset is not None else (None if dense is None else "naturalness" if dense else "none")
     if preset is not None and preset not in PRESETS:
-        raise InvalidInput(f"preset must be one of {PRESETS}, got {preset!r}", param="preset")
+        raise InvalidInput(f"preset must be one of {PRESETS}, got {echoed(preset)}", param="preset")
     parameterization = p.parameterization
     if parameterization is None and (in_channels != 1 or preset is not None):
         # 1 channel: sigmoid pixels for the plain ascent, Fourier (1/f) for naturalness.
@@ -254,13 +254,14 @@ def preset_defaults(preset: str, *, in_channels: int, image_size: int) -> Natura
 
 def _validate(p: FeatureVisParams) -> None:
     if p.objective not in OBJECTIVES:
-        raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {p.objective!r}", param="objective")
+        raise InvalidInput(f"objective must be one of {OBJECTIVES}, got {echoed(p.objective)}", param="objective")
     if p.parameterization is not None and p.parameterization not in PARAMETERIZATIONS:
         raise InvalidInput(
-            f"parameterization must be one of {PARAMETERIZATIONS}, got {p.parameterization!r}", param="parameterization"
+            f"parameterization must be one of {PARAMETERIZATIONS}, got {echoed(p.parameterization)}",
+            param="parameterization",
         )
     if p.preset is not None and p.preset not in PRESETS:
-        raise InvalidInput(f"preset must be one of {PRESETS}, got {p.preset!r}", param="preset")
+        raise InvalidInput(f"preset must be one of {PRESETS}, got {echoed(p.preset)}", param="preset")
     check_int("steps", p.steps, 1, MAX_STEPS)
     check_int("image_size", p.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     check_int("seed", p.seed, 0, INT64_MAX)

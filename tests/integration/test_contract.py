@@ -154,7 +154,7 @@ def test_an_undecodable_image_among_several_is_named(client, shirt) -> None:
 
 
 def test_a_request_without_a_model_says_the_model_is_required(client, shirt) -> None:
-    with pytest.raises(errors.NotFound) as info:
+    with pytest.raises(errors.InvalidArgument) as info:  # a required field left out (NOT_FOUND: a name not served)
         client.classify(shirt, model="")
     assert info.value.field == "model" and "model is required" in info.value.message
 
