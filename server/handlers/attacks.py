@@ -4,6 +4,7 @@ Which parameters each method reads is the method table's ``applies``."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -383,6 +384,9 @@ def robustness_reply(
     )
 
 
+MAX_REORDERED_METHODS = 5
+
+
 def _stored_robustness(
     ctx: Ctx, name: str, methods: list[str], epsilons: list[float], params: AttackDatasetParams, limit: int,
     true_labels: bool,
@@ -393,11 +397,26 @@ def _stored_robustness(
         return None
     model = ctx.model
     dataset = dataset_named(ctx, name)
-    key = robustness_key(model.weights.sha256, dataset.manifest(), model.spec.preprocessing, methods, epsilons,
-                         params, limit, true_labels)  # fmt: skip
-    body = store.find(key)
+    body, order = None, methods
+    # the same methods stored in another order answer too, their curves put in the request's order
+    # (distinct methods only, at most the five there are: at most 120 keys to look for)
+    distinct = len(set(methods)) == len(methods) <= MAX_REORDERED_METHODS
+    others = (list(p) for p in itertools.permutations(methods) if list(p) != methods) if distinct else iter(())
+    for order in [methods, *others]:
+        key = robustness_key(model.weights.sha256, dataset.manifest(), model.spec.preprocessing, order, epsilons,
+                             params, limit, true_labels)  # fmt: skip
+        body = store.find(key)
+        if body is not None:
+            break
     if body is None:
         return None
     reply = pb.AttackDatasetResult.FromString(body)
+    if order != methods:
+        by_method = {curve.method: curve for curve in reply.curves}
+        curves = [pb.MethodCurve() for _ in methods]
+        for curve, method in zip(curves, methods, strict=True):
+            curve.CopyFrom(by_method[method])
+        del reply.curves[:]
+        reply.curves.extend(curves)
     reply.precomputed = True
     return reply

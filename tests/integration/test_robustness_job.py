@@ -112,3 +112,33 @@ def test_the_server_answers_attack_dataset_from_the_stored_result(lenet, dataset
             assert "not computed now" in text_robustness(listed.result, argparse.Namespace())  # the CLI says so
     finally:
         srv.stop(grace=None)
+
+
+def test_a_stored_result_answers_its_methods_in_any_order(lenet, dataset, tmp_path):
+    """interp-robustness stored fgsm,pgd; AttackDataset asking pgd,fgsm is answered from it (it was
+    computed again), its curves in the request's order. Repeated methods are not reordered."""
+    import grpc
+
+    from protos import interp_pb2 as pb
+    from protos import interp_pb2_grpc
+    from server.app import create_server
+
+    index_dir = tmp_path / "index"
+    _, stored = run_and_store(lenet, dataset, index_dir=index_dir, methods=["fgsm", "pgd"], epsilons=EPSILONS,
+                              params=PARAMS, limit=16)  # fmt: skip
+    srv, port = create_server(test_config(models=("lenet",), index_dir=index_dir))
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = interp_pb2_grpc.InterpStub(channel)
+            request = pb.AttackDatasetRequest(
+                model="lenet", dataset="fashion-mnist-test", methods=["pgd", "fgsm"], epsilons=EPSILONS, limit=16,
+                params=pb.AttackDatasetParams(steps=5, seed=3, batch_size=16),
+            )  # fmt: skip
+            events = list(stub.AttackDataset(request, timeout=300))
+            result = events[-1].result
+            assert result.precomputed and [c.method for c in result.curves] == ["pgd", "fgsm"]
+            by_method = {c.method: list(c.accuracy) for c in stored.curves}
+            assert [list(c.accuracy) for c in result.curves] == [by_method["pgd"], by_method["fgsm"]]
+    finally:
+        srv.stop(grace=None)
