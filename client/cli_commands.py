@@ -22,7 +22,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from client import cli_text as t
 from client.cli_options import UsageError, image_set
 from client.requests import fill_set
-from client.results import file_part, is_folder
+from client.results import beside, file_part
 from protos import interp_pb2 as pb
 from protos.methods import Method
 
@@ -79,16 +79,6 @@ def _activations_values(args: argparse.Namespace, values: dict[str, Any]) -> Non
             raise UsageError("--npy needs -o (where to write the arrays)")
         values.setdefault("include_pngs", False)
     values.setdefault("include_tensors", bool(args.npy))  # tensors travel only when they are saved
-
-
-def beside(output: str | Path, name: str, suffix: str) -> Path:
-    """Where an extra file of ``-o`` goes: ``<folder>/<name><suffix>``, or ``<stem>_<name><suffix>``
-    beside a file (``<stem><suffix>`` when ``name`` is empty)."""
-    if is_folder(output):
-        Path(output).mkdir(parents=True, exist_ok=True)
-        return Path(output) / f"{name or 'map'}{suffix}"
-    path = Path(output)
-    return path.with_name(f"{path.stem}_{name}{suffix}" if name else f"{path.stem}{suffix}")
 
 
 def _activations_files(result: Any, args: argparse.Namespace) -> list[Path]:

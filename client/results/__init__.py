@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from client.results._build import build, result_class
-from client.results.base import Result, file_part, is_folder, save_pngs
+from client.results.base import Result, beside, file_part, is_folder, save_pngs
 from client.results.datasets import (
     ChannelTop,
     EmbeddingResult,
@@ -78,6 +78,7 @@ __all__ = [
     "Result",
     "converter",
     "file_part",
+    "beside",
     "is_folder",
     "save_pngs",
     "WeightsInfo",

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from client.results._build import build
 
-__all__ = ["Result", "eps_name", "file_part", "is_folder", "save_pngs"]
+__all__ = ["Result", "beside", "eps_name", "file_part", "is_folder", "save_pngs"]
 
 R = TypeVar("R", bound="Result")
 
@@ -48,6 +48,17 @@ def is_folder(dest: str | os.PathLike[str]) -> bool:
     """Whether an output path names a folder: it ends in ``/``, is a directory, or has no extension."""
     text = os.fspath(dest)
     return text.endswith(("/", os.sep)) or Path(text).is_dir() or not Path(text).suffix
+
+
+def beside(output: str | Path, name: str, suffix: str, as_file: bool | None = None) -> Path:
+    """Where an extra file of ``save()`` / ``-o`` goes: ``<folder>/<name><suffix>`` (the folder made),
+    or ``<stem>_<name><suffix>`` beside a file (``<stem><suffix>`` when ``name`` is empty);
+    ``as_file`` as in :func:`save_pngs`."""
+    if not as_file if as_file is not None else is_folder(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
+        return Path(output) / f"{name or 'map'}{suffix}"
+    path = Path(output)
+    return path.with_name(f"{path.stem}_{name}{suffix}" if name else f"{path.stem}{suffix}")
 
 
 def save_pngs(images: Iterable[tuple[str, bytes]], dest: str | Path, *, as_file: bool | None = None) -> list[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from client.results._build import reply
-from client.results.base import _SavesImages, _ShortRepr, _Stamped, is_folder
+from client.results.base import _SavesImages, _ShortRepr, _Stamped, beside
 from client.results.generated import generated
 from protos import interp_pb2 as pb
 
@@ -70,16 +70,11 @@ class TopActivationsResult(_Stamped, _SavesImages):
         """The PNGs (:meth:`_SavesImages.save`), then each entry's projection (with
         ``projections=True``) as ``channel_CCCC_RR_projection.npy`` named the same way."""
         paths = super().save(dest, as_file=as_file)
-        folder = not as_file if as_file is not None else is_folder(dest)
         for ch in self.channels:
             for rank, e in enumerate(ch.entries):
-                if e.projection is None:
-                    continue
-                name = f"channel_{ch.channel:04d}_{rank:02d}_projection"
-                path = Path(dest) / f"{name}.npy" if folder else Path(dest).with_name(f"{Path(dest).stem}_{name}.npy")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(path, e.projection)
-                paths.append(path)
+                if e.projection is not None:
+                    paths.append(beside(dest, f"channel_{ch.channel:04d}_{rank:02d}_projection", ".npy", as_file))
+                    np.save(paths[-1], e.projection)
         return paths
 
 

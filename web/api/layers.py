@@ -203,6 +203,12 @@ def unit_labels(description: Any, layer: LayerInfo) -> tuple[str, ...]:
     return labels if layer.name == last and layer.channels == len(labels) else ()
 
 
+def index_dataset(explorer: Explorer, model: str, notice: str) -> str:
+    """The dataset a page's "build the index" button indexes (the smallest that fits), when the
+    page says an index is missing; "" otherwise."""
+    return (fitting_datasets(explorer, model)[:1] or [""])[0] if notice else ""
+
+
 def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
     model, name = request.path_params["model"], request.path_params["layer"]
     description, layer = _described(explorer, model, name)
@@ -230,10 +236,9 @@ def _units(explorer: Explorer, request: Request) -> dict[str, Any]:
         for ch in channels
     ]
     pages = max(1, -(-layer.channels // per_page))
-    index_on = fitting_datasets(explorer, model)[:1] if notice else []  # the dataset a "build" button indexes
     return {"layer": layer_json(layer), "page": page, "pages": pages, "per_page": per_page, "units": units,
             "dataset": tops.dataset if tops else "", "notice": notice, "params": params,
-            "index_dataset": index_on[0] if index_on else "",
+            "index_dataset": index_dataset(explorer, model, notice),
             "atlas": atlas_json(atlas, channels, params) if atlas is not None else None}  # fmt: skip
 
 
@@ -268,7 +273,7 @@ def _unit(explorer: Explorer, request: Request) -> dict[str, Any]:
             "visual": cached_visual(explorer, sha, layer.name, unit, params),
             "top": entries, "notice": notice, "dataset": tops.dataset if tops else "", "python": python,
             "tied": bool(tops and tops.channels and tops.channels[0].tied),
-            "index_dataset": (fitting_datasets(explorer, model)[:1] or [""])[0] if notice else "",
+            "index_dataset": index_dataset(explorer, model, notice),
             "params": params, "atlas": stored, "kernel": kernel}  # fmt: skip
 
 
